@@ -1,0 +1,10 @@
+//! One file per verb: its clap arguments and a `run` that calls the library.
+
+pub mod common;
+pub mod dataset;
+pub mod features;
+pub mod info;
+pub mod render;
+pub mod repl;
+pub mod train;
+pub mod watch;

@@ -1,0 +1,1 @@
+//! Metrics on generated audio, sweeps and plots.

@@ -1,0 +1,20 @@
+//! baton: steer Meta's MusicGen while it composes.
+//!
+//! Concept directions are found in the decoder's hidden states with Recursive Feature Machine
+//! probes and added back during generation on time-varying schedules written as Rhai recipes.
+//!
+//! Stages and their dependency direction (see README.md, "Architecture"):
+//! - [`model`], [`rfm`], [`concepts`], [`audio`] know nothing of each other's internals;
+//! - [`probe`] uses model + rfm + concepts; [`steer`] works on plain tensors;
+//! - [`script`] wires everything for recipes; [`repl`] and [`live`] sit on [`script`].
+
+pub mod audio;
+pub mod concepts;
+pub mod eval;
+pub mod live;
+pub mod model;
+pub mod probe;
+pub mod repl;
+pub mod rfm;
+pub mod script;
+pub mod steer;

@@ -1,0 +1,1 @@
+//! Watch mode: file-watch reload of a recipe as a transaction, incremental regeneration.

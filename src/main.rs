@@ -1,0 +1,44 @@
+//! The `baton` command line: parses arguments, calls the library, renders errors with miette.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// Steer MusicGen while it composes, with concept directions and Rhai recipes.
+#[derive(Parser)]
+#[command(name = "baton", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate music from a text prompt or a Rhai recipe, and write WAV files.
+    Render(cli::render::RenderArgs),
+    /// Print a model's shape and size.
+    Info(cli::info::InfoArgs),
+    /// Render a SynTheory-style concept dataset (clips/*.wav + manifest.jsonl).
+    Dataset(cli::dataset::DatasetArgs),
+    /// Extract pooled per-block decoder features from a dataset folder.
+    Features(cli::features::FeaturesArgs),
+    /// Train RFM probes on a features file and write a direction bundle.
+    Train(cli::train::TrainArgs),
+    /// Explore directions and schedules interactively.
+    Repl(cli::repl::ReplArgs),
+    /// Re-render a recipe every time it is saved.
+    Watch(cli::watch::WatchArgs),
+}
+
+fn main() -> miette::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Render(args) => cli::render::run(args),
+        Command::Info(args) => cli::info::run(args),
+        Command::Dataset(args) => cli::dataset::run(args),
+        Command::Features(args) => cli::features::run(args),
+        Command::Train(args) => cli::train::run(args),
+        Command::Repl(args) => cli::repl::run(args),
+        Command::Watch(args) => cli::watch::run(args),
+    }
+}

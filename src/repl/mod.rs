@@ -1,0 +1,1 @@
+//! The interactive recipe REPL (rustyline) with `:commands`.

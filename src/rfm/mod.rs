@@ -1,0 +1,2 @@
+//! Recursive Feature Machines: kernel, fit loop, AGOP, hyperparameter search, eigen-directions,
+//! metrics.

@@ -1,0 +1,1 @@
+//! The Rhai engine for recipes: registered types and functions, sandbox, diagnostics.
