@@ -1,2 +1,11 @@
 //! Probes: audio -> EnCodec codes -> decoder hidden states -> pooled features, probe training and
-//! direction bundle files.
+//! the two file formats the stages exchange (see README.md, "File formats"):
+//! [`DirectionBundle`] (`direction/1`) and [`FeatureSet`] (`features/1`).
+
+pub mod bundle;
+pub mod features;
+mod st;
+
+pub use bundle::DirectionBundle;
+pub use features::{FeatureSet, Labels};
+pub use st::FormatError;

@@ -1,0 +1,184 @@
+//! Features files (`baton.format = features/1`): pooled decoder block outputs of a dataset, with
+//! labels.
+//!
+//! File layout: tensors `layer.{l}` f32 `[n, hidden]` and `labels` (i64 `[n]` class ids, or f32
+//! `[n]` regression targets); metadata `baton.format`, `classes` (JSON list), `model`, `pooling`,
+//! `concept`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::Dtype;
+
+use super::st::{self, FormatError, OwnedTensor};
+
+/// The format tag of features files.
+pub const FEATURES_FORMAT: &str = "features/1";
+
+/// Labels of a feature set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Labels {
+    /// Class ids, indices into [`FeatureSet::classes`].
+    Classes(Vec<i64>),
+    /// Regression targets (e.g. BPM).
+    Values(Vec<f32>),
+}
+
+impl Labels {
+    /// Number of labelled examples.
+    pub fn len(&self) -> usize {
+        match self {
+            Labels::Classes(v) => v.len(),
+            Labels::Values(v) => v.len(),
+        }
+    }
+
+    /// True when there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Pooled per-block features of `n` clips, row-major `[n, hidden]` per block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureSet {
+    /// Concept family the labels describe.
+    pub concept: String,
+    /// The model the features come from.
+    pub model: String,
+    /// Pooling over time (`mean`, ...).
+    pub pooling: String,
+    /// Class names (empty for regression).
+    pub classes: Vec<String>,
+    /// Number of examples.
+    pub n: usize,
+    /// Feature width.
+    pub hidden_size: usize,
+    /// Row-major `[n, hidden]` features per decoder block.
+    pub layers: BTreeMap<usize, Vec<f32>>,
+    /// One label per example.
+    pub labels: Labels,
+}
+
+impl FeatureSet {
+    /// Reads and validates a features file.
+    pub fn read(path: &Path) -> Result<Self, FormatError> {
+        let r = st::Reader::open(path, FEATURES_FORMAT)?;
+        let classes: Vec<String> = r.meta_json("classes")?;
+        let (dtype, shape, bytes) = r.raw("labels")?;
+        if shape.len() != 1 {
+            return Err(FormatError::invalid(path, "`labels` must be one-dimensional"));
+        }
+        let labels = match dtype {
+            Dtype::I64 => {
+                let ids: Vec<i64> = bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect();
+                if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= classes.len()) {
+                    return Err(FormatError::invalid(
+                        path,
+                        format!("label {bad} is not a class index (there are {} classes)", classes.len()),
+                    ));
+                }
+                Labels::Classes(ids)
+            }
+            Dtype::F32 => Labels::Values(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+                    .collect(),
+            ),
+            other => {
+                return Err(FormatError::invalid(
+                    path,
+                    format!("`labels` is {other:?}, expected I64 (classes) or F32 (values)"),
+                ))
+            }
+        };
+        let n = labels.len();
+        let mut layers = BTreeMap::new();
+        let mut hidden_size = None;
+        for name in r.names()? {
+            let Some(l) = name.strip_prefix("layer.") else {
+                continue;
+            };
+            let l: usize = l.parse().map_err(|_| {
+                FormatError::invalid(path, format!("tensor `{name}` has no block index"))
+            })?;
+            let (shape, values) = r.f32(&name)?;
+            if shape.len() != 2 || shape[0] != n {
+                return Err(FormatError::invalid(
+                    path,
+                    format!("`{name}` has shape {shape:?}, expected [{n}, hidden]"),
+                ));
+            }
+            if *hidden_size.get_or_insert(shape[1]) != shape[1] {
+                return Err(FormatError::invalid(path, "layers have different widths"));
+            }
+            layers.insert(l, values);
+        }
+        let Some(hidden_size) = hidden_size else {
+            return Err(FormatError::invalid(path, "holds no `layer.{l}` tensor"));
+        };
+        Ok(FeatureSet {
+            concept: r.meta("concept")?.to_string(),
+            model: r.meta("model")?.to_string(),
+            pooling: r.meta("pooling")?.to_string(),
+            classes,
+            n,
+            hidden_size,
+            layers,
+            labels,
+        })
+    }
+
+    /// Writes the feature set atomically.
+    pub fn write(&self, path: &Path) -> Result<(), FormatError> {
+        let mut tensors: Vec<OwnedTensor> = self
+            .layers
+            .iter()
+            .map(|(l, v)| OwnedTensor::f32(format!("layer.{l}"), vec![self.n, self.hidden_size], v))
+            .collect();
+        tensors.push(match &self.labels {
+            Labels::Classes(ids) => OwnedTensor::i64("labels", vec![ids.len()], ids),
+            Labels::Values(v) => OwnedTensor::f32("labels", vec![v.len()], v),
+        });
+        let metadata = HashMap::from([
+            ("baton.format".to_string(), FEATURES_FORMAT.to_string()),
+            ("concept".to_string(), self.concept.clone()),
+            ("model".to_string(), self.model.clone()),
+            ("pooling".to_string(), self.pooling.clone()),
+            (
+                "classes".to_string(),
+                serde_json::to_string(&self.classes).unwrap_or_else(|_| "[]".into()),
+            ),
+        ]);
+        st::write(path, &tensors, metadata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_classes_and_values() {
+        let dir = tempfile::tempdir().unwrap();
+        for labels in [Labels::Classes(vec![0, 1, 1]), Labels::Values(vec![60.0, 90.0, 120.0])] {
+            let set = FeatureSet {
+                concept: "tempos".into(),
+                model: "tiny".into(),
+                pooling: "mean".into(),
+                classes: vec!["a".into(), "b".into()],
+                n: 3,
+                hidden_size: 2,
+                layers: BTreeMap::from([(0, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), (3, vec![0.5; 6])]),
+                labels,
+            };
+            let path = dir.path().join("f.safetensors");
+            set.write(&path).unwrap();
+            assert_eq!(FeatureSet::read(&path).unwrap(), set);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Small safetensors helpers shared by the bundle and features formats: f32/i64 tensors with
+//! string metadata, written atomically.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+/// Errors reading or writing baton's safetensors-based files.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid safetensors file: {source}")]
+    Safetensors {
+        path: PathBuf,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Write(#[from] crate::audio::AudioError),
+}
+
+impl FormatError {
+    pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> Self {
+        FormatError::Invalid {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A tensor to write: name, dtype, shape and little-endian bytes.
+pub(crate) struct OwnedTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl OwnedTensor {
+    pub fn f32(name: impl Into<String>, shape: Vec<usize>, data: &[f32]) -> Self {
+        OwnedTensor {
+            name: name.into(),
+            dtype: Dtype::F32,
+            shape,
+            bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    pub fn i64(name: impl Into<String>, shape: Vec<usize>, data: &[i64]) -> Self {
+        OwnedTensor {
+            name: name.into(),
+            dtype: Dtype::I64,
+            shape,
+            bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Serialises tensors with metadata and writes them atomically.
+pub(crate) fn write(
+    path: &Path,
+    tensors: &[OwnedTensor],
+    metadata: HashMap<String, String>,
+) -> Result<(), FormatError> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|t| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|source| FormatError::Safetensors {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|source| {
+        FormatError::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    crate::audio::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// A whole file read into memory, with its metadata checked against an expected format tag.
+pub(crate) struct Reader {
+    pub path: PathBuf,
+    bytes: Vec<u8>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl Reader {
+    /// Reads `path` and checks that metadata `baton.format` equals `format`.
+    pub fn open(path: &Path, format: &str) -> Result<Self, FormatError> {
+        let bytes = std::fs::read(path).map_err(|source| FormatError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|source| FormatError::Safetensors {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        match metadata.get("baton.format") {
+            Some(f) if f == format => {}
+            Some(f) => {
+                return Err(FormatError::invalid(
+                    path,
+                    format!("holds a `{f}` file, expected `{format}`"),
+                ))
+            }
+            None => {
+                return Err(FormatError::invalid(
+                    path,
+                    format!("has no `baton.format` metadata (expected `{format}`)"),
+                ))
+            }
+        }
+        Ok(Reader {
+            path: path.to_path_buf(),
+            bytes,
+            metadata,
+        })
+    }
+
+    fn tensors(&self) -> Result<SafeTensors<'_>, FormatError> {
+        SafeTensors::deserialize(&self.bytes).map_err(|source| FormatError::Safetensors {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Names of all tensors in the file.
+    pub fn names(&self) -> Result<Vec<String>, FormatError> {
+        Ok(self.tensors()?.names().into_iter().cloned().collect())
+    }
+
+    /// A required metadata string.
+    pub fn meta(&self, key: &str) -> Result<&str, FormatError> {
+        self.metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| FormatError::invalid(&self.path, format!("missing metadata `{key}`")))
+    }
+
+    /// A metadata string parsed as JSON.
+    pub fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T, FormatError> {
+        serde_json::from_str(self.meta(key)?).map_err(|e| {
+            FormatError::invalid(&self.path, format!("metadata `{key}` is not valid: {e}"))
+        })
+    }
+
+    /// A tensor's dtype, shape and raw bytes.
+    pub fn raw(&self, name: &str) -> Result<(Dtype, Vec<usize>, Vec<u8>), FormatError> {
+        let st = self.tensors()?;
+        let view = st
+            .tensor(name)
+            .map_err(|_| FormatError::invalid(&self.path, format!("missing tensor `{name}`")))?;
+        Ok((view.dtype(), view.shape().to_vec(), view.data().to_vec()))
+    }
+
+    /// A tensor that must be f32; returns (shape, values).
+    pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError> {
+        let (dtype, shape, bytes) = self.raw(name)?;
+        if dtype != Dtype::F32 {
+            return Err(FormatError::invalid(
+                &self.path,
+                format!("tensor `{name}` is {dtype:?}, expected F32"),
+            ));
+        }
+        let values = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((shape, values))
+    }
+}
