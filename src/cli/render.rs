@@ -61,5 +61,7 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     if args.recipe.is_some() {
         return super::recipe::run(&args);
     }
-    Err(miette::miette!("baton render --prompt is not implemented yet"))
+    Err(miette::miette!(
+        "baton render --prompt is not implemented yet"
+    ))
 }
