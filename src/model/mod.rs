@@ -5,7 +5,10 @@
 //! OWNER NOTE (skeleton): the public surface below is what `probe`, `script` and the CLI build
 //! on. Keep these names and signatures; fill in the bodies.
 
+pub mod encodec;
 pub mod hook;
+pub mod t5;
+pub mod text;
 
 pub use hook::ResidualHook;
 
