@@ -9,10 +9,11 @@ weight norm stored as weight_g / weight_v, 2 LSTM layers, reflect padding, non-c
 shortcut). Random weights make the timings meaningful and the audio noise.
 
     python tests/reference/bench_small_shaped.py build DIR
-    python tests/reference/bench_small_shaped.py time DIR [--seconds 10] [--threads N]
+    python tests/reference/bench_small_shaped.py time DIR [--seconds 10] [--threads N] [--device cuda]
 
 `time` runs in a fresh process so its peak RSS counts only loading and running:
-  1. load with MusicgenForConditionalGeneration.from_pretrained(DIR) (float32, CPU, sdpa),
+  1. load with MusicgenForConditionalGeneration.from_pretrained(DIR) (float32, sdpa) onto
+     --device (cpu by default, or cuda),
   2. generate(prompt, do_sample=True, top_k=250, guidance_scale=3.0,
      max_new_tokens=seconds*50+3) -- text encoding, 503 decoder steps for 10 s and the EnCodec
      decode of the result -- timed as a whole,
@@ -99,47 +100,62 @@ def peak_rss_mib():
 
 
 @torch.no_grad()
-def bench(folder, seconds, threads):
+def bench(folder, seconds, threads, device):
     if threads:
         torch.set_num_threads(threads)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     t0 = time.perf_counter()
-    model = MusicgenForConditionalGeneration.from_pretrained(folder)
+    model = MusicgenForConditionalGeneration.from_pretrained(folder).to(device)
     model.eval()
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
     load_s = time.perf_counter() - t0
-    inputs = tok(["80s pop track with bassy drums and synth"], padding=True, return_tensors="pt")
+    inputs = tok(["80s pop track with bassy drums and synth"], padding=True, return_tensors="pt").to(device)
     max_new_tokens = int(seconds * 50) + 3
 
     codes = {}
     orig = model.audio_encoder.decode
 
     def timed_decode(audio_codes, *a, **kw):
+        sync()
         start = time.perf_counter()
         out = orig(audio_codes, *a, **kw)
+        sync()
         codes["decode_s"] = time.perf_counter() - start
         codes["codes"] = audio_codes
         return out
 
     model.audio_encoder.decode = timed_decode
     torch.manual_seed(0)
+    sync()
     t0 = time.perf_counter()
     audio = model.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0,
                            max_new_tokens=max_new_tokens)
+    sync()
     gen_s = time.perf_counter() - t0
     model.audio_encoder.decode = orig
-    audio_s = audio.shape[-1] / 32000.0
+    audio_s = audio.shape[-1] / model.config.audio_encoder.sampling_rate
 
+    sync()
     t0 = time.perf_counter()
     model.audio_encoder.decode(codes["codes"], [None])
+    sync()
     decode_s = time.perf_counter() - t0
 
-    noise = torch.randn(1, 1, int(seconds * 32000)) * 0.1
+    sr = model.config.audio_encoder.sampling_rate
+    noise = torch.randn(1, 1, int(seconds * sr), device=device) * 0.1
+    sync()
     t0 = time.perf_counter()
-    model.audio_encoder.encode(noise, bandwidth=2.2)
+    model.audio_encoder.encode(noise, bandwidth=model.config.audio_encoder.target_bandwidths[-1])
+    sync()
     encode_s = time.perf_counter() - t0
 
     print(json.dumps({
         "impl": "transformers",
+        "device": device,
         "threads": torch.get_num_threads(),
         "seconds": seconds,
         "max_new_tokens": max_new_tokens,
@@ -162,11 +178,12 @@ def main():
     t.add_argument("dir")
     t.add_argument("--seconds", type=float, default=10.0)
     t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     if args.cmd == "build":
         build(args.dir)
     else:
-        bench(args.dir, args.seconds, args.threads)
+        bench(args.dir, args.seconds, args.threads, args.device)
 
 
 if __name__ == "__main__":
