@@ -124,9 +124,17 @@ fn teacher_forced_matches(name: &str) {
         .forward(t.r("tf.codes"), Some(&cross), None, None, &layers)
         .unwrap();
     for (l, block) in out.captured.iter().enumerate() {
-        assert_close(&format!("{name} tf.block.{l}"), block, t.r(&format!("tf.block.{l}")));
+        assert_close(
+            &format!("{name} tf.block.{l}"),
+            block,
+            t.r(&format!("tf.block.{l}")),
+        );
     }
-    assert_close(&format!("{name} final_norm"), &out.hidden, t.r("tf.final_norm"));
+    assert_close(
+        &format!("{name} final_norm"),
+        &out.hidden,
+        t.r("tf.final_norm"),
+    );
     let logits = t.decoder.logits(&out.hidden).unwrap();
     assert_close(&format!("{name} tf.logits"), &logits, t.r("tf.logits"));
 
@@ -140,7 +148,11 @@ fn teacher_forced_matches(name: &str) {
         assert_close(&format!("{name} {key}"), block, t.r(&key));
     }
     let logits = t.decoder.logits(&out.hidden).unwrap();
-    assert_close(&format!("{name} capture.logits"), &logits, t.r("capture.logits"));
+    assert_close(
+        &format!("{name} capture.logits"),
+        &logits,
+        t.r("capture.logits"),
+    );
 }
 
 #[test]
@@ -203,9 +215,16 @@ fn greedy_generation_matches_hf_b() {
 fn seeded_top_k_is_reproducible_and_stays_in_top_k() {
     let t = tiny("a");
     let k = 3;
-    let sampling = Sampling::TopK { k, temperature: 1.5 };
+    let sampling = Sampling::TopK {
+        k,
+        temperature: 1.5,
+    };
     let a = codes_vec(&t.generate(1.0, sampling, 11));
-    assert_eq!(a, codes_vec(&t.generate(1.0, sampling, 11)), "same seed, other codes");
+    assert_eq!(
+        a,
+        codes_vec(&t.generate(1.0, sampling, 11)),
+        "same seed, other codes"
+    );
     let others: Vec<_> = (12..16)
         .map(|s| codes_vec(&t.generate(1.0, sampling, s)))
         .collect();
@@ -234,7 +253,10 @@ fn seeded_top_k_is_reproducible_and_stays_in_top_k() {
         .decoder
         .cross_context(t.r("t5.projected"), &t.mask())
         .unwrap();
-    let out = t.decoder.forward(&codes, Some(&cross), None, None, &[]).unwrap();
+    let out = t
+        .decoder
+        .forward(&codes, Some(&cross), None, None, &[])
+        .unwrap();
     let logits = t.decoder.logits(&out.hidden).unwrap();
     let (_, cbs, ps, vocab) = logits.dims4().unwrap();
     let logits: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
@@ -291,7 +313,11 @@ fn end_to_end(name: &str) {
         .teacher_forced(Some(&prompts), &r["tf.codes"], &layers)
         .unwrap();
     for (l, block) in tf.blocks.iter().enumerate() {
-        assert_close(&format!("{name} tf.block.{l}"), block, &r[&format!("tf.block.{l}")]);
+        assert_close(
+            &format!("{name} tf.block.{l}"),
+            block,
+            &r[&format!("tf.block.{l}")],
+        );
     }
     assert_close(&format!("{name} tf.logits"), &tf.logits, &r["tf.logits"]);
     let captured = model.capture(&r["tf.codes"], &layers).unwrap();

@@ -254,9 +254,8 @@ impl MusicGenConfig {
             });
         }
         let ratios: Vec<u64> = match audio_encoder.get("upsampling_ratios") {
-            Some(r) => serde_json::from_value(r.clone()).map_err(|e| {
-                ConfigError::Parse(format!("audio_encoder.upsampling_ratios: {e}"))
-            })?,
+            Some(r) => serde_json::from_value(r.clone())
+                .map_err(|e| ConfigError::Parse(format!("audio_encoder.upsampling_ratios: {e}")))?,
             None => vec![8, 5, 4, 2],
         };
         let hop_length: u64 = ratios.iter().product();

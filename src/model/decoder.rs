@@ -169,7 +169,8 @@ struct Block {
 
 impl Block {
     fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
-        let ln = |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp(name));
+        let ln =
+            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp(name));
         Ok(Block {
             self_attn: Attention::load(cfg, vb.pp("self_attn"))?,
             self_attn_layer_norm: ln("self_attn_layer_norm")?,
@@ -288,7 +289,12 @@ impl Decoder {
     /// Allocates self-attention caches for `batch` rows and up to `capacity` positions, once,
     /// so generation steps write in place instead of concatenating.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> candle_core::Result<DecoderCache> {
-        let shape = (batch, self.cfg.num_attention_heads, capacity, self.cfg.head_dim());
+        let shape = (
+            batch,
+            self.cfg.num_attention_heads,
+            capacity,
+            self.cfg.head_dim(),
+        );
         let blocks = (0..self.blocks.len())
             .map(|_| {
                 Ok(KvCache {

@@ -208,7 +208,13 @@ pub fn generate(
             offsets: offs,
             rows: only_cond.then_some(inputs.batch),
         });
-        let out = decoder.forward(&codes, Some(inputs.cross), Some(&mut cache), steer.as_ref(), &[])?;
+        let out = decoder.forward(
+            &codes,
+            Some(inputs.cross),
+            Some(&mut cache),
+            steer.as_ref(),
+            &[],
+        )?;
         let t = out.hidden.dim(1)?;
         let last = out.hidden.narrow(1, t - 1, 1)?;
         let logits = decoder.logits(&last)?; // [rows, k, 1, vocab]
@@ -248,7 +254,11 @@ pub fn generate(
         .collect::<Result<_, _>>()?;
     let n = frames[0][0].len();
     let flat: Vec<i64> = frames.into_iter().flatten().flatten().collect();
-    Ok(Tensor::from_vec(flat, (inputs.batch, k, n), &candle_core::Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        flat,
+        (inputs.batch, k, n),
+        &candle_core::Device::Cpu,
+    )?)
 }
 
 #[cfg(test)]
@@ -289,7 +299,9 @@ mod tests {
     #[test]
     fn undo_recovers_frames() {
         let (_, pattern) = build_delay_pattern(&vec![vec![P]; 4], P, 8);
-        let mut ids: Vec<Vec<i64>> = (0..4).map(|cb| (0..8).map(|p| cb * 100 + p).collect()).collect();
+        let mut ids: Vec<Vec<i64>> = (0..4)
+            .map(|cb| (0..8).map(|p| cb * 100 + p).collect())
+            .collect();
         apply_delay_pattern(&mut ids, &pattern);
         let frames = undo_delay_pattern(&ids, P).unwrap();
         // max_length 8 = 7 new tokens → 4 frames; codebook k's frame i was generated at i + k + 1.

@@ -41,8 +41,7 @@ fn looks_like_hub_id(spec: &str) -> bool {
         && parts.iter().all(|p| {
             !p.is_empty()
                 && !p.starts_with('.')
-                && p
-                    .chars()
+                && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         })
 }
@@ -239,7 +238,8 @@ impl SafetensorsFiles {
                 })?
                 .len();
             let mut n = [0u8; 8];
-            read_at(&file, 0, &mut n).map_err(|_| bad("not a safetensors file (too short)".into()))?;
+            read_at(&file, 0, &mut n)
+                .map_err(|_| bad("not a safetensors file (too short)".into()))?;
             let n = u64::from_le_bytes(n);
             if n > 100_000_000 || 8 + n > size {
                 return Err(bad("not a safetensors file (bad header size)".into()));
@@ -288,6 +288,17 @@ impl SafetensorsFiles {
             files.push((path.clone(), file));
         }
         Ok(SafetensorsFiles { files, entries })
+    }
+
+    /// Name, dtype and shape of every tensor, sorted by name.
+    pub fn tensors(&self) -> Vec<(String, DType, Vec<usize>)> {
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(n, e)| (n.clone(), e.dtype, e.shape.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// A `VarBuilder` reading from these files, converting floating-point weights to `dtype`.
@@ -387,7 +398,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("model.safetensors");
         std::fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
-        let e = SafetensorsFiles::open(std::slice::from_ref(&p)).err().unwrap();
+        let e = SafetensorsFiles::open(std::slice::from_ref(&p))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("model.safetensors"), "{e}");
     }
 
@@ -400,7 +413,10 @@ mod tests {
         let files = Arc::new(SafetensorsFiles::open(&[p]).unwrap());
         let vb = files.var_builder(DType::F32, &Device::Cpu);
         let back = vb.get((2, 2), "a.weight").unwrap();
-        assert_eq!(back.to_vec2::<f32>().unwrap(), vec![vec![1., 2.], vec![3., 4.]]);
+        assert_eq!(
+            back.to_vec2::<f32>().unwrap(),
+            vec![vec![1., 2.], vec![3., 4.]]
+        );
         assert!(vb.get((2, 3), "a.weight").is_err());
         assert!(vb.get((2, 2), "b.weight").is_err());
     }

@@ -137,7 +137,11 @@ impl MusicGen {
     }
 
     /// Loads a model from already resolved files.
-    pub fn load_files(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self, ModelError> {
+    pub fn load_files(
+        files: &ModelFiles,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, ModelError> {
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
             return Err(ModelError::Invalid(format!(
                 "decoder dtype must be f32, f16 or bf16, not {dtype:?}"
@@ -150,11 +154,9 @@ impl MusicGen {
             }
         })?;
         let defaults: GenerationDefaults = match &files.generation_config {
-            Some(p) => serde_json::from_str(&read_text(p)?).map_err(|e| {
-                ModelError::Config {
-                    path: p.clone(),
-                    source: ConfigError::Parse(e.to_string()),
-                }
+            Some(p) => serde_json::from_str(&read_text(p)?).map_err(|e| ModelError::Config {
+                path: p.clone(),
+                source: ConfigError::Parse(e.to_string()),
             })?,
             None => GenerationDefaults::default(),
         };
@@ -485,4 +487,24 @@ mod parts {
             Err(ModelError::Unimplemented("EnCodec encode"))
         }
     }
+}
+
+/// Writes one item's codes `[codebooks, frames]` as a safetensors file with tensor `codes` (i64),
+/// atomically.
+pub fn write_codes(path: &std::path::Path, codes: &Tensor) -> Result<(), ModelError> {
+    let (k, frames) = codes.dims2()?;
+    let ids: Vec<i64> = codes.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?;
+    let bytes: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bad = |message: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![k, frames], &bytes)
+            .map_err(|e| bad(e.to_string()))?;
+    let meta =
+        std::collections::HashMap::from([("baton.format".to_string(), "codes/1".to_string())]);
+    let file = safetensors::tensor::serialize([("codes", view)], Some(meta))
+        .map_err(|e| bad(e.to_string()))?;
+    crate::audio::write_atomic(path, &file).map_err(|e| ModelError::Invalid(e.to_string()))
 }
