@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod decoder;
+pub mod gemv;
 pub mod generate;
 pub mod hook;
 pub mod load;
