@@ -12,7 +12,11 @@ fn main() -> anyhow_free::Result {
     }))?;
     let dev = Device::Cpu;
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let dtype = match std::env::var("BENCH_DTYPE").as_deref() {
+        Ok("bf16") => DType::BF16,
+        _ => DType::F32,
+    };
+    let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
     let decoder = Decoder::load(&cfg, vb.pp("decoder"))?;
     let states = Tensor::randn(0f32, 1., (2, 12, 1024), &dev)?;
     let mask = Tensor::cat(
@@ -46,7 +50,10 @@ fn main() -> anyhow_free::Result {
     let t = std::time::Instant::now();
     generate::generate(&decoder, &inputs, &options, None, &mut |_, _| {})?;
     let s = t.elapsed().as_secs_f64();
-    println!("{steps} steps in {s:.2} s: {:.2} steps/s", steps as f64 / s);
+    println!(
+        "{dtype:?}: {steps} steps in {s:.2} s: {:.2} steps/s",
+        steps as f64 / s
+    );
     Ok(())
 }
 

@@ -147,7 +147,7 @@ impl Reader {
             .tensors()?
             .names()
             .into_iter()
-            .map(|n| n.to_string())
+            .map(str::to_string)
             .collect())
     }
 
