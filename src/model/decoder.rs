@@ -185,8 +185,10 @@ struct Block {
 
 impl Block {
     fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        // Norms stay f32 whatever the weight dtype: they are tiny and keep the stream exact.
+        let vb32 = vb.to_dtype(DType::F32);
         let ln =
-            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp(name));
+            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb32.pp(name));
         Ok(Block {
             self_attn: Attention::load(cfg, vb.pp("self_attn"))?,
             self_attn_layer_norm: ln("self_attn_layer_norm")?,
