@@ -265,8 +265,8 @@ fn seeded_top_k_is_reproducible_and_stays_in_top_k() {
         logits[start..start + vocab].to_vec()
     };
     let mut checked = 0;
-    for b in 0..2 {
-        for cb in 0..kb {
+    for (b, item) in seq.iter().enumerate() {
+        for (cb, row) in item.iter().enumerate() {
             for p in 1..len {
                 if pattern[cb][p] != generate::FREE {
                     continue;
@@ -274,7 +274,7 @@ fn seeded_top_k_is_reproducible_and_stays_in_top_k() {
                 let scores = at(b, cb, p - 1);
                 let mut sorted = scores.clone();
                 sorted.sort_by(|x, y| y.total_cmp(x));
-                let token = seq[b][cb][p] as usize;
+                let token = row[p] as usize;
                 assert!(
                     scores[token] >= sorted[k - 1],
                     "row {b} codebook {cb} position {p}: token {token} is outside the top {k}"
