@@ -416,8 +416,8 @@ impl Module for ConvTranspose1d {
 /// `EncodecLSTM`: a stacked LSTM over time with a skip connection around it.
 #[derive(Debug, Clone)]
 struct Lstm {
-    /// Per layer: input weights transposed `[dim, 4*dim]`, recurrent weights transposed, and
-    /// the summed biases `[4*dim]`; gates in PyTorch's order i, f, g, o.
+    /// Per layer: input weights transposed `[dim, 4*dim]`, recurrent weights as stored
+    /// `[4*dim, dim]`, and the summed biases `[4*dim]`; gates in PyTorch's order i, f, g, o.
     layers: Vec<(Tensor, Tensor, Tensor)>,
     dim: usize,
 }
@@ -431,7 +431,7 @@ impl Lstm {
                 let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
                 let b = (vb.get(4 * dim, &format!("bias_ih_l{l}"))?
                     + vb.get(4 * dim, &format!("bias_hh_l{l}"))?)?;
-                Ok((w_ih.t()?.contiguous()?, w_hh.t()?.contiguous()?, b))
+                Ok((w_ih.t()?.contiguous()?, w_hh.contiguous()?, b))
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self { layers, dim })
@@ -456,7 +456,13 @@ impl Module for Lstm {
             let mut c = h.clone();
             let mut outs = Vec::with_capacity(t);
             for step in 0..t {
-                let gates = (pre.i((.., step, ..))? + h.matmul(w_hh)?)?;
+                // One [batch, dim] x [dim, 4*dim] product per step: memory-bound, so on the
+                // CPU it takes the streaming matrix-vector path when the batch is small.
+                let recurrent = match super::gemv::matmul_t(&h, w_hh)? {
+                    Some(r) => r,
+                    None => h.matmul(&w_hh.t()?)?,
+                };
+                let gates = (pre.i((.., step, ..))? + recurrent)?;
                 let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h_dim)?)?;
                 let f = candle_nn::ops::sigmoid(&gates.narrow(1, h_dim, h_dim)?)?;
                 let g = gates.narrow(1, 2 * h_dim, h_dim)?.tanh()?;
