@@ -1,0 +1,448 @@
+//! The RFM fit loop, with the semantics of xRFM 0.4.5's `RFM.fit` (least-squares solver):
+//!
+//! ```text
+//! M = I
+//! for i in 0..iters:
+//!     alpha = (K_M(X, X) + lambda I)^-1 Y          kernel ridge fit
+//!     s = score(predict(X_val), Y_val)             validation
+//!     keep (alpha, M, i) if s is strictly better than the best so far
+//!     stop early if s is worse than best / 1.1 (AUC, accuracy) or best * 1.1 (MSE)
+//!     M = AGOP / max(AGOP)
+//! if not stopped early: one more fit and score (round `iters`)
+//! restore the best (alpha, M); concept matrix = normalised AGOP of that predictor
+//! ```
+//!
+//! Intentional deviations: the ridge system is solved by Cholesky (xRFM: LU via
+//! `torch.linalg.solve`), falling back to LU and then, like xRFM, to 1% of the Gershgorin bound
+//! added to the diagonal; the kernel matrix is computed once per round and reused for the
+//! gradients (xRFM recomputes it). All arithmetic is f64.
+
+use faer::linalg::matmul::matmul;
+use faer::linalg::solvers::Solve;
+use faer::{Accum, Mat, MatRef, Side};
+
+use super::agop::{agop, normalise};
+use super::kernel::{par, row_dots, LaplaceKernel};
+use super::metrics::{self, Metric};
+use super::RfmError;
+
+/// Probabilities are clamped to `[PROBA_EPS, 1 - PROBA_EPS]` and renormalised (xRFM's default).
+pub const PROBA_EPS: f64 = 1e-3;
+
+/// What the probe predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// One 0/1 target column.
+    Binary,
+    /// One-hot targets over this many classes.
+    Multiclass(usize),
+    /// One (z-scored) value column.
+    Regression,
+}
+
+impl Task {
+    /// Number of predictor outputs (target columns).
+    pub fn outputs(self) -> usize {
+        match self {
+            Task::Multiclass(c) => c,
+            _ => 1,
+        }
+    }
+
+    /// The metric used to pick iterations and hyper-parameters unless told otherwise.
+    pub fn default_metric(self) -> Metric {
+        match self {
+            Task::Binary => Metric::Auc,
+            Task::Multiclass(_) => Metric::Accuracy,
+            Task::Regression => Metric::Mse,
+        }
+    }
+}
+
+/// Kernel and ridge hyper-parameters of one fit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hyper {
+    /// Ridge `lambda` added to the kernel diagonal.
+    pub reg: f64,
+    /// Kernel bandwidth `L`.
+    pub bandwidth: f64,
+    /// Kernel exponent `q`.
+    pub exponent: f64,
+    /// Subtract the mean gradient before forming the AGOP.
+    pub center_grads: bool,
+}
+
+impl Hyper {
+    /// Checks the ranges the kernel needs.
+    pub fn validate(&self) -> Result<(), RfmError> {
+        let ok = self.reg.is_finite()
+            && self.reg >= 0.0
+            && self.bandwidth.is_finite()
+            && self.bandwidth > 0.0
+            && self.exponent.is_finite()
+            && self.exponent > 0.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(RfmError::BadHyper(format!(
+                "need reg >= 0, bandwidth > 0, exponent > 0 (got reg {}, bandwidth {}, exponent {})",
+                self.reg, self.bandwidth, self.exponent
+            )))
+        }
+    }
+}
+
+/// Loop settings of [`fit`].
+#[derive(Debug, Clone, Copy)]
+pub struct FitConfig {
+    /// Number of AGOP updates (xRFM `iters`).
+    pub iters: usize,
+    /// Validation metric for picking the best round and early stopping.
+    pub metric: Metric,
+    /// Stop when the score gets worse than the best by this factor (xRFM: 1.1).
+    pub early_stop_multiplier: f64,
+    /// Keep a copy of M after every update (for tests; costs `d x d` per round).
+    pub record_ms: bool,
+    /// Compute the concept matrix (normalised AGOP of the best predictor).
+    pub concept_matrix: bool,
+}
+
+impl FitConfig {
+    /// `iters` rounds with the task's default metric and xRFM's early stopping.
+    pub fn new(iters: usize, metric: Metric) -> Self {
+        FitConfig {
+            iters,
+            metric,
+            early_stop_multiplier: 1.1,
+            record_ms: false,
+            concept_matrix: true,
+        }
+    }
+}
+
+/// Inputs `x` (`n x d`) and targets `y` (`n x outputs`).
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Features, one row per example.
+    pub x: Mat<f64>,
+    /// Targets: 0/1 column, one-hot rows or z-scored values.
+    pub y: Mat<f64>,
+}
+
+impl Dataset {
+    /// Builds a dataset from row-major features and row-major targets.
+    pub fn from_rows(x: &[f64], d: usize, y: &[f64], outputs: usize) -> Self {
+        let n = if d == 0 { 0 } else { x.len() / d };
+        Dataset {
+            x: Mat::from_fn(n, d, |i, j| x[i * d + j]),
+            y: Mat::from_fn(n, outputs, |i, j| y[i * outputs + j]),
+        }
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.x.nrows()
+    }
+
+    /// True when there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.x.nrows() == 0
+    }
+}
+
+/// A fitted kernel predictor: `f(z) = K_M(z, centers) alpha`.
+#[derive(Debug, Clone)]
+pub struct Rfm {
+    /// The kernel.
+    pub kernel: LaplaceKernel,
+    /// The Mahalanobis matrix the predictor was fitted under (`d x d`).
+    pub m: Mat<f64>,
+    /// Training points (`n x d`).
+    pub centers: Mat<f64>,
+    /// Kernel ridge coefficients (`n x outputs`).
+    pub alpha: Mat<f64>,
+    /// What it predicts.
+    pub task: Task,
+}
+
+impl Rfm {
+    /// Raw predictions (`rows x outputs`).
+    pub fn predict(&self, x: MatRef<'_, f64>) -> Mat<f64> {
+        let cm = mat_mul(self.centers.as_ref(), self.m.as_ref());
+        let center_norms = row_dots(&cm, &self.centers);
+        predict_with(&self.kernel, x, &self.m, &self.centers, &center_norms, &self.alpha)
+    }
+
+    /// Class probabilities (`rows x classes`), clamped to `[1e-3, 1 - 1e-3]` and renormalised;
+    /// binary probes give two columns `[1 - p, p]`. Regression probes return the raw values.
+    pub fn predict_proba(&self, x: MatRef<'_, f64>) -> Mat<f64> {
+        to_proba(self.task, &self.predict(x))
+    }
+}
+
+/// What [`fit`] returns.
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    /// The restored best predictor.
+    pub model: Rfm,
+    /// Validation score of every round, in order (the last is the final fit if not stopped).
+    pub val_scores: Vec<f64>,
+    /// Round of the best predictor (`iters` = the final fit after the last update).
+    pub best_iter: usize,
+    /// Its validation score.
+    pub best_score: f64,
+    /// Whether the loop stopped early.
+    pub early_stopped: bool,
+    /// M after every update, when [`FitConfig::record_ms`] is set.
+    pub ms: Vec<Mat<f64>>,
+    /// Normalised AGOP of the best predictor (its concept matrix), when asked for.
+    pub concept: Option<Mat<f64>>,
+}
+
+/// Fits an RFM on `train`, scoring on `val` (see the module docs for the loop).
+pub fn fit(
+    train: &Dataset,
+    val: &Dataset,
+    task: Task,
+    hyper: Hyper,
+    config: &FitConfig,
+) -> Result<FitReport, RfmError> {
+    hyper.validate()?;
+    check_inputs(train, val, task)?;
+    let kernel = LaplaceKernel {
+        bandwidth: hyper.bandwidth,
+        exponent: hyper.exponent,
+    };
+    let (n, d) = (train.x.nrows(), train.x.ncols());
+    let metric = config.metric;
+    let mut m = Mat::<f64>::identity(d, d);
+    let mut best: Option<(Mat<f64>, Mat<f64>, usize, f64)> = None;
+    let mut best_score = metric.worst();
+    let mut val_scores = Vec::new();
+    let mut ms = Vec::new();
+    let mut early_stopped = false;
+
+    for round in 0..=config.iters {
+        let is_final = round == config.iters;
+        let xm = mat_mul(train.x.as_ref(), m.as_ref());
+        let norms = row_dots(&xm, &train.x);
+        let mut kmat = mat_mul(xm.as_ref(), train.x.transpose());
+        let grad = if is_final {
+            kernel.from_cross(&mut kmat, &norms, &norms);
+            None
+        } else {
+            Some(kernel.from_cross_with_grad(&mut kmat, &norms, &norms))
+        };
+        let alpha = ridge_solve(kmat, hyper.reg, &train.y)?;
+        let pred = predict_with(&kernel, val.x.as_ref(), &m, &train.x, &norms, &alpha);
+        let score = score(task, metric, &pred, &val.y)?;
+        val_scores.push(score);
+        if metric.better(score, best_score) {
+            best_score = score;
+            best = Some((alpha.clone(), m.clone(), round, score));
+        }
+        if is_final {
+            break;
+        }
+        let stop = if metric.maximize() {
+            score < best_score / config.early_stop_multiplier
+        } else {
+            score > best_score * config.early_stop_multiplier
+        };
+        if stop {
+            early_stopped = true;
+            break;
+        }
+        if let Some(grad) = grad {
+            m = normalise(agop(&xm, &alpha, &grad, hyper.center_grads));
+        }
+        if config.record_ms {
+            ms.push(m.clone());
+        }
+        let _ = n;
+    }
+
+    let Some((alpha, m, best_iter, best_score)) = best else {
+        return Err(RfmError::NoValidScore);
+    };
+    let model = Rfm {
+        kernel,
+        m,
+        centers: train.x.clone(),
+        alpha,
+        task,
+    };
+    let concept = if config.concept_matrix {
+        Some(concept_matrix(&model, hyper.center_grads))
+    } else {
+        None
+    };
+    Ok(FitReport {
+        model,
+        val_scores,
+        best_iter,
+        best_score,
+        early_stopped,
+        ms,
+        concept,
+    })
+}
+
+/// The normalised AGOP of a fitted predictor at its own training points.
+pub fn concept_matrix(model: &Rfm, center_grads: bool) -> Mat<f64> {
+    let x = &model.centers;
+    let xm = mat_mul(x.as_ref(), model.m.as_ref());
+    let norms = row_dots(&xm, x);
+    let mut kmat = mat_mul(xm.as_ref(), x.transpose());
+    let grad = model.kernel.from_cross_with_grad(&mut kmat, &norms, &norms);
+    normalise(agop(&xm, &model.alpha, &grad, center_grads))
+}
+
+/// Scores raw predictions against targets with `metric`.
+pub fn score(task: Task, metric: Metric, pred: &Mat<f64>, y: &Mat<f64>) -> Result<f64, RfmError> {
+    match (task, metric) {
+        (Task::Regression, Metric::Mse) | (_, Metric::Mse) => {
+            Ok(metrics::mse(&row_major(pred), &row_major(y)))
+        }
+        (Task::Regression, _) => Err(RfmError::BadHyper(format!(
+            "metric {metric} needs a classification task"
+        ))),
+        (_, Metric::Auc | Metric::Accuracy) => {
+            let proba = to_proba(task, pred);
+            let classes = proba.ncols();
+            let labels = target_classes(task, y);
+            let p = row_major(&proba);
+            Ok(if metric == Metric::Auc {
+                metrics::auc_ovr(&p, classes, &labels)
+            } else {
+                metrics::accuracy(&p, classes, &labels)
+            })
+        }
+    }
+}
+
+/// Class ids of classification targets (xRFM: argmax of the clamped target "probabilities").
+pub fn target_classes(task: Task, y: &Mat<f64>) -> Vec<usize> {
+    let proba = to_proba(task, y);
+    metrics::argmax_rows(&row_major(&proba), proba.ncols())
+}
+
+/// Clamped, renormalised probabilities from raw classification outputs.
+pub fn to_proba(task: Task, raw: &Mat<f64>) -> Mat<f64> {
+    let clamp = |v: f64| v.clamp(PROBA_EPS, 1.0 - PROBA_EPS);
+    match task {
+        Task::Regression => raw.clone(),
+        Task::Binary => Mat::from_fn(raw.nrows(), 2, |i, j| {
+            let (p0, p1) = (clamp(1.0 - raw[(i, 0)]), clamp(raw[(i, 0)]));
+            if j == 0 {
+                p0 / (p0 + p1)
+            } else {
+                p1 / (p0 + p1)
+            }
+        }),
+        Task::Multiclass(_) => {
+            let sums: Vec<f64> = (0..raw.nrows())
+                .map(|i| (0..raw.ncols()).map(|j| clamp(raw[(i, j)])).sum())
+                .collect();
+            Mat::from_fn(raw.nrows(), raw.ncols(), |i, j| clamp(raw[(i, j)]) / sums[i])
+        }
+    }
+}
+
+fn check_inputs(train: &Dataset, val: &Dataset, task: Task) -> Result<(), RfmError> {
+    let d = train.x.ncols();
+    if val.x.ncols() != d {
+        return Err(RfmError::DimMismatch {
+            train: d,
+            val: val.x.ncols(),
+        });
+    }
+    if train.x.nrows() < 2 || val.x.nrows() == 0 {
+        return Err(RfmError::TooFew(format!(
+            "need at least 2 training and 1 validation example (got {} and {})",
+            train.x.nrows(),
+            val.x.nrows()
+        )));
+    }
+    for (what, data) in [("training", train), ("validation", val)] {
+        if data.y.nrows() != data.x.nrows() || data.y.ncols() != task.outputs() {
+            return Err(RfmError::TooFew(format!(
+                "{what} targets have shape {}x{}, expected {}x{}",
+                data.y.nrows(),
+                data.y.ncols(),
+                data.x.nrows(),
+                task.outputs()
+            )));
+        }
+        let finite = |m: &Mat<f64>| (0..m.ncols()).all(|j| (0..m.nrows()).all(|i| m[(i, j)].is_finite()));
+        if !finite(&data.x) || !finite(&data.y) {
+            return Err(RfmError::NonFinite(format!("{what} data")));
+        }
+    }
+    Ok(())
+}
+
+/// Solves `(K + reg I) alpha = Y`: Cholesky, else LU, else with 1% of the Gershgorin bound added.
+fn ridge_solve(mut kmat: Mat<f64>, reg: f64, y: &Mat<f64>) -> Result<Mat<f64>, RfmError> {
+    let n = kmat.nrows();
+    for i in 0..n {
+        kmat[(i, i)] += reg;
+    }
+    let finite = |a: &Mat<f64>| (0..a.ncols()).all(|j| (0..a.nrows()).all(|i| a[(i, j)].is_finite()));
+    if let Ok(llt) = kmat.llt(Side::Lower) {
+        let alpha = llt.solve(y);
+        if finite(&alpha) {
+            return Ok(alpha);
+        }
+    }
+    let alpha = kmat.partial_piv_lu().solve(y);
+    if finite(&alpha) {
+        return Ok(alpha);
+    }
+    let bound = (0..n)
+        .map(|i| (0..n).map(|j| kmat[(i, j)].abs()).sum::<f64>())
+        .fold(0.0, f64::max);
+    for i in 0..n {
+        kmat[(i, i)] += bound * 1e-2;
+    }
+    let alpha = kmat.partial_piv_lu().solve(y);
+    if finite(&alpha) {
+        Ok(alpha)
+    } else {
+        Err(RfmError::Solve)
+    }
+}
+
+/// `K_M(x, centers) alpha`, given the centres' squared M-norms.
+pub(crate) fn predict_with(
+    kernel: &LaplaceKernel,
+    x: MatRef<'_, f64>,
+    m: &Mat<f64>,
+    centers: &Mat<f64>,
+    center_norms: &[f64],
+    alpha: &Mat<f64>,
+) -> Mat<f64> {
+    let xm = mat_mul(x, m.as_ref());
+    let x_owned = x.to_owned();
+    let norms = row_dots(&xm, &x_owned);
+    let mut kmat = mat_mul(xm.as_ref(), centers.transpose());
+    kernel.from_cross(&mut kmat, &norms, center_norms);
+    mat_mul(kmat.as_ref(), alpha.as_ref())
+}
+
+pub(crate) fn mat_mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(a.nrows(), b.ncols());
+    matmul(&mut out, Accum::Replace, a, b, 1.0, par());
+    out
+}
+
+/// Row-major copy of a matrix.
+pub fn row_major(m: &Mat<f64>) -> Vec<f64> {
+    let mut out = Vec::with_capacity(m.nrows() * m.ncols());
+    for i in 0..m.nrows() {
+        for j in 0..m.ncols() {
+            out.push(m[(i, j)]);
+        }
+    }
+    out
+}

@@ -1,0 +1,106 @@
+//! Seeded random hyper-parameter search: `lambda ~ logU(1e-5, 10)`, `L ~ logU(1, 100)`,
+//! `q ~ U(0.7, 1.4)`, `center_grads ~ {on, off}`; the best draw by validation score wins.
+//!
+//! Draws are made up front from one seeded generator, so the result does not depend on thread
+//! scheduling; the fits run in parallel over draws.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+use super::fit::{fit, Dataset, FitConfig, FitReport, Hyper, Task};
+use super::RfmError;
+
+/// Ranges of the random search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchSpace {
+    /// Ridge range, sampled log-uniformly.
+    pub reg: (f64, f64),
+    /// Bandwidth range, sampled log-uniformly.
+    pub bandwidth: (f64, f64),
+    /// Exponent range, sampled uniformly.
+    pub exponent: (f64, f64),
+}
+
+impl Default for SearchSpace {
+    fn default() -> Self {
+        SearchSpace {
+            reg: (1e-5, 10.0),
+            bandwidth: (1.0, 100.0),
+            exponent: (0.7, 1.4),
+        }
+    }
+}
+
+impl SearchSpace {
+    /// `draws` hyper-parameter settings from a generator seeded with `seed`.
+    pub fn draw(&self, draws: usize, seed: u64) -> Vec<Hyper> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let log_uniform = |rng: &mut StdRng, (lo, hi): (f64, f64)| {
+            (lo.ln() + rng.random::<f64>() * (hi.ln() - lo.ln())).exp()
+        };
+        (0..draws)
+            .map(|_| {
+                let reg = log_uniform(&mut rng, self.reg);
+                let bandwidth = log_uniform(&mut rng, self.bandwidth);
+                let exponent = self.exponent.0 + rng.random::<f64>() * (self.exponent.1 - self.exponent.0);
+                let center_grads = rng.random::<bool>();
+                Hyper {
+                    reg,
+                    bandwidth,
+                    exponent,
+                    center_grads,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Fits every draw and returns the best one (ties go to the earlier draw) with its report,
+/// including its concept matrix when `config.concept_matrix` is set.
+pub fn search(
+    train: &Dataset,
+    val: &Dataset,
+    task: Task,
+    space: &SearchSpace,
+    draws: usize,
+    seed: u64,
+    config: &FitConfig,
+) -> Result<(Hyper, FitReport), RfmError> {
+    let hypers = space.draw(draws.max(1), seed);
+    let quick = FitConfig {
+        concept_matrix: false,
+        record_ms: false,
+        ..*config
+    };
+    let results: Vec<Result<FitReport, RfmError>> = hypers
+        .par_iter()
+        .map(|h| fit(train, val, task, *h, &quick))
+        .collect();
+    let mut best: Option<(Hyper, FitReport)> = None;
+    let mut first_err = None;
+    for (h, r) in hypers.iter().zip(results) {
+        match r {
+            Ok(rep) => {
+                let better = match &best {
+                    None => true,
+                    Some((_, b)) => config.metric.better(rep.best_score, b.best_score),
+                };
+                if better {
+                    best = Some((*h, rep));
+                }
+            }
+            // Bad inputs fail every draw the same way: report the first.
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let Some((hyper, mut report)) = best else {
+        return Err(first_err.unwrap_or(RfmError::NoValidScore));
+    };
+    if config.concept_matrix {
+        report.concept = Some(super::fit::concept_matrix(&report.model, hyper.center_grads));
+    }
+    Ok((hyper, report))
+}
