@@ -208,6 +208,14 @@ pub struct BlockFeatures<'a> {
 impl BlockFeatures<'_> {
     fn gather(&self, rows: &[usize]) -> Result<Mat<f64>, RfmError> {
         let d = self.d;
+        let needed = rows.iter().max().map_or(0, |&r| (r + 1) * d);
+        if self.rows.len() < needed {
+            return Err(RfmError::TooFew(format!(
+                "features hold {} values, row {} of width {d} is missing",
+                self.rows.len(),
+                needed / d.max(1) - 1
+            )));
+        }
         let m = Mat::from_fn(rows.len(), d, |i, j| f64::from(self.rows[rows[i] * d + j]));
         let bad = rows
             .iter()
