@@ -164,10 +164,10 @@ mod tests {
     #[test]
     fn auc_matches_sklearn_with_ties() {
         // sklearn.metrics.roc_auc_score([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.4, 0.4])
-        // = 0.6111111111111112
+        // = 0.6666666666666667
         let s = [0.1, 0.4, 0.35, 0.8, 0.4, 0.4];
         let y = [false, false, true, true, false, true];
-        assert!((auc(&s, &y) - 0.611_111_111_111_111_2).abs() < 1e-12);
+        assert!((auc(&s, &y) - 0.666_666_666_666_666_7).abs() < 1e-12);
         assert_eq!(auc(&[0.3, 0.2], &[true, true]), 0.5);
     }
 
