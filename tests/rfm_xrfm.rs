@@ -1,13 +1,15 @@
 //! baton's RFM against xRFM 0.4.5 on the fixtures written by tests/reference/xrfm_reference.py:
 //! M after every update, the best model's AGOP and validation predictions within 1e-3 relative,
 //! top eigenvectors with |cosine| >= 0.999 (signed, for binary and regression), the same
-//! validation scores, best round and early-stopping decision.
+//! validation scores, best round and early-stopping decision; with M held explicitly (primal)
+//! and as `X' C X` (dual).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use baton::rfm::directions::{align_sign, top_directions};
 use baton::rfm::fit::{fit, Dataset, FitConfig, Hyper, Task};
+use baton::rfm::mahalanobis::Form;
 use baton::rfm::Metric;
 use faer::Mat;
 use safetensors::SafeTensors;
@@ -62,7 +64,7 @@ fn rel(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     diff / scale
 }
 
-fn check(name: &str) {
+fn check(name: &str, form: Form) {
     let case = load(name);
     let task = match case.meta["task"].as_str() {
         "binary" => Task::Binary,
@@ -82,7 +84,7 @@ fn check(name: &str) {
     };
     let train = Dataset { x: case.mat("x_train"), y: case.mat("y_train") };
     let val = Dataset { x: case.mat("x_val"), y: case.mat("y_val") };
-    let config = FitConfig { record_ms: true, ..FitConfig::new(case.num("iters") as usize, metric) };
+    let config = FitConfig { record_ms: true, form, ..FitConfig::new(case.num("iters") as usize, metric) };
     let report = fit(&train, &val, task, hyper, &config).unwrap();
 
     let want_scores: Vec<f64> = serde_json::from_str(&case.meta["val_scores"]).unwrap();
@@ -131,7 +133,7 @@ fn check(name: &str) {
     }
     assert!(compared >= 1, "{name}: no isolated eigenvector to compare");
     eprintln!(
-        "{name}: rounds {} best {} early_stopped {} | worst M rel {:.1e} | agop rel {:.1e} | {compared} eigenvectors",
+        "{name} {form:?}: rounds {} best {} early_stopped {} | worst M rel {:.1e} | agop rel {:.1e} | {compared} eigenvectors",
         report.ms.len(),
         report.best_iter,
         report.early_stopped,
@@ -142,20 +144,24 @@ fn check(name: &str) {
 
 #[test]
 fn binary_matches_xrfm() {
-    check("binary");
+    check("binary", Form::Primal);
+    check("binary", Form::Dual);
 }
 
 #[test]
 fn binary_early_stop_matches_xrfm() {
-    check("binary-es");
+    check("binary-es", Form::Primal);
+    check("binary-es", Form::Dual);
 }
 
 #[test]
 fn multiclass_matches_xrfm() {
-    check("multiclass");
+    check("multiclass", Form::Primal);
+    check("multiclass", Form::Dual);
 }
 
 #[test]
 fn regression_matches_xrfm() {
-    check("regression");
+    check("regression", Form::Primal);
+    check("regression", Form::Dual);
 }

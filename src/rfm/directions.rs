@@ -3,7 +3,7 @@
 
 use faer::{Mat, Side};
 
-use super::fit::mat_mul;
+use super::dense::mat_mul;
 use super::metrics::pearson;
 use super::RfmError;
 

@@ -12,17 +12,18 @@
 //! restore the best (alpha, M); concept matrix = normalised AGOP of that predictor
 //! ```
 //!
-//! Intentional deviations: the ridge system is solved by Cholesky (xRFM: LU via
+//! Intentional deviations: M may be held as `X' C X` (see [`super::mahalanobis`]); the ridge
+//! system is solved by Cholesky (xRFM: LU via
 //! `torch.linalg.solve`), falling back to LU and then, like xRFM, to 1% of the Gershgorin bound
 //! added to the diagonal; the kernel matrix is computed once per round and reused for the
 //! gradients (xRFM recomputes it). All arithmetic is f64.
 
-use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
-use faer::{Accum, Mat, MatRef, Side};
+use faer::{Mat, MatRef, Side};
 
-use super::agop::{agop, normalise};
-use super::kernel::{par, row_dots, LaplaceKernel};
+use super::dense::{all_finite, mat_mul, row_dots};
+use super::kernel::LaplaceKernel;
+use super::mahalanobis::{concept_matrix, Form, Geometry, Points, Rep};
 use super::metrics::{self, Metric};
 use super::RfmError;
 
@@ -105,6 +106,8 @@ pub struct FitConfig {
     pub record_ms: bool,
     /// Compute the concept matrix (normalised AGOP of the best predictor).
     pub concept_matrix: bool,
+    /// How M is held during the loop (same results; [`Form::Auto`] picks the faster).
+    pub form: Form,
 }
 
 impl FitConfig {
@@ -116,6 +119,7 @@ impl FitConfig {
             early_stop_multiplier: 1.1,
             record_ms: false,
             concept_matrix: true,
+            form: Form::Auto,
         }
     }
 }
@@ -214,9 +218,11 @@ pub fn fit(
         exponent: hyper.exponent,
     };
     let (n, d) = (train.x.nrows(), train.x.ncols());
+    let form = config.form.resolve(n, d);
+    let points = Points::new(&train.x, &val.x, form);
     let metric = config.metric;
-    let mut m = Mat::<f64>::identity(d, d);
-    let mut best: Option<(Mat<f64>, Mat<f64>, usize, f64)> = None;
+    let mut rep = Rep::identity(form);
+    let mut best: Option<(Mat<f64>, Rep, usize)> = None;
     let mut best_score = metric.worst();
     let mut val_scores = Vec::new();
     let mut ms = Vec::new();
@@ -224,22 +230,16 @@ pub fn fit(
 
     for round in 0..=config.iters {
         let is_final = round == config.iters;
-        let xm = mat_mul(train.x.as_ref(), m.as_ref());
-        let norms = row_dots(&xm, &train.x);
-        let mut kmat = mat_mul(xm.as_ref(), train.x.transpose());
-        let grad = if is_final {
-            kernel.from_cross(&mut kmat, &norms, &norms);
-            None
-        } else {
-            Some(kernel.from_cross_with_grad(&mut kmat, &norms, &norms))
-        };
-        let alpha = ridge_solve(kmat, hyper.reg, &train.y)?;
-        let pred = predict_with(&kernel, val.x.as_ref(), &m, &train.x, &norms, &alpha);
+        let geo = rep.geometry(&points);
+        let (alpha, grad) = fit_round(&kernel, &geo, hyper.reg, &train.y, !is_final)?;
+        let mut vk = geo.val_cross.clone();
+        kernel.from_cross(&mut vk, &geo.val_norms, &geo.norms);
+        let pred = mat_mul(vk.as_ref(), alpha.as_ref());
         let score = score(task, metric, &pred, &val.y)?;
         val_scores.push(score);
         if metric.better(score, best_score) {
             best_score = score;
-            best = Some((alpha.clone(), m.clone(), round, score));
+            best = Some((alpha.clone(), rep.clone(), round));
         }
         if is_final {
             break;
@@ -254,28 +254,29 @@ pub fn fit(
             break;
         }
         if let Some(grad) = grad {
-            m = normalise(agop(&xm, &alpha, &grad, hyper.center_grads));
+            rep = rep.update(&points, &geo, &alpha, &grad, hyper.center_grads);
         }
         if config.record_ms {
-            ms.push(m.clone());
+            ms.push(rep.materialise(&train.x));
         }
-        let _ = n;
     }
 
-    let Some((alpha, m, best_iter, best_score)) = best else {
+    let Some((alpha, best_rep, best_iter)) = best else {
         return Err(RfmError::NoValidScore);
+    };
+    let concept = if config.concept_matrix {
+        let geo = best_rep.geometry(&points);
+        let (_, grad) = fit_round(&kernel, &geo, hyper.reg, &train.y, true)?;
+        grad.map(|g| concept_matrix(&best_rep, &points, &geo, &alpha, &g, hyper.center_grads))
+    } else {
+        None
     };
     let model = Rfm {
         kernel,
-        m,
+        m: best_rep.materialise(&train.x),
         centers: train.x.clone(),
         alpha,
         task,
-    };
-    let concept = if config.concept_matrix {
-        Some(concept_matrix(&model, hyper.center_grads))
-    } else {
-        None
     };
     Ok(FitReport {
         model,
@@ -288,14 +289,33 @@ pub fn fit(
     })
 }
 
-/// The normalised AGOP of a fitted predictor at its own training points.
-pub fn concept_matrix(model: &Rfm, center_grads: bool) -> Mat<f64> {
+/// Kernel matrix, ridge solve and (when asked) gradient weights of one round.
+fn fit_round(
+    kernel: &LaplaceKernel,
+    geo: &Geometry,
+    reg: f64,
+    y: &Mat<f64>,
+    with_grad: bool,
+) -> Result<(Mat<f64>, Option<Mat<f64>>), RfmError> {
+    let mut kmat = geo.cross.clone();
+    let grad = if with_grad {
+        Some(kernel.from_cross_with_grad(&mut kmat, &geo.norms, &geo.norms))
+    } else {
+        kernel.from_cross(&mut kmat, &geo.norms, &geo.norms);
+        None
+    };
+    Ok((ridge_solve(kmat, reg, y)?, grad))
+}
+
+/// The normalised AGOP of a fitted predictor at its own training points (its concept matrix).
+pub fn model_concept_matrix(model: &Rfm, center_grads: bool) -> Mat<f64> {
     let x = &model.centers;
-    let xm = mat_mul(x.as_ref(), model.m.as_ref());
-    let norms = row_dots(&xm, x);
-    let mut kmat = mat_mul(xm.as_ref(), x.transpose());
-    let grad = model.kernel.from_cross_with_grad(&mut kmat, &norms, &norms);
-    normalise(agop(&xm, &model.alpha, &grad, center_grads))
+    let points = Points::new(x, x, Form::Primal);
+    let rep = Rep::Primal(Some(model.m.clone()));
+    let geo = rep.geometry(&points);
+    let mut kmat = geo.cross.clone();
+    let grad = model.kernel.from_cross_with_grad(&mut kmat, &geo.norms, &geo.norms);
+    concept_matrix(&rep, &points, &geo, &model.alpha, &grad, center_grads)
 }
 
 /// Scores raw predictions against targets with `metric`.
@@ -374,8 +394,7 @@ fn check_inputs(train: &Dataset, val: &Dataset, task: Task) -> Result<(), RfmErr
                 task.outputs()
             )));
         }
-        let finite = |m: &Mat<f64>| (0..m.ncols()).all(|j| (0..m.nrows()).all(|i| m[(i, j)].is_finite()));
-        if !finite(&data.x) || !finite(&data.y) {
+        if !all_finite(&data.x) || !all_finite(&data.y) {
             return Err(RfmError::NonFinite(format!("{what} data")));
         }
     }
@@ -388,7 +407,7 @@ fn ridge_solve(mut kmat: Mat<f64>, reg: f64, y: &Mat<f64>) -> Result<Mat<f64>, R
     for i in 0..n {
         kmat[(i, i)] += reg;
     }
-    let finite = |a: &Mat<f64>| (0..a.ncols()).all(|j| (0..a.nrows()).all(|i| a[(i, j)].is_finite()));
+    let finite = all_finite;
     if let Ok(llt) = kmat.llt(Side::Lower) {
         let alpha = llt.solve(y);
         if finite(&alpha) {
@@ -423,17 +442,10 @@ pub(crate) fn predict_with(
     alpha: &Mat<f64>,
 ) -> Mat<f64> {
     let xm = mat_mul(x, m.as_ref());
-    let x_owned = x.to_owned();
-    let norms = row_dots(&xm, &x_owned);
+    let norms = row_dots(&xm, &x.to_owned());
     let mut kmat = mat_mul(xm.as_ref(), centers.transpose());
     kernel.from_cross(&mut kmat, &norms, center_norms);
     mat_mul(kmat.as_ref(), alpha.as_ref())
-}
-
-pub(crate) fn mat_mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
-    let mut out = Mat::<f64>::zeros(a.nrows(), b.ncols());
-    matmul(&mut out, Accum::Replace, a, b, 1.0, par());
-    out
 }
 
 /// Row-major copy of a matrix.

@@ -2,8 +2,10 @@
 //! `K(x, z) = exp(-d_M(x, z)^q / L^q)` with `d_M(x, z)^2 = x'Mx - 2 x'Mz + z'Mz` (M used directly,
 //! not its square root), and the weights of its input gradients.
 
-use faer::{Mat, Par};
+use faer::Mat;
 use rayon::prelude::*;
+
+use super::dense::for_each_col;
 
 /// Distances below this count as zero in the gradient: the `d^(q-2)` factor blows up there, and
 /// xRFM masks those pairs out ("very important for numerical stability").
@@ -74,35 +76,4 @@ fn pow(d: f64, q: f64) -> f64 {
     } else {
         d.powf(q)
     }
-}
-
-/// Runs `f(j, column)` on every column of `m`, in parallel.
-pub(crate) fn for_each_col(m: &mut Mat<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
-    m.as_mut()
-        .par_col_iter_mut()
-        .enumerate()
-        .for_each(|(j, col)| {
-            if let Some(col) = col.try_as_col_major_mut() {
-                f(j, col.as_slice_mut());
-            }
-        });
-}
-
-/// `diag(A B')` for `A`, `B` of equal shape: `out_i = <a_i, b_i>`.
-pub(crate) fn row_dots(a: &Mat<f64>, b: &Mat<f64>) -> Vec<f64> {
-    let mut out = vec![0.0; a.nrows()];
-    for j in 0..a.ncols() {
-        let (Some(ca), Some(cb)) = (a.col(j).try_as_col_major(), b.col(j).try_as_col_major()) else {
-            continue;
-        };
-        for ((o, x), y) in out.iter_mut().zip(ca.as_slice()).zip(cb.as_slice()) {
-            *o += x * y;
-        }
-    }
-    out
-}
-
-/// The parallelism the GEMMs use: all of rayon's threads unless told otherwise.
-pub(crate) fn par() -> Par {
-    faer::get_global_parallelism()
 }

@@ -8,6 +8,8 @@
 //!
 //! - [`kernel`]: `K(x, z) = exp(-d_M(x, z)^q / L^q)` and its gradient weights;
 //! - [`agop`]: the AGOP of a fitted predictor;
+//! - [`mahalanobis`]: M held as `d x d` or as `X' C X` (faster when n < d);
+//! - [`dense`]: GEMM and column helpers on faer matrices;
 //! - [`fit`]: the iteration loop with validation scoring, early stopping and best-model restore;
 //! - [`metrics`]: AUC, accuracy, MSE, R², Pearson;
 //! - [`search`]: seeded random hyper-parameter search;
@@ -20,10 +22,12 @@
 
 pub mod agop;
 pub mod data;
+pub mod dense;
 pub mod directions;
 pub mod fit;
 pub mod io;
 pub mod kernel;
+pub mod mahalanobis;
 pub mod metrics;
 pub mod search;
 pub mod train;

@@ -100,7 +100,7 @@ pub fn search(
         return Err(first_err.unwrap_or(RfmError::NoValidScore));
     };
     if config.concept_matrix {
-        report.concept = Some(super::fit::concept_matrix(&report.model, hyper.center_grads));
+        report.concept = Some(super::fit::model_concept_matrix(&report.model, hyper.center_grads));
     }
     Ok((hyper, report))
 }
