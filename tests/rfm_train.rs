@@ -40,7 +40,10 @@ fn planted(n: usize, d: usize, seed: u64) -> (Vec<f64>, Vec<f64>, [Vec<f64>; 2])
     let mut sorted = score.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[n / 2];
-    let y = score.iter().map(|&s| f64::from(u8::from(s > median))).collect();
+    let y = score
+        .iter()
+        .map(|&s| f64::from(u8::from(s > median)))
+        .collect();
     (x, y, [u0, u1])
 }
 
@@ -50,17 +53,39 @@ fn planted_subspace_is_recovered() {
     let (x, y, planted_dirs) = planted(500, d, 11);
     let train = Dataset::from_rows(&x[..400 * d], d, &y[..400], 1);
     let val = Dataset::from_rows(&x[400 * d..], d, &y[400..], 1);
-    let hyper = Hyper { reg: 1e-3, bandwidth: 10.0, exponent: 1.0, center_grads: false };
-    let report = fit(&train, &val, Task::Binary, hyper, &FitConfig::new(5, Metric::Auc)).unwrap();
+    let hyper = Hyper {
+        reg: 1e-3,
+        bandwidth: 10.0,
+        exponent: 1.0,
+        center_grads: false,
+    };
+    let report = fit(
+        &train,
+        &val,
+        Task::Binary,
+        hyper,
+        &FitConfig::new(5, Metric::Auc),
+    )
+    .unwrap();
     assert!(report.best_score > 0.8, "val AUC {}", report.best_score);
     let dirs = top_directions(report.concept.as_ref().unwrap(), 2).unwrap();
     // Each planted direction lies (almost) in the span of the top two eigenvectors.
     for u in &planted_dirs {
         let captured: f64 = dirs
             .iter()
-            .map(|dir| dir.vector.iter().zip(u).map(|(a, b)| a * b).sum::<f64>().powi(2))
+            .map(|dir| {
+                dir.vector
+                    .iter()
+                    .zip(u)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+                    .powi(2)
+            })
             .sum();
-        assert!(captured > 0.9, "planted direction only {captured:.3} inside the top-2 span");
+        assert!(
+            captured > 0.9,
+            "planted direction only {captured:.3} inside the top-2 span"
+        );
     }
     // And a random direction is not.
     let e0: f64 = dirs.iter().map(|dir| dir.vector[d - 1].powi(2)).sum();
@@ -68,7 +93,11 @@ fn planted_subspace_is_recovered() {
 }
 
 fn features(path: &Path, x: &[f32], n: usize, d: usize, labels: Labels, classes: &[&str]) {
-    let noise: Vec<f32> = x.iter().enumerate().map(|(i, _)| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let noise: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, _)| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
     FeatureSet {
         concept: "planted".into(),
         model: "test".into(),
@@ -84,11 +113,19 @@ fn features(path: &Path, x: &[f32], n: usize, d: usize, labels: Labels, classes:
 }
 
 fn baton(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_baton")).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("panicked"), "{text}");
     // miette wraps long messages: compare on single-spaced text.
-    let text = text.replace('│', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = text
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     (out.status.success(), text)
 }
 
@@ -103,13 +140,30 @@ fn train_cli_writes_bundle_and_classifier() {
     features(&feats, &xf, 240, d, Labels::Classes(ids), &["low", "high"]);
     let out = dir.path().join("b.safetensors");
     let (ok, text) = baton(&[
-        "train", feats.to_str().unwrap(), "--out", out.to_str().unwrap(), "--positive", "high",
-        "--search", "3", "--iters", "4", "--components", "2",
+        "train",
+        feats.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--positive",
+        "high",
+        "--search",
+        "3",
+        "--iters",
+        "4",
+        "--components",
+        "2",
     ]);
     assert!(ok, "{text}");
     let b = DirectionBundle::read(&out).unwrap();
-    assert_eq!((b.metric.as_str(), b.target.as_str(), b.hidden_size), ("auc", "high", d));
-    assert!(b.scores[&2] > 0.75 && b.scores[&2] > b.scores[&0], "{:?}", b.scores);
+    assert_eq!(
+        (b.metric.as_str(), b.target.as_str(), b.hidden_size),
+        ("auc", "high", d)
+    );
+    assert!(
+        b.scores[&2] > 0.75 && b.scores[&2] > b.scores[&0],
+        "{:?}",
+        b.scores
+    );
     let norm: f32 = b.directions[&2].iter().map(|v| v * v).sum();
     assert!((norm - 1.0).abs() < 1e-4);
     assert!(DirectionBundle::read(&dir.path().join("b.pc2.safetensors")).is_ok());
@@ -122,14 +176,24 @@ fn train_cli_writes_bundle_and_classifier() {
     }
     features(&feats, &xm, 240, d, Labels::Classes(ids), &["a", "b", "c"]);
     let (ok, text) = baton(&[
-        "train", feats.to_str().unwrap(), "--out", out.to_str().unwrap(), "--reg", "1e-2",
-        "--bandwidth", "5", "--iters", "3",
+        "train",
+        feats.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--reg",
+        "1e-2",
+        "--bandwidth",
+        "5",
+        "--iters",
+        "3",
     ]);
     assert!(ok, "{text}");
-    let probe = baton::rfm::io::SavedProbe::read(&dir.path().join("b.classifier.safetensors")).unwrap();
+    let probe =
+        baton::rfm::io::SavedProbe::read(&dir.path().join("b.classifier.safetensors")).unwrap();
     assert_eq!((probe.layer, probe.classes.len()), (2, 3));
     let x0 = Mat::from_fn(3, d, |i, j| f64::from(xm[i * d + j]));
-    let labels = baton::rfm::fit::target_classes(probe.rfm.task, &probe.rfm.predict_proba(x0.as_ref()));
+    let labels =
+        baton::rfm::fit::target_classes(probe.rfm.task, &probe.rfm.predict_proba(x0.as_ref()));
     assert_eq!(labels, vec![0, 1, 2]);
 }
 
@@ -139,11 +203,29 @@ fn bad_input_gives_one_clear_error() {
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let d = 8;
     let ids: Vec<i64> = (0..60).map(|i| (i % 2) as i64).collect();
-    let mut x: Vec<f32> = (0..60 * d).map(|i| ((i * 37 % 101) as f32) / 50.0).collect();
-    features(Path::new(&p("ok.safetensors")), &x, 60, d, Labels::Classes(ids.clone()), &["a", "b"]);
+    let mut x: Vec<f32> = (0..60 * d)
+        .map(|i| ((i * 37 % 101) as f32) / 50.0)
+        .collect();
+    features(
+        Path::new(&p("ok.safetensors")),
+        &x,
+        60,
+        d,
+        Labels::Classes(ids.clone()),
+        &["a", "b"],
+    );
     let run = |feats: &str, extra: &[&str]| {
         let out = p("out.safetensors");
-        let mut args = vec!["train", feats, "--out", out.as_str(), "--search", "2", "--iters", "2"];
+        let mut args = vec![
+            "train",
+            feats,
+            "--out",
+            out.as_str(),
+            "--search",
+            "2",
+            "--iters",
+            "2",
+        ];
         args.extend_from_slice(extra);
         let (ok, text) = baton(&args);
         assert!(!ok, "expected failure: {text}");
@@ -152,20 +234,50 @@ fn bad_input_gives_one_clear_error() {
     };
 
     x[5] = f32::NAN;
-    features(Path::new(&p("nan.safetensors")), &x, 60, d, Labels::Classes(ids.clone()), &["a", "b"]);
+    features(
+        Path::new(&p("nan.safetensors")),
+        &x,
+        60,
+        d,
+        Labels::Classes(ids.clone()),
+        &["a", "b"],
+    );
     assert!(run(&p("nan.safetensors"), &["--positive", "a"]).contains("non-finite"));
 
-    features(Path::new(&p("one.safetensors")), &x[d..], 59, d, Labels::Classes(vec![0; 59]), &["a", "b"]);
+    features(
+        Path::new(&p("one.safetensors")),
+        &x[d..],
+        59,
+        d,
+        Labels::Classes(vec![0; 59]),
+        &["a", "b"],
+    );
     assert!(run(&p("one.safetensors"), &["--positive", "a"]).contains("only one class"));
 
     let narrow: Vec<f32> = (0..60 * 4).map(|i| i as f32).collect();
-    features(Path::new(&p("narrow.safetensors")), &narrow, 60, 4, Labels::Classes(ids.clone()), &["a", "b"]);
-    let text = run(&p("ok.safetensors"), &["--positive", "a", "--val", &p("narrow.safetensors")]);
+    features(
+        Path::new(&p("narrow.safetensors")),
+        &narrow,
+        60,
+        4,
+        Labels::Classes(ids.clone()),
+        &["a", "b"],
+    );
+    let text = run(
+        &p("ok.safetensors"),
+        &["--positive", "a", "--val", &p("narrow.safetensors")],
+    );
     assert!(text.contains("width 4 differs"), "{text}");
 
     DirectionBundle {
-        concept: "c".into(), target: "t".into(), model: "m".into(), hidden_size: 2, num_layers: 1,
-        metric: "auc".into(), pooling: "mean".into(), scores: BTreeMap::new(),
+        concept: "c".into(),
+        target: "t".into(),
+        model: "m".into(),
+        hidden_size: 2,
+        num_layers: 1,
+        metric: "auc".into(),
+        pooling: "mean".into(),
+        scores: BTreeMap::new(),
         directions: BTreeMap::from([(0, vec![1.0, 0.0])]),
     }
     .write(Path::new(&p("bundle.safetensors")))
@@ -173,7 +285,14 @@ fn bad_input_gives_one_clear_error() {
     assert!(run(&p("bundle.safetensors"), &[]).contains("direction/1"));
 
     let few: Vec<i64> = vec![0, 0, 0, 0, 1, 1];
-    features(Path::new(&p("few.safetensors")), &x[..6 * d], 6, d, Labels::Classes(few), &["a", "b"]);
+    features(
+        Path::new(&p("few.safetensors")),
+        &x[..6 * d],
+        6,
+        d,
+        Labels::Classes(few),
+        &["a", "b"],
+    );
     assert!(run(&p("few.safetensors"), &[]).contains("at least 3 per class"));
 
     assert!(run(&p("ok.safetensors"), &["--positive", "zebra"]).contains("not a class"));

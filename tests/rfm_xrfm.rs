@@ -20,7 +20,8 @@ struct Case {
 }
 
 fn load(name: &str) -> Case {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/rfm-{name}.safetensors"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/rfm-{name}.safetensors"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap_or_default();
@@ -82,19 +83,48 @@ fn check(name: &str, form: Form) {
         exponent: case.num("exponent"),
         center_grads: case.meta["center_grads"] == "true",
     };
-    let train = Dataset { x: case.mat("x_train"), y: case.mat("y_train") };
-    let val = Dataset { x: case.mat("x_val"), y: case.mat("y_val") };
-    let config = FitConfig { record_ms: true, form, ..FitConfig::new(case.num("iters") as usize, metric) };
+    let train = Dataset {
+        x: case.mat("x_train"),
+        y: case.mat("y_train"),
+    };
+    let val = Dataset {
+        x: case.mat("x_val"),
+        y: case.mat("y_val"),
+    };
+    let config = FitConfig {
+        record_ms: true,
+        form,
+        ..FitConfig::new(case.num("iters") as usize, metric)
+    };
     let report = fit(&train, &val, task, hyper, &config).unwrap();
 
     let want_scores: Vec<f64> = serde_json::from_str(&case.meta["val_scores"]).unwrap();
-    assert_eq!(report.val_scores.len(), want_scores.len(), "{name}: number of rounds scored");
+    assert_eq!(
+        report.val_scores.len(),
+        want_scores.len(),
+        "{name}: number of rounds scored"
+    );
     for (i, (got, want)) in report.val_scores.iter().zip(&want_scores).enumerate() {
-        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{name}: round {i} score {got} vs xrfm {want}");
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "{name}: round {i} score {got} vs xrfm {want}"
+        );
     }
-    assert_eq!(report.best_iter, case.num("best_iter") as usize, "{name}: best round");
-    assert_eq!(report.early_stopped, case.meta["early_stopped"] == "true", "{name}: early stopping");
-    assert_eq!(report.ms.len(), case.num("rounds") as usize, "{name}: number of M updates");
+    assert_eq!(
+        report.best_iter,
+        case.num("best_iter") as usize,
+        "{name}: best round"
+    );
+    assert_eq!(
+        report.early_stopped,
+        case.meta["early_stopped"] == "true",
+        "{name}: early stopping"
+    );
+    assert_eq!(
+        report.ms.len(),
+        case.num("rounds") as usize,
+        "{name}: number of M updates"
+    );
     for (i, m) in report.ms.iter().enumerate() {
         let r = rel(m, &case.mat(&format!("m.{i}")));
         assert!(r < 1e-3, "{name}: M after update {i} differs by {r:.2e}");
@@ -105,7 +135,10 @@ fn check(name: &str, form: Form) {
     let r = rel(&report.model.predict(val.x.as_ref()), &case.mat("pred"));
     assert!(r < 1e-3, "{name}: predictions differ by {r:.2e}");
     if task != Task::Regression {
-        let r = rel(&report.model.predict_proba(val.x.as_ref()), &case.mat("proba"));
+        let r = rel(
+            &report.model.predict_proba(val.x.as_ref()),
+            &case.mat("proba"),
+        );
         assert!(r < 1e-3, "{name}: probabilities differ by {r:.2e}");
     }
 
@@ -117,16 +150,25 @@ fn check(name: &str, form: Form) {
     let mut compared = 0;
     for (k, dir) in dirs.iter_mut().enumerate() {
         let gap = |j: usize| (eigvals[k] - eigvals[j]).abs() / eigvals[0];
-        let isolated = (k == 0 || gap(k - 1) > 1e-2) && (k + 1 >= eigvals.len() || gap(k + 1) > 1e-2);
+        let isolated =
+            (k == 0 || gap(k - 1) > 1e-2) && (k + 1 >= eigvals.len() || gap(k + 1) > 1e-2);
         if !isolated {
             continue;
         }
-        assert!((dir.eigenvalue - eigvals[k]).abs() < 1e-3 * eigvals[0], "{name}: eigenvalue {k}");
+        assert!(
+            (dir.eigenvalue - eigvals[k]).abs() < 1e-3 * eigvals[0],
+            "{name}: eigenvalue {k}"
+        );
         let signed = task.outputs() == 1;
         if signed {
             align_sign(&mut dir.vector, &train.x, &y);
         }
-        let cos: f64 = dir.vector.iter().enumerate().map(|(i, v)| v * want[(k, i)]).sum();
+        let cos: f64 = dir
+            .vector
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * want[(k, i)])
+            .sum();
         let cos = if signed { cos } else { cos.abs() };
         assert!(cos >= 0.999, "{name}: eigenvector {k} cosine {cos}");
         compared += 1;

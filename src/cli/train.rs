@@ -90,7 +90,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let tuning = match (args.search, args.reg, args.bandwidth, args.exponent) {
         (None, None, None, None) if !args.center_grads => Tuning::Search { draws: 20 },
-        (Some(draws), ..) => Tuning::Search { draws: draws.max(1) },
+        (Some(draws), ..) => Tuning::Search {
+            draws: draws.max(1),
+        },
         (None, reg, bandwidth, exponent) => Tuning::Fixed(Hyper {
             reg: reg.unwrap_or(1e-3),
             bandwidth: bandwidth.unwrap_or(10.0),
@@ -127,8 +129,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let bar = ProgressBar::new(layers.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} blocks, {elapsed} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {pos}/{len} blocks, {elapsed} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("training");
     let mut results: BTreeMap<usize, BlockResult> = BTreeMap::new();
@@ -256,14 +260,22 @@ fn probe_kind(args: &TrainArgs, feats: &FeatureSet) -> Result<ProbeKind> {
         }),
         TaskArg::Binary => {
             let Some(p) = &args.positive else {
-                return Err(miette!("a binary probe needs --positive CLASS (one of {:?})", feats.classes));
+                return Err(miette!(
+                    "a binary probe needs --positive CLASS (one of {:?})",
+                    feats.classes
+                ));
             };
             let positive = feats
                 .classes
                 .iter()
                 .position(|c| c == p)
                 .or_else(|| p.parse::<usize>().ok().filter(|&i| i < feats.classes.len()))
-                .ok_or_else(|| miette!("--positive {p}: not a class of this file (classes: {:?})", feats.classes))?;
+                .ok_or_else(|| {
+                    miette!(
+                        "--positive {p}: not a class of this file (classes: {:?})",
+                        feats.classes
+                    )
+                })?;
             Ok(ProbeKind::Binary { positive })
         }
     }
@@ -280,7 +292,10 @@ fn check_val(train: &FeatureSet, val: &FeatureSet, args: &TrainArgs) -> Result<(
         ));
     }
     if let Some(l) = train.layers.keys().find(|l| !val.layers.contains_key(l)) {
-        return Err(miette!("{}: has no block {l} (the training file has)", vp.display()));
+        return Err(miette!(
+            "{}: has no block {l} (the training file has)",
+            vp.display()
+        ));
     }
     if matches!(train.labels, Labels::Classes(_)) && val.classes != train.classes {
         return Err(miette!(
@@ -291,13 +306,18 @@ fn check_val(train: &FeatureSet, val: &FeatureSet, args: &TrainArgs) -> Result<(
         ));
     }
     if matches!(train.labels, Labels::Classes(_)) != matches!(val.labels, Labels::Classes(_)) {
-        return Err(miette!("{}: label kind (class ids vs values) differs from the training file", vp.display()));
+        return Err(miette!(
+            "{}: label kind (class ids vs values) differs from the training file",
+            vp.display()
+        ));
     }
     Ok(())
 }
 
 /// `dir/name.safetensors` -> `dir/name.<tag>.safetensors`.
 fn sibling(path: &Path, tag: &str) -> PathBuf {
-    let stem = path.file_stem().map_or_else(|| "bundle".into(), |s| s.to_string_lossy().into_owned());
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "bundle".into(), |s| s.to_string_lossy().into_owned());
     path.with_file_name(format!("{stem}.{tag}.safetensors"))
 }

@@ -32,7 +32,10 @@ fn weights(alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool) -> (Mat<f64>, 
         }
         let denom = (n * outputs) as f64;
         Mat::<f64>::from_fn(n, 1, |i, _| {
-            (0..outputs).map(|l| w[(i, l)] - v[i] * alpha[(i, l)]).sum::<f64>() / denom
+            (0..outputs)
+                .map(|l| w[(i, l)] - v[i] * alpha[(i, l)])
+                .sum::<f64>()
+                / denom
         })
     });
     (w, mean_coef)
@@ -54,7 +57,14 @@ pub fn agop(xm: &Mat<f64>, alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool
                 *s = alpha[(i, l)] * xm[(i, k)];
             }
         });
-        matmul(&mut grads, Accum::Replace, grad.transpose(), &scaled, -1.0, par());
+        matmul(
+            &mut grads,
+            Accum::Replace,
+            grad.transpose(),
+            &scaled,
+            -1.0,
+            par(),
+        );
         for_each_col(&mut grads, |k, col| {
             let mu = mean.as_ref().map_or(0.0, |m| m[(k, 0)]);
             for (i, g) in col.iter_mut().enumerate() {
@@ -70,7 +80,12 @@ pub fn agop(xm: &Mat<f64>, alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool
 
 /// The `n x n` matrix `A` with `AGOP = X' A X`, when `XM = E X` (`e = None` means `E = I`,
 /// i.e. `M = I`). Per output `W_l = diag(w_l) E - G' diag(a_l) E`, so `F_l = W_l X`.
-pub fn agop_dual(e: Option<&Mat<f64>>, alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool) -> Mat<f64> {
+pub fn agop_dual(
+    e: Option<&Mat<f64>>,
+    alpha: &Mat<f64>,
+    grad: &Mat<f64>,
+    center_grads: bool,
+) -> Mat<f64> {
     let n = alpha.nrows();
     let (w, mean_coef) = weights(alpha, grad, center_grads);
     let e_at = |i: usize, k: usize| match e {
@@ -93,7 +108,14 @@ pub fn agop_dual(e: Option<&Mat<f64>>, alpha: &Mat<f64>, grad: &Mat<f64>, center
                         *s = alpha[(i, l)] * e[(i, k)];
                     }
                 });
-                matmul(&mut wl, Accum::Replace, grad.transpose(), &scaled, -1.0, par());
+                matmul(
+                    &mut wl,
+                    Accum::Replace,
+                    grad.transpose(),
+                    &scaled,
+                    -1.0,
+                    par(),
+                );
             }
             // G' diag(a): column i of the result is column... entry (j, i) = G_ij a_i.
             None => for_each_col(&mut wl, |i, col| {

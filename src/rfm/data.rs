@@ -64,8 +64,12 @@ pub fn balance_one_vs_rest(
     positive: usize,
     seed: u64,
 ) -> Result<(Vec<usize>, Vec<usize>), RfmError> {
-    let pos: Vec<usize> = (0..classes.len()).filter(|&i| classes[i] == positive).collect();
-    let mut neg: Vec<usize> = (0..classes.len()).filter(|&i| classes[i] != positive).collect();
+    let pos: Vec<usize> = (0..classes.len())
+        .filter(|&i| classes[i] == positive)
+        .collect();
+    let mut neg: Vec<usize> = (0..classes.len())
+        .filter(|&i| classes[i] != positive)
+        .collect();
     if pos.is_empty() || neg.is_empty() {
         return Err(RfmError::TooFew(
             "a binary probe needs examples of the positive class and of the rest (only one class is present)"
@@ -75,7 +79,11 @@ pub fn balance_one_vs_rest(
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     neg.shuffle(&mut rng);
     neg.truncate(pos.len());
-    let mut rows: Vec<(usize, usize)> = pos.iter().map(|&i| (i, 1)).chain(neg.iter().map(|&i| (i, 0))).collect();
+    let mut rows: Vec<(usize, usize)> = pos
+        .iter()
+        .map(|&i| (i, 1))
+        .chain(neg.iter().map(|&i| (i, 0)))
+        .collect();
     rows.sort_unstable();
     Ok(rows.into_iter().unzip())
 }
@@ -86,7 +94,9 @@ pub fn zscore_stats(values: &[f64]) -> Result<(f64, f64), RfmError> {
     let mean = values.iter().sum::<f64>() / n;
     let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
     if std == 0.0 || !std.is_finite() {
-        return Err(RfmError::TooFew("regression targets are all equal (nothing to learn)".into()));
+        return Err(RfmError::TooFew(
+            "regression targets are all equal (nothing to learn)".into(),
+        ));
     }
     Ok((mean, std))
 }
@@ -106,7 +116,10 @@ mod tests {
         let mut all: Vec<usize> = [s.train, s.val, s.test].concat();
         all.sort_unstable();
         assert_eq!(all, (0..60).collect::<Vec<_>>());
-        assert!(split_by_group(&[0, 0, 1], 1).unwrap_err().to_string().contains("at least 3"));
+        assert!(split_by_group(&[0, 0, 1], 1)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 3"));
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub fn for_each_col(m: &mut Mat<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
 pub fn row_dots(a: &Mat<f64>, b: &Mat<f64>) -> Vec<f64> {
     let mut out = vec![0.0; a.nrows()];
     for j in 0..a.ncols() {
-        let (Some(ca), Some(cb)) = (a.col(j).try_as_col_major(), b.col(j).try_as_col_major()) else {
+        let (Some(ca), Some(cb)) = (a.col(j).try_as_col_major(), b.col(j).try_as_col_major())
+        else {
             continue;
         };
         for ((o, x), y) in out.iter_mut().zip(ca.as_slice()).zip(cb.as_slice()) {
@@ -81,12 +82,17 @@ pub fn row_dots(a: &Mat<f64>, b: &Mat<f64>) -> Vec<f64> {
 pub fn col_dots(a: &Mat<f64>, b: &Mat<f64>) -> Vec<f64> {
     (0..a.ncols())
         .into_par_iter()
-        .map(|j| {
-            match (a.col(j).try_as_col_major(), b.col(j).try_as_col_major()) {
-                (Some(ca), Some(cb)) => ca.as_slice().iter().zip(cb.as_slice()).map(|(x, y)| x * y).sum(),
+        .map(
+            |j| match (a.col(j).try_as_col_major(), b.col(j).try_as_col_major()) {
+                (Some(ca), Some(cb)) => ca
+                    .as_slice()
+                    .iter()
+                    .zip(cb.as_slice())
+                    .map(|(x, y)| x * y)
+                    .sum(),
                 _ => 0.0,
-            }
-        })
+            },
+        )
         .collect()
 }
 

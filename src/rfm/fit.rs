@@ -136,7 +136,7 @@ pub struct Dataset {
 impl Dataset {
     /// Builds a dataset from row-major features and row-major targets.
     pub fn from_rows(x: &[f64], d: usize, y: &[f64], outputs: usize) -> Self {
-        let n = if d == 0 { 0 } else { x.len() / d };
+        let n = x.len().checked_div(d).unwrap_or(0);
         Dataset {
             x: Mat::from_fn(n, d, |i, j| x[i * d + j]),
             y: Mat::from_fn(n, outputs, |i, j| y[i * outputs + j]),
@@ -174,7 +174,14 @@ impl Rfm {
     pub fn predict(&self, x: MatRef<'_, f64>) -> Mat<f64> {
         let cm = mat_mul(self.centers.as_ref(), self.m.as_ref());
         let center_norms = row_dots(&cm, &self.centers);
-        predict_with(&self.kernel, x, &self.m, &self.centers, &center_norms, &self.alpha)
+        predict_with(
+            &self.kernel,
+            x,
+            &self.m,
+            &self.centers,
+            &center_norms,
+            &self.alpha,
+        )
     }
 
     /// Class probabilities (`rows x classes`), clamped to `[1e-3, 1 - 1e-3]` and renormalised;
@@ -314,7 +321,9 @@ pub fn model_concept_matrix(model: &Rfm, center_grads: bool) -> Mat<f64> {
     let rep = Rep::Primal(Some(model.m.clone()));
     let geo = rep.geometry(&points);
     let mut kmat = geo.cross.clone();
-    let grad = model.kernel.from_cross_with_grad(&mut kmat, &geo.norms, &geo.norms);
+    let grad = model
+        .kernel
+        .from_cross_with_grad(&mut kmat, &geo.norms, &geo.norms);
     concept_matrix(&rep, &points, &geo, &model.alpha, &grad, center_grads)
 }
 
@@ -364,7 +373,9 @@ pub fn to_proba(task: Task, raw: &Mat<f64>) -> Mat<f64> {
             let sums: Vec<f64> = (0..raw.nrows())
                 .map(|i| (0..raw.ncols()).map(|j| clamp(raw[(i, j)])).sum())
                 .collect();
-            Mat::from_fn(raw.nrows(), raw.ncols(), |i, j| clamp(raw[(i, j)]) / sums[i])
+            Mat::from_fn(raw.nrows(), raw.ncols(), |i, j| {
+                clamp(raw[(i, j)]) / sums[i]
+            })
         }
     }
 }

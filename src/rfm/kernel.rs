@@ -58,12 +58,21 @@ impl LaplaceKernel {
                     return;
                 };
                 let b = col_norms[j];
-                for ((g, c), &a) in gcol.as_slice_mut().iter_mut().zip(kcol.as_slice_mut()).zip(row_norms) {
+                for ((g, c), &a) in gcol
+                    .as_slice_mut()
+                    .iter_mut()
+                    .zip(kcol.as_slice_mut())
+                    .zip(row_norms)
+                {
                     let d = (a - 2.0 * *c + b).max(0.0).sqrt();
                     let dq = pow(d, q);
                     let k = (-dq * scale).exp();
                     *c = k;
-                    *g = if d >= GRAD_EPS { -q * scale * k * dq / (d * d) } else { 0.0 };
+                    *g = if d >= GRAD_EPS {
+                        -q * scale * k * dq / (d * d)
+                    } else {
+                        0.0
+                    };
                 }
             });
         grad

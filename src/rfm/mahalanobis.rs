@@ -55,8 +55,12 @@ pub struct Points<'a> {
 impl<'a> Points<'a> {
     /// Prepares the inputs for `form` (already resolved).
     pub fn new(x: &'a Mat<f64>, xv: &'a Mat<f64>, form: Form) -> Self {
-        let grams = (form == Form::Dual)
-            .then(|| (sym_mul(x.as_ref(), x.transpose()), mat_mul(xv.as_ref(), x.transpose())));
+        let grams = (form == Form::Dual).then(|| {
+            (
+                sym_mul(x.as_ref(), x.transpose()),
+                mat_mul(xv.as_ref(), x.transpose()),
+            )
+        });
         Points { x, xv, grams }
     }
 }
@@ -110,7 +114,10 @@ impl Rep {
             },
             (Rep::Primal(m), _) | (Rep::Dual(m), None) => {
                 let (xm, vm) = match m {
-                    Some(m) => (mat_mul(p.x.as_ref(), m.as_ref()), mat_mul(p.xv.as_ref(), m.as_ref())),
+                    Some(m) => (
+                        mat_mul(p.x.as_ref(), m.as_ref()),
+                        mat_mul(p.xv.as_ref(), m.as_ref()),
+                    ),
                     None => (p.x.clone(), p.xv.clone()),
                 };
                 Geometry {
@@ -126,7 +133,14 @@ impl Rep {
 
     /// The next M: `AGOP / max(AGOP)` of the predictor `alpha` fitted under `geo`, with the
     /// gradient weights `grad`.
-    pub fn update(&self, p: &Points<'_>, geo: &Geometry, alpha: &Mat<f64>, grad: &Mat<f64>, center: bool) -> Rep {
+    pub fn update(
+        &self,
+        p: &Points<'_>,
+        geo: &Geometry,
+        alpha: &Mat<f64>,
+        grad: &Mat<f64>,
+        center: bool,
+    ) -> Rep {
         match self {
             Rep::Primal(_) => {
                 let xm = geo.factor.as_ref().unwrap_or(p.x);
@@ -139,7 +153,9 @@ impl Rep {
                 let mut a = agop_dual(geo.factor.as_ref(), alpha, grad, center);
                 // The AGOP X'AX is PSD, so its largest entry is its largest diagonal entry.
                 let ax = mat_mul(a.as_ref(), p.x.as_ref());
-                let max = col_dots(p.x, &ax).into_iter().fold(f64::NEG_INFINITY, f64::max);
+                let max = col_dots(p.x, &ax)
+                    .into_iter()
+                    .fold(f64::NEG_INFINITY, f64::max);
                 scale(&mut a, 1.0 / (max + 1e-30));
                 Rep::Dual(Some(a))
             }
@@ -161,7 +177,14 @@ impl Rep {
 }
 
 /// The normalised `d x d` AGOP of the predictor `alpha` fitted under `rep` (its concept matrix).
-pub fn concept_matrix(rep: &Rep, p: &Points<'_>, geo: &Geometry, alpha: &Mat<f64>, grad: &Mat<f64>, center: bool) -> Mat<f64> {
+pub fn concept_matrix(
+    rep: &Rep,
+    p: &Points<'_>,
+    geo: &Geometry,
+    alpha: &Mat<f64>,
+    grad: &Mat<f64>,
+    center: bool,
+) -> Mat<f64> {
     let mut g = match rep {
         Rep::Primal(_) => agop(geo.factor.as_ref().unwrap_or(p.x), alpha, grad, center),
         Rep::Dual(_) => {

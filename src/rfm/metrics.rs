@@ -126,7 +126,11 @@ pub fn accuracy(proba: &[f64], classes: usize, labels: &[usize]) -> f64 {
 
 /// Mean squared error over all entries.
 pub fn mse(pred: &[f64], target: &[f64]) -> f64 {
-    let s: f64 = pred.iter().zip(target).map(|(p, t)| (p - t) * (p - t)).sum();
+    let s: f64 = pred
+        .iter()
+        .zip(target)
+        .map(|(p, t)| (p - t) * (p - t))
+        .sum();
     s / pred.len().max(1) as f64
 }
 
@@ -134,7 +138,11 @@ pub fn mse(pred: &[f64], target: &[f64]) -> f64 {
 pub fn r2(pred: &[f64], target: &[f64]) -> f64 {
     let mean = target.iter().sum::<f64>() / target.len().max(1) as f64;
     let ss_tot: f64 = target.iter().map(|t| (t - mean) * (t - mean)).sum();
-    let ss_res: f64 = pred.iter().zip(target).map(|(p, t)| (p - t) * (p - t)).sum();
+    let ss_res: f64 = pred
+        .iter()
+        .zip(target)
+        .map(|(p, t)| (p - t) * (p - t))
+        .sum();
     if ss_tot == 0.0 {
         return 0.0;
     }
@@ -177,7 +185,9 @@ mod tests {
         let p = [0.8, 0.1, 0.1, 0.1, 0.7, 0.2, 0.1, 0.5, 0.4];
         assert_eq!(accuracy(&p, 3, &[0, 1, 2]), 2.0 / 3.0);
         assert!((auc_ovr(&p, 3, &[0, 1, 2]) - 1.0).abs() < 1e-12);
-        assert!((r2(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0]) - (1.0 - 1.0 / (14.0 / 3.0))).abs() < 1e-12);
+        assert!(
+            (r2(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0]) - (1.0 - 1.0 / (14.0 / 3.0))).abs() < 1e-12
+        );
         assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.5]) - 0.9986).abs() < 1e-3);
         assert_eq!(mse(&[1.0, 3.0], &[0.0, 1.0]), 2.5);
     }

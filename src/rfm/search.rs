@@ -43,7 +43,8 @@ impl SearchSpace {
             .map(|_| {
                 let reg = log_uniform(&mut rng, self.reg);
                 let bandwidth = log_uniform(&mut rng, self.bandwidth);
-                let exponent = self.exponent.0 + rng.random::<f64>() * (self.exponent.1 - self.exponent.0);
+                let exponent =
+                    self.exponent.0 + rng.random::<f64>() * (self.exponent.1 - self.exponent.0);
                 let center_grads = rng.random::<bool>();
                 Hyper {
                     reg,
@@ -100,7 +101,10 @@ pub fn search(
         return Err(first_err.unwrap_or(RfmError::NoValidScore));
     };
     if config.concept_matrix {
-        report.concept = Some(super::fit::model_concept_matrix(&report.model, hyper.center_grads));
+        report.concept = Some(super::fit::model_concept_matrix(
+            &report.model,
+            hyper.center_grads,
+        ));
     }
     Ok((hyper, report))
 }

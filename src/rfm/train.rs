@@ -114,7 +114,12 @@ pub fn plan(
             };
             let split = split_by_group(&groups, seed)?;
             let pick = |part: &[usize]| part.iter().map(|&k| rows[k]).collect::<Vec<_>>();
-            (pick(&split.train), pick(&split.val), pick(&split.test), train_t.clone())
+            (
+                pick(&split.train),
+                pick(&split.val),
+                pick(&split.test),
+                train_t.clone(),
+            )
         }
     };
     let mut train_vals: Vec<Vec<f64>> = train_rows.iter().map(|&r| train_t[r].clone()).collect();
@@ -171,11 +176,15 @@ fn targets(labels: &ProbeLabels, kind: ProbeKind) -> Result<(Task, Vec<Vec<f64>>
     match (kind, labels) {
         (ProbeKind::Binary { positive }, ProbeLabels::Classes(ids)) => Ok((
             Task::Binary,
-            ids.iter().map(|&c| vec![f64::from(u8::from(c == positive))]).collect(),
+            ids.iter()
+                .map(|&c| vec![f64::from(u8::from(c == positive))])
+                .collect(),
         )),
         (ProbeKind::Multiclass { classes }, ProbeLabels::Classes(ids)) => {
             if classes < 2 {
-                return Err(RfmError::TooFew("a multiclass probe needs at least 2 classes".into()));
+                return Err(RfmError::TooFew(
+                    "a multiclass probe needs at least 2 classes".into(),
+                ));
             }
             Ok((
                 Task::Multiclass(classes),
@@ -191,7 +200,8 @@ fn targets(labels: &ProbeLabels, kind: ProbeKind) -> Result<(Task, Vec<Vec<f64>>
             "regression needs value labels (f32), but the features file has class labels".into(),
         )),
         (_, ProbeLabels::Values(_)) => Err(RfmError::BadHyper(
-            "classification needs class labels (i64), but the features file has value labels".into(),
+            "classification needs class labels (i64), but the features file has value labels"
+                .into(),
         )),
     }
 }
@@ -282,7 +292,9 @@ pub fn train_block(
     let concept = report.concept.as_ref().ok_or(RfmError::Eigen)?;
     let mut directions = top_directions(concept, opts.components.max(1))?;
     if sets.task.outputs() == 1 {
-        let y: Vec<f64> = (0..train_set.y.nrows()).map(|i| train_set.y[(i, 0)]).collect();
+        let y: Vec<f64> = (0..train_set.y.nrows())
+            .map(|i| train_set.y[(i, 0)])
+            .collect();
         for dir in &mut directions {
             align_sign(&mut dir.vector, &train_set.x, &y);
         }
