@@ -195,6 +195,31 @@ fn train_cli_writes_bundle_and_classifier() {
     let labels =
         baton::rfm::fit::target_classes(probe.rfm.task, &probe.rfm.predict_proba(x0.as_ref()));
     assert_eq!(labels, vec![0, 1, 2]);
+
+    // Regression on a value read off the planted direction: positive sign, R² in the table.
+    let values: Vec<f32> = xf.chunks(d).map(|r| 60.0 + 20.0 * r[3]).collect();
+    features(&feats, &xf, 240, d, Labels::Values(values.clone()), &[]);
+    let (ok, text) = baton(&[
+        "train",
+        feats.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--search",
+        "4",
+        "--iters",
+        "3",
+        "--layers",
+        "2",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("val_r2"), "{text}");
+    let b = DirectionBundle::read(&out).unwrap();
+    assert_eq!((b.metric.as_str(), b.directions.len()), ("mse", 1));
+    assert!(
+        b.directions[&2][3] > 0.9,
+        "direction {:?}",
+        b.directions[&2]
+    );
 }
 
 #[test]

@@ -203,11 +203,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
         classifier_note = format!(", classifier of block {l} -> {}", path.display());
     }
 
-    println!("block  {metric:>7}  best_iter  stopped  reg        L        q     center  eig1");
+    let r2_head = if kind == ProbeKind::Regression {
+        "  val_r2"
+    } else {
+        ""
+    };
+    println!(
+        "block  {metric:>7}  best_iter  stopped  reg        L        q     center  eig1{r2_head}"
+    );
     for (l, r) in &results {
         let h = r.hyper;
+        let r2 = r.r2.map_or(String::new(), |v| format!("  {v:.4}"));
         println!(
-            "{l:>5}  {:>7.4}  {:>9}  {:>7}  {:<9.2e}  {:<7.3}  {:<4.2}  {:<6}  {:.3}",
+            "{l:>5}  {:>7.4}  {:>9}  {:>7}  {:<9.2e}  {:<7.3}  {:<4.2}  {:<6}  {:.3}{r2}",
             r.score,
             r.best_iter,
             if r.early_stopped { "yes" } else { "no" },
@@ -215,7 +223,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             h.bandwidth,
             h.exponent,
             h.center_grads,
-            r.directions.first().map_or(0.0, |d| d.eigenvalue)
+            r.directions.first().map_or(0.0, |d| d.eigenvalue),
         );
     }
     let (n_train, n_val) = (sets.train_rows.len(), sets.val_rows.len());

@@ -244,6 +244,8 @@ pub struct BlockResult {
     pub score: f64,
     /// Hyper-parameters used.
     pub hyper: Hyper,
+    /// Validation R² of a regression probe (the paper's tempo figure).
+    pub r2: Option<f64>,
     /// Round of the best predictor.
     pub best_iter: usize,
     /// Whether the RFM loop stopped early.
@@ -299,8 +301,14 @@ pub fn train_block(
             align_sign(&mut dir.vector, &train_set.x, &y);
         }
     }
+    let r2 = (sets.task == Task::Regression).then(|| {
+        let pred = report.model.predict(val_set.x.as_ref());
+        let col = |m: &Mat<f64>| (0..m.nrows()).map(|i| m[(i, 0)]).collect::<Vec<_>>();
+        super::metrics::r2(&col(&pred), &col(&val_set.y))
+    });
     Ok(BlockResult {
         score: report.best_score,
+        r2,
         hyper,
         best_iter: report.best_iter,
         early_stopped: report.early_stopped,
