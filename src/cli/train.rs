@@ -10,6 +10,7 @@ use baton::rfm::io::SavedProbe;
 use baton::rfm::train::{
     plan, train_block, BlockFeatures, BlockResult, ProbeKind, ProbeLabels, ProbeOptions, Tuning,
 };
+use baton::rfm::Metric;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use miette::{miette, Result};
@@ -66,6 +67,9 @@ pub struct TrainArgs {
     /// Seed of the split and the search.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Validation metric: auc, acc or mse [default: auc for classes, mse for values].
+    #[arg(long, value_parser = ["auc", "acc", "mse"])]
+    pub metric: Option<String>,
     /// Only these blocks (comma-separated) [default: all in the file].
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
@@ -109,6 +113,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         iters: args.iters,
         components: args.components,
         seed: args.seed,
+        metric: match args.metric.as_deref() {
+            Some("auc") => Some(Metric::Auc),
+            Some("acc") => Some(Metric::Accuracy),
+            Some("mse") => Some(Metric::Mse),
+            _ => None,
+        },
     };
     let sets = plan(
         &probe_labels(&feats.labels),
@@ -117,6 +127,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.seed,
     )
     .map_err(|e| miette!("{}: {e}", args.features.display()))?;
+    let metric = opts.metric_for(sets.task).map_err(|e| miette!("{e}"))?;
 
     let layers: Vec<usize> = match &args.layers {
         Some(ls) => {
@@ -145,7 +156,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     bar.finish_and_clear();
 
-    let metric = sets.metric();
     let target = match kind {
         ProbeKind::Binary { positive } => feats.classes[positive].clone(),
         ProbeKind::Multiclass { .. } => "all".to_string(),

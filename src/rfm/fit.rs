@@ -53,8 +53,7 @@ impl Task {
     /// The metric used to pick iterations and hyper-parameters unless told otherwise.
     pub fn default_metric(self) -> Metric {
         match self {
-            Task::Binary => Metric::Auc,
-            Task::Multiclass(_) => Metric::Accuracy,
+            Task::Binary | Task::Multiclass(_) => Metric::Auc,
             Task::Regression => Metric::Mse,
         }
     }
@@ -218,6 +217,30 @@ pub fn fit(
     hyper: Hyper,
     config: &FitConfig,
 ) -> Result<FitReport, RfmError> {
+    let outcome = fit_loop(train, val, task, hyper, config)?;
+    finish(outcome, train, task, hyper, config)
+}
+
+/// The loop's result before the best model is materialised.
+pub(crate) struct LoopOutcome {
+    alpha: Mat<f64>,
+    rep: Rep,
+    form: Form,
+    best_iter: usize,
+    pub(crate) best_score: f64,
+    val_scores: Vec<f64>,
+    early_stopped: bool,
+    ms: Vec<Mat<f64>>,
+}
+
+/// Runs the rounds and keeps the best `(alpha, M)` in whichever form the loop used.
+pub(crate) fn fit_loop(
+    train: &Dataset,
+    val: &Dataset,
+    task: Task,
+    hyper: Hyper,
+    config: &FitConfig,
+) -> Result<LoopOutcome, RfmError> {
     hyper.validate()?;
     check_inputs(train, val, task)?;
     let kernel = LaplaceKernel {
@@ -271,7 +294,43 @@ pub fn fit(
     let Some((alpha, best_rep, best_iter)) = best else {
         return Err(RfmError::NoValidScore);
     };
+    Ok(LoopOutcome {
+        alpha,
+        rep: best_rep,
+        form,
+        best_iter,
+        best_score,
+        val_scores,
+        early_stopped,
+        ms,
+    })
+}
+
+/// Materialises the best model and, when asked, its concept matrix.
+pub(crate) fn finish(
+    outcome: LoopOutcome,
+    train: &Dataset,
+    task: Task,
+    hyper: Hyper,
+    config: &FitConfig,
+) -> Result<FitReport, RfmError> {
+    let kernel = LaplaceKernel {
+        bandwidth: hyper.bandwidth,
+        exponent: hyper.exponent,
+    };
+    let LoopOutcome {
+        alpha,
+        rep: best_rep,
+        form,
+        best_iter,
+        best_score,
+        val_scores,
+        early_stopped,
+        ms,
+    } = outcome;
     let concept = if config.concept_matrix {
+        // Only the training Gram matters here; the validation part is unused.
+        let points = Points::new(&train.x, &train.x, form);
         let geo = best_rep.geometry(&points);
         let (_, grad) = fit_round(&kernel, &geo, hyper.reg, &train.y, true)?;
         grad.map(|g| concept_matrix(&best_rep, &points, &geo, &alpha, &g, hyper.center_grads))

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use super::fit::{fit, Dataset, FitConfig, FitReport, Hyper, Task};
+use super::fit::{finish, fit_loop, Dataset, FitConfig, FitReport, Hyper, LoopOutcome, Task};
 use super::RfmError;
 
 /// Ranges of the random search.
@@ -70,15 +70,14 @@ pub fn search(
 ) -> Result<(Hyper, FitReport), RfmError> {
     let hypers = space.draw(draws.max(1), seed);
     let quick = FitConfig {
-        concept_matrix: false,
         record_ms: false,
         ..*config
     };
-    let results: Vec<Result<FitReport, RfmError>> = hypers
+    let results: Vec<Result<LoopOutcome, RfmError>> = hypers
         .par_iter()
-        .map(|h| fit(train, val, task, *h, &quick))
+        .map(|h| fit_loop(train, val, task, *h, &quick))
         .collect();
-    let mut best: Option<(Hyper, FitReport)> = None;
+    let mut best: Option<(Hyper, LoopOutcome)> = None;
     let mut first_err = None;
     for (h, r) in hypers.iter().zip(results) {
         match r {
@@ -97,14 +96,9 @@ pub fn search(
             }
         }
     }
-    let Some((hyper, mut report)) = best else {
+    let Some((hyper, outcome)) = best else {
         return Err(first_err.unwrap_or(RfmError::NoValidScore));
     };
-    if config.concept_matrix {
-        report.concept = Some(super::fit::model_concept_matrix(
-            &report.model,
-            hyper.center_grads,
-        ));
-    }
-    Ok((hyper, report))
+    // Only the winner's model and concept matrix are materialised.
+    Ok((hyper, finish(outcome, train, task, hyper, &quick)?))
 }

@@ -61,6 +61,21 @@ pub struct ProbeOptions {
     pub components: usize,
     /// Seed of the split and the search.
     pub seed: u64,
+    /// Validation metric (default: AUC for classification, MSE for regression).
+    pub metric: Option<Metric>,
+}
+
+impl ProbeOptions {
+    /// The metric that picks rounds and hyper-parameters for `task`.
+    pub fn metric_for(&self, task: Task) -> Result<Metric, RfmError> {
+        match (self.metric, task) {
+            (None, t) => Ok(t.default_metric()),
+            (Some(Metric::Auc | Metric::Accuracy), Task::Regression) => Err(RfmError::BadHyper(
+                "AUC and accuracy need a classification probe; use mse for regression".into(),
+            )),
+            (Some(m), _) => Ok(m),
+        }
+    }
 }
 
 /// Rows and targets of the training and validation sets, shared by all blocks.
@@ -80,13 +95,6 @@ pub struct ProbeSets {
     pub test_rows: Vec<usize>,
     /// Mean and standard deviation used to z-score regression targets.
     pub zscore: Option<(f64, f64)>,
-}
-
-impl ProbeSets {
-    /// The validation metric of this task.
-    pub fn metric(&self) -> Metric {
-        self.task.default_metric()
-    }
 }
 
 /// Chooses rows and builds targets. Without `val` labels: 70/15/15 per class (binary probes first
@@ -278,7 +286,7 @@ pub fn train_block(
         x: val_feats.gather(&sets.val_rows)?,
         y: sets.val_y.clone(),
     };
-    let config = FitConfig::new(opts.iters, sets.metric());
+    let config = FitConfig::new(opts.iters, opts.metric_for(sets.task)?);
     let (hyper, report) = match opts.tuning {
         Tuning::Fixed(h) => (h, fit::fit(&train_set, &val_set, sets.task, h, &config)?),
         Tuning::Search { draws } => search(

@@ -9,7 +9,8 @@ by this script (features/1 files for baton, .npy for xrfm).
 
 Usage (from the repository root, after `cargo build --release`):
   /work/pyenv/bin/python tests/reference/bench_rfm.py [--baton target/release/baton]
-      [--dims 1024,2048] [--search-layers 2] [--draws 20] [--iters 30] [--xrfm-dtypes float32,float64]
+      [--dims 1024,2048] [--search-layers 2] [--draws 20] [--iters 30] [--search-iters 10]
+      [--xrfm-dtypes float32,float64]
 """
 import argparse
 import json
@@ -122,16 +123,17 @@ def main():
     ap.add_argument("--dims", default="1024,2048")
     ap.add_argument("--search-layers", type=int, default=2)
     ap.add_argument("--search-dim", type=int, default=1024)
+    ap.add_argument("--search-iters", type=int, default=10)
     ap.add_argument("--xrfm-dtypes", default="float32,float64")
     args = ap.parse_args()
     if args.worker:
         return worker(args)
 
     rng = np.random.default_rng(7)
-    me = [sys.executable, os.path.abspath(__file__), "--worker", "--iters", str(args.iters)]
+    me = [sys.executable, os.path.abspath(__file__), "--worker"]
     rows = []
 
-    def compare(label, xs, y, baton_extra, worker_extra, dtypes):
+    def compare(label, xs, y, iters, baton_extra, worker_extra, dtypes):
         with tempfile.TemporaryDirectory() as tmp:
             for l, x in enumerate(xs):
                 np.save(os.path.join(tmp, f"layer.{l}.npy"), x)
@@ -142,13 +144,14 @@ def main():
             write_features(val, [x[N_TRAIN:] for x in xs], y[N_TRAIN:])
             out = os.path.join(tmp, "bundle.safetensors")
             wall, rss, text = run_child([args.baton, "train", train, "--val", val, "--out", out,
-                                         "--positive", "pos", "--iters", str(args.iters)] + baton_extra)
+                                         "--positive", "pos", "--iters", str(iters)] + baton_extra)
             scores = [float(line.split()[1]) for line in text.splitlines()
                       if line.strip() and line.split()[0].isdigit()]
             rows.append((label, "baton (Rust, f64)", wall, None, rss, scores, ""))
             print(text, file=sys.stderr)
             for dt in dtypes:
-                wall, rss, text = run_child(me + ["--data", tmp, "--dtype", dt] + worker_extra)
+                wall, rss, text = run_child(me + ["--data", tmp, "--dtype", dt, "--iters", str(iters)]
+                                           + worker_extra)
                 res = json.loads(text.strip().splitlines()[-1])
                 rows.append((label, f"xrfm 0.4.5 (torch, {dt})", wall, res["fit_s"], rss, res["scores"],
                              f"rounds {res['rounds']}"))
@@ -158,12 +161,13 @@ def main():
     for d in [int(v) for v in args.dims.split(",") if v]:
         xs, y = make_data(rng, d, 1)
         h = HYPER
-        compare(f"1 probe d={d}", xs, y,
+        compare(f"1 probe d={d}", xs, y, args.iters,
                 ["--reg", str(h["reg"]), "--bandwidth", str(h["bandwidth"]), "--exponent", str(h["exponent"])],
                 [], dtypes)
     if args.search_layers > 0:
         xs, y = make_data(rng, args.search_dim, args.search_layers)
-        compare(f"search {args.draws or 20} draws x {args.search_layers} layers d={args.search_dim}", xs, y,
+        compare(f"search {args.draws or 20}x{args.search_layers} layers d={args.search_dim}", xs, y,
+                args.search_iters,
                 ["--search", str(args.draws or 20), "--seed", "1"],
                 ["--draws", str(args.draws or 20), "--seed", "1"],
                 dtypes[:1])
