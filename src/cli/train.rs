@@ -76,6 +76,10 @@ pub struct TrainArgs {
     /// Where a multiclass probe's classifier goes [default: `<out>.classifier.safetensors`].
     #[arg(long)]
     pub classifier: Option<PathBuf>,
+    /// Search among the settings of this JSON list of {reg, bandwidth, exponent, center_grads}
+    /// (benchmark plumbing: gives baton and xRFM identical draws).
+    #[arg(long, hide = true)]
+    pub search_list: Option<PathBuf>,
 }
 
 /// Runs `baton train`.
@@ -113,6 +117,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
         iters: args.iters,
         components: args.components,
         seed: args.seed,
+        among: match &args.search_list {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| miette!("{}: {e}", p.display()))?;
+                let list: Vec<Hyper> =
+                    serde_json::from_str(&text).map_err(|e| miette!("{}: {e}", p.display()))?;
+                for h in &list {
+                    h.validate().map_err(|e| miette!("{}: {e}", p.display()))?;
+                }
+                Some(list)
+            }
+            None => None,
+        },
         metric: match args.metric.as_deref() {
             Some("auc") => Some(Metric::Auc),
             Some("acc") => Some(Metric::Accuracy),
@@ -219,15 +236,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ""
     };
     println!(
-        "block  {metric:>7}  best_iter  stopped  reg        L        q     center  eig1{r2_head}"
+        "block  {metric:>7}  best_iter  rounds  stopped  reg        L        q     center  eig1{r2_head}"
     );
     for (l, r) in &results {
         let h = r.hyper;
         let r2 = r.r2.map_or(String::new(), |v| format!("  {v:.4}"));
         println!(
-            "{l:>5}  {:>7.4}  {:>9}  {:>7}  {:<9.2e}  {:<7.3}  {:<4.2}  {:<6}  {:.3}{r2}",
+            "{l:>5}  {:>7.4}  {:>9}  {:>6}  {:>7}  {:<9.2e}  {:<7.3}  {:<4.2}  {:<6}  {:.3}{r2}",
             r.score,
             r.best_iter,
+            r.rounds,
             if r.early_stopped { "yes" } else { "no" },
             h.reg,
             h.bandwidth,

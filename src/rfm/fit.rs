@@ -60,7 +60,7 @@ impl Task {
 }
 
 /// Kernel and ridge hyper-parameters of one fit.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hyper {
     /// Ridge `lambda` added to the kernel diagonal.
     pub reg: f64,
@@ -207,6 +207,8 @@ pub struct FitReport {
     pub ms: Vec<Mat<f64>>,
     /// Normalised AGOP of the best predictor (its concept matrix), when asked for.
     pub concept: Option<Mat<f64>>,
+    /// Rounds fitted in total (over all draws, for a search).
+    pub total_rounds: usize,
 }
 
 /// Fits an RFM on `train`, scoring on `val` (see the module docs for the loop).
@@ -228,7 +230,7 @@ pub(crate) struct LoopOutcome {
     form: Form,
     best_iter: usize,
     pub(crate) best_score: f64,
-    val_scores: Vec<f64>,
+    pub(crate) val_scores: Vec<f64>,
     early_stopped: bool,
     ms: Vec<Mat<f64>>,
 }
@@ -346,6 +348,7 @@ pub(crate) fn finish(
     };
     Ok(FitReport {
         model,
+        total_rounds: val_scores.len(),
         val_scores,
         best_iter,
         best_score,

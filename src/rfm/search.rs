@@ -57,8 +57,8 @@ impl SearchSpace {
     }
 }
 
-/// Fits every draw and returns the best one (ties go to the earlier draw) with its report,
-/// including its concept matrix when `config.concept_matrix` is set.
+/// Fits `draws` seeded random settings and returns the best one (ties go to the earlier draw)
+/// with its report, including its concept matrix when `config.concept_matrix` is set.
 pub fn search(
     train: &Dataset,
     val: &Dataset,
@@ -68,7 +68,22 @@ pub fn search(
     seed: u64,
     config: &FitConfig,
 ) -> Result<(Hyper, FitReport), RfmError> {
-    let hypers = space.draw(draws.max(1), seed);
+    search_among(train, val, task, &space.draw(draws.max(1), seed), config)
+}
+
+/// Fits every given setting (in parallel) and returns the best, like [`search`].
+pub fn search_among(
+    train: &Dataset,
+    val: &Dataset,
+    task: Task,
+    hypers: &[Hyper],
+    config: &FitConfig,
+) -> Result<(Hyper, FitReport), RfmError> {
+    if hypers.is_empty() {
+        return Err(RfmError::BadHyper(
+            "the search needs at least one setting".into(),
+        ));
+    }
     let quick = FitConfig {
         record_ms: false,
         ..*config
@@ -79,9 +94,11 @@ pub fn search(
         .collect();
     let mut best: Option<(Hyper, LoopOutcome)> = None;
     let mut first_err = None;
+    let mut total_rounds = 0;
     for (h, r) in hypers.iter().zip(results) {
         match r {
             Ok(rep) => {
+                total_rounds += rep.val_scores.len();
                 let better = match &best {
                     None => true,
                     Some((_, b)) => config.metric.better(rep.best_score, b.best_score),
@@ -100,5 +117,7 @@ pub fn search(
         return Err(first_err.unwrap_or(RfmError::NoValidScore));
     };
     // Only the winner's model and concept matrix are materialised.
-    Ok((hyper, finish(outcome, train, task, hyper, &quick)?))
+    let mut report = finish(outcome, train, task, hyper, &quick)?;
+    report.total_rounds = total_rounds;
+    Ok((hyper, report))
 }

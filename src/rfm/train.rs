@@ -7,7 +7,7 @@ use faer::Mat;
 use super::data::{balance_one_vs_rest, split_by_group, zscore_stats};
 use super::directions::{align_sign, top_directions, Direction};
 use super::fit::{Dataset, FitConfig, Hyper, Rfm, Task};
-use super::search::{search, SearchSpace};
+use super::search::{search, search_among, SearchSpace};
 use super::{fit, Metric, RfmError};
 
 /// Labels of a feature set.
@@ -49,7 +49,7 @@ pub enum Tuning {
 }
 
 /// Settings shared by every block.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProbeOptions {
     /// Probe kind.
     pub kind: ProbeKind,
@@ -63,6 +63,9 @@ pub struct ProbeOptions {
     pub seed: u64,
     /// Validation metric (default: AUC for classification, MSE for regression).
     pub metric: Option<Metric>,
+    /// Search among exactly these settings instead of `tuning` (benchmarks use it to give
+    /// baton and xRFM the same draws).
+    pub among: Option<Vec<Hyper>>,
 }
 
 impl ProbeOptions {
@@ -256,6 +259,8 @@ pub struct BlockResult {
     pub r2: Option<f64>,
     /// Round of the best predictor.
     pub best_iter: usize,
+    /// Rounds fitted in total (over all draws of a search).
+    pub rounds: usize,
     /// Whether the RFM loop stopped early.
     pub early_stopped: bool,
     /// Top eigen-directions of the concept matrix, sign-aligned for binary and regression.
@@ -287,17 +292,20 @@ pub fn train_block(
         y: sets.val_y.clone(),
     };
     let config = FitConfig::new(opts.iters, opts.metric_for(sets.task)?);
-    let (hyper, report) = match opts.tuning {
-        Tuning::Fixed(h) => (h, fit::fit(&train_set, &val_set, sets.task, h, &config)?),
-        Tuning::Search { draws } => search(
-            &train_set,
-            &val_set,
-            sets.task,
-            &SearchSpace::default(),
-            draws,
-            opts.seed,
-            &config,
-        )?,
+    let (hyper, report) = match &opts.among {
+        Some(list) => search_among(&train_set, &val_set, sets.task, list, &config)?,
+        None => match opts.tuning {
+            Tuning::Fixed(h) => (h, fit::fit(&train_set, &val_set, sets.task, h, &config)?),
+            Tuning::Search { draws } => search(
+                &train_set,
+                &val_set,
+                sets.task,
+                &SearchSpace::default(),
+                draws,
+                opts.seed,
+                &config,
+            )?,
+        },
     };
     let concept = report.concept.as_ref().ok_or(RfmError::Eigen)?;
     let mut directions = top_directions(concept, opts.components.max(1))?;
@@ -315,6 +323,7 @@ pub fn train_block(
         super::metrics::r2(&col(&pred), &col(&val_set.y))
     });
     Ok(BlockResult {
+        rounds: report.total_rounds,
         score: report.best_score,
         r2,
         hyper,

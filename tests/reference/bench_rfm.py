@@ -73,12 +73,9 @@ def worker(args):
     layers = sorted(int(f[6:-4]) for f in os.listdir(args.data) if f.startswith("layer."))
     yt = torch.from_numpy(y[:N_TRAIN, None]).to(dtype)
     yv = torch.from_numpy(y[N_TRAIN:, None]).to(dtype)
-    if args.draws:
-        rng = np.random.default_rng(args.seed)
-        hypers = [dict(reg=float(np.exp(rng.uniform(np.log(1e-5), np.log(10)))),
-                       bandwidth=float(np.exp(rng.uniform(0, np.log(100)))),
-                       exponent=float(rng.uniform(0.7, 1.4)), center_grads=bool(rng.integers(2)))
-                  for _ in range(args.draws)]
+    if args.hypers:
+        with open(args.hypers) as f:
+            hypers = json.load(f)
     else:
         hypers = [HYPER]
     start = time.perf_counter()
@@ -116,8 +113,8 @@ def main():
     ap.add_argument("--worker", action="store_true")
     ap.add_argument("--data")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--draws", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hypers", help="worker: JSON list of settings to search among")
+    ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--baton", default="target/release/baton")
     ap.add_argument("--dims", default="1024,2048")
@@ -145,9 +142,10 @@ def main():
             out = os.path.join(tmp, "bundle.safetensors")
             wall, rss, text = run_child([args.baton, "train", train, "--val", val, "--out", out,
                                          "--positive", "pos", "--iters", str(iters)] + baton_extra)
-            scores = [float(line.split()[1]) for line in text.splitlines()
-                      if line.strip() and line.split()[0].isdigit()]
-            rows.append((label, "baton (Rust, f64)", wall, None, rss, scores, ""))
+            table = [line.split() for line in text.splitlines() if line.strip() and line.split()[0].isdigit()]
+            scores = [float(t[1]) for t in table]
+            rows.append((label, "baton (Rust, f64)", wall, None, rss, scores,
+                         f"rounds {sum(int(t[3]) for t in table)}"))
             print(text, file=sys.stderr)
             for dt in dtypes:
                 wall, rss, text = run_child(me + ["--data", tmp, "--dtype", dt, "--iters", str(iters)]
@@ -166,11 +164,16 @@ def main():
                 [], dtypes)
     if args.search_layers > 0:
         xs, y = make_data(rng, args.search_dim, args.search_layers)
-        compare(f"search {args.draws or 20}x{args.search_layers} layers d={args.search_dim}", xs, y,
-                args.search_iters,
-                ["--search", str(args.draws or 20), "--seed", "1"],
-                ["--draws", str(args.draws or 20), "--seed", "1"],
-                dtypes[:1])
+        # Both sides search among the same random draws (the paper's ranges).
+        hypers = [dict(reg=float(np.exp(rng.uniform(np.log(1e-5), np.log(10)))),
+                       bandwidth=float(np.exp(rng.uniform(0, np.log(100)))),
+                       exponent=float(rng.uniform(0.7, 1.4)), center_grads=bool(rng.integers(2)))
+                  for _ in range(args.draws)]
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(hypers, f)
+        compare(f"search {args.draws}x{args.search_layers} layers d={args.search_dim}", xs, y,
+                args.search_iters, ["--search-list", f.name], ["--hypers", f.name], dtypes[:1])
+        os.unlink(f.name)
     print("\nsummary")
     print_rows(rows)
 
