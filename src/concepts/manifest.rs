@@ -50,7 +50,7 @@ impl DatasetInfo {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(ConceptError::Io { path, source: e }),
+            Err(e) => return Err(ConceptError::Io { path, err: e }),
         };
         let info: Self = serde_json::from_str(&text).map_err(|e| ConceptError::Manifest {
             path: path.clone(),
@@ -182,7 +182,7 @@ pub fn read_manifest(dir: &Path) -> Result<Vec<ManifestEntry>, ConceptError> {
         } else {
             ConceptError::Io {
                 path: path.clone(),
-                source: e,
+                err: e,
             }
         }
     })?;

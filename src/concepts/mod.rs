@@ -43,12 +43,9 @@ pub enum ConceptError {
     BadInstruments(String, String),
     #[error("sample rate {0} Hz is out of range (16000..=192000)")]
     SampleRate(u32),
-    #[error("cannot read SoundFont {path}: {source}")]
-    SoundFontRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // Causes are part of the message (and not `#[source]`), so the CLI prints one line.
+    #[error("cannot read SoundFont {path}: {err}")]
+    SoundFontRead { path: PathBuf, err: std::io::Error },
     #[error("{path} is not a valid SoundFont: {why}")]
     SoundFontInvalid { path: PathBuf, why: String },
     #[error("synthesizer error: {0}")]
@@ -57,18 +54,10 @@ pub enum ConceptError {
     OtherDataset { dir: PathBuf, difference: String },
     #[error("{dir} is not empty and holds no baton dataset; choose a new or empty --out folder")]
     NotEmpty { dir: PathBuf },
-    #[error("cannot write clip {name}: {source}")]
-    WriteClip {
-        name: String,
-        #[source]
-        source: AudioError,
-    },
-    #[error("cannot access {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot write clip {name}: {err}")]
+    WriteClip { name: String, err: AudioError },
+    #[error("cannot access {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Audio(#[from] AudioError),
     #[error("{path}: {why}")]

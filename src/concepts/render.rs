@@ -91,7 +91,7 @@ impl Renderer {
         check_rate(sample_rate)?;
         let bytes = std::fs::read(path).map_err(|e| ConceptError::SoundFontRead {
             path: path.to_path_buf(),
-            source: e,
+            err: e,
         })?;
         let invalid = |why: String| ConceptError::SoundFontInvalid {
             path: path.to_path_buf(),

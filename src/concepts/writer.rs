@@ -80,9 +80,9 @@ fn format_name(format: SampleFormat) -> &'static str {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConceptError + '_ {
-    move |source| ConceptError::Io {
+    move |err| ConceptError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 
@@ -198,9 +198,9 @@ pub fn write_dataset(
         let samples = renderer.render(spec)?;
         let path = job.out.join(clip_file(spec));
         sink.write_clip(&path, &samples, renderer.sample_rate(), job.format)
-            .map_err(|source| ConceptError::WriteClip {
+            .map_err(|err| ConceptError::WriteClip {
                 name: spec.name.clone(),
-                source,
+                err,
             })?;
         rendered.fetch_add(1, Ordering::Relaxed);
         bar.inc(1);
