@@ -188,8 +188,16 @@ fn a_full_disk_mid_run_leaves_nothing_corrupt_and_the_run_resumes() {
     assert_eq!(summary.rendered, 7);
 
     let fresh = tmp.path().join("fresh");
-    write_dataset(&job(&fresh, Concept::Notes, 3, 12, 0), &builtin(), &WavFiles).expect("fresh");
-    assert!(snapshot(&out) == snapshot(&fresh), "resumed run differs from a fresh one");
+    write_dataset(
+        &job(&fresh, Concept::Notes, 3, 12, 0),
+        &builtin(),
+        &WavFiles,
+    )
+    .expect("fresh");
+    assert!(
+        snapshot(&out) == snapshot(&fresh),
+        "resumed run differs from a fresh one"
+    );
 }
 
 #[test]
@@ -217,8 +225,12 @@ fn a_folder_holding_something_else_is_refused_untouched() {
     let stranger = tmp.path().join("photos");
     std::fs::create_dir(&stranger).expect("mkdir");
     std::fs::write(stranger.join("cat.jpg"), b"meow").expect("write");
-    let err = write_dataset(&job(&stranger, Concept::Notes, 1, 2, 0), &builtin(), &WavFiles)
-        .expect_err("not empty");
+    let err = write_dataset(
+        &job(&stranger, Concept::Notes, 1, 2, 0),
+        &builtin(),
+        &WavFiles,
+    )
+    .expect_err("not empty");
     assert!(matches!(err, ConceptError::NotEmpty { .. }), "{err}");
     assert_eq!(std::fs::read_dir(&stranger).expect("dir").count(), 1);
 }
@@ -267,10 +279,24 @@ fn cli_writes_a_balanced_dataset_and_rejects_bad_input() {
     let out = tmp.path().join("chords");
     let o = out.to_str().expect("utf-8");
     let run = baton(&[
-        "dataset", "chords", "--out", o, "--instruments", "0,violin", "--limit", "8",
-        "--builtin-synth", "--sample-rate", "16000", "--quiet",
+        "dataset",
+        "chords",
+        "--out",
+        o,
+        "--instruments",
+        "0,violin",
+        "--limit",
+        "8",
+        "--builtin-synth",
+        "--sample-rate",
+        "16000",
+        "--quiet",
     ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let entries = read_manifest(&out).expect("manifest");
     assert_eq!(entries.len(), 8);
     let mut per_quality: BTreeMap<String, usize> = BTreeMap::new();
@@ -287,10 +313,28 @@ fn cli_writes_a_balanced_dataset_and_rejects_bad_input() {
 
     let bad: [(&[&str], &str); 5] = [
         (&["dataset", "melodies", "--out"], "unknown concept"),
-        (&["dataset", "notes", "--instruments", "kazoo,", "--out"], "kazoo"),
-        (&["dataset", "notes", "--soundfont", "/nonexistent.sf2", "--out"], "/nonexistent.sf2"),
-        (&["dataset", "notes", "--sample-rate", "1000", "--out"], "1000"),
-        (&["dataset", "scales", "--builtin-synth", "--out"], "holds another dataset"),
+        (
+            &["dataset", "notes", "--instruments", "kazoo,", "--out"],
+            "kazoo",
+        ),
+        (
+            &[
+                "dataset",
+                "notes",
+                "--soundfont",
+                "/nonexistent.sf2",
+                "--out",
+            ],
+            "/nonexistent.sf2",
+        ),
+        (
+            &["dataset", "notes", "--sample-rate", "1000", "--out"],
+            "1000",
+        ),
+        (
+            &["dataset", "scales", "--builtin-synth", "--out"],
+            "holds another dataset",
+        ),
     ];
     for (args, needle) in bad {
         let target = if needle == "holds another dataset" {
@@ -304,6 +348,9 @@ fn cli_writes_a_balanced_dataset_and_rejects_bad_input() {
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
-        assert!(!tmp.path().join("never").exists(), "{args:?} created its folder");
+        assert!(
+            !tmp.path().join("never").exists(),
+            "{args:?} created its folder"
+        );
     }
 }

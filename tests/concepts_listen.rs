@@ -128,9 +128,17 @@ fn intervals_play_their_pitch_sequence() {
             let hi = (lo + field_u8(spec, "semitones")) % 12;
             let what = format!("{} with {}", spec.name, r.synth_name());
             match field_str(spec, "play_style") {
-                "up" => assert_eq!(pitch_class_per_beat(&audio, 8), [lo, hi].repeat(4), "{what}"),
+                "up" => assert_eq!(
+                    pitch_class_per_beat(&audio, 8),
+                    [lo, hi].repeat(4),
+                    "{what}"
+                ),
                 "down" => {
-                    assert_eq!(pitch_class_per_beat(&audio, 8), [hi, lo].repeat(4), "{what}")
+                    assert_eq!(
+                        pitch_class_per_beat(&audio, 8),
+                        [hi, lo].repeat(4),
+                        "{what}"
+                    )
                 }
                 _ => {
                     let mut want = vec![lo, hi];
@@ -248,7 +256,8 @@ fn tempo_clicks_are_spaced_at_the_labelled_bpm_within_one_percent() {
 #[test]
 fn time_signature_clicks_follow_the_beat_unit() {
     for r in renderers() {
-        let signatures = clip_specs(Concept::TimeSignatures, &SpecOptions::default()).expect("specs");
+        let signatures =
+            clip_specs(Concept::TimeSignatures, &SpecOptions::default()).expect("specs");
         for spec in signatures
             .iter()
             .filter(|s| field_str(s, "click") == "woodblock_light")

@@ -126,9 +126,7 @@ pub fn chroma(samples: &[f32], sample_rate: u32) -> [f64; 12] {
 /// The strongest pitch class of a signal (argmax of its [`chroma`]).
 pub fn dominant_pitch_class(samples: &[f32], sample_rate: u32) -> u8 {
     let c = chroma(samples, sample_rate);
-    (0..12)
-        .max_by(|&a, &b| c[a].total_cmp(&c[b]))
-        .unwrap_or(0) as u8
+    (0..12).max_by(|&a, &b| c[a].total_cmp(&c[b])).unwrap_or(0) as u8
 }
 
 /// Pitch classes whose chroma is at least `threshold` (0..1) of the strongest, ascending.
@@ -170,7 +168,13 @@ fn level_rise(env: &[f64], span: usize) -> Vec<f64> {
     let floor = loudest * 1e-4 + f64::MIN_POSITIVE;
     let db = |v: f64| 20.0 * (v + floor).log10();
     (0..env.len())
-        .map(|i| if i <= span { 0.0 } else { db(env[i]) - db(env[i - span]) })
+        .map(|i| {
+            if i <= span {
+                0.0
+            } else {
+                db(env[i]) - db(env[i - span])
+            }
+        })
         .collect()
 }
 
@@ -317,7 +321,9 @@ mod tests {
     fn sine_peaks_at_its_frequency_and_pitch_class() {
         let sr = 32000;
         let a4 = sine(440.0, 1.0, sr);
-        let peak = average_spectrum(&a4, sr, 8192).peak_hz(50.0, 5000.0).unwrap();
+        let peak = average_spectrum(&a4, sr, 8192)
+            .peak_hz(50.0, 5000.0)
+            .unwrap();
         assert!((peak - 440.0).abs() < 4.0, "{peak}");
         assert_eq!(dominant_pitch_class(&a4, sr), 9);
         // E5 = 659.26 Hz -> pitch class 4

@@ -12,11 +12,13 @@ use clap::Args;
 use miette::{miette, IntoDiagnostic};
 
 fn parse_concept(s: &str) -> Result<Concept, String> {
-    s.parse().map_err(|e: baton::concepts::ConceptError| e.to_string())
+    s.parse()
+        .map_err(|e: baton::concepts::ConceptError| e.to_string())
 }
 
 fn parse_instruments(s: &str) -> Result<Instruments, String> {
-    s.parse().map_err(|e: baton::concepts::ConceptError| e.to_string())
+    s.parse()
+        .map_err(|e: baton::concepts::ConceptError| e.to_string())
 }
 
 /// Arguments of `baton dataset`.
@@ -62,7 +64,9 @@ fn renderer(args: &DatasetArgs) -> miette::Result<Renderer> {
         return Renderer::builtin(args.sample_rate).into_diagnostic();
     }
     match find_soundfont(args.soundfont.as_deref()) {
-        SoundFontLookup::Explicit(p) | SoundFontLookup::FromEnv(p) | SoundFontLookup::Standard(p) => {
+        SoundFontLookup::Explicit(p)
+        | SoundFontLookup::FromEnv(p)
+        | SoundFontLookup::Standard(p) => {
             Renderer::soundfont(&p, args.sample_rate).into_diagnostic()
         }
         SoundFontLookup::NotFound => {

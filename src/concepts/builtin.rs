@@ -82,6 +82,16 @@ fn timbre(program: u8) -> Option<Timbre> {
     })
 }
 
+/// One harmonic of a tone: phasor, its per-sample rotation, amplitude and amplitude factor.
+struct Partial {
+    re: f64,
+    im: f64,
+    cos: f64,
+    sin: f64,
+    amp: f64,
+    damp: f64,
+}
+
 /// Adds one sustained or decaying harmonic tone to `out`.
 #[allow(clippy::too_many_arguments)]
 fn add_tone(
@@ -95,31 +105,51 @@ fn add_tone(
 ) {
     let f0 = midi_to_hz(key as f64);
     let nyquist = 0.45 * sr;
-    let partials: Vec<(f64, f64)> = (1..=16)
+    let amps: Vec<(f64, f64)> = (1..=16)
         .map(|h| (h as f64 * f0, (timbre.shape)(h)))
         .filter(|&(f, a)| f < nyquist && a > 0.0)
         .collect();
-    let norm: f64 = partials.iter().map(|p| p.1).sum::<f64>().max(1e-9);
+    let norm: f64 = amps.iter().map(|p| p.1).sum::<f64>().max(1e-9);
     let gain = 0.3 * velocity as f64 / 127.0 / norm;
+    // Each partial is a rotating phasor (its imaginary part is the sine) with a per-sample
+    // amplitude factor: no sin/exp per sample. Higher partials of struck tones die faster, as on
+    // a string.
+    let mut partials: Vec<Partial> = amps
+        .iter()
+        .enumerate()
+        .map(|(k, &(f, a))| {
+            let (sin, cos) = (TAU * f / sr).sin_cos();
+            let damp = match timbre.decay {
+                Some(tau) => (-(k as f64) / (2.0 * tau * sr)).exp(),
+                None => 1.0,
+            };
+            Partial {
+                re: 1.0,
+                im: 0.0,
+                cos,
+                sin,
+                amp: a,
+                damp,
+            }
+        })
+        .collect();
+    let decay_step = timbre.decay.map_or(1.0, |tau| (-1.0 / (tau * sr)).exp());
     let release = (timbre.release * sr) as usize;
     let end = (off + release).min(out.len());
+    let attack = (timbre.attack * sr).max(1.0);
+    let mut decay = 1.0;
     for (i, sample) in out.iter_mut().enumerate().take(end).skip(on) {
-        let t = (i - on) as f64 / sr;
-        let mut env = (t / timbre.attack).min(1.0);
-        if let Some(tau) = timbre.decay {
-            env *= (-t / tau).exp();
-        }
+        let n = (i - on) as f64;
+        let mut env = (n / attack).min(1.0) * decay;
+        decay *= decay_step;
         if i >= off {
             env *= 1.0 - (i - off) as f64 / release.max(1) as f64;
         }
         let mut v = 0.0;
-        for (k, &(f, a)) in partials.iter().enumerate() {
-            // higher partials of struck tones die faster, as on a real string
-            let damp = match timbre.decay {
-                Some(tau) => (-t * k as f64 / (2.0 * tau)).exp(),
-                None => 1.0,
-            };
-            v += a * damp * (TAU * f * t).sin();
+        for p in &mut partials {
+            v += p.amp * p.im;
+            (p.re, p.im) = (p.re * p.cos - p.im * p.sin, p.re * p.sin + p.im * p.cos);
+            p.amp *= p.damp;
         }
         *sample += (gain * env * v) as f32;
     }

@@ -21,7 +21,9 @@ pub fn soundfont() -> Option<Renderer> {
             eprintln!("skipping the SoundFont half of this test: no SoundFont installed");
             return None;
         }
-        SoundFontLookup::Explicit(p) | SoundFontLookup::FromEnv(p) | SoundFontLookup::Standard(p) => p,
+        SoundFontLookup::Explicit(p)
+        | SoundFontLookup::FromEnv(p)
+        | SoundFontLookup::Standard(p) => p,
     };
     match Renderer::soundfont(&path, SR) {
         Ok(r) => Some(r),
