@@ -658,8 +658,8 @@ pub fn clip_specs(concept: Concept, options: &SpecOptions) -> Result<Vec<ClipSpe
     })
 }
 
-/// Picks `limit` specs round-robin over the labels (in label order), each label's specs taken
-/// in a seeded shuffled order, so every label is equally represented and the instruments, roots
+/// Picks `limit` specs round-robin over the labels, each label's specs taken in a seeded
+/// shuffled order, so every label is equally represented (within one) and the instruments, roots
 /// and offsets within a label are mixed.
 fn balanced_subset(all: Vec<ClipSpec>, limit: usize, seed: u64) -> Vec<ClipSpec> {
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -678,16 +678,20 @@ fn balanced_subset(all: Vec<ClipSpec>, limit: usize, seed: u64) -> Vec<ClipSpec>
     let mut picked = Vec::with_capacity(limit);
     let mut round = 0;
     while picked.len() < limit {
-        let before = picked.len();
-        for key in &order {
-            if let Some(&i) = groups[key].get(round) {
-                if picked.len() < limit {
-                    picked.push(i);
-                }
-            }
-        }
-        if picked.len() == before {
+        let available: Vec<usize> = order
+            .iter()
+            .filter_map(|k| groups[k].get(round).copied())
+            .collect();
+        if available.is_empty() {
             break;
+        }
+        let room = limit - picked.len();
+        if available.len() <= room {
+            picked.extend(available);
+        } else {
+            // A partial round takes labels spread evenly over the label order (every other class,
+            // tempos across the whole range), not just the first ones.
+            picked.extend((0..room).map(|j| available[(2 * j + 1) * available.len() / (2 * room)]));
         }
         round += 1;
     }
@@ -754,5 +758,24 @@ mod tests {
         assert!(a.windows(2).all(|w| w[0].index < w[1].index));
         assert_eq!(a, clip_specs(Concept::Notes, &opts(1)).unwrap());
         assert_ne!(a, clip_specs(Concept::Notes, &opts(2)).unwrap());
+
+        // fewer clips than labels: spread over the range, not the first few tempos
+        let tempos = clip_specs(
+            Concept::Tempos,
+            &SpecOptions {
+                limit: Some(8),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let bpms: Vec<f64> = tempos
+            .iter()
+            .map(|s| match s.label {
+                Label::Value(v) => v,
+                Label::Class(_) => f64::NAN,
+            })
+            .collect();
+        assert_eq!(bpms.len(), 8);
+        assert!(bpms[0] < 70.0 && bpms[7] > 190.0, "{bpms:?}");
     }
 }
