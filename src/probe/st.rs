@@ -143,7 +143,7 @@ impl Reader {
 
     /// Names of all tensors in the file.
     pub fn names(&self) -> Result<Vec<String>, FormatError> {
-        Ok(self.tensors()?.names().into_iter().cloned().collect())
+        Ok(self.tensors()?.names().into_iter().map(str::to_string).collect())
     }
 
     /// A required metadata string.
