@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use miette::{Diagnostic, LabeledSpan, NamedSource, SourceSpan};
 use rhai::{Engine, EvalAltResult, Position};
 
-use super::closest;
+use super::{closest, VERBS};
 
 /// A recipe error, ready for miette to render.
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -88,19 +88,20 @@ fn hint(err: &EvalAltResult, engine: &Engine) -> Option<String> {
         }
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let name = sig.split([' ', '(']).next().unwrap_or(sig);
-            let sigs = engine.gen_fn_signatures(false);
-            let same: Vec<&str> = sigs
+            let usage: Vec<&str> = VERBS
                 .iter()
-                .filter(|s| s.split('(').next() == Some(name))
-                .map(String::as_str)
+                .filter(|(n, _)| *n == name)
+                .map(|(_, u)| *u)
                 .collect();
-            if !same.is_empty() {
-                return Some(format!(
-                    "`{name}` takes: {}",
-                    same.iter().take(6).copied().collect::<Vec<_>>().join("; ")
-                ));
+            if !usage.is_empty() {
+                return Some(format!("usage: {}", usage.join("; ")));
             }
-            let names: Vec<&str> = sigs.iter().filter_map(|s| s.split('(').next()).collect();
+            let sigs = engine.gen_fn_signatures(false);
+            let names: Vec<&str> = sigs
+                .iter()
+                .filter_map(|s| s.split('(').next())
+                .chain(VERBS.iter().map(|(n, _)| *n))
+                .collect();
             let near = closest(name, names, 3);
             (!near.is_empty()).then(|| format!("did you mean {}?", near.join(", ")))
         }
@@ -116,6 +117,14 @@ fn message(err: &EvalAltResult) -> String {
     match err {
         EvalAltResult::ErrorRuntime(d, _) if d.is_string() => d.to_string(),
         EvalAltResult::ErrorParsing(p, _) => format!("syntax error: {p}"),
+        EvalAltResult::ErrorFunctionNotFound(sig, _) => {
+            let (name, args) = sig.split_once(' ').unwrap_or((sig.as_str(), ""));
+            if VERBS.iter().any(|(n, _)| *n == name) {
+                format!("`{name}` cannot be called with {args}")
+            } else {
+                format!("unknown function `{name}` {args}")
+            }
+        }
         _ => {
             let text = err.to_string();
             let suffix = format!(" ({})", err.position());

@@ -209,6 +209,54 @@ impl Host {
     }
 }
 
+/// Usage line of every recipe verb (error hints and documentation).
+pub const VERBS: &[(&str, &str)] = &[
+    ("direction", "direction(\"concept:target\" | \"file.safetensors\")"),
+    ("probe", "probe(\"concept:target\") -> .scores, .best_block, .best_score, .direction"),
+    ("library", "library() -> names in the direction library"),
+    ("piece", "piece(prompt, seconds)"),
+    ("steer", "piece.steer(direction, strength_or_schedule [, #{gate: p, layers: \"top:8\", delay: s}])"),
+    ("gate", "piece.gate(p)"),
+    ("seed", "piece.seed(n)"),
+    ("tempo", "piece.tempo(bpm)  (schedules then count beats)"),
+    ("layers", "piece.layers(\"exp\" | \"exp:KAPPA\" | \"linear\" | \"uniform\" | \"top:K\")"),
+    ("render", "render(piece, \"file.wav\")"),
+    ("model", "model(\"facebook/musicgen-small\" | folder)"),
+    ("plot", "plot(schedule [, seconds] [, \"file.png\"]) | plot(direction [, \"file.png\"])"),
+    ("constant", "constant(v)"),
+    ("linear", "linear(from, to, t0, t1)"),
+    ("rise", "rise(t0, t1)"),
+    ("fall", "fall(t0, t1)"),
+    ("exp_decay", "exp_decay(rate_per_20ms)"),
+    ("logistic", "logistic(center, width)"),
+    ("sine", "sine(period [, phase_in_cycles])"),
+    ("cosine", "cosine(period [, phase_in_cycles])"),
+    ("square", "square(period [, duty])"),
+    ("step", "step(t0)"),
+    ("at", "at(t0, value)"),
+    ("adsr", "adsr(attack, decay, sustain, release, note_off)"),
+    ("keyframes", "keyframes([[t, v], ...] [, \"smooth\"])"),
+    ("noise", "noise(seed, knots_per_unit)"),
+    ("curve", "curve(|t| ...)"),
+    ("clamp", "clamp(schedule, lo, hi)"),
+    ("shift", "shift(schedule, dt)"),
+    ("delay", "delay(schedule, dt)"),
+    ("stretch", "stretch(schedule, factor)"),
+    ("reverse", "reverse(schedule, length)"),
+    ("repeat", "repeat(schedule, period)"),
+    ("seq", "seq([[schedule, duration], ...])"),
+    ("crossfade", "crossfade(a, b, t0, t1)"),
+    ("mix", "mix(a, b, weight)"),
+    ("value", "schedule.value(t)"),
+    ("orth", "direction.orth(other)"),
+    ("cosine", "direction.cosine(other) -> #{block: cos}"),
+    ("top", "direction.top(k)"),
+    ("blocks", "direction.blocks(2..10 | [1, 5, 7])"),
+    ("weights", "direction.weights(\"exp\") -> #{block: weight}"),
+    ("normalize", "direction.normalize()"),
+    ("scale", "direction.scale(k)"),
+];
+
 /// A runtime error raised by a registered function (Rhai adds the call's position).
 pub(crate) fn fail<T>(message: impl Into<String>) -> Result<T, Box<EvalAltResult>> {
     Err(Box::new(EvalAltResult::ErrorRuntime(
