@@ -9,14 +9,15 @@
 //! and [`diagnostics`] turns Rhai errors into miette reports pointing at the recipe's line and
 //! column (also inside imported modules).
 //!
-//! Rendering goes through the [`Renderer`] trait, so recipes can be run without a model (tests,
-//! dry runs) and the CLI supplies the MusicGen-backed one.
+//! Rendering goes through the [`Renderer`] trait, so recipes can be run without a model
+//! ([`DryRun`]: tests, checks) or with MusicGen ([`render::ModelRenderer`], what the CLI uses).
 
 pub mod diagnostics;
 pub mod directions;
 pub mod modules;
 pub mod pieces;
 pub mod plot;
+pub mod render;
 pub mod sandbox;
 pub mod schedules;
 
