@@ -56,3 +56,43 @@ fn every_recipe_runs_dry() {
         assert!(outcome.written.len() >= dry.requests.len());
     }
 }
+
+#[test]
+fn every_recipe_renders_on_the_tiny_checkpoint() {
+    use baton::audio::SampleFormat;
+    use baton::script::render::ModelRenderer;
+    use candle_core::{DType, Device};
+
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-a");
+    let lib = steer_common::library(32, 3);
+    for recipe in recipes() {
+        let out = tempfile::tempdir().unwrap();
+        let options = RecipeOptions {
+            directions: lib.path().to_path_buf(),
+            out_dir: out.path().to_path_buf(),
+            model_override: Some(tiny.into()),
+            seconds_override: Some(0.12),
+            greedy: true,
+            echo: false,
+            ..RecipeOptions::default()
+        };
+        let renderer = ModelRenderer::new(Device::Cpu, DType::F32, SampleFormat::Float32, false);
+        let outcome = match run_file(&recipe, options, Box::new(renderer)) {
+            Ok(r) => r,
+            Err(e) => panic!("{}: {:?}", recipe.display(), miette::Report::new(*e)),
+        };
+        let wavs: Vec<_> = outcome
+            .written
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+            .collect();
+        assert!(!wavs.is_empty(), "{}", recipe.display());
+        for wav in wavs {
+            let (samples, rate) = baton::audio::read_wav_mono(wav).unwrap();
+            assert_eq!(rate, 32000);
+            // 0.12 s = 6 frames of 640 samples at 50 Hz.
+            assert_eq!(samples.len(), 6 * 640, "{}", wav.display());
+            assert!(samples.iter().all(|s| s.is_finite()));
+        }
+    }
+}
