@@ -22,6 +22,8 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 
 type Res = Result<(), Box<dyn std::error::Error>>;
+/// Runs one generation, steered when given a hook; returns its wall time in seconds.
+type Runner = Box<dyn FnMut(Option<&mut PlanHook>) -> Result<f64, Box<dyn std::error::Error>>>;
 
 fn random_direction(name: &str, layers: usize, hidden: usize, seed: u64) -> Direction {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -91,83 +93,89 @@ fn main() -> Res {
     };
 
     // One closure per setup: runs a generation with or without the hook, returns seconds.
-    let (layers, hidden, frame_rate, mut run): (usize, usize, f64, Box<dyn FnMut(Option<&mut PlanHook>) -> Result<f64, Box<dyn std::error::Error>>>) =
-        match model_dir {
-            Some(dir) => {
-                let model = MusicGen::load(&dir, &dev, DType::F32)?;
-                let (l, h, fr) = (model.num_layers(), model.hidden_size(), model.frame_rate());
-                let opts = options.clone();
-                (
-                    l,
-                    h,
-                    fr,
-                    Box::new(move |hook: Option<&mut PlanHook>| {
-                        let t = Instant::now();
-                        model.generate(
-                            &["lofi hip hop with piano"],
-                            &opts,
-                            hook.map(|h| h as &mut dyn ResidualHook),
-                            &mut |_, _| {},
-                        )?;
-                        Ok(t.elapsed().as_secs_f64())
-                    }),
-                )
+    let (layers, hidden, frame_rate, mut run): (usize, usize, f64, Runner) = match model_dir {
+        Some(dir) => {
+            let model = MusicGen::load(&dir, &dev, DType::F32)?;
+            let (l, h, fr) = (model.num_layers(), model.hidden_size(), model.frame_rate());
+            let opts = options.clone();
+            (
+                l,
+                h,
+                fr,
+                Box::new(move |hook: Option<&mut PlanHook>| {
+                    let t = Instant::now();
+                    model.generate(
+                        &["lofi hip hop with piano"],
+                        &opts,
+                        hook.map(|h| h as &mut dyn ResidualHook),
+                        &mut |_, _| {},
+                    )?;
+                    Ok(t.elapsed().as_secs_f64())
+                }),
+            )
+        }
+        None => {
+            let cfg: DecoderConfig = serde_json::from_value(serde_json::json!({
+                "vocab_size": 2048, "max_position_embeddings": 2048, "num_hidden_layers": 24,
+                "ffn_dim": 4096, "num_attention_heads": 16, "hidden_size": 1024,
+                "num_codebooks": 4
+            }))?;
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+            let decoder = Decoder::load(&cfg, vb.pp("decoder"))?;
+            // Real random values: untouched zero pages would make the decoder unrealistically
+            // fast (every weight read hitting one page) and inflate the relative overhead.
+            for var in varmap.all_vars() {
+                var.set(&Tensor::randn(0f32, 0.02, var.shape(), &dev)?)?;
             }
-            None => {
-                let cfg: DecoderConfig = serde_json::from_value(serde_json::json!({
-                    "vocab_size": 2048, "max_position_embeddings": 2048, "num_hidden_layers": 24,
-                    "ffn_dim": 4096, "num_attention_heads": 16, "hidden_size": 1024,
-                    "num_codebooks": 4
-                }))?;
-                let varmap = VarMap::new();
-                let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-                let decoder = Decoder::load(&cfg, vb.pp("decoder"))?;
-                // Real random values: untouched zero pages would make the decoder unrealistically
-                // fast (every weight read hitting one page) and inflate the relative overhead.
-                for var in varmap.all_vars() {
-                    var.set(&Tensor::randn(0f32, 0.02, var.shape(), &dev)?)?;
-                }
-                let states = Tensor::randn(0f32, 1., (2, 12, 1024), &dev)?;
-                let mask = Tensor::cat(
-                    &[
-                        Tensor::ones((1, 12), DType::F32, &dev)?,
-                        Tensor::zeros((1, 12), DType::F32, &dev)?,
-                    ],
-                    0,
-                )?;
-                let cross = decoder.cross_context(&states, &mask)?;
-                let opts = options.clone();
-                (
-                    24,
-                    1024,
-                    50.0,
-                    Box::new(move |hook: Option<&mut PlanHook>| {
-                        let inputs = GenerationInputs {
-                            cross: &cross,
-                            batch: 1,
-                            guided: true,
-                            pad: 2048,
-                            bos: 2048,
-                        };
-                        let t = Instant::now();
-                        generate::generate(
-                            &decoder,
-                            &inputs,
-                            &opts,
-                            hook.map(|h| h as &mut dyn ResidualHook),
-                            &mut |_, _| {},
-                        )?;
-                        Ok(t.elapsed().as_secs_f64())
-                    }),
-                )
-            }
-        };
+            let states = Tensor::randn(0f32, 1., (2, 12, 1024), &dev)?;
+            let mask = Tensor::cat(
+                &[
+                    Tensor::ones((1, 12), DType::F32, &dev)?,
+                    Tensor::zeros((1, 12), DType::F32, &dev)?,
+                ],
+                0,
+            )?;
+            let cross = decoder.cross_context(&states, &mask)?;
+            let opts = options.clone();
+            (
+                24,
+                1024,
+                50.0,
+                Box::new(move |hook: Option<&mut PlanHook>| {
+                    let inputs = GenerationInputs {
+                        cross: &cross,
+                        batch: 1,
+                        guided: true,
+                        pad: 2048,
+                        bos: 2048,
+                    };
+                    let t = Instant::now();
+                    generate::generate(
+                        &decoder,
+                        &inputs,
+                        &opts,
+                        hook.map(|h| h as &mut dyn ResidualHook),
+                        &mut |_, _| {},
+                    )?;
+                    Ok(t.elapsed().as_secs_f64())
+                }),
+            )
+        }
+    };
 
     let plan = plan(layers, hidden, steps as f64 / frame_rate);
     let make_hook = || {
-        PlanHook::new(&plan, steps, frame_rate, layers, hidden, &dev, DType::F32, &mut |_, _| {
-            Err("no curves".into())
-        })
+        PlanHook::new(
+            &plan,
+            steps,
+            frame_rate,
+            layers,
+            hidden,
+            &dev,
+            DType::F32,
+            &mut |_, _| Err("no curves".into()),
+        )
     };
     // The hook alone: what steering adds per step before the decoder's additions.
     let mut hook = make_hook()?;

@@ -40,10 +40,18 @@ fn every_recipe_runs_dry() {
             Err(e) => panic!("{}: {:?}", recipe.display(), miette::Report::new(*e)),
         };
         let dry = dry.log();
-        assert!(!dry.requests.is_empty(), "{} renders nothing", recipe.display());
+        assert!(
+            !dry.requests.is_empty(),
+            "{} renders nothing",
+            recipe.display()
+        );
         for (req, coef) in dry.requests.iter().zip(&dry.coefficients) {
             assert!(req.out.starts_with(out.path()));
-            assert!(!req.plan.terms.is_empty(), "{} steers nothing", recipe.display());
+            assert!(
+                !req.plan.terms.is_empty(),
+                "{} steers nothing",
+                recipe.display()
+            );
             // Every term must steer at some step, or the recipe shows nothing.
             for (m, c) in coef.iter().enumerate() {
                 assert!(

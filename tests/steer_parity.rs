@@ -42,7 +42,10 @@ fn steered(model: &MusicGen, r: &Reference, case: &str) -> Tensor {
     // The reference's layer weights are the paper's exponential rule, computed in Python.
     let want_w: HashMap<String, f64> = serde_json::from_str(&r.meta["layer_weights"]).unwrap();
     for (l, w) in LayerWeights::default().weights(&direction) {
-        assert!((want_w[&l.to_string()] - w).abs() < 1e-12, "layer weight {l}");
+        assert!(
+            (want_w[&l.to_string()] - w).abs() < 1e-12,
+            "layer weight {l}"
+        );
     }
 
     let schedule = match case {
@@ -78,7 +81,12 @@ fn steered(model: &MusicGen, r: &Reference, case: &str) -> Tensor {
         seed: 0,
     };
     model
-        .generate(&prompts, &options, Some(&mut hook as &mut dyn ResidualHook), &mut |_, _| {})
+        .generate(
+            &prompts,
+            &options,
+            Some(&mut hook as &mut dyn ResidualHook),
+            &mut |_, _| {},
+        )
         .unwrap()
 }
 
@@ -109,7 +117,11 @@ fn steered_generation_matches_transformers_hooks() {
             let want: Vec<Vec<f32>> = r.tensors["const.audio"].to_vec2().unwrap();
             for (a, b) in audio.iter().zip(&want) {
                 assert_eq!(a.len(), b.len());
-                let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                let diff = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
                 assert!(diff < 1e-4, "const: audio differs by {diff}");
             }
         }

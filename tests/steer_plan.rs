@@ -28,8 +28,14 @@ fn the_papers_five_schedules_at_50_hz() {
         close(rise.eval(s), (tf / 1500.0).clamp(0.0, 1.0));
         close(decay.eval(s), 1.0 - (tf / 1500.0).clamp(0.0, 1.0));
         assert!((exp.eval(s) - 0.998f64.powf(tf)).abs() < 1e-12);
-        close(logistic.eval(s), 1.0 / (1.0 + (-(tf - 750.0) / 200.0).exp()));
-        close(sine.eval(s), (1.0 + (std::f64::consts::TAU * tf / 1500.0).sin()) / 2.0);
+        close(
+            logistic.eval(s),
+            1.0 / (1.0 + (-(tf - 750.0) / 200.0).exp()),
+        );
+        close(
+            sine.eval(s),
+            (1.0 + (std::f64::consts::TAU * tf / 1500.0).sin()) / 2.0,
+        );
     }
 }
 
@@ -38,13 +44,22 @@ fn shapes_and_combinators() {
     close(Schedule::cosine(4.0, 0.0).eval(0.0), 1.0);
     close(Schedule::sine(4.0, 0.25).eval(0.0), 1.0);
     let sq = Schedule::square(2.0, 0.25);
-    assert_eq!([0.0, 0.4, 0.6, 2.1, 2.6].map(|t| sq.eval(t)), [1.0, 1.0, 0.0, 1.0, 0.0]);
-    assert_eq!([0.9, 1.0].map(|t| Schedule::step(1.0, 0.7).eval(t)), [0.0, 0.7]);
+    assert_eq!(
+        [0.0, 0.4, 0.6, 2.1, 2.6].map(|t| sq.eval(t)),
+        [1.0, 1.0, 0.0, 1.0, 0.0]
+    );
+    assert_eq!(
+        [0.9, 1.0].map(|t| Schedule::step(1.0, 0.7).eval(t)),
+        [0.0, 0.7]
+    );
     let env = Schedule::adsr(1.0, 1.0, 0.5, 2.0, 4.0);
     let got = [0.5, 1.0, 1.5, 3.0, 5.0, 7.0].map(|t| env.eval(t));
     assert_eq!(got, [0.5, 1.0, 0.75, 0.5, 0.25, 0.0]);
     let k = Schedule::keyframes(vec![(2.0, 1.0), (0.0, 0.0), (4.0, 0.0)], Interp::Linear);
-    assert_eq!([-1.0, 1.0, 2.0, 3.5, 9.0].map(|t| k.eval(t)), [0.0, 0.5, 1.0, 0.25, 0.0]);
+    assert_eq!(
+        [-1.0, 1.0, 2.0, 3.5, 9.0].map(|t| k.eval(t)),
+        [0.0, 0.5, 1.0, 0.25, 0.0]
+    );
     let n = Schedule::noise(3, 2.0);
     let v: Vec<f64> = (0..200).map(|i| n.eval(i as f64 * 0.01)).collect();
     assert!(v.iter().all(|x| (0.0..1.0).contains(x)));
@@ -68,8 +83,15 @@ fn shapes_and_combinators() {
     close(x.eval(3.0), 0.5 + 0.5 * 0.3);
     close(x.eval(8.0), 0.8);
     close(Schedule::mix(&0.0.into(), &2.0.into(), &r).eval(5.0), 1.0);
-    let s = Schedule::seq(vec![(r.clone(), 2.0), (Schedule::constant(5.0), 1.0), (r.clone(), 1.0)]);
-    assert_eq!([1.0, 2.5, 3.5, 5.0].map(|t| s.eval(t)), [0.1, 5.0, 0.05, 0.2]);
+    let s = Schedule::seq(vec![
+        (r.clone(), 2.0),
+        (Schedule::constant(5.0), 1.0),
+        (r.clone(), 1.0),
+    ]);
+    assert_eq!(
+        [1.0, 2.5, 3.5, 5.0].map(|t| s.eval(t)),
+        [0.1, 5.0, 0.05, 0.2]
+    );
 }
 
 #[test]
@@ -175,11 +197,24 @@ fn hook_matches_the_plain_evaluation() {
     let mut ext = |_: usize, t: f64| Ok(t * t);
     let steps = 40;
     let coef = plan.coefficients(steps, FR, &mut ext).unwrap();
-    let mut hook =
-        PlanHook::new(&plan, steps, FR, layers, hidden, &Device::Cpu, DType::F32, &mut ext).unwrap();
+    let mut hook = PlanHook::new(
+        &plan,
+        steps,
+        FR,
+        layers,
+        hidden,
+        &Device::Cpu,
+        DType::F32,
+        &mut ext,
+    )
+    .unwrap();
     for s in 0..steps + 2 {
         let want = if s < steps {
-            plan.offsets_at(&coef.iter().map(|c| c[s]).collect::<Vec<_>>(), layers, hidden)
+            plan.offsets_at(
+                &coef.iter().map(|c| c[s]).collect::<Vec<_>>(),
+                layers,
+                hidden,
+            )
         } else {
             vec![None; layers]
         };
@@ -201,9 +236,18 @@ fn hook_matches_the_plain_evaluation() {
         }
     }
     // A model of another width is refused with a clear message.
-    let err = PlanHook::new(&plan, 1, FR, layers, hidden + 1, &Device::Cpu, DType::F32, &mut ext)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = PlanHook::new(
+        &plan,
+        1,
+        FR,
+        layers,
+        hidden + 1,
+        &Device::Cpu,
+        DType::F32,
+        &mut ext,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("width 16") && err.contains("17 wide"), "{err}");
 }

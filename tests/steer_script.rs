@@ -25,7 +25,13 @@ fn run_with(source: &str, tweak: impl FnOnce(&mut RecipeOptions)) -> Run {
     };
     tweak(&mut options);
     let dry = DryRun::default();
-    let outcome = run_source("recipe.rhai", source, Path::new("."), options, Box::new(dry.clone()));
+    let outcome = run_source(
+        "recipe.rhai",
+        source,
+        Path::new("."),
+        options,
+        Box::new(dry.clone()),
+    );
     Run {
         outcome,
         log: dry.log(),
@@ -88,16 +94,14 @@ fn schedule_values_through_the_interpreter() {
 
 #[test]
 fn pieces_become_plans_and_curves_are_sampled_per_step() {
-    let r = run(
-        r#"
+    let r = run(r#"
         let d = direction("notes:C");
         let p = piece("x", 1.0)
             .steer(d, 0.5 * curve(|t| t * 2.0))
             .steer(direction("notes:G"), 0.25, #{ gate: 0.5, layers: "top:2" })
             .seed(9);
         render(p, "a/b.wav");
-        "#,
-    );
+        "#);
     if let Err(e) = r.outcome {
         panic!("{:?}", miette::Report::new(*e));
     }
@@ -118,7 +122,9 @@ fn pieces_become_plans_and_curves_are_sampled_per_step() {
 
 #[test]
 fn tempo_turns_time_into_beats() {
-    let r = run(r#"render(piece("x", 1.0).tempo(120).steer(direction("notes:C"), linear(0, 1, 0, 2)), "x.wav");"#);
+    let r = run(
+        r#"render(piece("x", 1.0).tempo(120).steer(direction("notes:C"), linear(0, 1, 0, 2)), "x.wav");"#,
+    );
     assert!(r.outcome.is_ok());
     let c = &r.log.coefficients[0][0];
     // 120 bpm: step 25 (0.5 s) is beat 1, half-way along a 2-beat ramp.
@@ -127,23 +133,30 @@ fn tempo_turns_time_into_beats() {
 
 #[test]
 fn overrides_from_the_command_line() {
-    let r = run_with(r#"model("facebook/musicgen-large"); render(piece("x", 30).steer(direction("notes:C"), 1), "x.wav");"#, |o| {
-        o.model_override = Some("tests/fixtures/tiny-a".into());
-        o.seconds_override = Some(0.2);
-        o.greedy = true;
-    });
+    let r = run_with(
+        r#"model("facebook/musicgen-large"); render(piece("x", 30).steer(direction("notes:C"), 1), "x.wav");"#,
+        |o| {
+            o.model_override = Some("tests/fixtures/tiny-a".into());
+            o.seconds_override = Some(0.2);
+            o.greedy = true;
+        },
+    );
     assert!(r.outcome.is_ok());
     let req = &r.log.requests[0];
     assert_eq!(req.model, "tests/fixtures/tiny-a");
     assert_eq!(req.seconds, 0.2);
     assert_eq!(req.sampling, baton::model::Sampling::Greedy);
-    let r = run(r#"model("facebook/musicgen-large"); render(piece("x", 1).steer(direction("notes:C"), 1), "x.wav");"#);
+    let r = run(
+        r#"model("facebook/musicgen-large"); render(piece("x", 1).steer(direction("notes:C"), 1), "x.wav");"#,
+    );
     assert_eq!(r.log.requests[0].model, "facebook/musicgen-large");
 }
 
 #[test]
 fn an_endless_loop_ends_with_a_clear_error() {
-    let r = run_with("let x = 0; loop { x += 1; }", |o| o.limits.max_operations = 100_000);
+    let r = run_with("let x = 0; loop { x += 1; }", |o| {
+        o.limits.max_operations = 100_000
+    });
     let e = *r.outcome.unwrap_err();
     assert!(e.message.contains("Too many operations"), "{}", e.message);
     assert!(e.help.unwrap().contains("endless loop"));
@@ -153,8 +166,15 @@ fn an_endless_loop_ends_with_a_clear_error() {
 #[test]
 fn runaway_recursion_and_huge_strings_are_stopped() {
     let e = error("fn f(n) { f(n + 1) } f(0);");
-    assert!(e.message.contains("Stack overflow") || e.help.as_deref().unwrap_or("").contains("call depth"), "{}", e.message);
-    let r = run_with(r#"let s = "x"; loop { s += s; }"#, |o| o.limits.max_string_size = 1000);
+    assert!(
+        e.message.contains("Stack overflow")
+            || e.help.as_deref().unwrap_or("").contains("call depth"),
+        "{}",
+        e.message
+    );
+    let r = run_with(r#"let s = "x"; loop { s += s; }"#, |o| {
+        o.limits.max_string_size = 1000
+    });
     let e = *r.outcome.unwrap_err();
     assert!(e.message.contains("too large"), "{}", e.message);
 }
@@ -163,7 +183,11 @@ fn runaway_recursion_and_huge_strings_are_stopped() {
 fn writes_stay_under_the_output_folder() {
     for path in ["../x.wav", "/tmp/x.wav", "a/../../x.wav"] {
         let e = error(&format!(r#"render(piece("x", 1.0), "{path}");"#));
-        assert!(e.message.contains("only write under the output folder"), "{}", e.message);
+        assert!(
+            e.message.contains("only write under the output folder"),
+            "{}",
+            e.message
+        );
     }
     let e = error(r#"render(piece("x", 1.0), "x.mp3");"#);
     assert!(e.message.contains(".wav"), "{}", e.message);
@@ -171,7 +195,10 @@ fn writes_stay_under_the_output_folder() {
     assert!(e.message.contains("eval"), "{}", e.message);
     let allowed = tempfile::tempdir().unwrap();
     let target = allowed.path().join("x.wav");
-    let src = format!(r#"render(piece("x", 1.0).steer(direction("notes:C"), 1), "{}");"#, target.display());
+    let src = format!(
+        r#"render(piece("x", 1.0).steer(direction("notes:C"), 1), "{}");"#,
+        target.display()
+    );
     let dir = allowed.path().to_path_buf();
     let r = run_with(&src, move |o| o.allow_write = vec![dir]);
     assert!(r.outcome.is_ok());
@@ -181,8 +208,16 @@ fn writes_stay_under_the_output_folder() {
 #[test]
 fn unknown_direction_names_suggest_the_closest() {
     let e = error("let d = direction(\"notes:c#\");");
-    assert!(e.message.contains("unknown direction `notes:c#`"), "{}", e.message);
-    assert!(e.message.contains("closest known: notes:C#"), "{}", e.message);
+    assert!(
+        e.message.contains("unknown direction `notes:c#`"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("closest known: notes:C#"),
+        "{}",
+        e.message
+    );
     assert_eq!(e.location.as_ref().map(|l| (l.1, l.2)), Some((1, 9)));
 }
 
@@ -235,7 +270,10 @@ fn snapshot(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(actual, expected, "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)");
+    assert_eq!(
+        actual, expected,
+        "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)"
+    );
 }
 
 #[test]
@@ -243,12 +281,17 @@ fn error_report_snapshots() {
     let (e, lib) = error_and_library(
         "let len = 20.0;\nlet cs = direction(\"notes:c#\");\nlet p = piece(\"lofi\", len).steer(cs, 0.6);\n",
     );
-    snapshot("steer_unknown_direction", &render_report(e).replace(&lib, "LIB"));
+    snapshot(
+        "steer_unknown_direction",
+        &render_report(e).replace(&lib, "LIB"),
+    );
     let e = error("let s = lineer(0, 1, 0, 10);\n");
     snapshot("steer_unknown_function", &render_report(e));
     let e = error("import \"theory\" as th;\n\nlet n = th::transpose(\"H\", 2);\n");
     snapshot("steer_error_in_module", &render_report(e));
-    let e = error("let p = piece(\"lofi\", 20.0)\n    .steer(direction(\"notes:C\"), linear(0, 1, 0))\n");
+    let e = error(
+        "let p = piece(\"lofi\", 20.0)\n    .steer(direction(\"notes:C\"), linear(0, 1, 0))\n",
+    );
     snapshot("steer_wrong_arguments", &render_report(e));
     let e = error("let x = [1, 2;\n");
     snapshot("steer_syntax_error", &render_report(e));

@@ -42,7 +42,9 @@ pub fn run(args: &RenderArgs) -> miette::Result<()> {
     }
     if let Some(s) = args.seconds {
         if !(s.is_finite() && s > 0.0) {
-            return Err(miette::miette!("--seconds must be a positive number, got {s}"));
+            return Err(miette::miette!(
+                "--seconds must be a positive number, got {s}"
+            ));
         }
     }
     let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
@@ -109,7 +111,8 @@ fn load_direction(name: &str) -> miette::Result<Direction> {
             path.display()
         ));
     }
-    let bundle = DirectionBundle::read(&path).map_err(|e| miette::miette!("--steer {name}: {e}"))?;
+    let bundle =
+        DirectionBundle::read(&path).map_err(|e| miette::miette!("--steer {name}: {e}"))?;
     Ok(Direction::from_bundle(name, bundle))
 }
 

@@ -176,7 +176,10 @@ pub fn report(
         .line()
         .map(|l| (source.clone(), l, err.position().position().unwrap_or(1)));
     if let Some(span) = span_at(&text, err.position()) {
-        labels.push(LabeledSpan::new_primary_with_span(Some("here".into()), span));
+        labels.push(LabeledSpan::new_primary_with_span(
+            Some("here".into()),
+            span,
+        ));
     }
     let mut related = Vec::new();
     for f in frames.iter().rev() {
@@ -195,7 +198,10 @@ pub fn report(
                 source_code: NamedSource::new(f.source.clone(), other),
                 help: None,
                 related: Vec::new(),
-                location: f.pos.line().map(|l| (f.source.clone(), l, f.pos.position().unwrap_or(1))),
+                location: f
+                    .pos
+                    .line()
+                    .map(|l| (f.source.clone(), l, f.pos.position().unwrap_or(1))),
             });
         }
     }

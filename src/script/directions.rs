@@ -104,9 +104,7 @@ pub(crate) fn load(host: &Host, name: &str) -> Result<Direction, String> {
 fn block_list(values: impl IntoIterator<Item = INT>) -> Res<Vec<usize>> {
     values
         .into_iter()
-        .map(|v| {
-            usize::try_from(v).or_else(|_| fail(format!("block index {v} is negative")))
-        })
+        .map(|v| usize::try_from(v).or_else(|_| fail(format!("block index {v} is negative"))))
         .collect()
 }
 
@@ -172,39 +170,55 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         a.sub(&b).map_err(rhai_err)
     });
     engine.register_fn("normalize", |d: &mut Direction| d.normalize());
-    engine.register_fn("orth", |a: &mut Direction, b: Direction| -> Res<Direction> {
-        a.orthogonalize(&b).map_err(rhai_err)
-    });
+    engine.register_fn(
+        "orth",
+        |a: &mut Direction, b: Direction| -> Res<Direction> {
+            a.orthogonalize(&b).map_err(rhai_err)
+        },
+    );
     engine.register_fn("cosine", |a: &mut Direction, b: Direction| -> Res<Map> {
         a.cosine(&b).map(score_map).map_err(rhai_err)
     });
     engine.register_fn("top", |d: &mut Direction, k: INT| -> Res<Direction> {
         Ok(d.top(block_list([k])?[0]))
     });
-    engine.register_fn("blocks", |d: &mut Direction, r: Range<INT>| -> Res<Direction> {
-        Ok(d.blocks(&block_list(r)?))
-    });
+    engine.register_fn(
+        "blocks",
+        |d: &mut Direction, r: Range<INT>| -> Res<Direction> { Ok(d.blocks(&block_list(r)?)) },
+    );
     engine.register_fn(
         "blocks",
         |d: &mut Direction, r: RangeInclusive<INT>| -> Res<Direction> {
             Ok(d.blocks(&block_list(r)?))
         },
     );
-    engine.register_fn("blocks", |d: &mut Direction, list: Array| -> Res<Direction> {
-        let ints = list
-            .iter()
-            .map(|v| v.as_int().or_else(|t| fail(format!("block index must be an integer, not {t}"))))
-            .collect::<Res<Vec<INT>>>()?;
-        Ok(d.blocks(&block_list(ints)?))
-    });
+    engine.register_fn(
+        "blocks",
+        |d: &mut Direction, list: Array| -> Res<Direction> {
+            let ints = list
+                .iter()
+                .map(|v| {
+                    v.as_int()
+                        .or_else(|t| fail(format!("block index must be an integer, not {t}")))
+                })
+                .collect::<Res<Vec<INT>>>()?;
+            Ok(d.blocks(&block_list(ints)?))
+        },
+    );
     engine.register_fn("weights", |d: &mut Direction, rule: &str| -> Res<Map> {
         let rule: LayerWeights = rule.parse().map_err(rhai_err)?;
         Ok(score_map(rule.weights(d)))
     });
 
-    engine.register_fn("to_string", |p: &mut Probe| format!("probe for {}", p.direction));
-    engine.register_fn("to_debug", |p: &mut Probe| format!("probe for {}", p.direction));
-    engine.register_get("scores", |p: &mut Probe| score_map(p.direction.scores.clone()));
+    engine.register_fn("to_string", |p: &mut Probe| {
+        format!("probe for {}", p.direction)
+    });
+    engine.register_fn("to_debug", |p: &mut Probe| {
+        format!("probe for {}", p.direction)
+    });
+    engine.register_get("scores", |p: &mut Probe| {
+        score_map(p.direction.scores.clone())
+    });
     engine.register_get("metric", |p: &mut Probe| p.direction.metric.clone());
     engine.register_get("direction", |p: &mut Probe| p.direction.clone());
     engine.register_get("best_block", |p: &mut Probe| -> Dynamic {

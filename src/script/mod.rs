@@ -62,8 +62,11 @@ pub type CurveSampler<'a> = dyn FnMut(usize, f64) -> Result<f64, String> + 'a;
 pub trait Renderer: Send {
     /// Renders one piece. `curves` samples user-function schedules; call it (through
     /// [`Plan::coefficients`] or [`crate::steer::PlanHook::new`]) before generation starts.
-    fn render(&mut self, request: &RenderRequest, curves: &mut CurveSampler<'_>)
-        -> Result<(), String>;
+    fn render(
+        &mut self,
+        request: &RenderRequest,
+        curves: &mut CurveSampler<'_>,
+    ) -> Result<(), String>;
 
     /// Width and block count of `model`'s decoder, when the renderer knows them without loading
     /// anything heavy; used to check directions early.
@@ -212,18 +215,33 @@ impl Host {
 
 /// Usage line of every recipe verb (error hints and documentation).
 pub const VERBS: &[(&str, &str)] = &[
-    ("direction", "direction(\"concept:target\" | \"file.safetensors\")"),
-    ("probe", "probe(\"concept:target\") -> .scores, .best_block, .best_score, .direction"),
+    (
+        "direction",
+        "direction(\"concept:target\" | \"file.safetensors\")",
+    ),
+    (
+        "probe",
+        "probe(\"concept:target\") -> .scores, .best_block, .best_score, .direction",
+    ),
     ("library", "library() -> names in the direction library"),
     ("piece", "piece(prompt, seconds)"),
-    ("steer", "piece.steer(direction, strength_or_schedule [, #{gate: p, layers: \"top:8\", delay: s}])"),
+    (
+        "steer",
+        "piece.steer(direction, strength_or_schedule [, #{gate: p, layers: \"top:8\", delay: s}])",
+    ),
     ("gate", "piece.gate(p)"),
     ("seed", "piece.seed(n)"),
     ("tempo", "piece.tempo(bpm)  (schedules then count beats)"),
-    ("layers", "piece.layers(\"exp\" | \"exp:KAPPA\" | \"linear\" | \"uniform\" | \"top:K\")"),
+    (
+        "layers",
+        "piece.layers(\"exp\" | \"exp:KAPPA\" | \"linear\" | \"uniform\" | \"top:K\")",
+    ),
     ("render", "render(piece, \"file.wav\")"),
     ("model", "model(\"facebook/musicgen-small\" | folder)"),
-    ("plot", "plot(schedule [, seconds] [, \"file.png\"]) | plot(direction [, \"file.png\"])"),
+    (
+        "plot",
+        "plot(schedule [, seconds] [, \"file.png\"]) | plot(direction [, \"file.png\"])",
+    ),
     ("constant", "constant(v)"),
     ("linear", "linear(from, to, t0, t1)"),
     ("rise", "rise(t0, t1)"),
@@ -267,7 +285,11 @@ pub(crate) fn fail<T>(message: impl Into<String>) -> Result<T, Box<EvalAltResult
 }
 
 /// Up to `n` candidates closest to `name` by edit distance (for "did you mean" hints).
-pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>, n: usize) -> Vec<String> {
+pub fn closest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    n: usize,
+) -> Vec<String> {
     let lower = name.to_lowercase();
     let mut scored: Vec<(usize, &str)> = candidates
         .into_iter()

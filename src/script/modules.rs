@@ -50,7 +50,10 @@ impl ModuleResolver for Resolver {
         pos: Position,
     ) -> Result<Arc<Module>, Box<EvalAltResult>> {
         let Some(text) = self.source_of(path) else {
-            return Err(Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), pos)));
+            return Err(Box::new(EvalAltResult::ErrorModuleNotFound(
+                path.to_string(),
+                pos,
+            )));
         };
         if let Ok(mut s) = self.host.sources.lock() {
             s.insert(path.to_string(), text.clone());

@@ -55,7 +55,11 @@ impl fmt::Display for Piece {
             Sampling::Greedy => write!(f, "greedy")?,
             Sampling::TopK { k, temperature } => write!(f, "top-k {k} at T={temperature}")?,
         }
-        write!(f, ", cfg {}, seed {}; {}", self.cfg, self.plan.seed, self.plan)
+        write!(
+            f,
+            ", cfg {}, seed {}; {}",
+            self.cfg, self.plan.seed, self.plan
+        )
     }
 }
 
@@ -75,7 +79,8 @@ fn weights_rule(v: &Dynamic) -> Res<LayerWeights> {
             v.type_name()
         ));
     };
-    s.parse().map_err(|e: crate::steer::SteerError| e.to_string().into())
+    s.parse()
+        .map_err(|e: crate::steer::SteerError| e.to_string().into())
 }
 
 /// `eta0` and `phi` from a strength argument: a number is a constant strength, a schedule is
@@ -133,7 +138,9 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     });
     engine.register_fn(
         "steer",
-        |p: &mut Piece, d: Direction, amount: Dynamic, opts: Map| add_term(p, d, &amount, Some(opts)),
+        |p: &mut Piece, d: Direction, amount: Dynamic, opts: Map| {
+            add_term(p, d, &amount, Some(opts))
+        },
     );
     engine.register_fn("gate", |p: &mut Piece, prob: Dynamic| -> Res<Piece> {
         p.plan.gate = probability(&prob, "gate")?;
@@ -146,7 +153,9 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("tempo", |p: &mut Piece, bpm: Dynamic| -> Res<Piece> {
         let bpm = num(&bpm, "tempo")?;
         if !(bpm > 0.0 && bpm.is_finite()) {
-            return fail(format!("tempo must be positive beats per minute, got {bpm}"));
+            return fail(format!(
+                "tempo must be positive beats per minute, got {bpm}"
+            ));
         }
         p.plan.tempo = Some(bpm);
         Ok(p.clone())
@@ -237,11 +246,17 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         seed: p.plan.seed,
         out: out.clone(),
     };
-    let curves = host.curves.lock().map_err(|_| "curve table poisoned")?.clone();
+    let curves = host
+        .curves
+        .lock()
+        .map_err(|_| "curve table poisoned")?
+        .clone();
     // Samples user curves through the interpreter, before generation starts (never from
     // inside the decoder loop); their operations count against the sandbox's limit.
     let mut sample = |id: usize, t: f64| -> Result<f64, String> {
-        let f = curves.get(id).ok_or_else(|| format!("unknown curve #{id}"))?;
+        let f = curves
+            .get(id)
+            .ok_or_else(|| format!("unknown curve #{id}"))?;
         let v: Dynamic = f
             .call_within_context(ctx, (t,))
             .map_err(|e| e.to_string())?;

@@ -42,7 +42,9 @@ fn schedule_values(s: &Schedule, seconds: f64, n: usize) -> Res<Vec<f64>> {
 }
 
 fn direction_values(d: &Direction) -> Vec<f64> {
-    let n = d.num_layers.max(d.vectors.keys().max().map_or(0, |l| l + 1));
+    let n = d
+        .num_layers
+        .max(d.vectors.keys().max().map_or(0, |l| l + 1));
     (0..n)
         .map(|l| d.scores.get(&l).copied().unwrap_or(0.0))
         .collect()
@@ -55,7 +57,11 @@ pub fn png_gray(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
         for &b in data {
             c ^= b as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
         }
         !c
@@ -102,7 +108,11 @@ pub fn draw(values: &[f64], bars: bool) -> (usize, usize, Vec<u8>) {
     let (w, h, pad) = (480usize, 160usize, 8usize);
     let mut px = vec![255u8; w * h];
     let lo = values.iter().copied().fold(0.0f64, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(lo + 1e-12);
+    let hi = values
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max)
+        .max(lo + 1e-12);
     let y_of = |v: f64| {
         let x = (v - lo) / (hi - lo);
         pad + ((1.0 - x) * (h - 2 * pad - 1) as f64).round() as usize
@@ -116,7 +126,11 @@ pub fn draw(values: &[f64], bars: bool) -> (usize, usize, Vec<u8>) {
     for x in 0..plot_w {
         let i = (x * n / plot_w).min(n - 1);
         let y = y_of(values[i]);
-        let (a, b) = if bars { (y.min(zero), y.max(zero)) } else { (y, y) };
+        let (a, b) = if bars {
+            (y.min(zero), y.max(zero))
+        } else {
+            (y, y)
+        };
         let (a, b) = if !bars && x > 0 {
             let prev = y_of(values[((x - 1) * n / plot_w).min(n - 1)]);
             (a.min(prev), b.max(prev))
@@ -131,8 +145,13 @@ pub fn draw(values: &[f64], bars: bool) -> (usize, usize, Vec<u8>) {
 }
 
 fn write_png(host: &Host, path: &str, values: &[f64], bars: bool) -> Res<()> {
-    let out = sandbox::output_path(path, &host.options.out_dir, &host.options.allow_write, "png")
-        .or_else(fail)?;
+    let out = sandbox::output_path(
+        path,
+        &host.options.out_dir,
+        &host.options.allow_write,
+        "png",
+    )
+    .or_else(fail)?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)
             .or_else(|e| fail(format!("plot: cannot create {}: {e}", dir.display())))?;
@@ -166,13 +185,19 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         Ok(())
     });
     let h = host.clone();
-    engine.register_fn("plot", move |s: Schedule, secs: Dynamic, path: &str| -> Res<()> {
-        let v = schedule_values(&s, num(&secs, "plot: length")?, 480)?;
-        write_png(&h, path, &v, false)
-    });
+    engine.register_fn(
+        "plot",
+        move |s: Schedule, secs: Dynamic, path: &str| -> Res<()> {
+            let v = schedule_values(&s, num(&secs, "plot: length")?, 480)?;
+            write_png(&h, path, &v, false)
+        },
+    );
     let h = host.clone();
     engine.register_fn("plot", move |d: Direction| {
-        h.say(format!("{d}\nscores by block: {}", sparkline(&direction_values(&d))));
+        h.say(format!(
+            "{d}\nscores by block: {}",
+            sparkline(&direction_values(&d))
+        ));
     });
     let h = host.clone();
     engine.register_fn("plot", move |d: Direction, path: &str| -> Res<()> {

@@ -92,13 +92,10 @@ pub fn output_path(
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case(extension));
     if !has_ext {
-        return Err(format!(
-            "output `{requested}` must be a .{extension} file"
-        ));
+        return Err(format!("output `{requested}` must be a .{extension} file"));
     }
     let plain = !p.is_absolute()
-        && p
-            .components()
+        && p.components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     if plain {
         return Ok(out_dir.join(p));
@@ -135,9 +132,21 @@ mod tests {
         assert!(output_path("a/../../b.wav", out, &[], "wav").is_err());
         assert!(output_path("b.txt", out, &[], "wav").is_err());
         assert_eq!(
-            output_path("/srv/music/x.wav", out, &[PathBuf::from("/srv/music")], "wav").unwrap(),
+            output_path(
+                "/srv/music/x.wav",
+                out,
+                &[PathBuf::from("/srv/music")],
+                "wav"
+            )
+            .unwrap(),
             PathBuf::from("/srv/music/x.wav")
         );
-        assert!(output_path("/srv/musicx/x.wav", out, &[PathBuf::from("/srv/music")], "wav").is_err());
+        assert!(output_path(
+            "/srv/musicx/x.wav",
+            out,
+            &[PathBuf::from("/srv/music")],
+            "wav"
+        )
+        .is_err());
     }
 }

@@ -27,9 +27,12 @@ pub(crate) fn sched(v: &Dynamic, what: &str) -> Res<Schedule> {
     if let Some(s) = v.clone().try_cast::<Schedule>() {
         return Ok(s);
     }
-    num(v, what)
-        .map(Schedule::constant)
-        .or_else(|_| fail(format!("{what} must be a schedule or a number, not {}", v.type_name())))
+    num(v, what).map(Schedule::constant).or_else(|_| {
+        fail(format!(
+            "{what} must be a schedule or a number, not {}",
+            v.type_name()
+        ))
+    })
 }
 
 fn positive(v: &Dynamic, what: &str) -> Res<f64> {
@@ -95,38 +98,62 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         },
     );
     engine.register_fn("rise", |t0: Dynamic, t1: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::linear(0.0, 1.0, num(&t0, "rise: start")?, num(&t1, "rise: end")?))
+        Ok(Schedule::linear(
+            0.0,
+            1.0,
+            num(&t0, "rise: start")?,
+            num(&t1, "rise: end")?,
+        ))
     });
     engine.register_fn("fall", |t0: Dynamic, t1: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::linear(1.0, 0.0, num(&t0, "fall: start")?, num(&t1, "fall: end")?))
+        Ok(Schedule::linear(
+            1.0,
+            0.0,
+            num(&t0, "fall: start")?,
+            num(&t1, "fall: end")?,
+        ))
     });
     engine.register_fn("exp_decay", |rate: Dynamic| -> Res<Schedule> {
         let r = num(&rate, "exp_decay: rate")?;
         if !(r > 0.0 && r.is_finite()) {
-            return fail(format!("exp_decay: rate per 20 ms frame must be positive, got {r}"));
+            return fail(format!(
+                "exp_decay: rate per 20 ms frame must be positive, got {r}"
+            ));
         }
         Ok(Schedule::exp_decay(r))
     });
     engine.register_fn("logistic", |c: Dynamic, w: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::logistic(num(&c, "logistic: center")?, positive(&w, "logistic: width")?))
+        Ok(Schedule::logistic(
+            num(&c, "logistic: center")?,
+            positive(&w, "logistic: width")?,
+        ))
     });
     engine.register_fn("sine", |p: Dynamic| -> Res<Schedule> {
         Ok(Schedule::sine(positive(&p, "sine: period")?, 0.0))
     });
     engine.register_fn("sine", |p: Dynamic, ph: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::sine(positive(&p, "sine: period")?, num(&ph, "sine: phase")?))
+        Ok(Schedule::sine(
+            positive(&p, "sine: period")?,
+            num(&ph, "sine: phase")?,
+        ))
     });
     engine.register_fn("cosine", |p: Dynamic| -> Res<Schedule> {
         Ok(Schedule::cosine(positive(&p, "cosine: period")?, 0.0))
     });
     engine.register_fn("cosine", |p: Dynamic, ph: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::cosine(positive(&p, "cosine: period")?, num(&ph, "cosine: phase")?))
+        Ok(Schedule::cosine(
+            positive(&p, "cosine: period")?,
+            num(&ph, "cosine: phase")?,
+        ))
     });
     engine.register_fn("square", |p: Dynamic| -> Res<Schedule> {
         Ok(Schedule::square(positive(&p, "square: period")?, 0.5))
     });
     engine.register_fn("square", |p: Dynamic, duty: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::square(positive(&p, "square: period")?, num(&duty, "square: duty")?))
+        Ok(Schedule::square(
+            positive(&p, "square: period")?,
+            num(&duty, "square: duty")?,
+        ))
     });
     engine.register_fn("step", |t0: Dynamic| -> Res<Schedule> {
         Ok(Schedule::step(num(&t0, "step: time")?, 1.0))
@@ -146,17 +173,26 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
             ))
         },
     );
-    engine.register_fn("keyframes", |points: Array| keyframes(points, Interp::Linear));
+    engine.register_fn("keyframes", |points: Array| {
+        keyframes(points, Interp::Linear)
+    });
     engine.register_fn("keyframes", |points: Array, how: &str| -> Res<Schedule> {
         let interp = match how {
             "linear" => Interp::Linear,
             "smooth" => Interp::Smooth,
-            _ => return fail(format!("keyframes: `{how}` is not \"linear\" or \"smooth\"")),
+            _ => {
+                return fail(format!(
+                    "keyframes: `{how}` is not \"linear\" or \"smooth\""
+                ))
+            }
         };
         keyframes(points, interp)
     });
     engine.register_fn("noise", |seed: INT, rate: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::noise(seed as u64, positive(&rate, "noise: rate")?))
+        Ok(Schedule::noise(
+            seed as u64,
+            positive(&rate, "noise: rate")?,
+        ))
     });
     let h = host.clone();
     engine.register_fn("curve", move |f: FnPtr| -> Res<Schedule> {
@@ -175,7 +211,10 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     ops!(engine, "*", *);
     ops!(engine, "/", /);
     engine.register_fn("-", |a: Schedule| -a);
-    for (name, op) in [("min", crate::steer::schedule::Op::Min), ("max", crate::steer::schedule::Op::Max)] {
+    for (name, op) in [
+        ("min", crate::steer::schedule::Op::Min),
+        ("max", crate::steer::schedule::Op::Max),
+    ] {
         engine.register_fn(name, move |a: Schedule, b: Schedule| a.binary(op, &b));
         engine.register_fn(name, move |a: Schedule, b: Dynamic| -> Res<Schedule> {
             Ok(a.binary(op, &sched(&b, name)?))
@@ -184,9 +223,12 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
             Ok(sched(&a, name)?.binary(op, &b))
         });
     }
-    engine.register_fn("clamp", |s: Schedule, lo: Dynamic, hi: Dynamic| -> Res<Schedule> {
-        Ok(s.clamp(num(&lo, "clamp: low")?, num(&hi, "clamp: high")?))
-    });
+    engine.register_fn(
+        "clamp",
+        |s: Schedule, lo: Dynamic, hi: Dynamic| -> Res<Schedule> {
+            Ok(s.clamp(num(&lo, "clamp: low")?, num(&hi, "clamp: high")?))
+        },
+    );
     engine.register_fn("shift", |s: Schedule, dt: Dynamic| -> Res<Schedule> {
         Ok(s.shift(num(&dt, "shift: time")?))
     });
@@ -226,13 +268,16 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
             ))
         },
     );
-    engine.register_fn("mix", |a: Dynamic, b: Dynamic, w: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::mix(
-            &sched(&a, "mix: first")?,
-            &sched(&b, "mix: second")?,
-            &sched(&w, "mix: weight")?,
-        ))
-    });
+    engine.register_fn(
+        "mix",
+        |a: Dynamic, b: Dynamic, w: Dynamic| -> Res<Schedule> {
+            Ok(Schedule::mix(
+                &sched(&a, "mix: first")?,
+                &sched(&b, "mix: second")?,
+                &sched(&w, "mix: weight")?,
+            ))
+        },
+    );
     // Reading a schedule in a recipe (for checks and prints); user curves cannot be read here.
     engine.register_fn("value", |s: &mut Schedule, t: Dynamic| -> Res<f64> {
         if s.has_custom() {

@@ -51,7 +51,11 @@ impl Direction {
     /// The block with the best score, if any block has a score and a vector.
     pub fn best_block(&self) -> Option<(usize, f64)> {
         let mut best: Option<(usize, f64)> = None;
-        for (&l, &s) in self.scores.iter().filter(|(l, _)| self.vectors.contains_key(l)) {
+        for (&l, &s) in self
+            .scores
+            .iter()
+            .filter(|(l, _)| self.vectors.contains_key(l))
+        {
             let better = match best {
                 None => true,
                 Some((_, b)) if self.lower_is_better() => s < b,
@@ -143,20 +147,19 @@ impl Direction {
     /// result leaves `other`'s concept alone. Blocks `other` lacks are unchanged.
     pub fn orthogonalize(&self, other: &Direction) -> Result<Direction, SteerError> {
         self.check_compatible(other)?;
-        Ok(
-            self.map_vectors(format!("orth({}, {})", self.name, other.name), |l, v| {
-                match other.vectors.get(&l) {
-                    Some(u) if dot(u, u) > 0.0 => {
-                        let c = dot(v, u) / dot(u, u);
-                        v.iter()
-                            .zip(u)
-                            .map(|(x, y)| (*x as f64 - c * *y as f64) as f32)
-                            .collect()
-                    }
-                    _ => v.to_vec(),
+        Ok(self.map_vectors(
+            format!("orth({}, {})", self.name, other.name),
+            |l, v| match other.vectors.get(&l) {
+                Some(u) if dot(u, u) > 0.0 => {
+                    let c = dot(v, u) / dot(u, u);
+                    v.iter()
+                        .zip(u)
+                        .map(|(x, y)| (*x as f64 - c * *y as f64) as f32)
+                        .collect()
                 }
-            }),
-        )
+                _ => v.to_vec(),
+            },
+        ))
     }
 
     /// Cosine similarity per block both directions have.
@@ -251,8 +254,16 @@ pub(crate) mod tests {
 
     #[test]
     fn algebra() {
-        let a = dir("a", "auc", &[(0, 0.6, vec![1.0, 0.0]), (1, 0.9, vec![0.6, 0.8])]);
-        let b = dir("b", "auc", &[(1, 0.7, vec![1.0, 0.0]), (2, 0.5, vec![0.0, 1.0])]);
+        let a = dir(
+            "a",
+            "auc",
+            &[(0, 0.6, vec![1.0, 0.0]), (1, 0.9, vec![0.6, 0.8])],
+        );
+        let b = dir(
+            "b",
+            "auc",
+            &[(1, 0.7, vec![1.0, 0.0]), (2, 0.5, vec![0.0, 1.0])],
+        );
         let s = a.add(&b).unwrap();
         assert_eq!(s.vectors[&1], vec![1.6, 0.8]);
         assert_eq!(s.vectors[&2], vec![0.0, 1.0]);
@@ -275,10 +286,17 @@ pub(crate) mod tests {
         let a = dir(
             "a",
             "auc",
-            &[(0, 0.6, vec![1.0]), (1, 0.9, vec![1.0]), (2, 0.7, vec![1.0])],
+            &[
+                (0, 0.6, vec![1.0]),
+                (1, 0.9, vec![1.0]),
+                (2, 0.7, vec![1.0]),
+            ],
         );
         assert_eq!(a.ranked_blocks(), vec![1, 2, 0]);
-        assert_eq!(a.top(2).vectors.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            a.top(2).vectors.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(a.best_block(), Some((1, 0.9)));
         let m = Direction {
             metric: "mse".into(),

@@ -144,7 +144,12 @@ mod tests {
         let d = dir(
             "d",
             "auc",
-            &[(0, 0.5, vec![1.0]), (1, 1.0, vec![1.0]), (2, 0.75, vec![1.0]), (3, 0.9, vec![1.0])],
+            &[
+                (0, 0.5, vec![1.0]),
+                (1, 1.0, vec![1.0]),
+                (2, 0.75, vec![1.0]),
+                (3, 0.9, vec![1.0]),
+            ],
         );
         let exp = LayerWeights::default().weights(&d);
         assert_eq!(exp[&0], 0.0);
@@ -153,8 +158,14 @@ mod tests {
         let lin = LayerWeights::Linear.weights(&d);
         assert!((lin[&3] - 0.8).abs() < 1e-12);
         let top = LayerWeights::TopK { k: 2 }.weights(&d);
-        assert_eq!(top.values().copied().collect::<Vec<_>>(), vec![0.0, 1.0, 0.0, 1.0]);
-        assert!(LayerWeights::Uniform.weights(&d).values().all(|w| *w == 1.0));
+        assert_eq!(
+            top.values().copied().collect::<Vec<_>>(),
+            vec![0.0, 1.0, 0.0, 1.0]
+        );
+        assert!(LayerWeights::Uniform
+            .weights(&d)
+            .values()
+            .all(|w| *w == 1.0));
         let mse = Direction {
             metric: "mse".into(),
             ..d
@@ -166,7 +177,10 @@ mod tests {
 
     #[test]
     fn parsing() {
-        assert_eq!("top:4".parse::<LayerWeights>().unwrap(), LayerWeights::TopK { k: 4 });
+        assert_eq!(
+            "top:4".parse::<LayerWeights>().unwrap(),
+            LayerWeights::TopK { k: 4 }
+        );
         assert_eq!(
             "exp".parse::<LayerWeights>().unwrap(),
             LayerWeights::Exp { kappa: 0.95 }

@@ -160,9 +160,7 @@ impl Plan {
                         if !gate_open(self.seed, s, p) {
                             return Ok(0.0);
                         }
-                        let phi = term
-                            .schedule
-                            .eval_with(self.time_of(s, frame_rate), ext)?;
+                        let phi = term.schedule.eval_with(self.time_of(s, frame_rate), ext)?;
                         Ok(term.strength * phi)
                     })
                     .collect()
@@ -181,8 +179,7 @@ impl Plan {
         let mut out: Vec<Option<Vec<f32>>> = vec![None; num_layers];
         for (term, c) in self.terms.iter().zip(coefficients) {
             for (l, w) in term.weights.weights(&term.direction) {
-                let (Some(q), Some(slot)) = (term.direction.vectors.get(&l), out.get_mut(l))
-                else {
+                let (Some(q), Some(slot)) = (term.direction.vectors.get(&l), out.get_mut(l)) else {
                     continue;
                 };
                 if w == 0.0 {
@@ -225,13 +222,21 @@ impl fmt::Display for Plan {
     }
 }
 
+/// The weighted directions of all terms, `[terms, blocks * hidden]`.
+enum Weighted {
+    /// On an accelerator: one small matrix product per step.
+    Device(Tensor),
+    /// On the CPU: a plain multiply-add per term, which beats a threaded matmul at this size.
+    Host { rows: Vec<f32>, device: Device },
+}
+
 /// A plan compiled for one generation: the decoder-side [`ResidualHook`].
 ///
-/// Holds the weighted directions of all terms as one `[terms, blocks * hidden]` matrix on the
-/// decoder's device and the per-step coefficients; each step costs one small matrix product
-/// (`[1, terms] x [terms, blocks * hidden]`) and a dtype cast, whatever the number of terms.
+/// Holds the weighted directions of all terms as one `[terms, blocks * hidden]` matrix and the
+/// per-step coefficients; each step costs one weighted sum of the rows (a `[1, terms] x [terms,
+/// blocks * hidden]` product on an accelerator) and a dtype cast, whatever the number of terms.
 pub struct PlanHook {
-    weighted: Tensor,
+    weighted: Weighted,
     coefficients: Vec<Vec<f32>>,
     active: Vec<bool>,
     hidden_size: usize,
@@ -276,8 +281,18 @@ impl PlanHook {
                     .for_each(|(a, b)| *a = (w * *b as f64) as f32);
             }
         }
-        let weighted = Tensor::from_vec(rows, (m.max(1), num_layers * hidden_size), device)
-            .or_else(|_| Tensor::zeros((1, num_layers * hidden_size), DType::F32, device))?;
+        let weighted = if device.is_cpu() {
+            Weighted::Host {
+                rows,
+                device: device.clone(),
+            }
+        } else {
+            Weighted::Device(
+                Tensor::from_vec(rows, (m.max(1), num_layers * hidden_size), device).or_else(
+                    |_| Tensor::zeros((1, num_layers * hidden_size), DType::F32, device),
+                )?,
+            )
+        };
         let coefficients = (0..steps)
             .map(|s| per_term.iter().map(|c| c[s] as f32).collect())
             .collect();
@@ -313,11 +328,23 @@ impl ResidualHook for PlanHook {
         if c.iter().all(|x| *x == 0.0) {
             return Ok(&self.nothing);
         }
-        let c = Tensor::from_slice(c, (1, c.len()), self.weighted.device())?;
-        let all = c
-            .matmul(&self.weighted)?
-            .reshape((self.active.len(), self.hidden_size))?
-            .to_dtype(self.dtype)?;
+        let shape = (self.active.len(), self.hidden_size);
+        let all = match &self.weighted {
+            Weighted::Device(w) => Tensor::from_slice(c, (1, c.len()), w.device())?
+                .matmul(w)?
+                .reshape(shape)?,
+            Weighted::Host { rows, device } => {
+                let width = shape.0 * shape.1;
+                let mut sum = vec![0f32; width];
+                for (k, row) in c.iter().zip(rows.chunks_exact(width)) {
+                    if *k != 0.0 {
+                        sum.iter_mut().zip(row).for_each(|(a, b)| *a += k * b);
+                    }
+                }
+                Tensor::from_vec(sum, shape, device)?
+            }
+        }
+        .to_dtype(self.dtype)?;
         for (l, slot) in self.current.iter_mut().enumerate() {
             *slot = if self.active[l] {
                 Some(all.get(l)?)

@@ -36,16 +36,50 @@ pub enum Op {
 #[derive(Clone, PartialEq)]
 enum Node {
     Const(f64),
-    Linear { from: f64, to: f64, t0: f64, t1: f64 },
-    ExpDecay { rate: f64 },
-    Logistic { center: f64, width: f64 },
-    Sine { period: f64, phase: f64 },
-    Cosine { period: f64, phase: f64 },
-    Square { period: f64, duty: f64 },
-    Step { at: f64, value: f64 },
-    Adsr { attack: f64, decay: f64, sustain: f64, release: f64, note_off: f64 },
-    Keyframes { keys: Vec<(f64, f64)>, interp: Interp },
-    Noise { seed: u64, rate: f64 },
+    Linear {
+        from: f64,
+        to: f64,
+        t0: f64,
+        t1: f64,
+    },
+    ExpDecay {
+        rate: f64,
+    },
+    Logistic {
+        center: f64,
+        width: f64,
+    },
+    Sine {
+        period: f64,
+        phase: f64,
+    },
+    Cosine {
+        period: f64,
+        phase: f64,
+    },
+    Square {
+        period: f64,
+        duty: f64,
+    },
+    Step {
+        at: f64,
+        value: f64,
+    },
+    Adsr {
+        attack: f64,
+        decay: f64,
+        sustain: f64,
+        release: f64,
+        note_off: f64,
+    },
+    Keyframes {
+        keys: Vec<(f64, f64)>,
+        interp: Interp,
+    },
+    Noise {
+        seed: u64,
+        rate: f64,
+    },
     Binary(Op, Schedule, Schedule),
     Clamp(Schedule, f64, f64),
     Shift(Schedule, f64),
@@ -53,9 +87,17 @@ enum Node {
     Reverse(Schedule, f64),
     Seq(Vec<(Schedule, f64)>),
     Repeat(Schedule, f64),
-    Crossfade { a: Schedule, b: Schedule, t0: f64, t1: f64 },
+    Crossfade {
+        a: Schedule,
+        b: Schedule,
+        t0: f64,
+        t1: f64,
+    },
     Mix(Schedule, Schedule, Schedule),
-    Custom { id: usize, label: String },
+    Custom {
+        id: usize,
+        label: String,
+    },
 }
 
 /// The frame rate the paper's per-step constants refer to (MusicGen's 50 Hz).
@@ -440,7 +482,10 @@ impl fmt::Display for Schedule {
                 sustain,
                 release,
                 note_off,
-            } => write!(f, "adsr({attack}, {decay}, {sustain}, {release}, {note_off})"),
+            } => write!(
+                f,
+                "adsr({attack}, {decay}, {sustain}, {release}, {note_off})"
+            ),
             Node::Keyframes { keys, interp } => {
                 write!(f, "keyframes([")?;
                 for (i, (t, v)) in keys.iter().enumerate() {

@@ -9,12 +9,24 @@ use rand::{Rng, SeedableRng};
 
 /// Every library name the recipes in scripts/ use.
 pub const NAMES: &[&str] = &[
-    "notes:C", "notes:C#", "notes:D", "notes:G", "notes:A", "chords:maj", "chords:min",
+    "notes:C",
+    "notes:C#",
+    "notes:D",
+    "notes:G",
+    "notes:A",
+    "chords:maj",
+    "chords:min",
     "tempos:bpm",
 ];
 
 /// A random unit-vector bundle for a model of the given shape.
-pub fn bundle(concept: &str, target: &str, hidden: usize, layers: usize, seed: u64) -> DirectionBundle {
+pub fn bundle(
+    concept: &str,
+    target: &str,
+    hidden: usize,
+    layers: usize,
+    seed: u64,
+) -> DirectionBundle {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut directions = BTreeMap::new();
     let mut scores = BTreeMap::new();
