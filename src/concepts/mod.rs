@@ -1,2 +1,76 @@
 //! SynTheory-style concept clips (notes, intervals, scales, chords, progressions, tempos, time
 //! signatures) built as MIDI-level events and rendered in-process.
+//!
+//! - [`theory`]: pitch names, modes, triads voiced as SynTheory voices them;
+//! - [`instruments`]: the GM program table and SynTheory's 92 tonal programs;
+//! - [`events`]: event lists ([`Score`]) built in beats;
+//! - [`generators`]: the seven concepts as [`ClipSpec`]s (labels, program, seed, score);
+//! - [`render`]: a General-MIDI SoundFont through rustysynth, or [`builtin`] when none is found;
+//! - [`manifest`] and [`writer`]: the dataset folder (`dataset.json`, `clips/*.wav`,
+//!   `manifest.jsonl`), written in parallel, atomically and resumably.
+//!
+//! The probe stage uses [`clip_specs`] + [`Renderer::render`] to get audio without touching the
+//! disk, or [`read_manifest`] to read back a folder `baton dataset` wrote.
+
+pub mod builtin;
+pub mod events;
+pub mod generators;
+pub mod instruments;
+pub mod manifest;
+pub mod render;
+pub mod theory;
+pub mod writer;
+
+use std::path::PathBuf;
+
+pub use events::{Event, EventKind, Score};
+pub use generators::{clip_specs, ClipSpec, Concept, Instruments, Label, SpecOptions};
+pub use manifest::{read_manifest, DatasetInfo, ManifestEntry};
+pub use render::{find_soundfont, Renderer, SoundFontLookup, SOUNDFONT_ENV};
+pub use writer::{write_dataset, ClipSink, DatasetJob, WavFiles, WriteSummary};
+
+use crate::audio::AudioError;
+
+/// Errors building, rendering or writing concept datasets.
+#[derive(Debug, thiserror::Error)]
+pub enum ConceptError {
+    #[error(
+        "unknown concept `{0}` (expected one of: notes, intervals, scales, chords, progressions, \
+         tempos, time_signatures)"
+    )]
+    UnknownConcept(String),
+    #[error("bad instrument choice `{0}`: {1} (expected `all`, a count such as `8`, or a list such as `0,40,violin`)")]
+    BadInstruments(String, String),
+    #[error("sample rate {0} Hz is out of range (16000..=192000)")]
+    SampleRate(u32),
+    #[error("cannot read SoundFont {path}: {source}")]
+    SoundFontRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid SoundFont: {why}")]
+    SoundFontInvalid { path: PathBuf, why: String },
+    #[error("synthesizer error: {0}")]
+    Synth(String),
+    #[error("{dir} holds another dataset ({difference}); choose another --out folder or delete it")]
+    OtherDataset { dir: PathBuf, difference: String },
+    #[error("{dir} is not empty and holds no baton dataset; choose a new or empty --out folder")]
+    NotEmpty { dir: PathBuf },
+    #[error("cannot write clip {name}: {source}")]
+    WriteClip {
+        name: String,
+        #[source]
+        source: AudioError,
+    },
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    #[error("{path}: {why}")]
+    Manifest { path: PathBuf, why: String },
+}

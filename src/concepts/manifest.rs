@@ -1,0 +1,204 @@
+//! A dataset folder's description files: `dataset.json` (the options that made it, checked on
+//! resume) and `manifest.jsonl` (one object per clip: file, concept, label, every label field,
+//! program, seed), written only when every clip is on disk.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::generators::{ClipSpec, Concept, Label};
+use super::ConceptError;
+
+/// File name of the options record.
+pub const INFO_FILE: &str = "dataset.json";
+/// File name of the clip list.
+pub const MANIFEST_FILE: &str = "manifest.jsonl";
+/// Sub-folder holding the WAV files.
+pub const CLIPS_DIR: &str = "clips";
+/// Format tag of `dataset.json`.
+pub const DATASET_FORMAT: &str = "dataset/1";
+
+/// What made a dataset folder: compared field by field when a run resumes into it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    /// Always [`DATASET_FORMAT`].
+    #[serde(rename = "baton.format")]
+    pub format: String,
+    /// Concept name.
+    pub concept: String,
+    /// GM programs of the tonal concepts (empty for click concepts).
+    pub programs: Vec<u8>,
+    /// `--limit`, if any.
+    pub limit: Option<usize>,
+    /// `--seed`.
+    pub seed: u64,
+    /// Sample rate of every clip, Hz.
+    pub sample_rate: u32,
+    /// `f32` or `pcm16`.
+    pub sample_format: String,
+    /// SoundFont file name, or `builtin`.
+    pub synth: String,
+    /// Number of clips.
+    pub clips: usize,
+}
+
+impl DatasetInfo {
+    /// Reads `dir/dataset.json`; `Ok(None)` when absent.
+    pub fn read(dir: &Path) -> Result<Option<Self>, ConceptError> {
+        let path = dir.join(INFO_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ConceptError::Io { path, source: e }),
+        };
+        let info: Self = serde_json::from_str(&text).map_err(|e| ConceptError::Manifest {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        if info.format != DATASET_FORMAT {
+            return Err(ConceptError::Manifest {
+                path,
+                why: format!("unsupported format `{}`", info.format),
+            });
+        }
+        Ok(Some(info))
+    }
+
+    /// The fields that differ from `other`, as `key: ours vs theirs`, comma-separated.
+    pub fn difference(&self, other: &Self) -> String {
+        let (Ok(Value::Object(a)), Ok(Value::Object(b))) =
+            (serde_json::to_value(self), serde_json::to_value(other))
+        else {
+            return String::from("unreadable options");
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| {
+                let theirs = b.get(k).cloned().unwrap_or(Value::Null);
+                format!("{k}: {} vs {}", short(v), short(&theirs))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 40 {
+        format!("{}...", &s[..37])
+    } else {
+        s
+    }
+}
+
+/// One clip of a dataset, as read back from `manifest.jsonl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestEntry {
+    /// Path relative to the dataset folder (`clips/NAME.wav`).
+    pub file: String,
+    /// The concept.
+    pub concept: Concept,
+    /// The probe target.
+    pub label: Label,
+    /// Position in the concept's full enumeration.
+    pub index: usize,
+    /// GM program.
+    pub program: u8,
+    /// The clip's seed.
+    pub seed: u64,
+    /// Every other field (root, mode, bpm, program name, ...).
+    pub fields: Map<String, Value>,
+}
+
+/// The manifest line of a spec.
+pub(crate) fn manifest_line(spec: &ClipSpec) -> String {
+    let mut obj = Map::new();
+    obj.insert("file".into(), Value::String(clip_file(spec)));
+    obj.insert("concept".into(), Value::String(spec.concept.name().into()));
+    obj.insert("label".into(), spec.label.to_json());
+    obj.insert("index".into(), spec.index.into());
+    obj.insert("program".into(), spec.program.into());
+    obj.insert("seed".into(), spec.seed.into());
+    for (k, v) in &spec.fields {
+        obj.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    Value::Object(obj).to_string()
+}
+
+/// The relative path of a spec's WAV file.
+pub fn clip_file(spec: &ClipSpec) -> String {
+    format!("{CLIPS_DIR}/{}.wav", spec.name)
+}
+
+fn parse_line(line: &str) -> Result<ManifestEntry, String> {
+    let Value::Object(mut obj) = serde_json::from_str::<Value>(line).map_err(|e| e.to_string())?
+    else {
+        return Err("not a JSON object".into());
+    };
+    let mut take = |k: &str| obj.remove(k).ok_or_else(|| format!("missing `{k}`"));
+    let file = take("file")?
+        .as_str()
+        .ok_or("`file` is not a string")?
+        .to_string();
+    let concept: Concept = take("concept")?
+        .as_str()
+        .ok_or("`concept` is not a string")?
+        .parse()
+        .map_err(|e: ConceptError| e.to_string())?;
+    let label = match take("label")? {
+        Value::String(s) => Label::Class(s),
+        Value::Number(n) => Label::Value(n.as_f64().ok_or("`label` is not finite")?),
+        _ => return Err("`label` must be a string or a number".into()),
+    };
+    let index = take("index")?.as_u64().ok_or("`index` is not an integer")? as usize;
+    let program = take("program")?
+        .as_u64()
+        .filter(|p| *p < 128)
+        .ok_or("`program` is not 0..=127")? as u8;
+    let seed = take("seed")?.as_u64().ok_or("`seed` is not an integer")?;
+    Ok(ManifestEntry {
+        file,
+        concept,
+        label,
+        index,
+        program,
+        seed,
+        fields: obj,
+    })
+}
+
+/// Reads a dataset folder's `manifest.jsonl`.
+pub fn read_manifest(dir: &Path) -> Result<Vec<ManifestEntry>, ConceptError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ConceptError::Manifest {
+                path: path.clone(),
+                why: "missing: not a baton dataset folder, or its `baton dataset` run has not \
+                      finished (run it again to resume)"
+                    .into(),
+            }
+        } else {
+            ConceptError::Io {
+                path: path.clone(),
+                source: e,
+            }
+        }
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            parse_line(l).map_err(|why| ConceptError::Manifest {
+                path: path.clone(),
+                why: format!("line {}: {why}", i + 1),
+            })
+        })
+        .collect()
+}
+
+/// The absolute path of an entry's WAV file inside `dir`.
+pub fn entry_path(dir: &Path, entry: &ManifestEntry) -> PathBuf {
+    dir.join(&entry.file)
+}
