@@ -5,18 +5,14 @@
 //! OWNER NOTE (skeleton): the public surface below is what `probe`, `script` and the CLI build
 //! on. Keep these names and signatures; fill in the bodies.
 
-<<<<<<< HEAD
 pub mod config;
 pub mod decoder;
+pub mod encodec;
 pub mod generate;
 pub mod hook;
 pub mod load;
-=======
-pub mod encodec;
-pub mod hook;
 pub mod t5;
 pub mod text;
->>>>>>> model-ref
 
 pub use config::{ConfigError, DecoderConfig, GenerationDefaults, MusicGenConfig};
 pub use hook::ResidualHook;
