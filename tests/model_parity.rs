@@ -363,3 +363,42 @@ fn musicgen_end_to_end_matches_hf_a() {
 fn musicgen_end_to_end_matches_hf_b() {
     end_to_end("b");
 }
+
+#[test]
+fn bf16_weights_stay_close_to_f32() {
+    // bf16 storage keeps ~3 significant digits per weight; logits must stay near the f32 ones
+    // and the activations f32.
+    let dir = fixtures().join("tiny-a");
+    let model = MusicGen::load(dir.to_str().unwrap(), &Device::Cpu, DType::BF16).unwrap();
+    assert_eq!(model.dtype(), DType::BF16);
+    let r = reference("a");
+    let tf = model.teacher_forced(None, &r["tf.codes"], &[0]).unwrap();
+    assert_eq!(tf.blocks[0].dtype(), DType::F32);
+    let d = max_diff(&tf.logits, &r["capture.logits"]);
+    let scale = max_diff(
+        &r["capture.logits"],
+        &r["capture.logits"].zeros_like().unwrap(),
+    );
+    assert!(
+        d < 0.05 * scale,
+        "bf16 logits differ by {d} (scale {scale})"
+    );
+    assert!(d > 0.0, "bf16 weights were not used");
+
+    // Generation steps take the bf16 matrix-vector path; f16 falls back to widening.
+    let options = GenerateOptions {
+        max_new_tokens: 11,
+        sampling: Sampling::Greedy,
+        guidance_scale: 3.0,
+        seed: 0,
+    };
+    let codes = model
+        .generate(&["a", "b c"], &options, None, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(codes.dims(), &[2, 4, 8]);
+    let f16 = MusicGen::load(dir.to_str().unwrap(), &Device::Cpu, DType::F16).unwrap();
+    let codes = f16
+        .generate(&["a"], &options, None, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(codes.dims(), &[1, 4, 8]);
+}

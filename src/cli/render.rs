@@ -103,6 +103,13 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     }
     let n = args.prompt.len();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
+    // `--out takes/` asks for a folder: create it (its parent must exist).
+    for folder in [Some(&out), args.save_codes.as_ref()].into_iter().flatten() {
+        if is_folder(folder) && !folder.exists() && folder.parent().is_some_and(Path::is_dir) {
+            std::fs::create_dir(folder)
+                .map_err(|e| miette::miette!("cannot create folder {}: {e}", folder.display()))?;
+        }
+    }
     let wavs = output_paths(&out, n, "wav");
     let codes_paths = args
         .save_codes
@@ -201,7 +208,7 @@ fn output_paths(out: &Path, n: usize, ext: &str) -> Vec<PathBuf> {
     if n == 1 && !out.is_dir() {
         return vec![out.to_path_buf()];
     }
-    let as_folder = out.is_dir() || out.to_string_lossy().ends_with('/');
+    let as_folder = is_folder(out);
     (1..=n)
         .map(|i| {
             if as_folder {
@@ -212,6 +219,11 @@ fn output_paths(out: &Path, n: usize, ext: &str) -> Vec<PathBuf> {
             }
         })
         .collect()
+}
+
+/// True when `out` names a folder: an existing one, or a path ending with `/`.
+fn is_folder(out: &Path) -> bool {
+    out.is_dir() || out.to_string_lossy().ends_with('/')
 }
 
 /// Fails early (before minutes of generation) when `path` cannot be written.

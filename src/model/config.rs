@@ -3,6 +3,9 @@
 
 use serde::Deserialize;
 
+use super::encodec::EncodecConfig;
+use super::t5::T5Config;
+
 /// A config field that is out of range or a model variant baton does not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
@@ -186,16 +189,15 @@ pub struct GenerationDefaults {
     pub guidance_scale: Option<f64>,
 }
 
-/// The parts of the top-level MusicGen `config.json` the decoder side needs; the text encoder and
-/// audio codec sub-configs stay as JSON for their own parsers.
+/// The top-level MusicGen `config.json`: decoder, text encoder and audio codec.
 #[derive(Debug, Clone)]
 pub struct MusicGenConfig {
     /// Decoder LM shape.
     pub decoder: DecoderConfig,
     /// `text_encoder` sub-config (T5).
-    pub text_encoder: serde_json::Value,
+    pub text_encoder: T5Config,
     /// `audio_encoder` sub-config (EnCodec).
-    pub audio_encoder: serde_json::Value,
+    pub audio_encoder: EncodecConfig,
     /// Width of the text encoder's output (`text_encoder.d_model`).
     pub text_hidden_size: usize,
     /// Audio sample rate of the codec.
@@ -227,14 +229,11 @@ impl MusicGenConfig {
         let decoder: DecoderConfig = serde_json::from_value(sub("decoder")?)
             .map_err(|e| ConfigError::Parse(format!("decoder: {e}")))?;
         decoder.validate()?;
-        let text_encoder = sub("text_encoder")?;
-        let audio_encoder = sub("audio_encoder")?;
-
-        let text_hidden_size = text_encoder
-            .get("d_model")
-            .and_then(|d| d.as_u64())
-            .ok_or_else(|| ConfigError::Parse("text_encoder: missing `d_model`".into()))?
-            as usize;
+        let text_encoder: T5Config = serde_json::from_value(sub("text_encoder")?)
+            .map_err(|e| ConfigError::Parse(format!("text_encoder: {e}")))?;
+        let audio_encoder: EncodecConfig = serde_json::from_value(sub("audio_encoder")?)
+            .map_err(|e| ConfigError::Parse(format!("audio_encoder: {e}")))?;
+        let text_hidden_size = text_encoder.d_model;
         if text_hidden_size == 0 {
             return Err(ConfigError::OutOfRange {
                 field: "text_encoder.d_model",
@@ -242,10 +241,7 @@ impl MusicGenConfig {
                 reason: "must be at least 1",
             });
         }
-        let sample_rate = audio_encoder
-            .get("sampling_rate")
-            .and_then(|d| d.as_u64())
-            .unwrap_or(24_000);
+        let sample_rate = audio_encoder.sampling_rate;
         if sample_rate == 0 || sample_rate > 1_000_000 {
             return Err(ConfigError::OutOfRange {
                 field: "audio_encoder.sampling_rate",
@@ -253,24 +249,16 @@ impl MusicGenConfig {
                 reason: "must be within 1..=1000000",
             });
         }
-        let ratios: Vec<u64> = match audio_encoder.get("upsampling_ratios") {
-            Some(r) => serde_json::from_value(r.clone())
-                .map_err(|e| ConfigError::Parse(format!("audio_encoder.upsampling_ratios: {e}")))?,
-            None => vec![8, 5, 4, 2],
-        };
-        let hop_length: u64 = ratios.iter().product();
-        if ratios.is_empty() || hop_length == 0 {
+        let ratios = &audio_encoder.upsampling_ratios;
+        if ratios.is_empty() || ratios.contains(&0) {
             return Err(ConfigError::OutOfRange {
                 field: "audio_encoder.upsampling_ratios",
                 value: format!("{ratios:?}"),
                 reason: "must be non-empty positive integers",
             });
         }
-        let channels = audio_encoder
-            .get("audio_channels")
-            .and_then(|c| c.as_u64())
-            .unwrap_or(1);
-        if channels != 1 {
+        let hop_length = audio_encoder.hop_length();
+        if audio_encoder.audio_channels == 2 {
             return Err(ConfigError::Unsupported("stereo EnCodec".into()));
         }
         Ok(MusicGenConfig {
@@ -278,8 +266,8 @@ impl MusicGenConfig {
             text_encoder,
             audio_encoder,
             text_hidden_size,
-            sample_rate: sample_rate as u32,
-            hop_length: hop_length as usize,
+            sample_rate,
+            hop_length,
         })
     }
 

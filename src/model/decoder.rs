@@ -12,23 +12,40 @@
 //! taken after the final LayerNorm. Steering adds to, and capture returns, the raw block output.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
 use super::config::DecoderConfig;
+use super::gemv;
 
-/// Applies a bias-free linear layer to `[.., in]`, flattening leading dims so the matmul is one
-/// GEMM with `m = batch * time` (candle's 3-d path would broadcast the weight per batch item).
-fn linear(layer: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
-    let dims = x.dims();
-    if dims.len() == 2 {
-        return layer.forward(x);
+/// A bias-free linear layer whose weight `[out, in]` is stored in the decoder's weight dtype,
+/// while activations stay f32. Few-row products (generation steps) take the [`gemv`] path.
+struct Dense {
+    weight: Tensor,
+}
+
+impl Dense {
+    fn load(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?.contiguous()?;
+        Ok(Dense { weight })
     }
-    let last = dims[dims.len() - 1];
-    let rows = x.elem_count() / last;
-    let y = layer.forward(&x.reshape((rows, last))?)?;
-    let mut out_dims = dims.to_vec();
-    *out_dims.last_mut().expect("rank >= 1") = y.dim(1)?;
-    y.reshape(out_dims)
+
+    /// `[.., in]` → `[.., out]`, flattening leading dims into one product.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims();
+        let last = dims[dims.len() - 1];
+        let rows = x.elem_count() / last;
+        let x2 = x.reshape((rows, last))?;
+        let y = match gemv::matmul_t(&x2, &self.weight)? {
+            Some(y) => y,
+            None => {
+                let w = self.weight.to_dtype(DType::F32)?;
+                x2.matmul(&w.t()?)?
+            }
+        };
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank >= 1") = y.dim(1)?;
+        y.reshape(out_dims)
+    }
 }
 
 /// Sinusoidal position table, built exactly like HF's `MusicgenSinusoidalPositionalEmbedding`
@@ -49,15 +66,15 @@ fn sinusoidal_table(positions: usize, dim: usize, device: &Device) -> candle_cor
     Tensor::from_vec(table, (positions, dim), device)
 }
 
-/// Additive mask value for excluded keys; scores are upcast to f32 before masking.
+/// Additive mask value for excluded keys (HF uses the dtype's finite minimum too).
 const MASKED: f32 = f32::MIN;
 
 /// Multi-head attention without biases (both MusicGen attentions).
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
+    q_proj: Dense,
+    k_proj: Dense,
+    v_proj: Dense,
+    out_proj: Dense,
     num_heads: usize,
     head_dim: usize,
     scaling: f64,
@@ -66,7 +83,7 @@ struct Attention {
 impl Attention {
     fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
-        let lin = |name: &str| candle_nn::linear_no_bias(h, h, vb.pp(name));
+        let lin = |name: &str| Dense::load(h, h, vb.pp(name));
         Ok(Attention {
             q_proj: lin("q_proj")?,
             k_proj: lin("k_proj")?,
@@ -88,8 +105,8 @@ impl Attention {
 
     /// Projects keys and values of `x` `[b, s, hidden]`.
     fn keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let k = self.split_heads(&linear(&self.k_proj, x)?)?;
-        let v = self.split_heads(&linear(&self.v_proj, x)?)?;
+        let k = self.split_heads(&self.k_proj.forward(x)?)?;
+        let v = self.split_heads(&self.v_proj.forward(x)?)?;
         Ok((k, v))
     }
 
@@ -103,17 +120,16 @@ impl Attention {
         mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let (b, t, hidden) = x.dims3()?;
-        let q = (self.split_heads(&linear(&self.q_proj, x)?)? * self.scaling)?;
+        let q = (self.split_heads(&self.q_proj.forward(x)?)? * self.scaling)?;
         let scores = q.matmul(&k.transpose(2, 3)?)?;
-        let scores = scores.to_dtype(DType::F32)?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs.matmul(v)?; // [b, heads, t, head_dim]
         let out = out.transpose(1, 2)?.reshape((b, t, hidden))?;
-        linear(&self.out_proj, &out)
+        self.out_proj.forward(&out)
     }
 }
 
@@ -162,22 +178,24 @@ struct Block {
     self_attn_layer_norm: LayerNorm,
     encoder_attn: Attention,
     encoder_attn_layer_norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
     final_layer_norm: LayerNorm,
 }
 
 impl Block {
     fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        // Norms stay f32 whatever the weight dtype: they are tiny and keep the stream exact.
+        let vb32 = vb.to_dtype(DType::F32);
         let ln =
-            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp(name));
+            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb32.pp(name));
         Ok(Block {
             self_attn: Attention::load(cfg, vb.pp("self_attn"))?,
             self_attn_layer_norm: ln("self_attn_layer_norm")?,
             encoder_attn: Attention::load(cfg, vb.pp("encoder_attn"))?,
             encoder_attn_layer_norm: ln("encoder_attn_layer_norm")?,
-            fc1: candle_nn::linear_no_bias(cfg.hidden_size, cfg.ffn_dim, vb.pp("fc1"))?,
-            fc2: candle_nn::linear_no_bias(cfg.ffn_dim, cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: Dense::load(cfg.hidden_size, cfg.ffn_dim, vb.pp("fc1"))?,
+            fc2: Dense::load(cfg.ffn_dim, cfg.hidden_size, vb.pp("fc2"))?,
             final_layer_norm: ln("final_layer_norm")?,
         })
     }
@@ -208,8 +226,8 @@ impl Block {
             x = (&x + self.encoder_attn.attend(&h, k, v, Some(mask))?)?;
         }
         let h = self.final_layer_norm.forward(&x)?;
-        let h = linear(&self.fc1, &h)?.gelu_erf()?;
-        &x + linear(&self.fc2, &h)?
+        let h = self.fc1.forward(&h)?.gelu_erf()?;
+        &x + self.fc2.forward(&h)?
     }
 }
 
@@ -227,7 +245,7 @@ pub struct Decoder {
     positions: Tensor,
     blocks: Vec<Block>,
     layer_norm: LayerNorm,
-    lm_heads: Vec<Linear>,
+    lm_heads: Vec<Dense>,
     cfg: DecoderConfig,
     dtype: DType,
     device: Device,
@@ -237,12 +255,13 @@ impl Decoder {
     /// Loads the decoder from `vb` rooted at the checkpoint's `decoder` prefix.
     pub fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let vm = vb.pp("model").pp("decoder");
+        let vm32 = vm.to_dtype(DType::F32);
         let embed_tokens = (0..cfg.num_codebooks)
             .map(|k| {
                 candle_nn::embedding(
                     cfg.vocab_size + 1,
                     cfg.hidden_size,
-                    vm.pp("embed_tokens").pp(k),
+                    vm32.pp("embed_tokens").pp(k),
                 )
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -250,15 +269,12 @@ impl Decoder {
             .map(|l| Block::load(cfg, vm.pp("layers").pp(l)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let layer_norm =
-            candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vm.pp("layer_norm"))?;
+            candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vm32.pp("layer_norm"))?;
         let lm_heads = (0..cfg.num_codebooks)
-            .map(|k| {
-                candle_nn::linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_heads").pp(k))
-            })
+            .map(|k| Dense::load(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_heads").pp(k)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let positions =
-            sinusoidal_table(cfg.max_position_embeddings, cfg.hidden_size, vb.device())?
-                .to_dtype(vb.dtype())?;
+            sinusoidal_table(cfg.max_position_embeddings, cfg.hidden_size, vb.device())?;
         Ok(Decoder {
             embed_tokens,
             positions,
@@ -276,7 +292,7 @@ impl Decoder {
         &self.cfg
     }
 
-    /// Weight dtype (also the dtype of hidden states).
+    /// Storage dtype of the large weights; hidden states, caches and norms are always f32.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
@@ -298,8 +314,8 @@ impl Decoder {
         let blocks = (0..self.blocks.len())
             .map(|_| {
                 Ok(KvCache {
-                    k: Tensor::zeros(shape, self.dtype, &self.device)?,
-                    v: Tensor::zeros(shape, self.dtype, &self.device)?,
+                    k: Tensor::zeros(shape, DType::F32, &self.device)?,
+                    v: Tensor::zeros(shape, DType::F32, &self.device)?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -318,7 +334,7 @@ impl Decoder {
         states: &Tensor,
         mask: &Tensor,
     ) -> candle_core::Result<CrossContext> {
-        let states = states.to_dtype(self.dtype)?;
+        let states = states.to_dtype(DType::F32)?;
         let kv = self
             .blocks
             .iter()
@@ -427,7 +443,7 @@ impl Decoder {
         let per_head = self
             .lm_heads
             .iter()
-            .map(|h| linear(h, hidden))
+            .map(|h| h.forward(hidden))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Tensor::stack(&per_head, 1)
     }

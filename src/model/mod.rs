@@ -8,6 +8,7 @@
 pub mod config;
 pub mod decoder;
 pub mod encodec;
+pub mod gemv;
 pub mod generate;
 pub mod hook;
 pub mod load;
@@ -464,30 +465,60 @@ impl MusicGen {
 /// The text encoder, tokenizer and audio codec, behind the few calls MusicGen makes.
 mod parts {
     use super::*;
+    use crate::model::encodec::Encodec;
+    use crate::model::t5::T5EncoderModel;
+    use crate::model::text::TextTokenizer;
 
-    pub struct Parts {}
+    pub struct Parts {
+        tokenizer: TextTokenizer,
+        t5: T5EncoderModel,
+        codec: Encodec,
+        device: Device,
+    }
 
     impl Parts {
         pub fn load(
-            _config: &MusicGenConfig,
-            _files: &ModelFiles,
-            _vb: candle_nn::VarBuilder,
-            _device: &Device,
+            config: &MusicGenConfig,
+            files: &ModelFiles,
+            vb: candle_nn::VarBuilder,
+            device: &Device,
         ) -> Result<Self, ModelError> {
-            Ok(Parts {})
+            let tokenizer = TextTokenizer::from_file(&files.tokenizer)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            let t5 = T5EncoderModel::load(vb.pp("text_encoder"), &config.text_encoder)
+                .map_err(|e| weights_error(files, e))?;
+            let codec = Encodec::load(vb.pp("audio_encoder"), &config.audio_encoder)
+                .map_err(|e| weights_error(files, e))?;
+            Ok(Parts {
+                tokenizer,
+                t5,
+                codec,
+                device: device.clone(),
+            })
         }
 
         /// T5 states `[b, s, d_text]` and mask `[b, s]`.
-        pub fn encode_text(&self, _prompts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
-            Err(ModelError::Unimplemented("text encoder"))
+        pub fn encode_text(&self, prompts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
+            let batch = self
+                .tokenizer
+                .encode_batch(prompts)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            let ids = batch.ids_tensor(&self.device)?;
+            let mask = batch.mask_tensor(&self.device)?;
+            let states = self.t5.forward(&ids, &mask)?;
+            Ok((states, mask))
         }
 
-        pub fn decode(&self, _codes: &Tensor) -> Result<Vec<Vec<f32>>, ModelError> {
-            Err(ModelError::Unimplemented("EnCodec decode"))
+        pub fn decode(&self, codes: &Tensor) -> Result<Vec<Vec<f32>>, ModelError> {
+            let audio = self.codec.decode(codes)?; // [b, 1, samples]
+            let audio = audio.squeeze(1)?.to_dtype(DType::F32)?;
+            Ok(audio.to_vec2()?)
         }
 
-        pub fn encode(&self, _audio: &[f32]) -> Result<Tensor, ModelError> {
-            Err(ModelError::Unimplemented("EnCodec encode"))
+        pub fn encode(&self, audio: &[f32]) -> Result<Tensor, ModelError> {
+            let x = Tensor::from_slice(audio, (1, 1, audio.len()), &self.device)?;
+            let k = self.codec.num_codebooks();
+            Ok(self.codec.encode(&x, k)?.to_device(&Device::Cpu)?)
         }
     }
 }
