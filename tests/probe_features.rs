@@ -13,7 +13,9 @@ use baton::probe::{extract::pool, FeatureSet, Labels, Pooling};
 use candle_core::{DType, Device};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn notes_dataset(dir: &Path, sample_rate: u32, limit: usize) {
@@ -21,7 +23,7 @@ fn notes_dataset(dir: &Path, sample_rate: u32, limit: usize) {
         out: dir.to_path_buf(),
         concept: Concept::Notes,
         options: SpecOptions {
-            instruments: "0".parse::<Instruments>().unwrap(),
+            instruments: "1".parse::<Instruments>().unwrap(),
             limit: Some(limit),
             seed: 3,
         },
@@ -40,11 +42,20 @@ fn features_are_pooled_capture_outputs_with_manifest_labels() {
     let out = tmp.path().join("feats.safetensors");
     let model_dir = fixture("tiny-a");
     let status = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["features", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([
+            "features",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .args(["--model", model_dir.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     let feats = FeatureSet::read(&out).unwrap();
     let model = MusicGen::load(model_dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
@@ -100,9 +111,19 @@ fn last_pooling_takes_the_final_frame() {
         .unwrap()
         .reshape((1, 3, 4))
         .unwrap();
-    let last: Vec<f32> = pool(&t, Pooling::Last).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let last: Vec<f32> = pool(&t, Pooling::Last)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!(last, vec![8.0, 9.0, 10.0, 11.0]);
-    let mean: Vec<f32> = pool(&t, Pooling::Mean).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let mean: Vec<f32> = pool(&t, Pooling::Mean)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!(mean, vec![4.0, 5.0, 6.0, 7.0]);
 }
 
@@ -114,11 +135,16 @@ fn wrong_sample_rate_and_missing_dataset_are_clear_errors() {
     let out = tmp.path().join("feats.safetensors");
     let model_dir = fixture("tiny-a");
     for (dataset, needle) in [
-        (data.clone(), "--sample-rate 32000"),
+        (data.clone(), "sampled at 16000 Hz"),
         (tmp.path().join("nowhere"), "manifest.jsonl"),
     ] {
         let run = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["features", dataset.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args([
+                "features",
+                dataset.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
             .args(["--model", model_dir.to_str().unwrap()])
             .output()
             .unwrap();

@@ -126,9 +126,7 @@ pub fn chroma(samples: &[f32], sample_rate: u32) -> [f64; 12] {
 /// The strongest pitch class of a signal (argmax of its [`chroma`]).
 pub fn dominant_pitch_class(samples: &[f32], sample_rate: u32) -> u8 {
     let c = chroma(samples, sample_rate);
-    (0..12)
-        .max_by(|&a, &b| c[a].total_cmp(&c[b]))
-        .unwrap_or(0) as u8
+    (0..12).max_by(|&a, &b| c[a].total_cmp(&c[b])).unwrap_or(0) as u8
 }
 
 /// Pitch classes whose chroma is at least `threshold` (0..1) of the strongest, ascending.
@@ -229,7 +227,9 @@ mod tests {
     fn sine_peaks_at_its_frequency_and_pitch_class() {
         let sr = 32000;
         let a4 = sine(440.0, 1.0, sr);
-        let peak = average_spectrum(&a4, sr, 8192).peak_hz(50.0, 5000.0).unwrap();
+        let peak = average_spectrum(&a4, sr, 8192)
+            .peak_hz(50.0, 5000.0)
+            .unwrap();
         assert!((peak - 440.0).abs() < 4.0, "{peak}");
         assert_eq!(dominant_pitch_class(&a4, sr), 9);
         // E5 = 659.26 Hz -> pitch class 4

@@ -143,8 +143,11 @@ impl ScoreBuilder {
     /// Sorts the events (stable: set-up, releases, strikes at equal times) and keeps the window
     /// `[start, start + length)` seconds.
     pub fn build(mut self, start: f64, length: f64) -> Score {
-        self.events
-            .sort_by(|a, b| a.time.total_cmp(&b.time).then(a.kind.rank().cmp(&b.kind.rank())));
+        self.events.sort_by(|a, b| {
+            a.time
+                .total_cmp(&b.time)
+                .then(a.kind.rank().cmp(&b.kind.rank()))
+        });
         Score {
             events: self.events,
             start,
@@ -167,7 +170,13 @@ mod tests {
         let kinds: Vec<EventKind> = score.events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds[0], EventKind::Program(40));
         assert_eq!(kinds[2], EventKind::NoteOff { key: 60 });
-        assert_eq!(kinds[3], EventKind::NoteOn { key: 60, velocity: 64 });
+        assert_eq!(
+            kinds[3],
+            EventKind::NoteOn {
+                key: 60,
+                velocity: 64
+            }
+        );
         assert_eq!(score.events[3].time, 1.0);
         assert_eq!(score.onsets(), vec![0.0, 1.0]);
         assert_eq!(score.keys(), vec![60]);

@@ -15,8 +15,7 @@ use super::events::{
 };
 use super::instruments::{parse_program, program_name, spread_programs, syntheory_programs};
 use super::theory::{
-    diatonic_triad, pitch_class_name, scale_notes, triad, Inversion, Mode, Quality,
-    INTERVAL_NAMES,
+    diatonic_triad, pitch_class_name, scale_notes, triad, Inversion, Mode, Quality, INTERVAL_NAMES,
 };
 use super::ConceptError;
 
@@ -257,8 +256,16 @@ pub const PROGRESSIONS: [(Mode, [u8; 4]); 19] = [
 ];
 
 /// SynTheory's eight time signatures.
-pub const TIME_SIGNATURES: [(u8, u8); 8] =
-    [(2, 2), (2, 4), (3, 4), (3, 8), (4, 4), (6, 8), (9, 8), (12, 8)];
+pub const TIME_SIGNATURES: [(u8, u8); 8] = [
+    (2, 2),
+    (2, 4),
+    (3, 4),
+    (3, 8),
+    (4, 4),
+    (6, 8),
+    (9, 8),
+    (12, 8),
+];
 
 /// Reverb send (CC 91) of SynTheory's three reverb levels.
 pub const REVERB_LEVELS: [u8; 3] = [0, 63, 127];
@@ -611,8 +618,9 @@ fn enumerate(concept: Concept, programs: &[u8], seed: u64) -> Vec<ClipSpec> {
                             let index = s.out.len();
                             let offset =
                                 unit(clip_seed(seed, concept, index)) * (30.0 - CLIP_SECONDS);
-                            let score =
-                                click_score(BASE_BPM, sound, num, unit_beats, clicks, reverb, offset);
+                            let score = click_score(
+                                BASE_BPM, sound, num, unit_beats, clicks, reverb, offset,
+                            );
                             s.push(
                                 format!("{num}-{den}_{}_r{level}_o{k}", sound.name),
                                 Label::Class(format!("{num}/{den}")),
@@ -703,7 +711,10 @@ mod tests {
         for c in Concept::ALL {
             assert_eq!(c.name().parse::<Concept>().unwrap(), c);
         }
-        assert_eq!("time-signatures".parse::<Concept>().unwrap(), Concept::TimeSignatures);
+        assert_eq!(
+            "time-signatures".parse::<Concept>().unwrap(),
+            Concept::TimeSignatures
+        );
         assert_eq!("chord".parse::<Concept>().unwrap(), Concept::Chords);
         assert!("melodies".parse::<Concept>().is_err());
     }
@@ -716,7 +727,10 @@ mod tests {
             "0, violin,40".parse::<Instruments>().unwrap(),
             Instruments::Programs(vec![0, 40])
         );
-        assert_eq!("40,".parse::<Instruments>().unwrap(), Instruments::Programs(vec![40]));
+        assert_eq!(
+            "40,".parse::<Instruments>().unwrap(),
+            Instruments::Programs(vec![40])
+        );
         assert!("0".parse::<Instruments>().is_err());
         assert!("93".parse::<Instruments>().is_err());
         assert!("kazoo,1".parse::<Instruments>().is_err());

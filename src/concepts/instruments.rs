@@ -182,7 +182,9 @@ pub fn syntheory_programs() -> Vec<u8> {
 pub fn spread_programs(n: usize) -> Vec<u8> {
     let all = syntheory_programs();
     let n = n.clamp(1, all.len());
-    (0..n).map(|i| all[(2 * i + 1) * all.len() / (2 * n)]).collect()
+    (0..n)
+        .map(|i| all[(2 * i + 1) * all.len() / (2 * n)])
+        .collect()
 }
 
 /// Finds a program by number (`40`) or by name, ignoring case, spaces, underscores and quotes

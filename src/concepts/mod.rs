@@ -53,7 +53,9 @@ pub enum ConceptError {
     SoundFontInvalid { path: PathBuf, why: String },
     #[error("synthesizer error: {0}")]
     Synth(String),
-    #[error("{dir} holds another dataset ({difference}); choose another --out folder or delete it")]
+    #[error(
+        "{dir} holds another dataset ({difference}); choose another --out folder or delete it"
+    )]
     OtherDataset { dir: PathBuf, difference: String },
     #[error("{dir} is not empty and holds no baton dataset; choose a new or empty --out folder")]
     NotEmpty { dir: PathBuf },

@@ -174,8 +174,8 @@ fn render_soundfont(
     len: usize,
 ) -> Result<Vec<f32>, ConceptError> {
     let settings = SynthesizerSettings::new(sample_rate as i32);
-    let mut synth = Synthesizer::new(font, &settings)
-        .map_err(|e| ConceptError::Synth(e.to_string()))?;
+    let mut synth =
+        Synthesizer::new(font, &settings).map_err(|e| ConceptError::Synth(e.to_string()))?;
     let total = start + len;
     let mut left = vec![0f32; total];
     let mut right = vec![0f32; total];

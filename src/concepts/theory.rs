@@ -266,7 +266,10 @@ mod tests {
         // A minor: tonic 57.
         assert_eq!(triad(9, Quality::Minor, Inversion::Root), [57, 60, 64]);
         // B diminished: tonic 59, B D F.
-        assert_eq!(triad(11, Quality::Diminished, Inversion::Root), [59, 62, 65]);
+        assert_eq!(
+            triad(11, Quality::Diminished, Inversion::Root),
+            [59, 62, 65]
+        );
         // C augmented = III of A harmonic minor (tonic 57): C5 E5 G#5.
         assert_eq!(triad(0, Quality::Augmented, Inversion::Root), [60, 64, 68]);
         // V in C major is voiced without wrapping: G4 B4 D4.

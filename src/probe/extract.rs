@@ -104,9 +104,9 @@ pub fn extract_entries(
     options: &ExtractOptions,
     on_clip: &mut dyn FnMut(usize, usize),
 ) -> Result<FeatureSet, ExtractError> {
-    let first = entries
-        .first()
-        .ok_or_else(|| ExtractError::Invalid(format!("{}: the manifest lists no clips", dir.display())))?;
+    let first = entries.first().ok_or_else(|| {
+        ExtractError::Invalid(format!("{}: the manifest lists no clips", dir.display()))
+    })?;
     let concept = first.concept;
     if let Some(other) = entries.iter().find(|e| e.concept != concept) {
         return Err(ExtractError::Invalid(format!(
@@ -217,9 +217,7 @@ fn labels_of(entries: &[ManifestEntry], classes: &[String]) -> Result<Labels, Ex
                 .iter()
                 .position(|k| k == c)
                 .map(|i| i as i64)
-                .ok_or_else(|| {
-                    ExtractError::Invalid(format!("{}: unknown class `{c}`", e.file))
-                }),
+                .ok_or_else(|| ExtractError::Invalid(format!("{}: unknown class `{c}`", e.file))),
             Label::Value(v) => Err(ExtractError::Invalid(format!(
                 "{}: numeric label {v} in a classification concept",
                 e.file
