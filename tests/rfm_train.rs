@@ -118,7 +118,7 @@ fn baton(args: &[&str]) -> (bool, String) {
         .output()
         .unwrap();
     let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        String::from_utf8_lossy(&out.stdout).to_string() + &*String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("panicked"), "{text}");
     // miette wraps long messages: compare on single-spaced text.
     let text = text
