@@ -113,6 +113,8 @@ fn same_options_give_the_same_bytes_and_the_library_render_matches_the_files() {
                 let (disk, rate) = read_wav_mono(&a.join(&entry.file)).expect("wav");
                 assert_eq!(rate, SR);
                 assert!(disk == r.render(spec).expect("render"), "{}", entry.file);
+                let silent = disk.iter().all(|&x| x == 0.0);
+                assert_eq!(entry.fields["is_silent"], serde_json::Value::Bool(silent));
             }
         }
     }
