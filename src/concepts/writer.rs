@@ -1,6 +1,7 @@
 //! Writing a dataset folder: render the clips in parallel, write each WAV atomically, resume an
 //! interrupted run, and write the manifest last.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -226,9 +227,9 @@ pub fn write_dataset(
     // Clips from an earlier run: read them back (a resume is rare; the answer must not depend on
     // whether a clip was rendered now or then).
     for spec in &specs {
-        if !silent.contains_key(&spec.index) {
+        if let Entry::Vacant(slot) = silent.entry(spec.index) {
             let (samples, _) = read_wav_mono(&job.out.join(clip_file(spec)))?;
-            silent.insert(spec.index, samples.iter().all(|&x| x == 0.0));
+            slot.insert(samples.iter().all(|&x| x == 0.0));
         }
     }
 
