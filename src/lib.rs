@@ -6,15 +6,12 @@
 //! Stages and their dependency direction (see README.md, "Architecture"):
 //! - [`model`], [`rfm`], [`concepts`], [`audio`] know nothing of each other's internals;
 //! - [`probe`] uses model + rfm + concepts; [`steer`] works on plain tensors;
-//! - [`script`] wires everything for recipes; [`repl`] and [`live`] sit on [`script`].
+//! - [`script`] wires everything for recipes (the REPL and watch mode will sit on it).
 
 pub mod audio;
 pub mod concepts;
-pub mod eval;
-pub mod live;
 pub mod model;
 pub mod probe;
-pub mod repl;
 pub mod rfm;
 pub mod script;
 pub mod steer;

@@ -12,6 +12,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: boxing the large render arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Generate music from a text prompt or a Rhai recipe, and write WAV files.
@@ -24,13 +26,13 @@ enum Command {
     Features(cli::features::FeaturesArgs),
     /// Train RFM probes on a features file and write a direction bundle.
     Train(cli::train::TrainArgs),
-    /// Explore directions and schedules interactively.
-    Repl(cli::repl::ReplArgs),
-    /// Re-render a recipe every time it is saved.
-    Watch(cli::watch::WatchArgs),
 }
 
 fn main() -> miette::Result<()> {
+    // Errors stay on one line however long the paths in them are (scripts grep them).
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
     let cli = Cli::parse();
     match cli.command {
         Command::Render(args) => cli::render::run(args),
@@ -38,7 +40,5 @@ fn main() -> miette::Result<()> {
         Command::Dataset(args) => cli::dataset::run(args),
         Command::Features(args) => cli::features::run(args),
         Command::Train(args) => cli::train::run(args),
-        Command::Repl(args) => cli::repl::run(args),
-        Command::Watch(args) => cli::watch::run(args),
     }
 }

@@ -1,6 +1,11 @@
-//! Options shared by every verb that loads a model.
+//! Options shared by every verb that loads a model, and the loading itself.
 
+use std::time::Duration;
+
+use baton::model::MusicGen;
+use candle_core::{DType, Device};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Which model to load, and where to run it.
 #[derive(Args, Debug, Clone)]
@@ -14,4 +19,49 @@ pub struct ModelArgs {
     /// Storage type of the decoder weights: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(spec: &str) -> miette::Result<Device> {
+    let cuda = |n: usize| {
+        Device::new_cuda(n).map_err(|e| miette::miette!("cannot use --device {spec}: {e}"))
+    };
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        _ => match spec.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => Err(miette::miette!(
+                "unknown --device {spec:?}: expected cpu, cuda or cuda:N"
+            )),
+        },
+    }
+}
+
+/// Parses `f32`, `f16` or `bf16`.
+pub fn parse_dtype(spec: &str) -> miette::Result<DType> {
+    match spec {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        _ => Err(miette::miette!(
+            "unknown --dtype {spec:?}: expected f32, f16 or bf16"
+        )),
+    }
+}
+
+/// Loads the model named by `args`, with a spinner on stderr.
+pub fn load_model(args: &ModelArgs) -> miette::Result<MusicGen> {
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.set_message(format!("loading {}", args.model));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let model = MusicGen::load(&args.model, &device, dtype);
+    spinner.finish_and_clear();
+    model.map_err(|e| miette::miette!("{e}"))
 }

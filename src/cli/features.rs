@@ -1,12 +1,61 @@
-//! `baton features`.
+//! `baton features`: a dataset folder to a features file (pooled per-block decoder outputs).
 
+use std::path::PathBuf;
+
+use baton::probe::{extract_dataset, ExtractOptions, Pooling};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::common::{load_model, ModelArgs};
 
 /// Arguments of `baton features`.
 #[derive(Args, Debug)]
-pub struct FeaturesArgs {}
+pub struct FeaturesArgs {
+    /// Dataset folder written by `baton dataset` (clips/*.wav + manifest.jsonl).
+    pub dataset: PathBuf,
+    /// Output features file (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Decoder blocks to keep, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Vec<usize>,
+    /// Pooling over time: mean (the paper's) or last.
+    #[arg(long, default_value = "mean")]
+    pub pooling: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
 
 /// Runs `baton features`.
-pub fn run(_args: FeaturesArgs) -> miette::Result<()> {
-    Err(miette::miette!("baton features is not implemented yet"))
+pub fn run(args: FeaturesArgs) -> miette::Result<()> {
+    let pooling: Pooling = args.pooling.parse().map_err(|e| miette::miette!("{e}"))?;
+    let model = load_model(&args.model)?;
+    let options = ExtractOptions {
+        layers: args.layers.clone(),
+        pooling,
+        model_name: args.model.model.clone(),
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} clips  {per_sec}  [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let features = extract_dataset(&model, &args.dataset, &options, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let features = features.map_err(|e| miette::miette!("{e}"))?;
+    features
+        .write(&args.out)
+        .map_err(|e| miette::miette!("{e}"))?;
+    eprintln!(
+        "wrote {}: {} clips x {} blocks x {} features ({} pooling)",
+        args.out.display(),
+        features.n,
+        features.layers.len(),
+        features.hidden_size,
+        features.pooling
+    );
+    Ok(())
 }

@@ -1,12 +1,87 @@
-//! `baton info`.
+//! `baton info`: a model's shape and size, read from its config and weight headers (no weights
+//! are loaded).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use baton::model::load::{self, SafetensorsFiles};
+use baton::model::MusicGenConfig;
 use clap::Args;
 
 /// Arguments of `baton info`.
 #[derive(Args, Debug)]
-pub struct InfoArgs {}
+pub struct InfoArgs {
+    /// Hugging Face hub id or local folder.
+    #[arg(long, default_value = "facebook/musicgen-small")]
+    pub model: String,
+}
+
+fn human_bytes(n: usize) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.2} GB", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.1} MB", n / 1e6)
+    } else {
+        format!("{:.1} kB", n / 1e3)
+    }
+}
 
 /// Runs `baton info`.
-pub fn run(_args: InfoArgs) -> miette::Result<()> {
-    Err(miette::miette!("baton info is not implemented yet"))
+pub fn run(args: InfoArgs) -> miette::Result<()> {
+    let err = |e: baton::model::ModelError| miette::miette!("{e}");
+    let files = load::resolve(&args.model).map_err(err)?;
+    let text = std::fs::read_to_string(&files.config)
+        .map_err(|e| miette::miette!("cannot read {}: {e}", files.config.display()))?;
+    let config = MusicGenConfig::from_json(&text)
+        .map_err(|e| miette::miette!("{}: {e}", files.config.display()))?;
+    let weights = Arc::new(SafetensorsFiles::open(&files.weights).map_err(err)?);
+
+    // Parameters and bytes per top-level part of the checkpoint.
+    let mut parts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (name, dtype, shape) in weights.tensors() {
+        let part = name.split('.').next().unwrap_or("").to_string();
+        let n: usize = shape.iter().product();
+        let e = parts.entry(part).or_default();
+        e.0 += n;
+        e.1 += n * dtype.size_in_bytes();
+    }
+    let d = &config.decoder;
+    let max_s = (d.max_position_embeddings + 1 - d.num_codebooks) as f64 / config.frame_rate();
+    println!("model            {}", args.model);
+    println!(
+        "decoder          {} blocks, hidden {}, {} heads, ffn {}",
+        d.num_hidden_layers, d.hidden_size, d.num_attention_heads, d.ffn_dim
+    );
+    println!(
+        "codebooks        {} x {} entries (pad/BOS id {})",
+        d.num_codebooks,
+        d.vocab_size,
+        d.pad_id()
+    );
+    println!("text encoder     T5, d_model {}", config.text_hidden_size);
+    println!(
+        "audio            {} Hz mono, {} samples/frame, {} frames/s, at most {:.1} s",
+        config.sample_rate,
+        config.hop_length,
+        config.frame_rate(),
+        max_s
+    );
+    let (mut total_n, mut total_b) = (0, 0);
+    for (part, (n, b)) in &parts {
+        println!(
+            "weights          {part:<16} {:>7.1} M params  {:>10}",
+            *n as f64 / 1e6,
+            human_bytes(*b)
+        );
+        total_n += n;
+        total_b += b;
+    }
+    println!(
+        "weights          {:<16} {:>7.1} M params  {:>10}",
+        "total",
+        total_n as f64 / 1e6,
+        human_bytes(total_b)
+    );
+    Ok(())
 }

@@ -6,6 +6,4 @@ pub mod features;
 pub mod info;
 pub mod recipe;
 pub mod render;
-pub mod repl;
 pub mod train;
-pub mod watch;

@@ -1,21 +1,175 @@
 //! `baton render RECIPE.rhai`, and the `--steer` flags of prompt rendering.
+//!
+//! Recipe mode: `--out DIR` is the output folder (default `.`) every recipe path is relative
+//! to; `--model` other than the default wins over the recipe's `model(...)`; `--seconds`
+//! overrides every piece's length and `--greedy` forces greedy decoding (short, deterministic
+//! test renders). The direction library is `BATON_DIRECTIONS` (default `./directions`); extra
+//! writable folders are `BATON_ALLOW_WRITE` (a path list).
 
-use super::render::RenderArgs;
+use std::path::PathBuf;
+
+use baton::audio::SampleFormat;
 use baton::model::{MusicGen, ResidualHook};
+use baton::probe::DirectionBundle;
+use baton::script::render::ModelRenderer;
+use baton::script::{run_file, RecipeOptions};
+use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, Term};
+
+use super::common::{parse_device, parse_dtype};
+use super::render::RenderArgs;
+
+/// The `--model` default: any other value overrides a recipe's `model(...)`.
+const DEFAULT_MODEL: &str = "facebook/musicgen-small";
+
+/// Strength of a `--steer BUNDLE` given without `:STRENGTH` (the middle of the paper's demos).
+pub const DEFAULT_STRENGTH: f64 = 0.5;
+
+fn directions_dir() -> PathBuf {
+    std::env::var_os("BATON_DIRECTIONS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("directions"))
+}
 
 /// Runs a recipe file (the `RECIPE` argument of `baton render`).
-pub fn run(_args: &RenderArgs) -> miette::Result<()> {
-    Err(miette::miette!("recipes are not implemented yet"))
+pub fn run(args: &RenderArgs) -> miette::Result<()> {
+    let Some(recipe) = &args.recipe else {
+        return Err(miette::miette!("no recipe given"));
+    };
+    if !args.prompt.is_empty() || !args.steer.is_empty() {
+        return Err(miette::miette!(
+            "give either a RECIPE.rhai or --prompt/--steer, not both"
+        ));
+    }
+    if let Some(s) = args.seconds {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(miette::miette!(
+                "--seconds must be a positive number, got {s}"
+            ));
+        }
+    }
+    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
+    if out_dir.extension().is_some_and(|e| e == "wav") {
+        return Err(miette::miette!(
+            "in recipe mode --out is a folder (the recipe names its files), got {}",
+            out_dir.display()
+        ));
+    }
+    let options = RecipeOptions {
+        directions: directions_dir(),
+        out_dir,
+        allow_write: std::env::var_os("BATON_ALLOW_WRITE")
+            .map(|v| std::env::split_paths(&v).collect())
+            .unwrap_or_default(),
+        default_model: DEFAULT_MODEL.into(),
+        model_override: (args.model.model != DEFAULT_MODEL).then(|| args.model.model.clone()),
+        seconds_override: args.seconds,
+        greedy: args.greedy,
+        ..RecipeOptions::default()
+    };
+    let format = if args.pcm16 {
+        SampleFormat::Pcm16
+    } else {
+        SampleFormat::Float32
+    };
+    let renderer = ModelRenderer::new(
+        parse_device(&args.model.device)?,
+        parse_dtype(&args.model.dtype)?,
+        format,
+        true,
+    );
+    run_file(recipe, options, Box::new(renderer)).map_err(|e| miette::Report::new(*e))?;
+    Ok(())
+}
+
+/// Splits `BUNDLE[:STRENGTH]`; BUNDLE is a file or a library name such as `notes:C#`.
+fn parse_steer(spec: &str) -> miette::Result<(String, f64)> {
+    if let Some((bundle, s)) = spec.rsplit_once(':') {
+        if let Ok(strength) = s.trim().parse::<f64>() {
+            if !strength.is_finite() {
+                return Err(miette::miette!("--steer {spec}: strength is not finite"));
+            }
+            return Ok((bundle.to_string(), strength));
+        }
+    }
+    Ok((spec.to_string(), DEFAULT_STRENGTH))
+}
+
+fn load_direction(name: &str) -> miette::Result<Direction> {
+    let file = PathBuf::from(name);
+    let path = if file.is_file() {
+        file
+    } else if let Some((concept, target)) = name.split_once(':') {
+        directions_dir()
+            .join(concept)
+            .join(format!("{target}.safetensors"))
+    } else {
+        file
+    };
+    if !path.is_file() {
+        return Err(miette::miette!(
+            "--steer {name}: no bundle file {} (library names resolve under BATON_DIRECTIONS, default ./directions)",
+            path.display()
+        ));
+    }
+    let bundle =
+        DirectionBundle::read(&path).map_err(|e| miette::miette!("--steer {name}: {e}"))?;
+    Ok(Direction::from_bundle(name, bundle))
+}
+
+/// The plan asked for by `--steer`, `--layer-weights`, `--gate` and `--seed`.
+pub fn plan_from_flags(args: &RenderArgs) -> miette::Result<Plan> {
+    let weights: LayerWeights = args
+        .layer_weights
+        .parse()
+        .map_err(|e| miette::miette!("--layer-weights: {e}"))?;
+    if !(0.0..=1.0).contains(&args.gate) {
+        return Err(miette::miette!(
+            "--gate must be a probability between 0 and 1, got {}",
+            args.gate
+        ));
+    }
+    let terms = args
+        .steer
+        .iter()
+        .map(|spec| {
+            let (name, strength) = parse_steer(spec)?;
+            Ok(Term {
+                direction: load_direction(&name)?,
+                strength,
+                schedule: Schedule::constant(1.0),
+                weights,
+                gate: None,
+            })
+        })
+        .collect::<miette::Result<Vec<_>>>()?;
+    Ok(Plan {
+        terms,
+        gate: args.gate,
+        seed: args.seed,
+        ..Plan::default()
+    })
 }
 
 /// Builds the steering hook asked for by `--steer`, `--layer-weights` and `--gate`, or `None`
 /// when no `--steer` was given.
 pub fn hook_from_flags(
     args: &RenderArgs,
-    _model: &MusicGen,
+    model: &MusicGen,
 ) -> miette::Result<Option<Box<dyn ResidualHook>>> {
     if args.steer.is_empty() {
         return Ok(None);
     }
-    Err(miette::miette!("--steer is not implemented yet"))
+    let plan = plan_from_flags(args)?;
+    let steps = match (args.max_new_tokens, args.seconds) {
+        (Some(t), _) => t,
+        (None, s) => model
+            .max_new_tokens_for_seconds(s.unwrap_or(10.0))
+            .map_err(|e| miette::miette!("{e}"))?,
+    };
+    let hook: PlanHook = baton::script::render::plan_hook(model, &plan, steps, &mut |_, _| {
+        Err("no user curves on the command line".into())
+    })
+    .map_err(|e| miette::miette!("{e}"))?
+    .ok_or_else(|| miette::miette!("--steer given but nothing to steer"))?;
+    Ok(Some(Box::new(hook)))
 }

@@ -1,9 +1,14 @@
 //! `baton render`: a prompt (with optional `--steer` bundles) or a recipe to WAV.
 
-use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use super::common::ModelArgs;
+use baton::audio::{write_wav, SampleFormat};
+use baton::model::{write_codes, GenerateOptions, MusicGen, Sampling};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::common::{load_model, ModelArgs};
 
 /// Arguments of `baton render`.
 #[derive(Args, Debug)]
@@ -14,7 +19,7 @@ pub struct RenderArgs {
     #[arg(long)]
     pub prompt: Vec<String>,
     /// Length of the music in seconds.
-    #[arg(long, conflicts_with = "max_new_tokens")]
+    #[arg(long, conflicts_with = "max_new_tokens", allow_negative_numbers = true)]
     pub seconds: Option<f64>,
     /// Decoder steps, with Hugging Face's meaning (frames + codebooks - 1).
     #[arg(long)]
@@ -61,5 +66,207 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     if args.recipe.is_some() {
         return super::recipe::run(&args);
     }
-    Err(miette::miette!("baton render --prompt is not implemented yet"))
+    if args.prompt.is_empty() {
+        return Err(miette::miette!(
+            "nothing to render: give --prompt TEXT (repeatable) or a RECIPE.rhai"
+        ));
+    }
+    if let Some(i) = args.prompt.iter().position(|p| p.trim().is_empty()) {
+        return Err(miette::miette!("--prompt number {} is empty", i + 1));
+    }
+    if let Some(s) = args.seconds {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(miette::miette!(
+                "--seconds must be a positive number, got {s}"
+            ));
+        }
+    }
+    if args.max_new_tokens == Some(0) {
+        return Err(miette::miette!("--max-new-tokens must be at least 1"));
+    }
+    if !args.greedy {
+        if args.top_k == 0 {
+            return Err(miette::miette!("--top-k must be at least 1"));
+        }
+        if !(args.temperature.is_finite() && args.temperature > 0.0) {
+            return Err(miette::miette!(
+                "--temperature must be a positive number, got {}",
+                args.temperature
+            ));
+        }
+    }
+    if !(args.cfg.is_finite() && args.cfg >= 0.0) {
+        return Err(miette::miette!(
+            "--cfg must be a non-negative number, got {}",
+            args.cfg
+        ));
+    }
+    let n = args.prompt.len();
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
+    // `--out takes/` asks for a folder: create it (its parent must exist).
+    for folder in [Some(&out), args.save_codes.as_ref()].into_iter().flatten() {
+        if is_folder(folder) && !folder.exists() && folder.parent().is_some_and(Path::is_dir) {
+            std::fs::create_dir(folder)
+                .map_err(|e| miette::miette!("cannot create folder {}: {e}", folder.display()))?;
+        }
+    }
+    let wavs = output_paths(&out, n, "wav");
+    let codes_paths = args
+        .save_codes
+        .as_ref()
+        .map(|p| output_paths(p, n, "safetensors"));
+    for p in wavs.iter().chain(codes_paths.iter().flatten()) {
+        check_writable(p)?;
+    }
+
+    let model = load_model(&args.model)?;
+    let max_new_tokens = match (args.max_new_tokens, args.seconds) {
+        (Some(t), _) => t,
+        (None, Some(s)) => model
+            .max_new_tokens_for_seconds(s)
+            .map_err(|e| miette::miette!("{e}"))?,
+        (None, None) => model
+            .max_new_tokens_for_seconds(10.0)
+            .map_err(|e| miette::miette!("{e}"))?,
+    };
+    let options = GenerateOptions {
+        max_new_tokens,
+        sampling: if args.greedy {
+            Sampling::Greedy
+        } else {
+            Sampling::TopK {
+                k: args.top_k,
+                temperature: args.temperature,
+            }
+        },
+        guidance_scale: args.cfg,
+        seed: args.seed,
+    };
+    let mut hook = super::recipe::hook_from_flags(&args, &model)?;
+    let prompts: Vec<&str> = args.prompt.iter().map(String::as_str).collect();
+    let hook: Option<&mut dyn baton::model::ResidualHook> = match hook.as_mut() {
+        Some(h) => Some(h.as_mut()),
+        None => None,
+    };
+    let started = Instant::now();
+    let codes = generate_with_progress(&model, &prompts, &options, hook)?;
+    let generate_s = started.elapsed().as_secs_f64();
+
+    let decode_start = Instant::now();
+    let audio = model.decode(&codes).map_err(|e| miette::miette!("{e}"))?;
+    let decode_s = decode_start.elapsed().as_secs_f64();
+    let audio_s = audio.first().map_or(0.0, |a| a.len() as f64) / model.sample_rate() as f64;
+    eprintln!(
+        "generated {} steps in {generate_s:.2} s ({:.2} steps/s, text encoding included), \
+         decoded in {decode_s:.2} s, real-time factor {:.2}",
+        options.max_new_tokens,
+        options.max_new_tokens as f64 / generate_s,
+        (generate_s + decode_s) / audio_s.max(1e-9)
+    );
+    let format = if args.pcm16 {
+        SampleFormat::Pcm16
+    } else {
+        SampleFormat::Float32
+    };
+    for (i, wave) in audio.iter().enumerate() {
+        write_wav(&wavs[i], wave, model.sample_rate(), format)
+            .map_err(|e| miette::miette!("{e}"))?;
+        if let Some(paths) = &codes_paths {
+            let item = codes.get(i).map_err(|e| miette::miette!("{e}"))?;
+            write_codes(&paths[i], &item).map_err(|e| miette::miette!("{e}"))?;
+        }
+        eprintln!(
+            "wrote {} ({:.2} s)",
+            wavs[i].display(),
+            wave.len() as f64 / model.sample_rate() as f64
+        );
+    }
+    Ok(())
+}
+
+/// Runs generation with a progress bar showing decoder steps/s and the real-time factor
+/// (compute time / audio time; below 1 is faster than real time).
+pub fn generate_with_progress(
+    model: &MusicGen,
+    prompts: &[&str],
+    options: &GenerateOptions,
+    hook: Option<&mut dyn baton::model::ResidualHook>,
+) -> miette::Result<baton::model::Codes> {
+    let bar = ProgressBar::new(options.max_new_tokens as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let frame_rate = model.frame_rate();
+    let mut on_step = |done: usize, _total: usize| {
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        let audio_s = done as f64 / frame_rate;
+        bar.set_position(done as u64);
+        bar.set_message(format!(
+            "{:.1} steps/s, RTF {:.2}",
+            done as f64 / secs,
+            secs / audio_s
+        ));
+    };
+    let codes = model.generate(prompts, options, hook, &mut on_step);
+    bar.finish();
+    codes.map_err(|e| miette::miette!("{e}"))
+}
+
+/// One output path per prompt: `out` itself for a single prompt; for a batch, files inside `out`
+/// when it is a folder (or ends with `/`), else `{stem}-{i}.{ext}` next to it.
+fn output_paths(out: &Path, n: usize, ext: &str) -> Vec<PathBuf> {
+    if n == 1 && !out.is_dir() {
+        return vec![out.to_path_buf()];
+    }
+    let as_folder = is_folder(out);
+    (1..=n)
+        .map(|i| {
+            if as_folder {
+                out.join(format!("prompt-{i}.{ext}"))
+            } else {
+                let stem = out.with_extension("");
+                PathBuf::from(format!("{}-{i}.{ext}", stem.display()))
+            }
+        })
+        .collect()
+}
+
+/// True when `out` names a folder: an existing one, or a path ending with `/`.
+fn is_folder(out: &Path) -> bool {
+    out.is_dir() || out.to_string_lossy().ends_with('/')
+}
+
+/// Fails early (before minutes of generation) when `path` cannot be written.
+fn check_writable(path: &Path) -> miette::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(miette::miette!(
+            "cannot write {}: folder {} does not exist",
+            path.display(),
+            parent.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(miette::miette!(
+            "cannot write {}: it is a folder",
+            path.display()
+        ));
+    }
+    let probe = parent.join(format!(".baton-write-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(miette::miette!("cannot write {}: {e}", path.display())),
+    }
 }

@@ -2,24 +2,94 @@
 //! (encode + decode), generation (delay pattern, CFG, sampling, KV cache) and loading (hf-hub or a
 //! local folder).
 //!
-//! OWNER NOTE (skeleton): the public surface below is what `probe`, `script` and the CLI build
-//! on. Keep these names and signatures; fill in the bodies.
+//! ```no_run
+//! use baton::model::{GenerateOptions, MusicGen, Sampling};
+//! use candle_core::{DType, Device};
+//!
+//! let model = MusicGen::load("facebook/musicgen-small", &Device::Cpu, DType::F32)?;
+//! let options = GenerateOptions {
+//!     max_new_tokens: model.max_new_tokens_for_seconds(5.0)?,
+//!     sampling: Sampling::TopK { k: 250, temperature: 1.0 },
+//!     guidance_scale: 3.0,
+//!     seed: 0,
+//! };
+//! let codes = model.generate(&["lofi piano"], &options, None, &mut |_, _| {})?;
+//! let audio = model.decode(&codes)?; // one Vec<f32> per prompt, at model.sample_rate()
+//! // Probing: block outputs of a teacher-forced pass over codes, no text conditioning.
+//! let blocks = model.capture(&codes, &[0, 12, 23])?;
+//! # Ok::<(), baton::model::ModelError>(())
+//! ```
+//!
+//! Precision: `dtype` is the storage type of the decoder's large weights (f32, bf16 or f16);
+//! norms, embeddings, the residual stream, KV caches and logits are always f32, and the text
+//! encoder and codec always run in f32. Generation steps on the CPU use the few-row
+//! matrix-vector kernel in [`gemv`] (f32 and bf16 weights; f16 is widened per call, slower).
 
+pub mod config;
+pub mod decoder;
+pub mod encodec;
+pub mod gemv;
+pub mod generate;
 pub mod hook;
+pub mod load;
+pub mod t5;
+pub mod text;
 
+pub use config::{ConfigError, DecoderConfig, GenerationDefaults, MusicGenConfig};
 pub use hook::ResidualHook;
 
-use candle_core::{DType, Device, Tensor};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::Linear;
+
+use decoder::Decoder;
+use load::{ModelFiles, SafetensorsFiles};
 
 /// Errors from loading or running MusicGen.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// A feature that does not exist yet.
     #[error("not implemented yet: {0}")]
     Unimplemented(&'static str),
+    /// A required file is absent.
+    #[error("{path}: file not found")]
+    Missing { path: PathBuf },
+    /// A file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A hub lookup failed.
+    #[error("hub model {repo}{}: {message}", if file.is_empty() { String::new() } else { format!(", file {file}") })]
+    Hub {
+        repo: String,
+        file: String,
+        message: String,
+    },
+    /// `config.json` is invalid or describes an unsupported variant.
+    #[error("{path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+    /// A weights file is corrupt, or lacks or misshapes a tensor.
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
+    /// The tokenizer cannot be loaded or fails on a prompt.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Bad input from the caller (empty prompt, length out of range, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
-
 /// How the next token of each codebook is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampling {
@@ -46,76 +116,449 @@ pub struct GenerateOptions {
 /// Generated audio codes: `[batch, num_codebooks, frames]`, i64, delay pattern already undone.
 pub type Codes = Tensor;
 
+/// Result of a teacher-forced pass (see [`MusicGen::teacher_forced`]).
+pub struct TeacherForced {
+    /// Outputs of the requested blocks, each `[batch, frames, hidden]`, f32.
+    pub blocks: Vec<Tensor>,
+    /// Logits `[batch, codebooks, frames, vocab]`, f32.
+    pub logits: Tensor,
+}
+
 /// A loaded MusicGen model: text encoder, decoder LM and EnCodec audio codec.
 pub struct MusicGen {
-    _private: (),
+    config: MusicGenConfig,
+    parts: parts::Parts,
+    enc_to_dec_proj: Option<Linear>,
+    decoder: Decoder,
+    pad: i64,
+    bos: i64,
+    device: Device,
+    dtype: DType,
+}
+
+fn read_text(path: &std::path::Path) -> Result<String, ModelError> {
+    std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Wraps a candle error raised while reading weights so it names the weight files.
+fn weights_error(files: &ModelFiles, e: candle_core::Error) -> ModelError {
+    ModelError::Weights {
+        path: files.weights[0].clone(),
+        message: e.to_string(),
+    }
 }
 
 impl MusicGen {
     /// Loads a model from a hub id (`facebook/musicgen-small`, cached by hf-hub, honouring
     /// `HF_HUB_OFFLINE`) or a local folder holding config.json, model.safetensors (or a sharded
     /// index), tokenizer.json and generation_config.json. `dtype` applies to the decoder.
-    pub fn load(_spec: &str, _device: &Device, _dtype: DType) -> Result<Self, ModelError> {
-        Err(ModelError::Unimplemented("MusicGen::load"))
+    pub fn load(spec: &str, device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        let files = load::resolve(spec)?;
+        Self::load_files(&files, device, dtype)
+    }
+
+    /// Loads a model from already resolved files.
+    pub fn load_files(
+        files: &ModelFiles,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, ModelError> {
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(ModelError::Invalid(format!(
+                "decoder dtype must be f32, f16 or bf16, not {dtype:?}"
+            )));
+        }
+        let config = MusicGenConfig::from_json(&read_text(&files.config)?).map_err(|source| {
+            ModelError::Config {
+                path: files.config.clone(),
+                source,
+            }
+        })?;
+        let defaults: GenerationDefaults = match &files.generation_config {
+            Some(p) => serde_json::from_str(&read_text(p)?).map_err(|e| ModelError::Config {
+                path: p.clone(),
+                source: ConfigError::Parse(e.to_string()),
+            })?,
+            None => GenerationDefaults::default(),
+        };
+        let pad = defaults.pad_token_id.unwrap_or(config.decoder.pad_id());
+        let bos = defaults
+            .decoder_start_token_id
+            .or(config.decoder.bos_token_id)
+            .unwrap_or(pad);
+        let vocab = config.decoder.vocab_size as i64;
+        if pad != vocab || !(0..=vocab).contains(&bos) {
+            return Err(ModelError::Config {
+                path: files
+                    .generation_config
+                    .clone()
+                    .unwrap_or_else(|| files.config.clone()),
+                source: ConfigError::OutOfRange {
+                    field: "pad_token_id / decoder_start_token_id",
+                    value: format!("{pad} / {bos}"),
+                    reason: "pad must equal decoder.vocab_size and BOS lie within 0..=vocab_size",
+                },
+            });
+        }
+
+        let weights = Arc::new(SafetensorsFiles::open(&files.weights)?);
+        let vb32 = weights.var_builder(DType::F32, device);
+        let parts = parts::Parts::load(&config, files, vb32.clone(), device)?;
+        let enc_to_dec_proj = if config.has_enc_to_dec_proj() {
+            Some(
+                candle_nn::linear(
+                    config.text_hidden_size,
+                    config.decoder.hidden_size,
+                    vb32.pp("enc_to_dec_proj"),
+                )
+                .map_err(|e| weights_error(files, e))?,
+            )
+        } else {
+            None
+        };
+        let decoder = Decoder::load(
+            &config.decoder,
+            weights.var_builder(dtype, device).pp("decoder"),
+        )
+        .map_err(|e| weights_error(files, e))?;
+        Ok(MusicGen {
+            config,
+            parts,
+            enc_to_dec_proj,
+            decoder,
+            pad,
+            bos,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The parsed `config.json`.
+    pub fn config(&self) -> &MusicGenConfig {
+        &self.config
     }
 
     /// Number of decoder blocks.
     pub fn num_layers(&self) -> usize {
-        unimplemented!()
+        self.config.decoder.num_hidden_layers
     }
 
     /// Width of the decoder's residual stream.
     pub fn hidden_size(&self) -> usize {
-        unimplemented!()
+        self.config.decoder.hidden_size
+    }
+
+    /// Parallel codebooks per frame.
+    pub fn num_codebooks(&self) -> usize {
+        self.config.decoder.num_codebooks
     }
 
     /// Audio frames per second of the codec (50 for the real models).
     pub fn frame_rate(&self) -> f64 {
-        unimplemented!()
+        self.config.frame_rate()
     }
 
     /// Audio sample rate of the codec (32000 for the real models).
     pub fn sample_rate(&self) -> u32 {
-        unimplemented!()
+        self.config.sample_rate
+    }
+
+    /// Audio samples per codec frame.
+    pub fn samples_per_frame(&self) -> usize {
+        self.config.hop_length
     }
 
     /// The decoder's device.
     pub fn device(&self) -> &Device {
-        unimplemented!()
+        &self.device
     }
 
     /// The decoder's dtype (steering vectors must be in it).
     pub fn dtype(&self) -> DType {
-        unimplemented!()
+        self.dtype
+    }
+
+    /// The largest `max_new_tokens` the decoder's positions allow.
+    pub fn max_new_tokens_limit(&self) -> usize {
+        self.config.decoder.max_position_embeddings
+    }
+
+    /// The smallest `max_new_tokens` for which the delay pattern applies (HF leaves shorter
+    /// sequences unpatterned, which yields no whole frame).
+    pub fn min_new_tokens(&self) -> usize {
+        (2 * self.num_codebooks()).saturating_sub(2).max(1)
+    }
+
+    /// Converts a length in seconds to `max_new_tokens` (frames + codebooks - 1), checking it
+    /// against the model's limits.
+    pub fn max_new_tokens_for_seconds(&self, seconds: f64) -> Result<usize, ModelError> {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err(ModelError::Invalid(format!(
+                "seconds must be a positive number, got {seconds}"
+            )));
+        }
+        let frames = (seconds * self.frame_rate()).round().max(1.0);
+        let limit = self.max_new_tokens_limit();
+        let tokens = frames + (self.num_codebooks() - 1) as f64;
+        if tokens > limit as f64 {
+            let max_s = (limit + 1 - self.num_codebooks()) as f64 / self.frame_rate();
+            return Err(ModelError::Invalid(format!(
+                "{seconds} s is longer than this model can generate (at most {max_s:.2} s)"
+            )));
+        }
+        Ok((tokens as usize).max(self.min_new_tokens()))
+    }
+
+    fn check_options(&self, prompts: &[&str], options: &GenerateOptions) -> Result<(), ModelError> {
+        if prompts.is_empty() {
+            return Err(ModelError::Invalid("no prompt given".into()));
+        }
+        if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
+            return Err(ModelError::Invalid(format!("prompt {} is empty", i + 1)));
+        }
+        let (lo, hi) = (self.min_new_tokens(), self.max_new_tokens_limit());
+        if options.max_new_tokens < lo || options.max_new_tokens > hi {
+            return Err(ModelError::Invalid(format!(
+                "max_new_tokens must be within {lo}..={hi} for this model, got {}",
+                options.max_new_tokens
+            )));
+        }
+        if !(options.guidance_scale.is_finite() && options.guidance_scale >= 0.0) {
+            return Err(ModelError::Invalid(format!(
+                "guidance scale must be a non-negative number, got {}",
+                options.guidance_scale
+            )));
+        }
+        if let Sampling::TopK { k, temperature } = options.sampling {
+            if k == 0 {
+                return Err(ModelError::Invalid("top-k must be at least 1".into()));
+            }
+            if !(temperature.is_finite() && temperature > 0.0) {
+                return Err(ModelError::Invalid(format!(
+                    "temperature must be a positive number, got {temperature}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes prompts to decoder-width text states `[b, s, hidden]` (zero on padding) and the
+    /// text mask `[b, s]` (f32, 1 = real token), exactly what HF feeds the cross-attention.
+    pub fn text_states(&self, prompts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
+        let (states, mask) = self.parts.encode_text(prompts)?;
+        let states = match &self.enc_to_dec_proj {
+            Some(proj) => proj.forward(&states)?,
+            None => states,
+        };
+        let mask = mask.to_dtype(DType::F32)?;
+        let states = states.broadcast_mul(&mask.unsqueeze(2)?)?;
+        Ok((states, mask))
     }
 
     /// Generates codes for a batch of prompts. `hook` steers (see [`ResidualHook`]);
     /// `on_step(done, total)` is called after every decoder step (for progress bars).
     pub fn generate(
         &self,
-        _prompts: &[&str],
-        _options: &GenerateOptions,
-        _hook: Option<&mut dyn ResidualHook>,
-        _on_step: &mut dyn FnMut(usize, usize),
+        prompts: &[&str],
+        options: &GenerateOptions,
+        hook: Option<&mut dyn ResidualHook>,
+        on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Codes, ModelError> {
-        Err(ModelError::Unimplemented("MusicGen::generate"))
+        self.check_options(prompts, options)?;
+        let (states, mask) = self.text_states(prompts)?;
+        // HF: guidance is on only for scales above 1; the unconditional rows see zero text
+        // states and an all-zero mask.
+        let guided = options.guidance_scale > 1.0;
+        let (states, mask) = if guided {
+            (
+                Tensor::cat(&[&states, &states.zeros_like()?], 0)?,
+                Tensor::cat(&[&mask, &mask.zeros_like()?], 0)?,
+            )
+        } else {
+            (states, mask)
+        };
+        let cross = self.decoder.cross_context(&states, &mask)?;
+        let inputs = generate::GenerationInputs {
+            cross: &cross,
+            batch: prompts.len(),
+            guided,
+            pad: self.pad,
+            bos: self.bos,
+        };
+        generate::generate(&self.decoder, &inputs, options, hook, on_step)
     }
 
     /// Decodes codes `[batch, codebooks, frames]` to mono audio, one `Vec` per batch item, each
     /// exactly `frames * samples_per_frame` long.
-    pub fn decode(&self, _codes: &Codes) -> Result<Vec<Vec<f32>>, ModelError> {
-        Err(ModelError::Unimplemented("MusicGen::decode"))
+    pub fn decode(&self, codes: &Codes) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.check_codes(codes, false)?;
+        self.parts.decode(codes)
     }
 
     /// Encodes mono audio at [`MusicGen::sample_rate`] to codes `[1, codebooks, frames]`.
-    pub fn encode(&self, _audio: &[f32]) -> Result<Codes, ModelError> {
-        Err(ModelError::Unimplemented("MusicGen::encode"))
+    pub fn encode(&self, audio: &[f32]) -> Result<Codes, ModelError> {
+        if audio.is_empty() {
+            return Err(ModelError::Invalid("cannot encode empty audio".into()));
+        }
+        self.parts.encode(audio)
+    }
+
+    fn check_codes(&self, codes: &Codes, allow_pad: bool) -> Result<(), ModelError> {
+        let dims = codes.dims();
+        if dims.len() != 3 || dims[1] != self.num_codebooks() || dims[2] == 0 {
+            return Err(ModelError::Invalid(format!(
+                "codes must be [batch, {}, frames], got {dims:?}",
+                self.num_codebooks()
+            )));
+        }
+        let ids: Vec<i64> = codes.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?;
+        let hi = self.config.decoder.vocab_size as i64 + i64::from(allow_pad);
+        if let Some(bad) = ids.iter().find(|&&id| id < 0 || id >= hi) {
+            return Err(ModelError::Invalid(format!(
+                "code {bad} is outside the codebook (0..{hi})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Teacher-forced pass over `codes` `[batch, codebooks, frames]` (no delay pattern applied;
+    /// the pad/BOS id is allowed), conditioned on `prompts` (one per batch row) or on nothing.
+    /// Returns the requested blocks' outputs and the logits.
+    pub fn teacher_forced(
+        &self,
+        prompts: Option<&[&str]>,
+        codes: &Codes,
+        layers: &[usize],
+    ) -> Result<TeacherForced, ModelError> {
+        self.check_codes(codes, true)?;
+        if let Some(&l) = layers.iter().find(|&&l| l >= self.num_layers()) {
+            return Err(ModelError::Invalid(format!(
+                "block {l} does not exist (the model has {} blocks)",
+                self.num_layers()
+            )));
+        }
+        let frames = codes.dim(2)?;
+        if frames > self.max_new_tokens_limit() {
+            return Err(ModelError::Invalid(format!(
+                "{frames} frames exceed the model's limit of {}",
+                self.max_new_tokens_limit()
+            )));
+        }
+        let cross = match prompts {
+            Some(p) => {
+                if p.len() != codes.dim(0)? {
+                    return Err(ModelError::Invalid(format!(
+                        "{} prompts for a batch of {}",
+                        p.len(),
+                        codes.dim(0)?
+                    )));
+                }
+                let (states, mask) = self.text_states(p)?;
+                Some(self.decoder.cross_context(&states, &mask)?)
+            }
+            None => None,
+        };
+        let codes = codes.to_device(&self.device)?;
+        let out = self
+            .decoder
+            .forward(&codes, cross.as_ref(), None, None, layers)?;
+        let logits = self.decoder.logits(&out.hidden)?.to_dtype(DType::F32)?;
+        let blocks = out
+            .captured
+            .into_iter()
+            .map(|t| t.to_dtype(DType::F32))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(TeacherForced { blocks, logits })
     }
 
     /// Teacher-forced pass over `codes` `[batch, codebooks, frames]` with no text conditioning and
     /// no delay pattern; returns the outputs of the requested blocks, each `[batch, frames,
     /// hidden]` in f32.
-    pub fn capture(&self, _codes: &Codes, _layers: &[usize]) -> Result<Vec<Tensor>, ModelError> {
-        Err(ModelError::Unimplemented("MusicGen::capture"))
+    pub fn capture(&self, codes: &Codes, layers: &[usize]) -> Result<Vec<Tensor>, ModelError> {
+        Ok(self.teacher_forced(None, codes, layers)?.blocks)
     }
+}
+
+/// The text encoder, tokenizer and audio codec, behind the few calls MusicGen makes.
+mod parts {
+    use super::*;
+    use crate::model::encodec::Encodec;
+    use crate::model::t5::T5EncoderModel;
+    use crate::model::text::TextTokenizer;
+
+    pub struct Parts {
+        tokenizer: TextTokenizer,
+        t5: T5EncoderModel,
+        codec: Encodec,
+        device: Device,
+    }
+
+    impl Parts {
+        pub fn load(
+            config: &MusicGenConfig,
+            files: &ModelFiles,
+            vb: candle_nn::VarBuilder,
+            device: &Device,
+        ) -> Result<Self, ModelError> {
+            let tokenizer = TextTokenizer::from_file(&files.tokenizer)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            let t5 = T5EncoderModel::load(vb.pp("text_encoder"), &config.text_encoder)
+                .map_err(|e| weights_error(files, e))?;
+            let codec = Encodec::load(vb.pp("audio_encoder"), &config.audio_encoder)
+                .map_err(|e| weights_error(files, e))?;
+            Ok(Parts {
+                tokenizer,
+                t5,
+                codec,
+                device: device.clone(),
+            })
+        }
+
+        /// T5 states `[b, s, d_text]` and mask `[b, s]`.
+        pub fn encode_text(&self, prompts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
+            let batch = self
+                .tokenizer
+                .encode_batch(prompts)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            let ids = batch.ids_tensor(&self.device)?;
+            let mask = batch.mask_tensor(&self.device)?;
+            let states = self.t5.forward(&ids, &mask)?;
+            Ok((states, mask))
+        }
+
+        pub fn decode(&self, codes: &Tensor) -> Result<Vec<Vec<f32>>, ModelError> {
+            let audio = self.codec.decode(codes)?; // [b, 1, samples]
+            let audio = audio.squeeze(1)?.to_dtype(DType::F32)?;
+            Ok(audio.to_vec2()?)
+        }
+
+        pub fn encode(&self, audio: &[f32]) -> Result<Tensor, ModelError> {
+            let x = Tensor::from_slice(audio, (1, 1, audio.len()), &self.device)?;
+            let k = self.codec.num_codebooks();
+            Ok(self.codec.encode(&x, k)?.to_device(&Device::Cpu)?)
+        }
+    }
+}
+
+/// Writes one item's codes `[codebooks, frames]` as a safetensors file with tensor `codes` (i64),
+/// atomically.
+pub fn write_codes(path: &std::path::Path, codes: &Tensor) -> Result<(), ModelError> {
+    let (k, frames) = codes.dims2()?;
+    let ids: Vec<i64> = codes.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?;
+    let bytes: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bad = |message: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![k, frames], &bytes)
+            .map_err(|e| bad(e.to_string()))?;
+    let meta =
+        std::collections::HashMap::from([("baton.format".to_string(), "codes/1".to_string())]);
+    let file = safetensors::tensor::serialize([("codes", view)], Some(meta))
+        .map_err(|e| bad(e.to_string()))?;
+    crate::audio::write_atomic(path, &file).map_err(|e| ModelError::Invalid(e.to_string()))
 }

@@ -77,12 +77,18 @@ impl DirectionBundle {
                 ));
             }
             if values.iter().any(|v| !v.is_finite()) {
-                return Err(FormatError::invalid(path, format!("`{name}` is not finite")));
+                return Err(FormatError::invalid(
+                    path,
+                    format!("`{name}` is not finite"),
+                ));
             }
             directions.insert(l, values);
         }
         if directions.is_empty() {
-            return Err(FormatError::invalid(path, "holds no `direction.{l}` tensor"));
+            return Err(FormatError::invalid(
+                path,
+                "holds no `direction.{l}` tensor",
+            ));
         }
         Ok(DirectionBundle {
             concept: r.meta("concept")?.to_string(),
@@ -141,7 +147,10 @@ mod tests {
             metric: "auc".into(),
             pooling: "mean".into(),
             scores: BTreeMap::from([(0, 0.5), (2, 0.9)]),
-            directions: BTreeMap::from([(0, vec![1.0, 0.0, 0.0, 0.0]), (2, vec![0.0, 0.6, 0.8, 0.0])]),
+            directions: BTreeMap::from([
+                (0, vec![1.0, 0.0, 0.0, 0.0]),
+                (2, vec![0.0, 0.6, 0.8, 0.0]),
+            ]),
         }
     }
 

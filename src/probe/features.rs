@@ -67,7 +67,10 @@ impl FeatureSet {
         let classes: Vec<String> = r.meta_json("classes")?;
         let (dtype, shape, bytes) = r.raw("labels")?;
         if shape.len() != 1 {
-            return Err(FormatError::invalid(path, "`labels` must be one-dimensional"));
+            return Err(FormatError::invalid(
+                path,
+                "`labels` must be one-dimensional",
+            ));
         }
         let labels = match dtype {
             Dtype::I64 => {
@@ -78,7 +81,10 @@ impl FeatureSet {
                 if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= classes.len()) {
                     return Err(FormatError::invalid(
                         path,
-                        format!("label {bad} is not a class index (there are {} classes)", classes.len()),
+                        format!(
+                            "label {bad} is not a class index (there are {} classes)",
+                            classes.len()
+                        ),
                     ));
                 }
                 Labels::Classes(ids)
@@ -165,7 +171,10 @@ mod tests {
     #[test]
     fn round_trip_classes_and_values() {
         let dir = tempfile::tempdir().unwrap();
-        for labels in [Labels::Classes(vec![0, 1, 1]), Labels::Values(vec![60.0, 90.0, 120.0])] {
+        for labels in [
+            Labels::Classes(vec![0, 1, 1]),
+            Labels::Values(vec![60.0, 90.0, 120.0]),
+        ] {
             let set = FeatureSet {
                 concept: "tempos".into(),
                 model: "tiny".into(),
@@ -173,7 +182,10 @@ mod tests {
                 classes: vec!["a".into(), "b".into()],
                 n: 3,
                 hidden_size: 2,
-                layers: BTreeMap::from([(0, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), (3, vec![0.5; 6])]),
+                layers: BTreeMap::from([
+                    (0, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+                    (3, vec![0.5; 6]),
+                ]),
                 labels,
             };
             let path = dir.path().join("f.safetensors");

@@ -3,9 +3,11 @@
 //! [`DirectionBundle`] (`direction/1`) and [`FeatureSet`] (`features/1`).
 
 pub mod bundle;
+pub mod extract;
 pub mod features;
 mod st;
 
 pub use bundle::DirectionBundle;
+pub use extract::{extract_dataset, ExtractError, ExtractOptions, Pooling};
 pub use features::{FeatureSet, Labels};
 pub use st::FormatError;

@@ -143,7 +143,12 @@ impl Reader {
 
     /// Names of all tensors in the file.
     pub fn names(&self) -> Result<Vec<String>, FormatError> {
-        Ok(self.tensors()?.names().into_iter().map(str::to_string).collect())
+        Ok(self
+            .tensors()?
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect())
     }
 
     /// A required metadata string.

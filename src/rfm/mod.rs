@@ -1,2 +1,78 @@
-//! Recursive Feature Machines: kernel, fit loop, AGOP, hyperparameter search, eigen-directions,
-//! metrics.
+//! Recursive Feature Machines: the probe that finds concept directions.
+//!
+//! An RFM alternates a kernel ridge fit under a Mahalanobis metric `M` with `M <- AGOP / max`,
+//! the average gradient outer product of the fitted predictor; the top eigenvectors of the best
+//! predictor's AGOP are the concept directions. Same semantics as xRFM 0.4.5's single-leaf `RFM`
+//! with kernel `l2_high_dim` and the least-squares solver (checked against it by
+//! `tests/rfm_xrfm.rs`, fixtures from `tests/reference/xrfm_reference.py`).
+//!
+//! - [`kernel`]: `K(x, z) = exp(-d_M(x, z)^q / L^q)` and its gradient weights;
+//! - [`agop`]: the AGOP of a fitted predictor;
+//! - [`mahalanobis`]: M held as `d x d` or as `X' C X` (faster when n < d);
+//! - [`dense`]: GEMM and column helpers on faer matrices;
+//! - [`fit`]: the iteration loop with validation scoring, early stopping and best-model restore;
+//! - [`metrics`]: AUC, accuracy, MSE, R², Pearson;
+//! - [`search`]: seeded random hyper-parameter search;
+//! - [`directions`]: top-k eigenvectors of the concept matrix with a label-aligned sign;
+//! - [`data`]: splits, targets and z-scoring;
+//! - [`train`]: the per-block probe pipeline behind `baton train`;
+//! - [`io`]: saving a fitted classifier so it can label audio later.
+//!
+//! Everything is computed in f64 on the CPU with faer (both cores through rayon).
+
+pub mod agop;
+pub mod data;
+pub mod dense;
+pub mod directions;
+pub mod fit;
+pub mod io;
+pub mod kernel;
+pub mod mahalanobis;
+pub mod metrics;
+pub mod search;
+pub mod train;
+
+pub use directions::top_directions;
+pub use fit::{fit, Dataset, FitConfig, FitReport, Hyper, Rfm, Task};
+pub use kernel::LaplaceKernel;
+pub use metrics::Metric;
+pub use search::{search, SearchSpace};
+
+/// Errors of RFM fitting and probe training.
+#[derive(Debug, thiserror::Error)]
+pub enum RfmError {
+    /// NaN or infinite values in the inputs.
+    #[error("non-finite values (NaN or inf) in the {0}")]
+    NonFinite(String),
+    /// Train and validation widths differ.
+    #[error("feature width differs: training has d = {train}, validation has d = {val}")]
+    DimMismatch {
+        /// Training width.
+        train: usize,
+        /// Validation width.
+        val: usize,
+    },
+    /// Not enough examples (or classes) to fit and score.
+    #[error("not enough data: {0}")]
+    TooFew(String),
+    /// Hyper-parameters out of range, or a metric that does not fit the task.
+    #[error("invalid setting: {0}")]
+    BadHyper(String),
+    /// The ridge system could not be solved even with extra regularisation.
+    #[error("the kernel ridge system could not be solved (try a larger --reg)")]
+    Solve,
+    /// Every round scored NaN.
+    #[error("no round produced a finite validation score")]
+    NoValidScore,
+    /// The eigendecomposition of the concept matrix failed.
+    #[error("eigendecomposition of the concept matrix failed")]
+    Eigen,
+    /// Reading or writing a classifier file.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}

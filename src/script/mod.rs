@@ -1,1 +1,408 @@
 //! The Rhai engine for recipes: registered types and functions, sandbox, diagnostics.
+//!
+//! A recipe is a Rhai script that builds [`Piece`]s (a prompt, a length and a steering
+//! [`Plan`](crate::steer::Plan)) and renders them. The engine's surface is split by verb family,
+//! one file each: [`schedules`] (time curves and their algebra), [`directions`] (loading concept
+//! directions and their algebra), [`pieces`] (pieces, steering terms, `render`, `model`),
+//! [`plot`] (terminal sparklines and PNG plots); [`modules`] resolves `import` (the recipe's
+//! folder, then the built-in `stdlib/`), [`sandbox`] holds the limits and the output-path rules,
+//! and [`diagnostics`] turns Rhai errors into miette reports pointing at the recipe's line and
+//! column (also inside imported modules).
+//!
+//! Rendering goes through the [`Renderer`] trait, so recipes can be run without a model
+//! ([`DryRun`]: tests, checks) or with MusicGen ([`render::ModelRenderer`], what the CLI uses).
+
+pub mod diagnostics;
+pub mod directions;
+pub mod modules;
+pub mod pieces;
+pub mod plot;
+pub mod render;
+pub mod sandbox;
+pub mod schedules;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position, Scope};
+
+pub use diagnostics::ScriptError;
+pub use pieces::Piece;
+pub use sandbox::Limits;
+
+use crate::model::Sampling;
+use crate::steer::{Direction, Plan};
+
+/// One `render(piece, "file.wav")` call of a recipe, ready for a [`Renderer`].
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    /// Hub id or folder of the model.
+    pub model: String,
+    /// Text prompt.
+    pub prompt: String,
+    /// Length of the music in seconds.
+    pub seconds: f64,
+    /// What to steer, when and where.
+    pub plan: Plan,
+    /// Token choice.
+    pub sampling: Sampling,
+    /// Classifier-free guidance scale.
+    pub guidance_scale: f64,
+    /// Seed of the sampling RNG (the gate has its own, `plan.seed`).
+    pub seed: u64,
+    /// Where the WAV goes (already checked against the sandbox rules).
+    pub out: PathBuf,
+}
+
+/// Samples the user functions (`curve(|t| ...)`) inside a plan's schedules: `(id, t) -> value`.
+pub type CurveSampler<'a> = dyn FnMut(usize, f64) -> Result<f64, String> + 'a;
+
+/// Turns render requests into audio files.
+pub trait Renderer: Send {
+    /// Renders one piece. `curves` samples user-function schedules; call it (through
+    /// [`Plan::coefficients`] or [`crate::steer::PlanHook::new`]) before generation starts.
+    fn render(
+        &mut self,
+        request: &RenderRequest,
+        curves: &mut CurveSampler<'_>,
+    ) -> Result<(), String>;
+
+    /// Width and block count of `model`'s decoder, when the renderer knows them without loading
+    /// anything heavy; used to check directions early.
+    fn shape(&mut self, _model: &str) -> Option<(usize, usize)> {
+        None
+    }
+}
+
+/// What a [`DryRun`] was asked to render.
+#[derive(Debug, Default, Clone)]
+pub struct DryRunLog {
+    /// Every request, in order.
+    pub requests: Vec<RenderRequest>,
+    /// Per request: the plan's coefficients per term and step (`[term][step]`).
+    pub coefficients: Vec<Vec<Vec<f64>>>,
+}
+
+/// A renderer that renders nothing and remembers what it was asked, sampling each plan at
+/// `frame_rate` (dry runs and tests). Clones share one log.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    log: Arc<Mutex<DryRunLog>>,
+    /// Frame rate used to sample plans.
+    pub frame_rate: f64,
+}
+
+impl Default for DryRun {
+    fn default() -> Self {
+        DryRun {
+            log: Arc::default(),
+            frame_rate: 50.0,
+        }
+    }
+}
+
+impl DryRun {
+    /// A copy of the log so far.
+    pub fn log(&self) -> DryRunLog {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Renderer for DryRun {
+    fn render(
+        &mut self,
+        request: &RenderRequest,
+        curves: &mut CurveSampler<'_>,
+    ) -> Result<(), String> {
+        let steps = (request.seconds * self.frame_rate).round() as usize;
+        let c = request
+            .plan
+            .coefficients(steps, self.frame_rate, curves)
+            .map_err(|e| e.to_string())?;
+        let mut log = self.log.lock().map_err(|_| "dry-run log poisoned")?;
+        log.requests.push(request.clone());
+        log.coefficients.push(c);
+        Ok(())
+    }
+}
+
+/// How a recipe runs: where directions come from, where audio may go, overrides and limits.
+#[derive(Debug, Clone)]
+pub struct RecipeOptions {
+    /// Direction library: `notes:C#` is `DIR/notes/C#.safetensors`.
+    pub directions: PathBuf,
+    /// Output folder: every path a recipe writes is relative to it.
+    pub out_dir: PathBuf,
+    /// Extra places a recipe may write to (absolute or `..` paths under these are allowed).
+    pub allow_write: Vec<PathBuf>,
+    /// Model used when the recipe does not call `model(...)`.
+    pub default_model: String,
+    /// Model that wins over the recipe's `model(...)` (tests, CI).
+    pub model_override: Option<String>,
+    /// Length that wins over every piece's length (short test renders).
+    pub seconds_override: Option<f64>,
+    /// Force greedy decoding in every piece.
+    pub greedy: bool,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Echo `print` and `plot` output to stdout (they are always collected in the outcome).
+    pub echo: bool,
+}
+
+impl Default for RecipeOptions {
+    fn default() -> Self {
+        RecipeOptions {
+            directions: PathBuf::from("directions"),
+            out_dir: PathBuf::from("."),
+            allow_write: Vec::new(),
+            default_model: "facebook/musicgen-small".into(),
+            model_override: None,
+            seconds_override: None,
+            greedy: false,
+            limits: Limits::default(),
+            echo: true,
+        }
+    }
+}
+
+/// What running a recipe produced.
+#[derive(Debug, Default)]
+pub struct RecipeOutcome {
+    /// Files written by `render` and `plot`, in order.
+    pub written: Vec<PathBuf>,
+    /// Lines printed by `print`, `debug` and `plot`.
+    pub printed: Vec<String>,
+}
+
+/// State shared by the registered functions of one recipe run.
+pub(crate) struct Host {
+    pub options: RecipeOptions,
+    /// Folder of the recipe: relative bundle paths and user modules are looked up there first.
+    pub recipe_dir: PathBuf,
+    pub model: Mutex<Option<String>>,
+    pub curves: Mutex<Vec<FnPtr>>,
+    pub renderer: Mutex<Box<dyn Renderer>>,
+    pub written: Mutex<Vec<PathBuf>>,
+    pub printed: Mutex<Vec<String>>,
+    /// Source text per module name, for error reports inside imported modules.
+    pub sources: Mutex<BTreeMap<String, String>>,
+    pub bundles: Mutex<HashMap<PathBuf, Direction>>,
+}
+
+impl Host {
+    pub(crate) fn say(&self, line: String) {
+        if self.options.echo {
+            println!("{line}");
+        }
+        if let Ok(mut p) = self.printed.lock() {
+            p.push(line);
+        }
+    }
+
+    /// The model renders use: the override, else the recipe's `model(...)`, else the default.
+    pub(crate) fn model_spec(&self) -> String {
+        if let Some(m) = &self.options.model_override {
+            return m.clone();
+        }
+        self.model
+            .lock()
+            .ok()
+            .and_then(|m| m.clone())
+            .unwrap_or_else(|| self.options.default_model.clone())
+    }
+}
+
+/// Usage line of every recipe verb (error hints and documentation).
+pub const VERBS: &[(&str, &str)] = &[
+    (
+        "direction",
+        "direction(\"concept:target\" | \"file.safetensors\")",
+    ),
+    (
+        "probe",
+        "probe(\"concept:target\") -> .scores, .best_block, .best_score, .direction",
+    ),
+    ("library", "library() -> names in the direction library"),
+    ("piece", "piece(prompt, seconds)"),
+    (
+        "steer",
+        "piece.steer(direction, strength_or_schedule [, #{gate: p, layers: \"top:8\", delay: s}])",
+    ),
+    ("gate", "piece.gate(p)"),
+    ("seed", "piece.seed(n)"),
+    ("tempo", "piece.tempo(bpm)  (schedules then count beats)"),
+    (
+        "layers",
+        "piece.layers(\"exp\" | \"exp:KAPPA\" | \"linear\" | \"uniform\" | \"top:K\")",
+    ),
+    ("render", "render(piece, \"file.wav\")"),
+    ("model", "model(\"facebook/musicgen-small\" | folder)"),
+    (
+        "plot",
+        "plot(schedule [, seconds] [, \"file.png\"]) | plot(direction [, \"file.png\"])",
+    ),
+    ("constant", "constant(v)"),
+    ("linear", "linear(from, to, t0, t1)"),
+    ("rise", "rise(t0, t1)"),
+    ("fall", "fall(t0, t1)"),
+    ("exp_decay", "exp_decay(rate_per_20ms)"),
+    ("logistic", "logistic(center, width)"),
+    ("sine", "sine(period [, phase_in_cycles])"),
+    ("cosine", "cosine(period [, phase_in_cycles])"),
+    ("square", "square(period [, duty])"),
+    ("step", "step(t0)"),
+    ("at", "at(t0, value)"),
+    ("adsr", "adsr(attack, decay, sustain, release, note_off)"),
+    ("keyframes", "keyframes([[t, v], ...] [, \"smooth\"])"),
+    ("noise", "noise(seed, knots_per_unit)"),
+    ("curve", "curve(|t| ...)"),
+    ("clamp", "clamp(schedule, lo, hi)"),
+    ("shift", "shift(schedule, dt)"),
+    ("delay", "delay(schedule, dt)"),
+    ("stretch", "stretch(schedule, factor)"),
+    ("reverse", "reverse(schedule, length)"),
+    ("repeat", "repeat(schedule, period)"),
+    ("seq", "seq([[schedule, duration], ...])"),
+    ("crossfade", "crossfade(a, b, t0, t1)"),
+    ("mix", "mix(a, b, weight)"),
+    ("value", "schedule.value(t)"),
+    ("orth", "direction.orth(other)"),
+    ("cosine", "direction.cosine(other) -> #{block: cos}"),
+    ("top", "direction.top(k)"),
+    ("blocks", "direction.blocks(2..10 | [1, 5, 7])"),
+    ("weights", "direction.weights(\"exp\") -> #{block: weight}"),
+    ("normalize", "direction.normalize()"),
+    ("scale", "direction.scale(k)"),
+];
+
+/// A runtime error raised by a registered function (Rhai adds the call's position).
+pub(crate) fn fail<T>(message: impl Into<String>) -> Result<T, Box<EvalAltResult>> {
+    Err(Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(message.into()),
+        Position::NONE,
+    )))
+}
+
+/// Up to `n` candidates closest to `name` by edit distance (for "did you mean" hints).
+pub fn closest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    n: usize,
+) -> Vec<String> {
+    let lower = name.to_lowercase();
+    let mut scored: Vec<(usize, &str)> = candidates
+        .into_iter()
+        .map(|c| (levenshtein(&lower, &c.to_lowercase()), c))
+        .collect();
+    scored.sort();
+    scored.dedup_by(|a, b| a.1 == b.1);
+    let limit = (name.chars().count() / 2).max(3);
+    scored
+        .into_iter()
+        .filter(|(d, _)| *d <= limit)
+        .take(n)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Builds the sandboxed engine with every recipe verb registered.
+pub(crate) fn build_engine(host: &Arc<Host>) -> Engine {
+    let mut engine = Engine::new();
+    sandbox::apply(&mut engine, &host.options.limits);
+    {
+        let h = host.clone();
+        engine.on_print(move |s| h.say(s.to_string()));
+        let h = host.clone();
+        engine.on_debug(move |s, _, _| h.say(s.to_string()));
+    }
+    engine.set_module_resolver(modules::Resolver::new(host.clone()));
+    schedules::register(&mut engine, host);
+    directions::register(&mut engine, host);
+    pieces::register(&mut engine, host);
+    plot::register(&mut engine, host);
+    engine
+}
+
+/// Runs a recipe's source text. `name` labels it in error reports (usually its path);
+/// `recipe_dir` is where relative bundle paths and user modules are looked up.
+pub fn run_source(
+    name: &str,
+    source: &str,
+    recipe_dir: &Path,
+    options: RecipeOptions,
+    renderer: Box<dyn Renderer>,
+) -> Result<RecipeOutcome, Box<ScriptError>> {
+    let host = Arc::new(Host {
+        options,
+        recipe_dir: recipe_dir.to_path_buf(),
+        model: Mutex::new(None),
+        curves: Mutex::new(Vec::new()),
+        renderer: Mutex::new(renderer),
+        written: Mutex::new(Vec::new()),
+        printed: Mutex::new(Vec::new()),
+        sources: Mutex::new(BTreeMap::from([(name.to_string(), source.to_string())])),
+        bundles: Mutex::new(HashMap::new()),
+    });
+    let engine = build_engine(&host);
+    let result = engine
+        .compile(source)
+        .map_err(|e| Box::new(EvalAltResult::from(e)))
+        .and_then(|mut ast| {
+            ast.set_source(name);
+            engine.run_ast_with_scope(&mut Scope::new(), &ast)
+        });
+    let sources = host.sources.lock().map(|s| s.clone()).unwrap_or_default();
+    if let Err(err) = result {
+        return Err(Box::new(diagnostics::report(&err, name, &sources, &engine)));
+    }
+    let written = host.written.lock().map(|w| w.clone()).unwrap_or_default();
+    let printed = host.printed.lock().map(|p| p.clone()).unwrap_or_default();
+    Ok(RecipeOutcome { written, printed })
+}
+
+/// Reads and runs a recipe file.
+pub fn run_file(
+    path: &Path,
+    options: RecipeOptions,
+    renderer: Box<dyn Renderer>,
+) -> Result<RecipeOutcome, Box<ScriptError>> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        Box::new(ScriptError::plain(format!(
+            "cannot read recipe {}: {e}",
+            path.display()
+        )))
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    run_source(&path.display().to_string(), &source, dir, options, renderer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_names() {
+        let names = ["notes:C", "notes:C#", "notes:D", "chords:maj"];
+        assert_eq!(closest("notes:c#", names, 2), vec!["notes:C#", "notes:C"]);
+        assert!(closest("zzzzzzzzzzzzzz", names, 2).is_empty());
+    }
+}

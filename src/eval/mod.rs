@@ -1,1 +1,0 @@
-//! Metrics on generated audio, sweeps and plots.

@@ -1,0 +1,490 @@
+//! The MusicGen decoder LM: summed codebook embeddings, sinusoidal positions, pre-LN transformer
+//! blocks (causal self-attention with a preallocated KV cache, cross-attention over the projected
+//! text states, GELU feed-forward), a final LayerNorm and one linear head per codebook.
+//!
+//! Weights load from the checkpoint prefix `decoder.` (the `MusicgenForCausalLM` inside
+//! `MusicgenForConditionalGeneration`): `model.decoder.embed_tokens.{k}`,
+//! `model.decoder.layers.{l}.{self_attn,encoder_attn,fc1,fc2,...}`, `model.decoder.layer_norm`
+//! and `lm_heads.{k}`.
+//!
+//! Layer indexing: block `l` (0-based) is `model.decoder.layers.{l}`; its output is Hugging
+//! Face's `hidden_states[l + 1]` (index 0 is the embeddings), except HF's last entry, which is
+//! taken after the final LayerNorm. Steering adds to, and capture returns, the raw block output.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
+
+use super::config::DecoderConfig;
+use super::gemv;
+
+/// A bias-free linear layer whose weight `[out, in]` is stored in the decoder's weight dtype,
+/// while activations stay f32. Few-row products (generation steps) take the [`gemv`] path.
+struct Dense {
+    weight: Tensor,
+}
+
+impl Dense {
+    fn load(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?.contiguous()?;
+        Ok(Dense { weight })
+    }
+
+    /// `[.., in]` → `[.., out]`, flattening leading dims into one product.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims();
+        let last = dims[dims.len() - 1];
+        let rows = x.elem_count() / last;
+        let x2 = x.reshape((rows, last))?;
+        let y = match gemv::matmul_t(&x2, &self.weight)? {
+            Some(y) => y,
+            None => {
+                let w = self.weight.to_dtype(DType::F32)?;
+                x2.matmul(&w.t()?)?
+            }
+        };
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank >= 1") = y.dim(1)?;
+        y.reshape(out_dims)
+    }
+}
+
+/// Sinusoidal position table, built exactly like HF's `MusicgenSinusoidalPositionalEmbedding`
+/// (tensor2tensor layout: cos half then sin half, computed in f32).
+fn sinusoidal_table(positions: usize, dim: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let half = dim / 2;
+    let step = (10000f64.ln() / (half.saturating_sub(1).max(1)) as f64) as f32;
+    let freqs: Vec<f32> = (0..half).map(|i| (i as f32 * -step).exp()).collect();
+    let mut table = Vec::with_capacity(positions * dim);
+    for p in 0..positions {
+        let p = p as f32;
+        table.extend(freqs.iter().map(|f| (p * f).cos()));
+        table.extend(freqs.iter().map(|f| (p * f).sin()));
+        if dim % 2 == 1 {
+            table.push(0.0);
+        }
+    }
+    Tensor::from_vec(table, (positions, dim), device)
+}
+
+/// Additive mask value for excluded keys (HF uses the dtype's finite minimum too).
+const MASKED: f32 = f32::MIN;
+
+/// Multi-head attention without biases (both MusicGen attentions).
+struct Attention {
+    q_proj: Dense,
+    k_proj: Dense,
+    v_proj: Dense,
+    out_proj: Dense,
+    num_heads: usize,
+    head_dim: usize,
+    scaling: f64,
+}
+
+impl Attention {
+    fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        let lin = |name: &str| Dense::load(h, h, vb.pp(name));
+        Ok(Attention {
+            q_proj: lin("q_proj")?,
+            k_proj: lin("k_proj")?,
+            v_proj: lin("v_proj")?,
+            out_proj: lin("out_proj")?,
+            num_heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+            scaling: (cfg.head_dim() as f64).powf(-0.5),
+        })
+    }
+
+    /// `[b, t, hidden]` → `[b, heads, t, head_dim]` (contiguous).
+    fn split_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        x.reshape((b, t, self.num_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Projects keys and values of `x` `[b, s, hidden]`.
+    fn keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let k = self.split_heads(&self.k_proj.forward(x)?)?;
+        let v = self.split_heads(&self.v_proj.forward(x)?)?;
+        Ok((k, v))
+    }
+
+    /// Attends queries of `x` `[b, t, hidden]` to `k`/`v` `[b, heads, s, head_dim]`; `mask` is
+    /// additive f32, broadcastable to `[b, heads, t, s]`.
+    fn attend(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, hidden) = x.dims3()?;
+        let q = (self.split_heads(&self.q_proj.forward(x)?)? * self.scaling)?;
+        let scores = q.matmul(&k.transpose(2, 3)?)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(v)?; // [b, heads, t, head_dim]
+        let out = out.transpose(1, 2)?.reshape((b, t, hidden))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+/// Self-attention keys and values of one block, preallocated for the whole generation.
+struct KvCache {
+    k: Tensor,
+    v: Tensor,
+}
+
+/// Per-block self-attention caches plus the number of positions already filled.
+pub struct DecoderCache {
+    blocks: Vec<KvCache>,
+    len: usize,
+    capacity: usize,
+}
+
+impl DecoderCache {
+    /// Positions already processed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the first forward pass.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Cross-attention keys/values over the (projected) text states, computed once per generation,
+/// with the additive mask that hides padded text positions.
+pub struct CrossContext {
+    kv: Vec<(Tensor, Tensor)>,
+    mask: Tensor,
+}
+
+/// Vectors added to block outputs during a forward pass (steering).
+pub struct BlockOffsets<'a> {
+    /// One optional `[hidden]` vector per block.
+    pub offsets: &'a [Option<Tensor>],
+    /// When `Some(n)`, only the first `n` batch rows (the conditional half) are steered.
+    pub rows: Option<usize>,
+}
+
+struct Block {
+    self_attn: Attention,
+    self_attn_layer_norm: LayerNorm,
+    encoder_attn: Attention,
+    encoder_attn_layer_norm: LayerNorm,
+    fc1: Dense,
+    fc2: Dense,
+    final_layer_norm: LayerNorm,
+}
+
+impl Block {
+    fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        // Norms stay f32 whatever the weight dtype: they are tiny and keep the stream exact.
+        let vb32 = vb.to_dtype(DType::F32);
+        let ln =
+            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb32.pp(name));
+        Ok(Block {
+            self_attn: Attention::load(cfg, vb.pp("self_attn"))?,
+            self_attn_layer_norm: ln("self_attn_layer_norm")?,
+            encoder_attn: Attention::load(cfg, vb.pp("encoder_attn"))?,
+            encoder_attn_layer_norm: ln("encoder_attn_layer_norm")?,
+            fc1: Dense::load(cfg.hidden_size, cfg.ffn_dim, vb.pp("fc1"))?,
+            fc2: Dense::load(cfg.ffn_dim, cfg.hidden_size, vb.pp("fc2"))?,
+            final_layer_norm: ln("final_layer_norm")?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        causal: Option<&Tensor>,
+        cache: Option<(&KvCache, usize)>,
+        cross: Option<(&(Tensor, Tensor), &Tensor)>,
+    ) -> candle_core::Result<Tensor> {
+        let h = self.self_attn_layer_norm.forward(x)?;
+        let (k, v) = self.self_attn.keys_values(&h)?;
+        let attn = match cache {
+            Some((c, offset)) => {
+                let t = h.dim(1)?;
+                c.k.slice_set(&k, 2, offset)?;
+                c.v.slice_set(&v, 2, offset)?;
+                let k = c.k.narrow(2, 0, offset + t)?;
+                let v = c.v.narrow(2, 0, offset + t)?;
+                self.self_attn.attend(&h, &k, &v, causal)?
+            }
+            None => self.self_attn.attend(&h, &k, &v, causal)?,
+        };
+        let mut x = (x + attn)?;
+        if let Some(((k, v), mask)) = cross {
+            let h = self.encoder_attn_layer_norm.forward(&x)?;
+            x = (&x + self.encoder_attn.attend(&h, k, v, Some(mask))?)?;
+        }
+        let h = self.final_layer_norm.forward(&x)?;
+        let h = self.fc1.forward(&h)?.gelu_erf()?;
+        &x + self.fc2.forward(&h)?
+    }
+}
+
+/// What a forward pass returns.
+pub struct DecoderOutput {
+    /// Hidden states after the final LayerNorm, `[b, t, hidden]`.
+    pub hidden: Tensor,
+    /// Outputs of the requested blocks, in request order, each `[b, t, hidden]`.
+    pub captured: Vec<Tensor>,
+}
+
+/// The decoder LM (`MusicgenForCausalLM`).
+pub struct Decoder {
+    embed_tokens: Vec<Embedding>,
+    positions: Tensor,
+    blocks: Vec<Block>,
+    layer_norm: LayerNorm,
+    lm_heads: Vec<Dense>,
+    cfg: DecoderConfig,
+    dtype: DType,
+    device: Device,
+}
+
+impl Decoder {
+    /// Loads the decoder from `vb` rooted at the checkpoint's `decoder` prefix.
+    pub fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let vm = vb.pp("model").pp("decoder");
+        let vm32 = vm.to_dtype(DType::F32);
+        let embed_tokens = (0..cfg.num_codebooks)
+            .map(|k| {
+                candle_nn::embedding(
+                    cfg.vocab_size + 1,
+                    cfg.hidden_size,
+                    vm32.pp("embed_tokens").pp(k),
+                )
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|l| Block::load(cfg, vm.pp("layers").pp(l)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let layer_norm =
+            candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vm32.pp("layer_norm"))?;
+        let lm_heads = (0..cfg.num_codebooks)
+            .map(|k| Dense::load(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_heads").pp(k)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let positions =
+            sinusoidal_table(cfg.max_position_embeddings, cfg.hidden_size, vb.device())?;
+        Ok(Decoder {
+            embed_tokens,
+            positions,
+            blocks,
+            layer_norm,
+            lm_heads,
+            cfg: cfg.clone(),
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The decoder's shape.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    /// Storage dtype of the large weights; hidden states, caches and norms are always f32.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Device of the weights.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Allocates self-attention caches for `batch` rows and up to `capacity` positions, once,
+    /// so generation steps write in place instead of concatenating.
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> candle_core::Result<DecoderCache> {
+        let shape = (
+            batch,
+            self.cfg.num_attention_heads,
+            capacity,
+            self.cfg.head_dim(),
+        );
+        let blocks = (0..self.blocks.len())
+            .map(|_| {
+                Ok(KvCache {
+                    k: Tensor::zeros(shape, DType::F32, &self.device)?,
+                    v: Tensor::zeros(shape, DType::F32, &self.device)?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(DecoderCache {
+            blocks,
+            len: 0,
+            capacity,
+        })
+    }
+
+    /// Precomputes every block's cross-attention keys/values over `states` `[b, s, hidden]`
+    /// (already projected to the decoder width and zeroed where `mask` is 0); `mask` `[b, s]`
+    /// holds 1 for real text positions and 0 for padding.
+    pub fn cross_context(
+        &self,
+        states: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<CrossContext> {
+        let states = states.to_dtype(DType::F32)?;
+        let kv = self
+            .blocks
+            .iter()
+            .map(|b| b.encoder_attn.keys_values(&states))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        // Rows that are fully masked (the unconditional half of CFG) attend uniformly to zero
+        // values, exactly like HF's finite-min additive mask.
+        let (b, s) = mask.dims2()?;
+        let keep = mask.to_dtype(DType::F32)?;
+        let mask = ((1.0 - keep)? * MASKED as f64)?.reshape((b, 1, 1, s))?;
+        Ok(CrossContext { kv, mask })
+    }
+
+    /// Runs the blocks over `codes` `[b, codebooks, t]` (u32 ids, pad/BOS = vocab_size).
+    ///
+    /// With `cache`, positions continue from `cache.len()` and keys/values are appended; without,
+    /// the pass starts at position 0 (teacher forcing). `cross` is the text conditioning (none
+    /// for probing); `steer` adds vectors to block outputs; `capture` lists blocks whose outputs
+    /// are returned.
+    pub fn forward(
+        &self,
+        codes: &Tensor,
+        cross: Option<&CrossContext>,
+        mut cache: Option<&mut DecoderCache>,
+        steer: Option<&BlockOffsets>,
+        capture: &[usize],
+    ) -> candle_core::Result<DecoderOutput> {
+        let (b, k, t) = codes.dims3()?;
+        if k != self.cfg.num_codebooks {
+            candle_core::bail!(
+                "codes have {k} codebooks, the model has {}",
+                self.cfg.num_codebooks
+            );
+        }
+        let offset = cache.as_ref().map_or(0, |c| c.len);
+        let end = offset + t;
+        if end > self.positions.dim(0)? {
+            candle_core::bail!(
+                "sequence of {end} positions is longer than the model's limit of {}",
+                self.positions.dim(0)?
+            );
+        }
+        if let Some(c) = cache.as_ref() {
+            if end > c.capacity {
+                candle_core::bail!("KV cache holds {} positions, {end} needed", c.capacity);
+            }
+        }
+        let codes = codes.to_dtype(DType::U32)?;
+        let mut x = self.embed_tokens[0].forward(&codes.narrow(1, 0, 1)?.squeeze(1)?)?;
+        for (i, emb) in self.embed_tokens.iter().enumerate().skip(1) {
+            x = (x + emb.forward(&codes.narrow(1, i, 1)?.squeeze(1)?)?)?;
+        }
+        let pos = self.positions.narrow(0, offset, t)?;
+        x = x.broadcast_add(&pos)?;
+
+        let causal = if t > 1 {
+            // Query i (absolute offset + i) sees keys 0..=offset + i.
+            let mask: Vec<f32> = (0..t)
+                .flat_map(|i| (0..end).map(move |j| if j <= offset + i { 0.0 } else { MASKED }))
+                .collect();
+            Some(Tensor::from_vec(mask, (1, 1, t, end), &self.device)?)
+        } else {
+            None
+        };
+
+        let mut captured: Vec<Option<Tensor>> = vec![None; capture.len()];
+        for (l, block) in self.blocks.iter().enumerate() {
+            let kv = cache.as_ref().map(|c| (&c.blocks[l], offset));
+            let cross_l = cross.map(|c| (&c.kv[l], &c.mask));
+            x = block.forward(&x, causal.as_ref(), kv, cross_l)?;
+            if let Some(s) = steer {
+                if let Some(Some(v)) = s.offsets.get(l) {
+                    x = add_offset(&x, v, s.rows)?;
+                }
+            }
+            for (slot, &want) in captured.iter_mut().zip(capture) {
+                if want == l {
+                    *slot = Some(x.clone());
+                }
+            }
+        }
+        if let Some(c) = cache.as_mut() {
+            c.len = end;
+        }
+        let captured = captured
+            .into_iter()
+            .zip(capture)
+            .map(|(c, l)| {
+                c.ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "block {l} does not exist (the model has {} blocks)",
+                        self.blocks.len()
+                    ))
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let _ = b;
+        Ok(DecoderOutput {
+            hidden: self.layer_norm.forward(&x)?,
+            captured,
+        })
+    }
+
+    /// Logits of every codebook head: `hidden` `[b, t, hidden]` → `[b, codebooks, t, vocab]`.
+    pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        let per_head = self
+            .lm_heads
+            .iter()
+            .map(|h| h.forward(hidden))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::stack(&per_head, 1)
+    }
+}
+
+/// Adds `v` `[hidden]` to every position of `x` `[b, t, hidden]`, or only to its first `rows`
+/// batch rows.
+fn add_offset(x: &Tensor, v: &Tensor, rows: Option<usize>) -> candle_core::Result<Tensor> {
+    let v = v.to_dtype(x.dtype())?.reshape((1, 1, ()))?;
+    match rows {
+        Some(n) if n < x.dim(0)? => {
+            let head = x.narrow(0, 0, n)?.broadcast_add(&v)?;
+            let tail = x.narrow(0, n, x.dim(0)? - n)?;
+            Tensor::cat(&[&head, &tail], 0)
+        }
+        _ => x.broadcast_add(&v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinusoid_matches_hf_layout() {
+        // HF: emb = exp(arange(half) * -(ln(1e4) / (half - 1))); [cos(p*emb), sin(p*emb)].
+        let t = sinusoidal_table(4, 8, &Device::Cpu).unwrap();
+        let v: Vec<Vec<f32>> = t.to_vec2().unwrap();
+        assert_eq!(v[0], vec![1., 1., 1., 1., 0., 0., 0., 0.]);
+        let f1 = (-(10000f64.ln() / 3.0)).exp();
+        assert!((v[3][1] as f64 - (3.0 * f1).cos()).abs() < 1e-6);
+        assert!((v[3][5] as f64 - (3.0 * f1).sin()).abs() < 1e-6);
+        assert!((v[2][3] as f64 - (2.0f64 * 1e-4).cos()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn offset_only_on_conditional_rows() {
+        let x = Tensor::zeros((4, 2, 3), DType::F32, &Device::Cpu).unwrap();
+        let v = Tensor::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
+        let y = add_offset(&x, &v, Some(2)).unwrap();
+        let s: Vec<f32> = y.sum((1, 2)).unwrap().to_vec1().unwrap();
+        assert_eq!(s, vec![12., 12., 0., 0.]);
+    }
+}

@@ -1,0 +1,874 @@
+//! EnCodec, the audio codec MusicGen writes its codes for: SEANet encoder and decoder, LSTM and
+//! residual vector quantiser, following Hugging Face's `EncodecModel`.
+//!
+//! Weights are read through a `VarBuilder` at the checkpoint's `audio_encoder` prefix, names as
+//! in the checkpoint (`encoder.layers.{i}.conv`, `decoder.layers.{i}.lstm`,
+//! `quantizer.layers.{q}.codebook.embed`). Weight-normalised convolutions are resolved into plain
+//! kernels at load time, from either stored layout: `weight_g` / `weight_v` (the facebook
+//! checkpoints) or `parametrizations.weight.original0` / `original1` (saved by transformers 5).
+//!
+//! Convolutions pad the way HF does: `kernel - stride` in total (split evenly, the odd sample on
+//! the left, for non-causal models; all on the left for causal ones) plus extra right padding so
+//! the last window is complete, in `reflect` mode by default (with HF's zero extension when the
+//! input is shorter than the padding). Transposed convolutions trim the same `kernel - stride`
+//! samples, so `T` frames decode to exactly `T * hop_length` samples.
+//!
+//! Everything runs in f32. Only whole-clip coding is supported (`chunk_length_s` unset, as in the
+//! 32 kHz MusicGen codec) and no loudness normalisation (`normalize` false).
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+/// The `audio_encoder` object of MusicGen's config.json (Hugging Face `EncodecConfig`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EncodecConfig {
+    /// Audio sample rate in Hz.
+    #[serde(default = "default_sampling_rate")]
+    pub sampling_rate: u32,
+    /// Audio channels (MusicGen's codec is mono).
+    #[serde(default = "one")]
+    pub audio_channels: usize,
+    /// Width of the latent the quantiser codes.
+    #[serde(default = "default_hidden_size")]
+    pub hidden_size: usize,
+    /// Channels of the first convolution; doubled at each downsampling.
+    #[serde(default = "default_num_filters")]
+    pub num_filters: usize,
+    /// Residual blocks per resolution.
+    #[serde(default = "one")]
+    pub num_residual_layers: usize,
+    /// Decoder upsampling ratios (the encoder uses them reversed); their product is the hop.
+    #[serde(default = "default_ratios")]
+    pub upsampling_ratios: Vec<usize>,
+    /// `weight_norm` (supported) or `time_group_norm` (not supported).
+    #[serde(default = "default_norm_type")]
+    pub norm_type: String,
+    /// Kernel of the first convolution.
+    #[serde(default = "seven")]
+    pub kernel_size: usize,
+    /// Kernel of the last convolution.
+    #[serde(default = "seven")]
+    pub last_kernel_size: usize,
+    /// Kernel of the first convolution in each residual block.
+    #[serde(default = "three")]
+    pub residual_kernel_size: usize,
+    /// Dilation growth between residual blocks.
+    #[serde(default = "two")]
+    pub dilation_growth_rate: usize,
+    /// Causal padding (left only) instead of centred padding.
+    #[serde(default = "yes")]
+    pub use_causal_conv: bool,
+    /// `reflect` (MusicGen), `constant`/`zeros` or `replicate`.
+    #[serde(default = "default_pad_mode")]
+    pub pad_mode: String,
+    /// Channel reduction inside residual blocks.
+    #[serde(default = "two")]
+    pub compress: usize,
+    /// Layers of the LSTM after the encoder / before the decoder.
+    #[serde(default = "two")]
+    pub num_lstm_layers: usize,
+    /// Share of the transposed-conv trim taken on the right (causal models only).
+    #[serde(default = "default_trim_right_ratio")]
+    pub trim_right_ratio: f64,
+    /// Entries per codebook.
+    #[serde(default = "default_codebook_size")]
+    pub codebook_size: usize,
+    /// Width of a codebook entry (defaults to `hidden_size`).
+    #[serde(default)]
+    pub codebook_dim: Option<usize>,
+    /// 1x1 convolution on the residual path instead of identity.
+    #[serde(default = "yes")]
+    pub use_conv_shortcut: bool,
+    /// Bandwidths in kbps; the last one sets the number of codebooks.
+    #[serde(default = "default_bandwidths")]
+    pub target_bandwidths: Vec<f64>,
+    /// Loudness normalisation before encoding (not supported).
+    #[serde(default)]
+    pub normalize: bool,
+    /// Chunked coding (not supported).
+    #[serde(default)]
+    pub chunk_length_s: Option<f64>,
+}
+
+fn default_sampling_rate() -> u32 {
+    24_000
+}
+fn one() -> usize {
+    1
+}
+fn two() -> usize {
+    2
+}
+fn three() -> usize {
+    3
+}
+fn seven() -> usize {
+    7
+}
+fn yes() -> bool {
+    true
+}
+fn default_hidden_size() -> usize {
+    128
+}
+fn default_num_filters() -> usize {
+    32
+}
+fn default_ratios() -> Vec<usize> {
+    vec![8, 5, 4, 2]
+}
+fn default_norm_type() -> String {
+    "weight_norm".to_string()
+}
+fn default_pad_mode() -> String {
+    "reflect".to_string()
+}
+fn default_trim_right_ratio() -> f64 {
+    1.0
+}
+fn default_codebook_size() -> usize {
+    1024
+}
+fn default_bandwidths() -> Vec<f64> {
+    vec![1.5, 3.0, 6.0, 12.0, 24.0]
+}
+
+impl EncodecConfig {
+    /// Samples per code frame (product of the ratios; 640 for the 32 kHz codec).
+    pub fn hop_length(&self) -> usize {
+        self.upsampling_ratios.iter().product()
+    }
+
+    /// Code frames per second, rounded up as HF does (50 for the 32 kHz codec).
+    pub fn frame_rate(&self) -> usize {
+        (self.sampling_rate as usize).div_ceil(self.hop_length().max(1))
+    }
+
+    /// Width of a codebook entry.
+    pub fn codebook_dim(&self) -> usize {
+        self.codebook_dim.unwrap_or(self.hidden_size)
+    }
+
+    /// Number of quantiser levels stored in the checkpoint, derived from the last target
+    /// bandwidth exactly as HF's `num_quantizers`.
+    pub fn num_quantizers(&self) -> usize {
+        let nbits = (self.codebook_size as f64).log2().ceil();
+        let bandwidth = self.target_bandwidths.last().copied().unwrap_or(0.0);
+        (1000.0 * bandwidth / (self.frame_rate() as f64 * nbits)).floor() as usize
+    }
+
+    fn validate(&self) -> candle_core::Result<()> {
+        if self.norm_type != "weight_norm" {
+            candle_core::bail!(
+                "EnCodec norm_type {:?} is not supported (only weight_norm)",
+                self.norm_type
+            );
+        }
+        if self.chunk_length_s.is_some() {
+            candle_core::bail!("chunked EnCodec models (chunk_length_s set) are not supported");
+        }
+        if self.normalize {
+            candle_core::bail!("EnCodec models with normalize = true are not supported");
+        }
+        if self.audio_channels != 1 {
+            candle_core::bail!("only mono EnCodec models are supported");
+        }
+        if self.upsampling_ratios.is_empty() || self.upsampling_ratios.contains(&0) {
+            candle_core::bail!("EnCodec upsampling_ratios must be non-empty and positive");
+        }
+        PadMode::parse(&self.pad_mode)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PadMode {
+    Reflect,
+    Zeros,
+    Replicate,
+}
+
+impl PadMode {
+    fn parse(name: &str) -> candle_core::Result<Self> {
+        match name {
+            "reflect" => Ok(Self::Reflect),
+            "constant" | "zeros" => Ok(Self::Zeros),
+            "replicate" => Ok(Self::Replicate),
+            other => candle_core::bail!("unsupported EnCodec pad_mode {other:?}"),
+        }
+    }
+}
+
+/// Pads the last dim of `[batch, channels, time]`. Reflect padding of an input no longer than
+/// the padding first appends zeros, as HF's `_pad1d` does, then drops them again.
+fn pad1d(xs: &Tensor, left: usize, right: usize, mode: PadMode) -> candle_core::Result<Tensor> {
+    if left == 0 && right == 0 {
+        return Ok(xs.clone());
+    }
+    match mode {
+        PadMode::Zeros => xs.pad_with_zeros(D::Minus1, left, right),
+        PadMode::Replicate => xs.pad_with_same(D::Minus1, left, right),
+        PadMode::Reflect => {
+            let len = xs.dim(D::Minus1)?;
+            let max_pad = left.max(right);
+            let extra = if len <= max_pad { max_pad - len + 1 } else { 0 };
+            let xs = if extra > 0 {
+                xs.pad_with_zeros(D::Minus1, 0, extra)?
+            } else {
+                xs.clone()
+            };
+            let n = (len + extra) as i64;
+            let idx: Vec<u32> = (-(left as i64)..n + right as i64)
+                .map(|i| {
+                    let j = if i < 0 {
+                        -i
+                    } else if i >= n {
+                        2 * (n - 1) - i
+                    } else {
+                        i
+                    };
+                    j as u32
+                })
+                .collect();
+            let total = idx.len();
+            let idx = Tensor::from_vec(idx, total, xs.device())?;
+            let padded = xs.index_select(&idx, 2)?;
+            padded.narrow(2, 0, total - extra)
+        }
+    }
+}
+
+/// Reads a (possibly weight-normalised) kernel `name` of `shape` and resolves it to a plain
+/// tensor: `g * v / ||v||`, the norm taken over all dims but the first (torch's `dim=0`).
+fn weight_norm_kernel(
+    vb: &VarBuilder,
+    shape: (usize, usize, usize),
+) -> candle_core::Result<Tensor> {
+    let g_shape = (shape.0, 1, 1);
+    let (g, v) = if vb.contains_tensor("weight_g") {
+        (vb.get(g_shape, "weight_g")?, vb.get(shape, "weight_v")?)
+    } else if vb.contains_tensor("parametrizations.weight.original0") {
+        (
+            vb.get(g_shape, "parametrizations.weight.original0")?,
+            vb.get(shape, "parametrizations.weight.original1")?,
+        )
+    } else {
+        // An already resolved kernel (e.g. a checkpoint converted without weight norm).
+        return vb.get(shape, "weight");
+    };
+    let norm = v.sqr()?.sum_keepdim(2)?.sum_keepdim(1)?.sqrt()?;
+    v.broadcast_mul(&g.broadcast_div(&norm)?)
+}
+
+/// `EncodecConv1d`: a convolution with HF's padding rule.
+#[derive(Debug, Clone)]
+struct Conv1d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    dilation: usize,
+    kernel: usize,
+    causal: bool,
+    pad_mode: PadMode,
+}
+
+impl Conv1d {
+    fn load(
+        vb: VarBuilder,
+        cfg: &EncodecConfig,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> candle_core::Result<Self> {
+        let vb = vb.pp("conv");
+        Ok(Self {
+            weight: weight_norm_kernel(&vb, (c_out, c_in, kernel))?,
+            bias: vb.get(c_out, "bias")?.reshape((1, c_out, 1))?,
+            stride,
+            dilation,
+            kernel,
+            causal: cfg.use_causal_conv,
+            pad_mode: PadMode::parse(&cfg.pad_mode)?,
+        })
+    }
+}
+
+impl Module for Conv1d {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let len = xs.dim(D::Minus1)?;
+        let kernel = (self.kernel - 1) * self.dilation + 1;
+        let padding_total = kernel - self.stride;
+        // HF's `_get_extra_padding_for_conv1d`, in the same float arithmetic.
+        let frames =
+            ((len as f64 - kernel as f64 + padding_total as f64) / self.stride as f64 + 1.0).ceil()
+                - 1.0;
+        let ideal = frames as i64 * self.stride as i64 + kernel as i64 - padding_total as i64;
+        let extra = (ideal - len as i64).max(0) as usize;
+        let (left, right) = if self.causal {
+            (padding_total, extra)
+        } else {
+            let right = padding_total / 2;
+            (padding_total - right, right + extra)
+        };
+        let xs = pad1d(xs, left, right, self.pad_mode)?;
+        xs.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// `EncodecConvTranspose1d`: an upsampling transposed convolution that trims its overhang.
+#[derive(Debug, Clone)]
+struct ConvTranspose1d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    trim_left: usize,
+    trim_right: usize,
+}
+
+impl ConvTranspose1d {
+    fn load(
+        vb: VarBuilder,
+        cfg: &EncodecConfig,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> candle_core::Result<Self> {
+        let vb = vb.pp("conv");
+        let padding_total = kernel - stride;
+        let trim_right = if cfg.use_causal_conv {
+            (padding_total as f64 * cfg.trim_right_ratio).ceil() as usize
+        } else {
+            padding_total / 2
+        };
+        Ok(Self {
+            weight: weight_norm_kernel(&vb, (c_in, c_out, kernel))?,
+            bias: vb.get(c_out, "bias")?.reshape((1, c_out, 1))?,
+            stride,
+            trim_left: padding_total - trim_right,
+            trim_right,
+        })
+    }
+}
+
+/// Transposed 1-d convolution `[batch, c_in, t]` x `[c_in, c_out, k]` -> `[batch, c_out,
+/// (t - 1) * stride + k]`, no padding.
+///
+/// candle 0.11.1's CPU `conv_transpose1d` gives wrong results for batches larger than one, so
+/// when the kernel is a whole number of strides (always in EnCodec: kernel = 2 * stride) this
+/// is one matmul followed by an overlap-add of `k / stride` shifted copies; otherwise each batch
+/// item goes through candle separately.
+pub fn conv_transpose1d(
+    xs: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+) -> candle_core::Result<Tensor> {
+    let (b, c_in, t) = xs.dims3()?;
+    let (w_in, c_out, k) = weight.dims3()?;
+    if c_in != w_in {
+        candle_core::bail!("conv_transpose1d: input has {c_in} channels, kernel expects {w_in}");
+    }
+    if stride == 0 || k % stride != 0 {
+        let items = (0..b)
+            .map(|i| {
+                xs.narrow(0, i, 1)?
+                    .conv_transpose1d(weight, 0, 0, stride, 1, 1)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        return Tensor::cat(&items, 0);
+    }
+    let r = k / stride;
+    // cols[b, t, c, q, u]: the contribution of input step t to output sample (t + q) * stride + u.
+    let cols = xs
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b * t, c_in))?
+        .matmul(&weight.reshape((c_in, c_out * k))?)?
+        .reshape((b, t, c_out, r, stride))?;
+    let mut out: Option<Tensor> = None;
+    for q in 0..r {
+        let part = cols
+            .narrow(3, q, 1)?
+            .squeeze(3)?
+            .permute((0, 2, 1, 3))?
+            .pad_with_zeros(2, q, r - 1 - q)?;
+        out = Some(match out {
+            Some(acc) => (acc + part)?,
+            None => part,
+        });
+    }
+    let out = out.ok_or_else(|| candle_core::Error::Msg("empty transposed kernel".into()))?;
+    out.reshape((b, c_out, (t + r - 1) * stride))
+}
+
+impl Module for ConvTranspose1d {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = conv_transpose1d(xs, &self.weight, self.stride)?.broadcast_add(&self.bias)?;
+        let len = ys.dim(D::Minus1)?;
+        ys.narrow(2, self.trim_left, len - self.trim_left - self.trim_right)
+    }
+}
+
+/// `EncodecLSTM`: a stacked LSTM over time with a skip connection around it.
+#[derive(Debug, Clone)]
+struct Lstm {
+    /// Per layer: input weights transposed `[dim, 4*dim]`, recurrent weights as stored
+    /// `[4*dim, dim]`, and the summed biases `[4*dim]`; gates in PyTorch's order i, f, g, o.
+    layers: Vec<(Tensor, Tensor, Tensor)>,
+    dim: usize,
+}
+
+impl Lstm {
+    fn load(vb: VarBuilder, dim: usize, num_layers: usize) -> candle_core::Result<Self> {
+        let vb = vb.pp("lstm");
+        let layers = (0..num_layers)
+            .map(|l| {
+                let w_ih = vb.get((4 * dim, dim), &format!("weight_ih_l{l}"))?;
+                let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
+                let b = (vb.get(4 * dim, &format!("bias_ih_l{l}"))?
+                    + vb.get(4 * dim, &format!("bias_hh_l{l}"))?)?;
+                Ok((w_ih.t()?.contiguous()?, w_hh.contiguous()?, b))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self { layers, dim })
+    }
+}
+
+impl Module for Lstm {
+    /// `[batch, dim, time]` in, same out.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, _, t) = xs.dims3()?;
+        let input = xs.transpose(1, 2)?.contiguous()?; // [b, t, dim]
+        let mut seq = input.clone();
+        let h_dim = self.dim;
+        for (w_ih, w_hh, bias) in &self.layers {
+            // The input projection of every step at once; only the recurrence is sequential.
+            let pre = seq
+                .reshape((b * t, h_dim))?
+                .matmul(w_ih)?
+                .broadcast_add(bias)?
+                .reshape((b, t, 4 * h_dim))?;
+            let mut h = Tensor::zeros((b, h_dim), DType::F32, xs.device())?;
+            let mut c = h.clone();
+            let mut outs = Vec::with_capacity(t);
+            for step in 0..t {
+                // One [batch, dim] x [dim, 4*dim] product per step: memory-bound, so on the
+                // CPU it takes the streaming matrix-vector path when the batch is small.
+                let recurrent = match super::gemv::matmul_t(&h, w_hh)? {
+                    Some(r) => r,
+                    None => h.matmul(&w_hh.t()?)?,
+                };
+                let gates = (pre.i((.., step, ..))? + recurrent)?;
+                let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h_dim)?)?;
+                let f = candle_nn::ops::sigmoid(&gates.narrow(1, h_dim, h_dim)?)?;
+                let g = gates.narrow(1, 2 * h_dim, h_dim)?.tanh()?;
+                let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h_dim, h_dim)?)?;
+                c = ((f * &c)? + (i * g)?)?;
+                h = (o * c.tanh()?)?;
+                outs.push(h.clone());
+            }
+            seq = Tensor::stack(&outs, 1)?;
+        }
+        (seq + input)?.transpose(1, 2)?.contiguous()
+    }
+}
+
+/// SEANet residual block: ELU, conv(k, dilation), ELU, conv(1), plus a shortcut.
+#[derive(Debug, Clone)]
+struct ResnetBlock {
+    conv1: Conv1d,
+    conv2: Conv1d,
+    shortcut: Option<Conv1d>,
+}
+
+impl ResnetBlock {
+    fn load(
+        vb: VarBuilder,
+        cfg: &EncodecConfig,
+        dim: usize,
+        dilation: usize,
+    ) -> candle_core::Result<Self> {
+        let hidden = dim / cfg.compress;
+        // The block's module list is [ELU, conv, ELU, conv]: the convolutions sit at 1 and 3.
+        let conv1 = Conv1d::load(
+            vb.pp("block.1"),
+            cfg,
+            dim,
+            hidden,
+            cfg.residual_kernel_size,
+            1,
+            dilation,
+        )?;
+        let conv2 = Conv1d::load(vb.pp("block.3"), cfg, hidden, dim, 1, 1, 1)?;
+        let shortcut = if cfg.use_conv_shortcut {
+            Some(Conv1d::load(vb.pp("shortcut"), cfg, dim, dim, 1, 1, 1)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1,
+            conv2,
+            shortcut,
+        })
+    }
+}
+
+impl Module for ResnetBlock {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.conv1.forward(&xs.elu(1.0)?)?;
+        let h = self.conv2.forward(&h.elu(1.0)?)?;
+        let skip = match &self.shortcut {
+            Some(conv) => conv.forward(xs)?,
+            None => xs.clone(),
+        };
+        skip + h
+    }
+}
+
+/// One entry of the SEANet `layers` list (ELUs are entries too, which keeps indices aligned
+/// with the checkpoint's key names).
+#[derive(Debug, Clone)]
+enum Layer {
+    Conv(Conv1d),
+    ConvTranspose(ConvTranspose1d),
+    Resnet(ResnetBlock),
+    Lstm(Lstm),
+    Elu,
+}
+
+impl Module for Layer {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Layer::Conv(m) => m.forward(xs),
+            Layer::ConvTranspose(m) => m.forward(xs),
+            Layer::Resnet(m) => m.forward(xs),
+            Layer::Lstm(m) => m.forward(xs),
+            Layer::Elu => xs.elu(1.0),
+        }
+    }
+}
+
+fn run(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
+    layers
+        .iter()
+        .try_fold(xs.clone(), |xs, layer| layer.forward(&xs))
+}
+
+fn load_encoder(vb: VarBuilder, cfg: &EncodecConfig) -> candle_core::Result<Vec<Layer>> {
+    let mut layers = Vec::new();
+    let at = |i: usize| vb.pp(format!("layers.{i}"));
+    layers.push(Layer::Conv(Conv1d::load(
+        at(0),
+        cfg,
+        cfg.audio_channels,
+        cfg.num_filters,
+        cfg.kernel_size,
+        1,
+        1,
+    )?));
+    let mut scale = 1;
+    for &ratio in cfg.upsampling_ratios.iter().rev() {
+        let dim = scale * cfg.num_filters;
+        for j in 0..cfg.num_residual_layers {
+            let dilation = cfg.dilation_growth_rate.pow(j as u32);
+            layers.push(Layer::Resnet(ResnetBlock::load(
+                at(layers.len()),
+                cfg,
+                dim,
+                dilation,
+            )?));
+        }
+        layers.push(Layer::Elu);
+        layers.push(Layer::Conv(Conv1d::load(
+            at(layers.len()),
+            cfg,
+            dim,
+            dim * 2,
+            ratio * 2,
+            ratio,
+            1,
+        )?));
+        scale *= 2;
+    }
+    let dim = scale * cfg.num_filters;
+    layers.push(Layer::Lstm(Lstm::load(
+        at(layers.len()),
+        dim,
+        cfg.num_lstm_layers,
+    )?));
+    layers.push(Layer::Elu);
+    layers.push(Layer::Conv(Conv1d::load(
+        at(layers.len()),
+        cfg,
+        dim,
+        cfg.hidden_size,
+        cfg.last_kernel_size,
+        1,
+        1,
+    )?));
+    Ok(layers)
+}
+
+fn load_decoder(vb: VarBuilder, cfg: &EncodecConfig) -> candle_core::Result<Vec<Layer>> {
+    let mut layers = Vec::new();
+    let at = |i: usize| vb.pp(format!("layers.{i}"));
+    let mut scale = 1usize << cfg.upsampling_ratios.len();
+    let dim = scale * cfg.num_filters;
+    layers.push(Layer::Conv(Conv1d::load(
+        at(0),
+        cfg,
+        cfg.hidden_size,
+        dim,
+        cfg.kernel_size,
+        1,
+        1,
+    )?));
+    layers.push(Layer::Lstm(Lstm::load(at(1), dim, cfg.num_lstm_layers)?));
+    for &ratio in &cfg.upsampling_ratios {
+        let dim = scale * cfg.num_filters;
+        layers.push(Layer::Elu);
+        layers.push(Layer::ConvTranspose(ConvTranspose1d::load(
+            at(layers.len()),
+            cfg,
+            dim,
+            dim / 2,
+            ratio * 2,
+            ratio,
+        )?));
+        for j in 0..cfg.num_residual_layers {
+            let dilation = cfg.dilation_growth_rate.pow(j as u32);
+            layers.push(Layer::Resnet(ResnetBlock::load(
+                at(layers.len()),
+                cfg,
+                dim / 2,
+                dilation,
+            )?));
+        }
+        scale /= 2;
+    }
+    layers.push(Layer::Elu);
+    layers.push(Layer::Conv(Conv1d::load(
+        at(layers.len()),
+        cfg,
+        cfg.num_filters,
+        cfg.audio_channels,
+        cfg.last_kernel_size,
+        1,
+        1,
+    )?));
+    Ok(layers)
+}
+
+/// Residual vector quantiser: one codebook `[codebook_size, dim]` per level.
+#[derive(Debug, Clone)]
+struct Quantizer {
+    codebooks: Vec<Tensor>,
+    /// Squared norms of each codebook's entries, `[1, codebook_size]`.
+    norms: Vec<Tensor>,
+}
+
+impl Quantizer {
+    fn load(vb: VarBuilder, cfg: &EncodecConfig) -> candle_core::Result<Self> {
+        let mut codebooks = Vec::new();
+        let mut norms = Vec::new();
+        for q in 0..cfg.num_quantizers() {
+            let embed = vb.get(
+                (cfg.codebook_size, cfg.codebook_dim()),
+                &format!("layers.{q}.codebook.embed"),
+            )?;
+            norms.push(embed.sqr()?.sum_keepdim(1)?.t()?.contiguous()?);
+            codebooks.push(embed);
+        }
+        Ok(Self { codebooks, norms })
+    }
+
+    /// `[batch, dim, frames]` latent to `[batch, levels, frames]` u32 codes.
+    fn encode(&self, latent: &Tensor, levels: usize) -> candle_core::Result<Tensor> {
+        let (b, dim, t) = latent.dims3()?;
+        let mut residual = latent.transpose(1, 2)?.reshape((b * t, dim))?;
+        let mut codes = Vec::with_capacity(levels);
+        for (embed, norm) in self.codebooks.iter().zip(&self.norms).take(levels) {
+            // ||x||^2 is the same for every entry of a row, so the nearest entry minimises
+            // ||e||^2 - 2 x.e
+            let dist = norm.broadcast_sub(&(residual.matmul(&embed.t()?)? * 2.0)?)?;
+            let ids = dist.argmin(D::Minus1)?;
+            residual = (residual - embed.index_select(&ids, 0)?)?;
+            codes.push(ids.reshape((b, t))?);
+        }
+        Tensor::stack(&codes, 1)
+    }
+
+    /// `[batch, levels, frames]` codes to the summed `[batch, dim, frames]` latent.
+    fn decode(&self, codes: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, levels, t) = codes.dims3()?;
+        if levels > self.codebooks.len() {
+            candle_core::bail!(
+                "codes have {levels} codebooks but the codec has {}",
+                self.codebooks.len()
+            );
+        }
+        let codes = codes.to_dtype(DType::U32)?;
+        let mut sum: Option<Tensor> = None;
+        for (level, embed) in self.codebooks.iter().enumerate().take(levels) {
+            let ids = codes.i((.., level, ..))?.flatten_all()?;
+            let q = embed.index_select(&ids, 0)?;
+            sum = Some(match sum {
+                Some(s) => (s + q)?,
+                None => q,
+            });
+        }
+        let sum = sum.ok_or_else(|| candle_core::Error::Msg("no codebooks to decode".into()))?;
+        let dim = sum.dim(1)?;
+        sum.reshape((b, t, dim))?.transpose(1, 2)?.contiguous()
+    }
+}
+
+/// The EnCodec codec: waveform to codes and back.
+#[derive(Debug, Clone)]
+pub struct Encodec {
+    encoder: Vec<Layer>,
+    decoder: Vec<Layer>,
+    quantizer: Quantizer,
+    config: EncodecConfig,
+    device: Device,
+}
+
+impl Encodec {
+    /// Loads from `vb` at the `audio_encoder` prefix of a MusicGen checkpoint.
+    pub fn load(vb: VarBuilder, config: &EncodecConfig) -> candle_core::Result<Self> {
+        config.validate()?;
+        let vb = vb.set_dtype(DType::F32);
+        Ok(Self {
+            encoder: load_encoder(vb.pp("encoder"), config)?,
+            decoder: load_decoder(vb.pp("decoder"), config)?,
+            quantizer: Quantizer::load(vb.pp("quantizer"), config)?,
+            config: config.clone(),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The configuration the codec was built from.
+    pub fn config(&self) -> &EncodecConfig {
+        &self.config
+    }
+
+    /// Samples per code frame.
+    pub fn hop_length(&self) -> usize {
+        self.config.hop_length()
+    }
+
+    /// Audio sample rate in Hz.
+    pub fn sample_rate(&self) -> u32 {
+        self.config.sampling_rate
+    }
+
+    /// Codebooks available (quantiser levels).
+    pub fn num_codebooks(&self) -> usize {
+        self.quantizer.codebooks.len()
+    }
+
+    /// The SEANet encoder alone: `[batch, 1, samples]` audio to the `[batch, hidden, frames]`
+    /// latent before quantisation.
+    pub fn encode_latent(&self, audio: &Tensor) -> candle_core::Result<Tensor> {
+        let audio = audio.to_device(&self.device)?.to_dtype(DType::F32)?;
+        if audio.dims3()?.1 != self.config.audio_channels {
+            candle_core::bail!("EnCodec expects audio shaped [batch, 1, samples]");
+        }
+        run(&self.encoder, &audio)
+    }
+
+    /// Encodes `[batch, 1, samples]` audio to `[batch, num_codebooks, frames]` i64 codes,
+    /// `frames = ceil(samples / hop_length)`. `num_codebooks` may be fewer than the codec has.
+    pub fn encode(&self, audio: &Tensor, num_codebooks: usize) -> candle_core::Result<Tensor> {
+        if num_codebooks == 0 || num_codebooks > self.num_codebooks() {
+            candle_core::bail!(
+                "cannot encode with {num_codebooks} codebooks: the codec has {}",
+                self.num_codebooks()
+            );
+        }
+        if audio.dim(D::Minus1)? == 0 {
+            candle_core::bail!("cannot encode empty audio");
+        }
+        let latent = self.encode_latent(audio)?;
+        self.quantizer
+            .encode(&latent, num_codebooks)?
+            .to_dtype(DType::I64)
+    }
+
+    /// Decodes `[batch, codebooks, frames]` codes (any integer dtype) to `[batch, 1, frames *
+    /// hop_length]` f32 audio.
+    pub fn decode(&self, codes: &Tensor) -> candle_core::Result<Tensor> {
+        let codes = codes.to_device(&self.device)?;
+        if codes.elem_count() == 0 {
+            candle_core::bail!("cannot decode zero frames");
+        }
+        let max = codes
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<i64>()?;
+        let min = codes
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .min(0)?
+            .to_scalar::<i64>()?;
+        if min < 0 || max >= self.config.codebook_size as i64 {
+            candle_core::bail!(
+                "codes must lie in 0..{}, got values from {min} to {max}",
+                self.config.codebook_size
+            );
+        }
+        let latent = self.quantizer.decode(&codes)?;
+        run(&self.decoder, &latent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_add_matches_candle_per_item() {
+        let dev = Device::Cpu;
+        let xs = Tensor::randn(0f32, 1., (3, 5, 7), &dev).unwrap();
+        for (k, stride) in [(6, 3), (4, 4), (5, 2)] {
+            let w = Tensor::randn(0f32, 1., (5, 4, k), &dev).unwrap();
+            let ours = conv_transpose1d(&xs, &w, stride).unwrap();
+            assert_eq!(ours.dims(), &[3, 4, 6 * stride + k]);
+            for i in 0..3 {
+                let one = xs
+                    .narrow(0, i, 1)
+                    .unwrap()
+                    .conv_transpose1d(&w, 0, 0, stride, 1, 1)
+                    .unwrap();
+                let diff = (ours.narrow(0, i, 1).unwrap() - one)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-4, "k {k} stride {stride} item {i}: {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn reflect_pad_matches_torch() {
+        let dev = Device::Cpu;
+        let xs = Tensor::new(&[[[1f32, 2., 3., 4.]]], &dev).unwrap();
+        let p = pad1d(&xs, 2, 3, PadMode::Reflect).unwrap();
+        let got: Vec<f32> = p.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got, vec![3., 2., 1., 2., 3., 4., 3., 2., 1.]);
+        // Shorter than the padding: HF appends zeros first, reflects, then drops them.
+        let xs = Tensor::new(&[[[1f32, 2.]]], &dev).unwrap();
+        let p = pad1d(&xs, 3, 1, PadMode::Reflect).unwrap();
+        let got: Vec<f32> = p.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got, vec![0., 0., 2., 1., 2., 0.]);
+    }
+}

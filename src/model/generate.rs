@@ -1,0 +1,331 @@
+//! Autoregressive generation: BOS start, the delay pattern (built, applied and undone exactly as
+//! Hugging Face's `build_delay_pattern_mask` / `apply_delay_pattern_mask`), classifier-free
+//! guidance over a doubled batch `[cond; uncond]`, and greedy or seeded top-k sampling.
+
+use candle_core::{DType, Tensor};
+use rand::{Rng, SeedableRng};
+
+use super::decoder::{BlockOffsets, CrossContext, Decoder};
+use super::{GenerateOptions, ModelError, ResidualHook, Sampling};
+
+/// "Not fixed by the pattern: the model predicts this token."
+pub const FREE: i64 = -1;
+
+/// HF's `build_delay_pattern_mask` for one batch item.
+///
+/// `prompt` holds one row per codebook (all the same length); returns the trimmed decoder input
+/// (each row up to the first position the model must fill) and the pattern `[codebooks][max_length]`
+/// whose entries are either a fixed id (prompt or `pad`) or [`FREE`].
+pub fn build_delay_pattern(
+    prompt: &[Vec<i64>],
+    pad: i64,
+    max_length: usize,
+) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
+    let k = prompt.len();
+    let seq_len = prompt.first().map_or(0, Vec::len);
+    let mut shifted = vec![vec![FREE; max_length]; k];
+    // Too short for the pattern: HF returns the input unchanged and an all-free pattern.
+    if max_length + 1 < 2 * k {
+        return (prompt.to_vec(), shifted);
+    }
+    for (cb, row) in prompt.iter().enumerate() {
+        for (i, &id) in row.iter().enumerate() {
+            if cb + i < max_length {
+                shifted[cb][cb + i] = id;
+            }
+        }
+    }
+    // Pad the lower triangle (position <= codebook: the BOS side) and the upper one (the last
+    // codebooks' tails: position >= max_length - k + 1 + codebook).
+    for (cb, row) in shifted.iter_mut().enumerate() {
+        for (pos, slot) in row.iter_mut().enumerate() {
+            if pos <= cb || pos + k > max_length + cb {
+                *slot = pad;
+            }
+        }
+    }
+    let first_free = shifted[0]
+        .iter()
+        .position(|&id| id == FREE)
+        .unwrap_or(seq_len);
+    let input = shifted.iter().map(|r| r[..first_free].to_vec()).collect();
+    (input, shifted)
+}
+
+/// HF's `apply_delay_pattern_mask`: keeps `ids` where the pattern is free, else the pattern's id.
+pub fn apply_delay_pattern(ids: &mut [Vec<i64>], pattern: &[Vec<i64>]) {
+    for (row, pat) in ids.iter_mut().zip(pattern) {
+        for (id, &p) in row.iter_mut().zip(pat) {
+            if p != FREE {
+                *id = p;
+            }
+        }
+    }
+}
+
+/// Undoes the delay pattern: per codebook, the tokens that are not `pad`, as HF does after
+/// generation. Fails if codebooks end up with different lengths.
+pub fn undo_delay_pattern(ids: &[Vec<i64>], pad: i64) -> Result<Vec<Vec<i64>>, ModelError> {
+    let rows: Vec<Vec<i64>> = ids
+        .iter()
+        .map(|r| r.iter().copied().filter(|&id| id != pad).collect())
+        .collect();
+    if rows.windows(2).any(|w| w[0].len() != w[1].len()) {
+        return Err(ModelError::Invalid(
+            "codebooks have different lengths after undoing the delay pattern".into(),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Classifier-free guidance on raw logits: `uncond + scale * (cond - uncond)`.
+pub fn guide(cond: &[f32], uncond: &[f32], scale: f32) -> Vec<f32> {
+    cond.iter()
+        .zip(uncond)
+        .map(|(&c, &u)| u + (c - u) * scale)
+        .collect()
+}
+
+/// Index of the largest logit (the first one on ties, like `torch.argmax`).
+pub fn argmax(logits: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Samples among the `k` largest logits (ties with the k-th kept, as HF's `TopKLogitsWarper`)
+/// after dividing by `temperature`.
+pub fn sample_top_k(logits: &[f32], k: usize, temperature: f64, rng: &mut impl Rng) -> usize {
+    let k = k.clamp(1, logits.len());
+    let mut sorted: Vec<f32> = logits.to_vec();
+    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+    let threshold = sorted[k - 1];
+    let t = temperature.max(1e-6);
+    let max = sorted[0] as f64;
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&v| {
+            if v >= threshold {
+                ((v as f64 - max) / t).exp()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let total: f64 = weights.iter().sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return argmax(logits);
+    }
+    let mut u = rng.random::<f64>() * total;
+    let mut last_kept = argmax(logits);
+    for (i, &w) in weights.iter().enumerate() {
+        if w > 0.0 {
+            last_kept = i;
+            if u < w {
+                return i;
+            }
+            u -= w;
+        }
+    }
+    last_kept
+}
+
+/// Everything the generation loop needs besides the decoder.
+pub struct GenerationInputs<'a> {
+    /// Text conditioning: `[cond; uncond]` rows when guidance is on, else `[cond]`.
+    pub cross: &'a CrossContext,
+    /// Prompts in the batch (conditional rows).
+    pub batch: usize,
+    /// Whether `cross` holds the doubled CFG batch.
+    pub guided: bool,
+    /// Pad id (the delay pattern's filler) and BOS id (the first input).
+    pub pad: i64,
+    /// First decoder input id.
+    pub bos: i64,
+}
+
+/// Runs the decoder for `options.max_new_tokens` steps and returns codes `[batch, codebooks,
+/// frames]` (i64) with the delay pattern undone.
+pub fn generate(
+    decoder: &Decoder,
+    inputs: &GenerationInputs,
+    options: &GenerateOptions,
+    mut hook: Option<&mut dyn ResidualHook>,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<Tensor, ModelError> {
+    let cfg = decoder.config();
+    let k = cfg.num_codebooks;
+    let steps = options.max_new_tokens;
+    let max_length = steps + 1;
+    let vocab = cfg.vocab_size;
+    let rows = if inputs.guided {
+        2 * inputs.batch
+    } else {
+        inputs.batch
+    };
+
+    let bos_prompt = vec![vec![inputs.bos]; k];
+    let (start, pattern) = build_delay_pattern(&bos_prompt, inputs.pad, max_length);
+    // seq[b][cb] grows by one token per step.
+    let mut seq: Vec<Vec<Vec<i64>>> = (0..inputs.batch).map(|_| start.clone()).collect();
+    let mut cache = decoder.new_cache(rows, max_length)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
+    let scale = options.guidance_scale as f32;
+
+    // The first forward pass sees the whole start (1 token for a BOS-only prompt).
+    let mut fed = 0;
+    for step in 0..steps {
+        let pos = seq[0][0].len();
+        let mut ids = Vec::with_capacity(rows * k * (pos - fed));
+        for half in 0..(rows / inputs.batch) {
+            let _ = half;
+            for item in &seq {
+                for (cb, row) in item.iter().enumerate() {
+                    for (p, &id) in row.iter().enumerate().take(pos).skip(fed) {
+                        let fixed = pattern[cb][p];
+                        let id = if fixed != FREE { fixed } else { id };
+                        ids.push(id as u32);
+                    }
+                }
+            }
+        }
+        let codes = Tensor::from_vec(ids, (rows, k, pos - fed), decoder.device())?;
+        fed = pos;
+
+        let offsets = match hook.as_mut() {
+            Some(h) => {
+                let only_cond = h.conditional_only() && inputs.guided;
+                let offs = h.offsets(step)?;
+                Some((offs, only_cond))
+            }
+            None => None,
+        };
+        let steer = offsets.as_ref().map(|(offs, only_cond)| BlockOffsets {
+            offsets: offs,
+            rows: only_cond.then_some(inputs.batch),
+        });
+        let out = decoder.forward(
+            &codes,
+            Some(inputs.cross),
+            Some(&mut cache),
+            steer.as_ref(),
+            &[],
+        )?;
+        let t = out.hidden.dim(1)?;
+        let last = out.hidden.narrow(1, t - 1, 1)?;
+        let logits = decoder.logits(&last)?; // [rows, k, 1, vocab]
+        let logits: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+
+        for (b, item) in seq.iter_mut().enumerate() {
+            for (cb, row) in item.iter_mut().enumerate() {
+                let at = |r: usize| &logits[(r * k + cb) * vocab..(r * k + cb + 1) * vocab];
+                let mixed;
+                let scores: &[f32] = if inputs.guided {
+                    mixed = guide(at(b), at(b + inputs.batch), scale);
+                    &mixed
+                } else {
+                    at(b)
+                };
+                let id = match options.sampling {
+                    Sampling::Greedy => argmax(scores),
+                    Sampling::TopK { k, temperature } => {
+                        sample_top_k(scores, k, temperature, &mut rng)
+                    }
+                } as i64;
+                let p = row.len();
+                let fixed = pattern[cb].get(p).copied().unwrap_or(FREE);
+                row.push(if fixed != FREE { fixed } else { id });
+            }
+        }
+        on_step(step + 1, steps);
+    }
+
+    let frames: Vec<Vec<Vec<i64>>> = seq
+        .iter()
+        .map(|item| {
+            let mut item = item.clone();
+            apply_delay_pattern(&mut item, &pattern);
+            undo_delay_pattern(&item, inputs.pad)
+        })
+        .collect::<Result<_, _>>()?;
+    let n = frames[0][0].len();
+    let flat: Vec<i64> = frames.into_iter().flatten().flatten().collect();
+    Ok(Tensor::from_vec(
+        flat,
+        (inputs.batch, k, n),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: i64 = 2048;
+
+    #[test]
+    fn delay_pattern_matches_hf_docstring() {
+        // HF docstring, 4 codebooks, max_length 8, BOS-only prompt.
+        let (input, pattern) = build_delay_pattern(&vec![vec![P]; 4], P, 8);
+        let f = FREE;
+        assert_eq!(
+            pattern,
+            vec![
+                vec![P, f, f, f, f, P, P, P],
+                vec![P, P, f, f, f, f, P, P],
+                vec![P, P, P, f, f, f, f, P],
+                vec![P, P, P, P, f, f, f, f],
+            ]
+        );
+        assert_eq!(input, vec![vec![P]; 4]);
+    }
+
+    #[test]
+    fn delay_pattern_with_prompt_matches_hf_docstring() {
+        // [P, a, b, -1, -1, P, P, P] ... with a prompt of two frames after BOS.
+        let prompt = vec![vec![P, 1, 2], vec![P, 3, 4], vec![P, 5, 6], vec![P, 7, 8]];
+        let (input, pattern) = build_delay_pattern(&prompt, P, 8);
+        let f = FREE;
+        assert_eq!(pattern[0], vec![P, 1, 2, f, f, P, P, P]);
+        assert_eq!(pattern[1], vec![P, P, 3, 4, f, f, P, P]);
+        assert_eq!(pattern[3], vec![P, P, P, P, 7, 8, f, f]);
+        assert_eq!(input[2], vec![P, P, P]);
+    }
+
+    #[test]
+    fn undo_recovers_frames() {
+        let (_, pattern) = build_delay_pattern(&vec![vec![P]; 4], P, 8);
+        let mut ids: Vec<Vec<i64>> = (0..4)
+            .map(|cb| (0..8).map(|p| cb * 100 + p).collect())
+            .collect();
+        apply_delay_pattern(&mut ids, &pattern);
+        let frames = undo_delay_pattern(&ids, P).unwrap();
+        // max_length 8 = 7 new tokens → 4 frames; codebook k's frame i was generated at i + k + 1.
+        assert_eq!(frames[0], vec![1, 2, 3, 4]);
+        assert_eq!(frames[3], vec![304, 305, 306, 307]);
+    }
+
+    #[test]
+    fn top_k_stays_in_top_k_and_is_seeded() {
+        let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 50) as f32 * 0.1).collect();
+        let mut sorted = logits.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let mut a = rand::rngs::StdRng::seed_from_u64(7);
+        let mut b = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..500 {
+            let i = sample_top_k(&logits, 5, 1.0, &mut a);
+            assert!(logits[i] >= sorted[4]);
+            assert_eq!(i, sample_top_k(&logits, 5, 1.0, &mut b));
+        }
+    }
+
+    #[test]
+    fn guidance_mixes_raw_logits() {
+        assert_eq!(guide(&[2.0], &[1.0], 3.0), vec![4.0]);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+    }
+}

@@ -1,0 +1,426 @@
+//! Finding a model's files (a local folder or a Hugging Face hub id) and reading its weights.
+//!
+//! Weights are read tensor by tensor with positioned reads instead of a memory map, so loading
+//! never holds the file's pages and the converted copy at the same time: peak memory stays close
+//! to the size of the weights themselves.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use super::ModelError;
+
+/// The files that make up a MusicGen checkpoint.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// `config.json`.
+    pub config: PathBuf,
+    /// `model.safetensors`, or every shard named by `model.safetensors.index.json`.
+    pub weights: Vec<PathBuf>,
+    /// `tokenizer.json`.
+    pub tokenizer: PathBuf,
+    /// `generation_config.json`, when the checkpoint has one.
+    pub generation_config: Option<PathBuf>,
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+/// True for strings shaped like `owner/name` that are not an existing path.
+fn looks_like_hub_id(spec: &str) -> bool {
+    let parts: Vec<&str> = spec.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+}
+
+/// Resolves `--model`: an existing folder is used as is; otherwise an `owner/name` id is looked up
+/// on the hub (or only in the local cache when `HF_HUB_OFFLINE` is set).
+pub fn resolve(spec: &str) -> Result<ModelFiles, ModelError> {
+    let path = Path::new(spec);
+    if path.exists() {
+        if !path.is_dir() {
+            return Err(ModelError::Invalid(format!(
+                "--model {spec} is a file; give the folder that holds config.json and model.safetensors"
+            )));
+        }
+        return resolve_folder(path);
+    }
+    if !looks_like_hub_id(spec) {
+        return Err(ModelError::Invalid(format!(
+            "model folder {spec} does not exist (and it is not a hub id like facebook/musicgen-small)"
+        )));
+    }
+    resolve_hub(spec)
+}
+
+fn resolve_folder(dir: &Path) -> Result<ModelFiles, ModelError> {
+    let need = |name: &str| {
+        let p = dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(ModelError::Missing { path: p })
+        }
+    };
+    let config = need("config.json")?;
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    let weights = if single.is_file() {
+        vec![single]
+    } else if index.is_file() {
+        shard_names(&index)?
+            .into_iter()
+            .map(|name| need(&name))
+            .collect::<Result<_, _>>()?
+    } else {
+        return Err(ModelError::Missing { path: single });
+    };
+    let tokenizer = need("tokenizer.json")?;
+    let generation_config = Some(dir.join("generation_config.json")).filter(|p| p.is_file());
+    Ok(ModelFiles {
+        config,
+        weights,
+        tokenizer,
+        generation_config,
+    })
+}
+
+/// Shard file names listed in a `model.safetensors.index.json`, each once, in order.
+fn shard_names(index: &Path) -> Result<Vec<String>, ModelError> {
+    let text = std::fs::read_to_string(index).map_err(|e| ModelError::Io {
+        path: index.to_path_buf(),
+        source: e,
+    })?;
+    let bad = |message: String| ModelError::Weights {
+        path: index.to_path_buf(),
+        message,
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no `weight_map` object".into()))?;
+    let mut names: Vec<String> = Vec::new();
+    for file in map.values() {
+        let file = file
+            .as_str()
+            .ok_or_else(|| bad("`weight_map` values must be file names".into()))?;
+        if file.contains('/') || file.contains("..") {
+            return Err(bad(format!("shard name {file:?} leaves the model folder")));
+        }
+        if !names.iter().any(|n| n == file) {
+            names.push(file.to_string());
+        }
+    }
+    if names.is_empty() {
+        return Err(bad("`weight_map` is empty".into()));
+    }
+    Ok(names)
+}
+
+/// Fetches one file of a hub repository (from the cache, or downloading it).
+type Fetch = Box<dyn Fn(&str) -> Result<PathBuf, ModelError>>;
+
+fn resolve_hub(id: &str) -> Result<ModelFiles, ModelError> {
+    let fetch: Fetch = if offline() {
+        let cache = hf_hub::Cache::from_env();
+        let root = cache.path().clone();
+        let repo = cache.model(id.to_string());
+        let id = id.to_string();
+        Box::new(move |file: &str| {
+            repo.get(file).ok_or_else(|| ModelError::Hub {
+                repo: id.clone(),
+                file: file.to_string(),
+                message: format!(
+                    "not in the local Hugging Face cache ({}) and HF_HUB_OFFLINE is set",
+                    root.display()
+                ),
+            })
+        })
+    } else {
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_progress(true)
+            .build()
+            .map_err(|e| ModelError::Hub {
+                repo: id.to_string(),
+                file: String::new(),
+                message: e.to_string(),
+            })?;
+        let repo = api.model(id.to_string());
+        let id = id.to_string();
+        Box::new(move |file: &str| {
+            repo.get(file).map_err(|e| ModelError::Hub {
+                repo: id.clone(),
+                file: file.to_string(),
+                message: e.to_string(),
+            })
+        })
+    };
+    let config = fetch("config.json")?;
+    let weights = match fetch("model.safetensors") {
+        Ok(p) => vec![p],
+        Err(single_err) => match fetch("model.safetensors.index.json") {
+            Ok(index) => shard_names(&index)?
+                .iter()
+                .map(|n| fetch(n))
+                .collect::<Result<_, _>>()?,
+            Err(_) => return Err(single_err),
+        },
+    };
+    let tokenizer = fetch("tokenizer.json")?;
+    let generation_config = fetch("generation_config.json").ok();
+    Ok(ModelFiles {
+        config,
+        weights,
+        tokenizer,
+        generation_config,
+    })
+}
+
+/// Where one tensor lives inside a safetensors file.
+#[derive(Debug, Clone)]
+struct Entry {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    start: u64,
+    len: usize,
+}
+
+/// Reads tensors from one or more safetensors files on demand.
+pub struct SafetensorsFiles {
+    files: Vec<(PathBuf, File)>,
+    entries: HashMap<String, Entry>,
+}
+
+fn parse_dtype(s: &str) -> Option<(DType, usize)> {
+    Some(match s {
+        "F32" => (DType::F32, 4),
+        "F16" => (DType::F16, 2),
+        "BF16" => (DType::BF16, 2),
+        "F64" => (DType::F64, 8),
+        "I64" => (DType::I64, 8),
+        "U8" => (DType::U8, 1),
+        "U32" => (DType::U32, 4),
+        _ => return None,
+    })
+}
+
+impl SafetensorsFiles {
+    /// Opens every file and checks its header; errors name the file.
+    pub fn open(paths: &[PathBuf]) -> Result<Self, ModelError> {
+        let mut files = Vec::new();
+        let mut entries = HashMap::new();
+        for (i, path) in paths.iter().enumerate() {
+            let bad = |message: String| ModelError::Weights {
+                path: path.clone(),
+                message,
+            };
+            let file = File::open(path).map_err(|e| ModelError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            let size = file
+                .metadata()
+                .map_err(|e| ModelError::Io {
+                    path: path.clone(),
+                    source: e,
+                })?
+                .len();
+            let mut n = [0u8; 8];
+            read_at(&file, 0, &mut n)
+                .map_err(|_| bad("not a safetensors file (too short)".into()))?;
+            let n = u64::from_le_bytes(n);
+            if n > 100_000_000 || 8 + n > size {
+                return Err(bad("not a safetensors file (bad header size)".into()));
+            }
+            let mut header = vec![0u8; n as usize];
+            read_at(&file, 8, &mut header).map_err(|e| bad(e.to_string()))?;
+            let header: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&header)
+                    .map_err(|e| bad(format!("not a safetensors file (header: {e})")))?;
+            let data_start = 8 + n;
+            for (name, info) in header {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("");
+                let (dtype, width) = parse_dtype(dtype)
+                    .ok_or_else(|| bad(format!("tensor {name}: unsupported dtype {dtype:?}")))?;
+                let shape: Vec<usize> = info
+                    .get("shape")
+                    .and_then(|s| serde_json::from_value(s.clone()).ok())
+                    .ok_or_else(|| bad(format!("tensor {name}: bad shape")))?;
+                let offsets: [u64; 2] = info
+                    .get("data_offsets")
+                    .and_then(|s| serde_json::from_value(s.clone()).ok())
+                    .ok_or_else(|| bad(format!("tensor {name}: bad data_offsets")))?;
+                let len = shape.iter().product::<usize>() * width;
+                if offsets[1] < offsets[0]
+                    || offsets[1] - offsets[0] != len as u64
+                    || data_start + offsets[1] > size
+                {
+                    return Err(bad(format!(
+                        "tensor {name}: data lies outside the file (truncated or corrupt)"
+                    )));
+                }
+                entries.insert(
+                    name,
+                    Entry {
+                        file: i,
+                        dtype,
+                        shape,
+                        start: data_start + offsets[0],
+                        len,
+                    },
+                );
+            }
+            files.push((path.clone(), file));
+        }
+        Ok(SafetensorsFiles { files, entries })
+    }
+
+    /// Name, dtype and shape of every tensor, sorted by name.
+    pub fn tensors(&self) -> Vec<(String, DType, Vec<usize>)> {
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(n, e)| (n.clone(), e.dtype, e.shape.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// A `VarBuilder` reading from these files, converting floating-point weights to `dtype`.
+    pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        let backend: Box<dyn SimpleBackend> = Box::new(Shared(self.clone()));
+        VarBuilder::from_backend(backend, dtype, device.clone())
+    }
+
+    fn read(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let entry = self.entries.get(name).ok_or_else(|| {
+            let files: Vec<String> = self
+                .files
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect();
+            candle_core::Error::Msg(format!(
+                "tensor {name} is missing from {}",
+                files.join(", ")
+            ))
+        })?;
+        let (path, file) = &self.files[entry.file];
+        let mut bytes = vec![0u8; entry.len];
+        read_at(file, entry.start, &mut bytes).map_err(|e| {
+            candle_core::Error::Msg(format!("{}: reading {name}: {e}", path.display()))
+        })?;
+        let t = Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, &Device::Cpu)?;
+        drop(bytes);
+        let t = if t.dtype().is_float() && t.dtype() != dtype {
+            t.to_dtype(dtype)?
+        } else {
+            t
+        };
+        t.to_device(device)
+    }
+}
+
+struct Shared(Arc<SafetensorsFiles>);
+
+impl SimpleBackend for Shared {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.0.read(name, dtype, dev)?;
+        if t.shape() != &s {
+            candle_core::bail!(
+                "tensor {name} has shape {:?}, the config implies {:?}",
+                t.dims(),
+                s.dims()
+            );
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.read(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.entries.contains_key(name)
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = file.try_clone()?;
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_and_paths_are_told_apart() {
+        assert!(looks_like_hub_id("facebook/musicgen-small"));
+        assert!(!looks_like_hub_id("./models/x"));
+        assert!(!looks_like_hub_id("/abs/path"));
+        assert!(!looks_like_hub_id("a/b/c"));
+        assert!(!looks_like_hub_id("musicgen"));
+    }
+
+    #[test]
+    fn corrupt_weights_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.safetensors");
+        std::fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
+        let e = SafetensorsFiles::open(std::slice::from_ref(&p))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("model.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn reads_back_a_written_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.safetensors");
+        let t = Tensor::new(&[[1f32, 2.], [3., 4.]], &Device::Cpu).unwrap();
+        candle_core::safetensors::save(&HashMap::from([("a.weight", t)]), &p).unwrap();
+        let files = Arc::new(SafetensorsFiles::open(&[p]).unwrap());
+        let vb = files.var_builder(DType::F32, &Device::Cpu);
+        let back = vb.get((2, 2), "a.weight").unwrap();
+        assert_eq!(
+            back.to_vec2::<f32>().unwrap(),
+            vec![vec![1., 2.], vec![3., 4.]]
+        );
+        assert!(vb.get((2, 3), "a.weight").is_err());
+        assert!(vb.get((2, 2), "b.weight").is_err());
+    }
+}

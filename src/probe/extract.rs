@@ -1,0 +1,228 @@
+//! Features from a dataset folder: each clip's audio is encoded to EnCodec codes, run
+//! teacher-forced through the decoder with no text conditioning (MusicGen's capture mode), and
+//! every chosen block's output is pooled over time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+
+use super::features::{FeatureSet, Labels};
+use crate::concepts::{read_manifest, ConceptError, Label, ManifestEntry};
+use crate::model::{ModelError, MusicGen};
+
+/// Errors while extracting features.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error(transparent)]
+    Dataset(#[from] ConceptError),
+    #[error(transparent)]
+    Audio(#[from] crate::audio::AudioError),
+    #[error("{path}: {source}")]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: ModelError,
+    },
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+    #[error(
+        "{path} is sampled at {found} Hz but the model expects {expected} Hz \
+         (render the dataset with `--sample-rate {expected}`)"
+    )]
+    SampleRate {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How block outputs are summarised over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooling {
+    /// Mean over all frames (the paper's choice).
+    #[default]
+    Mean,
+    /// The last frame only (it has attended to the whole clip).
+    Last,
+}
+
+impl Pooling {
+    /// The name stored in features files and bundles.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Last => "last",
+        }
+    }
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = ExtractError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mean" => Ok(Pooling::Mean),
+            "last" => Ok(Pooling::Last),
+            other => Err(ExtractError::Invalid(format!(
+                "unknown pooling `{other}`: expected mean or last"
+            ))),
+        }
+    }
+}
+
+/// What to extract.
+#[derive(Debug, Clone, Default)]
+pub struct ExtractOptions {
+    /// Decoder blocks to keep; empty means all of them.
+    pub layers: Vec<usize>,
+    /// Pooling over time.
+    pub pooling: Pooling,
+    /// Name of the model recorded in the features file.
+    pub model_name: String,
+}
+
+/// Extracts pooled features for every clip listed in `dir/manifest.jsonl`.
+/// `on_clip(done, total)` is called after each clip.
+pub fn extract_dataset(
+    model: &MusicGen,
+    dir: &Path,
+    options: &ExtractOptions,
+    on_clip: &mut dyn FnMut(usize, usize),
+) -> Result<FeatureSet, ExtractError> {
+    let entries = read_manifest(dir)?;
+    extract_entries(model, dir, &entries, options, on_clip)
+}
+
+/// Extracts pooled features for the given manifest entries of the dataset in `dir`.
+pub fn extract_entries(
+    model: &MusicGen,
+    dir: &Path,
+    entries: &[ManifestEntry],
+    options: &ExtractOptions,
+    on_clip: &mut dyn FnMut(usize, usize),
+) -> Result<FeatureSet, ExtractError> {
+    let first = entries.first().ok_or_else(|| {
+        ExtractError::Invalid(format!("{}: the manifest lists no clips", dir.display()))
+    })?;
+    let concept = first.concept;
+    if let Some(other) = entries.iter().find(|e| e.concept != concept) {
+        return Err(ExtractError::Invalid(format!(
+            "{}: mixes concepts `{}` and `{}`",
+            dir.display(),
+            concept.name(),
+            other.concept.name()
+        )));
+    }
+    let layers: Vec<usize> = if options.layers.is_empty() {
+        (0..model.num_layers()).collect()
+    } else {
+        options.layers.clone()
+    };
+    if let Some(&l) = layers.iter().find(|&&l| l >= model.num_layers()) {
+        return Err(ExtractError::Invalid(format!(
+            "block {l} does not exist (the model has {} blocks)",
+            model.num_layers()
+        )));
+    }
+
+    let classes = if concept.is_regression() {
+        Vec::new()
+    } else {
+        concept.classes()
+    };
+    let labels = labels_of(entries, &classes)?;
+
+    let hidden = model.hidden_size();
+    let mut rows: BTreeMap<usize, Vec<f32>> = layers
+        .iter()
+        .map(|&l| (l, Vec::with_capacity(entries.len() * hidden)))
+        .collect();
+    for (i, entry) in entries.iter().enumerate() {
+        let path = dir.join(&entry.file);
+        let pooled = pooled_clip(model, &path, &layers, options.pooling)?;
+        for (l, v) in layers.iter().zip(pooled) {
+            rows.entry(*l).or_default().extend(v);
+        }
+        on_clip(i + 1, entries.len());
+    }
+    Ok(FeatureSet {
+        concept: concept.name().to_string(),
+        model: options.model_name.clone(),
+        pooling: options.pooling.name().to_string(),
+        classes,
+        n: entries.len(),
+        hidden_size: hidden,
+        layers: rows,
+        labels,
+    })
+}
+
+/// Pooled outputs of `layers` for one WAV file, in the order of `layers`.
+pub fn pooled_clip(
+    model: &MusicGen,
+    path: &Path,
+    layers: &[usize],
+    pooling: Pooling,
+) -> Result<Vec<Vec<f32>>, ExtractError> {
+    let (audio, rate) = crate::audio::read_wav_mono(path)?;
+    if rate != model.sample_rate() {
+        return Err(ExtractError::SampleRate {
+            path: path.to_path_buf(),
+            found: rate,
+            expected: model.sample_rate(),
+        });
+    }
+    let model_err = |source| ExtractError::Model {
+        path: path.to_path_buf(),
+        source,
+    };
+    let codes = model.encode(&audio).map_err(model_err)?;
+    let blocks = model.capture(&codes, layers).map_err(model_err)?;
+    blocks
+        .iter()
+        .map(|b| Ok(pool(b, pooling)?.flatten_all()?.to_vec1::<f32>()?))
+        .collect()
+}
+
+/// Pools `[batch, frames, hidden]` over frames to `[batch, hidden]` (f32).
+pub fn pool(block: &Tensor, pooling: Pooling) -> candle_core::Result<Tensor> {
+    let pooled = match pooling {
+        Pooling::Mean => block.mean(1)?,
+        Pooling::Last => block.narrow(1, block.dim(1)? - 1, 1)?.squeeze(1)?,
+    };
+    pooled.to_dtype(DType::F32)
+}
+
+fn labels_of(entries: &[ManifestEntry], classes: &[String]) -> Result<Labels, ExtractError> {
+    if classes.is_empty() {
+        let values = entries
+            .iter()
+            .map(|e| match &e.label {
+                Label::Value(v) => Ok(*v as f32),
+                Label::Class(c) => Err(ExtractError::Invalid(format!(
+                    "{}: class label `{c}` in a regression concept",
+                    e.file
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        return Ok(Labels::Values(values));
+    }
+    let ids = entries
+        .iter()
+        .map(|e| match &e.label {
+            Label::Class(c) => classes
+                .iter()
+                .position(|k| k == c)
+                .map(|i| i as i64)
+                .ok_or_else(|| ExtractError::Invalid(format!("{}: unknown class `{c}`", e.file))),
+            Label::Value(v) => Err(ExtractError::Invalid(format!(
+                "{}: numeric label {v} in a classification concept",
+                e.file
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Labels::Classes(ids))
+}

@@ -1,1 +1,0 @@
-//! The interactive recipe REPL (rustyline) with `:commands`.

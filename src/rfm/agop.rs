@@ -1,0 +1,139 @@
+//! The average gradient outer product (AGOP) of a fitted kernel predictor at its training points.
+//!
+//! For `f_l(z) = sum_i alpha_il K(x_i, z)` the gradient at a training point `x_j` is
+//! `g_lj = sum_i alpha_il G_ij (M x_j - M x_i)` (see [`LaplaceKernel::from_cross_with_grad`]).
+//! Stacking all `g_lj` as rows of `F` (n * outputs rows), the AGOP is `F'F`, optionally after
+//! subtracting the mean gradient (`center_grads`). Per output,
+//! `F_l = diag(w_l) XM - G' diag(a_l) XM` with `w_l = G' a_l`.
+//!
+//! Two equivalent forms: [`agop`] works on `XM` (`n x d`) and returns the `d x d` AGOP;
+//! [`agop_dual`] works when `M = X' C X` (so `XM = E X` with `E = X X' C`, `n x n`) and returns
+//! the `n x n` matrix `A` with `AGOP = X' A X`, which is cheaper when `n < d`.
+//!
+//! [`LaplaceKernel::from_cross_with_grad`]: super::kernel::LaplaceKernel::from_cross_with_grad
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat};
+
+use super::dense::{for_each_col, mat_mul, mirror_lower, par, sym_mul_add};
+
+/// `w = G' alpha` and, for centring, the coefficients `sum_l (w_l - v o a_l) / (n * outputs)`
+/// with `v = G 1`, whose product with `XM` is the mean gradient.
+fn weights(alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool) -> (Mat<f64>, Option<Mat<f64>>) {
+    let (n, outputs) = (alpha.nrows(), alpha.ncols());
+    let mut w = Mat::<f64>::zeros(n, outputs);
+    matmul(&mut w, Accum::Replace, grad.transpose(), alpha, 1.0, par());
+    let mean_coef = center_grads.then(|| {
+        let mut v = vec![0.0; n];
+        for j in 0..n {
+            for (i, vi) in v.iter_mut().enumerate() {
+                *vi += grad[(i, j)];
+            }
+        }
+        let denom = (n * outputs) as f64;
+        Mat::<f64>::from_fn(n, 1, |i, _| {
+            (0..outputs)
+                .map(|l| w[(i, l)] - v[i] * alpha[(i, l)])
+                .sum::<f64>()
+                / denom
+        })
+    });
+    (w, mean_coef)
+}
+
+/// The AGOP `F'F` (`d x d`, not normalised) of the predictor with coefficients `alpha`
+/// (`n x outputs`), given `xm = X M` (`n x d`) and the gradient weights `grad` (`n x n`, rows =
+/// centres, columns = evaluation points, here both the training points).
+pub fn agop(xm: &Mat<f64>, alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool) -> Mat<f64> {
+    let (n, d) = (xm.nrows(), xm.ncols());
+    let (w, mean_coef) = weights(alpha, grad, center_grads);
+    let mean = mean_coef.map(|c| mat_mul(xm.transpose(), c.as_ref()));
+    let mut total = Mat::<f64>::zeros(d, d);
+    let mut scaled = Mat::<f64>::zeros(n, d);
+    let mut grads = Mat::<f64>::zeros(n, d);
+    for l in 0..alpha.ncols() {
+        for_each_col(&mut scaled, |k, col| {
+            for (i, s) in col.iter_mut().enumerate() {
+                *s = alpha[(i, l)] * xm[(i, k)];
+            }
+        });
+        matmul(
+            &mut grads,
+            Accum::Replace,
+            grad.transpose(),
+            &scaled,
+            -1.0,
+            par(),
+        );
+        for_each_col(&mut grads, |k, col| {
+            let mu = mean.as_ref().map_or(0.0, |m| m[(k, 0)]);
+            for (i, g) in col.iter_mut().enumerate() {
+                *g += w[(i, l)] * xm[(i, k)] - mu;
+            }
+        });
+        let accum = if l == 0 { Accum::Replace } else { Accum::Add };
+        sym_mul_add(&mut total, grads.transpose(), grads.as_ref(), accum);
+    }
+    mirror_lower(&mut total);
+    total
+}
+
+/// The `n x n` matrix `A` with `AGOP = X' A X`, when `XM = E X` (`e = None` means `E = I`,
+/// i.e. `M = I`). Per output `W_l = diag(w_l) E - G' diag(a_l) E`, so `F_l = W_l X`.
+pub fn agop_dual(
+    e: Option<&Mat<f64>>,
+    alpha: &Mat<f64>,
+    grad: &Mat<f64>,
+    center_grads: bool,
+) -> Mat<f64> {
+    let n = alpha.nrows();
+    let (w, mean_coef) = weights(alpha, grad, center_grads);
+    let e_at = |i: usize, k: usize| match e {
+        Some(e) => e[(i, k)],
+        None => f64::from(u8::from(i == k)),
+    };
+    // Mean gradient = omega' X with omega = E' * mean_coef.
+    let omega = mean_coef.map(|c| match e {
+        Some(e) => mat_mul(e.transpose(), c.as_ref()),
+        None => c,
+    });
+    let mut total = Mat::<f64>::zeros(n, n);
+    let mut wl = Mat::<f64>::zeros(n, n);
+    let mut scaled = Mat::<f64>::zeros(n, n);
+    for l in 0..alpha.ncols() {
+        match e {
+            Some(e) => {
+                for_each_col(&mut scaled, |k, col| {
+                    for (i, s) in col.iter_mut().enumerate() {
+                        *s = alpha[(i, l)] * e[(i, k)];
+                    }
+                });
+                matmul(
+                    &mut wl,
+                    Accum::Replace,
+                    grad.transpose(),
+                    &scaled,
+                    -1.0,
+                    par(),
+                );
+            }
+            // G' diag(a): column i of the result is column... entry (j, i) = G_ij a_i.
+            None => for_each_col(&mut wl, |i, col| {
+                let a = alpha[(i, l)];
+                for (j, v) in col.iter_mut().enumerate() {
+                    *v = -grad[(i, j)] * a;
+                }
+            }),
+        }
+        for_each_col(&mut wl, |k, col| {
+            let mu = omega.as_ref().map_or(0.0, |o| o[(k, 0)]);
+            for (j, v) in col.iter_mut().enumerate() {
+                *v += w[(j, l)] * e_at(j, k) - mu;
+            }
+        });
+        let accum = if l == 0 { Accum::Replace } else { Accum::Add };
+        sym_mul_add(&mut total, wl.transpose(), wl.as_ref(), accum);
+    }
+    mirror_lower(&mut total);
+    total
+}

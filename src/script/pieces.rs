@@ -1,0 +1,278 @@
+//! Piece verbs: `piece(prompt, seconds)` and its builder methods (`steer`, `gate`, `seed`,
+//! `tempo`, `layers`, `cfg`, `greedy`, `top_k`, `temperature`, `cond_only`), `model(...)` and
+//! `render(piece, "file.wav")`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, INT};
+
+use super::schedules::num;
+use super::{fail, sandbox, Host, RenderRequest};
+use crate::model::Sampling;
+use crate::steer::{Direction, LayerWeights, Plan, Schedule, Term};
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+/// A piece of music to render: prompt, length, decoding options and the steering plan.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    /// Text prompt.
+    pub prompt: String,
+    /// Length in seconds.
+    pub seconds: f64,
+    /// The steering plan (its `seed` also seeds sampling).
+    pub plan: Plan,
+    /// Layer weights of terms added without their own.
+    pub layers: LayerWeights,
+    /// Token choice.
+    pub sampling: Sampling,
+    /// Classifier-free guidance scale.
+    pub cfg: f64,
+}
+
+impl Piece {
+    /// A piece with MusicGen's defaults (top-k 250, temperature 1, CFG 3) and no steering.
+    pub fn new(prompt: &str, seconds: f64) -> Self {
+        Piece {
+            prompt: prompt.to_string(),
+            seconds,
+            plan: Plan::default(),
+            layers: LayerWeights::default(),
+            sampling: Sampling::TopK {
+                k: 250,
+                temperature: 1.0,
+            },
+            cfg: 3.0,
+        }
+    }
+}
+
+impl fmt::Display for Piece {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "piece \"{}\", {} s, ", self.prompt, self.seconds)?;
+        match self.sampling {
+            Sampling::Greedy => write!(f, "greedy")?,
+            Sampling::TopK { k, temperature } => write!(f, "top-k {k} at T={temperature}")?,
+        }
+        write!(
+            f,
+            ", cfg {}, seed {}; {}",
+            self.cfg, self.plan.seed, self.plan
+        )
+    }
+}
+
+fn probability(v: &Dynamic, what: &str) -> Res<f64> {
+    let p = num(v, what)?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        fail(format!("{what} must be between 0 and 1, got {p}"))
+    }
+}
+
+fn weights_rule(v: &Dynamic) -> Res<LayerWeights> {
+    let Ok(s) = v.clone().into_string() else {
+        return fail(format!(
+            "layer weights must be a string like \"exp\", \"top:8\", not {}",
+            v.type_name()
+        ));
+    };
+    s.parse()
+        .map_err(|e: crate::steer::SteerError| e.to_string().into())
+}
+
+/// `eta0` and `phi` from a strength argument: a number is a constant strength, a schedule is
+/// the whole `eta0 * phi(t)`.
+fn strength(amount: &Dynamic) -> Res<(f64, Schedule)> {
+    if let Some(s) = amount.clone().try_cast::<Schedule>() {
+        return Ok((1.0, s));
+    }
+    Ok((num(amount, "steering strength")?, Schedule::constant(1.0)))
+}
+
+fn add_term(p: &mut Piece, d: Direction, amount: &Dynamic, opts: Option<Map>) -> Res<Piece> {
+    let (eta0, schedule) = strength(amount)?;
+    let mut term = Term {
+        direction: d,
+        strength: eta0,
+        schedule,
+        weights: p.layers,
+        gate: None,
+    };
+    for (k, v) in opts.unwrap_or_default() {
+        match k.as_str() {
+            "gate" => term.gate = Some(probability(&v, "gate")?),
+            "layers" => term.weights = weights_rule(&v)?,
+            "delay" => term.schedule = term.schedule.shift(num(&v, "delay")?),
+            other => {
+                return fail(format!(
+                    "steer: unknown option `{other}` (known: gate, layers, delay)"
+                ))
+            }
+        }
+    }
+    p.plan.terms.push(term);
+    Ok(p.clone())
+}
+
+/// Registers the piece type and verbs, `model` and `render`.
+pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
+    engine.register_type_with_name::<Piece>("Piece");
+    engine.register_fn("to_string", |p: &mut Piece| p.to_string());
+    engine.register_fn("to_debug", |p: &mut Piece| p.to_string());
+    engine.register_get("prompt", |p: &mut Piece| p.prompt.clone());
+    engine.register_get("seconds", |p: &mut Piece| p.seconds);
+    engine.register_get("terms", |p: &mut Piece| p.plan.terms.len() as INT);
+
+    engine.register_fn("piece", |prompt: &str, seconds: Dynamic| -> Res<Piece> {
+        let s = num(&seconds, "piece: seconds")?;
+        if !(s > 0.0 && s.is_finite()) {
+            return fail(format!("piece: length must be positive seconds, got {s}"));
+        }
+        Ok(Piece::new(prompt, s))
+    });
+    engine.register_fn("steer", |p: &mut Piece, d: Direction, amount: Dynamic| {
+        add_term(p, d, &amount, None)
+    });
+    engine.register_fn(
+        "steer",
+        |p: &mut Piece, d: Direction, amount: Dynamic, opts: Map| {
+            add_term(p, d, &amount, Some(opts))
+        },
+    );
+    engine.register_fn("gate", |p: &mut Piece, prob: Dynamic| -> Res<Piece> {
+        p.plan.gate = probability(&prob, "gate")?;
+        Ok(p.clone())
+    });
+    engine.register_fn("seed", |p: &mut Piece, seed: INT| -> Piece {
+        p.plan.seed = seed as u64;
+        p.clone()
+    });
+    engine.register_fn("tempo", |p: &mut Piece, bpm: Dynamic| -> Res<Piece> {
+        let bpm = num(&bpm, "tempo")?;
+        if !(bpm > 0.0 && bpm.is_finite()) {
+            return fail(format!(
+                "tempo must be positive beats per minute, got {bpm}"
+            ));
+        }
+        p.plan.tempo = Some(bpm);
+        Ok(p.clone())
+    });
+    engine.register_fn("layers", |p: &mut Piece, rule: Dynamic| -> Res<Piece> {
+        p.layers = weights_rule(&rule)?;
+        Ok(p.clone())
+    });
+    engine.register_fn("cond_only", |p: &mut Piece| -> Piece {
+        p.plan.conditional_only = true;
+        p.clone()
+    });
+    engine.register_fn("cfg", |p: &mut Piece, s: Dynamic| -> Res<Piece> {
+        p.cfg = num(&s, "cfg")?;
+        Ok(p.clone())
+    });
+    engine.register_fn("greedy", |p: &mut Piece| -> Piece {
+        p.sampling = Sampling::Greedy;
+        p.clone()
+    });
+    engine.register_fn("top_k", |p: &mut Piece, k: INT| -> Res<Piece> {
+        let temperature = match p.sampling {
+            Sampling::TopK { temperature, .. } => temperature,
+            Sampling::Greedy => 1.0,
+        };
+        if k < 1 {
+            return fail(format!("top_k must be at least 1, got {k}"));
+        }
+        p.sampling = Sampling::TopK {
+            k: k as usize,
+            temperature,
+        };
+        Ok(p.clone())
+    });
+    engine.register_fn("temperature", |p: &mut Piece, t: Dynamic| -> Res<Piece> {
+        let t = num(&t, "temperature")?;
+        if t <= 0.0 {
+            return fail(format!("temperature must be positive, got {t}"));
+        }
+        let k = match p.sampling {
+            Sampling::TopK { k, .. } => k,
+            Sampling::Greedy => 250,
+        };
+        p.sampling = Sampling::TopK { k, temperature: t };
+        Ok(p.clone())
+    });
+    engine.register_fn("+", |a: Piece, b: Piece| -> Piece {
+        let mut p = a.clone();
+        p.plan = a.plan.merge(&b.plan);
+        p
+    });
+
+    let h = host.clone();
+    engine.register_fn("model", move |spec: &str| -> Res<()> {
+        if spec.trim().is_empty() {
+            return fail("model: empty model name");
+        }
+        *h.model.lock().map_err(|_| "model lock poisoned")? = Some(spec.to_string());
+        Ok(())
+    });
+
+    let h = host.clone();
+    engine.register_fn(
+        "render",
+        move |ctx: NativeCallContext, p: &mut Piece, path: &str| render(&h, &ctx, p, path),
+    );
+}
+
+fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()> {
+    let out = sandbox::output_path(
+        path,
+        &host.options.out_dir,
+        &host.options.allow_write,
+        "wav",
+    )
+    .or_else(fail)?;
+    let mut sampling = p.sampling;
+    if host.options.greedy {
+        sampling = Sampling::Greedy;
+    }
+    let request = RenderRequest {
+        model: host.model_spec(),
+        prompt: p.prompt.clone(),
+        seconds: host.options.seconds_override.unwrap_or(p.seconds),
+        plan: p.plan.clone(),
+        sampling,
+        guidance_scale: p.cfg,
+        seed: p.plan.seed,
+        out: out.clone(),
+    };
+    let curves = host
+        .curves
+        .lock()
+        .map_err(|_| "curve table poisoned")?
+        .clone();
+    // Samples user curves through the interpreter, before generation starts (never from
+    // inside the decoder loop); their operations count against the sandbox's limit.
+    let mut sample = |id: usize, t: f64| -> Result<f64, String> {
+        let f = curves
+            .get(id)
+            .ok_or_else(|| format!("unknown curve #{id}"))?;
+        let v: Dynamic = f
+            .call_within_context(ctx, (t,))
+            .map_err(|e| e.to_string())?;
+        v.as_float()
+            .or_else(|_| v.as_int().map(|i| i as f64))
+            .map_err(|t| format!("returned {t}, not a number"))
+    };
+    let mut renderer = host
+        .renderer
+        .try_lock()
+        .map_err(|_| "render cannot be called while another render is running")?;
+    renderer.render(&request, &mut sample).or_else(fail)?;
+    drop(renderer);
+    host.say(format!("wrote {}", out.display()));
+    if let Ok(mut w) = host.written.lock() {
+        w.push(out);
+    }
+    Ok(())
+}

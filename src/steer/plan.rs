@@ -1,0 +1,361 @@
+//! A steering plan (a list of terms) and its evaluation into per-step, per-block vectors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::schedule::{splitmix64, unit_from_hash};
+use super::{Direction, LayerWeights, Schedule, SteerError};
+use crate::model::ResidualHook;
+
+/// One concept pushed with a strength, a time schedule, layer weights and an optional gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Term {
+    /// What is added (per block).
+    pub direction: Direction,
+    /// `eta0`: overall strength.
+    pub strength: f64,
+    /// `phi(t)`: how the strength moves over time.
+    pub schedule: Schedule,
+    /// `w_l`: how much each block gets.
+    pub weights: LayerWeights,
+    /// Gate probability for this term; `None` uses the plan's gate.
+    pub gate: Option<f64>,
+}
+
+/// A list of terms plus what applies to all of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The terms, summed per block.
+    pub terms: Vec<Term>,
+    /// Gate probability of terms without their own (1 = always steer).
+    pub gate: f64,
+    /// Seed of the gate draws.
+    pub seed: u64,
+    /// Steer only the conditional half of a classifier-free-guidance batch.
+    pub conditional_only: bool,
+    /// Beats per minute: when set, schedules read time in beats instead of seconds.
+    pub tempo: Option<f64>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            terms: Vec::new(),
+            gate: 1.0,
+            seed: 0,
+            conditional_only: false,
+            tempo: None,
+        }
+    }
+}
+
+/// Whether the stochastic gate with probability `p` is open at `step`: a pure function of
+/// `(seed, step, p)`, so every term with the same `p` shares one draw per step, and the same
+/// seed always gives the same gate pattern.
+pub fn gate_open(seed: u64, step: usize, p: f64) -> bool {
+    if p >= 1.0 {
+        return true;
+    }
+    if p <= 0.0 || p.is_nan() {
+        return false;
+    }
+    let h = splitmix64(seed ^ splitmix64(step as u64 ^ splitmix64(p.to_bits())));
+    unit_from_hash(h) < p
+}
+
+impl Plan {
+    /// Schedule time of generation step `step`.
+    pub fn time_of(&self, step: usize, frame_rate: f64) -> f64 {
+        let seconds = step as f64 / frame_rate;
+        match self.tempo {
+            Some(bpm) => seconds * bpm / 60.0,
+            None => seconds,
+        }
+    }
+
+    /// The terms of both plans, with `self`'s gate, seed and options.
+    pub fn merge(&self, other: &Plan) -> Plan {
+        let mut p = self.clone();
+        p.terms.extend(other.terms.iter().cloned());
+        p
+    }
+
+    /// Every strength multiplied by `k`.
+    pub fn scaled(&self, k: f64) -> Plan {
+        let mut p = self.clone();
+        p.terms.iter_mut().for_each(|t| t.strength *= k);
+        p
+    }
+
+    /// Every schedule delayed by `dt`.
+    pub fn shifted(&self, dt: f64) -> Plan {
+        let mut p = self.clone();
+        p.terms
+            .iter_mut()
+            .for_each(|t| t.schedule = t.schedule.shift(dt));
+        p
+    }
+
+    /// Checks that every term fits a model of this shape and that the numbers are sane.
+    pub fn validate(&self, num_layers: usize, hidden_size: usize) -> Result<(), SteerError> {
+        let check_p = |p: f64| {
+            if (0.0..=1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(SteerError::BadInput(format!(
+                    "gate probability {p} is not between 0 and 1"
+                )))
+            }
+        };
+        check_p(self.gate)?;
+        if let Some(bpm) = self.tempo {
+            if !(bpm > 0.0 && bpm.is_finite()) {
+                return Err(SteerError::BadInput(format!("tempo {bpm} is not positive")));
+            }
+        }
+        for t in &self.terms {
+            let d = &t.direction;
+            if d.hidden_size != hidden_size {
+                return Err(SteerError::Mismatch(format!(
+                    "direction `{}` has width {} but the model's residual stream is {hidden_size} wide \
+                     (was it trained on another model?)",
+                    d.name, d.hidden_size
+                )));
+            }
+            if let Some((&l, _)) = d.vectors.iter().find(|(l, _)| **l >= num_layers) {
+                return Err(SteerError::Mismatch(format!(
+                    "direction `{}` steers block {l} but the model has {num_layers} blocks",
+                    d.name
+                )));
+            }
+            if !t.strength.is_finite() {
+                return Err(SteerError::BadInput(format!(
+                    "strength of `{}` is not finite",
+                    d.name
+                )));
+            }
+            if let Some(p) = t.gate {
+                check_p(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `eta0 * phi(t) * b_t` per term and step (`[term][step]`), for `steps` generation steps.
+    /// This is the only place schedules are evaluated; `ext` samples custom schedule nodes.
+    pub fn coefficients(
+        &self,
+        steps: usize,
+        frame_rate: f64,
+        ext: &mut dyn FnMut(usize, f64) -> Result<f64, String>,
+    ) -> Result<Vec<Vec<f64>>, SteerError> {
+        self.terms
+            .iter()
+            .map(|term| {
+                let p = term.gate.unwrap_or(self.gate);
+                (0..steps)
+                    .map(|s| {
+                        if !gate_open(self.seed, s, p) {
+                            return Ok(0.0);
+                        }
+                        let phi = term.schedule.eval_with(self.time_of(s, frame_rate), ext)?;
+                        Ok(term.strength * phi)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The vector added to each block at one step, given that step's coefficient per term:
+    /// a plain-Rust reference of what [`PlanHook`] computes on the device.
+    pub fn offsets_at(
+        &self,
+        coefficients: &[f64],
+        num_layers: usize,
+        hidden_size: usize,
+    ) -> Vec<Option<Vec<f32>>> {
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; num_layers];
+        for (term, c) in self.terms.iter().zip(coefficients) {
+            for (l, w) in term.weights.weights(&term.direction) {
+                let (Some(q), Some(slot)) = (term.direction.vectors.get(&l), out.get_mut(l)) else {
+                    continue;
+                };
+                if w == 0.0 {
+                    continue;
+                }
+                let v = slot.get_or_insert_with(|| vec![0.0; hidden_size]);
+                let k = c * w;
+                v.iter_mut()
+                    .zip(q)
+                    .for_each(|(a, b)| *a = (*a as f64 + k * *b as f64) as f32);
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "plan with {} term(s)", self.terms.len())?;
+        if self.gate < 1.0 {
+            write!(f, ", gate {}", self.gate)?;
+        }
+        if let Some(bpm) = self.tempo {
+            write!(f, ", {bpm} bpm (schedules in beats)")?;
+        }
+        if self.conditional_only {
+            write!(f, ", conditional half only")?;
+        }
+        for t in &self.terms {
+            write!(
+                f,
+                "\n  {} x {} x {} [{}]",
+                t.strength, t.schedule, t.direction.name, t.weights
+            )?;
+            if let Some(p) = t.gate {
+                write!(f, " gate {p}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The weighted directions of all terms, `[terms, blocks * hidden]`.
+enum Weighted {
+    /// On an accelerator: one small matrix product per step.
+    Device(Tensor),
+    /// On the CPU: a plain multiply-add per term, which beats a threaded matmul at this size.
+    Host { rows: Vec<f32>, device: Device },
+}
+
+/// A plan compiled for one generation: the decoder-side [`ResidualHook`].
+///
+/// Holds the weighted directions of all terms as one `[terms, blocks * hidden]` matrix and the
+/// per-step coefficients; each step costs one weighted sum of the rows (a `[1, terms] x [terms,
+/// blocks * hidden]` product on an accelerator) and a dtype cast, whatever the number of terms.
+pub struct PlanHook {
+    weighted: Weighted,
+    coefficients: Vec<Vec<f32>>,
+    active: Vec<bool>,
+    hidden_size: usize,
+    dtype: DType,
+    conditional_only: bool,
+    current: Vec<Option<Tensor>>,
+    nothing: Vec<Option<Tensor>>,
+}
+
+impl PlanHook {
+    /// Evaluates the plan's schedules for `steps` steps and uploads its directions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        plan: &Plan,
+        steps: usize,
+        frame_rate: f64,
+        num_layers: usize,
+        hidden_size: usize,
+        device: &Device,
+        dtype: DType,
+        ext: &mut dyn FnMut(usize, f64) -> Result<f64, String>,
+    ) -> Result<Self, SteerError> {
+        plan.validate(num_layers, hidden_size)?;
+        let per_term = plan.coefficients(steps, frame_rate, ext)?;
+        let m = plan.terms.len();
+        let mut rows = vec![0f32; m * num_layers * hidden_size];
+        let mut active = vec![false; num_layers];
+        for (i, term) in plan.terms.iter().enumerate() {
+            let row = &mut rows[i * num_layers * hidden_size..(i + 1) * num_layers * hidden_size];
+            let weights: BTreeMap<usize, f64> = term.weights.weights(&term.direction);
+            for (l, w) in weights {
+                let Some(q) = term.direction.vectors.get(&l) else {
+                    continue;
+                };
+                if w == 0.0 {
+                    continue;
+                }
+                active[l] = true;
+                let dst = &mut row[l * hidden_size..(l + 1) * hidden_size];
+                dst.iter_mut()
+                    .zip(q)
+                    .for_each(|(a, b)| *a = (w * *b as f64) as f32);
+            }
+        }
+        let weighted = if device.is_cpu() {
+            Weighted::Host {
+                rows,
+                device: device.clone(),
+            }
+        } else {
+            Weighted::Device(
+                Tensor::from_vec(rows, (m.max(1), num_layers * hidden_size), device).or_else(
+                    |_| Tensor::zeros((1, num_layers * hidden_size), DType::F32, device),
+                )?,
+            )
+        };
+        let coefficients = (0..steps)
+            .map(|s| per_term.iter().map(|c| c[s] as f32).collect())
+            .collect();
+        Ok(PlanHook {
+            weighted,
+            coefficients,
+            active,
+            hidden_size,
+            dtype,
+            conditional_only: plan.conditional_only,
+            current: vec![None; num_layers],
+            nothing: vec![None; num_layers],
+        })
+    }
+
+    /// Number of steps the hook was compiled for.
+    pub fn steps(&self) -> usize {
+        self.coefficients.len()
+    }
+
+    /// Coefficient per term at `step` (`eta0 * phi * b`), as the hook applies it.
+    pub fn coefficients_at(&self, step: usize) -> Option<&[f32]> {
+        self.coefficients.get(step).map(|c| c.as_slice())
+    }
+}
+
+impl ResidualHook for PlanHook {
+    fn offsets(&mut self, step: usize) -> candle_core::Result<&[Option<Tensor>]> {
+        // Past the planned length (or with every gate closed) nothing is added.
+        let Some(c) = self.coefficients.get(step) else {
+            return Ok(&self.nothing);
+        };
+        if c.iter().all(|x| *x == 0.0) {
+            return Ok(&self.nothing);
+        }
+        let shape = (self.active.len(), self.hidden_size);
+        let all = match &self.weighted {
+            Weighted::Device(w) => Tensor::from_slice(c, (1, c.len()), w.device())?
+                .matmul(w)?
+                .reshape(shape)?,
+            Weighted::Host { rows, device } => {
+                let width = shape.0 * shape.1;
+                let mut sum = vec![0f32; width];
+                for (k, row) in c.iter().zip(rows.chunks_exact(width)) {
+                    if *k != 0.0 {
+                        sum.iter_mut().zip(row).for_each(|(a, b)| *a += k * b);
+                    }
+                }
+                Tensor::from_vec(sum, shape, device)?
+            }
+        }
+        .to_dtype(self.dtype)?;
+        for (l, slot) in self.current.iter_mut().enumerate() {
+            *slot = if self.active[l] {
+                Some(all.get(l)?)
+            } else {
+                None
+            };
+        }
+        Ok(&self.current)
+    }
+
+    fn conditional_only(&self) -> bool {
+        self.conditional_only
+    }
+}

@@ -1,0 +1,283 @@
+//! Bad input to `baton render` / `baton info`: each case must exit non-zero with a clear message,
+//! never panic, and leave no output file behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Runs baton offline with an empty hub cache; returns (success, stderr).
+fn baton(args: &[&str], home: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", home.join("hf"))
+        .output()
+        .expect("run baton");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (out.status.success(), stderr)
+}
+
+/// Asserts a clean failure mentioning every `needles` item (whitespace-insensitive, since miette
+/// wraps long messages) and no file at `out`.
+fn fails_with(args: &[&str], needles: &[&str], out: &Path) {
+    let home = tempfile::tempdir().unwrap();
+    let (ok, stderr) = baton(args, home.path());
+    assert!(!ok, "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    let flat: String = stderr
+        .split(|c: char| c.is_whitespace() || c == '│')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for n in needles {
+        assert!(flat.contains(n), "{args:?}: expected {n:?} in {stderr}");
+    }
+    assert!(!out.exists(), "{args:?} left {}", out.display());
+}
+
+/// A copy of tiny-a that a test may damage.
+fn tiny_copy(dir: &Path) -> PathBuf {
+    let dst = dir.join("model");
+    std::fs::create_dir(&dst).unwrap();
+    for entry in std::fs::read_dir(fixture("tiny-a")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn unknown_hub_id_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let o = out.to_str().unwrap();
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            "nobody/no-such-model",
+            "--out",
+            o,
+        ],
+        &["nobody/no-such-model", "HF_HUB_OFFLINE"],
+        &out,
+    );
+    fails_with(
+        &["info", "--model", "nobody/no-such-model"],
+        &["not in the local Hugging Face cache"],
+        &out,
+    );
+}
+
+#[test]
+fn missing_folder_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let o = out.to_str().unwrap();
+    let missing = dir.path().join("no/such/folder");
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            missing.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        &["does not exist"],
+        &out,
+    );
+    let model = tiny_copy(dir.path());
+    std::fs::remove_file(model.join("model.safetensors")).unwrap();
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        &["model.safetensors", "not found"],
+        &out,
+    );
+}
+
+#[test]
+fn corrupt_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let o = out.to_str().unwrap();
+    let model = tiny_copy(dir.path());
+    let weights = model.join("model.safetensors");
+    // Truncated: the header promises more data than the file holds.
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        &["model.safetensors", "truncated or corrupt"],
+        &out,
+    );
+    std::fs::write(&weights, b"definitely not safetensors").unwrap();
+    fails_with(
+        &["info", "--model", model.to_str().unwrap()],
+        &["model.safetensors", "not a safetensors file"],
+        &out,
+    );
+}
+
+#[test]
+fn config_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let o = out.to_str().unwrap();
+    let model = tiny_copy(dir.path());
+    let path = model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["decoder"]["num_attention_heads"] = 5.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        &["config.json", "decoder.hidden_size", "num_attention_heads"],
+        &out,
+    );
+    config["decoder"]["num_attention_heads"] = 4.into();
+    config["model_type"] = "musicgen_melody".into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    fails_with(
+        &["info", "--model", model.to_str().unwrap()],
+        &["musicgen-melody", "not supported yet"],
+        &out,
+    );
+}
+
+#[test]
+fn bad_prompt_and_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let o = out.to_str().unwrap();
+    let m = fixture("tiny-a");
+    let m = m.to_str().unwrap();
+    fails_with(
+        &["render", "--prompt", "  ", "--model", m, "--out", o],
+        &["empty"],
+        &out,
+    );
+    for s in ["0", "-1", "nan"] {
+        fails_with(
+            &[
+                "render",
+                "--prompt",
+                "a",
+                "--model",
+                m,
+                "--seconds",
+                s,
+                "--out",
+                o,
+            ],
+            &["--seconds must be a positive number"],
+            &out,
+        );
+    }
+    // tiny-a has 256 positions at 50 frames/s: about 5 s at most.
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            m,
+            "--seconds",
+            "60",
+            "--out",
+            o,
+        ],
+        &["longer than this model can generate"],
+        &out,
+    );
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            m,
+            "--max-new-tokens",
+            "5000",
+            "--out",
+            o,
+        ],
+        &["max_new_tokens must be within"],
+        &out,
+    );
+}
+
+#[test]
+fn unwritable_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixture("tiny-a");
+    let m = m.to_str().unwrap();
+    let out = dir.path().join("missing-folder/x.wav");
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            m,
+            "--seconds",
+            "0.1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["cannot write", "does not exist"],
+        &out,
+    );
+    let folder = dir.path().join("taken");
+    std::fs::create_dir(&folder).unwrap();
+    let codes = dir.path().join("nope/c.safetensors");
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            m,
+            "--seconds",
+            "0.1",
+            "--out",
+            dir.path().join("ok.wav").to_str().unwrap(),
+            "--save-codes",
+            codes.to_str().unwrap(),
+        ],
+        &["cannot write"],
+        &dir.path().join("ok.wav"),
+    );
+}

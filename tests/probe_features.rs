@@ -1,0 +1,157 @@
+//! `baton features` end to end on a tiny checkpoint: a rendered concept dataset becomes a features
+//! file whose rows are the pooled capture-mode block outputs of each clip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use baton::audio::{read_wav_mono, SampleFormat};
+use baton::concepts::{
+    read_manifest, write_dataset, Concept, DatasetJob, Instruments, Renderer, SpecOptions, WavFiles,
+};
+use baton::model::MusicGen;
+use baton::probe::{extract::pool, FeatureSet, Labels, Pooling};
+use candle_core::{DType, Device};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn notes_dataset(dir: &Path, sample_rate: u32, limit: usize) {
+    let job = DatasetJob {
+        out: dir.to_path_buf(),
+        concept: Concept::Notes,
+        options: SpecOptions {
+            instruments: "1".parse::<Instruments>().unwrap(),
+            limit: Some(limit),
+            seed: 3,
+        },
+        format: SampleFormat::Float32,
+        progress: false,
+    };
+    let renderer = Renderer::builtin(sample_rate).unwrap();
+    write_dataset(&job, &renderer, &WavFiles).unwrap();
+}
+
+#[test]
+fn features_are_pooled_capture_outputs_with_manifest_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("notes");
+    notes_dataset(&data, 32000, 3);
+    let out = tmp.path().join("feats.safetensors");
+    let model_dir = fixture("tiny-a");
+    let status = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "features",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--model", model_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let feats = FeatureSet::read(&out).unwrap();
+    let model = MusicGen::load(model_dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(feats.n, 3);
+    assert_eq!(feats.concept, "notes");
+    assert_eq!(feats.pooling, "mean");
+    assert_eq!(feats.hidden_size, model.hidden_size());
+    assert_eq!(
+        feats.layers.keys().copied().collect::<Vec<_>>(),
+        (0..model.num_layers()).collect::<Vec<_>>()
+    );
+    assert_eq!(feats.classes.len(), 12);
+
+    let manifest = read_manifest(&data).unwrap();
+    let Labels::Classes(ids) = &feats.labels else {
+        panic!("notes are classes")
+    };
+    for (entry, &id) in manifest.iter().zip(ids) {
+        let baton::concepts::Label::Class(name) = &entry.label else {
+            panic!("class label expected")
+        };
+        assert_eq!(&feats.classes[id as usize], name);
+    }
+
+    // Row i of block l is the mean over frames of block l's capture-mode output for clip i.
+    let hidden = feats.hidden_size;
+    for (i, entry) in manifest.iter().enumerate() {
+        let (audio, _) = read_wav_mono(&data.join(&entry.file)).unwrap();
+        let codes = model.encode(&audio).unwrap();
+        let frames = codes.dim(2).unwrap();
+        assert_eq!(frames, (audio.len() as f64 / 640.0).ceil() as usize);
+        let layers: Vec<usize> = (0..model.num_layers()).collect();
+        let blocks = model.capture(&codes, &layers).unwrap();
+        for (l, block) in layers.iter().zip(&blocks) {
+            let all: Vec<f32> = block.flatten_all().unwrap().to_vec1().unwrap();
+            let expected: Vec<f32> = (0..hidden)
+                .map(|h| (0..frames).map(|t| all[t * hidden + h]).sum::<f32>() / frames as f32)
+                .collect();
+            let row = &feats.layers[l][i * hidden..(i + 1) * hidden];
+            for (a, b) in row.iter().zip(&expected) {
+                assert!((a - b).abs() < 1e-5, "block {l} clip {i}: {a} vs {b}");
+            }
+        }
+    }
+    // Different notes give different features.
+    let l0 = &feats.layers[&0];
+    assert_ne!(&l0[..hidden], &l0[hidden..2 * hidden]);
+}
+
+#[test]
+fn last_pooling_takes_the_final_frame() {
+    let t = candle_core::Tensor::arange(0f32, 12.0, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 3, 4))
+        .unwrap();
+    let last: Vec<f32> = pool(&t, Pooling::Last)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(last, vec![8.0, 9.0, 10.0, 11.0]);
+    let mean: Vec<f32> = pool(&t, Pooling::Mean)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(mean, vec![4.0, 5.0, 6.0, 7.0]);
+}
+
+#[test]
+fn wrong_sample_rate_and_missing_dataset_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("notes16k");
+    notes_dataset(&data, 16000, 1);
+    let out = tmp.path().join("feats.safetensors");
+    let model_dir = fixture("tiny-a");
+    for (dataset, needle) in [
+        (data.clone(), "sampled at 16000 Hz"),
+        (tmp.path().join("nowhere"), "manifest.jsonl"),
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args([
+                "features",
+                dataset.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--model", model_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success());
+        assert!(stderr.contains(needle), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!out.exists());
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Side-by-side generation benchmark: transformers vs baton on the same random checkpoint with
+# musicgen-small's exact shapes, 10 s of audio, CFG 3, top-k 250 sampling, CPU, f32.
+#
+#   tests/reference/bench_generate.sh DIR [SECONDS] [BATON_DTYPE]
+#
+# DIR is built first if missing (tests/reference/bench_small_shaped.py build DIR, ~2.4 GB).
+# Needs a release build of baton (cargo build --release; BATON=path overrides) and the pinned
+# Python environment (PYTHON=path overrides). Peak RSS of baton comes from /usr/bin/time -v.
+set -euo pipefail
+DIR=${1:?usage: bench_generate.sh DIR [SECONDS] [BATON_DTYPE]}
+SECS=${2:-10}
+DTYPE=${3:-f32}
+PY=${PYTHON:-/work/pyenv/bin/python}
+BATON=${BATON:-${CARGO_TARGET_DIR:-target}/release/baton}
+HERE=$(cd "$(dirname "$0")" && pwd)
+[ -f "$DIR/model.safetensors" ] || "$PY" "$HERE/bench_small_shaped.py" build "$DIR"
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+echo "weights: $(du -m "$DIR/model.safetensors" | cut -f1) MiB on disk (f32)"
+echo "== transformers"
+"$PY" "$HERE/bench_small_shaped.py" time "$DIR" --seconds "$SECS"
+echo "== baton ($DTYPE decoder weights)"
+/usr/bin/time -v "$BATON" render --model "$DIR" --dtype "$DTYPE" \
+    --prompt "80s pop track with bassy drums and synth" --seconds "$SECS" --cfg 3 --top-k 250 \
+    --seed 0 --out "$OUT/bench.wav" 2> "$OUT/log" || { cat "$OUT/log"; exit 1; }
+grep -E "^generated" "$OUT/log"
+grep -E "Maximum resident set size|Elapsed \(wall" "$OUT/log" | sed 's/^\s*//'

@@ -1,0 +1,325 @@
+//! RFM behaviour that needs no reference implementation: the planted feature subspace is
+//! recovered, `baton train` writes a usable bundle, and bad input gives one clear error each.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use baton::probe::{DirectionBundle, FeatureSet, Labels};
+use baton::rfm::directions::top_directions;
+use baton::rfm::fit::{fit, Dataset, FitConfig, Hyper, Task};
+use baton::rfm::Metric;
+use faer::Mat;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// Rows of N(0, I) in d dimensions; label 1 when `x0 + 0.8 * x1^2` (two planted coordinates,
+/// rotated by a fixed orthogonal-ish mix) is above its median.
+fn planted(n: usize, d: usize, seed: u64) -> (Vec<f64>, Vec<f64>, [Vec<f64>; 2]) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut gauss = || -> f64 { StandardNormal.sample(&mut rng) };
+    // Two orthonormal planted directions.
+    let mut u0: Vec<f64> = (0..d).map(|_| gauss()).collect();
+    let n0 = u0.iter().map(|v| v * v).sum::<f64>().sqrt();
+    u0.iter_mut().for_each(|v| *v /= n0);
+    let mut u1: Vec<f64> = (0..d).map(|_| gauss()).collect();
+    let dot: f64 = u0.iter().zip(&u1).map(|(a, b)| a * b).sum();
+    u1.iter_mut().zip(&u0).for_each(|(b, a)| *b -= dot * a);
+    let n1 = u1.iter().map(|v| v * v).sum::<f64>().sqrt();
+    u1.iter_mut().for_each(|v| *v /= n1);
+    let x: Vec<f64> = (0..n * d).map(|_| gauss()).collect();
+    let score: Vec<f64> = (0..n)
+        .map(|i| {
+            let row = &x[i * d..(i + 1) * d];
+            let s0: f64 = row.iter().zip(&u0).map(|(a, b)| a * b).sum();
+            let s1: f64 = row.iter().zip(&u1).map(|(a, b)| a * b).sum();
+            s0 + 0.8 * s1 * s1
+        })
+        .collect();
+    let mut sorted = score.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[n / 2];
+    let y = score
+        .iter()
+        .map(|&s| f64::from(u8::from(s > median)))
+        .collect();
+    (x, y, [u0, u1])
+}
+
+#[test]
+fn planted_subspace_is_recovered() {
+    let d = 24;
+    let (x, y, planted_dirs) = planted(500, d, 11);
+    let train = Dataset::from_rows(&x[..400 * d], d, &y[..400], 1);
+    let val = Dataset::from_rows(&x[400 * d..], d, &y[400..], 1);
+    let hyper = Hyper {
+        reg: 1e-3,
+        bandwidth: 10.0,
+        exponent: 1.0,
+        center_grads: false,
+    };
+    let report = fit(
+        &train,
+        &val,
+        Task::Binary,
+        hyper,
+        &FitConfig::new(5, Metric::Auc),
+    )
+    .unwrap();
+    assert!(report.best_score > 0.8, "val AUC {}", report.best_score);
+    let dirs = top_directions(report.concept.as_ref().unwrap(), 2).unwrap();
+    // Each planted direction lies (almost) in the span of the top two eigenvectors.
+    for u in &planted_dirs {
+        let captured: f64 = dirs
+            .iter()
+            .map(|dir| {
+                dir.vector
+                    .iter()
+                    .zip(u)
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+                    .powi(2)
+            })
+            .sum();
+        assert!(
+            captured > 0.9,
+            "planted direction only {captured:.3} inside the top-2 span"
+        );
+    }
+    // And a random direction is not.
+    let e0: f64 = dirs.iter().map(|dir| dir.vector[d - 1].powi(2)).sum();
+    assert!(e0 < 0.2, "{e0}");
+}
+
+fn features(path: &Path, x: &[f32], n: usize, d: usize, labels: Labels, classes: &[&str]) {
+    let noise: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, _)| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    FeatureSet {
+        concept: "planted".into(),
+        model: "test".into(),
+        pooling: "mean".into(),
+        classes: classes.iter().map(|s| s.to_string()).collect(),
+        n,
+        hidden_size: d,
+        layers: BTreeMap::from([(0, noise), (2, x.to_vec())]),
+        labels,
+    }
+    .write(path)
+    .unwrap();
+}
+
+fn baton(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &*String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("panicked"), "{text}");
+    // miette wraps long messages: compare on single-spaced text.
+    let text = text
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    (out.status.success(), text)
+}
+
+#[test]
+fn train_cli_writes_bundle_and_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = 16;
+    let (x, y, _) = planted(240, d, 5);
+    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let feats = dir.path().join("f.safetensors");
+    let ids: Vec<i64> = y.iter().map(|&v| v as i64).collect();
+    features(&feats, &xf, 240, d, Labels::Classes(ids), &["low", "high"]);
+    let out = dir.path().join("b.safetensors");
+    let (ok, text) = baton(&[
+        "train",
+        feats.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--positive",
+        "high",
+        "--search",
+        "3",
+        "--iters",
+        "4",
+        "--components",
+        "2",
+    ]);
+    assert!(ok, "{text}");
+    let b = DirectionBundle::read(&out).unwrap();
+    assert_eq!(
+        (b.metric.as_str(), b.target.as_str(), b.hidden_size),
+        ("auc", "high", d)
+    );
+    assert!(
+        b.scores[&2] > 0.75 && b.scores[&2] > b.scores[&0],
+        "{:?}",
+        b.scores
+    );
+    let norm: f32 = b.directions[&2].iter().map(|v| v * v).sum();
+    assert!((norm - 1.0).abs() < 1e-4);
+    assert!(DirectionBundle::read(&dir.path().join("b.pc2.safetensors")).is_ok());
+
+    // Multiclass with fixed hyper-parameters also writes the classifier.
+    let ids: Vec<i64> = (0..240).map(|i| (i % 3) as i64).collect();
+    let mut xm = xf.clone();
+    for (i, row) in xm.chunks_mut(d).enumerate() {
+        row[i % 3] += 3.0;
+    }
+    features(&feats, &xm, 240, d, Labels::Classes(ids), &["a", "b", "c"]);
+    let (ok, text) = baton(&[
+        "train",
+        feats.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--reg",
+        "1e-2",
+        "--bandwidth",
+        "5",
+        "--iters",
+        "3",
+    ]);
+    assert!(ok, "{text}");
+    let probe =
+        baton::rfm::io::SavedProbe::read(&dir.path().join("b.classifier.safetensors")).unwrap();
+    assert_eq!((probe.layer, probe.classes.len()), (2, 3));
+    let x0 = Mat::from_fn(3, d, |i, j| f64::from(xm[i * d + j]));
+    let labels =
+        baton::rfm::fit::target_classes(probe.rfm.task, &probe.rfm.predict_proba(x0.as_ref()));
+    assert_eq!(labels, vec![0, 1, 2]);
+
+    // Regression on a value read off the planted direction: positive sign, R² in the table.
+    let values: Vec<f32> = xf.chunks(d).map(|r| 60.0 + 20.0 * r[3]).collect();
+    features(&feats, &xf, 240, d, Labels::Values(values.clone()), &[]);
+    let (ok, text) = baton(&[
+        "train",
+        feats.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--search",
+        "4",
+        "--iters",
+        "3",
+        "--layers",
+        "2",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("val_r2"), "{text}");
+    let b = DirectionBundle::read(&out).unwrap();
+    assert_eq!((b.metric.as_str(), b.directions.len()), ("mse", 1));
+    assert!(
+        b.directions[&2][3] > 0.9,
+        "direction {:?}",
+        b.directions[&2]
+    );
+}
+
+#[test]
+fn bad_input_gives_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let d = 8;
+    let ids: Vec<i64> = (0..60).map(|i| (i % 2) as i64).collect();
+    let mut x: Vec<f32> = (0..60 * d)
+        .map(|i| ((i * 37 % 101) as f32) / 50.0)
+        .collect();
+    features(
+        Path::new(&p("ok.safetensors")),
+        &x,
+        60,
+        d,
+        Labels::Classes(ids.clone()),
+        &["a", "b"],
+    );
+    let run = |feats: &str, extra: &[&str]| {
+        let out = p("out.safetensors");
+        let mut args = vec![
+            "train",
+            feats,
+            "--out",
+            out.as_str(),
+            "--search",
+            "2",
+            "--iters",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, text) = baton(&args);
+        assert!(!ok, "expected failure: {text}");
+        assert!(!Path::new(&out).exists(), "no bundle on failure");
+        text
+    };
+
+    x[5] = f32::NAN;
+    features(
+        Path::new(&p("nan.safetensors")),
+        &x,
+        60,
+        d,
+        Labels::Classes(ids.clone()),
+        &["a", "b"],
+    );
+    assert!(run(&p("nan.safetensors"), &["--positive", "a"]).contains("non-finite"));
+
+    features(
+        Path::new(&p("one.safetensors")),
+        &x[d..],
+        59,
+        d,
+        Labels::Classes(vec![0; 59]),
+        &["a", "b"],
+    );
+    assert!(run(&p("one.safetensors"), &["--positive", "a"]).contains("only one class"));
+
+    let narrow: Vec<f32> = (0..60 * 4).map(|i| i as f32).collect();
+    features(
+        Path::new(&p("narrow.safetensors")),
+        &narrow,
+        60,
+        4,
+        Labels::Classes(ids.clone()),
+        &["a", "b"],
+    );
+    let text = run(
+        &p("ok.safetensors"),
+        &["--positive", "a", "--val", &p("narrow.safetensors")],
+    );
+    assert!(text.contains("width 4 differs"), "{text}");
+
+    DirectionBundle {
+        concept: "c".into(),
+        target: "t".into(),
+        model: "m".into(),
+        hidden_size: 2,
+        num_layers: 1,
+        metric: "auc".into(),
+        pooling: "mean".into(),
+        scores: BTreeMap::new(),
+        directions: BTreeMap::from([(0, vec![1.0, 0.0])]),
+    }
+    .write(Path::new(&p("bundle.safetensors")))
+    .unwrap();
+    assert!(run(&p("bundle.safetensors"), &[]).contains("direction/1"));
+
+    let few: Vec<i64> = vec![0, 0, 0, 0, 1, 1];
+    features(
+        Path::new(&p("few.safetensors")),
+        &x[..6 * d],
+        6,
+        d,
+        Labels::Classes(few),
+        &["a", "b"],
+    );
+    assert!(run(&p("few.safetensors"), &[]).contains("at least 3 per class"));
+
+    assert!(run(&p("ok.safetensors"), &["--positive", "zebra"]).contains("not a class"));
+    assert!(run(&p("ok.safetensors"), &["--task", "regression"]).contains("value labels"));
+}
