@@ -113,6 +113,8 @@ fn same_options_give_the_same_bytes_and_the_library_render_matches_the_files() {
                 let (disk, rate) = read_wav_mono(&a.join(&entry.file)).expect("wav");
                 assert_eq!(rate, SR);
                 assert!(disk == r.render(spec).expect("render"), "{}", entry.file);
+                let silent = disk.iter().all(|&x| x == 0.0);
+                assert_eq!(entry.fields["is_silent"], serde_json::Value::Bool(silent));
             }
         }
     }
@@ -251,7 +253,9 @@ fn bad_soundfonts_are_clear_errors() {
     // a real SoundFont cut short: must be an error, not a crash
     let head = match baton::concepts::find_soundfont(None) {
         baton::concepts::SoundFontLookup::Standard(p)
-        | baton::concepts::SoundFontLookup::FromEnv(p) => {
+        | baton::concepts::SoundFontLookup::FromEnv(p)
+            if p.is_file() =>
+        {
             std::fs::read(p).expect("sf2")[..100_000].to_vec()
         }
         _ => b"RIFF\x00\x10\x00\x00sfbkLIST\x40\x00\x00\x00INFO".to_vec(),
@@ -352,5 +356,21 @@ fn cli_writes_a_balanced_dataset_and_rejects_bad_input() {
             !tmp.path().join("never").exists(),
             "{args:?} created its folder"
         );
+    }
+}
+
+/// CI sets BATON_REQUIRE_SOUNDFONT=1 after installing `timgm6mb-soundfont`: there a missing or
+/// broken SoundFont fails here instead of every test silently falling back to the built-in synth.
+#[test]
+fn the_soundfont_loads_when_ci_requires_it() {
+    match soundfont() {
+        Some(r) => {
+            assert!(r.uses_soundfont());
+            let clip =
+                &clip_specs(Concept::Notes, &SpecOptions::default()).expect("specs")[60 * 92];
+            let audio = r.render(clip).expect("render");
+            assert!(audio.iter().any(|&x| x.abs() > 1e-3), "middle C is silent");
+        }
+        None => eprintln!("no SoundFont installed: only the built-in synthesizer was tested"),
     }
 }

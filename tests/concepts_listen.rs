@@ -282,3 +282,51 @@ fn time_signature_clicks_follow_the_beat_unit() {
         }
     }
 }
+
+#[test]
+fn time_signature_downbeats_recur_every_bar() {
+    for r in renderers() {
+        let signatures =
+            clip_specs(Concept::TimeSignatures, &SpecOptions::default()).expect("specs");
+        for spec in signatures
+            .iter()
+            .filter(|s| field_str(s, "click") == "woodblock_light")
+            .filter(|s| field_u8(s, "offset_index") == 1)
+            .filter(|s| field_u8(s, "reverb_level") != 1)
+        {
+            let audio = render(&r, spec);
+            let beats = field_u8(spec, "beats") as i64;
+            let offset = spec.fields["offset_s"].as_f64().expect("offset");
+            let unit = if spec.fields["is_compound"] == Value::Bool(true) {
+                0.25
+            } else {
+                2.0 / field_u8(spec, "subdivision") as f64
+            };
+            // the pitch class of each click heard whole in the window, split by bar position
+            let (mut down, mut off) = (Vec::new(), Vec::new());
+            let first = (offset / unit).ceil() as i64;
+            for k in first.. {
+                let t = k as f64 * unit - offset;
+                let (a, b) = ((t + 0.005) * SR as f64, (t + unit - 0.005) * SR as f64);
+                if b as usize > audio.len() {
+                    break;
+                }
+                let pc = dominant_pitch_class(&audio[a as usize..b as usize], SR);
+                if k % beats == 0 {
+                    down.push(pc);
+                } else {
+                    off.push(pc);
+                }
+            }
+            let what = format!(
+                "{} with {}: down {down:?} off {off:?}",
+                spec.name,
+                r.synth_name()
+            );
+            assert!(!down.is_empty() && !off.is_empty(), "{what}");
+            assert!(down.iter().all(|&p| p == down[0]), "{what}");
+            assert!(off.iter().all(|&p| p == off[0]), "{what}");
+            assert_ne!(down[0], off[0], "{what}");
+        }
+    }
+}

@@ -107,12 +107,12 @@ pub struct ManifestEntry {
     pub program: u8,
     /// The clip's seed.
     pub seed: u64,
-    /// Every other field (root, mode, bpm, program name, ...).
+    /// Every other field (root, mode, bpm, program name, `is_silent`, ...).
     pub fields: Map<String, Value>,
 }
 
 /// The manifest line of a spec.
-pub(crate) fn manifest_line(spec: &ClipSpec) -> String {
+pub(crate) fn manifest_line(spec: &ClipSpec, is_silent: bool) -> String {
     let mut obj = Map::new();
     obj.insert("file".into(), Value::String(clip_file(spec)));
     obj.insert("concept".into(), Value::String(spec.concept.name().into()));
@@ -120,6 +120,7 @@ pub(crate) fn manifest_line(spec: &ClipSpec) -> String {
     obj.insert("index".into(), spec.index.into());
     obj.insert("program".into(), spec.program.into());
     obj.insert("seed".into(), spec.seed.into());
+    obj.insert("is_silent".into(), is_silent.into());
     for (k, v) in &spec.fields {
         obj.entry(k.clone()).or_insert_with(|| v.clone());
     }

@@ -1,6 +1,8 @@
 //! Writing a dataset folder: render the clips in parallel, write each WAV atomically, resume an
 //! interrupted run, and write the manifest last.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -13,7 +15,7 @@ use super::manifest::{
 };
 use super::render::Renderer;
 use super::ConceptError;
-use crate::audio::{write_atomic, write_wav, AudioError, SampleFormat};
+use crate::audio::{read_wav_mono, write_atomic, write_wav, AudioError, SampleFormat};
 
 /// Where rendered clips go. The dataset writer calls it from several threads.
 ///
@@ -70,6 +72,17 @@ pub struct WriteSummary {
     pub rendered: usize,
     /// Clips already on disk from an earlier run.
     pub already_present: usize,
+}
+
+/// True when every sample, as written in `format`, is zero (SynTheory's `is_silent`: notes
+/// below or above the SoundFont's range render nothing).
+fn is_silent(samples: &[f32], format: SampleFormat) -> bool {
+    match format {
+        SampleFormat::Float32 => samples.iter().all(|&x| x == 0.0),
+        SampleFormat::Pcm16 => samples
+            .iter()
+            .all(|&x| (x.clamp(-1.0, 1.0) * i16::MAX as f32).round() == 0.0),
+    }
 }
 
 fn format_name(format: SampleFormat) -> &'static str {
@@ -194,24 +207,36 @@ pub fn write_dataset(
         ProgressBar::hidden()
     };
     let rendered = AtomicUsize::new(0);
-    let result: Result<(), ConceptError> = pending.par_iter().try_for_each(|spec| {
-        let samples = renderer.render(spec)?;
-        let path = job.out.join(clip_file(spec));
-        sink.write_clip(&path, &samples, renderer.sample_rate(), job.format)
-            .map_err(|err| ConceptError::WriteClip {
-                name: spec.name.clone(),
-                err,
-            })?;
-        rendered.fetch_add(1, Ordering::Relaxed);
-        bar.inc(1);
-        Ok(())
-    });
+    let result: Result<Vec<(usize, bool)>, ConceptError> = pending
+        .par_iter()
+        .map(|spec| {
+            let samples = renderer.render(spec)?;
+            let path = job.out.join(clip_file(spec));
+            sink.write_clip(&path, &samples, renderer.sample_rate(), job.format)
+                .map_err(|err| ConceptError::WriteClip {
+                    name: spec.name.clone(),
+                    err,
+                })?;
+            rendered.fetch_add(1, Ordering::Relaxed);
+            bar.inc(1);
+            Ok((spec.index, is_silent(&samples, job.format)))
+        })
+        .collect();
     bar.finish_and_clear();
-    result?;
+    let mut silent: HashMap<usize, bool> = result?.into_iter().collect();
+    // Clips from an earlier run: read them back (a resume is rare; the answer must not depend on
+    // whether a clip was rendered now or then).
+    for spec in &specs {
+        if let Entry::Vacant(slot) = silent.entry(spec.index) {
+            let (samples, _) = read_wav_mono(&job.out.join(clip_file(spec)))?;
+            slot.insert(samples.iter().all(|&x| x == 0.0));
+        }
+    }
 
     let mut manifest = String::with_capacity(specs.len() * 256);
     for spec in &specs {
-        manifest.push_str(&manifest_line(spec));
+        let is_silent = silent.get(&spec.index).copied().unwrap_or(false);
+        manifest.push_str(&manifest_line(spec, is_silent));
         manifest.push('\n');
     }
     write_atomic(&job.out.join(MANIFEST_FILE), manifest.as_bytes())?;
