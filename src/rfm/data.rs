@@ -90,6 +90,9 @@ pub fn balance_one_vs_rest(
 
 /// Mean and standard deviation (population) of regression targets.
 pub fn zscore_stats(values: &[f64]) -> Result<(f64, f64), RfmError> {
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(RfmError::NonFinite("regression labels".into()));
+    }
     let n = values.len().max(1) as f64;
     let mean = values.iter().sum::<f64>() / n;
     let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
