@@ -12,6 +12,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: boxing the large render arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Generate music from a text prompt or a Rhai recipe, and write WAV files.

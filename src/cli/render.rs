@@ -148,9 +148,21 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
         Some(h) => Some(h.as_mut()),
         None => None,
     };
+    let started = Instant::now();
     let codes = generate_with_progress(&model, &prompts, &options, hook)?;
+    let generate_s = started.elapsed().as_secs_f64();
 
+    let decode_start = Instant::now();
     let audio = model.decode(&codes).map_err(|e| miette::miette!("{e}"))?;
+    let decode_s = decode_start.elapsed().as_secs_f64();
+    let audio_s = audio.first().map_or(0.0, |a| a.len() as f64) / model.sample_rate() as f64;
+    eprintln!(
+        "generated {} steps in {generate_s:.2} s ({:.2} steps/s, text encoding included), \
+         decoded in {decode_s:.2} s, real-time factor {:.2}",
+        options.max_new_tokens,
+        options.max_new_tokens as f64 / generate_s,
+        (generate_s + decode_s) / audio_s.max(1e-9)
+    );
     let format = if args.pcm16 {
         SampleFormat::Pcm16
     } else {

@@ -132,7 +132,7 @@ impl DecoderConfig {
             });
         }
         let pad = self.pad_id();
-        if pad < self.vocab_size as i64 || pad > self.vocab_size as i64 {
+        if pad != self.vocab_size as i64 {
             // The embeddings have vocab_size + 1 rows and the heads vocab_size outputs: the pad
             // id must be the extra row, otherwise generated tokens could collide with it.
             return Err(ConfigError::OutOfRange {

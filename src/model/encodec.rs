@@ -314,9 +314,77 @@ impl Module for Conv1d {
             (padding_total - right, right + extra)
         };
         let xs = pad1d(xs, left, right, self.pad_mode)?;
-        xs.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?
-            .broadcast_add(&self.bias)
+        let ys = if self.stride == 1 {
+            conv1d_by_taps(&xs, &self.weight, self.dilation)?
+        } else {
+            xs.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?
+        };
+        ys.broadcast_add(&self.bias)
     }
+}
+
+/// Stride-1 convolution `[batch, c_in, len]` x `[c_out, c_in, k]` -> `[batch, c_out, len - (k -
+/// 1) * dilation]`, as a sum of one `[c_out, c_in]` product per kernel tap.
+///
+/// candle's CPU conv1d unfolds the whole input first (`len x c_in x k` floats: over half a GB at
+/// the codec's full resolution) and is slow when one side has a single channel; per-tap
+/// products need only one shifted copy of the input at a time.
+fn conv1d_by_taps(xs: &Tensor, weight: &Tensor, dilation: usize) -> candle_core::Result<Tensor> {
+    let (_, _, len) = xs.dims3()?;
+    let (c_out, c_in, k) = weight.dims3()?;
+    let span = (k - 1) * dilation;
+    if len <= span {
+        candle_core::bail!("conv1d: input of {len} samples is shorter than the kernel span");
+    }
+    let out_len = len - span;
+    if (c_in == 1 || c_out == 1) && xs.device().is_cpu() {
+        return conv1d_direct_cpu(xs, weight, dilation, out_len);
+    }
+    let mut acc: Option<Tensor> = None;
+    for j in 0..k {
+        let tap = weight.narrow(2, j, 1)?.squeeze(2)?;
+        let shifted = xs.narrow(2, j * dilation, out_len)?.contiguous()?;
+        let part = tap.broadcast_matmul(&shifted)?;
+        acc = Some(match acc {
+            Some(a) => (a + part)?,
+            None => part,
+        });
+    }
+    acc.ok_or_else(|| candle_core::Error::Msg("conv1d: empty kernel".into()))
+}
+
+/// Direct stride-1 convolution on the CPU for the codec's single-channel ends (audio in, audio
+/// out), where a matmul degenerates to an outer product or a weighted channel sum: one
+/// vectorisable multiply-add pass over the signal per (input channel, tap), output rows in
+/// parallel.
+fn conv1d_direct_cpu(
+    xs: &Tensor,
+    weight: &Tensor,
+    dilation: usize,
+    out_len: usize,
+) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
+    let (b, c_in, len) = xs.dims3()?;
+    let (c_out, _, k) = weight.dims3()?;
+    let x: Vec<f32> = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let mut y = vec![0f32; b * c_out * out_len];
+    y.par_chunks_mut(out_len)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (bi, o) = (row / c_out, row % c_out);
+            for c in 0..c_in {
+                let input = &x[(bi * c_in + c) * len..][..len];
+                for j in 0..k {
+                    let wv = w[(o * c_in + c) * k + j];
+                    let shifted = &input[j * dilation..][..out_len];
+                    for (yv, xv) in out.iter_mut().zip(shifted) {
+                        *yv += wv * xv;
+                    }
+                }
+            }
+        });
+    Tensor::from_vec(y, (b, c_out, out_len), xs.device())
 }
 
 /// `EncodecConvTranspose1d`: an upsampling transposed convolution that trims its overhang.
@@ -416,8 +484,8 @@ impl Module for ConvTranspose1d {
 /// `EncodecLSTM`: a stacked LSTM over time with a skip connection around it.
 #[derive(Debug, Clone)]
 struct Lstm {
-    /// Per layer: input weights transposed `[dim, 4*dim]`, recurrent weights transposed, and
-    /// the summed biases `[4*dim]`; gates in PyTorch's order i, f, g, o.
+    /// Per layer: input weights transposed `[dim, 4*dim]`, recurrent weights as stored
+    /// `[4*dim, dim]`, and the summed biases `[4*dim]`; gates in PyTorch's order i, f, g, o.
     layers: Vec<(Tensor, Tensor, Tensor)>,
     dim: usize,
 }
@@ -431,7 +499,7 @@ impl Lstm {
                 let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
                 let b = (vb.get(4 * dim, &format!("bias_ih_l{l}"))?
                     + vb.get(4 * dim, &format!("bias_hh_l{l}"))?)?;
-                Ok((w_ih.t()?.contiguous()?, w_hh.t()?.contiguous()?, b))
+                Ok((w_ih.t()?.contiguous()?, w_hh.contiguous()?, b))
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self { layers, dim })
@@ -456,7 +524,13 @@ impl Module for Lstm {
             let mut c = h.clone();
             let mut outs = Vec::with_capacity(t);
             for step in 0..t {
-                let gates = (pre.i((.., step, ..))? + h.matmul(w_hh)?)?;
+                // One [batch, dim] x [dim, 4*dim] product per step: memory-bound, so on the
+                // CPU it takes the streaming matrix-vector path when the batch is small.
+                let recurrent = match super::gemv::matmul_t(&h, w_hh)? {
+                    Some(r) => r,
+                    None => h.matmul(&w_hh.t()?)?,
+                };
+                let gates = (pre.i((.., step, ..))? + recurrent)?;
                 let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h_dim)?)?;
                 let f = candle_nn::ops::sigmoid(&gates.narrow(1, h_dim, h_dim)?)?;
                 let g = gates.narrow(1, 2 * h_dim, h_dim)?.tanh()?;

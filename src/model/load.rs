@@ -131,8 +131,11 @@ fn shard_names(index: &Path) -> Result<Vec<String>, ModelError> {
     Ok(names)
 }
 
+/// Fetches one file of a hub repository (from the cache, or downloading it).
+type Fetch = Box<dyn Fn(&str) -> Result<PathBuf, ModelError>>;
+
 fn resolve_hub(id: &str) -> Result<ModelFiles, ModelError> {
-    let fetch: Box<dyn Fn(&str) -> Result<PathBuf, ModelError>> = if offline() {
+    let fetch: Fetch = if offline() {
         let cache = hf_hub::Cache::from_env();
         let root = cache.path().clone();
         let repo = cache.model(id.to_string());

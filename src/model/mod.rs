@@ -2,8 +2,28 @@
 //! (encode + decode), generation (delay pattern, CFG, sampling, KV cache) and loading (hf-hub or a
 //! local folder).
 //!
-//! OWNER NOTE (skeleton): the public surface below is what `probe`, `script` and the CLI build
-//! on. Keep these names and signatures; fill in the bodies.
+//! ```no_run
+//! use baton::model::{GenerateOptions, MusicGen, Sampling};
+//! use candle_core::{DType, Device};
+//!
+//! let model = MusicGen::load("facebook/musicgen-small", &Device::Cpu, DType::F32)?;
+//! let options = GenerateOptions {
+//!     max_new_tokens: model.max_new_tokens_for_seconds(5.0)?,
+//!     sampling: Sampling::TopK { k: 250, temperature: 1.0 },
+//!     guidance_scale: 3.0,
+//!     seed: 0,
+//! };
+//! let codes = model.generate(&["lofi piano"], &options, None, &mut |_, _| {})?;
+//! let audio = model.decode(&codes)?; // one Vec<f32> per prompt, at model.sample_rate()
+//! // Probing: block outputs of a teacher-forced pass over codes, no text conditioning.
+//! let blocks = model.capture(&codes, &[0, 12, 23])?;
+//! # Ok::<(), baton::model::ModelError>(())
+//! ```
+//!
+//! Precision: `dtype` is the storage type of the decoder's large weights (f32, bf16 or f16);
+//! norms, embeddings, the residual stream, KV caches and logits are always f32, and the text
+//! encoder and codec always run in f32. Generation steps on the CPU use the few-row
+//! matrix-vector kernel in [`gemv`] (f32 and bf16 weights; f16 is widened per call, slower).
 
 pub mod config;
 pub mod decoder;

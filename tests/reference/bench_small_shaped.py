@@ -9,10 +9,13 @@ weight norm stored as weight_g / weight_v, 2 LSTM layers, reflect padding, non-c
 shortcut). Random weights make the timings meaningful and the audio noise.
 
     python tests/reference/bench_small_shaped.py build DIR
-    python tests/reference/bench_small_shaped.py time DIR [--seconds 10] [--threads N]
+    python tests/reference/bench_small_shaped.py time DIR [--seconds 10] [--threads N] [--device cuda]
+    python tests/reference/bench_small_shaped.py encodec DIR [--seconds 10] [--threads N]
+    cargo run --release --example bench_encodec -- DIR [SECONDS]     # the baton side of `encodec`
 
 `time` runs in a fresh process so its peak RSS counts only loading and running:
-  1. load with MusicgenForConditionalGeneration.from_pretrained(DIR) (float32, CPU, sdpa),
+  1. load with MusicgenForConditionalGeneration.from_pretrained(DIR) (float32, sdpa) onto
+     --device (cpu by default, or cuda),
   2. generate(prompt, do_sample=True, top_k=250, guidance_scale=3.0,
      max_new_tokens=seconds*50+3) -- text encoding, 503 decoder steps for 10 s and the EnCodec
      decode of the result -- timed as a whole,
@@ -99,47 +102,62 @@ def peak_rss_mib():
 
 
 @torch.no_grad()
-def bench(folder, seconds, threads):
+def bench(folder, seconds, threads, device):
     if threads:
         torch.set_num_threads(threads)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     t0 = time.perf_counter()
-    model = MusicgenForConditionalGeneration.from_pretrained(folder)
+    model = MusicgenForConditionalGeneration.from_pretrained(folder).to(device)
     model.eval()
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
     load_s = time.perf_counter() - t0
-    inputs = tok(["80s pop track with bassy drums and synth"], padding=True, return_tensors="pt")
+    inputs = tok(["80s pop track with bassy drums and synth"], padding=True, return_tensors="pt").to(device)
     max_new_tokens = int(seconds * 50) + 3
 
     codes = {}
     orig = model.audio_encoder.decode
 
     def timed_decode(audio_codes, *a, **kw):
+        sync()
         start = time.perf_counter()
         out = orig(audio_codes, *a, **kw)
+        sync()
         codes["decode_s"] = time.perf_counter() - start
         codes["codes"] = audio_codes
         return out
 
     model.audio_encoder.decode = timed_decode
     torch.manual_seed(0)
+    sync()
     t0 = time.perf_counter()
     audio = model.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0,
                            max_new_tokens=max_new_tokens)
+    sync()
     gen_s = time.perf_counter() - t0
     model.audio_encoder.decode = orig
-    audio_s = audio.shape[-1] / 32000.0
+    audio_s = audio.shape[-1] / model.config.audio_encoder.sampling_rate
 
+    sync()
     t0 = time.perf_counter()
     model.audio_encoder.decode(codes["codes"], [None])
+    sync()
     decode_s = time.perf_counter() - t0
 
-    noise = torch.randn(1, 1, int(seconds * 32000)) * 0.1
+    sr = model.config.audio_encoder.sampling_rate
+    noise = torch.randn(1, 1, int(seconds * sr), device=device) * 0.1
+    sync()
     t0 = time.perf_counter()
-    model.audio_encoder.encode(noise, bandwidth=2.2)
+    model.audio_encoder.encode(noise, bandwidth=model.config.audio_encoder.target_bandwidths[-1])
+    sync()
     encode_s = time.perf_counter() - t0
 
     print(json.dumps({
         "impl": "transformers",
+        "device": device,
         "threads": torch.get_num_threads(),
         "seconds": seconds,
         "max_new_tokens": max_new_tokens,
@@ -153,6 +171,40 @@ def bench(folder, seconds, threads):
     }))
 
 
+@torch.no_grad()
+def bench_encodec(folder, seconds, threads):
+    """EnCodec alone: the same work as `cargo run --release --example bench_encodec`."""
+    if threads:
+        torch.set_num_threads(threads)
+    from safetensors.torch import load_file
+    from transformers import EncodecModel
+
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = EncodecConfig(**json.load(f)["audio_encoder"])
+    t0 = time.perf_counter()
+    model = EncodecModel(cfg).eval()
+    state = {k[len("audio_encoder."):]: v for k, v in load_file(os.path.join(folder, "model.safetensors")).items()
+             if k.startswith("audio_encoder.")}
+    state = rename_weight_norm(state, "parametrizations")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all("parametrizations" not in m and "embed" not in m for m in missing), (missing, unexpected)
+    load_s = time.perf_counter() - t0
+    frames = int(seconds * cfg.frame_rate)
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, cfg.codebook_size, (1, 1, cfg.num_quantizers, frames), generator=g)
+    t0 = time.perf_counter()
+    audio = model.decode(codes, [None]).audio_values
+    decode_s = time.perf_counter() - t0
+    noise = torch.randn(audio.shape, generator=g) * 0.1
+    t0 = time.perf_counter()
+    model.encode(noise, bandwidth=cfg.target_bandwidths[-1])
+    encode_s = time.perf_counter() - t0
+    print(json.dumps({"impl": "transformers", "threads": torch.get_num_threads(), "seconds": seconds,
+                      "frames": frames, "samples": audio.shape[-1], "load_s": round(load_s, 3),
+                      "encodec_decode_s": round(decode_s, 3), "encodec_encode_s": round(encode_s, 3),
+                      "peak_rss_mib": round(peak_rss_mib(), 1)}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -162,11 +214,18 @@ def main():
     t.add_argument("dir")
     t.add_argument("--seconds", type=float, default=10.0)
     t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    e = sub.add_parser("encodec", help="time EnCodec decode/encode alone")
+    e.add_argument("dir")
+    e.add_argument("--seconds", type=float, default=10.0)
+    e.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.cmd == "build":
         build(args.dir)
+    elif args.cmd == "encodec":
+        bench_encodec(args.dir, args.seconds, args.threads)
     else:
-        bench(args.dir, args.seconds, args.threads)
+        bench(args.dir, args.seconds, args.threads, args.device)
 
 
 if __name__ == "__main__":
