@@ -402,3 +402,78 @@ fn bf16_weights_stay_close_to_f32() {
         .unwrap();
     assert_eq!(codes.dims(), &[1, 4, 8]);
 }
+
+/// Adds the same vector to every listed block at every step.
+struct ConstantHook {
+    offsets: Vec<Option<Tensor>>,
+    steps_seen: Vec<usize>,
+    cond_only: bool,
+}
+
+impl baton::model::ResidualHook for ConstantHook {
+    fn offsets(&mut self, step: usize) -> candle_core::Result<&[Option<Tensor>]> {
+        self.steps_seen.push(step);
+        Ok(&self.offsets)
+    }
+
+    fn conditional_only(&self) -> bool {
+        self.cond_only
+    }
+}
+
+#[test]
+fn residual_hook_steers_generation() {
+    let model = load_tiny("a");
+    let r = reference("a");
+    let prompts = prompts("a");
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let want = codes_vec(&r["gen.cfg3.codes"]);
+    let options = GenerateOptions {
+        max_new_tokens: want[0][0].len() + model.num_codebooks() - 1,
+        sampling: Sampling::Greedy,
+        guidance_scale: 3.0,
+        seed: 0,
+    };
+    let hidden = model.hidden_size();
+    let hook_with = |v: Option<Tensor>, cond_only| ConstantHook {
+        offsets: (0..model.num_layers())
+            .map(|l| if l == 1 { v.clone() } else { None })
+            .collect(),
+        steps_seen: Vec::new(),
+        cond_only,
+    };
+    // A zero offset changes nothing, and the hook is asked once per step, in order.
+    let mut zero = hook_with(
+        Some(Tensor::zeros(hidden, DType::F32, &Device::Cpu).unwrap()),
+        false,
+    );
+    let codes = model
+        .generate(&prompts, &options, Some(&mut zero), &mut |_, _| {})
+        .unwrap();
+    assert_eq!(codes_vec(&codes), want);
+    assert_eq!(
+        zero.steps_seen,
+        (0..options.max_new_tokens).collect::<Vec<_>>()
+    );
+    // A large offset on block 1 moves the music, on both halves or the conditional one only.
+    // (Zero-mean: a constant vector would vanish in the next LayerNorm.)
+    let pattern: Vec<f32> = (0..hidden)
+        .map(|i| if i % 3 == 0 { 8.0 } else { -4.0 })
+        .collect();
+    let big = Tensor::from_vec(pattern, hidden, &Device::Cpu).unwrap();
+    let mut both = hook_with(Some(big.clone()), false);
+    let steered = codes_vec(
+        &model
+            .generate(&prompts, &options, Some(&mut both), &mut |_, _| {})
+            .unwrap(),
+    );
+    assert_ne!(steered, want);
+    let mut cond = hook_with(Some(big), true);
+    let cond_steered = codes_vec(
+        &model
+            .generate(&prompts, &options, Some(&mut cond), &mut |_, _| {})
+            .unwrap(),
+    );
+    assert_ne!(cond_steered, want);
+    assert_ne!(cond_steered, steered);
+}

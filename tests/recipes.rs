@@ -104,3 +104,40 @@ fn every_recipe_renders_on_the_tiny_checkpoint() {
         }
     }
 }
+
+#[test]
+fn probes_classify_audio_with_the_model() {
+    use baton::audio::{write_wav, SampleFormat};
+    use baton::script::render::ModelRenderer;
+    use baton::script::run_source;
+    use candle_core::{DType, Device};
+
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-a");
+    let bundle = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/steer-direction.safetensors"
+    );
+    let clip: Vec<f32> = (0..6400).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+    write_wav(
+        &dir.path().join("clip.wav"),
+        &clip,
+        32000,
+        SampleFormat::Float32,
+    )
+    .unwrap();
+    let src = format!(
+        "let p = probe(\"{bundle}\");\nlet c = p.classify(\"clip.wav\");\nprint(c.block);\nprint(c.projection);"
+    );
+    let options = RecipeOptions {
+        model_override: Some(tiny.into()),
+        echo: false,
+        ..RecipeOptions::default()
+    };
+    let renderer = ModelRenderer::new(Device::Cpu, DType::F32, SampleFormat::Float32, false);
+    let outcome = run_source("probe.rhai", &src, dir.path(), options, Box::new(renderer))
+        .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(*e)));
+    assert_eq!(outcome.printed[0], "2"); // the fixture's best-scoring block
+    let projection: f64 = outcome.printed[1].parse().unwrap();
+    assert!(projection.is_finite() && projection != 0.0);
+}

@@ -119,6 +119,36 @@ fn rhai_err(e: impl std::fmt::Display) -> Box<EvalAltResult> {
     e.to_string().into()
 }
 
+/// Projects a clip's pooled hidden state at the probe's best block onto its direction: a
+/// concept score (larger = more of the concept), not a calibrated probability.
+fn classify(host: &Host, p: &Probe, path: &str) -> Res<Map> {
+    let Some((block, score)) = p.direction.best_block() else {
+        return fail("classify: the probe has no scored block");
+    };
+    if !path.to_ascii_lowercase().ends_with(".wav") {
+        return fail(format!("classify: `{path}` is not a .wav file"));
+    }
+    let file = [host.recipe_dir.join(path), PathBuf::from(path)]
+        .into_iter()
+        .find(|c| c.is_file())
+        .ok_or_else(|| format!("classify: audio file `{path}` not found"))?;
+    let model = host.model_spec();
+    let mut renderer = host
+        .renderer
+        .try_lock()
+        .map_err(|_| "classify cannot run while rendering")?;
+    let pooled = renderer.pooled(&model, &file, &[block]).or_else(fail)?;
+    let (Some(h), Some(q)) = (pooled.first(), p.direction.vectors.get(&block)) else {
+        return fail("classify: no hidden state for the probe's block");
+    };
+    let projection: f64 = h.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let mut m = Map::new();
+    m.insert("block".into(), Dynamic::from(block as INT));
+    m.insert("score".into(), Dynamic::from_float(score));
+    m.insert("projection".into(), Dynamic::from_float(projection));
+    Ok(m)
+}
+
 /// Registers the direction and probe types and verbs.
 pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_type_with_name::<Direction>("Direction");
@@ -225,6 +255,10 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         p.direction
             .best_block()
             .map_or(Dynamic::UNIT, |(l, _)| Dynamic::from(l as INT))
+    });
+    let h = host.clone();
+    engine.register_fn("classify", move |p: &mut Probe, path: &str| -> Res<Map> {
+        classify(&h, p, path)
     });
     engine.register_get("best_score", |p: &mut Probe| -> Dynamic {
         p.direction

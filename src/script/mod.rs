@@ -68,10 +68,15 @@ pub trait Renderer: Send {
         curves: &mut CurveSampler<'_>,
     ) -> Result<(), String>;
 
-    /// Width and block count of `model`'s decoder, when the renderer knows them without loading
-    /// anything heavy; used to check directions early.
-    fn shape(&mut self, _model: &str) -> Option<(usize, usize)> {
-        None
+    /// Mean-pooled outputs of decoder blocks `layers` for a mono WAV file (teacher-forced, no
+    /// text), one vector per requested block: what probes see. Used by `probe.classify`.
+    fn pooled(
+        &mut self,
+        _model: &str,
+        _audio: &Path,
+        _layers: &[usize],
+    ) -> Result<Vec<Vec<f32>>, String> {
+        Err("classifying audio needs a model (this run renders nothing)".into())
     }
 }
 
@@ -224,6 +229,11 @@ pub const VERBS: &[(&str, &str)] = &[
         "probe(\"concept:target\") -> .scores, .best_block, .best_score, .direction",
     ),
     ("library", "library() -> names in the direction library"),
+    (
+        "classify",
+        "probe.classify(\"clip.wav\") -> #{block, score, projection}",
+    ),
+    ("help", "help()"),
     ("piece", "piece(prompt, seconds)"),
     (
         "steer",

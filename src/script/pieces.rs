@@ -209,6 +209,11 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     });
 
     let h = host.clone();
+    engine.register_fn("help", move || {
+        let lines: Vec<String> = super::VERBS.iter().map(|(_, u)| format!("  {u}")).collect();
+        h.say(format!("recipe verbs:\n{}", lines.join("\n")));
+    });
+    let h = host.clone();
     engine.register_fn("model", move |spec: &str| -> Res<()> {
         if spec.trim().is_empty() {
             return fail("model: empty model name");

@@ -75,6 +75,34 @@ pub fn plan_hook(
 }
 
 impl Renderer for ModelRenderer {
+    fn pooled(
+        &mut self,
+        model: &str,
+        audio: &std::path::Path,
+        layers: &[usize],
+    ) -> Result<Vec<Vec<f32>>, String> {
+        let model = self.model(model)?;
+        let (samples, rate) = crate::audio::read_wav_mono(audio).map_err(|e| e.to_string())?;
+        if rate != model.sample_rate() {
+            return Err(format!(
+                "{} is at {rate} Hz but the model expects {} Hz: resample it first",
+                audio.display(),
+                model.sample_rate()
+            ));
+        }
+        let codes = model.encode(&samples).map_err(|e| e.to_string())?;
+        let states = model.capture(&codes, layers).map_err(|e| e.to_string())?;
+        states
+            .iter()
+            .map(|h| {
+                h.mean(1)
+                    .and_then(|m| m.flatten_all())
+                    .and_then(|m| m.to_vec1::<f32>())
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
     fn render(
         &mut self,
         request: &RenderRequest,

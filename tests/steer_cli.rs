@@ -1,0 +1,116 @@
+//! `baton render --prompt ... --steer BUNDLE:STRENGTH` reproduces the reference's steered codes,
+//! and recipe mode reports script errors as miette reports with the recipe's line and column.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::Device;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn baton(args: &[&str], cwd: &Path) -> std::process::Output {
+    // BATON_BIN: a specific binary (when several checkouts share one target folder).
+    let bin = std::env::var("BATON_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_baton").into());
+    Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn steer_flags_match_the_reference() {
+    let r = candle_core::safetensors::load(
+        fixtures().join("steer-reference.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let bytes = std::fs::read(fixtures().join("steer-reference.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let prompts: Vec<String> = serde_json::from_str(&meta["prompts"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wav_dir = format!("{}/wav/", dir.path().display());
+    let codes_dir = format!("{}/codes/", dir.path().display());
+    let steer = format!(
+        "{}:{}",
+        fixtures().join("steer-direction.safetensors").display(),
+        meta["eta0"]
+    );
+    let out = baton(
+        &[
+            "render",
+            "--prompt",
+            &prompts[0],
+            "--prompt",
+            &prompts[1],
+            "--greedy",
+            "--cfg",
+            "3",
+            "--max-new-tokens",
+            &meta["max_new_tokens"],
+            "--model",
+            fixtures().join("tiny-a").to_str().unwrap(),
+            "--steer",
+            &steer,
+            "--layer-weights",
+            "exp",
+            "--out",
+            &wav_dir,
+            "--save-codes",
+            &codes_dir,
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<Vec<Vec<i64>>> = r["const.codes"].to_vec3().unwrap();
+    for (i, want) in want.iter().enumerate() {
+        let path = dir
+            .path()
+            .join(format!("codes/prompt-{}.safetensors", i + 1));
+        let got = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        let got: Vec<Vec<i64>> = got["codes"].to_vec2().unwrap();
+        assert_eq!(&got, want, "prompt {i}");
+    }
+    // A bad flag value is one clear line, before any model work.
+    let out = baton(
+        &[
+            "render",
+            "--prompt",
+            "x",
+            "--steer",
+            &steer,
+            "--gate",
+            "1.5",
+            "--max-new-tokens",
+            "8",
+            "--model",
+            fixtures().join("tiny-a").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--gate must be a probability"));
+}
+
+#[test]
+fn recipe_errors_point_at_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.rhai"),
+        "let a = rise(0, 10);\nlet p = piece(\"x\", 5.0).steer(direction(\"notes:Cb\"), a);\n",
+    )
+    .unwrap();
+    let out = baton(&["render", "bad.rhai"], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown direction `notes:Cb`"), "{err}");
+    assert!(err.contains("bad.rhai:2:31"), "{err}");
+}
