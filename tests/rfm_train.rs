@@ -105,6 +105,7 @@ fn features(path: &Path, x: &[f32], n: usize, d: usize, labels: Labels, classes:
         classes: classes.iter().map(|s| s.to_string()).collect(),
         n,
         hidden_size: d,
+        num_layers: None,
         layers: BTreeMap::from([(0, noise), (2, x.to_vec())]),
         labels,
     }
