@@ -5,7 +5,7 @@
 //!
 //! Stages and their dependency direction (see README.md, "Architecture"):
 //! - [`model`], [`rfm`], [`concepts`], [`audio`] know nothing of each other's internals;
-//! - [`probe`] uses model + rfm + concepts; [`steer`] works on plain tensors;
+//! - [`probe`] uses model + concepts (and audio's file I/O); [`steer`] works on plain tensors;
 //! - [`script`] wires everything for recipes (the REPL and watch mode will sit on it).
 
 pub mod audio;

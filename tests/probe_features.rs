@@ -63,6 +63,7 @@ fn features_are_pooled_capture_outputs_with_manifest_labels() {
     assert_eq!(feats.concept, "notes");
     assert_eq!(feats.pooling, "mean");
     assert_eq!(feats.hidden_size, model.hidden_size());
+    assert_eq!(feats.num_layers, Some(model.num_layers()));
     assert_eq!(
         feats.layers.keys().copied().collect::<Vec<_>>(),
         (0..model.num_layers()).collect::<Vec<_>>()
@@ -154,4 +155,87 @@ fn wrong_sample_rate_and_missing_dataset_are_clear_errors() {
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!out.exists());
     }
+}
+
+fn features_cmd(dataset: &Path, out: &Path, model: &Path, extra: &[&str]) -> (bool, String) {
+    let run = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "features",
+            dataset.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--model", model.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (run.status.success(), stderr)
+}
+
+#[test]
+fn repeated_and_unordered_layers_are_extracted_once_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("notes");
+    notes_dataset(&data, 32000, 2);
+    let model_dir = fixture("tiny-a");
+    let all = tmp.path().join("all.safetensors");
+    let (ok, err) = features_cmd(&data, &all, &model_dir, &[]);
+    assert!(ok, "{err}");
+    let picked = tmp.path().join("picked.safetensors");
+    let (ok, err) = features_cmd(&data, &picked, &model_dir, &["--layers", "1,0,1"]);
+    assert!(ok, "{err}");
+    let (all, picked) = (
+        FeatureSet::read(&all).unwrap(),
+        FeatureSet::read(&picked).unwrap(),
+    );
+    assert_eq!(picked.layers.keys().copied().collect::<Vec<_>>(), [0, 1]);
+    for l in [0, 1] {
+        assert_eq!(picked.layers[&l], all.layers[&l], "block {l}");
+    }
+    // The block count of the model is recorded whichever blocks are kept.
+    assert_eq!(picked.num_layers, all.num_layers);
+}
+
+#[test]
+fn manifest_and_output_are_checked_before_the_model_is_loaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("notes");
+    notes_dataset(&data, 32000, 1);
+    let out = tmp.path().join("feats.safetensors");
+    // No model here: any error about the dataset or --out must come before loading one.
+    let no_model = tmp.path().join("no-model");
+
+    let (ok, err) = features_cmd(&data, &tmp.path().join("missing/f.st"), &no_model, &[]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    assert!(err.contains("missing"), "{err}");
+    let (ok, err) = features_cmd(&data, tmp.path(), &no_model, &[]);
+    assert!(!ok && err.contains("it is a folder"), "{err}");
+
+    let manifest = data.join("manifest.jsonl");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    let file = read_manifest(&data).unwrap()[0].file.clone();
+    let outside = tmp.path().join("outside.wav");
+    std::fs::copy(data.join(&file), &outside).unwrap();
+    for bad in [
+        "../outside.wav",
+        outside.to_str().unwrap(),
+        "clips/../../outside.wav",
+    ] {
+        std::fs::write(&manifest, good.replace(&file, bad)).unwrap();
+        for model in [&no_model, &fixture("tiny-a")] {
+            let (ok, err) = features_cmd(&data, &out, model, &[]);
+            assert!(!ok, "{bad}: {err}");
+            assert!(
+                err.contains("must be a path inside the dataset folder"),
+                "{err}"
+            );
+            assert!(!out.exists());
+        }
+    }
+
+    std::fs::write(&manifest, "").unwrap();
+    let (ok, err) = features_cmd(&data, &out, &no_model, &[]);
+    assert!(!ok && err.contains("lists no clips"), "{err}");
 }

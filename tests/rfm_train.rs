@@ -92,6 +92,10 @@ fn planted_subspace_is_recovered() {
     assert!(e0 < 0.2, "{e0}");
 }
 
+/// Decoder blocks of the (pretend) model behind the test features files.
+const MODEL_BLOCKS: usize = 6;
+
+/// Writes a features file: block 0 holds noise, block 2 holds `x`.
 fn features(path: &Path, x: &[f32], n: usize, d: usize, labels: Labels, classes: &[&str]) {
     let noise: Vec<f32> = x
         .iter()
@@ -105,6 +109,7 @@ fn features(path: &Path, x: &[f32], n: usize, d: usize, labels: Labels, classes:
         classes: classes.iter().map(|s| s.to_string()).collect(),
         n,
         hidden_size: d,
+        num_layers: Some(MODEL_BLOCKS),
         layers: BTreeMap::from([(0, noise), (2, x.to_vec())]),
         labels,
     }
@@ -322,4 +327,196 @@ fn bad_input_gives_one_clear_error() {
 
     assert!(run(&p("ok.safetensors"), &["--positive", "zebra"]).contains("not a class"));
     assert!(run(&p("ok.safetensors"), &["--task", "regression"]).contains("value labels"));
+}
+
+#[test]
+fn bundle_num_layers_is_the_model_block_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = 8;
+    let (x, y, _) = planted(90, d, 3);
+    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let feats = dir.path().join("f.safetensors");
+    let ids: Vec<i64> = y.iter().map(|&v| v as i64).collect();
+    features(&feats, &xf, 90, d, Labels::Classes(ids), &["low", "high"]);
+    let out = dir.path().join("b.safetensors");
+    let train = || {
+        let (ok, text) = baton(&[
+            "train",
+            feats.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--positive",
+            "high",
+            "--reg",
+            "1e-2",
+            "--iters",
+            "2",
+            "--components",
+            "2",
+        ]);
+        assert!(ok, "{text}");
+    };
+    // The file holds blocks 0 and 2 of a 6-block model.
+    train();
+    assert_eq!(
+        DirectionBundle::read(&out).unwrap().num_layers,
+        MODEL_BLOCKS
+    );
+    let pc2 = dir.path().join("b.pc2.safetensors");
+    assert_eq!(
+        DirectionBundle::read(&pc2).unwrap().num_layers,
+        MODEL_BLOCKS
+    );
+
+    // Files written before `num_layers` was recorded: one past the largest block held.
+    let mut old = FeatureSet::read(&feats).unwrap();
+    old.num_layers = None;
+    old.write(&feats).unwrap();
+    train();
+    assert_eq!(DirectionBundle::read(&out).unwrap().num_layers, 3);
+}
+
+#[test]
+fn val_file_and_training_file_are_used_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = 6;
+    let make = |name: &str, n: usize, seed: u64| {
+        let (x, y, _) = planted(n, d, seed);
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let ids: Vec<i64> = y.iter().map(|&v| v as i64).collect();
+        let path = dir.path().join(name);
+        features(&path, &xf, n, d, Labels::Classes(ids), &["low", "high"]);
+        path
+    };
+    let (train, val) = (
+        make("train.safetensors", 61, 1),
+        make("val.safetensors", 37, 2),
+    );
+    let out = dir.path().join("b.safetensors");
+    for task in [&["--positive", "high"][..], &["--task", "multiclass"][..]] {
+        let mut args = vec![
+            "train",
+            train.to_str().unwrap(),
+            "--val",
+            val.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--reg",
+            "1e-2",
+            "--iters",
+            "2",
+        ];
+        args.extend_from_slice(task);
+        let (ok, text) = baton(&args);
+        assert!(ok, "{text}");
+        // No balancing, no split: all 61 training rows, all 37 validation rows.
+        assert!(text.contains("61 train / 37 val examples"), "{text}");
+    }
+}
+
+#[test]
+fn binary_direction_points_towards_the_positive_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, d) = (160, 8);
+    let mut rng = StdRng::seed_from_u64(21);
+    let x: Vec<f32> = (0..n * d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    // Class "up" when the projection on a fixed mixed direction is positive.
+    let u = [0.6f32, -0.5, 0.0, 0.4, 0.0, 0.0, -0.3, 0.37];
+    let along = |row: &[f32]| -> f32 { row.iter().zip(&u).map(|(a, b)| a * b).sum() };
+    let ids: Vec<i64> = x.chunks(d).map(|r| i64::from(along(r) > 0.0)).collect();
+    let feats = dir.path().join("f.safetensors");
+    features(
+        &feats,
+        &x,
+        n,
+        d,
+        Labels::Classes(ids.clone()),
+        &["down", "up"],
+    );
+    let out = dir.path().join("b.safetensors");
+    for (positive, id) in [("up", 1), ("down", 0)] {
+        let (ok, text) = baton(&[
+            "train",
+            feats.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--positive",
+            positive,
+            "--reg",
+            "1e-3",
+            "--iters",
+            "3",
+            "--layers",
+            "2",
+        ]);
+        assert!(ok, "{text}");
+        let dirn = &DirectionBundle::read(&out).unwrap().directions[&2];
+        let proj: Vec<f64> = x
+            .chunks(d)
+            .map(|r| f64::from(r.iter().zip(dirn).map(|(a, b)| a * b).sum::<f32>()))
+            .collect();
+        let is_pos: Vec<f64> = ids.iter().map(|&c| f64::from(u8::from(c == id))).collect();
+        let r = baton::rfm::metrics::pearson(&proj, &is_pos);
+        assert!(r > 0.5, "--positive {positive}: correlation {r}");
+        let mean = |want: f64| {
+            let (s, c) = proj
+                .iter()
+                .zip(&is_pos)
+                .filter(|(_, &p)| p == want)
+                .fold((0.0, 0.0), |(s, c), (v, _)| (s + v, c + 1.0));
+            s / c
+        };
+        assert!(mean(1.0) > mean(0.0), "--positive {positive}");
+    }
+}
+
+#[test]
+fn bad_settings_fail_before_any_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = 8;
+    let (x, y, _) = planted(60, d, 4);
+    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let ids: Vec<i64> = y.iter().map(|&v| v as i64).collect();
+    let feats = dir.path().join("f.safetensors");
+    features(&feats, &xf, 60, d, Labels::Classes(ids), &["low", "high"]);
+    let feats = feats.to_str().unwrap();
+    let good_out = dir.path().join("b.safetensors");
+    let good_out = good_out.to_str().unwrap();
+    let fails = |extra: &[&str], out: &str| {
+        let mut args = vec!["train", feats, "--out", out, "--positive", "high"];
+        args.extend_from_slice(extra);
+        let (ok, text) = baton(&args);
+        assert!(!ok, "expected failure: {text}");
+        // Nothing was trained: no score table.
+        assert!(!text.contains("best_iter"), "{text}");
+        assert!(!Path::new(good_out).exists(), "no bundle");
+        text
+    };
+    let text = fails(&["--components", "9"], good_out);
+    assert!(
+        text.contains("--components 9 is more than the feature width 8"),
+        "{text}"
+    );
+    assert!(fails(&["--components", "0"], good_out).contains("at least 1"));
+    let text = fails(&["--search", "0"], good_out);
+    assert!(text.contains("--search must be at least 1 draw"), "{text}");
+
+    let missing = dir.path().join("nowhere/b.safetensors");
+    let text = fails(&[], missing.to_str().unwrap());
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(fails(&[], dir.path().to_str().unwrap()).contains("it is a folder"));
+
+    // A read-only folder is refused up front (even for root, who could write there).
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mut perms = std::fs::metadata(&ro).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&ro, perms.clone()).unwrap();
+    let text = fails(&[], ro.join("b.safetensors").to_str().unwrap());
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&ro, perms).unwrap();
+    assert!(text.contains("read-only"), "{text}");
 }

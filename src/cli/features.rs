@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
-use baton::probe::{extract_dataset, ExtractOptions, Pooling};
+use baton::concepts::read_manifest;
+use baton::probe::{check_entries, extract_entries, ExtractOptions, Pooling};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{load_model, ModelArgs};
+use super::output::check_output;
 
 /// Arguments of `baton features`.
 #[derive(Args, Debug)]
@@ -29,6 +31,10 @@ pub struct FeaturesArgs {
 /// Runs `baton features`.
 pub fn run(args: FeaturesArgs) -> miette::Result<()> {
     let pooling: Pooling = args.pooling.parse().map_err(|e| miette::miette!("{e}"))?;
+    // Everything that can be checked without the model is, before the slow load and extraction.
+    check_output(&args.out)?;
+    let entries = read_manifest(&args.dataset).map_err(|e| miette::miette!("{e}"))?;
+    check_entries(&args.dataset, &entries).map_err(|e| miette::miette!("{e}"))?;
     let model = load_model(&args.model)?;
     let options = ExtractOptions {
         layers: args.layers.clone(),
@@ -40,10 +46,16 @@ pub fn run(args: FeaturesArgs) -> miette::Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} clips  {per_sec}  [{elapsed}<{eta}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let features = extract_dataset(&model, &args.dataset, &options, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    });
+    let features = extract_entries(
+        &model,
+        &args.dataset,
+        &entries,
+        &options,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    );
     bar.finish_and_clear();
     let features = features.map_err(|e| miette::miette!("{e}"))?;
     features

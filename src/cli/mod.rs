@@ -4,6 +4,7 @@ pub mod common;
 pub mod dataset;
 pub mod features;
 pub mod info;
+pub mod output;
 pub mod recipe;
 pub mod render;
 pub mod train;

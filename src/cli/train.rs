@@ -15,6 +15,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use miette::{miette, Result};
 
+use super::output::check_output;
+
 /// Probe kind on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TaskArg {
@@ -87,7 +89,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if args.components == 0 {
         return Err(miette!("--components must be at least 1"));
     }
+    if args.search == Some(0) {
+        return Err(miette!("--search must be at least 1 draw"));
+    }
+    check_output(&args.out)?;
+    if let Some(p) = &args.classifier {
+        check_output(p)?;
+    }
     let feats = FeatureSet::read(&args.features).map_err(|e| miette!("{e}"))?;
+    if args.components > feats.hidden_size {
+        return Err(miette!(
+            "--components {} is more than the feature width {}: the concept matrix has only {} \
+             eigen-directions",
+            args.components,
+            feats.hidden_size,
+            feats.hidden_size
+        ));
+    }
     let val = match &args.val {
         Some(p) => Some(FeatureSet::read(p).map_err(|e| miette!("{e}"))?),
         None => None,
@@ -98,9 +116,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let tuning = match (args.search, args.reg, args.bandwidth, args.exponent) {
         (None, None, None, None) if !args.center_grads => Tuning::Search { draws: 20 },
-        (Some(draws), ..) => Tuning::Search {
-            draws: draws.max(1),
-        },
+        (Some(draws), ..) => Tuning::Search { draws },
         (None, reg, bandwidth, exponent) => Tuning::Fixed(Hyper {
             reg: reg.unwrap_or(1e-3),
             bandwidth: bandwidth.unwrap_or(10.0),
@@ -178,7 +194,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ProbeKind::Multiclass { .. } => "all".to_string(),
         ProbeKind::Regression => "value".to_string(),
     };
-    let num_layers = feats.layers.keys().max().map_or(0, |m| m + 1);
+    let num_layers = feats.model_blocks();
     for k in 0..args.components {
         let bundle = DirectionBundle {
             concept: feats.concept.clone(),

@@ -2,8 +2,8 @@
 //! decoder block, with the probe's per-block validation scores.
 //!
 //! File layout: tensors `direction.{l}` f32 `[hidden]` (l = 0-based decoder block whose output is
-//! steered); metadata `baton.format`, `concept`, `target`, `model`, `hidden_size`, `num_layers`,
-//! `metric` (`auc`|`acc`|`mse`), `scores` (JSON object block -> validation score), `pooling`.
+//! steered); metadata `baton.format`, `concept`, `target`, `model`, `hidden_size`, `num_layers`
+//! (decoder blocks in the whole model, not just those with a direction), `metric` (`auc`|`acc`|`mse`), `scores` (JSON object block -> validation score), `pooling`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -179,6 +179,7 @@ mod tests {
             layers: BTreeMap::from([(0, vec![0.0; 4])]),
             n: 2,
             hidden_size: 2,
+            num_layers: None,
             labels: crate::probe::Labels::Classes(vec![0, 1]),
         }
         .write(&feats)

@@ -3,38 +3,49 @@
 //! every chosen block's output is pooled over time.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 
 use super::features::{FeatureSet, Labels};
-use crate::concepts::{read_manifest, ConceptError, Label, ManifestEntry};
+use crate::concepts::{read_manifest, Concept, ConceptError, Label, ManifestEntry};
 use crate::model::{ModelError, MusicGen};
 
 /// Errors while extracting features.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
+    /// The dataset folder or its manifest could not be read.
     #[error(transparent)]
     Dataset(#[from] ConceptError),
+    /// A clip's WAV file could not be read.
     #[error(transparent)]
     Audio(#[from] crate::audio::AudioError),
+    /// The model failed to encode or run a clip.
     #[error("{path}: {source}")]
     Model {
+        /// The clip being processed.
         path: PathBuf,
+        /// What the model reported.
         #[source]
         source: ModelError,
     },
+    /// A tensor operation (pooling) failed.
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
+    /// A clip's sample rate differs from the model's.
     #[error(
         "{path} is sampled at {found} Hz but the model expects {expected} Hz \
          (render the dataset with `--sample-rate {expected}`)"
     )]
     SampleRate {
+        /// The clip.
         path: PathBuf,
+        /// Its sample rate.
         found: u32,
+        /// The model's sample rate.
         expected: u32,
     },
+    /// Bad options or manifest contents (unknown pooling, missing block, unsafe path, ...).
     #[error("{0}")]
     Invalid(String),
 }
@@ -96,14 +107,22 @@ pub fn extract_dataset(
     extract_entries(model, dir, &entries, options, on_clip)
 }
 
-/// Extracts pooled features for the given manifest entries of the dataset in `dir`.
-pub fn extract_entries(
-    model: &MusicGen,
-    dir: &Path,
-    entries: &[ManifestEntry],
-    options: &ExtractOptions,
-    on_clip: &mut dyn FnMut(usize, usize),
-) -> Result<FeatureSet, ExtractError> {
+/// What a manifest says about the features to extract, checked without touching the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetPlan {
+    /// The one concept all entries share.
+    pub concept: Concept,
+    /// Class names (empty for a regression concept).
+    pub classes: Vec<String>,
+    /// One label per entry.
+    pub labels: Labels,
+    /// Each entry's WAV file inside the dataset folder.
+    pub files: Vec<PathBuf>,
+}
+
+/// Checks manifest entries before any audio is read: at least one clip, one concept, labels
+/// that fit it, and files that stay inside `dir` (relative, no `..`).
+pub fn check_entries(dir: &Path, entries: &[ManifestEntry]) -> Result<DatasetPlan, ExtractError> {
     let first = entries.first().ok_or_else(|| {
         ExtractError::Invalid(format!("{}: the manifest lists no clips", dir.display()))
     })?;
@@ -116,11 +135,58 @@ pub fn extract_entries(
             other.concept.name()
         )));
     }
-    let layers: Vec<usize> = if options.layers.is_empty() {
+    let files = entries
+        .iter()
+        .map(|e| clip_path(dir, &e.file))
+        .collect::<Result<_, _>>()?;
+    let classes = if concept.is_regression() {
+        Vec::new()
+    } else {
+        concept.classes()
+    };
+    let labels = labels_of(entries, &classes)?;
+    Ok(DatasetPlan {
+        concept,
+        classes,
+        labels,
+        files,
+    })
+}
+
+/// `dir/file`, refusing manifest paths that could reach outside the dataset folder.
+fn clip_path(dir: &Path, file: &str) -> Result<PathBuf, ExtractError> {
+    let rel = Path::new(file);
+    let escapes = rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if file.is_empty() || escapes {
+        return Err(ExtractError::Invalid(format!(
+            "{}: manifest file `{file}` must be a path inside the dataset folder \
+             (relative, without `..`)",
+            dir.display()
+        )));
+    }
+    Ok(dir.join(rel))
+}
+
+/// Extracts pooled features for the given manifest entries of the dataset in `dir`.
+/// Blocks are taken in increasing order, each once, whatever the order of `options.layers`.
+pub fn extract_entries(
+    model: &MusicGen,
+    dir: &Path,
+    entries: &[ManifestEntry],
+    options: &ExtractOptions,
+    on_clip: &mut dyn FnMut(usize, usize),
+) -> Result<FeatureSet, ExtractError> {
+    let plan = check_entries(dir, entries)?;
+    let mut layers: Vec<usize> = if options.layers.is_empty() {
         (0..model.num_layers()).collect()
     } else {
         options.layers.clone()
     };
+    // A block listed twice would otherwise get its rows appended twice.
+    layers.sort_unstable();
+    layers.dedup();
     if let Some(&l) = layers.iter().find(|&&l| l >= model.num_layers()) {
         return Err(ExtractError::Invalid(format!(
             "block {l} does not exist (the model has {} blocks)",
@@ -128,35 +194,28 @@ pub fn extract_entries(
         )));
     }
 
-    let classes = if concept.is_regression() {
-        Vec::new()
-    } else {
-        concept.classes()
-    };
-    let labels = labels_of(entries, &classes)?;
-
     let hidden = model.hidden_size();
     let mut rows: BTreeMap<usize, Vec<f32>> = layers
         .iter()
         .map(|&l| (l, Vec::with_capacity(entries.len() * hidden)))
         .collect();
-    for (i, entry) in entries.iter().enumerate() {
-        let path = dir.join(&entry.file);
-        let pooled = pooled_clip(model, &path, &layers, options.pooling)?;
+    for (i, path) in plan.files.iter().enumerate() {
+        let pooled = pooled_clip(model, path, &layers, options.pooling)?;
         for (l, v) in layers.iter().zip(pooled) {
             rows.entry(*l).or_default().extend(v);
         }
         on_clip(i + 1, entries.len());
     }
     Ok(FeatureSet {
-        concept: concept.name().to_string(),
+        concept: plan.concept.name().to_string(),
         model: options.model_name.clone(),
         pooling: options.pooling.name().to_string(),
-        classes,
+        classes: plan.classes,
         n: entries.len(),
         hidden_size: hidden,
+        num_layers: Some(model.num_layers()),
         layers: rows,
-        labels,
+        labels: plan.labels,
     })
 }
 

@@ -3,7 +3,8 @@
 //!
 //! File layout: tensors `layer.{l}` f32 `[n, hidden]` and `labels` (i64 `[n]` class ids, or f32
 //! `[n]` regression targets); metadata `baton.format`, `classes` (JSON list), `model`, `pooling`,
-//! `concept`.
+//! `concept`, and optionally `num_layers` (decoder blocks in the model, whichever blocks the file
+//! holds; files written before it existed lack it, see [`FeatureSet::model_blocks`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -54,6 +55,8 @@ pub struct FeatureSet {
     pub n: usize,
     /// Feature width.
     pub hidden_size: usize,
+    /// Number of decoder blocks in the model the features come from (None in older files).
+    pub num_layers: Option<usize>,
     /// Row-major `[n, hidden]` features per decoder block.
     pub layers: BTreeMap<usize, Vec<f32>>,
     /// One label per example.
@@ -127,6 +130,24 @@ impl FeatureSet {
         let Some(hidden_size) = hidden_size else {
             return Err(FormatError::invalid(path, "holds no `layer.{l}` tensor"));
         };
+        let num_layers = match r.metadata.get("num_layers") {
+            None => None,
+            Some(text) => {
+                let blocks: usize = text.parse().map_err(|_| {
+                    FormatError::invalid(
+                        path,
+                        format!("metadata `num_layers` is `{text}`, expected a block count"),
+                    )
+                })?;
+                if let Some(l) = layers.keys().find(|&&l| l >= blocks) {
+                    return Err(FormatError::invalid(
+                        path,
+                        format!("holds block {l} but metadata `num_layers` is {blocks}"),
+                    ));
+                }
+                Some(blocks)
+            }
+        };
         Ok(FeatureSet {
             concept: r.meta("concept")?.to_string(),
             model: r.meta("model")?.to_string(),
@@ -134,9 +155,17 @@ impl FeatureSet {
             classes,
             n,
             hidden_size,
+            num_layers,
             layers,
             labels,
         })
+    }
+
+    /// Number of decoder blocks in the model: `num_layers` when recorded, else (older files)
+    /// one past the largest block held, a lower bound.
+    pub fn model_blocks(&self) -> usize {
+        self.num_layers
+            .unwrap_or_else(|| self.layers.keys().max().map_or(0, |m| m + 1))
     }
 
     /// Writes the feature set atomically.
@@ -150,7 +179,7 @@ impl FeatureSet {
             Labels::Classes(ids) => OwnedTensor::i64("labels", vec![ids.len()], ids),
             Labels::Values(v) => OwnedTensor::f32("labels", vec![v.len()], v),
         });
-        let metadata = HashMap::from([
+        let mut metadata = HashMap::from([
             ("baton.format".to_string(), FEATURES_FORMAT.to_string()),
             ("concept".to_string(), self.concept.clone()),
             ("model".to_string(), self.model.clone()),
@@ -160,6 +189,9 @@ impl FeatureSet {
                 serde_json::to_string(&self.classes).unwrap_or_else(|_| "[]".into()),
             ),
         ]);
+        if let Some(blocks) = self.num_layers {
+            metadata.insert("num_layers".to_string(), blocks.to_string());
+        }
         st::write(path, &tensors, metadata)
     }
 }
@@ -182,6 +214,7 @@ mod tests {
                 classes: vec!["a".into(), "b".into()],
                 n: 3,
                 hidden_size: 2,
+                num_layers: Some(24),
                 layers: BTreeMap::from([
                     (0, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
                     (3, vec![0.5; 6]),
@@ -191,6 +224,42 @@ mod tests {
             let path = dir.path().join("f.safetensors");
             set.write(&path).unwrap();
             assert_eq!(FeatureSet::read(&path).unwrap(), set);
+            assert_eq!(set.model_blocks(), 24);
         }
+    }
+
+    fn two_blocks(num_layers: Option<usize>) -> FeatureSet {
+        FeatureSet {
+            concept: "notes".into(),
+            model: "tiny".into(),
+            pooling: "mean".into(),
+            classes: vec!["a".into(), "b".into()],
+            n: 2,
+            hidden_size: 1,
+            num_layers,
+            layers: BTreeMap::from([(1, vec![0.0, 1.0]), (3, vec![2.0, 3.0])]),
+            labels: Labels::Classes(vec![0, 1]),
+        }
+    }
+
+    #[test]
+    fn old_files_without_num_layers_fall_back_to_max_block_plus_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.safetensors");
+        two_blocks(None).write(&path).unwrap();
+        let read = FeatureSet::read(&path).unwrap();
+        assert_eq!((read.num_layers, read.model_blocks()), (None, 4));
+    }
+
+    #[test]
+    fn num_layers_below_a_held_block_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.safetensors");
+        two_blocks(Some(3)).write(&path).unwrap();
+        let err = FeatureSet::read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("holds block 3 but metadata `num_layers` is 3"),
+            "{err}"
+        );
     }
 }

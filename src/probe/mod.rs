@@ -1,6 +1,7 @@
-//! Probes: audio -> EnCodec codes -> decoder hidden states -> pooled features, probe training and
-//! the two file formats the stages exchange (see README.md, "File formats"):
-//! [`DirectionBundle`] (`direction/1`) and [`FeatureSet`] (`features/1`).
+//! Probe inputs and outputs: audio -> EnCodec codes -> decoder hidden states -> pooled features,
+//! and the two file formats the stages exchange (see README.md, "File formats"):
+//! [`DirectionBundle`] (`direction/1`) and [`FeatureSet`] (`features/1`). Training the probes
+//! lives in [`crate::rfm`] (driven by `baton train`).
 
 pub mod bundle;
 pub mod extract;
@@ -8,6 +9,9 @@ pub mod features;
 mod st;
 
 pub use bundle::DirectionBundle;
-pub use extract::{extract_dataset, ExtractError, ExtractOptions, Pooling};
+pub use extract::{
+    check_entries, extract_dataset, extract_entries, DatasetPlan, ExtractError, ExtractOptions,
+    Pooling,
+};
 pub use features::{FeatureSet, Labels};
 pub use st::FormatError;

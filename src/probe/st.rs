@@ -10,20 +10,33 @@ use safetensors::SafeTensors;
 /// Errors reading or writing baton's safetensors-based files.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The bytes are not a safetensors file (or could not be serialised as one).
     #[error("{path} is not a valid safetensors file: {source}")]
     Safetensors {
+        /// The file.
         path: PathBuf,
+        /// What the safetensors crate reported.
         #[source]
         source: safetensors::SafeTensorError,
     },
+    /// A valid safetensors file whose contents break the baton format (tag, tensors, metadata).
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The atomic write failed.
     #[error(transparent)]
     Write(#[from] crate::audio::AudioError),
 }

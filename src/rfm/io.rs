@@ -155,9 +155,75 @@ impl SavedProbe {
                 task,
             },
             classes,
-            layer: number("layer")? as usize,
+            layer: get("layer")?.parse().map_err(|_| {
+                file_err(
+                    path,
+                    "metadata `layer` is not a decoder block index (0, 1, ...)",
+                )
+            })?,
             model: get("model")?,
             concept: get("concept")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe() -> SavedProbe {
+        SavedProbe {
+            rfm: Rfm {
+                kernel: LaplaceKernel {
+                    bandwidth: 10.0,
+                    exponent: 1.0,
+                },
+                m: Mat::identity(2, 2),
+                centers: Mat::from_fn(3, 2, |i, j| (i + j) as f64),
+                alpha: Mat::from_fn(3, 1, |i, _| i as f64),
+                task: Task::Binary,
+            },
+            classes: vec!["a".into(), "b".into()],
+            layer: 4,
+            model: "tiny".into(),
+            concept: "notes".into(),
+        }
+    }
+
+    /// Rewrites one metadata entry of a saved probe.
+    fn with_meta(path: &Path, key: &str, value: &str) {
+        let bytes = std::fs::read(path).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        meta.insert(key.into(), value.into());
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let out = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn round_trip_keeps_the_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        probe().write(&path).unwrap();
+        let back = SavedProbe::read(&path).unwrap();
+        assert_eq!((back.layer, back.classes), (4, probe().classes));
+    }
+
+    #[test]
+    fn layer_that_is_not_a_block_index_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        for bad in ["-1", "NaN", "2.5", "inf", ""] {
+            probe().write(&path).unwrap();
+            with_meta(&path, "layer", bad);
+            let err = SavedProbe::read(&path)
+                .expect_err(&format!("layer `{bad}` must be rejected"))
+                .to_string();
+            assert!(
+                err.contains("`layer` is not a decoder block index"),
+                "{err}"
+            );
+        }
     }
 }

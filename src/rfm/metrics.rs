@@ -191,4 +191,32 @@ mod tests {
         assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.5]) - 0.9986).abs() < 1e-3);
         assert_eq!(mse(&[1.0, 3.0], &[0.0, 1.0]), 2.5);
     }
+
+    #[test]
+    fn ovr_macro_auc_and_accuracy_match_sklearn() {
+        // Eight rows, three classes, imperfect ranking and tied probabilities.
+        let p = [
+            0.5, 0.3, 0.2, 0.2, 0.5, 0.3, 0.3, 0.3, 0.4, 0.6, 0.2, 0.2, //
+            0.1, 0.2, 0.7, 0.3, 0.4, 0.3, 0.25, 0.25, 0.5, 0.4, 0.4, 0.2,
+        ];
+        let y = [0, 1, 2, 1, 2, 0, 0, 1];
+        // sklearn 1.9.1: roc_auc_score(y, p, multi_class="ovr", average="macro")
+        assert!((auc_ovr(&p, 3, &y) - 0.716_666_666_666_666_7).abs() < 1e-12);
+        // accuracy_score(y, p.argmax(1)) = 0.5 (the tie [0.4, 0.4, 0.2] goes to class 0).
+        assert_eq!(accuracy(&p, 3, &y), 0.5);
+        // Two classes: the AUC of the second column, roc_auc_score(y2, p2[:, 1]).
+        let p2 = [0.7, 0.3, 0.4, 0.6, 0.5, 0.5, 0.2, 0.8, 0.9, 0.1];
+        assert!((auc_ovr(&p2, 2, &[0, 1, 0, 1, 1]) - 0.666_666_666_666_666_6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn r2_matches_sklearn() {
+        // r2_score(y_true=[3, -0.5, 2, 7], y_pred=[2.5, 0, 2, 8])
+        let r = r2(&[2.5, 0.0, 2.0, 8.0], &[3.0, -0.5, 2.0, 7.0]);
+        assert!((r - 0.948_608_137_044_967_9).abs() < 1e-12, "{r}");
+        // Worse than predicting the mean: r2_score([1, 2, 3], [3, 2, 1]) = -3.
+        assert!((r2(&[3.0, 2.0, 1.0], &[1.0, 2.0, 3.0]) + 3.0).abs() < 1e-12);
+        // Constant targets, imperfect prediction: 0, like sklearn's default (force_finite).
+        assert_eq!(r2(&[1.0, 2.0], &[5.0, 5.0]), 0.0);
+    }
 }

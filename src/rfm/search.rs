@@ -121,3 +121,95 @@ pub fn search_among(
     report.total_rounds = total_rounds;
     Ok((hyper, report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rfm::fit::fit;
+    use crate::rfm::Metric;
+
+    #[test]
+    fn same_seed_same_draws_other_seed_other_draws() {
+        let space = SearchSpace::default();
+        assert_eq!(space.draw(8, 42), space.draw(8, 42));
+        // A longer run starts with the same draws (one generator, drawn in order).
+        assert_eq!(space.draw(3, 42)[..], space.draw(8, 42)[..3]);
+        let (a, b) = (space.draw(8, 42), space.draw(8, 43));
+        assert!(a.iter().zip(&b).all(|(x, y)| x != y), "{a:?} vs {b:?}");
+    }
+
+    #[test]
+    fn draws_stay_in_the_documented_ranges() {
+        let draws = SearchSpace::default().draw(400, 7);
+        for h in &draws {
+            assert!((1e-5..=10.0).contains(&h.reg), "{h:?}");
+            assert!((1.0..=100.0).contains(&h.bandwidth), "{h:?}");
+            assert!((0.7..=1.4).contains(&h.exponent), "{h:?}");
+        }
+        assert!(draws.iter().any(|h| h.center_grads));
+        assert!(draws.iter().any(|h| !h.center_grads));
+        // Log-uniform: about half the ridge draws below the geometric middle sqrt(1e-5 * 10).
+        let low = draws.iter().filter(|h| h.reg < 1e-2).count();
+        assert!((140..260).contains(&low), "{low} of 400 below 1e-2");
+    }
+
+    /// 40 training and 20 validation rows of a noisy nonlinear regression in 3 dimensions.
+    fn data() -> (Dataset, Dataset) {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut set = |n: usize| {
+            let x: Vec<f64> = (0..n * 3)
+                .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+                .collect();
+            let y: Vec<f64> = x
+                .chunks(3)
+                .map(|r| r[0] + r[1] * r[1] + 0.3 * (rng.random::<f64>() - 0.5))
+                .collect();
+            Dataset::from_rows(&x, 3, &y, 1)
+        };
+        (set(40), set(20))
+    }
+
+    #[test]
+    fn the_best_draw_by_validation_score_is_returned() {
+        let (train, val) = data();
+        let config = FitConfig::new(2, Metric::Mse);
+        let mut hypers = SearchSpace::default().draw(5, 1);
+        // Scored one by one, outside the search.
+        let score = |h: &Hyper| {
+            fit(&train, &val, Task::Regression, *h, &config)
+                .unwrap()
+                .best_score
+        };
+        hypers.sort_by(|a, b| score(b).total_cmp(&score(a)));
+        // Worst first, best in the middle: neither "first" nor "last" can pass by luck.
+        let best = hypers.pop().unwrap();
+        hypers.insert(2, best);
+        let scores: Vec<f64> = hypers.iter().map(score).collect();
+        assert!(scores
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| i == 2 || s > scores[2]));
+
+        let (chosen, report) =
+            search_among(&train, &val, Task::Regression, &hypers, &config).unwrap();
+        assert_eq!(chosen, best);
+        assert!((report.best_score - scores[2]).abs() < 1e-12);
+        assert!(report.concept.is_some());
+
+        // `search` returns the best of its own seeded draws.
+        let draws = SearchSpace::default().draw(4, 9);
+        let (chosen, report) = search(
+            &train,
+            &val,
+            Task::Regression,
+            &SearchSpace::default(),
+            4,
+            9,
+            &config,
+        )
+        .unwrap();
+        let best = draws.iter().map(score).fold(f64::INFINITY, f64::min);
+        assert!(draws.contains(&chosen));
+        assert!((report.best_score - best).abs() < 1e-12);
+    }
+}
