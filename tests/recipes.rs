@@ -106,8 +106,11 @@ fn every_recipe_renders_on_the_tiny_checkpoint() {
 }
 
 #[test]
-fn probes_classify_audio_with_the_model() {
+fn probes_project_audio_onto_their_direction() {
     use baton::audio::{write_wav, SampleFormat};
+    use baton::model::MusicGen;
+    use baton::probe::extract::pooled_clip;
+    use baton::probe::{DirectionBundle, Pooling};
     use baton::script::render::ModelRenderer;
     use baton::script::run_source;
     use candle_core::{DType, Device};
@@ -119,15 +122,10 @@ fn probes_classify_audio_with_the_model() {
         "/tests/fixtures/steer-direction.safetensors"
     );
     let clip: Vec<f32> = (0..6400).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
-    write_wav(
-        &dir.path().join("clip.wav"),
-        &clip,
-        32000,
-        SampleFormat::Float32,
-    )
-    .unwrap();
+    let wav = dir.path().join("clip.wav");
+    write_wav(&wav, &clip, 32000, SampleFormat::Float32).unwrap();
     let src = format!(
-        "let p = probe(\"{bundle}\");\nlet c = p.classify(\"clip.wav\");\nprint(c.block);\nprint(c.projection);"
+        "let p = probe(\"{bundle}\");\nlet c = p.project(\"clip.wav\");\nprint(c.block);\nprint(c.projection);"
     );
     let options = RecipeOptions {
         model_override: Some(tiny.into()),
@@ -139,5 +137,19 @@ fn probes_classify_audio_with_the_model() {
         .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(*e)));
     assert_eq!(outcome.printed[0], "2"); // the fixture's best-scoring block
     let projection: f64 = outcome.printed[1].parse().unwrap();
-    assert!(projection.is_finite() && projection != 0.0);
+
+    // The same features through the extractor, dotted with the bundle's block-2 direction.
+    let model = MusicGen::load(tiny, &Device::Cpu, DType::F32).unwrap();
+    let h = pooled_clip(&model, &wav, &[2], Pooling::Mean)
+        .unwrap()
+        .remove(0);
+    let q = &DirectionBundle::read(std::path::Path::new(bundle))
+        .unwrap()
+        .directions[&2];
+    let expect: f64 = h.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
+    assert!(expect != 0.0);
+    assert!(
+        (projection - expect).abs() < 1e-12,
+        "{projection} vs {expect}"
+    );
 }

@@ -1,9 +1,11 @@
 //! Direction verbs: `direction("notes:C#")` (a library name) or `direction("my.safetensors")`
-//! (a bundle path), `probe(...)` (the same bundle seen as a probe: scores, best block), and the
-//! direction algebra (`*`, `+`, `-`, `normalize`, `orth`, `cosine`, `top`, `blocks`, `weights`).
+//! (a bundle path), `library()`, and the direction algebra (`*`, `+`, `-`, `normalize`, `orth`,
+//! `cosine`, `top`, `blocks`, `weights`). `probe(...)` reads the same names (see [`super::probes`]).
 //!
 //! Library names `CONCEPT:TARGET` resolve to `DIR/CONCEPT/TARGET.safetensors`, where `DIR` is the
-//! direction library folder (`BATON_DIRECTIONS`, default `./directions`).
+//! direction library folder (`BATON_DIRECTIONS`, default `./directions`). Classifiers that
+//! `baton train` writes beside bundles (`TARGET.classifier.safetensors`) are not directions and
+//! are left out of the library's names.
 
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
@@ -18,11 +20,11 @@ use crate::steer::{Direction, LayerWeights};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
-/// A probe as recipes see it: the per-block scores of a trained concept probe.
+/// A bundle as loaded (once per run): its direction and the pooling of its features.
 #[derive(Debug, Clone)]
-pub struct Probe {
-    /// The bundle's direction and scores.
+pub(crate) struct LoadedBundle {
     pub direction: Direction,
+    pub pooling: String,
 }
 
 /// Every `CONCEPT:TARGET` name in a direction library folder.
@@ -39,8 +41,10 @@ pub fn library_names(dir: &Path) -> Vec<String> {
         for f in files.flatten() {
             let p = f.path();
             if p.extension().is_some_and(|e| e == "safetensors") {
-                if let Some(stem) = p.file_stem() {
-                    names.push(format!("{concept}:{}", stem.to_string_lossy()));
+                if let Some(stem) = p.file_stem().map(|s| s.to_string_lossy()) {
+                    if !stem.ends_with(".classifier") {
+                        names.push(format!("{concept}:{stem}"));
+                    }
                 }
             }
         }
@@ -87,18 +91,36 @@ pub(crate) fn resolve(host: &Host, name: &str) -> Result<PathBuf, String> {
     Err(msg)
 }
 
-/// Loads (once per run) the direction a name refers to.
-pub(crate) fn load(host: &Host, name: &str) -> Result<Direction, String> {
+/// Loads (once per run) the bundle a name refers to; returns its path too.
+pub(crate) fn load_bundle(host: &Host, name: &str) -> Result<(PathBuf, LoadedBundle), String> {
     let path = resolve(host, name)?;
-    if let Some(d) = host.bundles.lock().ok().and_then(|b| b.get(&path).cloned()) {
-        return Ok(d);
+    if let Some(b) = host.bundles.lock().ok().and_then(|b| b.get(&path).cloned()) {
+        return Ok((path, b));
+    }
+    if path
+        .file_stem()
+        .is_some_and(|s| s.to_string_lossy().ends_with(".classifier"))
+    {
+        return Err(format!(
+            "`{name}` is a classifier, not a direction bundle: name the bundle beside it \
+             (probe(...) loads the classifier with it)"
+        ));
     }
     let bundle = DirectionBundle::read(&path).map_err(|e| e.to_string())?;
-    let d = Direction::from_bundle(name, bundle);
+    let pooling = bundle.pooling.clone();
+    let loaded = LoadedBundle {
+        direction: Direction::from_bundle(name, bundle),
+        pooling,
+    };
     if let Ok(mut b) = host.bundles.lock() {
-        b.insert(path, d.clone());
+        b.insert(path.clone(), loaded.clone());
     }
-    Ok(d)
+    Ok((path, loaded))
+}
+
+/// Loads (once per run) the direction a name refers to.
+pub(crate) fn load(host: &Host, name: &str) -> Result<Direction, String> {
+    load_bundle(host, name).map(|(_, b)| b.direction)
 }
 
 fn block_list(values: impl IntoIterator<Item = INT>) -> Res<Vec<usize>> {
@@ -108,7 +130,7 @@ fn block_list(values: impl IntoIterator<Item = INT>) -> Res<Vec<usize>> {
         .collect()
 }
 
-fn score_map(scores: impl IntoIterator<Item = (usize, f64)>) -> Map {
+pub(crate) fn score_map(scores: impl IntoIterator<Item = (usize, f64)>) -> Map {
     scores
         .into_iter()
         .map(|(l, s)| (l.to_string().into(), Dynamic::from_float(s)))
@@ -119,49 +141,12 @@ fn rhai_err(e: impl std::fmt::Display) -> Box<EvalAltResult> {
     e.to_string().into()
 }
 
-/// Projects a clip's pooled hidden state at the probe's best block onto its direction: a
-/// concept score (larger = more of the concept), not a calibrated probability.
-fn classify(host: &Host, p: &Probe, path: &str) -> Res<Map> {
-    let Some((block, score)) = p.direction.best_block() else {
-        return fail("classify: the probe has no scored block");
-    };
-    if !path.to_ascii_lowercase().ends_with(".wav") {
-        return fail(format!("classify: `{path}` is not a .wav file"));
-    }
-    let file = [host.recipe_dir.join(path), PathBuf::from(path)]
-        .into_iter()
-        .find(|c| c.is_file())
-        .ok_or_else(|| format!("classify: audio file `{path}` not found"))?;
-    let model = host.model_spec();
-    let mut renderer = host
-        .renderer
-        .try_lock()
-        .map_err(|_| "classify cannot run while rendering")?;
-    let pooled = renderer.pooled(&model, &file, &[block]).or_else(fail)?;
-    let (Some(h), Some(q)) = (pooled.first(), p.direction.vectors.get(&block)) else {
-        return fail("classify: no hidden state for the probe's block");
-    };
-    let projection: f64 = h.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
-    let mut m = Map::new();
-    m.insert("block".into(), Dynamic::from(block as INT));
-    m.insert("score".into(), Dynamic::from_float(score));
-    m.insert("projection".into(), Dynamic::from_float(projection));
-    Ok(m)
-}
-
-/// Registers the direction and probe types and verbs.
+/// Registers the direction type and verbs.
 pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_type_with_name::<Direction>("Direction");
-    engine.register_type_with_name::<Probe>("Probe");
     let h = host.clone();
     engine.register_fn("direction", move |name: &str| -> Res<Direction> {
         load(&h, name).or_else(fail)
-    });
-    let h = host.clone();
-    engine.register_fn("probe", move |name: &str| -> Res<Probe> {
-        Ok(Probe {
-            direction: load(&h, name).or_else(fail)?,
-        })
     });
     let h = host.clone();
     engine.register_fn("library", move || -> Array {
@@ -238,31 +223,5 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("weights", |d: &mut Direction, rule: &str| -> Res<Map> {
         let rule: LayerWeights = rule.parse().map_err(rhai_err)?;
         Ok(score_map(rule.weights(d)))
-    });
-
-    engine.register_fn("to_string", |p: &mut Probe| {
-        format!("probe for {}", p.direction)
-    });
-    engine.register_fn("to_debug", |p: &mut Probe| {
-        format!("probe for {}", p.direction)
-    });
-    engine.register_get("scores", |p: &mut Probe| {
-        score_map(p.direction.scores.clone())
-    });
-    engine.register_get("metric", |p: &mut Probe| p.direction.metric.clone());
-    engine.register_get("direction", |p: &mut Probe| p.direction.clone());
-    engine.register_get("best_block", |p: &mut Probe| -> Dynamic {
-        p.direction
-            .best_block()
-            .map_or(Dynamic::UNIT, |(l, _)| Dynamic::from(l as INT))
-    });
-    let h = host.clone();
-    engine.register_fn("classify", move |p: &mut Probe, path: &str| -> Res<Map> {
-        classify(&h, p, path)
-    });
-    engine.register_get("best_score", |p: &mut Probe| -> Dynamic {
-        p.direction
-            .best_block()
-            .map_or(Dynamic::UNIT, |(_, s)| Dynamic::from_float(s))
     });
 }

@@ -1,9 +1,10 @@
 //! The Rhai engine for recipes: registered types and functions, sandbox, diagnostics.
 //!
 //! A recipe is a Rhai script that builds [`Piece`]s (a prompt, a length and a steering
-//! [`Plan`](crate::steer::Plan)) and renders them. The engine's surface is split by verb family,
+//! [`Plan`]) and renders them. The engine's surface is split by verb family,
 //! one file each: [`schedules`] (time curves and their algebra), [`directions`] (loading concept
-//! directions and their algebra), [`pieces`] (pieces, steering terms, `render`, `model`),
+//! directions and their algebra), [`probes`] (probe scores, classifying and projecting clips),
+//! [`pieces`] (pieces, steering terms, `render`, `model`),
 //! [`plot`] (terminal sparklines and PNG plots); [`modules`] resolves `import` (the recipe's
 //! folder, then the built-in `stdlib/`), [`sandbox`] holds the limits and the output-path rules,
 //! and [`diagnostics`] turns Rhai errors into miette reports pointing at the recipe's line and
@@ -17,6 +18,7 @@ pub mod directions;
 pub mod modules;
 pub mod pieces;
 pub mod plot;
+pub mod probes;
 pub mod render;
 pub mod sandbox;
 pub mod schedules;
@@ -32,7 +34,8 @@ pub use pieces::Piece;
 pub use sandbox::Limits;
 
 use crate::model::Sampling;
-use crate::steer::{Direction, Plan};
+use crate::probe::Pooling;
+use crate::steer::Plan;
 
 /// One `render(piece, "file.wav")` call of a recipe, ready for a [`Renderer`].
 #[derive(Debug, Clone)]
@@ -68,15 +71,17 @@ pub trait Renderer: Send {
         curves: &mut CurveSampler<'_>,
     ) -> Result<(), String>;
 
-    /// Mean-pooled outputs of decoder blocks `layers` for a mono WAV file (teacher-forced, no
-    /// text), one vector per requested block: what probes see. Used by `probe.classify`.
+    /// Outputs of decoder blocks `layers` for a mono WAV file (teacher-forced, no text), pooled
+    /// over time, one vector per requested block: what probes see. Used by `probe.classify` and
+    /// `probe.project`.
     fn pooled(
         &mut self,
         _model: &str,
         _audio: &Path,
         _layers: &[usize],
+        _pooling: Pooling,
     ) -> Result<Vec<Vec<f32>>, String> {
-        Err("classifying audio needs a model (this run renders nothing)".into())
+        Err("reading audio through a probe needs a model (this run renders nothing)".into())
     }
 }
 
@@ -192,7 +197,7 @@ pub(crate) struct Host {
     pub printed: Mutex<Vec<String>>,
     /// Source text per module name, for error reports inside imported modules.
     pub sources: Mutex<BTreeMap<String, String>>,
-    pub bundles: Mutex<HashMap<PathBuf, Direction>>,
+    pub bundles: Mutex<HashMap<PathBuf, directions::LoadedBundle>>,
 }
 
 impl Host {
@@ -226,12 +231,16 @@ pub const VERBS: &[(&str, &str)] = &[
     ),
     (
         "probe",
-        "probe(\"concept:target\") -> .scores, .best_block, .best_score, .direction",
+        "probe(\"concept:target\") -> .scores, .best_block, .best_score, .direction, .classes",
     ),
     ("library", "library() -> names in the direction library"),
     (
         "classify",
-        "probe.classify(\"clip.wav\") -> #{block, score, projection}",
+        "probe.classify(\"clip.wav\") -> #{class, probs: #{class: p}, block}  (needs BUNDLE.classifier.safetensors from `baton train --task multiclass`)",
+    ),
+    (
+        "project",
+        "probe.project(\"clip.wav\") -> #{block, score, projection}  (onto the direction at the best block)",
     ),
     ("help", "help()"),
     ("piece", "piece(prompt, seconds)"),
@@ -344,6 +353,7 @@ pub(crate) fn build_engine(host: &Arc<Host>) -> Engine {
     engine.set_module_resolver(modules::Resolver::new(host.clone()));
     schedules::register(&mut engine, host);
     directions::register(&mut engine, host);
+    probes::register(&mut engine, host);
     pieces::register(&mut engine, host);
     plot::register(&mut engine, host);
     engine

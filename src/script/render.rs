@@ -10,6 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{CurveSampler, RenderRequest, Renderer};
 use crate::audio::{write_wav, SampleFormat};
 use crate::model::{GenerateOptions, MusicGen, ResidualHook};
+use crate::probe::extract::pooled_clip;
+use crate::probe::{ExtractError, Pooling};
 use crate::steer::{Plan, PlanHook};
 
 /// Renders recipe pieces with MusicGen.
@@ -80,27 +82,21 @@ impl Renderer for ModelRenderer {
         model: &str,
         audio: &std::path::Path,
         layers: &[usize],
+        pooling: Pooling,
     ) -> Result<Vec<Vec<f32>>, String> {
         let model = self.model(model)?;
-        let (samples, rate) = crate::audio::read_wav_mono(audio).map_err(|e| e.to_string())?;
-        if rate != model.sample_rate() {
-            return Err(format!(
-                "{} is at {rate} Hz but the model expects {} Hz: resample it first",
-                audio.display(),
-                model.sample_rate()
-            ));
-        }
-        let codes = model.encode(&samples).map_err(|e| e.to_string())?;
-        let states = model.capture(&codes, layers).map_err(|e| e.to_string())?;
-        states
-            .iter()
-            .map(|h| {
-                h.mean(1)
-                    .and_then(|m| m.flatten_all())
-                    .and_then(|m| m.to_vec1::<f32>())
-                    .map_err(|e| e.to_string())
-            })
-            .collect()
+        pooled_clip(model, audio, layers, pooling).map_err(|e| match e {
+            // The extractor's advice is about datasets; a recipe's clip needs resampling.
+            ExtractError::SampleRate {
+                path,
+                found,
+                expected,
+            } => format!(
+                "{} is at {found} Hz but the model expects {expected} Hz: resample it first",
+                path.display()
+            ),
+            e => e.to_string(),
+        })
     }
 
     fn render(
