@@ -281,3 +281,52 @@ fn unwritable_output() {
         &dir.path().join("ok.wav"),
     );
 }
+
+/// Every argument is checked before the model is loaded (a missing model is not the error
+/// reported) and no `--out DIR/` folder is created by a render that fails.
+#[test]
+fn arguments_checked_before_the_model_and_no_folder_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("takes");
+    let out = format!("{}/", folder.display());
+    let missing_model = dir.path().join("no-model");
+    let m = missing_model.to_str().unwrap();
+    let base = ["render", "--prompt", "a", "--model", m, "--out", &out];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter()
+            .map(|s| s.to_string())
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let cases: [(&[&str], &str); 4] = [
+        (&["--gate", "1.5"], "--gate must be a probability"),
+        (&["--layer-weights", "bogus"], "--layer-weights"),
+        (&["--steer", "no/such/bundle.safetensors"], "no bundle file"),
+        (&["--cfg=-1"], "--cfg must be"),
+    ];
+    for (extra, needle) in cases {
+        let args = with(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&args, &[needle], &folder);
+    }
+    // All arguments fine: now the missing model is the error, and still no folder.
+    fails_with(&base, &["no-model"], &folder);
+    // The codes folder is not created either.
+    let codes = dir.path().join("codes");
+    let codes_arg = format!("{}/", codes.display());
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            m,
+            "--out",
+            &out,
+            "--save-codes",
+            &codes_arg,
+        ],
+        &["no-model"],
+        &codes,
+    );
+}
