@@ -168,6 +168,48 @@ fn config_out_of_range() {
         &out,
     );
     config["decoder"]["num_attention_heads"] = 4.into();
+    // Too few positions for one frame with the delay pattern (4 codebooks need 7).
+    config["decoder"]["max_position_embeddings"] = 6.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    for verb in [&["info"][..], &["render", "--prompt", "a", "--out", o][..]] {
+        let mut args = verb.to_vec();
+        args.extend(["--model", model.to_str().unwrap()]);
+        fails_with(
+            &args,
+            &[
+                "decoder.max_position_embeddings",
+                "2 * decoder.num_codebooks - 1",
+            ],
+            &out,
+        );
+    }
+    config["decoder"]["max_position_embeddings"] = 256.into();
+    // A codec with 2 codebooks (0.6 kbps at 50 Hz, 6 bits) under a 4-codebook decoder.
+    config["audio_encoder"]["target_bandwidths"] = serde_json::json!([0.6]);
+    std::fs::write(&path, config.to_string()).unwrap();
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        &["decoder predicts 4 codebooks", "audio codec has only 2"],
+        &out,
+    );
+    config["audio_encoder"]["target_bandwidths"] = serde_json::json!([1.2]);
+    // Ratios whose product overflows.
+    config["audio_encoder"]["upsampling_ratios"] = serde_json::json!([u64::MAX / 2, 4]);
+    std::fs::write(&path, config.to_string()).unwrap();
+    fails_with(
+        &["info", "--model", model.to_str().unwrap()],
+        &["audio_encoder.upsampling_ratios", "overflows"],
+        &out,
+    );
+    config["audio_encoder"]["upsampling_ratios"] = serde_json::json!([8, 5, 4, 4]);
     config["model_type"] = "musicgen_melody".into();
     std::fs::write(&path, config.to_string()).unwrap();
     fails_with(

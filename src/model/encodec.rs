@@ -136,8 +136,16 @@ fn default_bandwidths() -> Vec<f64> {
 
 impl EncodecConfig {
     /// Samples per code frame (product of the ratios; 640 for the 32 kHz codec).
+    /// Saturates on a product that overflows `usize`, which validation rejects.
     pub fn hop_length(&self) -> usize {
-        self.upsampling_ratios.iter().product()
+        self.checked_hop_length().unwrap_or(usize::MAX)
+    }
+
+    /// The product of the ratios, or `None` when it overflows (a corrupt config).
+    pub fn checked_hop_length(&self) -> Option<usize> {
+        self.upsampling_ratios
+            .iter()
+            .try_fold(1usize, |acc, &r| acc.checked_mul(r))
     }
 
     /// Code frames per second, rounded up as HF does (50 for the 32 kHz codec).
@@ -176,6 +184,11 @@ impl EncodecConfig {
         }
         if self.upsampling_ratios.is_empty() || self.upsampling_ratios.contains(&0) {
             candle_core::bail!("EnCodec upsampling_ratios must be non-empty and positive");
+        }
+        if self.checked_hop_length().is_none() {
+            candle_core::bail!(
+                "corrupt EnCodec config: the product of upsampling_ratios overflows"
+            );
         }
         PadMode::parse(&self.pad_mode)?;
         Ok(())
