@@ -168,6 +168,48 @@ fn config_out_of_range() {
         &out,
     );
     config["decoder"]["num_attention_heads"] = 4.into();
+    // Too few positions for one frame with the delay pattern (4 codebooks need 7).
+    config["decoder"]["max_position_embeddings"] = 6.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    for verb in [&["info"][..], &["render", "--prompt", "a", "--out", o][..]] {
+        let mut args = verb.to_vec();
+        args.extend(["--model", model.to_str().unwrap()]);
+        fails_with(
+            &args,
+            &[
+                "decoder.max_position_embeddings",
+                "2 * decoder.num_codebooks - 1",
+            ],
+            &out,
+        );
+    }
+    config["decoder"]["max_position_embeddings"] = 256.into();
+    // A codec with 2 codebooks (0.6 kbps at 50 Hz, 6 bits) under a 4-codebook decoder.
+    config["audio_encoder"]["target_bandwidths"] = serde_json::json!([0.6]);
+    std::fs::write(&path, config.to_string()).unwrap();
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        &["decoder predicts 4 codebooks", "audio codec has only 2"],
+        &out,
+    );
+    config["audio_encoder"]["target_bandwidths"] = serde_json::json!([1.2]);
+    // Ratios whose product overflows.
+    config["audio_encoder"]["upsampling_ratios"] = serde_json::json!([u64::MAX / 2, 4]);
+    std::fs::write(&path, config.to_string()).unwrap();
+    fails_with(
+        &["info", "--model", model.to_str().unwrap()],
+        &["audio_encoder.upsampling_ratios", "overflows"],
+        &out,
+    );
+    config["audio_encoder"]["upsampling_ratios"] = serde_json::json!([8, 5, 4, 4]);
     config["model_type"] = "musicgen_melody".into();
     std::fs::write(&path, config.to_string()).unwrap();
     fails_with(
@@ -279,5 +321,54 @@ fn unwritable_output() {
         ],
         &["cannot write"],
         &dir.path().join("ok.wav"),
+    );
+}
+
+/// Every argument is checked before the model is loaded (a missing model is not the error
+/// reported) and no `--out DIR/` folder is created by a render that fails.
+#[test]
+fn arguments_checked_before_the_model_and_no_folder_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("takes");
+    let out = format!("{}/", folder.display());
+    let missing_model = dir.path().join("no-model");
+    let m = missing_model.to_str().unwrap();
+    let base = ["render", "--prompt", "a", "--model", m, "--out", &out];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter()
+            .map(|s| s.to_string())
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let cases: [(&[&str], &str); 4] = [
+        (&["--gate", "1.5"], "--gate must be a probability"),
+        (&["--layer-weights", "bogus"], "--layer-weights"),
+        (&["--steer", "no/such/bundle.safetensors"], "no bundle file"),
+        (&["--cfg=-1"], "--cfg must be"),
+    ];
+    for (extra, needle) in cases {
+        let args = with(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&args, &[needle], &folder);
+    }
+    // All arguments fine: now the missing model is the error, and still no folder.
+    fails_with(&base, &["no-model"], &folder);
+    // The codes folder is not created either.
+    let codes = dir.path().join("codes");
+    let codes_arg = format!("{}/", codes.display());
+    fails_with(
+        &[
+            "render",
+            "--prompt",
+            "a",
+            "--model",
+            m,
+            "--out",
+            &out,
+            "--save-codes",
+            &codes_arg,
+        ],
+        &["no-model"],
+        &codes,
     );
 }

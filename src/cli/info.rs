@@ -47,7 +47,7 @@ pub fn run(args: InfoArgs) -> miette::Result<()> {
         e.1 += n * dtype.size_in_bytes();
     }
     let d = &config.decoder;
-    let max_s = (d.max_position_embeddings + 1 - d.num_codebooks) as f64 / config.frame_rate();
+    let max_s = config.max_seconds();
     println!("model            {}", args.model);
     println!(
         "decoder          {} blocks, hidden {}, {} heads, ffn {}",

@@ -8,7 +8,10 @@ use baton::model::{write_codes, GenerateOptions, MusicGen, Sampling};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use baton::steer::LayerWeights;
+
 use super::common::{load_model, ModelArgs};
+use super::output::check_output;
 
 /// Arguments of `baton render`.
 #[derive(Args, Debug)]
@@ -101,23 +104,29 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
             args.cfg
         ));
     }
+    // The steering flags are checked (bundles read) before the model load; only the check of
+    // each direction against the model's shape has to wait for it.
+    if args.steer.is_empty() {
+        args.layer_weights
+            .parse::<LayerWeights>()
+            .map_err(|e| miette::miette!("--layer-weights: {e}"))?;
+        if !(0.0..=1.0).contains(&args.gate) {
+            return Err(miette::miette!(
+                "--gate must be a probability between 0 and 1, got {}",
+                args.gate
+            ));
+        }
+    } else {
+        super::recipe::plan_from_flags(&args)?;
+    }
     let n = args.prompt.len();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
-    // `--out takes/` asks for a folder: create it (its parent must exist).
-    for folder in [Some(&out), args.save_codes.as_ref()].into_iter().flatten() {
-        if is_folder(folder) && !folder.exists() && folder.parent().is_some_and(Path::is_dir) {
-            std::fs::create_dir(folder)
-                .map_err(|e| miette::miette!("cannot create folder {}: {e}", folder.display()))?;
-        }
-    }
-    let wavs = output_paths(&out, n, "wav");
+    let wavs = OutputPlan::new(&out, n, "wav")?;
     let codes_paths = args
         .save_codes
         .as_ref()
-        .map(|p| output_paths(p, n, "safetensors"));
-    for p in wavs.iter().chain(codes_paths.iter().flatten()) {
-        check_writable(p)?;
-    }
+        .map(|p| OutputPlan::new(p, n, "safetensors"))
+        .transpose()?;
 
     let model = load_model(&args.model)?;
     let max_new_tokens = match (args.max_new_tokens, args.seconds) {
@@ -148,6 +157,11 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
         Some(h) => Some(h.as_mut()),
         None => None,
     };
+    // Every check passed: only now create the folders asked for with a trailing `/`.
+    wavs.create_folder()?;
+    if let Some(c) = &codes_paths {
+        c.create_folder()?;
+    }
     let started = Instant::now();
     let codes = generate_with_progress(&model, &prompts, &options, hook)?;
     let generate_s = started.elapsed().as_secs_f64();
@@ -169,15 +183,15 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
         SampleFormat::Float32
     };
     for (i, wave) in audio.iter().enumerate() {
-        write_wav(&wavs[i], wave, model.sample_rate(), format)
+        write_wav(&wavs.files[i], wave, model.sample_rate(), format)
             .map_err(|e| miette::miette!("{e}"))?;
         if let Some(paths) = &codes_paths {
             let item = codes.get(i).map_err(|e| miette::miette!("{e}"))?;
-            write_codes(&paths[i], &item).map_err(|e| miette::miette!("{e}"))?;
+            write_codes(&paths.files[i], &item).map_err(|e| miette::miette!("{e}"))?;
         }
         eprintln!(
             "wrote {} ({:.2} s)",
-            wavs[i].display(),
+            wavs.files[i].display(),
             wave.len() as f64 / model.sample_rate() as f64
         );
     }
@@ -214,59 +228,64 @@ pub fn generate_with_progress(
     codes.map_err(|e| miette::miette!("{e}"))
 }
 
-/// One output path per prompt: `out` itself for a single prompt; for a batch, files inside `out`
-/// when it is a folder (or ends with `/`), else `{stem}-{i}.{ext}` next to it.
-fn output_paths(out: &Path, n: usize, ext: &str) -> Vec<PathBuf> {
-    if n == 1 && !out.is_dir() {
-        return vec![out.to_path_buf()];
-    }
-    let as_folder = is_folder(out);
-    (1..=n)
-        .map(|i| {
-            if as_folder {
-                out.join(format!("prompt-{i}.{ext}"))
-            } else {
-                let stem = out.with_extension("");
-                PathBuf::from(format!("{}-{i}.{ext}", stem.display()))
-            }
+/// Where a render's files go: one path per prompt, and the folder to create first when the
+/// output names a folder that does not exist yet.
+struct OutputPlan {
+    files: Vec<PathBuf>,
+    new_folder: Option<PathBuf>,
+}
+
+impl OutputPlan {
+    /// Plans and checks the outputs of `n` prompts; creates nothing.
+    ///
+    /// One prompt writes `out` itself unless `out` names a folder. A folder (an existing one, or
+    /// a path ending with `/`) receives `prompt-{i}.{ext}`; otherwise a batch writes
+    /// `{stem}-{i}.{ext}` next to `out`.
+    fn new(out: &Path, n: usize, ext: &str) -> miette::Result<Self> {
+        let as_folder = is_folder(out);
+        let files: Vec<PathBuf> = if n == 1 && !as_folder {
+            vec![out.to_path_buf()]
+        } else {
+            (1..=n)
+                .map(|i| {
+                    if as_folder {
+                        out.join(format!("prompt-{i}.{ext}"))
+                    } else {
+                        let stem = out.with_extension("");
+                        PathBuf::from(format!("{}-{i}.{ext}", stem.display()))
+                    }
+                })
+                .collect()
+        };
+        if as_folder && !out.exists() {
+            // The folder itself must be creatable: its parent exists and is writable.
+            let folder = PathBuf::from(out.to_string_lossy().trim_end_matches('/'));
+            check_output(&folder)?;
+            return Ok(Self {
+                files,
+                new_folder: Some(folder),
+            });
+        }
+        for f in &files {
+            check_output(f)?;
+        }
+        Ok(Self {
+            files,
+            new_folder: None,
         })
-        .collect()
+    }
+
+    /// Creates the planned folder, if any.
+    fn create_folder(&self) -> miette::Result<()> {
+        match &self.new_folder {
+            Some(folder) if !folder.is_dir() => std::fs::create_dir(folder)
+                .map_err(|e| miette::miette!("cannot create folder {}: {e}", folder.display())),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// True when `out` names a folder: an existing one, or a path ending with `/`.
 fn is_folder(out: &Path) -> bool {
     out.is_dir() || out.to_string_lossy().ends_with('/')
-}
-
-/// Fails early (before minutes of generation) when `path` cannot be written.
-fn check_writable(path: &Path) -> miette::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        return Err(miette::miette!(
-            "cannot write {}: folder {} does not exist",
-            path.display(),
-            parent.display()
-        ));
-    }
-    if path.is_dir() {
-        return Err(miette::miette!(
-            "cannot write {}: it is a folder",
-            path.display()
-        ));
-    }
-    let probe = parent.join(format!(".baton-write-check-{}", std::process::id()));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(miette::miette!("cannot write {}: {e}", path.display())),
-    }
 }

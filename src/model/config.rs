@@ -107,6 +107,14 @@ impl DecoderConfig {
         positive("decoder.num_attention_heads", self.num_attention_heads)?;
         positive("decoder.hidden_size", self.hidden_size)?;
         positive("decoder.num_codebooks", self.num_codebooks)?;
+        // The delay pattern needs one whole frame: num_codebooks - 1 delay steps on top.
+        if self.max_position_embeddings < self.num_codebooks.saturating_mul(2) - 1 {
+            return Err(ConfigError::OutOfRange {
+                field: "decoder.max_position_embeddings",
+                value: self.max_position_embeddings.to_string(),
+                reason: "must be at least 2 * decoder.num_codebooks - 1 (one frame with the delay pattern)",
+            });
+        }
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(ConfigError::OutOfRange {
                 field: "decoder.hidden_size",
@@ -257,7 +265,13 @@ impl MusicGenConfig {
                 reason: "must be non-empty positive integers",
             });
         }
-        let hop_length = audio_encoder.hop_length();
+        let Some(hop_length) = audio_encoder.checked_hop_length() else {
+            return Err(ConfigError::OutOfRange {
+                field: "audio_encoder.upsampling_ratios",
+                value: format!("{ratios:?}"),
+                reason: "their product overflows",
+            });
+        };
         if audio_encoder.audio_channels == 2 {
             return Err(ConfigError::Unsupported("stereo EnCodec".into()));
         }
@@ -273,7 +287,16 @@ impl MusicGenConfig {
 
     /// Codec frames per second, rounded up like Hugging Face's `EncodecConfig.frame_rate`.
     pub fn frame_rate(&self) -> f64 {
-        (self.sample_rate as f64 / self.hop_length as f64).ceil()
+        self.audio_encoder.frame_rate() as f64
+    }
+
+    /// The longest audio the decoder's positions allow, in seconds: `max_position_embeddings`
+    /// steps hold `max_position_embeddings - (num_codebooks - 1)` frames once the delay pattern
+    /// is undone (validation guarantees at least one).
+    pub fn max_seconds(&self) -> f64 {
+        let d = &self.decoder;
+        let frames = (d.max_position_embeddings + 1).saturating_sub(d.num_codebooks);
+        frames as f64 / self.frame_rate()
     }
 
     /// Whether the checkpoint projects text states with `enc_to_dec_proj` (HF adds it exactly

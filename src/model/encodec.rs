@@ -136,8 +136,16 @@ fn default_bandwidths() -> Vec<f64> {
 
 impl EncodecConfig {
     /// Samples per code frame (product of the ratios; 640 for the 32 kHz codec).
+    /// Saturates on a product that overflows `usize`, which validation rejects.
     pub fn hop_length(&self) -> usize {
-        self.upsampling_ratios.iter().product()
+        self.checked_hop_length().unwrap_or(usize::MAX)
+    }
+
+    /// The product of the ratios, or `None` when it overflows (a corrupt config).
+    pub fn checked_hop_length(&self) -> Option<usize> {
+        self.upsampling_ratios
+            .iter()
+            .try_fold(1usize, |acc, &r| acc.checked_mul(r))
     }
 
     /// Code frames per second, rounded up as HF does (50 for the 32 kHz codec).
@@ -176,6 +184,11 @@ impl EncodecConfig {
         }
         if self.upsampling_ratios.is_empty() || self.upsampling_ratios.contains(&0) {
             candle_core::bail!("EnCodec upsampling_ratios must be non-empty and positive");
+        }
+        if self.checked_hop_length().is_none() {
+            candle_core::bail!(
+                "corrupt EnCodec config: the product of upsampling_ratios overflows"
+            );
         }
         PadMode::parse(&self.pad_mode)?;
         Ok(())
@@ -340,6 +353,23 @@ fn conv1d_by_taps(xs: &Tensor, weight: &Tensor, dilation: usize) -> candle_core:
     if (c_in == 1 || c_out == 1) && xs.device().is_cpu() {
         return conv1d_direct_cpu(xs, weight, dilation, out_len);
     }
+    // Long inputs go in time chunks (each with its kernel span of overlap), so the shifted
+    // copy and the partial sums stay small; every output sample is the same sum of taps.
+    let chunk = ((4 << 20) / c_in.max(c_out)).max(1);
+    if xs.device().is_cpu() && out_len > chunk {
+        let mut pieces = Vec::with_capacity(out_len.div_ceil(chunk));
+        let mut start = 0;
+        while start < out_len {
+            let n = chunk.min(out_len - start);
+            pieces.push(conv1d_by_taps(
+                &xs.narrow(2, start, n + span)?,
+                weight,
+                dilation,
+            )?);
+            start += n;
+        }
+        return Tensor::cat(&pieces, 2);
+    }
     let mut acc: Option<Tensor> = None;
     for j in 0..k {
         let tap = weight.narrow(2, j, 1)?.squeeze(2)?;
@@ -475,9 +505,83 @@ pub fn conv_transpose1d(
 
 impl Module for ConvTranspose1d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let k = self.weight.dim(2)?;
+        if xs.device().is_cpu() && self.stride > 0 && k % self.stride == 0 {
+            return self.forward_cpu_chunked(xs);
+        }
         let ys = conv_transpose1d(xs, &self.weight, self.stride)?.broadcast_add(&self.bias)?;
         let len = ys.dim(D::Minus1)?;
         ys.narrow(2, self.trim_left, len - self.trim_left - self.trim_right)
+    }
+}
+
+impl ConvTranspose1d {
+    /// The same overlap-add as [`conv_transpose1d`], over chunks of input steps, written
+    /// straight into the trimmed output with the bias: the full-resolution `[t, c_out * k]`
+    /// product (160 MB for 10 s at the codec's last stage) and the untrimmed copies are never
+    /// held at once. With kernel = 2 * stride each output sample sums two products, so the
+    /// result does not depend on the order of accumulation.
+    fn forward_cpu_chunked(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        use rayon::prelude::*;
+        let (b, c_in, t) = xs.dims3()?;
+        let (w_in, c_out, k) = self.weight.dims3()?;
+        if c_in != w_in {
+            candle_core::bail!(
+                "conv_transpose1d: input has {c_in} channels, kernel expects {w_in}"
+            );
+        }
+        let stride = self.stride;
+        let full = (t + k / stride - 1) * stride;
+        let len = full
+            .checked_sub(self.trim_left + self.trim_right)
+            .ok_or_else(|| candle_core::Error::Msg("conv_transpose1d: input too short".into()))?;
+        let weight = self
+            .weight
+            .to_dtype(DType::F32)?
+            .reshape((c_in, c_out * k))?;
+        let xs = xs.to_dtype(DType::F32)?;
+        // About 16 MB of products per chunk.
+        let chunk = (4 << 20) / (c_out * k).max(1);
+        let chunk = chunk.max(1);
+        let mut out = vec![0f32; b * c_out * len];
+        for bi in 0..b {
+            let item = xs.get(bi)?; // [c_in, t]
+            let rows = &mut out[bi * c_out * len..][..c_out * len];
+            let mut start = 0;
+            while start < t {
+                let n = chunk.min(t - start);
+                let cols: Vec<f32> = item
+                    .narrow(1, start, n)?
+                    .t()?
+                    .contiguous()?
+                    .matmul(&weight)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                rows.par_chunks_mut(len).enumerate().for_each(|(o, row)| {
+                    for ti in 0..n {
+                        let src = &cols[ti * c_out * k + o * k..][..k];
+                        let first = (start + ti) * stride;
+                        for (j, v) in src.iter().enumerate() {
+                            let s = first + j;
+                            if s >= self.trim_left && s - self.trim_left < len {
+                                row[s - self.trim_left] += v;
+                            }
+                        }
+                    }
+                });
+                start += n;
+            }
+        }
+        let bias: Vec<f32> = self.bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(row, samples)| {
+                let bv = bias[row % c_out];
+                for v in samples {
+                    *v += bv;
+                }
+            });
+        Tensor::from_vec(out, (b, c_out, len), xs.device())
     }
 }
 
@@ -898,6 +1002,62 @@ impl Encodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_chunked_conv_matches_candle() {
+        let dev = Device::Cpu;
+        // 64 input channels: chunks of 65536 outputs, so this input takes two.
+        let xs = Tensor::randn(0f32, 1., (1, 64, 65_536 + 10), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1., (2, 64, 3), &dev).unwrap();
+        let ours = conv1d_by_taps(&xs, &w, 2).unwrap();
+        let candle = xs.conv1d(&w, 0, 1, 2, 1).unwrap();
+        assert_eq!(ours.dims(), candle.dims());
+        let diff = (ours - candle)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-4, "max difference {diff}");
+    }
+
+    #[test]
+    fn chunked_transposed_conv_matches_the_whole_one() {
+        let dev = Device::Cpu;
+        // c_out * k = 512: chunks of 8192 steps, so 10000 steps take two chunks.
+        let (c_in, c_out, stride, t) = (2, 64, 4, 10_000);
+        let xs = Tensor::randn(0f32, 1., (2, c_in, t), &dev).unwrap();
+        let conv = ConvTranspose1d {
+            weight: Tensor::randn(0f32, 1., (c_in, c_out, 2 * stride), &dev).unwrap(),
+            bias: Tensor::randn(0f32, 1., (1, c_out, 1), &dev).unwrap(),
+            stride,
+            trim_left: 2,
+            trim_right: 2,
+        };
+        let whole = conv_transpose1d(&xs, &conv.weight, stride)
+            .unwrap()
+            .broadcast_add(&conv.bias)
+            .unwrap();
+        let len = whole.dim(2).unwrap();
+        let whole = whole.narrow(2, 2, len - 4).unwrap();
+        let chunked = conv.forward(&xs).unwrap();
+        assert_eq!(chunked.dims(), whole.dims());
+        let diff = (chunked - whole)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "max difference {diff}");
+    }
 
     #[test]
     fn overlap_add_matches_candle_per_item() {

@@ -268,10 +268,19 @@ impl SafetensorsFiles {
                     .get("data_offsets")
                     .and_then(|s| serde_json::from_value(s.clone()).ok())
                     .ok_or_else(|| bad(format!("tensor {name}: bad data_offsets")))?;
-                let len = shape.iter().product::<usize>() * width;
+                // Every size comes from the file: overflow means a crafted or corrupt header.
+                let len = shape
+                    .iter()
+                    .try_fold(width, |acc, &d| acc.checked_mul(d))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "tensor {name}: shape {shape:?} is too large (corrupt header)"
+                        ))
+                    })?;
+                let end = data_start.checked_add(offsets[1]);
                 if offsets[1] < offsets[0]
                     || offsets[1] - offsets[0] != len as u64
-                    || data_start + offsets[1] > size
+                    || end.is_none_or(|end| end > size)
                 {
                     return Err(bad(format!(
                         "tensor {name}: data lies outside the file (truncated or corrupt)"
@@ -405,6 +414,46 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("model.safetensors"), "{e}");
+    }
+
+    /// Writes a safetensors file with the given JSON header and `data` bytes.
+    fn crafted(dir: &Path, header: &str, data: usize) -> PathBuf {
+        let p = dir.join("model.safetensors");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.resize(bytes.len() + data, 0);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn crafted_headers_that_overflow_are_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = u64::MAX / 2;
+        // The shape's byte count overflows usize.
+        let p = crafted(
+            dir.path(),
+            &format!(r#"{{"a":{{"dtype":"F32","shape":[{huge},{huge}],"data_offsets":[0,16]}}}}"#),
+            16,
+        );
+        let e = SafetensorsFiles::open(std::slice::from_ref(&p))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        // The end offset overflows when added to the data start.
+        let p = crafted(
+            dir.path(),
+            &format!(
+                r#"{{"a":{{"dtype":"U8","shape":[1],"data_offsets":[{},{}]}}}}"#,
+                u64::MAX - 1,
+                u64::MAX
+            ),
+            16,
+        );
+        let e = SafetensorsFiles::open(std::slice::from_ref(&p))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("corrupt"), "{e}");
     }
 
     #[test]

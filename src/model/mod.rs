@@ -286,6 +286,11 @@ impl MusicGen {
         self.config.decoder.max_position_embeddings
     }
 
+    /// The longest audio this model can generate, in seconds.
+    pub fn max_seconds(&self) -> f64 {
+        self.config.max_seconds()
+    }
+
     /// The smallest `max_new_tokens` for which the delay pattern applies (HF leaves shorter
     /// sequences unpatterned, which yields no whole frame).
     pub fn min_new_tokens(&self) -> usize {
@@ -304,7 +309,7 @@ impl MusicGen {
         let limit = self.max_new_tokens_limit();
         let tokens = frames + (self.num_codebooks() - 1) as f64;
         if tokens > limit as f64 {
-            let max_s = (limit + 1 - self.num_codebooks()) as f64 / self.frame_rate();
+            let max_s = self.max_seconds();
             return Err(ModelError::Invalid(format!(
                 "{seconds} s is longer than this model can generate (at most {max_s:.2} s)"
             )));
@@ -509,6 +514,14 @@ mod parts {
                 .map_err(|e| weights_error(files, e))?;
             let codec = Encodec::load(vb.pp("audio_encoder"), &config.audio_encoder)
                 .map_err(|e| weights_error(files, e))?;
+            if codec.num_codebooks() < config.decoder.num_codebooks {
+                return Err(ModelError::Invalid(format!(
+                    "{}: the decoder predicts {} codebooks but the audio codec has only {}",
+                    files.config.display(),
+                    config.decoder.num_codebooks,
+                    codec.num_codebooks()
+                )));
+            }
             Ok(Parts {
                 tokenizer,
                 t5,
