@@ -68,6 +68,7 @@ fn features(model: &MusicGen, clips: &[PathBuf], ids: Vec<i64>) -> FeatureSet {
         classes: CLASSES.iter().map(|s| s.to_string()).collect(),
         n: clips.len(),
         hidden_size: model.hidden_size(),
+        num_layers: Some(model.num_layers()),
         layers: rows,
         labels: Labels::Classes(ids),
     }
