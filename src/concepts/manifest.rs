@@ -203,10 +203,10 @@ pub fn read_manifest(dir: &Path) -> Result<Vec<ManifestEntry>, ConceptError> {
 
 /// Refuses a clip path that could point outside the dataset folder: manifests are user input.
 fn check_inside(file: &str) -> Result<(), String> {
-    let path = Path::new(file);
-    let inside = !file.is_empty()
-        && path
-            .components()
+    let parts: Vec<Component> = Path::new(file).components().collect();
+    let inside = parts.iter().any(|c| matches!(c, Component::Normal(_)))
+        && parts
+            .iter()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     if inside {
         Ok(())
@@ -274,7 +274,7 @@ mod tests {
             entry_path(dir, &entry("clips/a.wav")).expect("inside"),
             dir.join("clips/a.wav")
         );
-        for bad in ["/etc/passwd", "../x.wav", "clips/../../x.wav", ""] {
+        for bad in ["/etc/passwd", "../x.wav", "clips/../../x.wav", "", "."] {
             let err = entry_path(dir, &entry(bad)).expect_err(bad).to_string();
             assert!(err.contains("inside the dataset folder"), "{bad}: {err}");
         }
