@@ -110,7 +110,8 @@ fn same_options_give_the_same_bytes_and_the_library_render_matches_the_files() {
             for (entry, spec) in entries.iter().zip(&specs) {
                 assert_eq!(entry.index, spec.index);
                 assert_eq!(entry.label, spec.label);
-                let (disk, rate) = read_wav_mono(&a.join(&entry.file)).expect("wav");
+                let path = baton::concepts::manifest::entry_path(&a, entry).expect("inside");
+                let (disk, rate) = read_wav_mono(&path).expect("wav");
                 assert_eq!(rate, SR);
                 assert!(disk == r.render(spec).expect("render"), "{}", entry.file);
                 let silent = disk.iter().all(|&x| x == 0.0);
@@ -352,11 +353,69 @@ fn cli_writes_a_balanced_dataset_and_rejects_bad_input() {
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert_eq!(error_lines(&stderr), 1, "{args:?}: {stderr}");
         assert!(
             !tmp.path().join("never").exists(),
             "{args:?} created its folder"
         );
     }
+
+    // A clip from an interrupted run that cannot be read back (its WAV error has a `source`
+    // chain): one line that says what to do, and doing it works.
+    let good: Vec<&str> = [
+        "dataset",
+        "chords",
+        "--out",
+        o,
+        "--instruments",
+        "0,violin",
+        "--limit",
+        "8",
+        "--builtin-synth",
+        "--sample-rate",
+        "16000",
+        "--quiet",
+    ]
+    .to_vec();
+    std::fs::remove_file(out.join("manifest.jsonl")).expect("rm manifest");
+    let clip = out.join(&entries[3].file);
+    std::fs::write(&clip, b"not a wav").expect("corrupt");
+    let run = baton(&good);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "a corrupt clip was accepted");
+    assert!(
+        stderr.contains(&entries[3].file) && stderr.contains("delete it and run again"),
+        "{stderr}"
+    );
+    assert_eq!(error_lines(&stderr), 1, "{stderr}");
+    std::fs::remove_file(&clip).expect("rm clip");
+    let run = baton(&good);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(read_manifest(&out).expect("manifest").len(), 8);
+
+    // The manifest cannot be written (here: a folder is in its way): the I/O cause is part of
+    // the one line, not repeated on a line of its own.
+    std::fs::remove_file(out.join("manifest.jsonl")).expect("rm manifest");
+    std::fs::create_dir(out.join("manifest.jsonl")).expect("mkdir");
+    let run = baton(&good);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "wrote over a folder");
+    assert!(stderr.contains("cannot write"), "{stderr}");
+    assert_eq!(error_lines(&stderr), 1, "{stderr}");
+}
+
+/// Lines of an error report: the CLI prints each error as one line. Not counted: `note:` advice
+/// printed before the work starts, and clap's pointer to `--help` under argument errors.
+fn error_lines(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.starts_with("note:") && !l.starts_with("For more information, try"))
+        .count()
 }
 
 /// CI sets BATON_REQUIRE_SOUNDFONT=1 after installing `timgm6mb-soundfont`: there a missing or

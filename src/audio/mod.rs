@@ -1,4 +1,5 @@
-//! Audio plumbing: WAV reading and atomic writing, resampling, spectra.
+//! Audio plumbing: WAV reading (any PCM or float WAV, mixed to mono) and atomic writing, and
+//! spectra, chroma and onset-based tempo. Nothing here resamples: a file is read at its own rate.
 
 pub mod spectrum;
 pub mod wav;

@@ -6,24 +6,28 @@ use std::path::{Path, PathBuf};
 /// Errors reading or writing audio files.
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
+    /// The file cannot be opened, is not a WAV file, or is cut short.
     #[error("cannot read WAV file {path}: {source}")]
     Read {
         path: PathBuf,
         #[source]
         source: hound::Error,
     },
+    /// Creating, writing or renaming the file (or its temporary sibling) failed.
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// hound refused to encode the samples (a format or size WAV cannot hold).
     #[error("cannot encode WAV for {path}: {source}")]
     Encode {
         path: PathBuf,
         #[source]
         source: hound::Error,
     },
+    /// A WAV file that holds no samples.
     #[error("{path} has no samples")]
     Empty { path: PathBuf },
 }

@@ -5,20 +5,18 @@ use std::time::Instant;
 
 use baton::audio::SampleFormat;
 use baton::concepts::{
-    find_soundfont, write_dataset, Concept, DatasetJob, Instruments, Renderer, SoundFontLookup,
-    SpecOptions, WavFiles, SOUNDFONT_ENV,
+    find_soundfont, write_dataset, Concept, ConceptError, DatasetJob, Instruments, Renderer,
+    SoundFontLookup, SpecOptions, WavFiles, SOUNDFONT_ENV,
 };
 use clap::Args;
-use miette::{miette, IntoDiagnostic};
+use miette::miette;
 
 fn parse_concept(s: &str) -> Result<Concept, String> {
-    s.parse()
-        .map_err(|e: baton::concepts::ConceptError| e.to_string())
+    s.parse().map_err(|e: ConceptError| e.to_string())
 }
 
 fn parse_instruments(s: &str) -> Result<Instruments, String> {
-    s.parse()
-        .map_err(|e: baton::concepts::ConceptError| e.to_string())
+    s.parse().map_err(|e: ConceptError| e.to_string())
 }
 
 /// Arguments of `baton dataset`.
@@ -59,22 +57,28 @@ pub struct DatasetArgs {
     pub quiet: bool,
 }
 
+/// A library error as one line: its message already names the cause, and miette would print
+/// the `source` chain again on lines of their own.
+fn one_line(e: ConceptError) -> miette::Report {
+    miette!("{e}")
+}
+
 fn renderer(args: &DatasetArgs) -> miette::Result<Renderer> {
     if args.builtin_synth {
-        return Renderer::builtin(args.sample_rate).into_diagnostic();
+        return Renderer::builtin(args.sample_rate).map_err(one_line);
     }
     match find_soundfont(args.soundfont.as_deref()) {
         SoundFontLookup::Explicit(p)
         | SoundFontLookup::FromEnv(p)
         | SoundFontLookup::Standard(p) => {
-            Renderer::soundfont(&p, args.sample_rate).into_diagnostic()
+            Renderer::soundfont(&p, args.sample_rate).map_err(one_line)
         }
         SoundFontLookup::NotFound => {
             eprintln!(
                 "note: no General-MIDI SoundFont found (install `timgm6mb-soundfont`, or pass \
                  --soundfont / set {SOUNDFONT_ENV}); rendering with the built-in synthesizer"
             );
-            Renderer::builtin(args.sample_rate).into_diagnostic()
+            Renderer::builtin(args.sample_rate).map_err(one_line)
         }
     }
 }
@@ -107,7 +111,7 @@ pub fn run(args: DatasetArgs) -> miette::Result<()> {
         progress: !args.quiet,
     };
     let started = Instant::now();
-    let summary = write_dataset(&job, &renderer, &WavFiles).into_diagnostic()?;
+    let summary = write_dataset(&job, &renderer, &WavFiles).map_err(one_line)?;
     let secs = started.elapsed().as_secs_f64();
     let rate = if secs > 0.0 {
         summary.rendered as f64 / secs

@@ -2,7 +2,7 @@
 //! resume) and `manifest.jsonl` (one object per clip: file, concept, label, every label field,
 //! program, seed), written only when every clip is on disk.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -83,10 +83,11 @@ impl DatasetInfo {
     }
 }
 
+/// A value as JSON, cut to 40 characters (not bytes: file names may be any UTF-8).
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 40 {
-        format!("{}...", &s[..37])
+    if s.chars().count() > 40 {
+        format!("{}...", s.chars().take(37).collect::<String>())
     } else {
         s
     }
@@ -142,6 +143,7 @@ fn parse_line(line: &str) -> Result<ManifestEntry, String> {
         .as_str()
         .ok_or("`file` is not a string")?
         .to_string();
+    check_inside(&file)?;
     let concept: Concept = take("concept")?
         .as_str()
         .ok_or("`concept` is not a string")?
@@ -199,7 +201,91 @@ pub fn read_manifest(dir: &Path) -> Result<Vec<ManifestEntry>, ConceptError> {
         .collect()
 }
 
-/// The absolute path of an entry's WAV file inside `dir`.
-pub fn entry_path(dir: &Path, entry: &ManifestEntry) -> PathBuf {
-    dir.join(&entry.file)
+/// Refuses a clip path that could point outside the dataset folder: manifests are user input.
+fn check_inside(file: &str) -> Result<(), String> {
+    let parts: Vec<Component> = Path::new(file).components().collect();
+    let inside = parts.iter().any(|c| matches!(c, Component::Normal(_)))
+        && parts
+            .iter()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if inside {
+        Ok(())
+    } else {
+        Err(format!(
+            "`file` {file:?} must be a path inside the dataset folder (relative, no `..`)"
+        ))
+    }
+}
+
+/// The path of an entry's WAV file inside the dataset folder `dir`; an error when the entry's
+/// `file` is absolute or climbs out with `..` ([`read_manifest`] already refuses such lines).
+pub fn entry_path(dir: &Path, entry: &ManifestEntry) -> Result<PathBuf, ConceptError> {
+    check_inside(&entry.file).map_err(|why| ConceptError::Manifest {
+        path: dir.join(MANIFEST_FILE),
+        why,
+    })?;
+    Ok(dir.join(&entry.file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(synth: &str) -> DatasetInfo {
+        DatasetInfo {
+            format: DATASET_FORMAT.into(),
+            concept: "notes".into(),
+            programs: vec![0],
+            limit: None,
+            seed: 0,
+            sample_rate: 32000,
+            sample_format: "f32".into(),
+            synth: synth.into(),
+            clips: 12,
+        }
+    }
+
+    #[test]
+    fn a_long_non_ascii_option_is_shortened_on_a_character_boundary() {
+        // `"a` then 2-byte characters: byte 37 falls inside one
+        let ours = info(&format!("a{}.sf2", "\u{e9}".repeat(60)));
+        let diff = ours.difference(&info("builtin"));
+        let want = format!("synth: \"a{}... vs \"builtin\"", "\u{e9}".repeat(35));
+        assert_eq!(diff, want);
+        assert_eq!(info("a").difference(&info("b")), "synth: \"a\" vs \"b\"");
+    }
+
+    fn entry(file: &str) -> ManifestEntry {
+        ManifestEntry {
+            file: file.into(),
+            concept: Concept::Notes,
+            label: Label::Class("C".into()),
+            index: 0,
+            program: 0,
+            seed: 0,
+            fields: Map::new(),
+        }
+    }
+
+    #[test]
+    fn clip_paths_must_stay_inside_the_dataset_folder() {
+        let dir = Path::new("/data/set");
+        assert_eq!(
+            entry_path(dir, &entry("clips/a.wav")).expect("inside"),
+            dir.join("clips/a.wav")
+        );
+        for bad in ["/etc/passwd", "../x.wav", "clips/../../x.wav", "", "."] {
+            let err = entry_path(dir, &entry(bad)).expect_err(bad).to_string();
+            assert!(err.contains("inside the dataset folder"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_line_pointing_outside_the_folder_is_refused() {
+        let line = r#"{"file":"../../secret.wav","concept":"notes","label":"C","index":0,"program":0,"seed":1}"#;
+        let err = parse_line(line).expect_err("outside");
+        assert!(err.contains("inside the dataset folder"), "{err}");
+        let ok = parse_line(&line.replace("../../secret.wav", "clips/a.wav")).expect("ok");
+        assert_eq!(ok.file, "clips/a.wav");
+    }
 }

@@ -34,34 +34,49 @@ use crate::audio::AudioError;
 /// Errors building, rendering or writing concept datasets.
 #[derive(Debug, thiserror::Error)]
 pub enum ConceptError {
+    /// A concept name that is not one of the seven.
     #[error(
         "unknown concept `{0}` (expected one of: notes, intervals, scales, chords, progressions, \
          tempos, time_signatures)"
     )]
     UnknownConcept(String),
+    /// An `--instruments` value that names no program, or an empty or out-of-range list.
     #[error("bad instrument choice `{0}`: {1} (expected `all`, a count such as `8`, or a list such as `0,40,violin`)")]
     BadInstruments(String, String),
+    /// A sample rate the synthesizers do not support.
     #[error("sample rate {0} Hz is out of range (16000..=192000)")]
     SampleRate(u32),
     // Causes are part of the message (and not `#[source]`), so the CLI prints one line.
+    /// The SoundFont file cannot be opened or read.
     #[error("cannot read SoundFont {path}: {err}")]
     SoundFontRead { path: PathBuf, err: std::io::Error },
+    /// The SoundFont file is not a SoundFont, or is cut short.
     #[error("{path} is not a valid SoundFont: {why}")]
     SoundFontInvalid { path: PathBuf, why: String },
+    /// rustysynth refused the settings.
     #[error("synthesizer error: {0}")]
     Synth(String),
+    /// `--out` holds a dataset made with other options: resuming into it would mix them.
     #[error(
         "{dir} holds another dataset ({difference}); choose another --out folder or delete it"
     )]
     OtherDataset { dir: PathBuf, difference: String },
+    /// `--out` holds files that are not a baton dataset.
     #[error("{dir} is not empty and holds no baton dataset; choose a new or empty --out folder")]
     NotEmpty { dir: PathBuf },
+    /// A clip's WAV file could not be written (disk full, permissions).
     #[error("cannot write clip {name}: {err}")]
     WriteClip { name: String, err: AudioError },
+    /// A file-system operation on the dataset folder failed.
     #[error("cannot access {path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
+    /// A clip left by an earlier run cannot be read back.
+    #[error("{err}; delete it and run again to render it anew")]
+    StaleClip { err: AudioError },
+    /// Writing `dataset.json` or `manifest.jsonl` failed.
     #[error(transparent)]
     Audio(#[from] AudioError),
+    /// `dataset.json` or `manifest.jsonl` is unreadable or malformed.
     #[error("{path}: {why}")]
     Manifest { path: PathBuf, why: String },
 }

@@ -228,7 +228,8 @@ pub fn write_dataset(
     // whether a clip was rendered now or then).
     for spec in &specs {
         if let Entry::Vacant(slot) = silent.entry(spec.index) {
-            let (samples, _) = read_wav_mono(&job.out.join(clip_file(spec)))?;
+            let (samples, _) = read_wav_mono(&job.out.join(clip_file(spec)))
+                .map_err(|err| ConceptError::StaleClip { err })?;
             slot.insert(samples.iter().all(|&x| x == 0.0));
         }
     }
