@@ -114,3 +114,51 @@ fn recipe_errors_point_at_the_line() {
     assert!(err.contains("unknown direction `notes:Cb`"), "{err}");
     assert!(err.contains("bad.rhai:2:31"), "{err}");
 }
+
+#[test]
+fn directions_and_allow_write_flags_reach_the_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("lib");
+    std::fs::create_dir_all(library.join("notes")).unwrap();
+    std::fs::copy(
+        fixtures().join("steer-direction.safetensors"),
+        library.join("notes").join("X.safetensors"),
+    )
+    .unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let target = elsewhere.join("take.wav");
+    std::fs::write(
+        dir.path().join("r.rhai"),
+        format!(
+            "let p = piece(\"loud drums\", 0.1).steer(direction(\"notes:X\"), 0.5);\nrender(p, {:?});\n",
+            target.display().to_string()
+        ),
+    )
+    .unwrap();
+    let model = fixtures().join("tiny-a");
+    let base = [
+        "render",
+        "r.rhai",
+        "--greedy",
+        "--model",
+        model.to_str().unwrap(),
+    ];
+    // Without --directions the library name is unknown; without --allow-write the absolute
+    // path is refused; with both, the recipe renders there.
+    let out = baton(&base, dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("notes:X"), "{err}");
+    let lib = library.to_str().unwrap();
+    let out = baton(&[&base[..], &["--directions", lib]].concat(), dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !target.exists(), "{err}");
+    let allow = elsewhere.to_str().unwrap();
+    let out = baton(
+        &[&base[..], &["--directions", lib, "--allow-write", allow]].concat(),
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(target.is_file());
+}

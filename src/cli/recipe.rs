@@ -3,8 +3,9 @@
 //! Recipe mode: `--out DIR` is the output folder (default `.`) every recipe path is relative
 //! to; `--model` other than the default wins over the recipe's `model(...)`; `--seconds`
 //! overrides every piece's length and `--greedy` forces greedy decoding (short, deterministic
-//! test renders). The direction library is `BATON_DIRECTIONS` (default `./directions`); extra
-//! writable folders are `BATON_ALLOW_WRITE` (a path list).
+//! test renders). The direction library is `--directions DIR` (or `$BATON_DIRECTIONS`, default
+//! `./directions`); extra writable folders are `--allow-write PATH` (repeatable) and the path list
+//! in `$BATON_ALLOW_WRITE`.
 
 use std::path::PathBuf;
 
@@ -23,12 +24,6 @@ const DEFAULT_MODEL: &str = "facebook/musicgen-small";
 
 /// Strength of a `--steer BUNDLE` given without `:STRENGTH` (the middle of the paper's demos).
 pub const DEFAULT_STRENGTH: f64 = 0.5;
-
-fn directions_dir() -> PathBuf {
-    std::env::var_os("BATON_DIRECTIONS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("directions"))
-}
 
 /// Runs a recipe file (the `RECIPE` argument of `baton render`).
 pub fn run(args: &RenderArgs) -> miette::Result<()> {
@@ -55,11 +50,18 @@ pub fn run(args: &RenderArgs) -> miette::Result<()> {
         ));
     }
     let options = RecipeOptions {
-        directions: directions_dir(),
+        directions: args.directions.clone(),
         out_dir,
-        allow_write: std::env::var_os("BATON_ALLOW_WRITE")
-            .map(|v| std::env::split_paths(&v).collect())
-            .unwrap_or_default(),
+        allow_write: args
+            .allow_write
+            .iter()
+            .cloned()
+            .chain(
+                std::env::var_os("BATON_ALLOW_WRITE")
+                    .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            )
+            .collect(),
         default_model: DEFAULT_MODEL.into(),
         model_override: (args.model.model != DEFAULT_MODEL).then(|| args.model.model.clone()),
         seconds_override: args.seconds,
@@ -94,20 +96,18 @@ fn parse_steer(spec: &str) -> miette::Result<(String, f64)> {
     Ok((spec.to_string(), DEFAULT_STRENGTH))
 }
 
-fn load_direction(name: &str) -> miette::Result<Direction> {
+fn load_direction(name: &str, library: &std::path::Path) -> miette::Result<Direction> {
     let file = PathBuf::from(name);
     let path = if file.is_file() {
         file
     } else if let Some((concept, target)) = name.split_once(':') {
-        directions_dir()
-            .join(concept)
-            .join(format!("{target}.safetensors"))
+        library.join(concept).join(format!("{target}.safetensors"))
     } else {
         file
     };
     if !path.is_file() {
         return Err(miette::miette!(
-            "--steer {name}: no bundle file {} (library names resolve under BATON_DIRECTIONS, default ./directions)",
+            "--steer {name}: no bundle file {} (library names resolve under --directions, default ./directions)",
             path.display()
         ));
     }
@@ -134,7 +134,7 @@ pub fn plan_from_flags(args: &RenderArgs) -> miette::Result<Plan> {
         .map(|spec| {
             let (name, strength) = parse_steer(spec)?;
             Ok(Term {
-                direction: load_direction(&name)?,
+                direction: load_direction(&name, &args.directions)?,
                 strength,
                 schedule: Schedule::constant(1.0),
                 weights,

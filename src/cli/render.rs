@@ -60,6 +60,12 @@ pub struct RenderArgs {
     /// Probability of steering at each step (stochastic gate).
     #[arg(long, default_value_t = 1.0)]
     pub gate: f64,
+    /// Direction library that names like `notes:C#` resolve in.
+    #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
+    pub directions: PathBuf,
+    /// A folder a recipe may write to besides --out (repeatable; also $BATON_ALLOW_WRITE).
+    #[arg(long)]
+    pub allow_write: Vec<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
