@@ -14,4 +14,5 @@ pub mod model;
 pub mod probe;
 pub mod rfm;
 pub mod script;
+pub mod seed;
 pub mod steer;

@@ -18,6 +18,7 @@ use super::theory::{
     diatonic_triad, pitch_class_name, scale_notes, triad, Inversion, Mode, Quality, INTERVAL_NAMES,
 };
 use super::ConceptError;
+use crate::seed::{splitmix64, unit_from_hash};
 
 /// Length of every clip, seconds (8 beats at 120 BPM).
 pub const CLIP_SECONDS: f64 = 4.0;
@@ -340,21 +341,13 @@ pub fn progression_name(mode: Mode, degrees: &[u8; 4]) -> String {
     format!("{}_{}", mode.name(), d.join("-"))
 }
 
-/// SplitMix64: a tiny, version-stable mixer, so seeds give the same clips on every build.
-pub(crate) fn mix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// A uniform number in [0, 1) from a seed.
 fn unit(seed: u64) -> f64 {
-    (mix64(seed) >> 11) as f64 / (1u64 << 53) as f64
+    unit_from_hash(splitmix64(seed))
 }
 
 fn clip_seed(dataset_seed: u64, concept: Concept, index: usize) -> u64 {
-    mix64(mix64(dataset_seed ^ ((concept as u64) << 56)) ^ index as u64)
+    splitmix64(splitmix64(dataset_seed ^ ((concept as u64) << 56)) ^ index as u64)
 }
 
 /// File-name-safe pitch name (`C#` -> `Cs`).
@@ -673,7 +666,7 @@ fn balanced_subset(all: Vec<ClipSpec>, limit: usize, seed: u64) -> Vec<ClipSpec>
     }
     for members in groups.values_mut() {
         // Sort by a seeded hash: a shuffle that does not depend on any RNG crate's version.
-        members.sort_by_key(|&i| mix64(seed ^ mix64(i as u64)));
+        members.sort_by_key(|&i| splitmix64(seed ^ splitmix64(i as u64)));
     }
     let mut picked = Vec::with_capacity(limit);
     let mut round = 0;

@@ -5,9 +5,9 @@ use std::fmt;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::schedule::{splitmix64, unit_from_hash};
 use super::{Direction, LayerWeights, Schedule, SteerError};
 use crate::model::ResidualHook;
+use crate::seed::{splitmix64, unit_from_hash};
 
 /// One concept pushed with a strength, a time schedule, layer weights and an optional gate.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,6 +5,7 @@
 //! nodes, which the caller samples up front through the `ext` callback of
 //! [`Schedule::eval_with`] (once per generation step, before the decoder runs).
 
+use crate::seed::{splitmix64, unit_from_hash};
 use std::f64::consts::TAU;
 use std::fmt;
 use std::sync::Arc;
@@ -129,20 +130,6 @@ fn ramp(t: f64, t0: f64, t1: f64) -> f64 {
         return if t >= t0 { 1.0 } else { 0.0 };
     }
     ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)
-}
-
-/// SplitMix64: a well-mixed 64-bit hash, used for seeded noise and the stochastic gate so that
-/// randomness is a pure function of (seed, time) and survives re-evaluation in any order.
-pub fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// Uniform number in [0, 1) from a hash.
-pub fn unit_from_hash(h: u64) -> f64 {
-    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn noise_value(seed: u64, knot: i64) -> f64 {
