@@ -10,6 +10,7 @@
 
 pub mod audio;
 pub mod concepts;
+pub mod files;
 pub mod model;
 pub mod probe;
 pub mod rfm;

@@ -1,6 +1,5 @@
 //! WAV files: read any PCM/float WAV to mono f32, write f32 or 16-bit PCM atomically.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Errors reading or writing audio files.
@@ -116,34 +115,12 @@ pub fn write_wav(
     write_atomic(path, bytes.get_ref())
 }
 
-/// Writes `bytes` to `path` through a temporary sibling file and a rename: readers see either the
-/// old file or the complete new one, never a partial write.
+/// [`crate::files::write_atomic`] with the path in the error, for audio-side callers.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AudioError> {
-    let write_err = |source| AudioError::Write {
+    crate::files::write_atomic(path, bytes).map_err(|source| AudioError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| write_err(std::io::Error::other("not a file path")))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(write_err)
+    })
 }
 
 #[cfg(test)]

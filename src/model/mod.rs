@@ -561,17 +561,16 @@ mod parts {
 pub fn write_codes(path: &std::path::Path, codes: &Tensor) -> Result<(), ModelError> {
     let (k, frames) = codes.dims2()?;
     let ids: Vec<i64> = codes.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?;
-    let bytes: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let bad = |message: String| ModelError::Weights {
-        path: path.to_path_buf(),
-        message,
-    };
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![k, frames], &bytes)
-            .map_err(|e| bad(e.to_string()))?;
     let meta =
         std::collections::HashMap::from([("baton.format".to_string(), "codes/1".to_string())]);
-    let file = safetensors::tensor::serialize([("codes", view)], Some(meta))
-        .map_err(|e| bad(e.to_string()))?;
-    crate::audio::write_atomic(path, &file).map_err(|e| ModelError::Invalid(e.to_string()))
+    crate::files::write(
+        path,
+        &[crate::files::OwnedTensor::i64(
+            "codes",
+            vec![k, frames],
+            &ids,
+        )],
+        meta,
+    )
+    .map_err(|e| ModelError::Invalid(e.to_string()))
 }

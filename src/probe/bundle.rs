@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use super::st::{self, FormatError, OwnedTensor};
+use crate::files::{self as st, FormatError, OwnedTensor};
 
 /// The format tag of direction bundles.
 pub const DIRECTION_FORMAT: &str = "direction/1";

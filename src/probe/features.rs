@@ -11,7 +11,7 @@ use std::path::Path;
 
 use safetensors::tensor::Dtype;
 
-use super::st::{self, FormatError, OwnedTensor};
+use crate::files::{self as st, FormatError, OwnedTensor};
 
 /// The format tag of features files.
 pub const FEATURES_FORMAT: &str = "features/1";

@@ -6,12 +6,11 @@
 pub mod bundle;
 pub mod extract;
 pub mod features;
-mod st;
 
+pub use crate::files::FormatError;
 pub use bundle::DirectionBundle;
 pub use extract::{
     check_entries, extract_dataset, extract_entries, DatasetPlan, ExtractError, ExtractOptions,
     Pooling,
 };
 pub use features::{FeatureSet, Labels};
-pub use st::FormatError;

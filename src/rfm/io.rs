@@ -8,9 +8,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::files::{OwnedTensor, Reader};
 use faer::Mat;
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 
 use super::fit::{Rfm, Task};
 use super::kernel::LaplaceKernel;
@@ -41,31 +40,23 @@ fn file_err(path: &Path, message: impl Into<String>) -> RfmError {
     }
 }
 
-fn to_bytes(m: &Mat<f64>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(m.nrows() * m.ncols() * 4);
-    for i in 0..m.nrows() {
-        for j in 0..m.ncols() {
-            out.extend_from_slice(&(m[(i, j)] as f32).to_le_bytes());
-        }
-    }
-    out
+/// A matrix as a row-major f32 tensor.
+fn f32_tensor(name: &str, m: &Mat<f64>) -> OwnedTensor {
+    let values: Vec<f32> = (0..m.nrows())
+        .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)] as f32))
+        .collect();
+    OwnedTensor::f32(name, vec![m.nrows(), m.ncols()], &values)
 }
 
 impl SavedProbe {
     /// Writes the probe atomically.
     pub fn write(&self, path: &Path) -> Result<(), RfmError> {
         let r = &self.rfm;
-        let tensors = [("centers", &r.centers), ("alpha", &r.alpha), ("m", &r.m)];
-        let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, m)| to_bytes(m)).collect();
-        let views = tensors
-            .iter()
-            .zip(&bytes)
-            .map(|((name, m), b)| {
-                TensorView::new(Dtype::F32, vec![m.nrows(), m.ncols()], b)
-                    .map(|v| (name.to_string(), v))
-                    .map_err(|e| file_err(path, e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let tensors = [
+            f32_tensor("centers", &r.centers),
+            f32_tensor("alpha", &r.alpha),
+            f32_tensor("m", &r.m),
+        ];
         let task = match r.task {
             Task::Binary => "binary",
             Task::Multiclass(_) => "multiclass",
@@ -84,46 +75,19 @@ impl SavedProbe {
             ("model".to_string(), self.model.clone()),
             ("concept".to_string(), self.concept.clone()),
         ]);
-        let bytes = safetensors::serialize(views, Some(metadata))
-            .map_err(|e| file_err(path, e.to_string()))?;
-        crate::audio::write_atomic(path, &bytes).map_err(|e| file_err(path, e.to_string()))
+        Ok(crate::files::write(path, &tensors, metadata)?)
     }
 
     /// Reads a probe written by [`write`](Self::write).
     pub fn read(path: &Path) -> Result<Self, RfmError> {
-        let bytes = std::fs::read(path).map_err(|e| file_err(path, e.to_string()))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| file_err(path, format!("not a valid safetensors file: {e}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let get = |k: &str| {
-            meta.get(k)
-                .cloned()
-                .ok_or_else(|| file_err(path, format!("metadata `{k}` is missing")))
-        };
-        let format = get("baton.format")?;
-        if format != CLASSIFIER_FORMAT {
-            return Err(file_err(
-                path,
-                format!("holds a `{format}` file, expected `{CLASSIFIER_FORMAT}`"),
-            ));
-        }
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| file_err(path, format!("not a valid safetensors file: {e}")))?;
+        let r = Reader::open(path, CLASSIFIER_FORMAT)?;
+        let get = |k: &str| -> Result<String, RfmError> { Ok(r.meta(k)?.to_string()) };
         let load = |name: &str| -> Result<Mat<f64>, RfmError> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| file_err(path, format!("tensor `{name}` is missing")))?;
-            let shape = t.shape();
-            if t.dtype() != Dtype::F32 || shape.len() != 2 {
+            let (shape, v) = r.f32(name)?;
+            let [rows, cols] = shape[..] else {
                 return Err(file_err(path, format!("`{name}` must be a 2-d f32 tensor")));
-            }
-            let v: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            let cols = shape[1];
-            Ok(Mat::from_fn(shape[0], cols, |i, j| v[i * cols + j] as f64))
+            };
+            Ok(Mat::from_fn(rows, cols, |i, j| v[i * cols + j] as f64))
         };
         let (centers, alpha, m) = (load("centers")?, load("alpha")?, load("m")?);
         let number = |k: &str| -> Result<f64, RfmError> {
@@ -193,10 +157,10 @@ mod tests {
     /// Rewrites one metadata entry of a saved probe.
     fn with_meta(path: &Path, key: &str, value: &str) {
         let bytes = std::fs::read(path).unwrap();
-        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         let mut meta = header.metadata().clone().unwrap();
         meta.insert(key.into(), value.into());
-        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let out = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
         std::fs::write(path, out).unwrap();
     }

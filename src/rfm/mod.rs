@@ -67,7 +67,10 @@ pub enum RfmError {
     /// The eigendecomposition of the concept matrix failed.
     #[error("eigendecomposition of the concept matrix failed")]
     Eigen,
-    /// Reading or writing a classifier file.
+    /// A classifier file that is not readable or not valid safetensors.
+    #[error(transparent)]
+    Format(#[from] crate::files::FormatError),
+    /// A classifier file whose contents do not fit together.
     #[error("{path}: {message}")]
     File {
         /// The file.

@@ -1,7 +1,9 @@
-//! Small safetensors helpers shared by the bundle and features formats: f32/i64 tensors with
-//! string metadata, written atomically.
+//! Output files, the one way baton writes them: atomically (temp file + rename), and the small
+//! safetensors helpers (f32/i64 tensors with string metadata) behind the features, bundle,
+//! classifier and codes files.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
@@ -37,12 +39,18 @@ pub enum FormatError {
         message: String,
     },
     /// The atomic write failed.
-    #[error(transparent)]
-    Write(#[from] crate::audio::AudioError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl FormatError {
-    pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> Self {
+    pub fn invalid(path: &Path, message: impl Into<String>) -> Self {
         FormatError::Invalid {
             path: path.to_path_buf(),
             message: message.into(),
@@ -51,7 +59,7 @@ impl FormatError {
 }
 
 /// A tensor to write: name, dtype, shape and little-endian bytes.
-pub(crate) struct OwnedTensor {
+pub struct OwnedTensor {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
@@ -78,8 +86,35 @@ impl OwnedTensor {
     }
 }
 
+/// Writes `bytes` to `path` through a temporary sibling file and a rename: readers see either the
+/// old file or the complete new one, never a partial write (an interrupted run leaves no
+/// truncated output).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file path"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Serialises tensors with metadata and writes them atomically.
-pub(crate) fn write(
+pub fn write(
     path: &Path,
     tensors: &[OwnedTensor],
     metadata: HashMap<String, String>,
@@ -101,12 +136,14 @@ pub(crate) fn write(
             source,
         }
     })?;
-    crate::audio::write_atomic(path, &bytes)?;
-    Ok(())
+    write_atomic(path, &bytes).map_err(|source| FormatError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A whole file read into memory, with its metadata checked against an expected format tag.
-pub(crate) struct Reader {
+pub struct Reader {
     pub path: PathBuf,
     bytes: Vec<u8>,
     pub metadata: HashMap<String, String>,
