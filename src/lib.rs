@@ -5,7 +5,8 @@
 //!
 //! Stages and their dependency direction (see README.md, "Architecture"):
 //! - [`model`], [`rfm`], [`concepts`], [`audio`] know nothing of each other's internals;
-//! - [`probe`] uses model + concepts (and audio's file I/O); [`steer`] works on plain tensors;
+//! - [`probe`] uses model + concepts (and audio's file I/O); [`steer`] reads direction bundles and
+//!   implements the model's `ResidualHook`;
 //! - [`script`] wires everything for recipes (the REPL and watch mode will sit on it);
 //! - [`files`] (atomic writes, safetensors helpers) and [`seed`] (pure seeded randomness) are
 //!   shared plumbing any stage may use.

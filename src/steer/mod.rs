@@ -7,7 +7,8 @@
 //! gate probability `p` (`b_t ~ Bernoulli(p)`, one seeded draw per step shared by every term with
 //! the same `p`) and direction `q`. Schedules are sampled for every step before generation starts
 //! ([`Plan::coefficients`]); the decoder only sees the resulting vectors through
-//! [`PlanHook`], which computes each step's per-block vectors with a single matrix product.
+//! [`PlanHook`], which computes each step's per-block vectors once (a weighted sum of the terms'
+//! directions).
 //!
 //! This module knows nothing of Rhai: recipes build plans through `crate::script`.
 
