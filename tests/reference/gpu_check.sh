@@ -15,6 +15,9 @@ B=${BATON:-target/release/baton}
 OUT=${OUT:-gpu-results}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
+# The CUDA libraries baton links against (cuBLAS, cuRAND, cudart) come with PyTorch's wheels.
+NV=$("$PY" -c "import glob, nvidia; print(':'.join(glob.glob(list(nvidia.__path__)[0] + '/*/lib')))" 2>/dev/null)
+export LD_LIBRARY_PATH=${NV}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 "$B" --version > "$OUT/version.txt" 2>&1
 
@@ -38,15 +41,15 @@ PYEOF
 
 echo "== 2. build the small-shaped checkpoint"
 SMALL=${SMALL:-/tmp/small-shaped}
-[ -f "$SMALL/model.safetensors" ] || timeout 150 "$PY" tests/reference/bench_small_shaped.py build "$SMALL" > "$OUT/build.log" 2>&1
+[ -f "$SMALL/model.safetensors" ] || timeout ${BUILD_S:-80} "$PY" tests/reference/bench_small_shaped.py build "$SMALL" > "$OUT/build.log" 2>&1
 tail -2 "$OUT/build.log" 2>/dev/null
 
 echo "== 3. transformers, 30 s, cuda"
-timeout 120 "$PY" tests/reference/bench_small_shaped.py time "$SMALL" --seconds 30 --device cuda 2>&1 | tail -2 | tee "$OUT/transformers.txt"
+timeout ${TF_S:-45} "$PY" tests/reference/bench_small_shaped.py time "$SMALL" --seconds 30 --device cuda 2>&1 | tail -2 | tee "$OUT/transformers.txt"
 
 for dt in f32 bf16; do
   echo "== 4. baton $dt, 30 s, cuda"
-  /usr/bin/time -v timeout 120 "$B" render --model "$SMALL" --device cuda --dtype "$dt" \
+  /usr/bin/time -v timeout ${BATON_S:-35} "$B" render --model "$SMALL" --device cuda --dtype "$dt" \
       --prompt "80s pop track with bassy drums and synth" --seconds 30 --cfg 3 --top-k 250 \
       --seed 0 --out "$OUT/baton-$dt.wav" > "$OUT/baton-$dt.log" 2>&1
   grep -E "^generated|steps/s|Elapsed \(wall|Maximum resident" "$OUT/baton-$dt.log" | tee "$OUT/baton-$dt.txt"
