@@ -16,6 +16,7 @@ pub mod concepts;
 pub mod files;
 pub mod model;
 pub mod probe;
+pub mod progress;
 pub mod rfm;
 pub mod script;
 pub mod seed;

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use baton::audio::{write_wav, SampleFormat};
 use baton::model::{write_codes, GenerateOptions, MusicGen, Sampling};
+use baton::progress::GenerationProgress;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use baton::steer::LayerWeights;
 
@@ -212,25 +212,10 @@ pub fn generate_with_progress(
     options: &GenerateOptions,
     hook: Option<&mut dyn baton::model::ResidualHook>,
 ) -> miette::Result<baton::model::Codes> {
-    let bar = ProgressBar::new(options.max_new_tokens as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed}<{eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let start = Instant::now();
-    let frame_rate = model.frame_rate();
-    let mut on_step = |done: usize, _total: usize| {
-        let secs = start.elapsed().as_secs_f64().max(1e-9);
-        let audio_s = done as f64 / frame_rate;
-        bar.set_position(done as u64);
-        bar.set_message(format!(
-            "{:.1} steps/s, RTF {:.2}",
-            done as f64 / secs,
-            secs / audio_s
-        ));
-    };
+    let progress = GenerationProgress::new(options.max_new_tokens, model.frame_rate(), true);
+    let mut on_step = |done: usize, _total: usize| progress.step(done);
     let codes = model.generate(prompts, options, hook, &mut on_step);
-    bar.finish();
+    progress.finish();
     codes.map_err(|e| miette::miette!("{e}"))
 }
 

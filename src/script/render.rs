@@ -2,10 +2,9 @@
 //! plan into a [`PlanHook`], generates with a progress bar, decodes and writes the WAV atomically.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
+use crate::progress::GenerationProgress;
 use candle_core::{DType, Device};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{CurveSampler, RenderRequest, Renderer};
 use crate::audio::{write_wav, SampleFormat};
@@ -116,21 +115,8 @@ impl Renderer for ModelRenderer {
             guidance_scale: request.guidance_scale,
             seed: request.seed,
         };
-        let bar = if progress {
-            ProgressBar::new(max_new_tokens as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed}<{eta}]")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        let start = Instant::now();
-        let mut on_step = |done: usize, _total: usize| {
-            bar.set_position(done as u64);
-            let secs = start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{:.1} steps/s", done as f64 / secs));
-        };
+        let bar = GenerationProgress::new(max_new_tokens, model.frame_rate(), progress);
+        let mut on_step = |done: usize, _total: usize| bar.step(done);
         let codes = model
             .generate(
                 &[request.prompt.as_str()],

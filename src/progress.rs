@@ -1,0 +1,56 @@
+//! The generation progress bar shared by `baton render` and recipe renders: decoder steps with
+//! the speed and the real-time factor so far.
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar over decoder steps that reports steps/s and the real-time factor.
+pub struct GenerationProgress {
+    bar: ProgressBar,
+    start: Instant,
+    frame_rate: f64,
+}
+
+impl GenerationProgress {
+    /// A bar for `total_steps` decoder steps at `frame_rate` frames per second of audio; hidden
+    /// when `visible` is false.
+    pub fn new(total_steps: usize, frame_rate: f64, visible: bool) -> Self {
+        let bar = if visible {
+            ProgressBar::new(total_steps as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed}<{eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        GenerationProgress {
+            bar,
+            start: Instant::now(),
+            frame_rate,
+        }
+    }
+
+    /// Records that `done` steps are finished (the `on_step` callback of `MusicGen::generate`).
+    pub fn step(&self, done: usize) {
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        let audio_s = (done as f64 / self.frame_rate).max(1e-9);
+        self.bar.set_position(done as u64);
+        self.bar.set_message(format!(
+            "{:.1} steps/s, RTF {:.2}",
+            done as f64 / secs,
+            secs / audio_s
+        ));
+    }
+
+    /// Leaves the finished bar on screen.
+    pub fn finish(&self) {
+        self.bar.finish();
+    }
+
+    /// Removes the bar from the screen.
+    pub fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+    }
+}
