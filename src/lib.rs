@@ -8,8 +8,8 @@
 //! - [`probe`] uses model + concepts (and audio's file I/O); [`steer`] reads direction bundles and
 //!   implements the model's `ResidualHook`;
 //! - [`script`] wires everything for recipes (the REPL and watch mode will sit on it);
-//! - [`files`] (atomic writes, safetensors helpers) and [`seed`] (pure seeded randomness) are
-//!   shared plumbing any stage may use.
+//! - [`files`] (atomic writes, safetensors helpers), [`seed`] (pure seeded randomness) and
+//!   [`progress`] (the generation progress bar) are shared plumbing any stage may use.
 
 pub mod audio;
 pub mod concepts;
