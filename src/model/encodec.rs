@@ -1003,6 +1003,18 @@ impl Encodec {
 mod tests {
     use super::*;
 
+    /// Largest absolute element-wise difference of two same-shaped tensors.
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn time_chunked_conv_matches_candle() {
         let dev = Device::Cpu;
@@ -1012,16 +1024,7 @@ mod tests {
         let ours = conv1d_by_taps(&xs, &w, 2).unwrap();
         let candle = xs.conv1d(&w, 0, 1, 2, 1).unwrap();
         assert_eq!(ours.dims(), candle.dims());
-        let diff = (ours - candle)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&ours, &candle);
         assert!(diff < 1e-4, "max difference {diff}");
     }
 
@@ -1046,16 +1049,7 @@ mod tests {
         let whole = whole.narrow(2, 2, len - 4).unwrap();
         let chunked = conv.forward(&xs).unwrap();
         assert_eq!(chunked.dims(), whole.dims());
-        let diff = (chunked - whole)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&chunked, &whole);
         assert!(diff < 1e-5, "max difference {diff}");
     }
 
@@ -1073,14 +1067,7 @@ mod tests {
                     .unwrap()
                     .conv_transpose1d(&w, 0, 0, stride, 1, 1)
                     .unwrap();
-                let diff = (ours.narrow(0, i, 1).unwrap() - one)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&ours.narrow(0, i, 1).unwrap(), &one);
                 assert!(diff < 1e-4, "k {k} stride {stride} item {i}: {diff}");
             }
         }
