@@ -93,6 +93,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         return Err(miette!("--search must be at least 1 draw"));
     }
     check_output(&args.out)?;
+    baton::rfm::keep_freed_memory();
     if let Some(p) = &args.classifier {
         check_output(p)?;
     }

@@ -18,7 +18,8 @@ use super::config::DecoderConfig;
 use super::gemv;
 
 /// A bias-free linear layer whose weight `[out, in]` is stored in the decoder's weight dtype,
-/// while activations stay f32. Few-row products (generation steps) take the [`gemv`] path.
+/// while activations stay f32 between layers. On the CPU, few-row products (generation steps)
+/// take the [`gemv`] path; on an accelerator a half-precision product runs in the weight's dtype.
 struct Dense {
     weight: Tensor,
 }
@@ -37,10 +38,18 @@ impl Dense {
         let x2 = x.reshape((rows, last))?;
         let y = match gemv::matmul_t(&x2, &self.weight)? {
             Some(y) => y,
-            None => {
+            None if self.weight.dtype() == DType::F32 => x2.matmul(&self.weight.t()?)?,
+            // candle's CPU matmul has no fast half-precision path: widen the weight.
+            None if x2.device().is_cpu() => {
                 let w = self.weight.to_dtype(DType::F32)?;
                 x2.matmul(&w.t()?)?
             }
+            // On an accelerator the half-precision GEMM is native (cuBLAS accumulates in f32):
+            // cast the few activation rows instead of widening the whole weight every call.
+            None => x2
+                .to_dtype(self.weight.dtype())?
+                .matmul(&self.weight.t()?)?
+                .to_dtype(DType::F32)?,
         };
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("rank >= 1") = y.dim(1)?;

@@ -137,3 +137,63 @@ pub fn agop_dual(
     mirror_lower(&mut total);
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rfm::dense::{mat_mul, row_dots};
+    use crate::rfm::LaplaceKernel;
+
+    /// With a bandwidth so small that every kernel value between distinct points is ~1e-20, the
+    /// AGOP is ~1e-40: it must still be the sum over distinct pairs, not rounding left over from
+    /// the self-pairs (whose true contribution is exactly zero).
+    #[test]
+    fn tiny_agop_is_not_self_pair_rounding() {
+        let (n, d) = (40, 64);
+        let mut state = 7u64;
+        let x = Mat::<f64>::from_fn(n, d, |_, _| {
+            state = crate::seed::splitmix64(state);
+            crate::seed::unit_from_hash(state) * 20.0 - 10.0
+        });
+        let kernel = LaplaceKernel {
+            bandwidth: 2.0,
+            exponent: 1.1,
+        };
+        let mut gram = mat_mul(x.as_ref(), x.transpose());
+        let norms = row_dots(&x, &x);
+        let grad = kernel.gram_with_grad(&mut gram, &norms);
+        let alpha = Mat::<f64>::from_fn(n, 1, |i, _| if i % 3 == 0 { 1.0 } else { -0.5 });
+        let got = agop(&x, &alpha, &grad, false);
+
+        // g_j = sum_{i != j} a_i G_ij (x_j - x_i), from explicit differences.
+        let mut want = Mat::<f64>::zeros(d, d);
+        for j in 0..n {
+            let g: Vec<f64> = (0..d)
+                .map(|k| {
+                    (0..n)
+                        .filter(|&i| i != j)
+                        .map(|i| alpha[(i, 0)] * grad[(i, j)] * (x[(j, k)] - x[(i, k)]))
+                        .sum()
+                })
+                .collect();
+            for a in 0..d {
+                for b in 0..d {
+                    want[(a, b)] += g[a] * g[b];
+                }
+            }
+        }
+        let scale = crate::rfm::dense::max_entry(&want);
+        assert!(
+            scale > 0.0 && scale < 1e-20,
+            "want a tiny AGOP, got {scale:e}"
+        );
+        let diff = (0..d)
+            .flat_map(|a| (0..d).map(move |b| (a, b)))
+            .map(|(a, b)| (got[(a, b)] - want[(a, b)]).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            diff <= 1e-9 * scale,
+            "AGOP off by {diff:e} (scale {scale:e})"
+        );
+    }
+}

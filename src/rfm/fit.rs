@@ -73,6 +73,14 @@ pub struct Hyper {
 }
 
 impl Hyper {
+    /// The kernel these settings describe.
+    pub fn kernel(&self) -> LaplaceKernel {
+        LaplaceKernel {
+            bandwidth: self.bandwidth,
+            exponent: self.exponent,
+        }
+    }
+
     /// Checks the ranges the kernel needs.
     pub fn validate(&self) -> Result<(), RfmError> {
         let ok = self.reg.is_finite()
@@ -245,10 +253,7 @@ pub(crate) fn fit_loop(
 ) -> Result<LoopOutcome, RfmError> {
     hyper.validate()?;
     check_inputs(train, val, task)?;
-    let kernel = LaplaceKernel {
-        bandwidth: hyper.bandwidth,
-        exponent: hyper.exponent,
-    };
+    let kernel = hyper.kernel();
     let (n, d) = (train.x.nrows(), train.x.ncols());
     let form = config.form.resolve(n, d);
     let points = Points::new(&train.x, &val.x, form);
@@ -316,10 +321,7 @@ pub(crate) fn finish(
     hyper: Hyper,
     config: &FitConfig,
 ) -> Result<FitReport, RfmError> {
-    let kernel = LaplaceKernel {
-        bandwidth: hyper.bandwidth,
-        exponent: hyper.exponent,
-    };
+    let kernel = hyper.kernel();
     let LoopOutcome {
         alpha,
         rep: best_rep,
@@ -368,7 +370,7 @@ fn fit_round(
 ) -> Result<(Mat<f64>, Option<Mat<f64>>), RfmError> {
     let mut kmat = geo.cross.clone();
     let grad = if with_grad {
-        Some(kernel.from_cross_with_grad(&mut kmat, &geo.norms, &geo.norms))
+        Some(kernel.gram_with_grad(&mut kmat, &geo.norms))
     } else {
         kernel.from_cross(&mut kmat, &geo.norms, &geo.norms);
         None
@@ -383,9 +385,7 @@ pub fn model_concept_matrix(model: &Rfm, center_grads: bool) -> Mat<f64> {
     let rep = Rep::Primal(Some(model.m.clone()));
     let geo = rep.geometry(&points);
     let mut kmat = geo.cross.clone();
-    let grad = model
-        .kernel
-        .from_cross_with_grad(&mut kmat, &geo.norms, &geo.norms);
+    let grad = model.kernel.gram_with_grad(&mut kmat, &geo.norms);
     concept_matrix(&rep, &points, &geo, &model.alpha, &grad, center_grads)
 }
 

@@ -79,6 +79,22 @@ impl LaplaceKernel {
     }
 }
 
+impl LaplaceKernel {
+    /// [`from_cross_with_grad`](Self::from_cross_with_grad) for a point set against itself
+    /// (`gram` = `x_i' M x_j`, `norms` its diagonal). A self-pair's distance is exactly zero, but
+    /// `a - 2c + a` can round to ~1e-13, whose square root passes the tiny-distance mask; its
+    /// huge gradient weight then multiplies `M x_j - M x_j`, which the factorised AGOP only
+    /// cancels to rounding. When the true AGOP is tiny (a small bandwidth) that residue dominated
+    /// it, so self-pairs get weight 0 here, their exact value.
+    pub fn gram_with_grad(&self, gram: &mut Mat<f64>, norms: &[f64]) -> Mat<f64> {
+        let mut grad = self.from_cross_with_grad(gram, norms, norms);
+        for i in 0..grad.nrows().min(grad.ncols()) {
+            grad[(i, i)] = 0.0;
+        }
+        grad
+    }
+}
+
 fn pow(d: f64, q: f64) -> f64 {
     if q == 1.0 {
         d

@@ -3,14 +3,17 @@
 
 One probe at MusicRFM's sizes (n = 1,158 train / 248 val, d = 1,024 and 2,048, 30 iterations,
 fixed hyper-parameters), then a random search (20 draws) over several layers. Each side runs as
-its own child process; wall time and peak RSS come from the kernel (os.wait4), and the xrfm child
-also reports its in-process fit time (without the torch import). Both use the same data, written
+its own child process; wall time, CPU time (user + system) and peak RSS come from the kernel
+(os.wait4), and the xrfm child also reports its in-process fit time (without the torch import). Both use the same data, written
 by this script (features/1 files for baton, .npy for xrfm).
 
 Usage (from the repository root, after `cargo build --release`):
   /work/pyenv/bin/python tests/reference/bench_rfm.py [--baton target/release/baton]
       [--dims 1024,2048] [--search-layers 2] [--draws 20] [--iters 30] [--search-iters 10]
-      [--xrfm-dtypes float32,float64]
+      [--xrfm-dtypes float32,float64] [--search-dtypes float64]
+
+The issue's full figure (a 20-draw search over 24 layers, 30 iterations; about two hours here):
+  ... --search-layers 24 --draws 20 --search-iters 30
 """
 import argparse
 import json
@@ -59,7 +62,7 @@ def run_child(cmd):
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{out}\n{err}")
-    return wall, usage.ru_maxrss / 1024.0, out
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, out
 
 
 def worker(args):
@@ -122,6 +125,8 @@ def main():
     ap.add_argument("--search-dim", type=int, default=1024)
     ap.add_argument("--search-iters", type=int, default=10)
     ap.add_argument("--xrfm-dtypes", default="float32,float64")
+    ap.add_argument("--search-dtypes", default="float64",
+                    help="xrfm dtypes for the search (float64 gives results equal to baton's)")
     args = ap.parse_args()
     if args.worker:
         return worker(args)
@@ -140,18 +145,18 @@ def main():
             write_features(train, [x[:N_TRAIN] for x in xs], y[:N_TRAIN])
             write_features(val, [x[N_TRAIN:] for x in xs], y[N_TRAIN:])
             out = os.path.join(tmp, "bundle.safetensors")
-            wall, rss, text = run_child([args.baton, "train", train, "--val", val, "--out", out,
+            wall, cpu, rss, text = run_child([args.baton, "train", train, "--val", val, "--out", out,
                                          "--positive", "pos", "--iters", str(iters)] + baton_extra)
             table = [line.split() for line in text.splitlines() if line.strip() and line.split()[0].isdigit()]
             scores = [float(t[1]) for t in table]
-            rows.append((label, "baton (Rust, f64)", wall, None, rss, scores,
+            rows.append((label, "baton (Rust, f64)", wall, cpu, None, rss, scores,
                          f"rounds {sum(int(t[3]) for t in table)}"))
             print(text, file=sys.stderr)
             for dt in dtypes:
-                wall, rss, text = run_child(me + ["--data", tmp, "--dtype", dt, "--iters", str(iters)]
+                wall, cpu, rss, text = run_child(me + ["--data", tmp, "--dtype", dt, "--iters", str(iters)]
                                            + worker_extra)
                 res = json.loads(text.strip().splitlines()[-1])
-                rows.append((label, f"xrfm 0.4.5 (torch, {dt})", wall, res["fit_s"], rss, res["scores"],
+                rows.append((label, f"xrfm 0.4.5 (torch, {dt})", wall, cpu, res["fit_s"], rss, res["scores"],
                              f"rounds {res['rounds']}"))
             print_rows(rows[-1 - len(dtypes):])
 
@@ -172,18 +177,19 @@ def main():
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(hypers, f)
         compare(f"search {args.draws}x{args.search_layers} layers d={args.search_dim}", xs, y,
-                args.search_iters, ["--search-list", f.name], ["--hypers", f.name], dtypes[:1])
+                args.search_iters, ["--search-list", f.name], ["--hypers", f.name],
+                [d for d in args.search_dtypes.split(",") if d])
         os.unlink(f.name)
     print("\nsummary")
     print_rows(rows)
 
 
 def print_rows(rows):
-    print(f"{'case':<34} {'implementation':<26} {'wall s':>8} {'fit s':>8} {'peak MiB':>9}  val AUC")
-    for label, impl, wall, fit_s, rss, scores, note in rows:
+    print(f"{'case':<34} {'implementation':<26} {'wall s':>8} {'cpu s':>8} {'fit s':>8} {'peak MiB':>9}  val AUC")
+    for label, impl, wall, cpu, fit_s, rss, scores, note in rows:
         fit = f"{fit_s:8.2f}" if fit_s is not None else f"{'-':>8}"
         sc = ",".join(f"{s:.4f}" for s in scores)
-        print(f"{label:<34} {impl:<26} {wall:8.2f} {fit} {rss:9.0f}  {sc} {note}", flush=True)
+        print(f"{label:<34} {impl:<26} {wall:8.2f} {cpu:8.1f} {fit} {rss:9.0f}  {sc} {note}", flush=True)
 
 
 if __name__ == "__main__":

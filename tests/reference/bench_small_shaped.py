@@ -10,12 +10,14 @@ shortcut). Random weights make the timings meaningful and the audio noise.
 
     python tests/reference/bench_small_shaped.py build DIR
     python tests/reference/bench_small_shaped.py time DIR [--seconds 10] [--threads N] [--device cuda]
+        [--dtype float32|bfloat16|float16]
     python tests/reference/bench_small_shaped.py encodec DIR [--seconds 10] [--threads N]
     cargo run --release --example bench_encodec -- DIR [SECONDS]     # the baton side of `encodec`
 
 `time` runs in a fresh process so its peak RSS counts only loading and running:
-  1. load with MusicgenForConditionalGeneration.from_pretrained(DIR) (float32, sdpa) onto
-     --device (cpu by default, or cuda),
+  1. load with MusicgenForConditionalGeneration.from_pretrained(DIR, dtype=--dtype) (sdpa) onto
+     --device (cpu by default, or cuda); float32 by default, and a half dtype casts the whole
+     model, as a transformers user would (baton's --dtype casts only the decoder),
   2. generate(prompt, do_sample=True, top_k=250, guidance_scale=3.0,
      max_new_tokens=seconds*50+3) -- text encoding, 503 decoder steps for 10 s and the EnCodec
      decode of the result -- timed as a whole,
@@ -102,7 +104,7 @@ def peak_rss_mib():
 
 
 @torch.no_grad()
-def bench(folder, seconds, threads, device):
+def bench(folder, seconds, threads, device, dtype="float32"):
     if threads:
         torch.set_num_threads(threads)
 
@@ -111,7 +113,7 @@ def bench(folder, seconds, threads, device):
             torch.cuda.synchronize()
 
     t0 = time.perf_counter()
-    model = MusicgenForConditionalGeneration.from_pretrained(folder).to(device)
+    model = MusicgenForConditionalGeneration.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
     model.eval()
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
     load_s = time.perf_counter() - t0
@@ -148,7 +150,7 @@ def bench(folder, seconds, threads, device):
     decode_s = time.perf_counter() - t0
 
     sr = model.config.audio_encoder.sampling_rate
-    noise = torch.randn(1, 1, int(seconds * sr), device=device) * 0.1
+    noise = torch.randn(1, 1, int(seconds * sr), device=device, dtype=model.dtype) * 0.1
     sync()
     t0 = time.perf_counter()
     model.audio_encoder.encode(noise, bandwidth=model.config.audio_encoder.target_bandwidths[-1])
@@ -158,6 +160,7 @@ def bench(folder, seconds, threads, device):
     print(json.dumps({
         "impl": "transformers",
         "device": device,
+        "dtype": dtype,
         "threads": torch.get_num_threads(),
         "seconds": seconds,
         "max_new_tokens": max_new_tokens,
@@ -215,6 +218,7 @@ def main():
     t.add_argument("--seconds", type=float, default=10.0)
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     e = sub.add_parser("encodec", help="time EnCodec decode/encode alone")
     e.add_argument("dir")
     e.add_argument("--seconds", type=float, default=10.0)
@@ -225,7 +229,7 @@ def main():
     elif args.cmd == "encodec":
         bench_encodec(args.dir, args.seconds, args.threads)
     else:
-        bench(args.dir, args.seconds, args.threads, args.device)
+        bench(args.dir, args.seconds, args.threads, args.device, args.dtype)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,15 @@
 # Build the binary elsewhere with `cargo build --release --features cuda` (needs nvcc; see
 # README "GPU"). Steps, each bounded so partial results survive a short lease:
 #   1. greedy CFG-3 codes of the tiny-a fixture on the GPU vs transformers' recorded codes;
+#      the same with a steering vector (vs transformers' forward-hook reference), and captured
+#      features of a few clips on the GPU vs the CPU;
 #   2. a random musicgen-small-shaped checkpoint (bench_small_shaped.py build);
-#   3. transformers generate, 30 s, CFG 3, on the GPU (steps/s, real-time factor);
+#   3. transformers generate, 30 s, CFG 3, on the GPU (steps/s, real-time factor), f32 and bf16;
 #   4. baton render, 30 s, CFG 3, f32 then bf16 decoder weights, on the GPU.
 set -u
 B=${BATON:-target/release/baton}
+# DEVICE=cpu dry-runs the script (and checks its plumbing) on a machine without a GPU.
+DEV=${DEVICE:-cuda}
 OUT=${OUT:-gpu-results}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
@@ -22,7 +26,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu
 "$B" --version > "$OUT/version.txt" 2>&1
 
 echo "== 1. tiny-a greedy parity on cuda"
-timeout 60 "$B" render --model tests/fixtures/tiny-a --device cuda --greedy --cfg 3 \
+timeout 60 "$B" render --model tests/fixtures/tiny-a --device "$DEV" --greedy --cfg 3 \
     --prompt "a calm piano melody with soft strings" --prompt "loud drums" \
     --max-new-tokens 11 --out "$OUT/tiny/" --save-codes "$OUT/tiny/" > "$OUT/tiny.log" 2>&1
 tail -3 "$OUT/tiny.log"
@@ -39,17 +43,49 @@ for i in range(ref.shape[0]):
 print("parity:", "PASS" if ok else "FAIL")
 PYEOF
 
+echo "== 1b. steering on cuda vs transformers' hooks"
+STEER=$("$PY" -c "import json; from safetensors import safe_open; m = safe_open('tests/fixtures/steer-reference.safetensors', 'np').metadata(); print(m['eta0'], m['max_new_tokens'], *json.loads(m['prompts']), sep=chr(10))")
+ETA=$(echo "$STEER" | sed -n 1p); STEPS=$(echo "$STEER" | sed -n 2p)
+timeout 60 "$B" render --model tests/fixtures/tiny-a --device "$DEV" --greedy --cfg 3 \
+    --prompt "$(echo "$STEER" | sed -n 3p)" --prompt "$(echo "$STEER" | sed -n 4p)" \
+    --max-new-tokens "$STEPS" --steer "tests/fixtures/steer-direction.safetensors:$ETA" \
+    --layer-weights exp --out "$OUT/steer/" --save-codes "$OUT/steer/" > "$OUT/steer.log" 2>&1
+"$PY" - "$OUT" <<'PYEOF' 2>&1 | tee "$OUT/steer-parity.txt"
+import sys
+from safetensors.numpy import load_file
+ref = load_file("tests/fixtures/steer-reference.safetensors")["const.codes"]
+ok = all((load_file(f"{sys.argv[1]}/steer/prompt-{i + 1}.safetensors")["codes"] == ref[i]).all()
+         for i in range(ref.shape[0]))
+print("steered parity:", "PASS" if ok else "FAIL")
+PYEOF
+
+echo "== 1c. captured features, cuda vs cpu"
+timeout 60 "$B" dataset notes --builtin-synth --instruments 0, --limit 4 --quiet --out "$OUT/clips" > /dev/null 2>&1
+for dev in cpu "$DEV"; do
+  timeout 60 "$B" features "$OUT/clips" --model tests/fixtures/tiny-a --device $dev --out "$OUT/feats-$dev.safetensors" > /dev/null 2>&1
+done
+"$PY" - "$OUT" "$DEV" <<'PYEOF' 2>&1 | tee "$OUT/capture-parity.txt"
+import sys, numpy as np
+from safetensors.numpy import load_file
+a, b = (load_file(f"{sys.argv[1]}/feats-{d}.safetensors") for d in ("cpu", sys.argv[2]))
+worst = max(float(np.abs(a[k] - b[k]).max() / max(np.abs(a[k]).max(), 1e-12)) for k in a if k.startswith("layer."))
+print(f"capture: worst block differs by {worst:.2e} of its largest value:", "PASS" if worst < 1e-4 else "FAIL")
+PYEOF
+
 echo "== 2. build the small-shaped checkpoint"
 SMALL=${SMALL:-/tmp/small-shaped}
 [ -f "$SMALL/model.safetensors" ] || timeout ${BUILD_S:-80} "$PY" tests/reference/bench_small_shaped.py build "$SMALL" > "$OUT/build.log" 2>&1
 tail -2 "$OUT/build.log" 2>/dev/null
 
-echo "== 3. transformers, 30 s, cuda"
-timeout ${TF_S:-45} "$PY" tests/reference/bench_small_shaped.py time "$SMALL" --seconds 30 --device cuda 2>&1 | tail -2 | tee "$OUT/transformers.txt"
+for dt in float32 bfloat16; do
+  echo "== 3. transformers $dt, 30 s, cuda"
+  timeout ${TF_S:-45} "$PY" tests/reference/bench_small_shaped.py time "$SMALL" --seconds 30 --device "$DEV" \
+      --dtype $dt 2>&1 | tail -2 | tee "$OUT/transformers-$dt.txt"
+done
 
 for dt in f32 bf16; do
   echo "== 4. baton $dt, 30 s, cuda"
-  /usr/bin/time -v timeout ${BATON_S:-35} "$B" render --model "$SMALL" --device cuda --dtype "$dt" \
+  /usr/bin/time -v timeout ${BATON_S:-35} "$B" render --model "$SMALL" --device "$DEV" --dtype "$dt" \
       --prompt "80s pop track with bassy drums and synth" --seconds 30 --cfg 3 --top-k 250 \
       --seed 0 --out "$OUT/baton-$dt.wav" > "$OUT/baton-$dt.log" 2>&1
   grep -E "^generated|steps/s|Elapsed \(wall|Maximum resident" "$OUT/baton-$dt.log" | tee "$OUT/baton-$dt.txt"
