@@ -16,7 +16,8 @@
 //! system is solved by Cholesky (xRFM: LU via
 //! `torch.linalg.solve`), falling back to LU and then, like xRFM, to 1% of the Gershgorin bound
 //! added to the diagonal; the kernel matrix is computed once per round and reused for the
-//! gradients (xRFM recomputes it). All arithmetic is f64.
+//! gradients (xRFM recomputes it); a training point's gradient weight against itself is exactly 0
+//! (see [`LaplaceKernel::gram_with_grad`]). All arithmetic is f64.
 
 use faer::linalg::solvers::Solve;
 use faer::{Mat, MatRef, Side};

@@ -25,7 +25,7 @@ export LD_LIBRARY_PATH=${NV}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 "$B" --version > "$OUT/version.txt" 2>&1
 
-echo "== 1. tiny-a greedy parity on cuda"
+echo "== 1. tiny-a greedy parity on $DEV"
 timeout 60 "$B" render --model tests/fixtures/tiny-a --device "$DEV" --greedy --cfg 3 \
     --prompt "a calm piano melody with soft strings" --prompt "loud drums" \
     --max-new-tokens 11 --out "$OUT/tiny/" --save-codes "$OUT/tiny/" > "$OUT/tiny.log" 2>&1
@@ -43,7 +43,7 @@ for i in range(ref.shape[0]):
 print("parity:", "PASS" if ok else "FAIL")
 PYEOF
 
-echo "== 1b. steering on cuda vs transformers' hooks"
+echo "== 1b. steering on $DEV vs transformers' hooks"
 STEER=$("$PY" -c "import json; from safetensors import safe_open; m = safe_open('tests/fixtures/steer-reference.safetensors', 'np').metadata(); print(m['eta0'], m['max_new_tokens'], *json.loads(m['prompts']), sep=chr(10))")
 ETA=$(echo "$STEER" | sed -n 1p); STEPS=$(echo "$STEER" | sed -n 2p)
 timeout 60 "$B" render --model tests/fixtures/tiny-a --device "$DEV" --greedy --cfg 3 \
@@ -59,7 +59,7 @@ ok = all((load_file(f"{sys.argv[1]}/steer/prompt-{i + 1}.safetensors")["codes"] 
 print("steered parity:", "PASS" if ok else "FAIL")
 PYEOF
 
-echo "== 1c. captured features, cuda vs cpu"
+echo "== 1c. captured features, $DEV vs cpu"
 timeout 60 "$B" dataset notes --builtin-synth --instruments 0, --limit 4 --quiet --out "$OUT/clips" > /dev/null 2>&1
 for dev in cpu "$DEV"; do
   timeout 60 "$B" features "$OUT/clips" --model tests/fixtures/tiny-a --device $dev --out "$OUT/feats-$dev.safetensors" > /dev/null 2>&1
@@ -78,13 +78,13 @@ SMALL=${SMALL:-/tmp/small-shaped}
 tail -2 "$OUT/build.log" 2>/dev/null
 
 for dt in float32 bfloat16; do
-  echo "== 3. transformers $dt, 30 s, cuda"
+  echo "== 3. transformers $dt, 30 s, $DEV"
   timeout ${TF_S:-45} "$PY" tests/reference/bench_small_shaped.py time "$SMALL" --seconds 30 --device "$DEV" \
       --dtype $dt 2>&1 | tail -2 | tee "$OUT/transformers-$dt.txt"
 done
 
 for dt in f32 bf16; do
-  echo "== 4. baton $dt, 30 s, cuda"
+  echo "== 4. baton $dt, 30 s, $DEV"
   /usr/bin/time -v timeout ${BATON_S:-35} "$B" render --model "$SMALL" --device "$DEV" --dtype "$dt" \
       --prompt "80s pop track with bassy drums and synth" --seconds 30 --cfg 3 --top-k 250 \
       --seed 0 --out "$OUT/baton-$dt.wav" > "$OUT/baton-$dt.log" 2>&1
