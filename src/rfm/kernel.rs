@@ -77,9 +77,7 @@ impl LaplaceKernel {
             });
         grad
     }
-}
 
-impl LaplaceKernel {
     /// [`from_cross_with_grad`](Self::from_cross_with_grad) for a point set against itself
     /// (`gram` = `x_i' M x_j`, `norms` its diagonal). A self-pair's distance is exactly zero, but
     /// `a - 2c + a` can round to ~1e-13, whose square root passes the tiny-distance mask; its

@@ -85,7 +85,7 @@ pub enum RfmError {
 /// Every fit round allocates and frees about ten `n x n` / `n x d` buffers of several MiB. By
 /// default glibc hands such blocks back to the kernel on free, so each round pays for fresh
 /// zeroed pages again (page faults, most of them on the thread that runs the serial steps).
-/// Measured on `baton train` (n = 1,158, d = 1,024, 30 rounds, 2 cores): 5.2 s without, 4.5 s
+/// Measured on `baton train` (n = 1,158, d = 1,024, 30 rounds, 2 cores): 5.3 s without, 4.6 s
 /// with. Process-wide, so only the `train` verb calls it; a no-op off glibc.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -30,18 +30,23 @@ timeout 60 "$B" render --model tests/fixtures/tiny-a --device "$DEV" --greedy --
     --prompt "a calm piano melody with soft strings" --prompt "loud drums" \
     --max-new-tokens 11 --out "$OUT/tiny/" --save-codes "$OUT/tiny/" > "$OUT/tiny.log" 2>&1
 tail -3 "$OUT/tiny.log"
-"$PY" - "$OUT" <<'PYEOF' 2>&1 | tee "$OUT/parity.txt"
+# codes_match LABEL FIXTURE KEY DIR: every prompt-N.safetensors in DIR against FIXTURE[KEY][N-1].
+codes_match() {
+"$PY" - "$@" <<'PYEOF'
 import sys
 from safetensors.numpy import load_file
-ref = load_file("tests/fixtures/reference-a.safetensors")["gen.cfg3.codes"]
+label, fixture, key, folder = sys.argv[1:5]
+ref = load_file(fixture)[key]
 ok = True
 for i in range(ref.shape[0]):
-    got = load_file(f"{sys.argv[1]}/tiny/prompt-{i + 1}.safetensors")["codes"]
+    got = load_file(f"{folder}/prompt-{i + 1}.safetensors")["codes"]
     same = got.shape == ref[i].shape and (got == ref[i]).all()
     ok &= bool(same)
     print(f"prompt {i + 1}: codes {'equal' if same else 'DIFFER'} to transformers' (shape {got.shape})")
-print("parity:", "PASS" if ok else "FAIL")
+print(f"{label}:", "PASS" if ok else "FAIL")
 PYEOF
+}
+codes_match parity tests/fixtures/reference-a.safetensors gen.cfg3.codes "$OUT/tiny" 2>&1 | tee "$OUT/parity.txt"
 
 echo "== 1b. steering on $DEV vs transformers' hooks"
 STEER=$("$PY" -c "import json; from safetensors import safe_open; m = safe_open('tests/fixtures/steer-reference.safetensors', 'np').metadata(); print(m['eta0'], m['max_new_tokens'], *json.loads(m['prompts']), sep=chr(10))")
@@ -50,14 +55,8 @@ timeout 60 "$B" render --model tests/fixtures/tiny-a --device "$DEV" --greedy --
     --prompt "$(echo "$STEER" | sed -n 3p)" --prompt "$(echo "$STEER" | sed -n 4p)" \
     --max-new-tokens "$STEPS" --steer "tests/fixtures/steer-direction.safetensors:$ETA" \
     --layer-weights exp --out "$OUT/steer/" --save-codes "$OUT/steer/" > "$OUT/steer.log" 2>&1
-"$PY" - "$OUT" <<'PYEOF' 2>&1 | tee "$OUT/steer-parity.txt"
-import sys
-from safetensors.numpy import load_file
-ref = load_file("tests/fixtures/steer-reference.safetensors")["const.codes"]
-ok = all((load_file(f"{sys.argv[1]}/steer/prompt-{i + 1}.safetensors")["codes"] == ref[i]).all()
-         for i in range(ref.shape[0]))
-print("steered parity:", "PASS" if ok else "FAIL")
-PYEOF
+codes_match "steered parity" tests/fixtures/steer-reference.safetensors const.codes "$OUT/steer" 2>&1 \
+    | tee "$OUT/steer-parity.txt"
 
 echo "== 1c. captured features, $DEV vs cpu"
 timeout 60 "$B" dataset notes --builtin-synth --instruments 0, --limit 4 --quiet --out "$OUT/clips" > /dev/null 2>&1
