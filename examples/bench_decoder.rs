@@ -1,24 +1,59 @@
 //! Times the decoder alone on random weights with musicgen-small's shapes (CFG batch of 2).
+//!
+//! `cargo run --release --example bench_decoder [STEPS]`. `BENCH_DTYPE=bf16` stores the weights
+//! in bf16; `BENCH_HIDDEN=64` narrows the blocks (same layer and op count, little arithmetic) so
+//! the time is per-op overhead, the regime a GPU step is in; `BENCH_GREEDY=1` picks greedily.
 use baton::model::decoder::Decoder;
 use baton::model::generate::{self, GenerationInputs};
 use baton::model::{DecoderConfig, GenerateOptions, Sampling};
+use candle_core::Shape;
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+/// Every weight drawn from N(0, 0.02²) and materialised. (A `VarMap` hands out lazily zeroed
+/// buffers: the products then read the kernel's shared zero page instead of memory, which made
+/// earlier runs of this bench look faster than real weights allow.)
+struct RandomWeights;
+
+impl SimpleBackend for RandomWeights {
+    fn get(
+        &self,
+        s: Shape,
+        _name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("{name}: shape unknown")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
+    }
+}
 
 fn main() -> anyhow_free::Result {
+    let hidden: usize = match std::env::var("BENCH_HIDDEN") {
+        Ok(h) => h.parse()?,
+        Err(_) => 1024,
+    };
     let cfg: DecoderConfig = serde_json::from_value(serde_json::json!({
         "vocab_size": 2048, "max_position_embeddings": 2048, "num_hidden_layers": 24,
-        "ffn_dim": 4096, "num_attention_heads": 16, "hidden_size": 1024, "num_codebooks": 4
+        "ffn_dim": 4 * hidden, "num_attention_heads": 16, "hidden_size": hidden, "num_codebooks": 4
     }))?;
     let dev = Device::Cpu;
-    let varmap = VarMap::new();
     let dtype = match std::env::var("BENCH_DTYPE").as_deref() {
         Ok("bf16") => DType::BF16,
         _ => DType::F32,
     };
-    let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
+    let vb = VarBuilder::from_backend(Box::new(RandomWeights), dtype, dev.clone());
     let decoder = Decoder::load(&cfg, vb.pp("decoder"))?;
-    let states = Tensor::randn(0f32, 1., (2, 12, 1024), &dev)?;
+    let states = Tensor::randn(0f32, 1., (2, 12, hidden), &dev)?;
     let mask = Tensor::cat(
         &[
             Tensor::ones((1, 12), DType::F32, &dev)?,
@@ -40,9 +75,13 @@ fn main() -> anyhow_free::Result {
     };
     let options = GenerateOptions {
         max_new_tokens: steps,
-        sampling: Sampling::TopK {
-            k: 250,
-            temperature: 1.0,
+        sampling: if std::env::var_os("BENCH_GREEDY").is_some() {
+            Sampling::Greedy
+        } else {
+            Sampling::TopK {
+                k: 250,
+                temperature: 1.0,
+            }
         },
         guidance_scale: 3.0,
         seed: 0,
@@ -51,8 +90,9 @@ fn main() -> anyhow_free::Result {
     generate::generate(&decoder, &inputs, &options, None, &mut |_, _| {})?;
     let s = t.elapsed().as_secs_f64();
     println!(
-        "{dtype:?}: {steps} steps in {s:.2} s: {:.2} steps/s",
-        steps as f64 / s
+        "{dtype:?}, hidden {hidden}: {steps} steps in {s:.2} s: {:.2} steps/s, {:.3} ms/step",
+        steps as f64 / s,
+        1e3 * s / steps as f64
     );
     Ok(())
 }

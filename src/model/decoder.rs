@@ -30,30 +30,65 @@ impl Dense {
         Ok(Dense { weight })
     }
 
+    /// Several same-shaped layers stacked along their outputs into one product, named by their
+    /// checkpoint prefixes (`lm_heads.0`, `lm_heads.1`, ...): one launch instead of one per layer.
+    fn load_stacked(
+        in_dim: usize,
+        out_dim: usize,
+        vbs: &[VarBuilder],
+    ) -> candle_core::Result<Self> {
+        let parts = vbs
+            .iter()
+            .map(|vb| vb.get((out_dim, in_dim), "weight"))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Dense {
+            weight: Tensor::cat(&parts, 0)?,
+        })
+    }
+
+    /// Multiplies the weight by `factor` once, at load, so the product needs no separate scaling
+    /// pass (the scale is applied in f32, then stored back in the weight's dtype).
+    fn scaled(self, factor: f64) -> candle_core::Result<Self> {
+        let dtype = self.weight.dtype();
+        let weight = (self.weight.to_dtype(DType::F32)? * factor)?.to_dtype(dtype)?;
+        Ok(Dense { weight })
+    }
+
+    /// Activations ready for [`Dense::apply`]: `[.., in]` flattened to rows, in the dtype the
+    /// product runs in. Layers fed the same activations share one prepared input (one cast).
+    fn input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let last = x.dim(candle_core::D::Minus1)?;
+        let rows = x.reshape((x.elem_count() / last, last))?;
+        // On an accelerator the half-precision GEMM is native (cuBLAS accumulates in f32): cast
+        // the few activation rows rather than widen the whole weight every call. The CPU paths
+        // take f32 rows whatever the weight dtype.
+        if rows.device().is_cpu() {
+            Ok(rows)
+        } else {
+            rows.to_dtype(self.weight.dtype())
+        }
+    }
+
+    /// Rows from [`Dense::input`] `[n, in]` → f32 `[lead.., out]`.
+    fn apply(&self, rows: &Tensor, lead: &[usize]) -> candle_core::Result<Tensor> {
+        let y = match gemv::matmul_t(rows, &self.weight)? {
+            Some(y) => y,
+            // candle's CPU matmul has no fast half-precision path: widen the weight.
+            None if rows.dtype() != self.weight.dtype() => {
+                let w = self.weight.to_dtype(DType::F32)?;
+                rows.matmul(&w.t()?)?
+            }
+            None => rows.matmul(&self.weight.t()?)?.to_dtype(DType::F32)?,
+        };
+        let mut dims = lead.to_vec();
+        dims.push(y.dim(1)?);
+        y.reshape(dims)
+    }
+
     /// `[.., in]` → `[.., out]`, flattening leading dims into one product.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims();
-        let last = dims[dims.len() - 1];
-        let rows = x.elem_count() / last;
-        let x2 = x.reshape((rows, last))?;
-        let y = match gemv::matmul_t(&x2, &self.weight)? {
-            Some(y) => y,
-            None if self.weight.dtype() == DType::F32 => x2.matmul(&self.weight.t()?)?,
-            // candle's CPU matmul has no fast half-precision path: widen the weight.
-            None if x2.device().is_cpu() => {
-                let w = self.weight.to_dtype(DType::F32)?;
-                x2.matmul(&w.t()?)?
-            }
-            // On an accelerator the half-precision GEMM is native (cuBLAS accumulates in f32):
-            // cast the few activation rows instead of widening the whole weight every call.
-            None => x2
-                .to_dtype(self.weight.dtype())?
-                .matmul(&self.weight.t()?)?
-                .to_dtype(DType::F32)?,
-        };
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("rank >= 1") = y.dim(1)?;
-        y.reshape(out_dims)
+        self.apply(&self.input(x)?, &dims[..dims.len() - 1])
     }
 }
 
@@ -80,28 +115,42 @@ const MASKED: f32 = f32::MIN;
 
 /// Multi-head attention without biases (both MusicGen attentions).
 struct Attention {
+    /// Holds HF's `q_proj` already multiplied by `head_dim^-0.5` (HF scales the projected
+    /// queries; folding it into the weight saves a pass per attention and step).
     q_proj: Dense,
     k_proj: Dense,
     v_proj: Dense,
     out_proj: Dense,
     num_heads: usize,
     head_dim: usize,
-    scaling: f64,
 }
 
 impl Attention {
     fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let lin = |name: &str| Dense::load(h, h, vb.pp(name));
+        let scaling = (cfg.head_dim() as f64).powf(-0.5);
         Ok(Attention {
-            q_proj: lin("q_proj")?,
+            q_proj: lin("q_proj")?.scaled(scaling)?,
             k_proj: lin("k_proj")?,
             v_proj: lin("v_proj")?,
             out_proj: lin("out_proj")?,
             num_heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
-            scaling: (cfg.head_dim() as f64).powf(-0.5),
         })
+    }
+
+    /// Queries, keys and values of `x` `[b, t, hidden]`, each `[b, heads, t, head_dim]`, from
+    /// one prepared input.
+    fn queries_keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let rows = self.q_proj.input(x)?;
+        let project = |d: &Dense| self.split_heads(&d.apply(&rows, &[b, t])?);
+        Ok((
+            project(&self.q_proj)?,
+            project(&self.k_proj)?,
+            project(&self.v_proj)?,
+        ))
     }
 
     /// `[b, t, hidden]` → `[b, heads, t, head_dim]` (contiguous).
@@ -114,22 +163,24 @@ impl Attention {
 
     /// Projects keys and values of `x` `[b, s, hidden]`.
     fn keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let k = self.split_heads(&self.k_proj.forward(x)?)?;
-        let v = self.split_heads(&self.v_proj.forward(x)?)?;
+        let (b, s, _) = x.dims3()?;
+        let rows = self.k_proj.input(x)?;
+        let k = self.split_heads(&self.k_proj.apply(&rows, &[b, s])?)?;
+        let v = self.split_heads(&self.v_proj.apply(&rows, &[b, s])?)?;
         Ok((k, v))
     }
 
-    /// Attends queries of `x` `[b, t, hidden]` to `k`/`v` `[b, heads, s, head_dim]`; `mask` is
-    /// additive f32, broadcastable to `[b, heads, t, s]`.
+    /// Attends `q` (scaled, `[b, heads, t, head_dim]`) to `k`/`v` `[b, heads, s, head_dim]`;
+    /// `mask` is additive f32, broadcastable to `[b, heads, t, s]`.
     fn attend(
         &self,
-        x: &Tensor,
+        q: &Tensor,
         k: &Tensor,
         v: &Tensor,
         mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let (b, t, hidden) = x.dims3()?;
-        let q = (self.split_heads(&self.q_proj.forward(x)?)? * self.scaling)?;
+        let (b, _, t, _) = q.dims4()?;
+        let hidden = self.num_heads * self.head_dim;
         let scores = q.matmul(&k.transpose(2, 3)?)?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
@@ -171,7 +222,8 @@ impl DecoderCache {
 /// with the additive mask that hides padded text positions.
 pub struct CrossContext {
     kv: Vec<(Tensor, Tensor)>,
-    mask: Tensor,
+    /// `None` when no row mixes text and padding: see [`Decoder::cross_context`].
+    mask: Option<Tensor>,
 }
 
 /// Vectors added to block outputs during a forward pass (steering).
@@ -214,10 +266,10 @@ impl Block {
         x: &Tensor,
         causal: Option<&Tensor>,
         cache: Option<(&KvCache, usize)>,
-        cross: Option<(&(Tensor, Tensor), &Tensor)>,
+        cross: Option<(&(Tensor, Tensor), Option<&Tensor>)>,
     ) -> candle_core::Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x)?;
-        let (k, v) = self.self_attn.keys_values(&h)?;
+        let (q, k, v) = self.self_attn.queries_keys_values(&h)?;
         let attn = match cache {
             Some((c, offset)) => {
                 let t = h.dim(1)?;
@@ -225,14 +277,17 @@ impl Block {
                 c.v.slice_set(&v, 2, offset)?;
                 let k = c.k.narrow(2, 0, offset + t)?;
                 let v = c.v.narrow(2, 0, offset + t)?;
-                self.self_attn.attend(&h, &k, &v, causal)?
+                self.self_attn.attend(&q, &k, &v, causal)?
             }
-            None => self.self_attn.attend(&h, &k, &v, causal)?,
+            None => self.self_attn.attend(&q, &k, &v, causal)?,
         };
         let mut x = (x + attn)?;
         if let Some(((k, v), mask)) = cross {
             let h = self.encoder_attn_layer_norm.forward(&x)?;
-            x = (&x + self.encoder_attn.attend(&h, k, v, Some(mask))?)?;
+            let q = self
+                .encoder_attn
+                .split_heads(&self.encoder_attn.q_proj.forward(&h)?)?;
+            x = (&x + self.encoder_attn.attend(&q, k, v, mask)?)?;
         }
         let h = self.final_layer_norm.forward(&x)?;
         let h = self.fc1.forward(&h)?.gelu_erf()?;
@@ -254,7 +309,9 @@ pub struct Decoder {
     positions: Tensor,
     blocks: Vec<Block>,
     layer_norm: LayerNorm,
-    lm_heads: Vec<Dense>,
+    /// Every codebook's head (`lm_heads.{k}`) stacked into one `[codebooks * vocab, hidden]`
+    /// product.
+    lm_heads: Dense,
     cfg: DecoderConfig,
     dtype: DType,
     device: Device,
@@ -279,9 +336,10 @@ impl Decoder {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let layer_norm =
             candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vm32.pp("layer_norm"))?;
-        let lm_heads = (0..cfg.num_codebooks)
-            .map(|k| Dense::load(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_heads").pp(k)))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let heads: Vec<VarBuilder> = (0..cfg.num_codebooks)
+            .map(|k| vb.pp("lm_heads").pp(k))
+            .collect();
+        let lm_heads = Dense::load_stacked(cfg.hidden_size, cfg.vocab_size, &heads)?;
         let positions =
             sinusoidal_table(cfg.max_position_embeddings, cfg.hidden_size, vb.device())?;
         Ok(Decoder {
@@ -349,11 +407,19 @@ impl Decoder {
             .iter()
             .map(|b| b.encoder_attn.keys_values(&states))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        // Rows that are fully masked (the unconditional half of CFG) attend uniformly to zero
-        // values, exactly like HF's finite-min additive mask.
+        // A fully masked row (the unconditional half of CFG) has all-zero keys and values, so it
+        // attends uniformly to zeros with or without HF's finite-min additive mask, and a fully
+        // kept row's mask is zero: the mask only matters for a row that mixes text and padding
+        // (prompts of different lengths). Without one, each step skips a pass per block.
         let (b, s) = mask.dims2()?;
         let keep = mask.to_dtype(DType::F32)?;
-        let mask = ((1.0 - keep)? * MASKED as f64)?.reshape((b, 1, 1, s))?;
+        let kept: Vec<f32> = keep.sum(1)?.to_vec1()?;
+        let mixed = kept.iter().any(|&n| n != 0.0 && n != s as f32);
+        let mask = if mixed {
+            Some(((1.0 - keep)? * MASKED as f64)?.reshape((b, 1, 1, s))?)
+        } else {
+            None
+        };
         Ok(CrossContext { kv, mask })
     }
 
@@ -412,7 +478,7 @@ impl Decoder {
         let mut captured: Vec<Option<Tensor>> = vec![None; capture.len()];
         for (l, block) in self.blocks.iter().enumerate() {
             let kv = cache.as_ref().map(|c| (&c.blocks[l], offset));
-            let cross_l = cross.map(|c| (&c.kv[l], &c.mask));
+            let cross_l = cross.map(|c| (&c.kv[l], c.mask.as_ref()));
             x = block.forward(&x, causal.as_ref(), kv, cross_l)?;
             if let Some(s) = steer {
                 if let Some(Some(v)) = s.offsets.get(l) {
@@ -449,12 +515,12 @@ impl Decoder {
 
     /// Logits of every codebook head: `hidden` `[b, t, hidden]` → `[b, codebooks, t, vocab]`.
     pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        let per_head = self
-            .lm_heads
-            .iter()
-            .map(|h| h.forward(hidden))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Tensor::stack(&per_head, 1)
+        let (b, t, _) = hidden.dims3()?;
+        self.lm_heads
+            .forward(hidden)?
+            .reshape((b, t, self.cfg.num_codebooks, self.cfg.vocab_size))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 }
 

@@ -2,7 +2,7 @@
 //! Hugging Face's `build_delay_pattern_mask` / `apply_delay_pattern_mask`), classifier-free
 //! guidance over a doubled batch `[cond; uncond]`, and greedy or seeded top-k sampling.
 
-use candle_core::{DType, Tensor};
+use candle_core::{Tensor, D};
 use rand::{Rng, SeedableRng};
 
 use super::decoder::{BlockOffsets, CrossContext, Decoder};
@@ -78,60 +78,38 @@ pub fn undo_delay_pattern(ids: &[Vec<i64>], pad: i64) -> Result<Vec<Vec<i64>>, M
     Ok(rows)
 }
 
-/// Classifier-free guidance on raw logits: `uncond + scale * (cond - uncond)`.
-pub fn guide(cond: &[f32], uncond: &[f32], scale: f32) -> Vec<f32> {
-    cond.iter()
-        .zip(uncond)
-        .map(|(&c, &u)| u + (c - u) * scale)
-        .collect()
+/// Classifier-free guidance on raw logits `[cond; uncond]` (`2 * batch` rows):
+/// `uncond + scale * (cond - uncond)`, `[batch, ..]`.
+pub fn guide(logits: &Tensor, batch: usize, scale: f64) -> candle_core::Result<Tensor> {
+    let cond = logits.narrow(0, 0, batch)?;
+    let uncond = logits.narrow(0, batch, batch)?;
+    &uncond + ((cond - &uncond)? * scale)?
 }
 
-/// Index of the largest logit (the first one on ties, like `torch.argmax`).
-pub fn argmax(logits: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-/// Samples among the `k` largest logits (ties with the k-th kept, as HF's `TopKLogitsWarper`)
-/// after dividing by `temperature`.
-pub fn sample_top_k(logits: &[f32], k: usize, temperature: f64, rng: &mut impl Rng) -> usize {
-    let k = k.clamp(1, logits.len());
-    let mut sorted: Vec<f32> = logits.to_vec();
-    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-    let threshold = sorted[k - 1];
-    let t = temperature.max(1e-6);
-    let max = sorted[0] as f64;
-    let weights: Vec<f64> = logits
-        .iter()
-        .map(|&v| {
-            if v >= threshold {
-                ((v as f64 - max) / t).exp()
-            } else {
-                0.0
-            }
-        })
+/// Samples one id per row of `scores` `[.., vocab]` among its `k` largest entries, with
+/// probabilities `softmax(scores / temperature)` (HF's temperature then top-k warpers), and
+/// returns them `[..]` (u32). Runs on the scores' device by the Gumbel-max trick: the noise for
+/// the `k` candidates comes from `rng` (so a seed picks the same tokens on every device, up to
+/// rounding in the logits), and only the chosen ids need to leave the device. Candidates tied
+/// with the k-th score are cut by sort order, where HF would keep them all.
+pub fn sample_top_k(
+    scores: &Tensor,
+    k: usize,
+    temperature: f64,
+    rng: &mut impl Rng,
+) -> candle_core::Result<Tensor> {
+    let k = k.clamp(1, scores.dim(D::Minus1)?);
+    let (best, ids) = scores.contiguous()?.sort_last_dim(false)?;
+    let best = best.narrow(D::Minus1, 0, k)?;
+    let ids = ids.narrow(D::Minus1, 0, k)?.contiguous()?;
+    // argmax(x_i / t + G_i) with G_i = -ln(-ln U_i) is distributed as softmax(x / t).
+    let noise: Vec<f32> = (0..best.elem_count())
+        .map(|_| -(-rng.random::<f64>().ln()).ln() as f32)
         .collect();
-    let total: f64 = weights.iter().sum();
-    if !(total > 0.0 && total.is_finite()) {
-        return argmax(logits);
-    }
-    let mut u = rng.random::<f64>() * total;
-    let mut last_kept = argmax(logits);
-    for (i, &w) in weights.iter().enumerate() {
-        if w > 0.0 {
-            last_kept = i;
-            if u < w {
-                return i;
-            }
-            u -= w;
-        }
-    }
-    last_kept
+    let noise = Tensor::from_vec(noise, best.shape(), best.device())?;
+    let perturbed = ((best / temperature.max(1e-6))? + noise)?;
+    let chosen = perturbed.argmax_keepdim(D::Minus1)?;
+    ids.gather(&chosen, D::Minus1)?.squeeze(D::Minus1)
 }
 
 /// Everything the generation loop needs besides the decoder.
@@ -161,7 +139,6 @@ pub fn generate(
     let k = cfg.num_codebooks;
     let steps = options.max_new_tokens;
     let max_length = steps + 1;
-    let vocab = cfg.vocab_size;
     let rows = if inputs.guided {
         2 * inputs.batch
     } else {
@@ -174,7 +151,6 @@ pub fn generate(
     let mut seq: Vec<Vec<Vec<i64>>> = (0..inputs.batch).map(|_| start.clone()).collect();
     let mut cache = decoder.new_cache(rows, max_length)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
-    let scale = options.guidance_scale as f32;
 
     // The first forward pass sees the whole start (1 token for a BOS-only prompt).
     let mut fed = 0;
@@ -217,28 +193,24 @@ pub fn generate(
         )?;
         let t = out.hidden.dim(1)?;
         let last = out.hidden.narrow(1, t - 1, 1)?;
-        let logits = decoder.logits(&last)?; // [rows, k, 1, vocab]
-        let logits: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-
-        for (b, item) in seq.iter_mut().enumerate() {
-            for (cb, row) in item.iter_mut().enumerate() {
-                let at = |r: usize| &logits[(r * k + cb) * vocab..(r * k + cb + 1) * vocab];
-                let mixed;
-                let scores: &[f32] = if inputs.guided {
-                    mixed = guide(at(b), at(b + inputs.batch), scale);
-                    &mixed
-                } else {
-                    at(b)
-                };
-                let id = match options.sampling {
-                    Sampling::Greedy => argmax(scores),
-                    Sampling::TopK { k, temperature } => {
-                        sample_top_k(scores, k, temperature, &mut rng)
-                    }
-                } as i64;
+        // Guidance and the token choice run on the decoder's device; only the chosen ids (one
+        // per item and codebook) come back to build the next input.
+        let logits = decoder.logits(&last)?.squeeze(2)?; // [rows, k, vocab], f32
+        let scores = if inputs.guided {
+            guide(&logits, inputs.batch, options.guidance_scale)?
+        } else {
+            logits
+        };
+        let chosen = match options.sampling {
+            Sampling::Greedy => scores.argmax(D::Minus1)?,
+            Sampling::TopK { k, temperature } => sample_top_k(&scores, k, temperature, &mut rng)?,
+        };
+        let chosen: Vec<u32> = chosen.flatten_all()?.to_vec1()?; // [batch * k]
+        for (item, ids) in seq.iter_mut().zip(chosen.chunks(k)) {
+            for (cb, (row, &id)) in item.iter_mut().zip(ids).enumerate() {
                 let p = row.len();
                 let fixed = pattern[cb].get(p).copied().unwrap_or(FREE);
-                row.push(if fixed != FREE { fixed } else { id });
+                row.push(if fixed != FREE { fixed } else { id as i64 });
             }
         }
         on_step(step + 1, steps);
@@ -264,6 +236,7 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     const P: i64 = 2048;
 
@@ -314,18 +287,64 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 50) as f32 * 0.1).collect();
         let mut sorted = logits.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
-        let mut a = rand::rngs::StdRng::seed_from_u64(7);
-        let mut b = rand::rngs::StdRng::seed_from_u64(7);
-        for _ in 0..500 {
-            let i = sample_top_k(&logits, 5, 1.0, &mut a);
-            assert!(logits[i] >= sorted[4]);
-            assert_eq!(i, sample_top_k(&logits, 5, 1.0, &mut b));
+        let rows = Tensor::from_vec(logits.repeat(500), (500, 50), &Device::Cpu).unwrap();
+        let draw = |seed| -> Vec<u32> {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let ids = sample_top_k(&rows, 5, 1.0, &mut rng).unwrap();
+            ids.to_vec1().unwrap()
+        };
+        let a = draw(7);
+        assert!(a.iter().all(|&i| logits[i as usize] >= sorted[4]));
+        assert_eq!(a, draw(7), "same seed, other draws");
+        assert_ne!(a, draw(8), "seed has no effect");
+    }
+
+    /// Frequencies of `n` draws of each id from one row of logits.
+    fn frequencies(logits: &[f32], k: usize, temperature: f64, n: usize) -> Vec<f64> {
+        let rows = Tensor::from_vec(logits.repeat(n), (n, logits.len()), &Device::Cpu).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let ids: Vec<u32> = sample_top_k(&rows, k, temperature, &mut rng)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mut freq = vec![0.0; logits.len()];
+        for i in ids {
+            freq[i as usize] += 1.0 / n as f64;
         }
+        freq
     }
 
     #[test]
-    fn guidance_mixes_raw_logits() {
-        assert_eq!(guide(&[2.0], &[1.0], 3.0), vec![4.0]);
-        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+    fn top_k_samples_the_softmax_of_the_kept_logits() {
+        let l = [0.0, 2f32.ln(), 3f32.ln(), 4f32.ln()];
+        let close = |got: &[f64], want: &[f64]| {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 0.015, "{got:?} vs {want:?}");
+            }
+        };
+        // softmax over all four: 1, 2, 3, 4 (/10).
+        close(&frequencies(&l, 4, 1.0, 20_000), &[0.1, 0.2, 0.3, 0.4]);
+        // top-2 keeps 3 and 4 (/7); the rest never comes up.
+        close(
+            &frequencies(&l, 2, 1.0, 20_000),
+            &[0.0, 0.0, 3. / 7., 4. / 7.],
+        );
+        // temperature 2: weights sqrt(1..4).
+        let w: Vec<f64> = (1..=4).map(|i| (i as f64).sqrt()).collect();
+        let total: f64 = w.iter().sum();
+        let want: Vec<f64> = w.iter().map(|v| v / total).collect();
+        close(&frequencies(&l, 4, 2.0, 20_000), &want);
+    }
+
+    #[test]
+    fn guidance_mixes_raw_logits_and_greedy_takes_the_first_best() {
+        let logits = Tensor::new(&[[2f32, 0.0], [1.0, 1.0]], &Device::Cpu).unwrap();
+        let mixed: Vec<Vec<f32>> = guide(&logits, 1, 3.0).unwrap().to_vec2().unwrap();
+        assert_eq!(mixed, vec![vec![4.0, -2.0]]);
+        let ties = Tensor::new(&[1f32, 3.0, 3.0], &Device::Cpu).unwrap();
+        assert_eq!(
+            ties.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap(),
+            1
+        );
     }
 }
