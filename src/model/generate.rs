@@ -2,7 +2,7 @@
 //! Hugging Face's `build_delay_pattern_mask` / `apply_delay_pattern_mask`), classifier-free
 //! guidance over a doubled batch `[cond; uncond]`, and greedy or seeded top-k sampling.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 use rand::{Rng, SeedableRng};
 
 use super::decoder::{BlockOffsets, CrossContext, Decoder};
@@ -147,31 +147,26 @@ pub fn generate(
 
     let bos_prompt = vec![vec![inputs.bos]; k];
     let (start, pattern) = build_delay_pattern(&bos_prompt, inputs.pad, max_length);
-    // seq[b][cb] grows by one token per step.
-    let mut seq: Vec<Vec<Vec<i64>>> = (0..inputs.batch).map(|_| start.clone()).collect();
+    let device = decoder.device();
+    // The pattern once on the device, `[max_length, k]`: where `fixed` is 1 a position takes the
+    // pattern's id, else the chosen token. With it, the loop never waits for the device: each
+    // step's input is built there from the previous step's choice, and the chosen ids are read
+    // back once, at the end.
+    let (fixed, fixed_ids): (Vec<u8>, Vec<u32>) = (0..max_length)
+        .flat_map(|p| pattern.iter().map(move |row| row[p]))
+        .map(|id| if id == FREE { (0, 0) } else { (1, id as u32) })
+        .unzip();
+    let fixed = Tensor::from_vec(fixed, (max_length, k), device)?;
+    let fixed_ids = Tensor::from_vec(fixed_ids, (max_length, k), device)?;
+    // A BOS-only prompt starts with one position.
+    let first: Vec<u32> = start.iter().map(|row| row[0] as u32).collect();
+    let first = Tensor::from_vec(first, (1, k, 1), device)?;
+    let mut codes = first.broadcast_as((rows, k, 1))?.contiguous()?;
+    let chosen_ids = Tensor::zeros((inputs.batch, k, steps), DType::U32, device)?;
     let mut cache = decoder.new_cache(rows, max_length)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
 
-    // The first forward pass sees the whole start (1 token for a BOS-only prompt).
-    let mut fed = 0;
     for step in 0..steps {
-        let pos = seq[0][0].len();
-        let mut ids = Vec::with_capacity(rows * k * (pos - fed));
-        for half in 0..(rows / inputs.batch) {
-            let _ = half;
-            for item in &seq {
-                for (cb, row) in item.iter().enumerate() {
-                    for (p, &id) in row.iter().enumerate().take(pos).skip(fed) {
-                        let fixed = pattern[cb][p];
-                        let id = if fixed != FREE { fixed } else { id };
-                        ids.push(id as u32);
-                    }
-                }
-            }
-        }
-        let codes = Tensor::from_vec(ids, (rows, k, pos - fed), decoder.device())?;
-        fed = pos;
-
         let offsets = match hook.as_mut() {
             Some(h) => {
                 let only_cond = h.conditional_only() && inputs.guided;
@@ -193,8 +188,7 @@ pub fn generate(
         )?;
         let t = out.hidden.dim(1)?;
         let last = out.hidden.narrow(1, t - 1, 1)?;
-        // Guidance and the token choice run on the decoder's device; only the chosen ids (one
-        // per item and codebook) come back to build the next input.
+        // Guidance and the token choice run on the decoder's device.
         let logits = decoder.logits(&last)?.squeeze(2)?; // [rows, k, vocab], f32
         let scores = if inputs.guided {
             guide(&logits, inputs.batch, options.guidance_scale)?
@@ -204,22 +198,37 @@ pub fn generate(
         let chosen = match options.sampling {
             Sampling::Greedy => scores.argmax(D::Minus1)?,
             Sampling::TopK { k, temperature } => sample_top_k(&scores, k, temperature, &mut rng)?,
+        }; // [batch, k], u32
+        let shape = chosen.shape().clone();
+        let next = fixed
+            .get(step + 1)?
+            .broadcast_as(&shape)?
+            .where_cond(&fixed_ids.get(step + 1)?.broadcast_as(&shape)?, &chosen)?
+            .unsqueeze(2)?;
+        chosen_ids.slice_set(&next, 2, step)?;
+        codes = if inputs.guided {
+            Tensor::cat(&[&next, &next], 0)?
+        } else {
+            next
         };
-        let chosen: Vec<u32> = chosen.flatten_all()?.to_vec1()?; // [batch * k]
-        for (item, ids) in seq.iter_mut().zip(chosen.chunks(k)) {
-            for (cb, (row, &id)) in item.iter_mut().zip(ids).enumerate() {
-                let p = row.len();
-                let fixed = pattern[cb].get(p).copied().unwrap_or(FREE);
-                row.push(if fixed != FREE { fixed } else { id as i64 });
-            }
-        }
         on_step(step + 1, steps);
     }
 
-    let frames: Vec<Vec<Vec<i64>>> = seq
+    let chosen_ids: Vec<Vec<Vec<u32>>> = chosen_ids.to_vec3()?;
+    let frames: Vec<Vec<Vec<i64>>> = chosen_ids
         .iter()
         .map(|item| {
-            let mut item = item.clone();
+            let mut item: Vec<Vec<i64>> = item
+                .iter()
+                .zip(&start)
+                .map(|(ids, first)| {
+                    first
+                        .iter()
+                        .copied()
+                        .chain(ids.iter().map(|&id| id as i64))
+                        .collect()
+                })
+                .collect();
             apply_delay_pattern(&mut item, &pattern);
             undo_delay_pattern(&item, inputs.pad)
         })
