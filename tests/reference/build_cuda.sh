@@ -4,7 +4,7 @@
 # runs on a GPU machine whose PyTorch wheels provide the same CUDA 13 libraries
 # (tests/reference/gpu_check.sh sets LD_LIBRARY_PATH from them).
 #
-#   tests/reference/build_cuda.sh [OUT_BINARY]     (default target/cuda/baton, stripped)
+#   tests/reference/build_cuda.sh [OUT_BINARY]     (default target/cuda/baton, stripped, + .gz)
 #
 # CUDA_COMPUTE_CAP selects the GPU generation (90: H100/H200). candle links the CUDA driver
 # library at build time; without a driver here, a stub libcuda.so exporting the driver symbols
@@ -40,4 +40,7 @@ fi
 cargo build --release --features cuda --bin baton
 mkdir -p "$(dirname "$OUT_BIN")"
 strip -o "$OUT_BIN" "$CARGO_TARGET_DIR/release/baton"
-ls -l "$OUT_BIN"
+# The stripped binary is about 62 MiB (mostly candle's PTX), close to the device tool's 64 MiB
+# carry limit; the gzip (about 17 MiB) is what to carry (gpu_check.sh unpacks BATON=*.gz).
+gzip -9 -c "$OUT_BIN" > "$OUT_BIN.gz"
+ls -l "$OUT_BIN" "$OUT_BIN.gz"

@@ -14,6 +14,8 @@
 #   4. baton render, 30 s, CFG 3, f32 then bf16 decoder weights, on the GPU.
 set -u
 B=${BATON:-target/release/baton}
+# A gzipped binary (build_cuda.sh writes one, small enough to carry) is unpacked first.
+case "$B" in *.gz) gunzip -c "$B" > /tmp/baton-gpu && chmod +x /tmp/baton-gpu && B=/tmp/baton-gpu ;; esac
 # DEVICE=cpu dry-runs the script (and checks its plumbing) on a machine without a GPU.
 DEV=${DEVICE:-cuda}
 OUT=${OUT:-gpu-results}
