@@ -1,6 +1,9 @@
 //! Autoregressive generation: BOS start, the delay pattern (built, applied and undone exactly as
 //! Hugging Face's `build_delay_pattern_mask` / `apply_delay_pattern_mask`), classifier-free
 //! guidance over a doubled batch `[cond; uncond]`, and greedy or seeded top-k sampling.
+//!
+//! The whole step runs on the decoder's device, token choice and next input included; the host
+//! only launches work and reads the chosen ids once, after the last step.
 
 use candle_core::{DType, Tensor, D};
 use rand::{Rng, SeedableRng};
