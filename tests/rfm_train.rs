@@ -117,6 +117,16 @@ fn features(path: &Path, x: &[f32], n: usize, d: usize, labels: Labels, classes:
     .unwrap();
 }
 
+/// Writes `n` planted binary rows of width `d` (classes "low", "high") to `path`; returns the
+/// f32 features.
+fn planted_features(path: &Path, n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let (x, y, _) = planted(n, d, seed);
+    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let ids: Vec<i64> = y.iter().map(|&v| v as i64).collect();
+    features(path, &xf, n, d, Labels::Classes(ids), &["low", "high"]);
+    xf
+}
+
 fn baton(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(args)
@@ -138,11 +148,8 @@ fn baton(args: &[&str]) -> (bool, String) {
 fn train_cli_writes_bundle_and_classifier() {
     let dir = tempfile::tempdir().unwrap();
     let d = 16;
-    let (x, y, _) = planted(240, d, 5);
-    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let feats = dir.path().join("f.safetensors");
-    let ids: Vec<i64> = y.iter().map(|&v| v as i64).collect();
-    features(&feats, &xf, 240, d, Labels::Classes(ids), &["low", "high"]);
+    let xf = planted_features(&feats, 240, d, 5);
     let out = dir.path().join("b.safetensors");
     let (ok, text) = baton(&[
         "train",
@@ -333,11 +340,8 @@ fn bad_input_gives_one_clear_error() {
 fn bundle_num_layers_is_the_model_block_count() {
     let dir = tempfile::tempdir().unwrap();
     let d = 8;
-    let (x, y, _) = planted(90, d, 3);
-    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let feats = dir.path().join("f.safetensors");
-    let ids: Vec<i64> = y.iter().map(|&v| v as i64).collect();
-    features(&feats, &xf, 90, d, Labels::Classes(ids), &["low", "high"]);
+    planted_features(&feats, 90, d, 3);
     let out = dir.path().join("b.safetensors");
     let train = || {
         let (ok, text) = baton(&[
@@ -381,11 +385,8 @@ fn val_file_and_training_file_are_used_whole() {
     let dir = tempfile::tempdir().unwrap();
     let d = 6;
     let make = |name: &str, n: usize, seed: u64| {
-        let (x, y, _) = planted(n, d, seed);
-        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-        let ids: Vec<i64> = y.iter().map(|&v| v as i64).collect();
         let path = dir.path().join(name);
-        features(&path, &xf, n, d, Labels::Classes(ids), &["low", "high"]);
+        planted_features(&path, n, d, seed);
         path
     };
     let (train, val) = (
@@ -476,11 +477,8 @@ fn binary_direction_points_towards_the_positive_class() {
 fn bad_settings_fail_before_any_training() {
     let dir = tempfile::tempdir().unwrap();
     let d = 8;
-    let (x, y, _) = planted(60, d, 4);
-    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-    let ids: Vec<i64> = y.iter().map(|&v| v as i64).collect();
     let feats = dir.path().join("f.safetensors");
-    features(&feats, &xf, 60, d, Labels::Classes(ids), &["low", "high"]);
+    planted_features(&feats, 60, d, 4);
     let feats = feats.to_str().unwrap();
     let good_out = dir.path().join("b.safetensors");
     let good_out = good_out.to_str().unwrap();
