@@ -17,9 +17,10 @@ use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use super::config::DecoderConfig;
 use super::gemv;
 
-/// A bias-free linear layer whose weight `[out, in]` is stored in the decoder's weight dtype,
-/// while activations stay f32 between layers. On the CPU, few-row products (generation steps)
-/// take the [`gemv`] path; on an accelerator a half-precision product runs in the weight's dtype.
+/// A bias-free linear layer whose weight `[out, in]` is stored in the decoder's weight dtype; the
+/// product runs in the activations' dtype (see [`Decoder::activations`]). On the CPU, few-row
+/// products (generation steps) take the [`gemv`] path, which widens half-precision weights as
+/// it streams them.
 struct Dense {
     weight: Tensor,
 }
@@ -54,41 +55,28 @@ impl Dense {
         Ok(Dense { weight })
     }
 
-    /// Activations ready for [`Dense::apply`]: `[.., in]` flattened to rows, in the dtype the
-    /// product runs in. Layers fed the same activations share one prepared input (one cast).
-    fn input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let last = x.dim(candle_core::D::Minus1)?;
-        let rows = x.reshape((x.elem_count() / last, last))?;
-        // On an accelerator the half-precision GEMM is native (cuBLAS accumulates in f32): cast
-        // the few activation rows rather than widen the whole weight every call. The CPU paths
-        // take f32 rows whatever the weight dtype.
-        if rows.device().is_cpu() {
-            Ok(rows)
-        } else {
-            rows.to_dtype(self.weight.dtype())
-        }
-    }
-
-    /// Rows from [`Dense::input`] `[n, in]` → f32 `[lead.., out]`.
-    fn apply(&self, rows: &Tensor, lead: &[usize]) -> candle_core::Result<Tensor> {
-        let y = match gemv::matmul_t(rows, &self.weight)? {
-            Some(y) => y,
-            // candle's CPU matmul has no fast half-precision path: widen the weight.
-            None if rows.dtype() != self.weight.dtype() => {
-                let w = self.weight.to_dtype(DType::F32)?;
-                rows.matmul(&w.t()?)?
-            }
-            None => rows.matmul(&self.weight.t()?)?.to_dtype(DType::F32)?,
-        };
-        let mut dims = lead.to_vec();
-        dims.push(y.dim(1)?);
-        y.reshape(dims)
-    }
-
-    /// `[.., in]` → `[.., out]`, flattening leading dims into one product.
+    /// `[.., in]` → `[.., out]` in `x`'s dtype, flattening leading dims into one product.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims();
-        self.apply(&self.input(x)?, &dims[..dims.len() - 1])
+        let last = dims[dims.len() - 1];
+        let rows = x.reshape((x.elem_count() / last, last))?;
+        let y = match gemv::matmul_t(&rows, &self.weight)? {
+            Some(y) => y,
+            None if rows.dtype() == self.weight.dtype() => rows.matmul(&self.weight.t()?)?,
+            // candle's CPU matmul has no fast half-precision path: widen the weight.
+            None if rows.device().is_cpu() => {
+                rows.matmul(&self.weight.to_dtype(rows.dtype())?.t()?)?
+            }
+            // Activations held wider than the weights on an accelerator: cast the few rows,
+            // not the whole weight.
+            None => rows
+                .to_dtype(self.weight.dtype())?
+                .matmul(&self.weight.t()?)?
+                .to_dtype(rows.dtype())?,
+        };
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank >= 1") = y.dim(1)?;
+        y.reshape(out_dims)
     }
 }
 
@@ -110,8 +98,15 @@ fn sinusoidal_table(positions: usize, dim: usize, device: &Device) -> candle_cor
     Tensor::from_vec(table, (positions, dim), device)
 }
 
-/// Additive mask value for excluded keys (HF uses the dtype's finite minimum too).
-const MASKED: f32 = f32::MIN;
+/// Additive mask value for excluded keys: the dtype's finite minimum, as HF uses (f32's minimum
+/// would round to -inf in f16, and a row of -inf turns softmax into NaN).
+fn masked_value(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => f64::from(half::f16::MIN),
+        DType::BF16 => f64::from(half::bf16::MIN),
+        _ => f64::from(f32::MIN),
+    }
+}
 
 /// Multi-head attention without biases (both MusicGen attentions).
 struct Attention {
@@ -140,17 +135,9 @@ impl Attention {
         })
     }
 
-    /// Queries, keys and values of `x` `[b, t, hidden]`, each `[b, heads, t, head_dim]`, from
-    /// one prepared input.
-    fn queries_keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, _) = x.dims3()?;
-        let rows = self.q_proj.input(x)?;
-        let project = |d: &Dense| self.split_heads(&d.apply(&rows, &[b, t])?);
-        Ok((
-            project(&self.q_proj)?,
-            project(&self.k_proj)?,
-            project(&self.v_proj)?,
-        ))
+    /// Queries of `x` `[b, t, hidden]`, `[b, heads, t, head_dim]` (already scaled).
+    fn queries(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.split_heads(&self.q_proj.forward(x)?)
     }
 
     /// `[b, t, hidden]` → `[b, heads, t, head_dim]` (contiguous).
@@ -163,10 +150,8 @@ impl Attention {
 
     /// Projects keys and values of `x` `[b, s, hidden]`.
     fn keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let (b, s, _) = x.dims3()?;
-        let rows = self.k_proj.input(x)?;
-        let k = self.split_heads(&self.k_proj.apply(&rows, &[b, s])?)?;
-        let v = self.split_heads(&self.v_proj.apply(&rows, &[b, s])?)?;
+        let k = self.split_heads(&self.k_proj.forward(x)?)?;
+        let v = self.split_heads(&self.v_proj.forward(x)?)?;
         Ok((k, v))
     }
 
@@ -245,11 +230,11 @@ struct Block {
 }
 
 impl Block {
-    fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
-        // Norms stay f32 whatever the weight dtype: they are tiny and keep the stream exact.
-        let vb32 = vb.to_dtype(DType::F32);
+    fn load(cfg: &DecoderConfig, vb: VarBuilder, activations: DType) -> candle_core::Result<Self> {
+        // Norms are kept in the activations' dtype (candle's fused norm wants one dtype).
+        let vba = vb.to_dtype(activations);
         let ln =
-            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb32.pp(name));
+            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vba.pp(name));
         Ok(Block {
             self_attn: Attention::load(cfg, vb.pp("self_attn"))?,
             self_attn_layer_norm: ln("self_attn_layer_norm")?,
@@ -269,7 +254,8 @@ impl Block {
         cross: Option<(&(Tensor, Tensor), Option<&Tensor>)>,
     ) -> candle_core::Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x)?;
-        let (q, k, v) = self.self_attn.queries_keys_values(&h)?;
+        let q = self.self_attn.queries(&h)?;
+        let (k, v) = self.self_attn.keys_values(&h)?;
         let attn = match cache {
             Some((c, offset)) => {
                 let t = h.dim(1)?;
@@ -284,9 +270,7 @@ impl Block {
         let mut x = (x + attn)?;
         if let Some(((k, v), mask)) = cross {
             let h = self.encoder_attn_layer_norm.forward(&x)?;
-            let q = self
-                .encoder_attn
-                .split_heads(&self.encoder_attn.q_proj.forward(&h)?)?;
+            let q = self.encoder_attn.queries(&h)?;
             x = (&x + self.encoder_attn.attend(&q, k, v, mask)?)?;
         }
         let h = self.final_layer_norm.forward(&x)?;
@@ -297,9 +281,9 @@ impl Block {
 
 /// What a forward pass returns.
 pub struct DecoderOutput {
-    /// Hidden states after the final LayerNorm, `[b, t, hidden]`.
+    /// Hidden states after the final LayerNorm, `[b, t, hidden]`, in [`Decoder::activations`].
     pub hidden: Tensor,
-    /// Outputs of the requested blocks, in request order, each `[b, t, hidden]`.
+    /// Outputs of the requested blocks, in request order, each `[b, t, hidden]`, f32.
     pub captured: Vec<Tensor>,
 }
 
@@ -314,34 +298,61 @@ pub struct Decoder {
     lm_heads: Dense,
     cfg: DecoderConfig,
     dtype: DType,
+    activations: DType,
     device: Device,
 }
 
 impl Decoder {
-    /// Loads the decoder from `vb` rooted at the checkpoint's `decoder` prefix.
+    /// Loads the decoder from `vb` rooted at the checkpoint's `decoder` prefix, with the
+    /// activations' dtype [`Decoder::default_activations`] picks.
     pub fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let activations = Self::default_activations(vb.device(), vb.dtype());
+        Self::load_with_activations(cfg, vb, activations)
+    }
+
+    /// The dtype of hidden states, norms and caches for weights stored in `weights` on
+    /// `device`. On the CPU it is f32: the step products stream half-precision weights through
+    /// [`gemv`] and widen them there, so the stream stays exact at no cost. On an accelerator it
+    /// is the weights' own dtype, as in a transformers model cast with `.to(dtype)`: a step is
+    /// bound by kernel launches there, and f32 activations would cost two casts per product.
+    pub fn default_activations(device: &Device, weights: DType) -> DType {
+        if device.is_cpu() {
+            DType::F32
+        } else {
+            weights
+        }
+    }
+
+    /// [`Decoder::load`] with an explicit activations dtype (tests run the accelerator's
+    /// half-precision layout on the CPU with it).
+    pub fn load_with_activations(
+        cfg: &DecoderConfig,
+        vb: VarBuilder,
+        activations: DType,
+    ) -> candle_core::Result<Self> {
         let vm = vb.pp("model").pp("decoder");
-        let vm32 = vm.to_dtype(DType::F32);
+        let vma = vm.to_dtype(activations);
         let embed_tokens = (0..cfg.num_codebooks)
             .map(|k| {
                 candle_nn::embedding(
                     cfg.vocab_size + 1,
                     cfg.hidden_size,
-                    vm32.pp("embed_tokens").pp(k),
+                    vma.pp("embed_tokens").pp(k),
                 )
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let blocks = (0..cfg.num_hidden_layers)
-            .map(|l| Block::load(cfg, vm.pp("layers").pp(l)))
+            .map(|l| Block::load(cfg, vm.pp("layers").pp(l), activations))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let layer_norm =
-            candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vm32.pp("layer_norm"))?;
+            candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vma.pp("layer_norm"))?;
         let heads: Vec<VarBuilder> = (0..cfg.num_codebooks)
             .map(|k| vb.pp("lm_heads").pp(k))
             .collect();
         let lm_heads = Dense::load_stacked(cfg.hidden_size, cfg.vocab_size, &heads)?;
         let positions =
-            sinusoidal_table(cfg.max_position_embeddings, cfg.hidden_size, vb.device())?;
+            sinusoidal_table(cfg.max_position_embeddings, cfg.hidden_size, vb.device())?
+                .to_dtype(activations)?;
         Ok(Decoder {
             embed_tokens,
             positions,
@@ -350,6 +361,7 @@ impl Decoder {
             lm_heads,
             cfg: cfg.clone(),
             dtype: vb.dtype(),
+            activations,
             device: vb.device().clone(),
         })
     }
@@ -359,9 +371,15 @@ impl Decoder {
         &self.cfg
     }
 
-    /// Storage dtype of the large weights; hidden states, caches and norms are always f32.
+    /// Storage dtype of the large weights.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Dtype of hidden states, norms and KV caches (see [`Decoder::default_activations`]).
+    /// Captured block outputs and logits are returned in f32 whatever it is.
+    pub fn activations(&self) -> DType {
+        self.activations
     }
 
     /// Device of the weights.
@@ -381,8 +399,8 @@ impl Decoder {
         let blocks = (0..self.blocks.len())
             .map(|_| {
                 Ok(KvCache {
-                    k: Tensor::zeros(shape, DType::F32, &self.device)?,
-                    v: Tensor::zeros(shape, DType::F32, &self.device)?,
+                    k: Tensor::zeros(shape, self.activations, &self.device)?,
+                    v: Tensor::zeros(shape, self.activations, &self.device)?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -401,7 +419,7 @@ impl Decoder {
         states: &Tensor,
         mask: &Tensor,
     ) -> candle_core::Result<CrossContext> {
-        let states = states.to_dtype(DType::F32)?;
+        let states = states.to_dtype(self.activations)?;
         let kv = self
             .blocks
             .iter()
@@ -416,7 +434,8 @@ impl Decoder {
         let kept: Vec<f32> = keep.sum(1)?.to_vec1()?;
         let mixed = kept.iter().any(|&n| n != 0.0 && n != s as f32);
         let mask = if mixed {
-            Some(((1.0 - keep)? * MASKED as f64)?.reshape((b, 1, 1, s))?)
+            let hidden = ((1.0 - keep)? * masked_value(self.activations))?;
+            Some(hidden.to_dtype(self.activations)?.reshape((b, 1, 1, s))?)
         } else {
             None
         };
@@ -467,10 +486,11 @@ impl Decoder {
 
         let causal = if t > 1 {
             // Query i (absolute offset + i) sees keys 0..=offset + i.
+            let masked = masked_value(self.activations) as f32;
             let mask: Vec<f32> = (0..t)
-                .flat_map(|i| (0..end).map(move |j| if j <= offset + i { 0.0 } else { MASKED }))
+                .flat_map(|i| (0..end).map(move |j| if j <= offset + i { 0.0 } else { masked }))
                 .collect();
-            Some(Tensor::from_vec(mask, (1, 1, t, end), &self.device)?)
+            Some(Tensor::from_vec(mask, (1, 1, t, end), &self.device)?.to_dtype(self.activations)?)
         } else {
             None
         };
@@ -487,7 +507,7 @@ impl Decoder {
             }
             for (slot, &want) in captured.iter_mut().zip(capture) {
                 if want == l {
-                    *slot = Some(x.clone());
+                    *slot = Some(x.to_dtype(DType::F32)?);
                 }
             }
         }
@@ -513,14 +533,16 @@ impl Decoder {
         })
     }
 
-    /// Logits of every codebook head: `hidden` `[b, t, hidden]` → `[b, codebooks, t, vocab]`.
+    /// Logits of every codebook head: `hidden` `[b, t, hidden]` → `[b, codebooks, t, vocab]`,
+    /// f32.
     pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, _) = hidden.dims3()?;
         self.lm_heads
             .forward(hidden)?
             .reshape((b, t, self.cfg.num_codebooks, self.cfg.vocab_size))?
             .transpose(1, 2)?
-            .contiguous()
+            .contiguous()?
+            .to_dtype(DType::F32)
     }
 }
 

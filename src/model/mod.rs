@@ -20,10 +20,13 @@
 //! # Ok::<(), baton::model::ModelError>(())
 //! ```
 //!
-//! Precision: `dtype` is the storage type of the decoder's large weights (f32, bf16 or f16);
-//! norms, embeddings, the residual stream, KV caches and logits are always f32, and the text
-//! encoder and codec always run in f32. Generation steps on the CPU use the few-row
-//! matrix-vector kernel in [`gemv`] (f32 and bf16 weights; f16 is widened per call, slower).
+//! Precision: `dtype` is the storage type of the decoder's large weights (f32, bf16 or f16). On
+//! the CPU, norms, embeddings, the residual stream and KV caches stay f32 whatever it is, and
+//! generation steps use the few-row matrix-vector kernel in [`gemv`] (f32 and bf16 weights; f16
+//! is widened per call, slower). On an accelerator the whole decoder runs in `dtype`, as
+//! transformers does after `.to(dtype)` ([`decoder::Decoder::default_activations`] says why).
+//! Logits and captured block outputs are returned in f32, and the text encoder and codec always
+//! run in f32.
 
 pub mod config;
 pub mod decoder;
