@@ -113,8 +113,8 @@ struct Attention {
     /// Holds HF's `q_proj` already multiplied by `head_dim^-0.5` (HF scales the projected
     /// queries; folding it into the weight saves a pass per attention and step).
     q_proj: Dense,
-    k_proj: Dense,
-    v_proj: Dense,
+    /// HF's `k_proj` and `v_proj` stacked into one `[2 * hidden, hidden]` product.
+    kv_proj: Dense,
     out_proj: Dense,
     num_heads: usize,
     head_dim: usize,
@@ -127,8 +127,7 @@ impl Attention {
         let scaling = (cfg.head_dim() as f64).powf(-0.5);
         Ok(Attention {
             q_proj: lin("q_proj")?.scaled(scaling)?,
-            k_proj: lin("k_proj")?,
-            v_proj: lin("v_proj")?,
+            kv_proj: Dense::load_stacked(h, h, &[vb.pp("k_proj"), vb.pp("v_proj")])?,
             out_proj: lin("out_proj")?,
             num_heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
@@ -148,11 +147,15 @@ impl Attention {
             .contiguous()
     }
 
-    /// Projects keys and values of `x` `[b, s, hidden]`.
-    fn keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let k = self.split_heads(&self.k_proj.forward(x)?)?;
-        let v = self.split_heads(&self.v_proj.forward(x)?)?;
-        Ok((k, v))
+    /// Keys and values of `x` `[b, s, hidden]` in one contiguous `[2, b, heads, s, head_dim]`
+    /// (keys first): one product and one layout pass, and one write into a [`KvCache`].
+    fn keys_values(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        self.kv_proj
+            .forward(x)?
+            .reshape((b, s, 2, self.num_heads, self.head_dim))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()
     }
 
     /// Attends `q` (scaled, `[b, heads, t, head_dim]`) to `k`/`v` `[b, heads, s, head_dim]`;
@@ -178,10 +181,10 @@ impl Attention {
     }
 }
 
-/// Self-attention keys and values of one block, preallocated for the whole generation.
+/// Self-attention keys and values of one block, preallocated for the whole generation:
+/// `[2, b, heads, capacity, head_dim]`, keys first (the layout [`Attention::keys_values`] gives).
 struct KvCache {
-    k: Tensor,
-    v: Tensor,
+    kv: Tensor,
 }
 
 /// Per-block self-attention caches plus the number of positions already filled.
@@ -255,18 +258,17 @@ impl Block {
     ) -> candle_core::Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x)?;
         let q = self.self_attn.queries(&h)?;
-        let (k, v) = self.self_attn.keys_values(&h)?;
-        let attn = match cache {
+        let kv = self.self_attn.keys_values(&h)?;
+        let kv = match cache {
             Some((c, offset)) => {
-                let t = h.dim(1)?;
-                c.k.slice_set(&k, 2, offset)?;
-                c.v.slice_set(&v, 2, offset)?;
-                let k = c.k.narrow(2, 0, offset + t)?;
-                let v = c.v.narrow(2, 0, offset + t)?;
-                self.self_attn.attend(&q, &k, &v, causal)?
+                c.kv.slice_set(&kv, 3, offset)?;
+                c.kv.narrow(3, 0, offset + h.dim(1)?)?
             }
-            None => self.self_attn.attend(&q, &k, &v, causal)?,
+            None => kv,
         };
+        let attn = self
+            .self_attn
+            .attend(&q, &kv.get(0)?, &kv.get(1)?, causal)?;
         let mut x = (x + attn)?;
         if let Some(((k, v), mask)) = cross {
             let h = self.encoder_attn_layer_norm.forward(&x)?;
@@ -391,6 +393,7 @@ impl Decoder {
     /// so generation steps write in place instead of concatenating.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> candle_core::Result<DecoderCache> {
         let shape = (
+            2,
             batch,
             self.cfg.num_attention_heads,
             capacity,
@@ -399,8 +402,7 @@ impl Decoder {
         let blocks = (0..self.blocks.len())
             .map(|_| {
                 Ok(KvCache {
-                    k: Tensor::zeros(shape, self.activations, &self.device)?,
-                    v: Tensor::zeros(shape, self.activations, &self.device)?,
+                    kv: Tensor::zeros(shape, self.activations, &self.device)?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -423,7 +425,10 @@ impl Decoder {
         let kv = self
             .blocks
             .iter()
-            .map(|b| b.encoder_attn.keys_values(&states))
+            .map(|b| {
+                let kv = b.encoder_attn.keys_values(&states)?;
+                Ok((kv.get(0)?, kv.get(1)?))
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         // A fully masked row (the unconditional half of CFG) has all-zero keys and values, so it
         // attends uniformly to zeros with or without HF's finite-min additive mask, and a fully
