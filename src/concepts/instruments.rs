@@ -170,7 +170,9 @@ pub fn program_family(program: u8) -> &'static str {
 
 /// The 92 programs SynTheory renders tonal concepts with, in program order: every GM program
 /// except synth effects (96..=103), percussive and sound effects (112..=127, one "sound effects"
-/// category in SynTheory's table) and [`DROPPED_PROGRAMS`].
+/// category in SynTheory's table) and 12 programs whose pitch is blurred by inharmonic overtones or
+/// expressive articulation (celesta, glockenspiel, tubular bells, accordions, timpani, fifths lead,
+/// harmonica, guitar harmonics, orchestral hit, shakuhachi, whistle).
 pub fn syntheory_programs() -> Vec<u8> {
     (0u8..128)
         .filter(|p| !(96..104).contains(p) && *p < 112 && !DROPPED_PROGRAMS.contains(p))

@@ -10,9 +10,9 @@
 //! - [`agop`]: the AGOP of a fitted predictor;
 //! - [`mahalanobis`]: M held as `d x d` or as `X' C X` (faster when n < d);
 //! - [`dense`]: GEMM and column helpers on faer matrices;
-//! - [`fit`]: the iteration loop with validation scoring, early stopping and best-model restore;
+//! - [`fit`](mod@fit): the iteration loop with validation scoring, early stopping and best-model restore;
 //! - [`metrics`]: AUC, accuracy, MSE, R², Pearson;
-//! - [`search`]: seeded random hyper-parameter search;
+//! - [`search`](mod@search): seeded random hyper-parameter search;
 //! - [`directions`]: top-k eigenvectors of the concept matrix with a label-aligned sign;
 //! - [`data`]: splits, targets and z-scoring;
 //! - [`train`]: the per-block probe pipeline behind `baton train`;
