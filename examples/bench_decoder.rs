@@ -62,10 +62,10 @@ fn main() -> anyhow_free::Result {
         0,
     )?;
     let cross = decoder.cross_context(&states, &mask)?;
-    let steps: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(50);
+    let steps: usize = match std::env::args().nth(1) {
+        Some(s) => s.parse()?,
+        None => 50,
+    };
     let inputs = GenerationInputs {
         cross: &cross,
         batch: 1,

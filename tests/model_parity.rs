@@ -409,6 +409,44 @@ fn bf16_weights_stay_close_to_f32() {
 }
 
 #[test]
+fn cross_mask_is_dropped_only_where_it_changes_nothing() {
+    // The fixture's first prompt fills its row and the second is padded. A batch of the first
+    // prompt and an all-masked (unconditional) row mixes no text with padding, so its context
+    // drops the mask; those two rows must come out as in the padded batch, which keeps it. The
+    // unconditional row gets non-zero states here: cross_context must zero them.
+    let t = tiny("a");
+    let (states, mask) = (t.r("t5.projected"), t.mask());
+    let full: Vec<f32> = mask.get(0).unwrap().to_vec1().unwrap();
+    assert!(full.iter().all(|&m| m == 1.0), "prompt 1 is padded");
+    let row = |x: &Tensor, i: usize| x.narrow(0, i, 1).unwrap();
+    let noise = Tensor::randn(0f32, 1., row(states, 0).shape(), &Device::Cpu).unwrap();
+    let zero = row(states, 0).zeros_like().unwrap();
+    let no_text = row(&mask, 0).zeros_like().unwrap();
+    let codes = t.r("tf.codes");
+    let logits = |states: &[&Tensor], mask: &[&Tensor], codes: &[&Tensor]| {
+        let cross = t
+            .decoder
+            .cross_context(
+                &Tensor::cat(states, 0).unwrap(),
+                &Tensor::cat(mask, 0).unwrap(),
+            )
+            .unwrap();
+        let codes = Tensor::cat(codes, 0).unwrap();
+        let out = t
+            .decoder
+            .forward(&codes, Some(&cross), None, None, &[])
+            .unwrap();
+        t.decoder.logits(&out.hidden).unwrap()
+    };
+    let (s0, s1, m0, m1) = (row(states, 0), row(states, 1), row(&mask, 0), row(&mask, 1));
+    let (c0, c1) = (row(codes, 0), row(codes, 1));
+    let kept = logits(&[&s0, &s1, &zero], &[&m0, &m1, &no_text], &[&c0, &c1, &c0]);
+    let dropped = logits(&[&s0, &noise], &[&m0, &no_text], &[&c0, &c0]);
+    assert_close("text row", &row(&dropped, 0), &row(&kept, 0));
+    assert_close("unconditional row", &row(&dropped, 1), &row(&kept, 2));
+}
+
+#[test]
 fn half_precision_activations_stay_close_to_f32() {
     // The accelerators' half-precision layout (weights, norms, hidden states and caches all in
     // bf16 or f16, as transformers' `.to(dtype)`), run on the CPU.

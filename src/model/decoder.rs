@@ -19,8 +19,8 @@ use super::gemv;
 
 /// A bias-free linear layer whose weight `[out, in]` is stored in the decoder's weight dtype; the
 /// product runs in the activations' dtype (see [`Decoder::activations`]). On the CPU, few-row
-/// products (generation steps) take the [`gemv`] path, which widens half-precision weights as
-/// it streams them.
+/// products (generation steps) take the [`gemv`] path, which widens bf16 weights as it streams
+/// them; f16 weights are widened whole, per product.
 struct Dense {
     weight: Tensor,
 }
@@ -159,7 +159,7 @@ impl Attention {
     }
 
     /// Attends `q` (scaled, `[b, heads, t, head_dim]`) to `k`/`v` `[b, heads, s, head_dim]`;
-    /// `mask` is additive f32, broadcastable to `[b, heads, t, s]`.
+    /// `mask` is additive, in the activations' dtype, broadcastable to `[b, heads, t, s]`.
     fn attend(
         &self,
         q: &Tensor,
@@ -414,14 +414,18 @@ impl Decoder {
     }
 
     /// Precomputes every block's cross-attention keys/values over `states` `[b, s, hidden]`
-    /// (already projected to the decoder width and zeroed where `mask` is 0); `mask` `[b, s]`
-    /// holds 1 for real text positions and 0 for padding.
+    /// (already projected to the decoder width); `mask` `[b, s]` holds 1 for real text
+    /// positions and 0 for padding. Padded positions are zeroed first, as HF does.
     pub fn cross_context(
         &self,
         states: &Tensor,
         mask: &Tensor,
     ) -> candle_core::Result<CrossContext> {
-        let states = states.to_dtype(self.activations)?;
+        let keep = mask.to_dtype(DType::F32)?;
+        let states = states
+            .to_dtype(DType::F32)?
+            .broadcast_mul(&keep.unsqueeze(2)?)?
+            .to_dtype(self.activations)?;
         let kv = self
             .blocks
             .iter()
@@ -435,7 +439,6 @@ impl Decoder {
         // kept row's mask is zero: the mask only matters for a row that mixes text and padding
         // (prompts of different lengths). Without one, each step skips a pass per block.
         let (b, s) = mask.dims2()?;
-        let keep = mask.to_dtype(DType::F32)?;
         let kept: Vec<f32> = keep.sum(1)?.to_vec1()?;
         let mixed = kept.iter().any(|&n| n != 0.0 && n != s as f32);
         let mask = if mixed {

@@ -3,7 +3,8 @@
 //! guidance over a doubled batch `[cond; uncond]`, and greedy or seeded top-k sampling.
 //!
 //! The whole step runs on the decoder's device, token choice and next input included; the host
-//! only launches work and reads the chosen ids once, after the last step.
+//! launches work (uploading the top-k noise, and steering offsets when a hook adds them) and
+//! reads the chosen ids once, after the last step: the loop never waits for the device.
 
 use candle_core::{DType, Tensor, D};
 use rand::{Rng, SeedableRng};
@@ -199,6 +200,8 @@ pub fn generate(
             logits
         };
         let chosen = match options.sampling {
+            // On ties candle's CPU argmax takes the first index, as torch does; its CUDA kernel
+            // may take another (only exact ties, likelier with half-precision logits).
             Sampling::Greedy => scores.argmax(D::Minus1)?,
             Sampling::TopK { k, temperature } => sample_top_k(&scores, k, temperature, &mut rng)?,
         }; // [batch, k], u32

@@ -279,9 +279,16 @@ impl MusicGen {
         &self.device
     }
 
-    /// The decoder's dtype (steering vectors must be in it).
+    /// Storage dtype of the decoder's large weights.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Dtype of the decoder's hidden states (see
+    /// [`decoder::Decoder::default_activations`]); steering offsets made in it are added
+    /// without a cast.
+    pub fn activations(&self) -> DType {
+        self.decoder.activations()
     }
 
     /// The largest `max_new_tokens` the decoder's positions allow.
@@ -353,17 +360,16 @@ impl MusicGen {
         Ok(())
     }
 
-    /// Encodes prompts to decoder-width text states `[b, s, hidden]` (zero on padding) and the
-    /// text mask `[b, s]` (f32, 1 = real token), exactly what HF feeds the cross-attention.
+    /// Encodes prompts to decoder-width text states `[b, s, hidden]` and the text mask `[b, s]`
+    /// (f32, 1 = real token). [`decoder::Decoder::cross_context`] zeroes the padded positions,
+    /// as HF does before the cross-attention.
     pub fn text_states(&self, prompts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
         let (states, mask) = self.parts.encode_text(prompts)?;
         let states = match &self.enc_to_dec_proj {
             Some(proj) => proj.forward(&states)?,
             None => states,
         };
-        let mask = mask.to_dtype(DType::F32)?;
-        let states = states.broadcast_mul(&mask.unsqueeze(2)?)?;
-        Ok((states, mask))
+        Ok((states, mask.to_dtype(DType::F32)?))
     }
 
     /// Generates codes for a batch of prompts. `hook` steers (see [`ResidualHook`]);
@@ -473,13 +479,10 @@ impl MusicGen {
         let out = self
             .decoder
             .forward(&codes, cross.as_ref(), None, None, layers)?;
-        let logits = self.decoder.logits(&out.hidden)?.to_dtype(DType::F32)?;
-        let blocks = out
-            .captured
-            .into_iter()
-            .map(|t| t.to_dtype(DType::F32))
-            .collect::<candle_core::Result<_>>()?;
-        Ok(TeacherForced { blocks, logits })
+        Ok(TeacherForced {
+            logits: self.decoder.logits(&out.hidden)?,
+            blocks: out.captured,
+        })
     }
 
     /// Teacher-forced pass over `codes` `[batch, codebooks, frames]` with no text conditioning and

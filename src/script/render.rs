@@ -60,7 +60,7 @@ pub fn plan_hook(
     if plan.terms.is_empty() {
         return Ok(None);
     }
-    // Offsets are made in f32: the decoder casts them to its activation dtype when adding.
+    // Offsets are made in the decoder's activation dtype, so adding them needs no cast.
     PlanHook::new(
         plan,
         max_new_tokens,
@@ -68,7 +68,7 @@ pub fn plan_hook(
         model.num_layers(),
         model.hidden_size(),
         model.device(),
-        DType::F32,
+        model.activations(),
         curves,
     )
     .map(Some)
