@@ -18,6 +18,25 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs `baton features DATASET --out OUT --model MODEL EXTRA..`; returns success and stderr
+/// (checked for panics).
+fn features_cmd(dataset: &Path, out: &Path, model: &Path, extra: &[&str]) -> (bool, String) {
+    let run = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "features",
+            dataset.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--model", model.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (run.status.success(), stderr)
+}
+
 fn notes_dataset(dir: &Path, sample_rate: u32, limit: usize) {
     let job = DatasetJob {
         out: dir.to_path_buf(),
@@ -41,21 +60,8 @@ fn features_are_pooled_capture_outputs_with_manifest_labels() {
     notes_dataset(&data, 32000, 3);
     let out = tmp.path().join("feats.safetensors");
     let model_dir = fixture("tiny-a");
-    let status = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "features",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(["--model", model_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    let (ok, err) = features_cmd(&data, &out, &model_dir, &[]);
+    assert!(ok, "{err}");
 
     let feats = FeatureSet::read(&out).unwrap();
     let model = MusicGen::load(model_dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
@@ -139,39 +145,10 @@ fn wrong_sample_rate_and_missing_dataset_are_clear_errors() {
         (data.clone(), "sampled at 16000 Hz"),
         (tmp.path().join("nowhere"), "manifest.jsonl"),
     ] {
-        let run = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args([
-                "features",
-                dataset.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .args(["--model", model_dir.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(!run.status.success());
-        assert!(stderr.contains(needle), "{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        let (ok, err) = features_cmd(&dataset, &out, &model_dir, &[]);
+        assert!(!ok && err.contains(needle), "{err}");
         assert!(!out.exists());
     }
-}
-
-fn features_cmd(dataset: &Path, out: &Path, model: &Path, extra: &[&str]) -> (bool, String) {
-    let run = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "features",
-            dataset.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(["--model", model.to_str().unwrap()])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (run.status.success(), stderr)
 }
 
 #[test]
