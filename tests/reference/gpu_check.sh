@@ -11,7 +11,8 @@
 #      features of a few clips on the GPU vs the CPU;
 #   2. a random musicgen-small-shaped checkpoint (bench_small_shaped.py build);
 #   3. transformers generate, 30 s, CFG 3, on the GPU (steps/s, real-time factor), f32 and bf16;
-#   4. baton render, 30 s, CFG 3, f32 then bf16 decoder weights, on the GPU.
+#   4. baton render, 30 s, CFG 3, f32 then bf16 decoder weights, on the GPU;
+#   5. with Nsight Systems installed, kernel launches per step (100 f32 steps).
 set -u
 B=${BATON:-target/release/baton}
 # A gzipped binary (build_cuda.sh writes one, small enough to carry) is unpacked first.
@@ -91,3 +92,21 @@ for dt in f32 bf16; do
       --seed 0 --out "$OUT/baton-$dt.wav" > "$OUT/baton-$dt.log" 2>&1
   grep -E "^generated|steps/s|Elapsed \(wall|Maximum resident" "$OUT/baton-$dt.log" | tee "$OUT/baton-$dt.txt"
 done
+
+# 5. Kernels per step, if Nsight Systems is there: 100 steps of the f32 render, to check the
+# launch count the decode loop was designed to (about 550 per step with CFG and top-k).
+if command -v nsys > /dev/null && [ "$DEV" != cpu ]; then
+  echo "== 5. kernel launches per step (nsys, f32, 100 steps)"
+  timeout ${NSYS_S:-90} nsys profile -o "$OUT/steps" --force-overwrite true -t cuda \
+      "$B" render --model "$SMALL" --device "$DEV" --prompt "80s pop" --max-new-tokens 100 \
+      --cfg 3 --top-k 250 --out "$OUT/nsys.wav" > "$OUT/nsys.log" 2>&1
+  timeout 60 nsys stats -r cuda_gpu_kern_sum -f csv "$OUT/steps.nsys-rep" > "$OUT/kernels.csv" 2>/dev/null
+  "$PY" - "$OUT/kernels.csv" <<'PYEOF' 2>&1 | tee "$OUT/kernels.txt"
+import csv, sys
+rows = [r for r in csv.DictReader(line for line in open(sys.argv[1]) if "," in line)]
+total = sum(int(r["Instances"]) for r in rows)
+print(f"{total} kernel launches in the run (text encoder and codec included): ~{total / 100:.0f} per step")
+for r in sorted(rows, key=lambda r: -int(r["Instances"]))[:8]:
+    print(f"  {r['Instances']:>7} {r['Name'][:70]}")
+PYEOF
+fi
