@@ -1,5 +1,6 @@
-//! Autoregressive generation: BOS start, the delay pattern (built, applied and undone exactly as
-//! Hugging Face's `build_delay_pattern_mask` / `apply_delay_pattern_mask`), classifier-free
+//! Autoregressive generation: BOS start, the delay pattern (built as Hugging Face's
+//! `build_delay_pattern_mask`, applied on the device at every step, undone as HF does after
+//! generation), classifier-free
 //! guidance over a doubled batch `[cond; uncond]`, and greedy or seeded top-k sampling.
 //!
 //! The whole step runs on the decoder's device, token choice and next input included; the host
@@ -54,17 +55,6 @@ pub fn build_delay_pattern(
         .unwrap_or(seq_len);
     let input = shifted.iter().map(|r| r[..first_free].to_vec()).collect();
     (input, shifted)
-}
-
-/// HF's `apply_delay_pattern_mask`: keeps `ids` where the pattern is free, else the pattern's id.
-pub fn apply_delay_pattern(ids: &mut [Vec<i64>], pattern: &[Vec<i64>]) {
-    for (row, pat) in ids.iter_mut().zip(pattern) {
-        for (id, &p) in row.iter_mut().zip(pat) {
-            if p != FREE {
-                *id = p;
-            }
-        }
-    }
 }
 
 /// Undoes the delay pattern: per codebook, the tokens that are not `pad`, as HF does after
@@ -220,22 +210,16 @@ pub fn generate(
         on_step(step + 1, steps);
     }
 
+    // The stored ids already follow the pattern (and the start, all pad, is dropped by the undo
+    // anyway), so undoing it is all that is left.
     let chosen_ids: Vec<Vec<Vec<u32>>> = chosen_ids.to_vec3()?;
     let frames: Vec<Vec<Vec<i64>>> = chosen_ids
         .iter()
         .map(|item| {
-            let mut item: Vec<Vec<i64>> = item
+            let item: Vec<Vec<i64>> = item
                 .iter()
-                .zip(&start)
-                .map(|(ids, first)| {
-                    first
-                        .iter()
-                        .copied()
-                        .chain(ids.iter().map(|&id| id as i64))
-                        .collect()
-                })
+                .map(|ids| ids.iter().map(|&id| id as i64).collect())
                 .collect();
-            apply_delay_pattern(&mut item, &pattern);
             undo_delay_pattern(&item, inputs.pad)
         })
         .collect::<Result<_, _>>()?;
@@ -287,10 +271,17 @@ mod tests {
     #[test]
     fn undo_recovers_frames() {
         let (_, pattern) = build_delay_pattern(&vec![vec![P]; 4], P, 8);
-        let mut ids: Vec<Vec<i64>> = (0..4)
-            .map(|cb| (0..8).map(|p| cb * 100 + p).collect())
+        // Generated ids where the pattern is free, its fixed id elsewhere.
+        let ids: Vec<Vec<i64>> = (0..4)
+            .map(|cb| {
+                (0..8)
+                    .map(|p| match pattern[cb as usize][p] {
+                        FREE => cb * 100 + p as i64,
+                        fixed => fixed,
+                    })
+                    .collect()
+            })
             .collect();
-        apply_delay_pattern(&mut ids, &pattern);
         let frames = undo_delay_pattern(&ids, P).unwrap();
         // max_length 8 = 7 new tokens → 4 frames; codebook k's frame i was generated at i + k + 1.
         assert_eq!(frames[0], vec![1, 2, 3, 4]);
