@@ -22,16 +22,18 @@ pub mod probes;
 pub mod render;
 pub mod sandbox;
 pub mod schedules;
+pub mod session;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position, Scope};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position};
 
 pub use diagnostics::ScriptError;
 pub use pieces::Piece;
 pub use sandbox::Limits;
+pub use session::Session;
 
 use crate::model::Sampling;
 use crate::probe::Pooling;
@@ -61,6 +63,15 @@ pub struct RenderRequest {
 /// Samples the user functions (`curve(|t| ...)`) inside a plan's schedules: `(id, t) -> value`.
 pub type CurveSampler<'a> = dyn FnMut(usize, f64) -> Result<f64, String> + 'a;
 
+/// What a [`Renderer`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rendered {
+    /// The file was written.
+    Written,
+    /// The file already holds exactly this piece, so nothing was generated (watch mode).
+    Unchanged,
+}
+
 /// Turns render requests into audio files.
 pub trait Renderer: Send {
     /// Renders one piece. `curves` samples user-function schedules; call it (through
@@ -69,7 +80,12 @@ pub trait Renderer: Send {
         &mut self,
         request: &RenderRequest,
         curves: &mut CurveSampler<'_>,
-    ) -> Result<(), String>;
+    ) -> Result<Rendered, String>;
+
+    /// Decoder steps per second of audio for `model` (what plans are sampled at).
+    fn frame_rate(&mut self, _model: &str) -> Result<f64, String> {
+        Ok(crate::steer::schedule::PAPER_FRAME_RATE)
+    }
 
     /// Outputs of decoder blocks `layers` for a mono WAV file (teacher-forced, no text), pooled
     /// over time, one vector per requested block: what probes see. Used by `probe.classify` and
@@ -83,6 +99,37 @@ pub trait Renderer: Send {
     ) -> Result<Vec<Vec<f32>>, String> {
         Err("reading audio through a probe needs a model (this run renders nothing)".into())
     }
+}
+
+/// A renderer shared between runs (watch mode and the REPL keep loaded models this way).
+impl<R: Renderer> Renderer for Arc<Mutex<R>> {
+    fn render(
+        &mut self,
+        request: &RenderRequest,
+        curves: &mut CurveSampler<'_>,
+    ) -> Result<Rendered, String> {
+        lock(self)?.render(request, curves)
+    }
+
+    fn frame_rate(&mut self, model: &str) -> Result<f64, String> {
+        lock(self)?.frame_rate(model)
+    }
+
+    fn pooled(
+        &mut self,
+        model: &str,
+        audio: &Path,
+        layers: &[usize],
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>, String> {
+        lock(self)?.pooled(model, audio, layers, pooling)
+    }
+}
+
+fn lock<R>(shared: &Mutex<R>) -> Result<std::sync::MutexGuard<'_, R>, String> {
+    shared
+        .lock()
+        .map_err(|_| "the renderer panicked in an earlier run".to_string())
 }
 
 /// What a [`DryRun`] was asked to render.
@@ -124,7 +171,7 @@ impl Renderer for DryRun {
         &mut self,
         request: &RenderRequest,
         curves: &mut CurveSampler<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<Rendered, String> {
         let steps = (request.seconds * self.frame_rate).round() as usize;
         let c = request
             .plan
@@ -133,7 +180,11 @@ impl Renderer for DryRun {
         let mut log = self.log.lock().map_err(|_| "dry-run log poisoned")?;
         log.requests.push(request.clone());
         log.coefficients.push(c);
-        Ok(())
+        Ok(Rendered::Written)
+    }
+
+    fn frame_rate(&mut self, _model: &str) -> Result<f64, String> {
+        Ok(self.frame_rate)
     }
 }
 
@@ -368,32 +419,9 @@ pub fn run_source(
     options: RecipeOptions,
     renderer: Box<dyn Renderer>,
 ) -> Result<RecipeOutcome, Box<ScriptError>> {
-    let host = Arc::new(Host {
-        options,
-        recipe_dir: recipe_dir.to_path_buf(),
-        model: Mutex::new(None),
-        curves: Mutex::new(Vec::new()),
-        renderer: Mutex::new(renderer),
-        written: Mutex::new(Vec::new()),
-        printed: Mutex::new(Vec::new()),
-        sources: Mutex::new(BTreeMap::from([(name.to_string(), source.to_string())])),
-        bundles: Mutex::new(HashMap::new()),
-    });
-    let engine = build_engine(&host);
-    let result = engine
-        .compile(source)
-        .map_err(|e| Box::new(EvalAltResult::from(e)))
-        .and_then(|mut ast| {
-            ast.set_source(name);
-            engine.run_ast_with_scope(&mut Scope::new(), &ast)
-        });
-    let sources = host.sources.lock().map(|s| s.clone()).unwrap_or_default();
-    if let Err(err) = result {
-        return Err(Box::new(diagnostics::report(&err, name, &sources, &engine)));
-    }
-    let written = host.written.lock().map(|w| w.clone()).unwrap_or_default();
-    let printed = host.printed.lock().map(|p| p.clone()).unwrap_or_default();
-    Ok(RecipeOutcome { written, printed })
+    let mut session = Session::new(recipe_dir, options, renderer);
+    let _last_value = session.run(name, source)?;
+    Ok(session.take_outcome())
 }
 
 /// Reads and runs a recipe file.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, INT};
 
 use super::schedules::num;
-use super::{fail, sandbox, Host, RenderRequest};
+use super::{fail, sandbox, Host, RenderRequest, Rendered};
 use crate::model::Sampling;
 use crate::steer::{Direction, LayerWeights, Plan, Schedule, Term};
 
@@ -273,9 +273,12 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         .renderer
         .try_lock()
         .map_err(|_| "render cannot be called while another render is running")?;
-    renderer.render(&request, &mut sample).or_else(fail)?;
+    let done = renderer.render(&request, &mut sample).or_else(fail)?;
     drop(renderer);
-    host.say(format!("wrote {}", out.display()));
+    match done {
+        Rendered::Written => host.say(format!("wrote {}", out.display())),
+        Rendered::Unchanged => host.say(format!("unchanged {}", out.display())),
+    }
     if let Ok(mut w) = host.written.lock() {
         w.push(out);
     }

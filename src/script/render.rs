@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::progress::GenerationProgress;
 use candle_core::{DType, Device};
 
-use super::{CurveSampler, RenderRequest, Renderer};
+use super::{CurveSampler, RenderRequest, Renderer, Rendered};
 use crate::audio::{write_wav, SampleFormat};
 use crate::model::{GenerateOptions, MusicGen, ResidualHook};
 use crate::probe::extract::pooled_clip;
@@ -102,7 +102,7 @@ impl Renderer for ModelRenderer {
         &mut self,
         request: &RenderRequest,
         curves: &mut CurveSampler<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<Rendered, String> {
         let (format, progress) = (self.format, self.progress);
         let model = self.model(&request.model)?;
         let max_new_tokens = model
@@ -132,6 +132,11 @@ impl Renderer for ModelRenderer {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        write_wav(&request.out, wave, model.sample_rate(), format).map_err(|e| e.to_string())
+        write_wav(&request.out, wave, model.sample_rate(), format).map_err(|e| e.to_string())?;
+        Ok(Rendered::Written)
+    }
+
+    fn frame_rate(&mut self, model: &str) -> Result<f64, String> {
+        Ok(self.model(model)?.frame_rate())
     }
 }

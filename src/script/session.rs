@@ -1,0 +1,239 @@
+//! A recipe session: one sandboxed engine and one scope that outlive a single run, so a REPL
+//! can feed it line after line (variables, functions and imports stay) and a recipe file is
+//! just one run of a fresh session.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, ModuleResolver, ParseErrorType, Position, Scope, AST};
+
+use super::{build_engine, diagnostics, modules, Host, RecipeOptions, RecipeOutcome, Renderer, ScriptError};
+
+/// An engine, its scope, and the functions defined so far.
+pub struct Session {
+    host: Arc<Host>,
+    engine: Engine,
+    scope: Scope<'static>,
+    /// Functions defined by earlier runs (statements are dropped once run).
+    functions: AST,
+    /// Aliases of modules imported for the rest of the session.
+    imports: Vec<String>,
+}
+
+impl Session {
+    /// A session whose relative bundle paths and user modules resolve in `recipe_dir`.
+    pub fn new(recipe_dir: &Path, options: RecipeOptions, renderer: Box<dyn Renderer>) -> Self {
+        let host = Arc::new(Host {
+            options,
+            recipe_dir: recipe_dir.to_path_buf(),
+            model: Mutex::new(None),
+            curves: Mutex::new(Vec::new()),
+            renderer: Mutex::new(renderer),
+            written: Mutex::new(Vec::new()),
+            printed: Mutex::new(Vec::new()),
+            sources: Mutex::new(BTreeMap::new()),
+            bundles: Mutex::new(HashMap::new()),
+        });
+        let engine = build_engine(&host);
+        Session {
+            host,
+            engine,
+            scope: Scope::new(),
+            functions: AST::empty(),
+            imports: Vec::new(),
+        }
+    }
+
+    /// Runs `source` (named `name` in error reports) in this session and returns the value of
+    /// its last statement. Variables and functions it defines stay for later runs; an
+    /// `import "m" as a;` at the start of `source` stays too (a Rhai import otherwise ends
+    /// with the run that made it).
+    pub fn run(&mut self, name: &str, source: &str) -> Result<Dynamic, Box<ScriptError>> {
+        if let Ok(mut s) = self.host.sources.lock() {
+            s.insert(name.to_string(), source.to_string());
+        }
+        let result = self.run_inner(name, source);
+        result.map_err(|err| {
+            let sources = self.host.sources.lock().map(|s| s.clone()).unwrap_or_default();
+            Box::new(diagnostics::report(&err, name, &sources, &self.engine))
+        })
+    }
+
+    fn run_inner(&mut self, name: &str, source: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        let mut ast = self.engine.compile_with_scope(&self.scope, source)?;
+        ast.set_source(name);
+        for (path, alias) in leading_imports(source) {
+            let module = modules::Resolver::new(self.host.clone()).resolve(
+                &self.engine,
+                Some(name),
+                &path,
+                Position::NONE,
+            )?;
+            self.engine.register_static_module(alias.as_str(), module);
+            if !self.imports.contains(&alias) {
+                self.imports.push(alias);
+            }
+        }
+        let program = self.functions.merge(&ast);
+        let value = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+        // Keep the functions even when a later statement failed: they were defined.
+        self.functions = program.clone_functions_only();
+        value
+    }
+
+    /// Whether `source` is an unfinished input (an open block, string or call): a REPL then
+    /// reads another line instead of reporting an error.
+    pub fn is_incomplete(&self, source: &str) -> bool {
+        match self.engine.compile_with_scope(&self.scope, source) {
+            Ok(_) => false,
+            Err(e) => {
+                let at_end = source.trim_end().lines().count() <= e.position().line().unwrap_or(0)
+                    || matches!(*e.0, ParseErrorType::UnexpectedEOF);
+                at_end
+                    && matches!(
+                        *e.0,
+                        ParseErrorType::UnexpectedEOF
+                            | ParseErrorType::MissingToken(..)
+                            | ParseErrorType::UnknownOperator(_)
+                    )
+            }
+        }
+    }
+
+    /// How a value prints in a recipe (`print(value)`), through the registered `to_string`.
+    pub fn describe(&self, value: &Dynamic) -> String {
+        FnPtr::new("to_string")
+            .ok()
+            .and_then(|f| f.call::<String>(&self.engine, &self.functions, (value.clone(),)).ok())
+            .unwrap_or_else(|| value.to_string())
+    }
+
+    /// The session's variables: name and type, in the order they were made.
+    pub fn variables(&self) -> Vec<(String, String)> {
+        self.scope
+            .iter_raw()
+            .map(|(name, _, value)| (name.to_string(), self.engine.map_type_name(value.type_name()).to_string()))
+            .collect()
+    }
+
+    /// Aliases of the modules imported for the whole session.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
+    /// Forgets every variable and function (imports and loaded models stay).
+    pub fn clear(&mut self) {
+        self.scope.clear();
+        self.functions = AST::empty();
+    }
+
+    /// What the runs so far wrote and printed; the next call starts empty.
+    pub fn take_outcome(&self) -> RecipeOutcome {
+        let written = self
+            .host
+            .written
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        let printed = self
+            .host
+            .printed
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        RecipeOutcome { written, printed }
+    }
+}
+
+/// The `import "path" as alias;` statements that open `source`, as (path, alias).
+fn leading_imports(source: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut rest = source.trim_start();
+    while let Some(after) = rest.strip_prefix("import") {
+        let after = after.trim_start();
+        let Some(quoted) = after.strip_prefix('"') else { break };
+        let Some((path, after)) = quoted.split_once('"') else { break };
+        let Some(after) = after.trim_start().strip_prefix("as") else { break };
+        let after = after.trim_start();
+        let alias: String = after
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let Some(after) = after[alias.len()..].trim_start().strip_prefix(';') else { break };
+        if alias.is_empty() {
+            break;
+        }
+        found.push((path.to_string(), alias));
+        rest = after.trim_start();
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::DryRun;
+
+    fn session() -> Session {
+        let options = RecipeOptions {
+            echo: false,
+            ..RecipeOptions::default()
+        };
+        Session::new(Path::new("."), options, Box::new(DryRun::default()))
+    }
+
+    #[test]
+    fn variables_functions_and_imports_outlive_a_run() {
+        let mut s = session();
+        s.run("in:1", "let a = 2; fn twice(x) { 2 * x }").unwrap();
+        s.run("in:2", "import \"schedules\" as sch;").unwrap();
+        let v = s.run("in:3", "twice(a) + 1").unwrap();
+        assert_eq!(v.as_int().unwrap(), 5);
+        let v = s.run("in:4", "sch::swell(0.0, 1.0, 2.0).value(1.0)").unwrap();
+        assert!(v.as_float().unwrap() > 0.0);
+        assert_eq!(s.imports(), ["sch"]);
+        assert_eq!(s.variables(), vec![("a".to_string(), "i64".to_string())]);
+        s.clear();
+        assert!(s.run("in:5", "a").is_err());
+    }
+
+    #[test]
+    fn errors_point_at_the_input_that_failed() {
+        let mut s = session();
+        s.run("in:1", "let a = 1;").unwrap();
+        let err = s.run("in:2", "let b = a +\n  nosuch(1);").unwrap_err();
+        let (name, line, _) = err.location.clone().unwrap();
+        assert_eq!((name.as_str(), line), ("in:2", 2));
+        // The session goes on after an error.
+        assert_eq!(s.run("in:3", "a").unwrap().as_int().unwrap(), 1);
+    }
+
+    #[test]
+    fn unfinished_input_is_told_apart_from_a_mistake() {
+        let s = session();
+        assert!(s.is_incomplete("let p = piece(\"x\","));
+        assert!(s.is_incomplete("fn f(x) {"));
+        assert!(s.is_incomplete("let s = linear(0.0,"));
+        assert!(!s.is_incomplete("let a = 1;"));
+        assert!(!s.is_incomplete("let = 3;"));
+    }
+
+    #[test]
+    fn values_print_as_recipes_print_them() {
+        let mut s = session();
+        let v = s.run("in:1", "linear(0.0, 1.0, 0.0, 2.0)").unwrap();
+        assert_eq!(s.describe(&v), "linear(0, 1, 0, 2)");
+        assert_eq!(s.describe(&Dynamic::from(3_i64)), "3");
+    }
+
+    #[test]
+    fn leading_imports_are_found() {
+        assert_eq!(
+            leading_imports("import \"schedules\" as s;\n import \"theory\"  as  t ; let x = 1;"),
+            vec![("schedules".into(), "s".into()), ("theory".into(), "t".into())]
+        );
+        assert!(leading_imports("let x = 1; import \"a\" as b;").is_empty());
+        assert!(leading_imports("import \"a\";").is_empty());
+    }
+}
