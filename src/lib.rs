@@ -7,16 +7,18 @@
 //! - [`model`], [`rfm`], [`concepts`], [`audio`] know nothing of each other's internals;
 //! - [`probe`] uses model + concepts (and audio's file I/O); [`steer`] reads direction bundles and
 //!   implements the model's `ResidualHook`;
-//! - [`script`] wires everything for recipes (the REPL and watch mode will sit on it);
+//! - [`script`] wires everything for recipes; [`live`] (watch mode) and [`repl`] sit on it;
 //! - [`files`] (atomic writes, safetensors helpers), [`seed`] (pure seeded randomness) and
 //!   [`progress`] (the generation progress bar) are shared plumbing any stage may use.
 
 pub mod audio;
 pub mod concepts;
 pub mod files;
+pub mod live;
 pub mod model;
 pub mod probe;
 pub mod progress;
+pub mod repl;
 pub mod rfm;
 pub mod script;
 pub mod seed;

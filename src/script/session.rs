@@ -186,8 +186,8 @@ mod tests {
     #[test]
     fn variables_functions_and_imports_outlive_a_run() {
         let mut s = session();
-        s.run("in:1", "let a = 2; fn twice(x) { 2 * x }").unwrap();
-        s.run("in:2", "import \"schedules\" as sch;").unwrap();
+        let _ = s.run("in:1", "let a = 2; fn twice(x) { 2 * x }").unwrap();
+        let _ = s.run("in:2", "import \"schedules\" as sch;").unwrap();
         let v = s.run("in:3", "twice(a) + 1").unwrap();
         assert_eq!(v.as_int().unwrap(), 5);
         let v = s.run("in:4", "sch::swell(0.0, 1.0, 2.0).value(1.0)").unwrap();
@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn errors_point_at_the_input_that_failed() {
         let mut s = session();
-        s.run("in:1", "let a = 1;").unwrap();
+        let _ = s.run("in:1", "let a = 1;").unwrap();
         let err = s.run("in:2", "let b = a +\n  nosuch(1);").unwrap_err();
         let (name, line, _) = err.location.clone().unwrap();
         assert_eq!((name.as_str(), line), ("in:2", 2));

@@ -1,0 +1,447 @@
+//! Watch mode: re-run a recipe each time it, a module beside it, or a direction bundle changes.
+//!
+//! A run is a transaction (glicol's `update_with_code`): its renders go to staged files next to
+//! their targets, and only when the whole recipe has run without an error are they renamed into
+//! place. A recipe that fails (a typo mid-edit, a bad direction name) leaves every file from the
+//! last good run as it was, and the error is shown.
+//!
+//! Re-running regenerates only what changed: a render whose request (model, prompt, length,
+//! sampling, seed, directions, layer weights) and per-step steering coefficients equal those of
+//! the file's last render, with the file untouched since, is skipped. So editing one piece of a
+//! multi-piece recipe re-renders that piece alone.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
+
+use crate::probe::Pooling;
+use crate::script::{
+    run_file, CurveSampler, RecipeOptions, RecipeOutcome, RenderRequest, Renderer, Rendered,
+    ScriptError,
+};
+
+/// Steps sampled past the piece's length when fingerprinting its plan: generation runs a few
+/// steps longer than `seconds * frame_rate` (the codebook delays).
+const FINGERPRINT_MARGIN_STEPS: usize = 8;
+
+/// Size and modification time: how a file is recognised as the one baton last wrote.
+type Stamp = (u64, SystemTime);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+/// A render waiting for its run to succeed.
+struct Pending {
+    staged: PathBuf,
+    out: PathBuf,
+    fingerprint: u64,
+}
+
+/// A [`Renderer`] wrapper that stages every file and skips renders whose result is already on
+/// disk. [`Staged::commit`] or [`Staged::rollback`] ends each run.
+pub struct Staged<R> {
+    inner: R,
+    /// Fingerprint and stamp of each file as it was committed.
+    committed: HashMap<PathBuf, (u64, Stamp)>,
+    pending: Vec<Pending>,
+}
+
+impl<R: Renderer> Staged<R> {
+    /// Wraps `inner`, which does the actual rendering.
+    pub fn new(inner: R) -> Self {
+        Staged {
+            inner,
+            committed: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Moves this run's staged files into place and remembers what they hold.
+    pub fn commit(&mut self) -> Result<Vec<PathBuf>, String> {
+        let mut moved = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            std::fs::rename(&p.staged, &p.out).map_err(|e| {
+                format!(
+                    "cannot move {} to {}: {e}",
+                    p.staged.display(),
+                    p.out.display()
+                )
+            })?;
+            if let Some(s) = stamp(&p.out) {
+                self.committed.insert(p.out.clone(), (p.fingerprint, s));
+            }
+            moved.push(p.out);
+        }
+        Ok(moved)
+    }
+
+    /// Deletes this run's staged files; the files of the last good run stay.
+    pub fn rollback(&mut self) {
+        for p in std::mem::take(&mut self.pending) {
+            let _ = std::fs::remove_file(&p.staged);
+        }
+    }
+
+    /// The staged file standing in for `path` in the current run, if there is one.
+    fn staged_for(&self, path: &Path) -> Option<&Path> {
+        let key = comparable(path);
+        self.pending
+            .iter()
+            .find(|p| comparable(&p.out) == key)
+            .map(|p| p.staged.as_path())
+    }
+}
+
+/// `path` with its folder resolved, so `out/a.wav` and `./out/a.wav` compare equal.
+fn comparable(path: &Path) -> PathBuf {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Where a render for `out` waits for its run to succeed: a hidden file beside it.
+fn staging_path(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!(".{}.baton-staged", name.unwrap_or_default()))
+}
+
+/// Everything that decides a render's audio, hashed: the request without its output path,
+/// and the plan's coefficient per term and step (schedules, gates and user curves included).
+fn fingerprint(request: &RenderRequest, coefficients: &[Vec<f64>]) -> u64 {
+    let mut h = DefaultHasher::new();
+    let mut request = request.clone();
+    request.out = PathBuf::new();
+    // Debug covers every field, direction vectors included; hashing it streams, no copy.
+    struct HashWriter<'a>(&'a mut DefaultHasher);
+    impl std::fmt::Write for HashWriter<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let _ = std::fmt::write(&mut HashWriter(&mut h), format_args!("{request:?}"));
+    for term in coefficients {
+        for c in term {
+            c.to_bits().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+impl<R: Renderer> Renderer for Staged<R> {
+    fn render(
+        &mut self,
+        request: &RenderRequest,
+        curves: &mut CurveSampler<'_>,
+    ) -> Result<Rendered, String> {
+        let rate = self.inner.frame_rate(&request.model)?;
+        let steps = (request.seconds * rate).ceil() as usize + FINGERPRINT_MARGIN_STEPS;
+        let coefficients = request
+            .plan
+            .coefficients(steps, rate, curves)
+            .map_err(|e| e.to_string())?;
+        let fingerprint = fingerprint(request, &coefficients);
+        // A second render to the same file in one run replaces the first.
+        let key = comparable(&request.out);
+        if let Some(i) = self.pending.iter().position(|p| comparable(&p.out) == key) {
+            let _ = std::fs::remove_file(&self.pending.remove(i).staged);
+        }
+        if let Some((f, s)) = self.committed.get(&request.out) {
+            if *f == fingerprint && stamp(&request.out).as_ref() == Some(s) {
+                return Ok(Rendered::Unchanged);
+            }
+        }
+        let staged = staging_path(&request.out);
+        let mut staged_request = request.clone();
+        staged_request.out = staged.clone();
+        self.pending.push(Pending {
+            staged,
+            out: request.out.clone(),
+            fingerprint,
+        });
+        self.inner.render(&staged_request, curves)
+    }
+
+    fn frame_rate(&mut self, model: &str) -> Result<f64, String> {
+        self.inner.frame_rate(model)
+    }
+
+    fn pooled(
+        &mut self,
+        model: &str,
+        audio: &Path,
+        layers: &[usize],
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>, String> {
+        // A clip rendered earlier in this run is read from its staged file.
+        let audio = self.staged_for(audio).unwrap_or(audio).to_path_buf();
+        self.inner.pooled(model, &audio, layers, pooling)
+    }
+}
+
+/// How one run of the recipe went.
+#[derive(Debug)]
+pub enum RunReport {
+    /// The recipe ran to the end; its files are in place.
+    Done {
+        /// Files rendered (or re-rendered) by this run.
+        rendered: Vec<PathBuf>,
+        /// Everything the run printed, `wrote ...` and `unchanged ...` lines included.
+        outcome: RecipeOutcome,
+    },
+    /// The recipe failed; the previous run's files are untouched.
+    Failed(Box<ScriptError>),
+}
+
+/// A recipe and the renderer that keeps its models loaded between runs.
+pub struct Live<R> {
+    recipe: PathBuf,
+    options: RecipeOptions,
+    renderer: Arc<Mutex<Staged<R>>>,
+}
+
+impl<R: Renderer + 'static> Live<R> {
+    /// Watches `recipe`, rendering with `renderer`.
+    pub fn new(recipe: &Path, options: RecipeOptions, renderer: R) -> Self {
+        Live {
+            recipe: recipe.to_path_buf(),
+            options,
+            renderer: Arc::new(Mutex::new(Staged::new(renderer))),
+        }
+    }
+
+    /// Runs the recipe once, as a transaction.
+    pub fn run_once(&self) -> RunReport {
+        let result = run_file(
+            &self.recipe,
+            self.options.clone(),
+            Box::new(self.renderer.clone()),
+        );
+        let Ok(mut staged) = self.renderer.lock() else {
+            return RunReport::Failed(Box::new(ScriptError::plain(
+                "the renderer panicked in an earlier run",
+            )));
+        };
+        match result {
+            Ok(outcome) => match staged.commit() {
+                Ok(rendered) => RunReport::Done { rendered, outcome },
+                Err(e) => {
+                    staged.rollback();
+                    RunReport::Failed(Box::new(ScriptError::plain(e)))
+                }
+            },
+            Err(e) => {
+                staged.rollback();
+                RunReport::Failed(e)
+            }
+        }
+    }
+
+    /// The folders whose changes re-run the recipe: the recipe's own (it and its modules),
+    /// and the direction library when it exists.
+    fn watched(&self) -> Vec<(PathBuf, RecursiveMode)> {
+        let dir = self
+            .recipe
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut watched = vec![(dir, RecursiveMode::NonRecursive)];
+        if self.options.directions.is_dir() {
+            watched.push((self.options.directions.clone(), RecursiveMode::Recursive));
+        }
+        watched
+    }
+
+    /// Runs the recipe now and again after every change, calling `report` after each run,
+    /// until `report` returns `false` or watching fails. Saves that land within `debounce` of
+    /// each other make one run.
+    pub fn watch(
+        &self,
+        debounce: Duration,
+        mut report: impl FnMut(RunReport) -> bool,
+    ) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel::<DebounceEventResult>();
+        let mut debouncer =
+            new_debouncer(debounce, tx).map_err(|e| format!("cannot watch files: {e}"))?;
+        for (path, mode) in self.watched() {
+            debouncer
+                .watcher()
+                .watch(&path, mode)
+                .map_err(|e| format!("cannot watch {}: {e}", path.display()))?;
+        }
+        if !report(self.run_once()) {
+            return Ok(());
+        }
+        for events in rx {
+            let events = events.map_err(|e| format!("watching files failed: {e}"))?;
+            if events.iter().any(|e| relevant(&e.path)) && !report(self.run_once()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a changed file can change what the recipe renders: a recipe or module, or a
+/// direction bundle. Audio written by the run itself (and its staged files) is not.
+fn relevant(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    !hidden
+        && path
+            .extension()
+            .is_some_and(|e| e == "rhai" || e == "safetensors")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::DryRun;
+
+    /// Writes a file per render (its prompt and seed), counting renders.
+    #[derive(Default)]
+    struct Scribe {
+        renders: usize,
+    }
+
+    impl Renderer for Scribe {
+        fn render(
+            &mut self,
+            request: &RenderRequest,
+            curves: &mut CurveSampler<'_>,
+        ) -> Result<Rendered, String> {
+            DryRun::default().render(request, curves)?;
+            self.renders += 1;
+            let text = format!("{} {}", request.prompt, request.seed);
+            if let Some(dir) = request.out.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&request.out, text).map_err(|e| e.to_string())?;
+            Ok(Rendered::Written)
+        }
+    }
+
+    fn live(dir: &Path, recipe: &str) -> Live<Scribe> {
+        let path = dir.join("piece.rhai");
+        std::fs::write(&path, recipe).unwrap();
+        let options = RecipeOptions {
+            out_dir: dir.join("out"),
+            echo: false,
+            ..RecipeOptions::default()
+        };
+        Live::new(&path, options, Scribe::default())
+    }
+
+    fn renders(live: &Live<Scribe>) -> usize {
+        live.renderer.lock().unwrap().inner.renders
+    }
+
+    const TWO_PIECES: &str = r#"
+        render(piece("a", 1.0).seed(1), "a.wav");
+        render(piece("b", 1.0).seed(2).steer(direction("x.safetensors"), 0.5 * linear(0.0, 1.0, 0.0, 1.0)), "b.wav");
+    "#;
+
+    fn with_bundle(dir: &Path) {
+        let unit = |i: usize| (0..4).map(|j| f32::from(u8::from(i == j))).collect();
+        crate::probe::DirectionBundle {
+            concept: "x".into(),
+            target: "y".into(),
+            model: "tiny".into(),
+            hidden_size: 4,
+            num_layers: 2,
+            metric: "auc".into(),
+            pooling: "mean".into(),
+            scores: [(0, 0.6), (1, 0.9)].into(),
+            directions: [(0, unit(0)), (1, unit(1))].into(),
+        }
+        .write(&dir.join("x.safetensors"))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_failed_run_leaves_the_last_good_files() {
+        let dir = tempfile::tempdir().unwrap();
+        with_bundle(dir.path());
+        let l = live(dir.path(), TWO_PIECES);
+        assert!(matches!(l.run_once(), RunReport::Done { .. }));
+        let a = dir.path().join("out/a.wav");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "a 1");
+        // The edit renders a new "a" and then fails: "a" must not change.
+        std::fs::write(
+            &l.recipe,
+            "render(piece(\"a\", 1.0).seed(9), \"a.wav\");\nnosuch();",
+        )
+        .unwrap();
+        let RunReport::Failed(err) = l.run_once() else {
+            panic!("the run should fail")
+        };
+        assert_eq!(err.location.as_ref().map(|l| l.1), Some(2));
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "a 1");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 2, "staged files left behind: {leftovers:?}");
+        // Fixed, it goes through.
+        std::fs::write(&l.recipe, "render(piece(\"a\", 1.0).seed(9), \"a.wav\");").unwrap();
+        assert!(matches!(l.run_once(), RunReport::Done { .. }));
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "a 9");
+    }
+
+    #[test]
+    fn only_changed_pieces_are_rendered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        with_bundle(dir.path());
+        let l = live(dir.path(), TWO_PIECES);
+        l.run_once();
+        assert_eq!(renders(&l), 2);
+        l.run_once();
+        assert_eq!(renders(&l), 2, "nothing changed, nothing rendered");
+        // A schedule change in "b" only.
+        std::fs::write(&l.recipe, TWO_PIECES.replace("0.0, 1.0, 0.0, 1.0", "0.0, 1.0, 0.0, 0.5"))
+            .unwrap();
+        let RunReport::Done { rendered, .. } = l.run_once() else {
+            panic!("run failed")
+        };
+        assert_eq!(renders(&l), 3);
+        assert_eq!(rendered, vec![dir.path().join("out/b.wav")]);
+        // A user curve whose body changes is noticed through its sampled values.
+        let curve = |k: &str| {
+            format!("render(piece(\"a\", 1.0).seed(1).steer(direction(\"x.safetensors\"), curve(|t| {k} * t)), \"a.wav\");")
+        };
+        std::fs::write(&l.recipe, curve("0.5")).unwrap();
+        l.run_once();
+        std::fs::write(&l.recipe, curve("0.5")).unwrap();
+        l.run_once();
+        assert_eq!(renders(&l), 4);
+        std::fs::write(&l.recipe, curve("0.25")).unwrap();
+        l.run_once();
+        assert_eq!(renders(&l), 5);
+        // A file changed or removed behind baton's back is rendered again.
+        std::fs::remove_file(dir.path().join("out/a.wav")).unwrap();
+        l.run_once();
+        assert_eq!(renders(&l), 6);
+    }
+
+    #[test]
+    fn own_outputs_do_not_retrigger() {
+        assert!(relevant(Path::new("dir/piece.rhai")));
+        assert!(relevant(Path::new("lib/notes/C.safetensors")));
+        assert!(!relevant(Path::new("out/a.wav")));
+        assert!(!relevant(Path::new("out/.a.wav.baton-staged")));
+        assert!(!relevant(Path::new("dir/.piece.rhai.swp")));
+    }
+}

@@ -1,0 +1,282 @@
+//! The REPL's logic, apart from the terminal: `:commands`, multi-line input, and what each
+//! input answers. One [`Session`] lives for the whole REPL, so variables, functions, imports and
+//! loaded models stay between lines; `baton repl` (src/cli/repl.rs) adds line editing and history.
+
+use std::path::{Path, PathBuf};
+
+use rhai::Dynamic;
+
+use crate::script::{ScriptError, Session, VERBS};
+
+/// What the user typed, once complete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Recipe code to run.
+    Eval(String),
+    /// Run a recipe file inside the session (`:load FILE`).
+    Load(PathBuf),
+    /// List the session's variables and imports (`:vars`).
+    Vars,
+    /// Forget every variable and function (`:clear`).
+    Clear,
+    /// Show the commands and verbs (`:help`).
+    Help,
+    /// Leave (`:quit`, `:q`, `:exit`, or end of input).
+    Quit,
+}
+
+/// REPL commands: name, argument and what it does.
+pub const COMMANDS: &[(&str, &str, &str)] = &[
+    (":help", "", "this list, then every recipe verb"),
+    (":load", "FILE", "run a recipe file here; its variables stay"),
+    (":vars", "", "the variables and imports so far"),
+    (":clear", "", "forget every variable and function"),
+    (":quit", "", "leave (also Ctrl-D)"),
+];
+
+impl Command {
+    /// Parses one complete input: a `:command`, or recipe code.
+    pub fn parse(input: &str) -> Result<Command, String> {
+        let trimmed = input.trim();
+        let Some(rest) = trimmed.strip_prefix(':') else {
+            return Ok(Command::Eval(input.to_string()));
+        };
+        let (name, arg) = rest
+            .split_once(char::is_whitespace)
+            .map_or((rest, ""), |(n, a)| (n, a.trim()));
+        let no_arg = |c: Command| {
+            if arg.is_empty() {
+                Ok(c)
+            } else {
+                Err(format!(":{name} takes no argument"))
+            }
+        };
+        match name {
+            "help" | "h" | "?" => no_arg(Command::Help),
+            "vars" => no_arg(Command::Vars),
+            "clear" => no_arg(Command::Clear),
+            "quit" | "q" | "exit" => no_arg(Command::Quit),
+            "load" | "l" if arg.is_empty() => Err(":load needs a recipe file".into()),
+            "load" | "l" => Ok(Command::Load(PathBuf::from(arg))),
+            _ => Err(format!(
+                "unknown command :{name} (commands: {})",
+                COMMANDS
+                    .iter()
+                    .map(|c| c.0)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+        }
+    }
+}
+
+/// What an input answers.
+#[derive(Debug)]
+pub enum Reply {
+    /// Nothing to show (a statement, or a value of `()`).
+    Nothing,
+    /// Text to show.
+    Text(String),
+    /// A recipe error, as a report pointing into the input.
+    Error(Box<ScriptError>),
+    /// The user is done.
+    Quit,
+}
+
+/// A REPL over one session.
+pub struct Repl {
+    session: Session,
+    inputs: usize,
+}
+
+impl Repl {
+    /// A REPL over `session`.
+    pub fn new(session: Session) -> Self {
+        Repl { session, inputs: 0 }
+    }
+
+    /// Whether `input` needs more lines before it can run (an open bracket, a trailing
+    /// operator): commands never do.
+    pub fn needs_more(&self, input: &str) -> bool {
+        !input.trim_start().starts_with(':') && self.session.is_incomplete(input)
+    }
+
+    /// Runs one complete input.
+    pub fn handle(&mut self, input: &str) -> Reply {
+        if input.trim().is_empty() {
+            return Reply::Nothing;
+        }
+        let command = match Command::parse(input) {
+            Ok(c) => c,
+            Err(e) => return Reply::Text(e),
+        };
+        match command {
+            Command::Eval(code) => {
+                self.inputs += 1;
+                let name = format!("input {}", self.inputs);
+                let result = self.session.run(&name, &code);
+                self.answer(result)
+            }
+            Command::Load(path) => match std::fs::read_to_string(&path) {
+                Ok(source) => {
+                    let result = self.session.run(&path.display().to_string(), &source);
+                    self.answer(result.map(|_| Dynamic::UNIT))
+                }
+                Err(e) => Reply::Text(format!("cannot read {}: {e}", path.display())),
+            },
+            Command::Vars => Reply::Text(self.vars()),
+            Command::Clear => {
+                self.session.clear();
+                Reply::Text("cleared: no variables, no functions (imports stay)".into())
+            }
+            Command::Help => Reply::Text(help()),
+            Command::Quit => Reply::Quit,
+        }
+    }
+
+    fn answer(&self, result: Result<Dynamic, Box<ScriptError>>) -> Reply {
+        match result {
+            Ok(v) if v.is_unit() => Reply::Nothing,
+            Ok(v) => Reply::Text(self.session.describe(&v)),
+            Err(e) => Reply::Error(e),
+        }
+    }
+
+    fn vars(&self) -> String {
+        let vars = self.session.variables();
+        let imports = self.session.imports();
+        if vars.is_empty() && imports.is_empty() {
+            return "no variables yet".into();
+        }
+        let width = vars.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        let mut lines: Vec<String> = vars
+            .iter()
+            .map(|(name, ty)| format!("{name:width$}  {ty}"))
+            .collect();
+        if !imports.is_empty() {
+            lines.push(format!("imports: {}", imports.join(", ")));
+        }
+        lines.join("\n")
+    }
+}
+
+/// Where a REPL started with `recipe` looks up relative bundle paths and modules.
+pub fn recipe_dir(recipe: Option<&Path>) -> PathBuf {
+    recipe
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// The `:help` text: the commands, then every recipe verb.
+pub fn help() -> String {
+    let mut lines = vec!["commands:".to_string()];
+    for (name, arg, what) in COMMANDS {
+        lines.push(format!("  {:<14} {what}", format!("{name} {arg}").trim_end()));
+    }
+    lines.push("recipe verbs (an expression's value is printed):".into());
+    lines.extend(VERBS.iter().map(|(_, usage)| format!("  {usage}")));
+    lines.join("\n")
+}
+
+/// Names worth completing: the commands and the recipe verbs.
+pub fn completions() -> Vec<&'static str> {
+    let mut names: Vec<&str> = COMMANDS.iter().map(|c| c.0).collect();
+    names.extend(VERBS.iter().map(|v| v.0));
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::{DryRun, RecipeOptions};
+
+    fn repl() -> (Repl, DryRun) {
+        let dry = DryRun::default();
+        let options = RecipeOptions {
+            echo: false,
+            ..RecipeOptions::default()
+        };
+        let session = Session::new(Path::new("."), options, Box::new(dry.clone()));
+        (Repl::new(session), dry)
+    }
+
+    fn text(r: Reply) -> String {
+        match r {
+            Reply::Text(t) => t,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(Command::parse(" :q "), Ok(Command::Quit));
+        assert_eq!(
+            Command::parse(":load a b.rhai"),
+            Ok(Command::Load("a b.rhai".into()))
+        );
+        assert!(Command::parse(":load").is_err());
+        assert!(Command::parse(":vars x").is_err());
+        assert!(Command::parse(":nope").unwrap_err().contains(":load"));
+        assert_eq!(
+            Command::parse("let a = 1;"),
+            Ok(Command::Eval("let a = 1;".into()))
+        );
+    }
+
+    #[test]
+    fn a_session_builds_up_and_renders() {
+        let (mut r, dry) = repl();
+        assert!(matches!(r.handle("let s = linear(0.0, 1.0, 0.0, 2.0);"), Reply::Nothing));
+        assert_eq!(text(r.handle("s.value(1.0)")), "0.5");
+        assert!(r.needs_more("let p = piece(\"lofi\","));
+        assert!(!r.needs_more(":vars"));
+        assert!(matches!(
+            r.handle("let p = piece(\"lofi\",\n 2.0).steer_none_yet;"),
+            Reply::Error(_)
+        ));
+        assert!(matches!(r.handle("let p = piece(\"lofi\", 2.0);"), Reply::Nothing));
+        assert!(matches!(r.handle("render(p, \"a.wav\")"), Reply::Nothing));
+        assert_eq!(dry.log().requests.len(), 1);
+        assert_eq!(dry.log().requests[0].prompt, "lofi");
+        let vars = text(r.handle(":vars"));
+        assert!(vars.contains("s  Schedule") && vars.contains("p  Piece"), "{vars}");
+        assert!(text(r.handle(":clear")).starts_with("cleared"));
+        assert!(matches!(r.handle("s"), Reply::Error(_)));
+        assert!(matches!(r.handle(":quit"), Reply::Quit));
+    }
+
+    #[test]
+    fn errors_name_the_input_they_come_from() {
+        let (mut r, _) = repl();
+        let _ = r.handle("let a = 1;");
+        let Reply::Error(e) = r.handle("a +\n nosuch()") else {
+            panic!("expected an error")
+        };
+        assert_eq!(e.location, Some(("input 2".into(), 2, 2)));
+    }
+
+    #[test]
+    fn load_runs_a_file_into_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lib.rhai");
+        std::fs::write(&file, "let swell = linear(0.0, 1.0, 0.0, 4.0);").unwrap();
+        let (mut r, _) = repl();
+        assert!(matches!(
+            r.handle(&format!(":load {}", file.display())),
+            Reply::Nothing
+        ));
+        assert_eq!(text(r.handle("swell.value(2.0)")), "0.5");
+        assert!(text(r.handle(":load /no/such.rhai")).starts_with("cannot read"));
+    }
+
+    #[test]
+    fn help_lists_commands_and_verbs() {
+        let h = help();
+        assert!(h.contains(":load FILE") && h.contains("piece(prompt, seconds)"));
+        assert!(completions().contains(&"crossfade") && completions().contains(&":vars"));
+    }
+}
