@@ -18,6 +18,11 @@ struct Cli {
 enum Command {
     /// Generate music from a text prompt or a Rhai recipe, and write WAV files.
     Render(cli::render::RenderArgs),
+    /// Re-run a recipe on every save: failed runs keep the last good files, unchanged pieces
+    /// are not rendered again.
+    Watch(cli::watch::WatchArgs),
+    /// Explore directions, schedules and pieces line by line (one session, models load once).
+    Repl(cli::repl::ReplArgs),
     /// Print a model's shape and size.
     Info(cli::info::InfoArgs),
     /// Render a SynTheory-style concept dataset (clips/*.wav + manifest.jsonl).
@@ -36,6 +41,8 @@ fn main() -> miette::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Render(args) => cli::render::run(args),
+        Command::Watch(args) => cli::watch::run(args),
+        Command::Repl(args) => cli::repl::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Dataset(args) => cli::dataset::run(args),
         Command::Features(args) => cli::features::run(args),

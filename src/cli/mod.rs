@@ -7,4 +7,6 @@ pub mod info;
 pub mod output;
 pub mod recipe;
 pub mod render;
+pub mod repl;
 pub mod train;
+pub mod watch;

@@ -16,7 +16,9 @@ use baton::script::render::ModelRenderer;
 use baton::script::{run_file, RecipeOptions};
 use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, Term};
 
-use super::common::{parse_device, parse_dtype};
+use clap::Args;
+
+use super::common::{parse_device, parse_dtype, ModelArgs};
 use super::render::RenderArgs;
 
 /// The `--model` default: any other value overrides a recipe's `model(...)`.
@@ -35,52 +37,96 @@ pub fn run(args: &RenderArgs) -> miette::Result<()> {
             "give either a RECIPE.rhai or --prompt/--steer, not both"
         ));
     }
-    if let Some(s) = args.seconds {
-        if !(s.is_finite() && s > 0.0) {
+    let flags = RecipeFlags {
+        out: args.out.clone().unwrap_or_else(|| PathBuf::from(".")),
+        seconds: args.seconds,
+        greedy: args.greedy,
+        pcm16: args.pcm16,
+        directions: args.directions.clone(),
+        allow_write: args.allow_write.clone(),
+        model: args.model.clone(),
+    };
+    let options = flags.options()?;
+    run_file(recipe, options, Box::new(flags.renderer()?)).map_err(|e| miette::Report::new(*e))?;
+    Ok(())
+}
+
+/// How recipes run: the flags `watch` and `repl` take, and the recipe mode of `render`.
+#[derive(Args, Debug, Clone)]
+pub struct RecipeFlags {
+    /// Output folder: every file a recipe writes is relative to it.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Override every piece's length, in seconds (quick drafts).
+    #[arg(long, allow_negative_numbers = true)]
+    pub seconds: Option<f64>,
+    /// Always pick the most likely token in every piece.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Write 16-bit PCM instead of 32-bit float WAV.
+    #[arg(long)]
+    pub pcm16: bool,
+    /// Direction library that names like `notes:C#` resolve in.
+    #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
+    pub directions: PathBuf,
+    /// A folder a recipe may write to besides --out (repeatable; also $BATON_ALLOW_WRITE).
+    #[arg(long)]
+    pub allow_write: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+impl RecipeFlags {
+    /// The recipe options these flags ask for, checked.
+    pub fn options(&self) -> miette::Result<RecipeOptions> {
+        if let Some(s) = self.seconds {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(miette::miette!(
+                    "--seconds must be a positive number, got {s}"
+                ));
+            }
+        }
+        if self.out.extension().is_some_and(|e| e == "wav") {
             return Err(miette::miette!(
-                "--seconds must be a positive number, got {s}"
+                "in recipe mode --out is a folder (the recipe names its files), got {}",
+                self.out.display()
             ));
         }
+        Ok(RecipeOptions {
+            directions: self.directions.clone(),
+            out_dir: self.out.clone(),
+            allow_write: self
+                .allow_write
+                .iter()
+                .cloned()
+                .chain(
+                    std::env::var_os("BATON_ALLOW_WRITE")
+                        .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
+                        .unwrap_or_default(),
+                )
+                .collect(),
+            default_model: DEFAULT_MODEL.into(),
+            model_override: (self.model.model != DEFAULT_MODEL).then(|| self.model.model.clone()),
+            seconds_override: self.seconds,
+            greedy: self.greedy,
+            ..RecipeOptions::default()
+        })
     }
-    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
-    if out_dir.extension().is_some_and(|e| e == "wav") {
-        return Err(miette::miette!(
-            "in recipe mode --out is a folder (the recipe names its files), got {}",
-            out_dir.display()
-        ));
+
+    /// The MusicGen renderer these flags ask for (models load on first use).
+    pub fn renderer(&self) -> miette::Result<ModelRenderer> {
+        let format = if self.pcm16 {
+            SampleFormat::Pcm16
+        } else {
+            SampleFormat::Float32
+        };
+        Ok(ModelRenderer::new(
+            parse_device(&self.model.device)?,
+            parse_dtype(&self.model.dtype)?,
+            format,
+            true,
+        ))
     }
-    let options = RecipeOptions {
-        directions: args.directions.clone(),
-        out_dir,
-        allow_write: args
-            .allow_write
-            .iter()
-            .cloned()
-            .chain(
-                std::env::var_os("BATON_ALLOW_WRITE")
-                    .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            )
-            .collect(),
-        default_model: DEFAULT_MODEL.into(),
-        model_override: (args.model.model != DEFAULT_MODEL).then(|| args.model.model.clone()),
-        seconds_override: args.seconds,
-        greedy: args.greedy,
-        ..RecipeOptions::default()
-    };
-    let format = if args.pcm16 {
-        SampleFormat::Pcm16
-    } else {
-        SampleFormat::Float32
-    };
-    let renderer = ModelRenderer::new(
-        parse_device(&args.model.device)?,
-        parse_dtype(&args.model.dtype)?,
-        format,
-        true,
-    );
-    run_file(recipe, options, Box::new(renderer)).map_err(|e| miette::Report::new(*e))?;
-    Ok(())
 }
 
 /// Splits `BUNDLE[:STRENGTH]`; BUNDLE is a file or a library name such as `notes:C#`.

@@ -15,14 +15,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 
 use crate::probe::Pooling;
 use crate::script::{
-    run_file, CurveSampler, RecipeOptions, RecipeOutcome, RenderRequest, Renderer, Rendered,
+    run_file, CurveSampler, RecipeOptions, RecipeOutcome, RenderRequest, Rendered, Renderer,
     ScriptError,
 };
 
@@ -36,6 +36,14 @@ type Stamp = (u64, SystemTime);
 fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.len(), meta.modified().ok()?))
+}
+
+/// A hash of a file's bytes (`None` when it cannot be read, e.g. deleted).
+fn content_hash(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }
 
 /// A render waiting for its run to succeed.
@@ -170,7 +178,8 @@ impl<R: Renderer> Renderer for Staged<R> {
             out: request.out.clone(),
             fingerprint,
         });
-        self.inner.render(&staged_request, curves)
+        self.inner.render(&staged_request, curves)?;
+        Ok(Rendered::Staged)
     }
 
     fn frame_rate(&mut self, model: &str) -> Result<f64, String> {
@@ -197,8 +206,10 @@ pub enum RunReport {
     Done {
         /// Files rendered (or re-rendered) by this run.
         rendered: Vec<PathBuf>,
-        /// Everything the run printed, `wrote ...` and `unchanged ...` lines included.
+        /// Everything the run printed, `rendered ...` and `unchanged ...` lines included.
         outcome: RecipeOutcome,
+        /// How long the run took.
+        took: Duration,
     },
     /// The recipe failed; the previous run's files are untouched.
     Failed(Box<ScriptError>),
@@ -223,6 +234,7 @@ impl<R: Renderer + 'static> Live<R> {
 
     /// Runs the recipe once, as a transaction.
     pub fn run_once(&self) -> RunReport {
+        let start = Instant::now();
         let result = run_file(
             &self.recipe,
             self.options.clone(),
@@ -235,7 +247,11 @@ impl<R: Renderer + 'static> Live<R> {
         };
         match result {
             Ok(outcome) => match staged.commit() {
-                Ok(rendered) => RunReport::Done { rendered, outcome },
+                Ok(rendered) => RunReport::Done {
+                    rendered,
+                    outcome,
+                    took: start.elapsed(),
+                },
                 Err(e) => {
                     staged.rollback();
                     RunReport::Failed(Box::new(ScriptError::plain(e)))
@@ -275,23 +291,56 @@ impl<R: Renderer + 'static> Live<R> {
         let (tx, rx) = mpsc::channel::<DebounceEventResult>();
         let mut debouncer =
             new_debouncer(debounce, tx).map_err(|e| format!("cannot watch files: {e}"))?;
+        let mut contents = HashMap::new();
         for (path, mode) in self.watched() {
             debouncer
                 .watcher()
                 .watch(&path, mode)
                 .map_err(|e| format!("cannot watch {}: {e}", path.display()))?;
+            for file in relevant_files(&path, mode) {
+                contents.insert(comparable(&file), content_hash(&file));
+            }
         }
         if !report(self.run_once()) {
             return Ok(());
         }
         for events in rx {
             let events = events.map_err(|e| format!("watching files failed: {e}"))?;
-            if events.iter().any(|e| relevant(&e.path)) && !report(self.run_once()) {
+            // Reading a file is an event too (each run reads the recipe), and saving the same
+            // text changes nothing: only new contents, or a file appearing or vanishing, count.
+            let changed = events
+                .iter()
+                .filter(|e| relevant(&e.path))
+                .filter(|e| {
+                    let now = content_hash(&e.path);
+                    contents.insert(comparable(&e.path), now) != Some(now)
+                })
+                .count();
+            if changed > 0 && !report(self.run_once()) {
                 break;
             }
         }
         Ok(())
     }
+}
+
+/// The files under `dir` whose changes count (see [`relevant`]).
+fn relevant_files(dir: &Path, mode: RecursiveMode) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if mode == RecursiveMode::Recursive {
+                found.extend(relevant_files(&path, mode));
+            }
+        } else if relevant(&path) {
+            found.push(path);
+        }
+    }
+    found
 }
 
 /// Whether a changed file can change what the recipe renders: a recipe or module, or a
@@ -394,7 +443,11 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(leftovers.len(), 2, "staged files left behind: {leftovers:?}");
+        assert_eq!(
+            leftovers.len(),
+            2,
+            "staged files left behind: {leftovers:?}"
+        );
         // Fixed, it goes through.
         std::fs::write(&l.recipe, "render(piece(\"a\", 1.0).seed(9), \"a.wav\");").unwrap();
         assert!(matches!(l.run_once(), RunReport::Done { .. }));
@@ -411,8 +464,11 @@ mod tests {
         l.run_once();
         assert_eq!(renders(&l), 2, "nothing changed, nothing rendered");
         // A schedule change in "b" only.
-        std::fs::write(&l.recipe, TWO_PIECES.replace("0.0, 1.0, 0.0, 1.0", "0.0, 1.0, 0.0, 0.5"))
-            .unwrap();
+        std::fs::write(
+            &l.recipe,
+            TWO_PIECES.replace("0.0, 1.0, 0.0, 1.0", "0.0, 1.0, 0.0, 0.5"),
+        )
+        .unwrap();
         let RunReport::Done { rendered, .. } = l.run_once() else {
             panic!("run failed")
         };

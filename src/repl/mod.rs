@@ -28,7 +28,11 @@ pub enum Command {
 /// REPL commands: name, argument and what it does.
 pub const COMMANDS: &[(&str, &str, &str)] = &[
     (":help", "", "this list, then every recipe verb"),
-    (":load", "FILE", "run a recipe file here; its variables stay"),
+    (
+        ":load",
+        "FILE",
+        "run a recipe file here; its variables stay",
+    ),
     (":vars", "", "the variables and imports so far"),
     (":clear", "", "forget every variable and function"),
     (":quit", "", "leave (also Ctrl-D)"),
@@ -60,11 +64,7 @@ impl Command {
             "load" | "l" => Ok(Command::Load(PathBuf::from(arg))),
             _ => Err(format!(
                 "unknown command :{name} (commands: {})",
-                COMMANDS
-                    .iter()
-                    .map(|c| c.0)
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                COMMANDS.iter().map(|c| c.0).collect::<Vec<_>>().join(" ")
             )),
         }
     }
@@ -173,7 +173,10 @@ pub fn recipe_dir(recipe: Option<&Path>) -> PathBuf {
 pub fn help() -> String {
     let mut lines = vec!["commands:".to_string()];
     for (name, arg, what) in COMMANDS {
-        lines.push(format!("  {:<14} {what}", format!("{name} {arg}").trim_end()));
+        lines.push(format!(
+            "  {:<14} {what}",
+            format!("{name} {arg}").trim_end()
+        ));
     }
     lines.push("recipe verbs (an expression's value is printed):".into());
     lines.extend(VERBS.iter().map(|(_, usage)| format!("  {usage}")));
@@ -230,7 +233,10 @@ mod tests {
     #[test]
     fn a_session_builds_up_and_renders() {
         let (mut r, dry) = repl();
-        assert!(matches!(r.handle("let s = linear(0.0, 1.0, 0.0, 2.0);"), Reply::Nothing));
+        assert!(matches!(
+            r.handle("let s = linear(0.0, 1.0, 0.0, 2.0);"),
+            Reply::Nothing
+        ));
         assert_eq!(text(r.handle("s.value(1.0)")), "0.5");
         assert!(r.needs_more("let p = piece(\"lofi\","));
         assert!(!r.needs_more(":vars"));
@@ -238,12 +244,18 @@ mod tests {
             r.handle("let p = piece(\"lofi\",\n 2.0).steer_none_yet;"),
             Reply::Error(_)
         ));
-        assert!(matches!(r.handle("let p = piece(\"lofi\", 2.0);"), Reply::Nothing));
+        assert!(matches!(
+            r.handle("let p = piece(\"lofi\", 2.0);"),
+            Reply::Nothing
+        ));
         assert!(matches!(r.handle("render(p, \"a.wav\")"), Reply::Nothing));
         assert_eq!(dry.log().requests.len(), 1);
         assert_eq!(dry.log().requests[0].prompt, "lofi");
         let vars = text(r.handle(":vars"));
-        assert!(vars.contains("s  Schedule") && vars.contains("p  Piece"), "{vars}");
+        assert!(
+            vars.contains("s  Schedule") && vars.contains("p  Piece"),
+            "{vars}"
+        );
         assert!(text(r.handle(":clear")).starts_with("cleared"));
         assert!(matches!(r.handle("s"), Reply::Error(_)));
         assert!(matches!(r.handle(":quit"), Reply::Quit));

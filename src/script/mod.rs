@@ -70,6 +70,8 @@ pub enum Rendered {
     Written,
     /// The file already holds exactly this piece, so nothing was generated (watch mode).
     Unchanged,
+    /// Rendered beside the file, to replace it when the whole recipe succeeds (watch mode).
+    Staged,
 }
 
 /// Turns render requests into audio files.

@@ -278,6 +278,10 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
     match done {
         Rendered::Written => host.say(format!("wrote {}", out.display())),
         Rendered::Unchanged => host.say(format!("unchanged {}", out.display())),
+        Rendered::Staged => host.say(format!(
+            "rendered {} (it replaces the file when the recipe finishes)",
+            out.display()
+        )),
     }
     if let Ok(mut w) = host.written.lock() {
         w.push(out);

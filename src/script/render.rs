@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::progress::GenerationProgress;
 use candle_core::{DType, Device};
 
-use super::{CurveSampler, RenderRequest, Renderer, Rendered};
+use super::{CurveSampler, RenderRequest, Rendered, Renderer};
 use crate::audio::{write_wav, SampleFormat};
 use crate::model::{GenerateOptions, MusicGen, ResidualHook};
 use crate::probe::extract::pooled_clip;

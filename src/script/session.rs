@@ -6,9 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, ModuleResolver, ParseErrorType, Position, Scope, AST};
+use rhai::{
+    Dynamic, Engine, EvalAltResult, FnPtr, ModuleResolver, ParseErrorType, Position, Scope, AST,
+};
 
-use super::{build_engine, diagnostics, modules, Host, RecipeOptions, RecipeOutcome, Renderer, ScriptError};
+use super::{
+    build_engine, diagnostics, modules, Host, RecipeOptions, RecipeOutcome, Renderer, ScriptError,
+};
 
 /// An engine, its scope, and the functions defined so far.
 pub struct Session {
@@ -55,7 +59,12 @@ impl Session {
         }
         let result = self.run_inner(name, source);
         result.map_err(|err| {
-            let sources = self.host.sources.lock().map(|s| s.clone()).unwrap_or_default();
+            let sources = self
+                .host
+                .sources
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default();
             Box::new(diagnostics::report(&err, name, &sources, &self.engine))
         })
     }
@@ -76,7 +85,9 @@ impl Session {
             }
         }
         let program = self.functions.merge(&ast);
-        let value = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+        let value = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
         // Keep the functions even when a later statement failed: they were defined.
         self.functions = program.clone_functions_only();
         value
@@ -105,7 +116,10 @@ impl Session {
     pub fn describe(&self, value: &Dynamic) -> String {
         FnPtr::new("to_string")
             .ok()
-            .and_then(|f| f.call::<String>(&self.engine, &self.functions, (value.clone(),)).ok())
+            .and_then(|f| {
+                f.call::<String>(&self.engine, &self.functions, (value.clone(),))
+                    .ok()
+            })
             .unwrap_or_else(|| value.to_string())
     }
 
@@ -113,7 +127,12 @@ impl Session {
     pub fn variables(&self) -> Vec<(String, String)> {
         self.scope
             .iter_raw()
-            .map(|(name, _, value)| (name.to_string(), self.engine.map_type_name(value.type_name()).to_string()))
+            .map(|(name, _, value)| {
+                (
+                    name.to_string(),
+                    self.engine.map_type_name(value.type_name()).to_string(),
+                )
+            })
             .collect()
     }
 
@@ -152,15 +171,23 @@ fn leading_imports(source: &str) -> Vec<(String, String)> {
     let mut rest = source.trim_start();
     while let Some(after) = rest.strip_prefix("import") {
         let after = after.trim_start();
-        let Some(quoted) = after.strip_prefix('"') else { break };
-        let Some((path, after)) = quoted.split_once('"') else { break };
-        let Some(after) = after.trim_start().strip_prefix("as") else { break };
+        let Some(quoted) = after.strip_prefix('"') else {
+            break;
+        };
+        let Some((path, after)) = quoted.split_once('"') else {
+            break;
+        };
+        let Some(after) = after.trim_start().strip_prefix("as") else {
+            break;
+        };
         let after = after.trim_start();
         let alias: String = after
             .chars()
             .take_while(|c| c.is_alphanumeric() || *c == '_')
             .collect();
-        let Some(after) = after[alias.len()..].trim_start().strip_prefix(';') else { break };
+        let Some(after) = after[alias.len()..].trim_start().strip_prefix(';') else {
+            break;
+        };
         if alias.is_empty() {
             break;
         }
@@ -190,7 +217,9 @@ mod tests {
         let _ = s.run("in:2", "import \"schedules\" as sch;").unwrap();
         let v = s.run("in:3", "twice(a) + 1").unwrap();
         assert_eq!(v.as_int().unwrap(), 5);
-        let v = s.run("in:4", "sch::swell(0.0, 1.0, 2.0).value(1.0)").unwrap();
+        let v = s
+            .run("in:4", "sch::swell(0.0, 1.0, 2.0).value(1.0)")
+            .unwrap();
         assert!(v.as_float().unwrap() > 0.0);
         assert_eq!(s.imports(), ["sch"]);
         assert_eq!(s.variables(), vec![("a".to_string(), "i64".to_string())]);
@@ -231,7 +260,10 @@ mod tests {
     fn leading_imports_are_found() {
         assert_eq!(
             leading_imports("import \"schedules\" as s;\n import \"theory\"  as  t ; let x = 1;"),
-            vec![("schedules".into(), "s".into()), ("theory".into(), "t".into())]
+            vec![
+                ("schedules".into(), "s".into()),
+                ("theory".into(), "t".into())
+            ]
         );
         assert!(leading_imports("let x = 1; import \"a\" as b;").is_empty());
         assert!(leading_imports("import \"a\";").is_empty());

@@ -1,0 +1,158 @@
+//! `baton repl [RECIPE]`: explore directions and schedules line by line. One session for the
+//! whole REPL, so models load once; line editing, history and completion come from rustyline.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use baton::repl::{completions, recipe_dir, Repl, Reply};
+use baton::script::Session;
+use clap::Args;
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+
+use super::recipe::RecipeFlags;
+
+/// Arguments of `baton repl`.
+#[derive(Args, Debug)]
+pub struct ReplArgs {
+    /// A recipe to run first; its variables stay in the session.
+    pub recipe: Option<PathBuf>,
+    /// History file (default ~/.baton_history; `none` keeps no history).
+    #[arg(long, env = "BATON_HISTORY")]
+    pub history: Option<String>,
+    #[command(flatten)]
+    pub flags: RecipeFlags,
+}
+
+/// Completes command and verb names.
+struct Names(Vec<&'static str>);
+
+impl Completer for Names {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let start = line[..pos]
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .map_or(0, |i| i + 1);
+        let word = &line[start..pos];
+        let found = self
+            .0
+            .iter()
+            .filter(|n| !word.is_empty() && n.starts_with(word))
+            .map(|n| Pair {
+                display: n.to_string(),
+                replacement: n.to_string(),
+            })
+            .collect();
+        Ok((start, found))
+    }
+}
+
+impl Hinter for Names {
+    type Hint = String;
+}
+
+impl Highlighter for Names {
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(
+        &'s self,
+        prompt: &'p str,
+        _default: bool,
+    ) -> Cow<'b, str> {
+        Cow::Borrowed(prompt)
+    }
+}
+
+impl Validator for Names {}
+
+impl Helper for Names {}
+
+fn history_path(arg: Option<&str>) -> Option<PathBuf> {
+    match arg {
+        Some("none") => None,
+        Some(path) => Some(PathBuf::from(path)),
+        None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".baton_history")),
+    }
+}
+
+fn show(reply: Reply) -> bool {
+    match reply {
+        Reply::Nothing => {}
+        Reply::Text(t) => println!("{t}"),
+        Reply::Error(e) => eprintln!("{:?}", miette::Report::new(*e)),
+        Reply::Quit => return false,
+    }
+    true
+}
+
+/// Runs `baton repl` until `:quit` or end of input.
+pub fn run(args: ReplArgs) -> miette::Result<()> {
+    let options = args.flags.options()?;
+    let renderer = args.flags.renderer()?;
+    let session = Session::new(
+        &recipe_dir(args.recipe.as_deref()),
+        options,
+        Box::new(renderer),
+    );
+    let mut repl = Repl::new(session);
+    if let Some(recipe) = &args.recipe {
+        let load = format!(":load {}", recipe.display());
+        if !show(repl.handle(&load)) {
+            return Ok(());
+        }
+    }
+    let mut editor: Editor<Names, DefaultHistory> =
+        Editor::new().map_err(|e| miette::miette!("cannot start the line editor: {e}"))?;
+    editor.set_helper(Some(Names(completions())));
+    let history = history_path(args.history.as_deref());
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    println!("baton repl: recipe code runs as you type it; :help lists commands and verbs");
+    let mut input = String::new();
+    loop {
+        let prompt = if input.is_empty() {
+            "baton> "
+        } else {
+            "  ...> "
+        };
+        match editor.readline(prompt) {
+            Ok(line) => {
+                input.push_str(&line);
+                input.push('\n');
+                if repl.needs_more(&input) {
+                    continue;
+                }
+                let _ = editor.add_history_entry(input.trim_end());
+                let reply = repl.handle(&input);
+                input.clear();
+                if !show(reply) {
+                    break;
+                }
+            }
+            // Ctrl-C drops the unfinished input, as in a shell.
+            Err(ReadlineError::Interrupted) => input.clear(),
+            Err(ReadlineError::Eof) => {
+                // Input ended mid-statement: run what there is, so its error shows.
+                if !input.trim().is_empty() {
+                    show(repl.handle(&input));
+                }
+                break;
+            }
+            Err(e) => return Err(miette::miette!("cannot read input: {e}")),
+        }
+    }
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    Ok(())
+}

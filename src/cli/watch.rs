@@ -1,0 +1,62 @@
+//! `baton watch RECIPE.rhai`: live-code a piece. The recipe runs now and again on every save
+//! (of it, a module beside it, or a bundle in the direction library); a run that fails keeps
+//! the last good files, and only the pieces that changed are rendered again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton::live::{Live, RunReport};
+use clap::Args;
+
+use super::recipe::RecipeFlags;
+
+/// How long saves are gathered into one run (editors often write a file in several steps).
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Arguments of `baton watch`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The Rhai recipe to run on every save.
+    pub recipe: PathBuf,
+    #[command(flatten)]
+    pub flags: RecipeFlags,
+}
+
+/// Runs `baton watch` until interrupted.
+pub fn run(args: WatchArgs) -> miette::Result<()> {
+    if !args.recipe.is_file() {
+        return Err(miette::miette!("no recipe file {}", args.recipe.display()));
+    }
+    let options = args.flags.options()?;
+    let live = Live::new(&args.recipe, options, args.flags.renderer()?);
+    eprintln!(
+        "watching {} (Ctrl-C to stop); files go to {}",
+        args.recipe.display(),
+        args.flags.out.display()
+    );
+    let mut run = 0;
+    live.watch(DEBOUNCE, |report| {
+        run += 1;
+        match report {
+            RunReport::Done {
+                rendered,
+                outcome,
+                took,
+            } => {
+                let unchanged = outcome.written.len().saturating_sub(rendered.len());
+                eprintln!(
+                    "run {run}: ok in {:.1} s: {} rendered, {unchanged} unchanged",
+                    took.as_secs_f64(),
+                    rendered.len(),
+                );
+            }
+            RunReport::Failed(err) => {
+                eprintln!("{:?}", miette::Report::new(*err));
+                eprintln!("run {run}: failed; no file was replaced");
+            }
+        }
+        eprintln!("waiting for changes...");
+        true
+    })
+    .map_err(|e| miette::miette!("{e}"))
+}

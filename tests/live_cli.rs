@@ -1,0 +1,171 @@
+//! `baton watch` and `baton repl` end to end on the tiny checkpoint: watch renders what `baton
+//! render` renders, re-renders only the edited piece, and keeps the last good files when an edit
+//! breaks the recipe; the REPL keeps its session across lines and reads piped input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tiny() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tiny-a")
+        .display()
+        .to_string()
+}
+
+fn baton() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_baton"));
+    c.env("NO_COLOR", "1").env("BATON_HISTORY", "none");
+    c
+}
+
+/// Kills the watcher even when an assertion fails.
+struct Watcher(Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `log` holds `text` (the watcher reports each run on stderr).
+fn wait_for(log: &Path, text: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let seen = std::fs::read_to_string(log).unwrap_or_default();
+        if seen.contains(text) {
+            return seen;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no {text:?} after 120 s; the watcher said:\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const RECIPE: &str = r#"
+render(piece("lofi piano", 0.4).seed(1), "a.wav");
+render(piece("jazz trio", 0.4).seed(2), "b.wav");
+"#;
+
+#[test]
+fn watch_renders_edits_and_keeps_the_last_good_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("piece.rhai");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let log = dir.path().join("watch.log");
+    let out = dir.path().join("out");
+    let child = baton()
+        .args(["watch", "piece.rhai", "--out", "out", "--model", &tiny()])
+        .current_dir(dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watcher = Watcher(child);
+    wait_for(&log, "run 1: ok");
+    let read = |name: &str| std::fs::read(out.join(name)).unwrap();
+    let (a1, b1) = (read("a.wav"), read("b.wav"));
+
+    // The same recipe through `baton render` gives the same audio.
+    let rendered = baton()
+        .args(["render", "piece.rhai", "--out", "once", "--model", &tiny()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{rendered:?}");
+    assert_eq!(a1, std::fs::read(dir.path().join("once/a.wav")).unwrap());
+
+    // Editing piece b renders b alone.
+    std::fs::write(&recipe, RECIPE.replace("seed(2)", "seed(3)")).unwrap();
+    let seen = wait_for(&log, "run 2: ok");
+    assert!(seen.contains("1 rendered, 1 unchanged"), "{seen}");
+    assert_eq!(read("a.wav"), a1);
+    let b2 = read("b.wav");
+    assert_ne!(b2, b1);
+
+    // An edit that renders a new "a" and then fails replaces nothing.
+    std::fs::write(
+        &recipe,
+        "render(piece(\"lofi piano\", 0.4).seed(7), \"a.wav\");\nlet x = nosuch(1);\n",
+    )
+    .unwrap();
+    let seen = wait_for(&log, "run 3: failed");
+    assert!(seen.contains("piece.rhai:2:"), "{seen}");
+    assert_eq!(read("a.wav"), a1);
+    assert_eq!(read("b.wav"), b2);
+    let files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 2, "staged files left behind: {files:?}");
+
+    // Fixed, the next save goes through.
+    std::fs::write(
+        &recipe,
+        "render(piece(\"lofi piano\", 0.4).seed(7), \"a.wav\");\n",
+    )
+    .unwrap();
+    wait_for(&log, "run 4: ok");
+    assert_ne!(read("a.wav"), a1);
+}
+
+#[test]
+fn watch_refuses_a_missing_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = baton()
+        .args(["watch", "nope.rhai"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no recipe file nope.rhai"));
+}
+
+#[test]
+fn repl_keeps_its_session_across_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("start.rhai"),
+        "let swell = linear(0.0, 1.0, 0.0, 4.0);\n",
+    )
+    .unwrap();
+    let mut child = baton()
+        .args(["repl", "start.rhai", "--model", &tiny(), "--greedy"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = "swell.value(1.0)\n\
+                 let p = piece(\"lofi\",\n  0.4).seed(3);\n\
+                 render(p, \"take.wav\");\n\
+                 :vars\n\
+                 nosuch(1)\n\
+                 :quit\n\
+                 print(\"not reached\");\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("\n0.25\n"), "{stdout}");
+    assert!(stdout.contains("wrote ./take.wav"), "{stdout}");
+    assert!(
+        stdout.contains("p      Piece") && stdout.contains("swell  Schedule"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("not reached"), "{stdout}");
+    assert!(stderr.contains("unknown function `nosuch`"), "{stderr}");
+    assert!(stderr.contains("input 4:1:1"), "{stderr}");
+    assert!(dir.path().join("take.wav").is_file());
+}
