@@ -95,10 +95,19 @@ impl Repl {
         Repl { session, inputs: 0 }
     }
 
-    /// Whether `input` needs more lines before it can run (an open bracket, a trailing
-    /// operator): commands never do.
+    /// Whether `input` (the lines so far, each ending in a newline) needs more lines before it
+    /// can run: an open bracket or a trailing operator, or a `let` not closed by `;`, so a
+    /// piece can be built over several lines (`let p = piece(..)` then `.steer(..)`). An
+    /// empty line runs what there is; commands never wait.
     pub fn needs_more(&self, input: &str) -> bool {
-        !input.trim_start().starts_with(':') && self.session.is_incomplete(input)
+        let code = input.trim();
+        if code.is_empty() || code.starts_with(':') || input.ends_with("\n\n") {
+            return false;
+        }
+        let open_let = (code.starts_with("let ") || code.starts_with("const "))
+            && !code.ends_with(';')
+            && !code.ends_with('}');
+        open_let || self.session.is_incomplete(input)
     }
 
     /// Runs one complete input.
@@ -238,8 +247,12 @@ mod tests {
             Reply::Nothing
         ));
         assert_eq!(text(r.handle("s.value(1.0)")), "0.5");
-        assert!(r.needs_more("let p = piece(\"lofi\","));
-        assert!(!r.needs_more(":vars"));
+        assert!(r.needs_more("let p = piece(\"lofi\",\n"));
+        assert!(r.needs_more("let p = piece(\"lofi\", 2.0)\n"));
+        assert!(!r.needs_more("let p = piece(\"lofi\", 2.0)\n\n"));
+        assert!(!r.needs_more("let p = piece(\"lofi\", 2.0);\n"));
+        assert!(!r.needs_more("s.value(1.0)\n"));
+        assert!(!r.needs_more(":vars\n"));
         assert!(matches!(
             r.handle("let p = piece(\"lofi\",\n 2.0).steer_none_yet;"),
             Reply::Error(_)
