@@ -72,6 +72,7 @@ fn main() -> anyhow_free::Result {
         guided: true,
         pad: 2048,
         bos: 2048,
+        prefix: None,
     };
     let options = GenerateOptions {
         max_new_tokens: steps,

@@ -149,6 +149,7 @@ fn main() -> Res {
                         guided: true,
                         pad: 2048,
                         bos: 2048,
+                        prefix: None,
                     };
                     let t = Instant::now();
                     generate::generate(

@@ -106,6 +106,7 @@ impl Tiny {
             guided,
             pad,
             bos: pad,
+            prefix: None,
         };
         let options = GenerateOptions {
             max_new_tokens: frames + k - 1,

@@ -216,7 +216,8 @@ pub struct CrossContext {
 
 /// Vectors added to block outputs during a forward pass (steering).
 pub struct BlockOffsets<'a> {
-    /// One optional `[hidden]` vector per block.
+    /// One optional vector per block: `[hidden]` for every position, or `[t, hidden]`, one
+    /// row per position of the pass.
     pub offsets: &'a [Option<Tensor>],
     /// When `Some(n)`, only the first `n` batch rows (the conditional half) are steered.
     pub rows: Option<usize>,
@@ -554,10 +555,10 @@ impl Decoder {
     }
 }
 
-/// Adds `v` `[hidden]` to every position of `x` `[b, t, hidden]`, or only to its first `rows`
-/// batch rows.
+/// Adds `v` to `x` `[b, t, hidden]`, or only to its first `rows` batch rows: `v` `[hidden]` to
+/// every position, or `[t, hidden]` one row per position.
 fn add_offset(x: &Tensor, v: &Tensor, rows: Option<usize>) -> candle_core::Result<Tensor> {
-    let v = v.to_dtype(x.dtype())?.reshape((1, 1, ()))?;
+    let v = v.to_dtype(x.dtype())?.reshape((1, (), x.dim(2)?))?;
     match rows {
         Some(n) if n < x.dim(0)? => {
             let head = x.narrow(0, 0, n)?.broadcast_add(&v)?;

@@ -118,6 +118,134 @@ pub struct GenerationInputs<'a> {
     pub pad: i64,
     /// First decoder input id.
     pub bos: i64,
+    /// Steps to take from an earlier generation instead of generating them again.
+    pub prefix: Option<&'a Prefix<'a>>,
+}
+
+/// The first `steps` steps of an earlier generation, to be reused: what lets a re-render whose
+/// steering changes only from step `steps` on skip the steps before. The reused steps are run
+/// as one teacher-forced pass that fills the KV cache (with the hook's offsets of those steps),
+/// and sampling goes on from step `steps` with the RNG where it would have been.
+///
+/// The result is what generating from scratch gives, up to rounding: the one pass computes the
+/// cache with matrix products where the step loop uses matrix-vector ones.
+pub struct Prefix<'a> {
+    /// Codes of the earlier generation, `[batch, codebooks, frames]` (as [`generate`] returns).
+    pub codes: &'a Tensor,
+    /// How many of its steps to keep (clamped to what the codes hold).
+    pub steps: usize,
+}
+
+/// The chosen ids of steps `0..steps` (delay pattern applied) that `codes` `[batch, k, frames]`
+/// were generated with, `[batch, k, steps]` u32.
+fn patterned_ids(
+    codes: &Tensor,
+    pattern: &[Vec<i64>],
+    steps: usize,
+) -> Result<Vec<u32>, ModelError> {
+    let codes: Vec<Vec<Vec<i64>>> = codes.to_dtype(DType::I64)?.to_vec3()?;
+    let mut ids = Vec::with_capacity(codes.len() * pattern.len() * steps);
+    for item in &codes {
+        for (cb, row) in pattern.iter().enumerate() {
+            // Step j fills position j + 1; the free positions hold the frames in order.
+            let mut frame = 0;
+            for &fixed in &row[1..=steps] {
+                if fixed == FREE {
+                    let id = item[cb].get(frame).ok_or_else(|| {
+                        ModelError::Invalid(format!(
+                            "the earlier codes hold {} frames, too few to reuse {steps} steps",
+                            item[cb].len()
+                        ))
+                    })?;
+                    ids.push(*id as u32);
+                    frame += 1;
+                } else {
+                    ids.push(fixed as u32);
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Runs steps `0..steps` of a [`Prefix`] as one pass over their inputs, filling `cache`, and
+/// returns the reused ids `[batch, k, steps]` (u32).
+#[allow(clippy::too_many_arguments)]
+fn replay_prefix(
+    decoder: &Decoder,
+    inputs: &GenerationInputs,
+    prefix: &Prefix,
+    steps: usize,
+    pattern: &[Vec<i64>],
+    first: &Tensor,
+    cache: &mut super::decoder::DecoderCache,
+    hook: Option<&mut &mut dyn ResidualHook>,
+) -> Result<Tensor, ModelError> {
+    let k = pattern.len();
+    let device = decoder.device();
+    let (batch, codes_k, _) = prefix.codes.dims3()?;
+    if batch != inputs.batch || codes_k != k {
+        return Err(ModelError::Invalid(format!(
+            "the earlier codes are [{batch}, {codes_k}, ..], this generation [{}, {k}, ..]",
+            inputs.batch
+        )));
+    }
+    let ids = Tensor::from_vec(
+        patterned_ids(prefix.codes, pattern, steps)?,
+        (batch, k, steps),
+        device,
+    )?;
+    // Step j's input is step j - 1's choice; step 0's is the start.
+    let start = first.broadcast_as((batch, k, 1))?;
+    let fed = Tensor::cat(&[&start, &ids.narrow(2, 0, steps - 1)?], 2)?;
+    let fed = if inputs.guided {
+        Tensor::cat(&[&fed, &fed], 0)?
+    } else {
+        fed
+    };
+    // Each position gets its own step's offsets: `[steps, hidden]` per steered block.
+    let mut only_cond = false;
+    let offsets = match hook {
+        Some(h) => {
+            only_cond = h.conditional_only() && inputs.guided;
+            let hidden = decoder.config().hidden_size;
+            let mut per_block: Vec<Vec<Option<Tensor>>> = Vec::new();
+            for step in 0..steps {
+                for (l, v) in h.offsets(step)?.iter().enumerate() {
+                    if per_block.len() <= l {
+                        per_block.resize(l + 1, Vec::new());
+                    }
+                    per_block[l].push(v.clone());
+                }
+            }
+            per_block
+                .into_iter()
+                .map(|vs| {
+                    let dtype = vs.iter().flatten().next().map(|v| v.dtype());
+                    let Some(dtype) = dtype else {
+                        return Ok(None);
+                    };
+                    let zeros = Tensor::zeros(hidden, dtype, device)?;
+                    let rows: Vec<Tensor> = (0..steps)
+                        .map(|i| {
+                            vs.get(i)
+                                .cloned()
+                                .flatten()
+                                .unwrap_or_else(|| zeros.clone())
+                        })
+                        .collect();
+                    Ok(Some(Tensor::stack(&rows, 0)?))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?
+        }
+        None => Vec::new(),
+    };
+    let steer = (!offsets.is_empty()).then(|| BlockOffsets {
+        offsets: &offsets,
+        rows: only_cond.then_some(inputs.batch),
+    });
+    decoder.forward(&fed, Some(inputs.cross), Some(cache), steer.as_ref(), &[])?;
+    Ok(ids)
 }
 
 /// Runs the decoder for `options.max_new_tokens` steps and returns codes `[batch, codebooks,
@@ -160,7 +288,36 @@ pub fn generate(
     let mut cache = decoder.new_cache(rows, max_length)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
 
-    for step in 0..steps {
+    let reused = inputs.prefix.map_or(0, |p| p.steps.min(steps));
+    if let (Some(prefix), true) = (inputs.prefix, reused > 0) {
+        let ids = replay_prefix(
+            decoder,
+            inputs,
+            prefix,
+            reused,
+            &pattern,
+            &first,
+            &mut cache,
+            hook.as_mut(),
+        )?;
+        chosen_ids.slice_set(&ids, 2, 0)?;
+        let next = ids.narrow(2, reused - 1, 1)?.contiguous()?;
+        codes = if inputs.guided {
+            Tensor::cat(&[&next, &next], 0)?
+        } else {
+            next
+        };
+        // The RNG continues where generating the reused steps would have left it.
+        if let Sampling::TopK { k: top_k, .. } = options.sampling {
+            let per_step = inputs.batch * k * top_k.clamp(1, cfg.vocab_size);
+            for _ in 0..reused * per_step {
+                let _: f64 = rng.random();
+            }
+        }
+        on_step(reused, steps);
+    }
+
+    for step in reused..steps {
         let offsets = match hook.as_mut() {
             Some(h) => {
                 let only_cond = h.conditional_only() && inputs.guided;

@@ -39,6 +39,7 @@ pub mod t5;
 pub mod text;
 
 pub use config::{ConfigError, DecoderConfig, GenerationDefaults, MusicGenConfig};
+pub use generate::Prefix;
 pub use hook::ResidualHook;
 
 use std::path::PathBuf;
@@ -381,6 +382,20 @@ impl MusicGen {
         hook: Option<&mut dyn ResidualHook>,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Codes, ModelError> {
+        self.generate_reusing(prompts, options, hook, on_step, None)
+    }
+
+    /// [`MusicGen::generate`], taking the first steps from an earlier generation of the same
+    /// prompts and options (see [`Prefix`]): re-rendering a piece whose steering changes late
+    /// only generates from the change on.
+    pub fn generate_reusing(
+        &self,
+        prompts: &[&str],
+        options: &GenerateOptions,
+        hook: Option<&mut dyn ResidualHook>,
+        on_step: &mut dyn FnMut(usize, usize),
+        prefix: Option<&Prefix>,
+    ) -> Result<Codes, ModelError> {
         self.check_options(prompts, options)?;
         let (states, mask) = self.text_states(prompts)?;
         // HF: guidance is on only for scales above 1; the unconditional rows see zero text
@@ -401,6 +416,7 @@ impl MusicGen {
             guided,
             pad: self.pad,
             bos: self.bos,
+            prefix,
         };
         generate::generate(&self.decoder, &inputs, options, hook, on_step)
     }

@@ -1,0 +1,209 @@
+//! Reusing the first steps of an earlier generation (`MusicGen::generate_reusing`): when two
+//! plans agree up to step `s`, generating the second from the first's codes, reused up to `s`,
+//! gives exactly the codes of generating it from scratch, greedy or sampled, steering both
+//! halves of the guidance batch or only the conditional one.
+
+use std::path::PathBuf;
+
+use baton::model::{GenerateOptions, MusicGen, Prefix, ResidualHook, Sampling};
+use baton::probe::DirectionBundle;
+use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, Term};
+use candle_core::{DType, Device, Tensor};
+
+const STEPS: usize = 40;
+/// The step from which the two plans differ.
+const CHANGE: usize = 17;
+const PROMPTS: [&str; 2] = ["lofi piano", "a jazz trio with brushes"];
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn model() -> MusicGen {
+    MusicGen::load(
+        fixtures().join("tiny-a").to_str().unwrap(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap()
+}
+
+/// A plan whose strength rises from 0 to 3 over the generation, with 3 more from step `CHANGE`
+/// on when `boost` is set. (It changes at every step, so each reused step needs its own offset.)
+fn plan(model: &MusicGen, boost: bool, conditional_only: bool) -> Plan {
+    let bundle = DirectionBundle::read(&fixtures().join("steer-direction.safetensors")).unwrap();
+    let mut schedule = Schedule::linear(0.0, 1.0, 0.0, STEPS as f64 / model.frame_rate());
+    if boost {
+        let at = CHANGE as f64 / model.frame_rate();
+        schedule = schedule.binary(baton::steer::schedule::Op::Add, &Schedule::step(at, 1.0));
+    }
+    Plan {
+        terms: vec![Term {
+            direction: Direction::from_bundle("test:random", bundle),
+            strength: 3.0,
+            schedule,
+            weights: LayerWeights::default(),
+            gate: None,
+        }],
+        conditional_only,
+        ..Plan::default()
+    }
+}
+
+fn generate(
+    model: &MusicGen,
+    plan: &Plan,
+    sampling: Sampling,
+    prefix: Option<&Prefix>,
+) -> Vec<Vec<Vec<i64>>> {
+    let mut hook = PlanHook::new(
+        plan,
+        STEPS,
+        model.frame_rate(),
+        model.num_layers(),
+        model.hidden_size(),
+        model.device(),
+        model.activations(),
+        &mut |_, _| Err("no curves".into()),
+    )
+    .unwrap();
+    let options = GenerateOptions {
+        max_new_tokens: STEPS,
+        sampling,
+        guidance_scale: 3.0,
+        seed: 5,
+    };
+    let mut reported = Vec::new();
+    let codes = model
+        .generate_reusing(
+            &PROMPTS,
+            &options,
+            Some(&mut hook as &mut dyn ResidualHook),
+            &mut |done, _| reported.push(done),
+            prefix,
+        )
+        .unwrap();
+    // Progress starts at the reused steps and ends at the last step.
+    let first = prefix.map_or(1, |p| p.steps);
+    assert_eq!(reported.first(), Some(&first));
+    assert_eq!(reported.last(), Some(&STEPS));
+    codes.to_vec3().unwrap()
+}
+
+fn tensor(codes: &[Vec<Vec<i64>>]) -> Tensor {
+    let (b, k, f) = (codes.len(), codes[0].len(), codes[0][0].len());
+    let flat: Vec<i64> = codes.iter().flatten().flatten().copied().collect();
+    Tensor::from_vec(flat, (b, k, f), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn reused_steps_give_the_codes_of_a_fresh_generation() {
+    let m = model();
+    let sampled = Sampling::TopK {
+        k: 50,
+        temperature: 1.0,
+    };
+    for (sampling, conditional_only) in
+        [(Sampling::Greedy, false), (sampled, false), (sampled, true)]
+    {
+        let case = format!("{sampling:?}, conditional only {conditional_only}");
+        let before = generate(&m, &plan(&m, false, conditional_only), sampling, None);
+        let after_plan = plan(&m, true, conditional_only);
+        let fresh = generate(&m, &after_plan, sampling, None);
+        assert_ne!(fresh, before, "{case}: the change made no difference");
+        let earlier = tensor(&before);
+        let prefix = Prefix {
+            codes: &earlier,
+            steps: CHANGE,
+        };
+        let reused = generate(&m, &after_plan, sampling, Some(&prefix));
+        assert_eq!(reused, fresh, "{case}: reusing steps changed the result");
+    }
+}
+
+#[test]
+fn the_prefix_is_taken_not_regenerated() {
+    let m = model();
+    let p = plan(&m, false, false);
+    let sampled = Sampling::TopK {
+        k: 50,
+        temperature: 1.0,
+    };
+    let own = generate(&m, &p, sampled, None);
+    // Codes from another seed: a real reuse must keep their first frames.
+    let other = {
+        let mut hook = PlanHook::new(
+            &p,
+            STEPS,
+            m.frame_rate(),
+            m.num_layers(),
+            m.hidden_size(),
+            m.device(),
+            m.activations(),
+            &mut |_, _| Err("no curves".into()),
+        )
+        .unwrap();
+        let options = GenerateOptions {
+            max_new_tokens: STEPS,
+            sampling: sampled,
+            guidance_scale: 3.0,
+            seed: 99,
+        };
+        m.generate(
+            &PROMPTS,
+            &options,
+            Some(&mut hook as &mut dyn ResidualHook),
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    let other_codes: Vec<Vec<Vec<i64>>> = other.to_vec3().unwrap();
+    assert_ne!(other_codes, own);
+    let prefix = Prefix {
+        codes: &other,
+        steps: CHANGE,
+    };
+    let reused = generate(&m, &p, sampled, Some(&prefix));
+    for (item, (got, want)) in reused.iter().zip(&other_codes).enumerate() {
+        for (cb, (g, w)) in got.iter().zip(want).enumerate() {
+            // Codebook cb's frame f is chosen at step f + cb.
+            let kept = CHANGE - cb;
+            assert_eq!(g[..kept], w[..kept], "item {item}, codebook {cb}");
+        }
+    }
+    // Reusing every step generates nothing.
+    let all = Prefix {
+        codes: &other,
+        steps: STEPS,
+    };
+    assert_eq!(generate(&m, &p, sampled, Some(&all)), other_codes);
+}
+
+#[test]
+fn a_prefix_of_another_shape_is_refused() {
+    let m = model();
+    let short = Tensor::zeros((1, 4, 5), DType::I64, &Device::Cpu).unwrap();
+    let options = GenerateOptions {
+        max_new_tokens: STEPS,
+        sampling: Sampling::Greedy,
+        guidance_scale: 3.0,
+        seed: 0,
+    };
+    let prefix = Prefix {
+        codes: &short,
+        steps: 3,
+    };
+    let err = m
+        .generate_reusing(&PROMPTS, &options, None, &mut |_, _| {}, Some(&prefix))
+        .unwrap_err();
+    assert!(err.to_string().contains("earlier codes"), "{err}");
+    let one = Tensor::zeros((2, 4, 5), DType::I64, &Device::Cpu).unwrap();
+    let prefix = Prefix {
+        codes: &one,
+        steps: 12,
+    };
+    let err = m
+        .generate_reusing(&PROMPTS, &options, None, &mut |_, _| {}, Some(&prefix))
+        .unwrap_err();
+    assert!(err.to_string().contains("too few"), "{err}");
+}
