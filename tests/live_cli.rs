@@ -113,6 +113,55 @@ fn watch_renders_edits_and_keeps_the_last_good_files() {
     assert_ne!(read("a.wav"), a1);
 }
 
+/// A steered piece whose strength jumps at 0.3 s, by `jump`.
+fn steered(jump: &str) -> String {
+    format!(
+        "render(piece(\"lofi piano\", 0.4).seed(4)\n\
+         .steer(direction(\"dir.safetensors\"), 4.0 * (rise(0.0, 0.4) + {jump} * step(0.3))), \"a.wav\");\n"
+    )
+}
+
+#[test]
+fn watch_generates_only_from_a_late_change_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::copy(
+        fixtures.join("steer-direction.safetensors"),
+        dir.path().join("dir.safetensors"),
+    )
+    .unwrap();
+    let recipe = dir.path().join("piece.rhai");
+    std::fs::write(&recipe, steered("0.5")).unwrap();
+    let log = dir.path().join("watch.log");
+    let child = baton()
+        .args(["watch", "piece.rhai", "--out", "out", "--model", &tiny()])
+        .current_dir(dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watcher = Watcher(child);
+    wait_for(&log, "run 1: ok");
+    let first = std::fs::read(dir.path().join("out/a.wav")).unwrap();
+    std::fs::write(&recipe, steered("2.0")).unwrap();
+    let seen = wait_for(&log, "run 2: ok");
+    // 0.3 s at the tiny model's 50 Hz: steps 0..15 are shared.
+    assert!(seen.contains("reusing 15 of 23 steps"), "{seen}");
+    let reused = std::fs::read(dir.path().join("out/a.wav")).unwrap();
+    assert_ne!(reused, first);
+    // What a fresh render of the edited recipe gives.
+    let fresh = baton()
+        .args(["render", "piece.rhai", "--out", "fresh", "--model", &tiny()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(fresh.status.success(), "{fresh:?}");
+    assert_eq!(
+        reused,
+        std::fs::read(dir.path().join("fresh/a.wav")).unwrap()
+    );
+}
+
 #[test]
 fn watch_refuses_a_missing_recipe() {
     let dir = tempfile::tempdir().unwrap();

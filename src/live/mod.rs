@@ -130,15 +130,7 @@ fn fingerprint(request: &RenderRequest, coefficients: &[Vec<f64>]) -> u64 {
     let mut h = DefaultHasher::new();
     let mut request = request.clone();
     request.out = PathBuf::new();
-    // Debug covers every field, direction vectors included; hashing it streams, no copy.
-    struct HashWriter<'a>(&'a mut DefaultHasher);
-    impl std::fmt::Write for HashWriter<'_> {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.write(s.as_bytes());
-            Ok(())
-        }
-    }
-    let _ = std::fmt::write(&mut HashWriter(&mut h), format_args!("{request:?}"));
+    crate::script::hash_debug(&mut h, &request);
     for term in coefficients {
         for c in term {
             c.to_bits().hash(&mut h);

@@ -348,6 +348,19 @@ pub const VERBS: &[(&str, &str)] = &[
     ("scale", "direction.scale(k)"),
 ];
 
+/// Feeds `value`'s `Debug` text to `hasher` without building the string: a fingerprint of
+/// every field (direction vectors included) for the render caches.
+pub(crate) fn hash_debug(hasher: &mut impl std::hash::Hasher, value: &impl std::fmt::Debug) {
+    struct Feed<'a, H>(&'a mut H);
+    impl<H: std::hash::Hasher> std::fmt::Write for Feed<'_, H> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let _ = std::fmt::write(&mut Feed(hasher), format_args!("{value:?}"));
+}
+
 /// A runtime error raised by a registered function (Rhai adds the call's position).
 pub(crate) fn fail<T>(message: impl Into<String>) -> Result<T, Box<EvalAltResult>> {
     Err(Box::new(EvalAltResult::ErrorRuntime(

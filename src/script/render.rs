@@ -1,17 +1,36 @@
 //! The MusicGen-backed [`Renderer`]: loads each model a recipe names once, compiles the piece's
 //! plan into a [`PlanHook`], generates with a progress bar, decodes and writes the WAV atomically.
+//!
+//! It remembers its last few renders. A piece that differs from one of them only in its
+//! steering from some step on (same model, prompt, length, sampling, seed, directions and layer
+//! weights; schedules, strengths and gates equal up to that step) reuses that render's steps up
+//! to there ([`MusicGen::generate_reusing`]): in watch mode or the REPL, changing the end of a
+//! piece's steering only generates the end again.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hasher};
 
 use crate::progress::GenerationProgress;
 use candle_core::{DType, Device};
 
 use super::{CurveSampler, RenderRequest, Rendered, Renderer};
 use crate::audio::{write_wav, SampleFormat};
-use crate::model::{GenerateOptions, MusicGen, ResidualHook};
+use crate::model::{Codes, GenerateOptions, MusicGen, Prefix, ResidualHook};
 use crate::probe::extract::pooled_clip;
 use crate::probe::{ExtractError, Pooling};
 use crate::steer::{Plan, PlanHook};
+
+/// How many earlier renders a [`ModelRenderer`] keeps for reuse (their codes are small).
+const REMEMBERED: usize = 8;
+
+/// An earlier render whose steps a later one may reuse.
+struct PastRender {
+    /// [`reuse_key`] of its request: what must be equal for any step to be reusable.
+    key: u64,
+    /// Its plan's coefficient per term and step: steps are reusable while these agree.
+    coefficients: Vec<Vec<f64>>,
+    codes: Codes,
+}
 
 /// Renders recipe pieces with MusicGen.
 pub struct ModelRenderer {
@@ -20,6 +39,7 @@ pub struct ModelRenderer {
     format: SampleFormat,
     progress: bool,
     models: HashMap<String, MusicGen>,
+    past: Vec<PastRender>,
 }
 
 impl ModelRenderer {
@@ -31,6 +51,7 @@ impl ModelRenderer {
             format,
             progress,
             models: HashMap::new(),
+            past: Vec::new(),
         }
     }
 
@@ -47,6 +68,49 @@ impl ModelRenderer {
             .get(spec)
             .ok_or_else(|| format!("model {spec} vanished"))
     }
+}
+
+/// Everything about a request that steps depend on, apart from the per-step coefficients of
+/// its plan: model, prompt, steps, sampling, guidance, seed, which half is steered, and each
+/// term's direction and layer weights.
+fn reuse_key(request: &RenderRequest, steps: usize) -> u64 {
+    let mut h = DefaultHasher::new();
+    let terms: Vec<_> = request
+        .plan
+        .terms
+        .iter()
+        .map(|t| (&t.direction, t.weights))
+        .collect();
+    super::hash_debug(
+        &mut h,
+        &(
+            &request.model,
+            &request.prompt,
+            steps,
+            request.sampling,
+            request.guidance_scale.to_bits(),
+            request.seed,
+            request.plan.conditional_only,
+            terms,
+        ),
+    );
+    h.finish()
+}
+
+/// How many of the first `steps` steps two plans' coefficients (`[term][step]`) agree on (all
+/// of them when neither plan has a term).
+fn shared_steps(a: &[Vec<f64>], b: &[Vec<f64>], steps: usize) -> usize {
+    if a.len() != b.len() {
+        return 0;
+    }
+    let steps = a.iter().chain(b).map(Vec::len).fold(steps, usize::min);
+    (0..steps)
+        .find(|&s| {
+            a.iter()
+                .zip(b)
+                .any(|(x, y)| x[s].to_bits() != y[s].to_bits())
+        })
+        .unwrap_or(steps)
 }
 
 /// Compiles `plan` for `model` and `max_new_tokens` steps; `None` when it steers nothing, so
@@ -104,11 +168,38 @@ impl Renderer for ModelRenderer {
         curves: &mut CurveSampler<'_>,
     ) -> Result<Rendered, String> {
         let (format, progress) = (self.format, self.progress);
-        let model = self.model(&request.model)?;
+        self.model(&request.model)?;
+        let Some(model) = self.models.get(&request.model) else {
+            return Err(format!("model {} vanished", request.model));
+        };
         let max_new_tokens = model
             .max_new_tokens_for_seconds(request.seconds)
             .map_err(|e| e.to_string())?;
         let mut hook = plan_hook(model, &request.plan, max_new_tokens, curves)?;
+        let key = reuse_key(request, max_new_tokens);
+        let coefficients = request
+            .plan
+            .coefficients(max_new_tokens, model.frame_rate(), curves)
+            .map_err(|e| e.to_string())?;
+        let earlier = self
+            .past
+            .iter()
+            .filter(|p| p.key == key)
+            .map(|p| {
+                (
+                    shared_steps(&p.coefficients, &coefficients, max_new_tokens),
+                    &p.codes,
+                )
+            })
+            .max_by_key(|(steps, _)| *steps)
+            .filter(|(steps, _)| *steps > 0);
+        let prefix = earlier.map(|(steps, codes)| Prefix { codes, steps });
+        if let (Some(p), true) = (&prefix, progress) {
+            eprintln!(
+                "reusing {} of {max_new_tokens} steps from an earlier render",
+                p.steps
+            );
+        }
         let options = GenerateOptions {
             max_new_tokens,
             sampling: request.sampling,
@@ -118,14 +209,25 @@ impl Renderer for ModelRenderer {
         let bar = GenerationProgress::new(max_new_tokens, model.frame_rate(), progress);
         let mut on_step = |done: usize, _total: usize| bar.step(done);
         let codes = model
-            .generate(
+            .generate_reusing(
                 &[request.prompt.as_str()],
                 &options,
                 hook.as_mut().map(|h| h as &mut dyn ResidualHook),
                 &mut on_step,
+                prefix.as_ref(),
             )
             .map_err(|e| e.to_string())?;
         bar.finish_and_clear();
+        self.past
+            .retain(|p| p.key != key || p.coefficients != coefficients);
+        if self.past.len() == REMEMBERED {
+            self.past.remove(0);
+        }
+        self.past.push(PastRender {
+            key,
+            coefficients,
+            codes: codes.clone(),
+        });
         let audio = model.decode(&codes).map_err(|e| e.to_string())?;
         let wave = audio.first().ok_or("the model returned no audio")?;
         if let Some(dir) = request.out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -138,5 +240,26 @@ impl Renderer for ModelRenderer {
 
     fn frame_rate(&mut self, model: &str) -> Result<f64, String> {
         Ok(self.model(model)?.frame_rate())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_steps;
+
+    #[test]
+    fn shared_steps_end_at_the_first_difference() {
+        let a = vec![vec![0.0, 0.5, 1.0, 1.0], vec![1.0; 4]];
+        let mut b = a.clone();
+        assert_eq!(shared_steps(&a, &b, 4), 4);
+        assert_eq!(shared_steps(&a, &b, 3), 3);
+        b[1][2] = 0.9;
+        assert_eq!(shared_steps(&a, &b, 4), 2);
+        assert_eq!(shared_steps(&a, &b[..1], 4), 0, "other terms");
+        assert_eq!(
+            shared_steps(&[], &[], 7),
+            7,
+            "unsteered pieces share every step"
+        );
     }
 }
