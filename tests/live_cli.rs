@@ -30,6 +30,20 @@ impl Drop for Watcher {
     }
 }
 
+/// Starts `baton watch piece.rhai --out out` on the tiny checkpoint in `dir`; returns the
+/// watcher and its log.
+fn watch(dir: &Path) -> (Watcher, PathBuf) {
+    let log = dir.join("watch.log");
+    let child = baton()
+        .args(["watch", "piece.rhai", "--out", "out", "--model", &tiny()])
+        .current_dir(dir)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Watcher(child), log)
+}
+
 /// Waits until `log` holds `text` (the watcher reports each run on stderr).
 fn wait_for(log: &Path, text: &str) -> String {
     let start = Instant::now();
@@ -56,16 +70,8 @@ fn watch_renders_edits_and_keeps_the_last_good_files() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("piece.rhai");
     std::fs::write(&recipe, RECIPE).unwrap();
-    let log = dir.path().join("watch.log");
     let out = dir.path().join("out");
-    let child = baton()
-        .args(["watch", "piece.rhai", "--out", "out", "--model", &tiny()])
-        .current_dir(dir.path())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _watcher = Watcher(child);
+    let (_watcher, log) = watch(dir.path());
     wait_for(&log, "run 1: ok");
     let read = |name: &str| std::fs::read(out.join(name)).unwrap();
     let (a1, b1) = (read("a.wav"), read("b.wav"));
@@ -132,15 +138,7 @@ fn watch_generates_only_from_a_late_change_on() {
     .unwrap();
     let recipe = dir.path().join("piece.rhai");
     std::fs::write(&recipe, steered("0.5")).unwrap();
-    let log = dir.path().join("watch.log");
-    let child = baton()
-        .args(["watch", "piece.rhai", "--out", "out", "--model", &tiny()])
-        .current_dir(dir.path())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _watcher = Watcher(child);
+    let (_watcher, log) = watch(dir.path());
     wait_for(&log, "run 1: ok");
     let first = std::fs::read(dir.path().join("out/a.wav")).unwrap();
     std::fs::write(&recipe, steered("2.0")).unwrap();

@@ -56,6 +56,16 @@ fn generate(
     sampling: Sampling,
     prefix: Option<&Prefix>,
 ) -> Vec<Vec<Vec<i64>>> {
+    generate_seeded(model, plan, sampling, 5, prefix)
+}
+
+fn generate_seeded(
+    model: &MusicGen,
+    plan: &Plan,
+    sampling: Sampling,
+    seed: u64,
+    prefix: Option<&Prefix>,
+) -> Vec<Vec<Vec<i64>>> {
     let mut hook = PlanHook::new(
         plan,
         STEPS,
@@ -71,7 +81,7 @@ fn generate(
         max_new_tokens: STEPS,
         sampling,
         guidance_scale: 3.0,
-        seed: 5,
+        seed,
     };
     let mut reported = Vec::new();
     let codes = model
@@ -131,34 +141,9 @@ fn the_prefix_is_taken_not_regenerated() {
     };
     let own = generate(&m, &p, sampled, None);
     // Codes from another seed: a real reuse must keep their first frames.
-    let other = {
-        let mut hook = PlanHook::new(
-            &p,
-            STEPS,
-            m.frame_rate(),
-            m.num_layers(),
-            m.hidden_size(),
-            m.device(),
-            m.activations(),
-            &mut |_, _| Err("no curves".into()),
-        )
-        .unwrap();
-        let options = GenerateOptions {
-            max_new_tokens: STEPS,
-            sampling: sampled,
-            guidance_scale: 3.0,
-            seed: 99,
-        };
-        m.generate(
-            &PROMPTS,
-            &options,
-            Some(&mut hook as &mut dyn ResidualHook),
-            &mut |_, _| {},
-        )
-        .unwrap()
-    };
-    let other_codes: Vec<Vec<Vec<i64>>> = other.to_vec3().unwrap();
+    let other_codes = generate_seeded(&m, &p, sampled, 99, None);
     assert_ne!(other_codes, own);
+    let other = tensor(&other_codes);
     let prefix = Prefix {
         codes: &other,
         steps: CHANGE,

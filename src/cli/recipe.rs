@@ -42,8 +42,7 @@ pub fn run(args: &RenderArgs) -> miette::Result<()> {
         seconds: args.seconds,
         greedy: args.greedy,
         pcm16: args.pcm16,
-        directions: args.directions.clone(),
-        allow_write: args.allow_write.clone(),
+        paths: args.paths.clone(),
         model: args.model.clone(),
     };
     let options = flags.options()?;
@@ -66,14 +65,22 @@ pub struct RecipeFlags {
     /// Write 16-bit PCM instead of 32-bit float WAV.
     #[arg(long)]
     pub pcm16: bool,
+    #[command(flatten)]
+    pub paths: RecipePaths,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Where recipes find directions and may write: shared by every verb that runs recipes or
+/// steers.
+#[derive(Args, Debug, Clone)]
+pub struct RecipePaths {
     /// Direction library that names like `notes:C#` resolve in.
     #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
     pub directions: PathBuf,
     /// A folder a recipe may write to besides --out (repeatable; also $BATON_ALLOW_WRITE).
     #[arg(long)]
     pub allow_write: Vec<PathBuf>,
-    #[command(flatten)]
-    pub model: ModelArgs,
 }
 
 impl RecipeFlags {
@@ -93,9 +100,10 @@ impl RecipeFlags {
             ));
         }
         Ok(RecipeOptions {
-            directions: self.directions.clone(),
+            directions: self.paths.directions.clone(),
             out_dir: self.out.clone(),
             allow_write: self
+                .paths
                 .allow_write
                 .iter()
                 .cloned()
@@ -180,7 +188,7 @@ pub fn plan_from_flags(args: &RenderArgs) -> miette::Result<Plan> {
         .map(|spec| {
             let (name, strength) = parse_steer(spec)?;
             Ok(Term {
-                direction: load_direction(&name, &args.directions)?,
+                direction: load_direction(&name, &args.paths.directions)?,
                 strength,
                 schedule: Schedule::constant(1.0),
                 weights,

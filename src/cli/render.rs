@@ -12,6 +12,7 @@ use baton::steer::LayerWeights;
 
 use super::common::{load_model, ModelArgs};
 use super::output::check_output;
+use super::recipe::RecipePaths;
 
 /// Arguments of `baton render`.
 #[derive(Args, Debug)]
@@ -60,12 +61,8 @@ pub struct RenderArgs {
     /// Probability of steering at each step (stochastic gate).
     #[arg(long, default_value_t = 1.0)]
     pub gate: f64,
-    /// Direction library that names like `notes:C#` resolve in.
-    #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
-    pub directions: PathBuf,
-    /// A folder a recipe may write to besides --out (repeatable; also $BATON_ALLOW_WRITE).
-    #[arg(long)]
-    pub allow_write: Vec<PathBuf>,
+    #[command(flatten)]
+    pub paths: RecipePaths,
     #[command(flatten)]
     pub model: ModelArgs,
 }
