@@ -9,6 +9,7 @@
 #   1. greedy CFG-3 codes of the tiny-a fixture on the GPU vs transformers' recorded codes;
 #      the same with a steering vector (vs transformers' forward-hook reference), and captured
 #      features of a few clips on the GPU vs the CPU;
+#      and a REPL render that reuses an earlier render's steps vs a fresh render;
 #   2. a random musicgen-small-shaped checkpoint (bench_small_shaped.py build);
 #   3. transformers generate, 30 s, CFG 3, on the GPU (steps/s, real-time factor), f32 and bf16;
 #   4. baton render, 30 s, CFG 3, f32 then bf16 decoder weights, on the GPU;
@@ -73,6 +74,18 @@ a, b = (load_file(f"{sys.argv[1]}/feats-{d}.safetensors") for d in ("cpu", sys.a
 worst = max(float(np.abs(a[k] - b[k]).max() / max(np.abs(a[k]).max(), 1e-12)) for k in a if k.startswith("layer."))
 print(f"capture: worst block differs by {worst:.2e} of its largest value:", "PASS" if worst < 1e-4 else "FAIL")
 PYEOF
+
+echo "== 1d. reusing earlier steps on $DEV (REPL: a late schedule change) vs a fresh render"
+mkdir -p "$OUT/reuse" && cp tests/fixtures/steer-direction.safetensors "$OUT/reuse/dir.safetensors"
+TINY=$PWD/tests/fixtures/tiny-a; BABS=$(readlink -f "$B")
+piece() { echo "render(piece(\"lofi piano\", 0.4).seed(4).steer(direction(\"dir.safetensors\"), 4.0 * (rise(0.0, 0.4) + $1 * step(0.3))), \"$2\");"; }
+{ piece 0.5 a.wav; piece 2.0 b.wav; } | (cd "$OUT/reuse" && timeout 60 "$BABS" repl --history none \
+    --model "$TINY" --device "$DEV" > repl.log 2>&1)
+piece 2.0 b.wav > "$OUT/reuse/fresh.rhai"
+(cd "$OUT/reuse" && timeout 60 "$BABS" render fresh.rhai --out fresh --model "$TINY" --device "$DEV" > fresh.log 2>&1)
+{ grep -h "reusing" "$OUT/reuse/repl.log"
+  if cmp -s "$OUT/reuse/b.wav" "$OUT/reuse/fresh/b.wav"; then echo "reuse: PASS (audio identical to a fresh render)";
+  else echo "reuse: DIFFERS from a fresh render (allowed up to rounding; see the files)"; fi; } | tee "$OUT/reuse.txt"
 
 echo "== 2. build the small-shaped checkpoint"
 SMALL=${SMALL:-/tmp/small-shaped}
