@@ -42,8 +42,10 @@ impl Completer for Names {
         _ctx: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let start = line[..pos]
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == ':'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let word = &line[start..pos];
         let found = self
             .0
@@ -133,6 +135,10 @@ pub fn run(args: ReplArgs) -> miette::Result<()> {
                     continue;
                 }
                 let _ = editor.add_history_entry(input.trim_end());
+                // Saved at once: a render interrupted with Ctrl-C ends the process.
+                if let Some(h) = &history {
+                    let _ = editor.save_history(h);
+                }
                 let reply = repl.handle(&input);
                 input.clear();
                 if !show(reply) {
@@ -151,8 +157,24 @@ pub fn run(args: ReplArgs) -> miette::Result<()> {
             Err(e) => return Err(miette::miette!("cannot read input: {e}")),
         }
     }
-    if let Some(h) = &history {
-        let _ = editor.save_history(h);
-    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustyline::history::DefaultHistory;
+
+    #[test]
+    fn completion_starts_after_the_last_separator_whatever_its_width() {
+        let names = Names(vec!["piece", "plot"]);
+        let history = DefaultHistory::new();
+        let ctx = Context::new(&history);
+        for line in ["let x = «pi", "let x = pi", "pi"] {
+            let (start, found) = names.complete(line, line.len(), &ctx).unwrap();
+            assert_eq!(&line[start..], "pi", "{line}");
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].replacement, "piece");
+        }
+    }
 }

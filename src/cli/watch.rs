@@ -40,10 +40,10 @@ pub fn run(args: WatchArgs) -> miette::Result<()> {
         match report {
             RunReport::Done {
                 rendered,
-                outcome,
+                unchanged,
                 took,
+                ..
             } => {
-                let unchanged = outcome.written.len().saturating_sub(rendered.len());
                 eprintln!(
                     "run {run}: ok in {:.1} s: {} rendered, {unchanged} unchanged",
                     took.as_secs_f64(),
@@ -53,6 +53,9 @@ pub fn run(args: WatchArgs) -> miette::Result<()> {
             RunReport::Failed(err) => {
                 eprintln!("{:?}", miette::Report::new(*err));
                 eprintln!("run {run}: failed; no file was replaced");
+            }
+            RunReport::MoveFailed(message) => {
+                eprintln!("run {run}: {message}");
             }
         }
         eprintln!("waiting for changes...");

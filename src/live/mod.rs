@@ -57,9 +57,11 @@ struct Pending {
 /// disk. [`Staged::commit`] or [`Staged::rollback`] ends each run.
 pub struct Staged<R> {
     inner: R,
-    /// Fingerprint and stamp of each file as it was committed.
+    /// Fingerprint and stamp of each file as it was committed, by [`comparable`] path.
     committed: HashMap<PathBuf, (u64, Stamp)>,
     pending: Vec<Pending>,
+    /// Renders skipped in the current run because their file already holds them.
+    unchanged: usize,
 }
 
 impl<R: Renderer> Staged<R> {
@@ -69,30 +71,48 @@ impl<R: Renderer> Staged<R> {
             inner,
             committed: HashMap::new(),
             pending: Vec::new(),
+            unchanged: 0,
         }
     }
 
-    /// Moves this run's staged files into place and remembers what they hold.
+    /// Moves this run's staged files into place and remembers what they hold. On an error the
+    /// files moved before it stay moved; the error names them.
     pub fn commit(&mut self) -> Result<Vec<PathBuf>, String> {
+        self.unchanged = 0;
         let mut moved = Vec::new();
-        for p in std::mem::take(&mut self.pending) {
-            std::fs::rename(&p.staged, &p.out).map_err(|e| {
-                format!(
-                    "cannot move {} to {}: {e}",
+        let pending = std::mem::take(&mut self.pending);
+        for (i, p) in pending.iter().enumerate() {
+            if let Err(e) = std::fs::rename(&p.staged, &p.out) {
+                for rest in &pending[i + 1..] {
+                    let _ = std::fs::remove_file(&rest.staged);
+                }
+                let replaced: Vec<String> = moved
+                    .iter()
+                    .map(|m: &PathBuf| m.display().to_string())
+                    .collect();
+                return Err(format!(
+                    "cannot move {} to {}: {e} (replaced before this: {})",
                     p.staged.display(),
-                    p.out.display()
-                )
-            })?;
-            if let Some(s) = stamp(&p.out) {
-                self.committed.insert(p.out.clone(), (p.fingerprint, s));
+                    p.out.display(),
+                    if replaced.is_empty() {
+                        "none".into()
+                    } else {
+                        replaced.join(", ")
+                    }
+                ));
             }
-            moved.push(p.out);
+            if let Some(s) = stamp(&p.out) {
+                self.committed
+                    .insert(comparable(&p.out), (p.fingerprint, s));
+            }
+            moved.push(p.out.clone());
         }
         Ok(moved)
     }
 
     /// Deletes this run's staged files; the files of the last good run stay.
     pub fn rollback(&mut self) {
+        self.unchanged = 0;
         for p in std::mem::take(&mut self.pending) {
             let _ = std::fs::remove_file(&p.staged);
         }
@@ -157,20 +177,23 @@ impl<R: Renderer> Renderer for Staged<R> {
         if let Some(i) = self.pending.iter().position(|p| comparable(&p.out) == key) {
             let _ = std::fs::remove_file(&self.pending.remove(i).staged);
         }
-        if let Some((f, s)) = self.committed.get(&request.out) {
+        if let Some((f, s)) = self.committed.get(&key) {
             if *f == fingerprint && stamp(&request.out).as_ref() == Some(s) {
+                self.unchanged += 1;
                 return Ok(Rendered::Unchanged);
             }
         }
         let staged = staging_path(&request.out);
         let mut staged_request = request.clone();
         staged_request.out = staged.clone();
+        // Only a finished render waits for the commit: a failed one (which the recipe may
+        // catch and go on) leaves nothing to move.
+        self.inner.render(&staged_request, curves)?;
         self.pending.push(Pending {
             staged,
             out: request.out.clone(),
             fingerprint,
         });
-        self.inner.render(&staged_request, curves)?;
         Ok(Rendered::Staged)
     }
 
@@ -198,6 +221,8 @@ pub enum RunReport {
     Done {
         /// Files rendered (or re-rendered) by this run.
         rendered: Vec<PathBuf>,
+        /// Renders skipped because their file already held them.
+        unchanged: usize,
         /// Everything the run printed, `rendered ...` and `unchanged ...` lines included.
         outcome: RecipeOutcome,
         /// How long the run took.
@@ -205,6 +230,9 @@ pub enum RunReport {
     },
     /// The recipe failed; the previous run's files are untouched.
     Failed(Box<ScriptError>),
+    /// The recipe ran, but a file could not be moved into place (the message names the files
+    /// moved before it).
+    MoveFailed(String),
 }
 
 /// A recipe and the renderer that keeps its models loaded between runs.
@@ -237,17 +265,16 @@ impl<R: Renderer + 'static> Live<R> {
                 "the renderer panicked in an earlier run",
             )));
         };
+        let unchanged = staged.unchanged;
         match result {
             Ok(outcome) => match staged.commit() {
                 Ok(rendered) => RunReport::Done {
                     rendered,
+                    unchanged,
                     outcome,
                     took: start.elapsed(),
                 },
-                Err(e) => {
-                    staged.rollback();
-                    RunReport::Failed(Box::new(ScriptError::plain(e)))
-                }
+                Err(e) => RunReport::MoveFailed(e),
             },
             Err(e) => {
                 staged.rollback();
@@ -297,7 +324,14 @@ impl<R: Renderer + 'static> Live<R> {
             return Ok(());
         }
         for events in rx {
-            let events = events.map_err(|e| format!("watching files failed: {e}"))?;
+            // A watcher hiccup (e.g. a full event queue) loses events, not the session.
+            let events = match events {
+                Ok(events) => events,
+                Err(e) => {
+                    eprintln!("watching files: {e}; save again if a change was missed");
+                    continue;
+                }
+            };
             // Reading a file is an event too (each run reads the recipe), and saving the same
             // text changes nothing: only new contents, or a file appearing or vanishing, count.
             let changed = events
@@ -365,6 +399,9 @@ mod tests {
             curves: &mut CurveSampler<'_>,
         ) -> Result<Rendered, String> {
             DryRun::default().render(request, curves)?;
+            if request.prompt == "fails" {
+                return Err("this render fails".into());
+            }
             self.renders += 1;
             let text = format!("{} {}", request.prompt, request.seed);
             if let Some(dir) = request.out.parent() {
@@ -482,6 +519,23 @@ mod tests {
         std::fs::remove_file(dir.path().join("out/a.wav")).unwrap();
         l.run_once();
         assert_eq!(renders(&l), 6);
+    }
+
+    #[test]
+    fn a_render_error_the_recipe_catches_does_not_break_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = live(
+            dir.path(),
+            r#"render(piece("a", 1.0), "a.wav");
+               try { render(piece("fails", 1.0), "b.wav"); } catch (e) { print(e); }"#,
+        );
+        let RunReport::Done { rendered, .. } = l.run_once() else {
+            panic!("the run should succeed")
+        };
+        assert_eq!(rendered, vec![dir.path().join("out/a.wav")]);
+        assert!(!dir.path().join("out/b.wav").exists());
+        // And the next run is not poisoned by it.
+        assert!(matches!(l.run_once(), RunReport::Done { unchanged: 1, .. }));
     }
 
     #[test]

@@ -90,13 +90,14 @@ pub struct Repl {
 }
 
 impl Repl {
-    /// A REPL over `session`.
-    pub fn new(session: Session) -> Self {
+    /// A REPL over `session` (whose leading imports then stay for later lines).
+    pub fn new(mut session: Session) -> Self {
+        session.keep_imports();
         Repl { session, inputs: 0 }
     }
 
     /// Whether `input` (the lines so far, each ending in a newline) needs more lines before it
-    /// can run: an open bracket or a trailing operator, or a `let` not closed by `;`, so a
+    /// can run: an open bracket or a trailing operator, or a `let` with no `;` yet, so a
     /// piece can be built over several lines (`let p = piece(..)` then `.steer(..)`). An
     /// empty line runs what there is; commands never wait.
     pub fn needs_more(&self, input: &str) -> bool {
@@ -105,7 +106,7 @@ impl Repl {
             return false;
         }
         let open_let = (code.starts_with("let ") || code.starts_with("const "))
-            && !code.ends_with(';')
+            && !code.contains(';')
             && !code.ends_with('}');
         open_let || self.session.is_incomplete(input)
     }
@@ -252,6 +253,8 @@ mod tests {
         assert!(!r.needs_more("let p = piece(\"lofi\", 2.0)\n\n"));
         assert!(!r.needs_more("let p = piece(\"lofi\", 2.0);\n"));
         assert!(!r.needs_more("s.value(1.0)\n"));
+        assert!(!r.needs_more("let x = 1; x\n"));
+        assert!(!r.needs_more("let x = 1; // a note\n"));
         assert!(!r.needs_more(":vars\n"));
         assert!(matches!(
             r.handle("let p = piece(\"lofi\",\n 2.0).steer_none_yet;"),

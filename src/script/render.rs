@@ -5,7 +5,8 @@
 //! steering from some step on (same model, prompt, length, sampling, seed, directions and layer
 //! weights; schedules, strengths and gates equal up to that step) reuses that render's steps up
 //! to there ([`MusicGen::generate_reusing`]): in watch mode or the REPL, changing the end of a
-//! piece's steering only generates the end again.
+//! piece's steering only generates the end again. Only with f32 activations (the CPU, or
+//! `--dtype f32` on a GPU): in half precision the replay's rounding can change tokens.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hasher};
@@ -181,10 +182,13 @@ impl Renderer for ModelRenderer {
             .plan
             .coefficients(max_new_tokens, model.frame_rate(), curves)
             .map_err(|e| e.to_string())?;
+        // In half precision the one-pass replay rounds differently enough from the step loop
+        // to change tokens, and a piece should not depend on what was rendered before it.
+        let exact = model.activations() == DType::F32;
         let earlier = self
             .past
             .iter()
-            .filter(|p| p.key == key)
+            .filter(|p| exact && p.key == key)
             .map(|p| {
                 (
                     shared_steps(&p.coefficients, &coefficients, max_new_tokens),

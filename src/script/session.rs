@@ -21,6 +21,8 @@ pub struct Session {
     scope: Scope<'static>,
     /// Functions defined by earlier runs (statements are dropped once run).
     functions: AST,
+    /// Whether leading imports stay for later runs (the REPL).
+    keep_imports: bool,
     /// Aliases of modules imported for the rest of the session.
     imports: Vec<String>,
 }
@@ -45,14 +47,20 @@ impl Session {
             engine,
             scope: Scope::new(),
             functions: AST::empty(),
+            keep_imports: false,
             imports: Vec::new(),
         }
     }
 
+    /// Makes an `import "m" as a;` at the start of a run's source stay for later runs (a Rhai
+    /// import otherwise ends with the run that made it): what a REPL wants, line after line.
+    pub fn keep_imports(&mut self) {
+        self.keep_imports = true;
+    }
+
     /// Runs `source` (named `name` in error reports) in this session and returns the value of
-    /// its last statement. Variables and functions it defines stay for later runs; an
-    /// `import "m" as a;` at the start of `source` stays too (a Rhai import otherwise ends
-    /// with the run that made it).
+    /// its last statement. Variables and functions it defines stay for later runs, and leading
+    /// imports too after [`Session::keep_imports`].
     pub fn run(&mut self, name: &str, source: &str) -> Result<Dynamic, Box<ScriptError>> {
         if let Ok(mut s) = self.host.sources.lock() {
             s.insert(name.to_string(), source.to_string());
@@ -70,20 +78,31 @@ impl Session {
     }
 
     fn run_inner(&mut self, name: &str, source: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-        let mut ast = self.engine.compile_with_scope(&self.scope, source)?;
-        ast.set_source(name);
-        for (path, alias) in leading_imports(source) {
-            let module = modules::Resolver::new(self.host.clone()).resolve(
-                &self.engine,
-                Some(name),
-                &path,
-                Position::NONE,
-            )?;
-            self.engine.register_static_module(alias.as_str(), module);
-            if !self.imports.contains(&alias) {
-                self.imports.push(alias);
+        let mut source = source.to_string();
+        if self.keep_imports {
+            for import in leading_imports(&source) {
+                let module = modules::Resolver::new(self.host.clone()).resolve(
+                    &self.engine,
+                    Some(name),
+                    &import.path,
+                    import.position,
+                )?;
+                self.engine
+                    .register_static_module(import.alias.as_str(), module);
+                if !self.imports.contains(&import.alias) {
+                    self.imports.push(import.alias);
+                }
+                // The module is in place: blank the statement (keeping every other line and
+                // column where it was) so it does not run again.
+                let blank: String = source[import.span.clone()]
+                    .chars()
+                    .map(|c| if c == '\n' { c } else { ' ' })
+                    .collect();
+                source.replace_range(import.span, &blank);
             }
         }
+        let mut ast = self.engine.compile_with_scope(&self.scope, &source)?;
+        ast.set_source(name);
         let program = self.functions.merge(&ast);
         let value = self
             .engine
@@ -165,12 +184,27 @@ impl Session {
     }
 }
 
-/// The `import "path" as alias;` statements that open `source`, as (path, alias).
-fn leading_imports(source: &str) -> Vec<(String, String)> {
+/// One `import "path" as alias;` statement.
+struct Import {
+    path: String,
+    alias: String,
+    /// Byte range of the whole statement.
+    span: std::ops::Range<usize>,
+    /// Where the path is, for "module not found" reports.
+    position: Position,
+}
+
+/// The `import "path" as alias;` statements that open `source`.
+fn leading_imports(source: &str) -> Vec<Import> {
     let mut found = Vec::new();
-    let mut rest = source.trim_start();
-    while let Some(after) = rest.strip_prefix("import") {
+    let mut at = source.len() - source.trim_start().len();
+    loop {
+        let rest = &source[at..];
+        let Some(after) = rest.strip_prefix("import") else {
+            break;
+        };
         let after = after.trim_start();
+        let path_at = source.len() - after.len();
         let Some(quoted) = after.strip_prefix('"') else {
             break;
         };
@@ -191,8 +225,17 @@ fn leading_imports(source: &str) -> Vec<(String, String)> {
         if alias.is_empty() {
             break;
         }
-        found.push((path.to_string(), alias));
-        rest = after.trim_start();
+        let end = source.len() - after.len();
+        let before = &source[..path_at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        found.push(Import {
+            path: path.to_string(),
+            alias,
+            span: at..end,
+            position: Position::new(line as u16, column as u16),
+        });
+        at = end + (after.len() - after.trim_start().len());
     }
     found
 }
@@ -213,6 +256,7 @@ mod tests {
     #[test]
     fn variables_functions_and_imports_outlive_a_run() {
         let mut s = session();
+        s.keep_imports();
         let _ = s.run("in:1", "let a = 2; fn twice(x) { 2 * x }").unwrap();
         let _ = s.run("in:2", "import \"schedules\" as sch;").unwrap();
         let v = s.run("in:3", "twice(a) + 1").unwrap();
@@ -258,14 +302,53 @@ mod tests {
 
     #[test]
     fn leading_imports_are_found() {
-        assert_eq!(
-            leading_imports("import \"schedules\" as s;\n import \"theory\"  as  t ; let x = 1;"),
-            vec![
-                ("schedules".into(), "s".into()),
-                ("theory".into(), "t".into())
-            ]
-        );
+        let src = "import \"schedules\" as s;\n import \"theory\"  as  t ; let x = 1;";
+        let found = leading_imports(src);
+        let pairs: Vec<_> = found
+            .iter()
+            .map(|i| (i.path.as_str(), i.alias.as_str()))
+            .collect();
+        assert_eq!(pairs, vec![("schedules", "s"), ("theory", "t")]);
+        assert_eq!(&src[found[1].span.clone()], "import \"theory\"  as  t ;");
+        assert_eq!(found[1].position, Position::new(2, 9));
         assert!(leading_imports("let x = 1; import \"a\" as b;").is_empty());
         assert!(leading_imports("import \"a\";").is_empty());
+    }
+
+    #[test]
+    fn a_kept_import_runs_its_module_once_and_reports_where_it_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("noisy.rhai"),
+            "print(\"module loaded\");\nfn f() { 1 }",
+        )
+        .unwrap();
+        for keep in [false, true] {
+            let options = RecipeOptions {
+                echo: false,
+                ..RecipeOptions::default()
+            };
+            let mut s = Session::new(dir.path(), options, Box::new(DryRun::default()));
+            if keep {
+                s.keep_imports();
+            }
+            let v = s.run("in:1", "import \"noisy\" as n;\nn::f()").unwrap();
+            assert_eq!(v.as_int().unwrap(), 1);
+            assert_eq!(
+                s.take_outcome().printed,
+                vec!["module loaded"],
+                "keep {keep}"
+            );
+            let err = s
+                .run("in:2", "let a = 1;\nimport \"nosuch\" as q;")
+                .unwrap_err();
+            assert_eq!(err.location.as_ref().map(|l| l.1), Some(2), "keep {keep}");
+            let err = s.run("in:3", "import \"nosuch\" as q;").unwrap_err();
+            assert_eq!(
+                err.location.as_ref().map(|l| (l.1, l.2)),
+                Some((1, 8)),
+                "keep {keep}"
+            );
+        }
     }
 }
