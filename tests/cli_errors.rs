@@ -22,6 +22,13 @@ fn baton(args: &[&str], home: &Path) -> (bool, String) {
     (out.status.success(), stderr)
 }
 
+/// `baton render --prompt a --model MODEL --out OUT EXTRA...`.
+fn render_a<'a>(model: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["render", "--prompt", "a", "--model", model, "--out", out];
+    args.extend(extra);
+    args
+}
+
 /// Asserts a clean failure mentioning every `needles` item (whitespace-insensitive, since miette
 /// wraps long messages) and no file at `out`.
 fn fails_with(args: &[&str], needles: &[&str], out: &Path) {
@@ -57,15 +64,7 @@ fn unknown_hub_id_offline() {
     let out = dir.path().join("x.wav");
     let o = out.to_str().unwrap();
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            "nobody/no-such-model",
-            "--out",
-            o,
-        ],
+        &render_a("nobody/no-such-model", o, &[]),
         &["nobody/no-such-model", "HF_HUB_OFFLINE"],
         &out,
     );
@@ -83,30 +82,14 @@ fn missing_folder_and_files() {
     let o = out.to_str().unwrap();
     let missing = dir.path().join("no/such/folder");
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            missing.to_str().unwrap(),
-            "--out",
-            o,
-        ],
+        &render_a(missing.to_str().unwrap(), o, &[]),
         &["does not exist"],
         &out,
     );
     let model = tiny_copy(dir.path());
     std::fs::remove_file(model.join("model.safetensors")).unwrap();
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            model.to_str().unwrap(),
-            "--out",
-            o,
-        ],
+        &render_a(model.to_str().unwrap(), o, &[]),
         &["model.safetensors", "not found"],
         &out,
     );
@@ -123,15 +106,7 @@ fn corrupt_weights() {
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            model.to_str().unwrap(),
-            "--out",
-            o,
-        ],
+        &render_a(model.to_str().unwrap(), o, &[]),
         &["model.safetensors", "truncated or corrupt"],
         &out,
     );
@@ -155,15 +130,7 @@ fn config_out_of_range() {
     config["decoder"]["num_attention_heads"] = 5.into();
     std::fs::write(&path, config.to_string()).unwrap();
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            model.to_str().unwrap(),
-            "--out",
-            o,
-        ],
+        &render_a(model.to_str().unwrap(), o, &[]),
         &["config.json", "decoder.hidden_size", "num_attention_heads"],
         &out,
     );
@@ -188,15 +155,7 @@ fn config_out_of_range() {
     config["audio_encoder"]["target_bandwidths"] = serde_json::json!([0.6]);
     std::fs::write(&path, config.to_string()).unwrap();
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            model.to_str().unwrap(),
-            "--out",
-            o,
-        ],
+        &render_a(model.to_str().unwrap(), o, &[]),
         &["decoder predicts 4 codebooks", "audio codec has only 2"],
         &out,
     );
@@ -233,49 +192,19 @@ fn bad_prompt_and_lengths() {
     );
     for s in ["0", "-1", "nan"] {
         fails_with(
-            &[
-                "render",
-                "--prompt",
-                "a",
-                "--model",
-                m,
-                "--seconds",
-                s,
-                "--out",
-                o,
-            ],
+            &render_a(m, o, &["--seconds", s]),
             &["--seconds must be a positive number"],
             &out,
         );
     }
     // tiny-a has 256 positions at 50 frames/s: about 5 s at most.
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            m,
-            "--seconds",
-            "60",
-            "--out",
-            o,
-        ],
+        &render_a(m, o, &["--seconds", "60"]),
         &["longer than this model can generate"],
         &out,
     );
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            m,
-            "--max-new-tokens",
-            "5000",
-            "--out",
-            o,
-        ],
+        &render_a(m, o, &["--max-new-tokens", "5000"]),
         &["max_new_tokens must be within"],
         &out,
     );
@@ -288,17 +217,7 @@ fn unwritable_output() {
     let m = m.to_str().unwrap();
     let out = dir.path().join("missing-folder/x.wav");
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            m,
-            "--seconds",
-            "0.1",
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &render_a(m, out.to_str().unwrap(), &["--seconds", "0.1"]),
         &["cannot write", "does not exist"],
         &out,
     );
@@ -306,19 +225,11 @@ fn unwritable_output() {
     std::fs::create_dir(&folder).unwrap();
     let codes = dir.path().join("nope/c.safetensors");
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
+        &render_a(
             m,
-            "--seconds",
-            "0.1",
-            "--out",
             dir.path().join("ok.wav").to_str().unwrap(),
-            "--save-codes",
-            codes.to_str().unwrap(),
-        ],
+            &["--seconds", "0.1", "--save-codes", codes.to_str().unwrap()],
+        ),
         &["cannot write"],
         &dir.path().join("ok.wav"),
     );
@@ -333,13 +244,6 @@ fn arguments_checked_before_the_model_and_no_folder_created() {
     let out = format!("{}/", folder.display());
     let missing_model = dir.path().join("no-model");
     let m = missing_model.to_str().unwrap();
-    let base = ["render", "--prompt", "a", "--model", m, "--out", &out];
-    let with = |extra: &[&'static str]| -> Vec<String> {
-        base.iter()
-            .map(|s| s.to_string())
-            .chain(extra.iter().map(|s| s.to_string()))
-            .collect()
-    };
     let cases: [(&[&str], &str); 4] = [
         (&["--gate", "1.5"], "--gate must be a probability"),
         (&["--layer-weights", "bogus"], "--layer-weights"),
@@ -347,27 +251,15 @@ fn arguments_checked_before_the_model_and_no_folder_created() {
         (&["--cfg=-1"], "--cfg must be"),
     ];
     for (extra, needle) in cases {
-        let args = with(extra);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        fails_with(&args, &[needle], &folder);
+        fails_with(&render_a(m, &out, extra), &[needle], &folder);
     }
     // All arguments fine: now the missing model is the error, and still no folder.
-    fails_with(&base, &["no-model"], &folder);
+    fails_with(&render_a(m, &out, &[]), &["no-model"], &folder);
     // The codes folder is not created either.
     let codes = dir.path().join("codes");
     let codes_arg = format!("{}/", codes.display());
     fails_with(
-        &[
-            "render",
-            "--prompt",
-            "a",
-            "--model",
-            m,
-            "--out",
-            &out,
-            "--save-codes",
-            &codes_arg,
-        ],
+        &render_a(m, &out, &["--save-codes", &codes_arg]),
         &["no-model"],
         &codes,
     );
