@@ -127,6 +127,14 @@ fn planted_features(path: &Path, n: usize, d: usize, seed: u64) -> Vec<f32> {
     xf
 }
 
+/// `baton train FEATS --out OUT EXTRA...`.
+fn train(feats: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let (feats, out) = (feats.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["train", feats, "--out", out];
+    args.extend(extra);
+    baton(&args)
+}
+
 fn baton(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(args)
@@ -151,20 +159,20 @@ fn train_cli_writes_bundle_and_classifier() {
     let feats = dir.path().join("f.safetensors");
     let xf = planted_features(&feats, 240, d, 5);
     let out = dir.path().join("b.safetensors");
-    let (ok, text) = baton(&[
-        "train",
-        feats.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--positive",
-        "high",
-        "--search",
-        "3",
-        "--iters",
-        "4",
-        "--components",
-        "2",
-    ]);
+    let (ok, text) = train(
+        &feats,
+        &out,
+        &[
+            "--positive",
+            "high",
+            "--search",
+            "3",
+            "--iters",
+            "4",
+            "--components",
+            "2",
+        ],
+    );
     assert!(ok, "{text}");
     let b = DirectionBundle::read(&out).unwrap();
     assert_eq!(
@@ -187,18 +195,11 @@ fn train_cli_writes_bundle_and_classifier() {
         row[i % 3] += 3.0;
     }
     features(&feats, &xm, 240, d, Labels::Classes(ids), &["a", "b", "c"]);
-    let (ok, text) = baton(&[
-        "train",
-        feats.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--reg",
-        "1e-2",
-        "--bandwidth",
-        "5",
-        "--iters",
-        "3",
-    ]);
+    let (ok, text) = train(
+        &feats,
+        &out,
+        &["--reg", "1e-2", "--bandwidth", "5", "--iters", "3"],
+    );
     assert!(ok, "{text}");
     let probe =
         baton::rfm::io::SavedProbe::read(&dir.path().join("b.classifier.safetensors")).unwrap();
@@ -211,18 +212,11 @@ fn train_cli_writes_bundle_and_classifier() {
     // Regression on a value read off the planted direction: positive sign, R² in the table.
     let values: Vec<f32> = xf.chunks(d).map(|r| 60.0 + 20.0 * r[3]).collect();
     features(&feats, &xf, 240, d, Labels::Values(values.clone()), &[]);
-    let (ok, text) = baton(&[
-        "train",
-        feats.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--search",
-        "4",
-        "--iters",
-        "3",
-        "--layers",
-        "2",
-    ]);
+    let (ok, text) = train(
+        &feats,
+        &out,
+        &["--search", "4", "--iters", "3", "--layers", "2"],
+    );
     assert!(ok, "{text}");
     assert!(text.contains("val_r2"), "{text}");
     let b = DirectionBundle::read(&out).unwrap();
@@ -344,20 +338,20 @@ fn bundle_num_layers_is_the_model_block_count() {
     planted_features(&feats, 90, d, 3);
     let out = dir.path().join("b.safetensors");
     let train = || {
-        let (ok, text) = baton(&[
-            "train",
-            feats.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--positive",
-            "high",
-            "--reg",
-            "1e-2",
-            "--iters",
-            "2",
-            "--components",
-            "2",
-        ]);
+        let (ok, text) = train(
+            &feats,
+            &out,
+            &[
+                "--positive",
+                "high",
+                "--reg",
+                "1e-2",
+                "--iters",
+                "2",
+                "--components",
+                "2",
+            ],
+        );
         assert!(ok, "{text}");
     };
     // The file holds blocks 0 and 2 of a 6-block model.
@@ -438,20 +432,20 @@ fn binary_direction_points_towards_the_positive_class() {
     );
     let out = dir.path().join("b.safetensors");
     for (positive, id) in [("up", 1), ("down", 0)] {
-        let (ok, text) = baton(&[
-            "train",
-            feats.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--positive",
-            positive,
-            "--reg",
-            "1e-3",
-            "--iters",
-            "3",
-            "--layers",
-            "2",
-        ]);
+        let (ok, text) = train(
+            &feats,
+            &out,
+            &[
+                "--positive",
+                positive,
+                "--reg",
+                "1e-3",
+                "--iters",
+                "3",
+                "--layers",
+                "2",
+            ],
+        );
         assert!(ok, "{text}");
         let dirn = &DirectionBundle::read(&out).unwrap().directions[&2];
         let proj: Vec<f64> = x
