@@ -30,18 +30,31 @@ impl Drop for Watcher {
     }
 }
 
-/// Starts `baton watch piece.rhai --out out` on the tiny checkpoint in `dir`; returns the
-/// watcher and its log.
-fn watch(dir: &Path) -> (Watcher, PathBuf) {
+/// Starts `baton watch piece.rhai --out out EXTRA...` on the tiny checkpoint in `dir`; returns
+/// the watcher and its log.
+fn watch(dir: &Path, extra: &[&str]) -> (Watcher, PathBuf) {
     let log = dir.join("watch.log");
     let child = baton()
         .args(["watch", "piece.rhai", "--out", "out", "--model", &tiny()])
+        .args(extra)
         .current_dir(dir)
         .stderr(std::fs::File::create(&log).unwrap())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     (Watcher(child), log)
+}
+
+/// Waits until `ok` holds.
+fn wait_until(what: &str, ok: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not {what} after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits until `log` holds `text` (the watcher reports each run on stderr).
@@ -71,8 +84,15 @@ fn watch_renders_edits_and_keeps_the_last_good_files() {
     let recipe = dir.path().join("piece.rhai");
     std::fs::write(&recipe, RECIPE).unwrap();
     let out = dir.path().join("out");
-    let (_watcher, log) = watch(dir.path());
+    // A "player" that leaves a mark beside each file it is given.
+    let (_watcher, log) = watch(dir.path(), &["--player", "touch {}.played"]);
     wait_for(&log, "run 1: ok");
+    let played = |name: &str| out.join(format!("{name}.played"));
+    wait_until("both takes played", || {
+        played("a.wav").exists() && played("b.wav").exists()
+    });
+    std::fs::remove_file(played("a.wav")).unwrap();
+    std::fs::remove_file(played("b.wav")).unwrap();
     let read = |name: &str| std::fs::read(out.join(name)).unwrap();
     let (a1, b1) = (read("a.wav"), read("b.wav"));
 
@@ -89,6 +109,11 @@ fn watch_renders_edits_and_keeps_the_last_good_files() {
     std::fs::write(&recipe, RECIPE.replace("seed(2)", "seed(3)")).unwrap();
     let seen = wait_for(&log, "run 2: ok");
     assert!(seen.contains("1 rendered, 1 unchanged"), "{seen}");
+    wait_until("the new take played", || played("b.wav").exists());
+    assert!(
+        !played("a.wav").exists(),
+        "an unchanged take was played again"
+    );
     assert_eq!(read("a.wav"), a1);
     let b2 = read("b.wav");
     assert_ne!(b2, b1);
@@ -105,7 +130,8 @@ fn watch_renders_edits_and_keeps_the_last_good_files() {
     assert_eq!(read("b.wav"), b2);
     let files: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|f| !f.ends_with(".played"))
         .collect();
     assert_eq!(files.len(), 2, "staged files left behind: {files:?}");
 
@@ -138,7 +164,7 @@ fn watch_generates_only_from_a_late_change_on() {
     .unwrap();
     let recipe = dir.path().join("piece.rhai");
     std::fs::write(&recipe, steered("0.5")).unwrap();
-    let (_watcher, log) = watch(dir.path());
+    let (_watcher, log) = watch(dir.path(), &[]);
     wait_for(&log, "run 1: ok");
     let first = std::fs::read(dir.path().join("out/a.wav")).unwrap();
     std::fs::write(&recipe, steered("2.0")).unwrap();

@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+use baton::audio::play::{Playback, Player};
 use baton::audio::SampleFormat;
 use baton::model::{MusicGen, ResidualHook};
 use baton::probe::DirectionBundle;
@@ -69,6 +70,31 @@ pub struct RecipeFlags {
     pub paths: RecipePaths,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// Playing what the interactive verbs render.
+#[derive(Args, Debug, Clone)]
+pub struct PlayArgs {
+    /// Play each newly rendered file (a new run cuts the one playing), with the first player
+    /// found: paplay, aplay, afplay, play or ffplay.
+    #[arg(long)]
+    pub play: bool,
+    /// The player command, `{}` standing for the file (implies --play), e.g. "mpv --no-video {}".
+    #[arg(long, value_name = "CMD")]
+    pub player: Option<String>,
+}
+
+impl PlayArgs {
+    /// Background playback, when asked for.
+    pub fn playback(&self) -> miette::Result<Option<Playback>> {
+        let player = match (&self.player, self.play) {
+            (Some(cmd), _) => Player::parse(cmd),
+            (None, true) => Player::find(),
+            (None, false) => return Ok(None),
+        };
+        let player = player.map_err(|e| miette::miette!("--player: {e}"))?;
+        Ok(Some(Playback::new(player)))
+    }
 }
 
 /// Where recipes find directions and may write: shared by every verb that runs recipes or

@@ -15,7 +15,7 @@ use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 
-use super::recipe::RecipeFlags;
+use super::recipe::{PlayArgs, RecipeFlags};
 
 /// Arguments of `baton repl`.
 #[derive(Args, Debug)]
@@ -25,6 +25,8 @@ pub struct ReplArgs {
     /// History file (default ~/.baton_history; `none` keeps no history).
     #[arg(long, env = "BATON_HISTORY")]
     pub history: Option<String>,
+    #[command(flatten)]
+    pub play: PlayArgs,
     #[command(flatten)]
     pub flags: RecipeFlags,
 }
@@ -106,9 +108,21 @@ pub fn run(args: ReplArgs) -> miette::Result<()> {
         Box::new(renderer),
     );
     let mut repl = Repl::new(session);
+    let playback = args.play.playback()?;
+    let answer = |repl: &Repl, reply: Reply| {
+        let go_on = show(reply);
+        if let Some(p) = &playback {
+            let takes = repl.take_rendered();
+            if !takes.is_empty() {
+                p.play(takes);
+            }
+        }
+        go_on
+    };
     if let Some(recipe) = &args.recipe {
         let load = format!(":load {}", recipe.display());
-        if !show(repl.handle(&load)) {
+        let reply = repl.handle(&load);
+        if !answer(&repl, reply) {
             return Ok(());
         }
     }
@@ -141,7 +155,7 @@ pub fn run(args: ReplArgs) -> miette::Result<()> {
                 }
                 let reply = repl.handle(&input);
                 input.clear();
-                if !show(reply) {
+                if !answer(&repl, reply) {
                     break;
                 }
             }
@@ -150,7 +164,8 @@ pub fn run(args: ReplArgs) -> miette::Result<()> {
             Err(ReadlineError::Eof) => {
                 // Input ended mid-statement: run what there is, so its error shows.
                 if !input.trim().is_empty() {
-                    show(repl.handle(&input));
+                    let reply = repl.handle(&input);
+                    answer(&repl, reply);
                 }
                 break;
             }

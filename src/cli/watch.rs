@@ -8,7 +8,7 @@ use std::time::Duration;
 use baton::live::{Live, RunReport};
 use clap::Args;
 
-use super::recipe::RecipeFlags;
+use super::recipe::{PlayArgs, RecipeFlags};
 
 /// How long saves are gathered into one run (editors often write a file in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -19,6 +19,8 @@ pub struct WatchArgs {
     /// The Rhai recipe to run on every save.
     pub recipe: PathBuf,
     #[command(flatten)]
+    pub play: PlayArgs,
+    #[command(flatten)]
     pub flags: RecipeFlags,
 }
 
@@ -28,6 +30,7 @@ pub fn run(args: WatchArgs) -> miette::Result<()> {
         return Err(miette::miette!("no recipe file {}", args.recipe.display()));
     }
     let options = args.flags.options()?;
+    let playback = args.play.playback()?;
     let live = Live::new(&args.recipe, options, args.flags.renderer()?);
     eprintln!(
         "watching {} (Ctrl-C to stop); files go to {}",
@@ -49,6 +52,9 @@ pub fn run(args: WatchArgs) -> miette::Result<()> {
                     took.as_secs_f64(),
                     rendered.len(),
                 );
+                if let Some(p) = &playback {
+                    p.play(rendered);
+                }
             }
             RunReport::Failed(err) => {
                 eprintln!("{:?}", miette::Report::new(*err));

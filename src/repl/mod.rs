@@ -144,6 +144,16 @@ impl Repl {
         }
     }
 
+    /// The audio files written since the last call (`render`s; plots are left out).
+    pub fn take_rendered(&self) -> Vec<PathBuf> {
+        self.session
+            .take_outcome()
+            .written
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+            .collect()
+    }
+
     fn answer(&self, result: Result<Dynamic, Box<ScriptError>>) -> Reply {
         match result {
             Ok(v) if v.is_unit() => Reply::Nothing,
@@ -266,6 +276,8 @@ mod tests {
         ));
         assert!(matches!(r.handle("render(p, \"a.wav\")"), Reply::Nothing));
         assert_eq!(dry.log().requests.len(), 1);
+        assert_eq!(r.take_rendered(), vec![PathBuf::from("./a.wav")]);
+        assert!(r.take_rendered().is_empty());
         assert_eq!(dry.log().requests[0].prompt, "lofi");
         let vars = text(r.handle(":vars"));
         assert!(
