@@ -43,10 +43,9 @@ impl Player {
             .filter_map(|t| Player::parse(t).ok())
             .find(|p| on_path(&p.words[0]))
             .ok_or_else(|| {
-                format!(
-                    "no audio player found on PATH (tried paplay, aplay, afplay, play, ffplay); \
-                     name one with --player \"CMD {{}}\""
-                )
+                "no audio player found on PATH (tried paplay, aplay, afplay, play, ffplay); \
+                 name one with --player \"CMD {}\""
+                    .to_string()
             })
     }
 
