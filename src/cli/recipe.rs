@@ -88,11 +88,10 @@ impl PlayArgs {
     /// Background playback, when asked for.
     pub fn playback(&self) -> miette::Result<Option<Playback>> {
         let player = match (&self.player, self.play) {
-            (Some(cmd), _) => Player::parse(cmd),
-            (None, true) => Player::find(),
+            (Some(cmd), _) => Player::parse(cmd).map_err(|e| miette::miette!("--player: {e}"))?,
+            (None, true) => Player::find().map_err(|e| miette::miette!("--play: {e}"))?,
             (None, false) => return Ok(None),
         };
-        let player = player.map_err(|e| miette::miette!("--player: {e}"))?;
         Ok(Some(Playback::new(player)))
     }
 }
