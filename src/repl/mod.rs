@@ -129,7 +129,8 @@ impl Repl {
             }
             Command::Load(path) => match std::fs::read_to_string(&path) {
                 Ok(source) => {
-                    let result = self.session.run(&path.display().to_string(), &source);
+                    let name = path.display().to_string();
+                    let result = self.session.run_in(&recipe_dir(Some(&path)), &name, &source);
                     self.answer(result.map(|_| Dynamic::UNIT))
                 }
                 Err(e) => Reply::Text(format!("cannot read {}: {e}", path.display())),
@@ -311,6 +312,16 @@ mod tests {
         ));
         assert_eq!(text(r.handle("swell.value(2.0)")), "0.5");
         assert!(text(r.handle(":load /no/such.rhai")).starts_with("cannot read"));
+        // A loaded file's imports resolve beside it, not in the REPL's folder.
+        std::fs::write(dir.path().join("helpers.rhai"), "fn half(x) { x / 2.0 }").unwrap();
+        std::fs::write(
+            dir.path().join("uses.rhai"),
+            "import \"helpers\" as h;\nlet halved = h::half(3.0);",
+        )
+        .unwrap();
+        let load = format!(":load {}", dir.path().join("uses.rhai").display());
+        assert!(matches!(r.handle(&load), Reply::Nothing));
+        assert_eq!(text(r.handle("halved")), "1.5");
     }
 
     #[test]

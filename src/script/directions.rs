@@ -60,7 +60,7 @@ pub(crate) fn resolve(host: &Host, name: &str) -> Result<PathBuf, String> {
         let candidates = if p.is_absolute() {
             vec![p.to_path_buf()]
         } else {
-            vec![host.recipe_dir.join(p), p.to_path_buf()]
+            vec![host.recipe_dir().join(p), p.to_path_buf()]
         };
         return candidates
             .into_iter()

@@ -242,7 +242,7 @@ pub struct RecipeOutcome {
 pub(crate) struct Host {
     pub options: RecipeOptions,
     /// Folder of the recipe: relative bundle paths and user modules are looked up there first.
-    pub recipe_dir: PathBuf,
+    pub recipe_dir: Mutex<PathBuf>,
     pub model: Mutex<Option<String>>,
     pub curves: Mutex<Vec<FnPtr>>,
     pub renderer: Mutex<Box<dyn Renderer>>,
@@ -254,6 +254,14 @@ pub(crate) struct Host {
 }
 
 impl Host {
+    /// Folder of the recipe (or module file) being run.
+    pub(crate) fn recipe_dir(&self) -> PathBuf {
+        self.recipe_dir
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_else(|_| PathBuf::from("."))
+    }
+
     pub(crate) fn say(&self, line: String) {
         if self.options.echo {
             println!("{line}");

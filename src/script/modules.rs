@@ -29,7 +29,7 @@ impl Resolver {
         let p = Path::new(path);
         let plain = !p.is_absolute() && p.components().all(|c| matches!(c, Component::Normal(_)));
         if plain {
-            let file = self.host.recipe_dir.join(format!("{path}.rhai"));
+            let file = self.host.recipe_dir().join(format!("{path}.rhai"));
             if let Ok(text) = std::fs::read_to_string(file) {
                 return Some(text);
             }

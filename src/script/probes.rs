@@ -77,7 +77,7 @@ fn pooled_at(host: &Host, verb: &str, p: &Probe, path: &str, block: usize) -> Re
     if !path.to_ascii_lowercase().ends_with(".wav") {
         return fail(format!("{verb}: `{path}` is not a .wav file"));
     }
-    let file = [host.recipe_dir.join(path), PathBuf::from(path)]
+    let file = [host.recipe_dir().join(path), PathBuf::from(path)]
         .into_iter()
         .find(|c| c.is_file())
         .ok_or_else(|| format!("{verb}: audio file `{path}` not found"))?;

@@ -32,7 +32,7 @@ impl Session {
     pub fn new(recipe_dir: &Path, options: RecipeOptions, renderer: Box<dyn Renderer>) -> Self {
         let host = Arc::new(Host {
             options,
-            recipe_dir: recipe_dir.to_path_buf(),
+            recipe_dir: Mutex::new(recipe_dir.to_path_buf()),
             model: Mutex::new(None),
             curves: Mutex::new(Vec::new()),
             renderer: Mutex::new(renderer),
@@ -75,6 +75,25 @@ impl Session {
                 .unwrap_or_default();
             Box::new(diagnostics::report(&err, name, &sources, &self.engine))
         })
+    }
+
+    /// [`Session::run`] with relative bundle paths and modules looked up in `dir` (a file
+    /// loaded from another folder), and the session's own folder again afterwards.
+    pub fn run_in(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        source: &str,
+    ) -> Result<Dynamic, Box<ScriptError>> {
+        let own = self.host.recipe_dir();
+        if let Ok(mut d) = self.host.recipe_dir.lock() {
+            *d = dir.to_path_buf();
+        }
+        let result = self.run(name, source);
+        if let Ok(mut d) = self.host.recipe_dir.lock() {
+            *d = own;
+        }
+        result
     }
 
     fn run_inner(&mut self, name: &str, source: &str) -> Result<Dynamic, Box<EvalAltResult>> {
