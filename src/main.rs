@@ -23,6 +23,8 @@ enum Command {
     Watch(cli::watch::WatchArgs),
     /// Explore directions, schedules and pieces line by line (one session, models load once).
     Repl(cli::repl::ReplArgs),
+    /// Read audio with a trained probe: class probabilities or projections, per clip or window.
+    Eval(cli::eval::EvalArgs),
     /// Print a model's shape and size.
     Info(cli::info::InfoArgs),
     /// Render a SynTheory-style concept dataset (clips/*.wav + manifest.jsonl).
@@ -43,6 +45,7 @@ fn main() -> miette::Result<()> {
         Command::Render(args) => cli::render::run(args),
         Command::Watch(args) => cli::watch::run(args),
         Command::Repl(args) => cli::repl::run(args),
+        Command::Eval(args) => cli::eval::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Dataset(args) => cli::dataset::run(args),
         Command::Features(args) => cli::features::run(args),

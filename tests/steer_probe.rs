@@ -3,76 +3,19 @@
 //! exactly the class and probabilities the RFM gives on the same pooled features; a probe without
 //! a classifier is a clear error that says how to make one.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod probe_support;
 
-use baton::audio::{write_wav, SampleFormat};
+use std::path::Path;
+
+use baton::audio::SampleFormat;
 use baton::model::MusicGen;
 use baton::probe::extract::pooled_clip;
-use baton::probe::{FeatureSet, Labels, Pooling};
+use baton::probe::Pooling;
 use baton::rfm::io::SavedProbe;
 use baton::script::render::ModelRenderer;
 use baton::script::{run_source, RecipeOptions};
 use candle_core::{DType, Device};
-
-const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-a");
-const CLASSES: [&str; 3] = ["low", "mid", "high"];
-
-fn baton(args: &[&str]) -> std::process::Output {
-    // BATON_BIN: a specific binary (when several checkouts share one target folder).
-    let bin = std::env::var("BATON_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_baton").into());
-    Command::new(bin)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-/// A 0.2 s tone at 32 kHz.
-fn tone(path: &Path, hz: f32, amp: f32) {
-    let clip: Vec<f32> = (0..6400)
-        .map(|i| (i as f32 / 32000.0 * hz * std::f32::consts::TAU).sin() * amp)
-        .collect();
-    write_wav(path, &clip, 32000, SampleFormat::Float32).unwrap();
-}
-
-/// Three tones per class; returns the clip paths and their class ids.
-fn tones(dir: &Path) -> (Vec<PathBuf>, Vec<i64>) {
-    let mut paths = Vec::new();
-    let mut ids = Vec::new();
-    for (c, hz) in [110.0f32, 440.0, 1760.0].iter().enumerate() {
-        for k in 0..3 {
-            let p = dir.join(format!("{}_{k}.wav", CLASSES[c]));
-            tone(&p, hz * (1.0 + 0.03 * k as f32), 0.2 + 0.1 * k as f32);
-            paths.push(p);
-            ids.push(c as i64);
-        }
-    }
-    (paths, ids)
-}
-
-/// Features of the clips at every block of the tiny model, as `baton features` writes them.
-fn features(model: &MusicGen, clips: &[PathBuf], ids: Vec<i64>) -> FeatureSet {
-    let layers: Vec<usize> = (0..model.num_layers()).collect();
-    let mut rows: std::collections::BTreeMap<usize, Vec<f32>> = Default::default();
-    for clip in clips {
-        let pooled = pooled_clip(model, clip, &layers, Pooling::Mean).unwrap();
-        for (l, v) in layers.iter().zip(pooled) {
-            rows.entry(*l).or_default().extend(v);
-        }
-    }
-    FeatureSet {
-        concept: "tones".into(),
-        model: "tiny-a".into(),
-        pooling: "mean".into(),
-        classes: CLASSES.iter().map(|s| s.to_string()).collect(),
-        n: clips.len(),
-        hidden_size: model.hidden_size(),
-        num_layers: Some(model.num_layers()),
-        layers: rows,
-        labels: Labels::Classes(ids),
-    }
-}
+use probe_support::{tone, train_tone_classifier, CLASSES, TINY};
 
 fn run(src: &str, dir: &Path, lib: &Path) -> Result<Vec<String>, String> {
     let options = RecipeOptions {
@@ -99,38 +42,8 @@ fn run(src: &str, dir: &Path, lib: &Path) -> Result<Vec<String>, String> {
 fn classify_matches_the_rfm_on_the_same_features() {
     let dir = tempfile::tempdir().unwrap();
     let model = MusicGen::load(TINY, &Device::Cpu, DType::F32).unwrap();
-    let (clips, ids) = tones(dir.path());
-    let feats = features(&model, &clips, ids);
-    let feats_path = dir.path().join("tones.features.safetensors");
-    feats.write(&feats_path).unwrap();
-
     let lib = dir.path().join("lib");
-    std::fs::create_dir_all(lib.join("tones")).unwrap();
-    let bundle = lib.join("tones/all.safetensors");
-    let f = feats_path.to_str().unwrap();
-    let out = baton(&[
-        "train",
-        f,
-        "--out",
-        bundle.to_str().unwrap(),
-        "--task",
-        "multiclass",
-        "--val",
-        f,
-        "--reg",
-        "1e-3",
-        "--bandwidth",
-        "10",
-        "--exponent",
-        "1",
-        "--iters",
-        "3",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_tone_classifier(&model, dir.path(), &lib);
     let saved = SavedProbe::read(&lib.join("tones/all.classifier.safetensors")).unwrap();
     assert_eq!(saved.classes, CLASSES);
 

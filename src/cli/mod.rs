@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod dataset;
+pub mod eval;
 pub mod features;
 pub mod info;
 pub mod output;

@@ -7,7 +7,7 @@
 //! `./directions`); extra writable folders are `--allow-write PATH` (repeatable) and the path list
 //! in `$BATON_ALLOW_WRITE`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use baton::audio::play::{Playback, Player};
 use baton::audio::SampleFormat;
@@ -175,7 +175,9 @@ fn parse_steer(spec: &str) -> miette::Result<(String, f64)> {
     Ok((spec.to_string(), DEFAULT_STRENGTH))
 }
 
-fn load_direction(name: &str, library: &std::path::Path) -> miette::Result<Direction> {
+/// The bundle file `name` means: a path, or a library name `CONCEPT:TARGET` resolving to
+/// `LIBRARY/CONCEPT/TARGET.safetensors`; `flag` names the option in the error.
+pub fn bundle_path(flag: &str, name: &str, library: &Path) -> miette::Result<PathBuf> {
     let file = PathBuf::from(name);
     let path = if file.is_file() {
         file
@@ -186,10 +188,15 @@ fn load_direction(name: &str, library: &std::path::Path) -> miette::Result<Direc
     };
     if !path.is_file() {
         return Err(miette::miette!(
-            "--steer {name}: no bundle file {} (library names resolve under --directions, default ./directions)",
+            "{flag} {name}: no bundle file {} (library names resolve under --directions, default ./directions)",
             path.display()
         ));
     }
+    Ok(path)
+}
+
+fn load_direction(name: &str, library: &Path) -> miette::Result<Direction> {
+    let path = bundle_path("--steer", name, library)?;
     let bundle =
         DirectionBundle::read(&path).map_err(|e| miette::miette!("--steer {name}: {e}"))?;
     Ok(Direction::from_bundle(name, bundle))

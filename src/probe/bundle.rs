@@ -6,7 +6,7 @@
 //! (decoder blocks in the whole model, not just those with a direction), `metric` (`auc`|`acc`|`mse`), `scores` (JSON object block -> validation score), `pooling`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::files::{self as st, FormatError, OwnedTensor};
 
@@ -34,6 +34,15 @@ pub struct DirectionBundle {
     pub scores: BTreeMap<usize, f64>,
     /// Unit-norm direction per block.
     pub directions: BTreeMap<usize, Vec<f32>>,
+}
+
+/// `dir/name.safetensors` -> `dir/name.classifier.safetensors`: where `baton train --task
+/// multiclass` puts the classifier of a bundle.
+pub fn classifier_path(bundle: &Path) -> PathBuf {
+    let stem = bundle
+        .file_stem()
+        .map_or_else(|| "bundle".into(), |s| s.to_string_lossy().into_owned());
+    bundle.with_file_name(format!("{stem}.classifier.safetensors"))
 }
 
 impl DirectionBundle {

@@ -234,12 +234,22 @@ pub fn pooled_clip(
             expected: model.sample_rate(),
         });
     }
-    let model_err = |source| ExtractError::Model {
+    pooled_audio(model, &audio, layers, pooling).map_err(|source| ExtractError::Model {
         path: path.to_path_buf(),
         source,
-    };
-    let codes = model.encode(&audio).map_err(model_err)?;
-    let blocks = model.capture(&codes, layers).map_err(model_err)?;
+    })
+}
+
+/// Pooled outputs of `layers` for mono audio at the model's rate, in the order of `layers`: the
+/// audio's EnCodec codes run teacher-forced through the decoder with no text.
+pub fn pooled_audio(
+    model: &MusicGen,
+    audio: &[f32],
+    layers: &[usize],
+    pooling: Pooling,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    let codes = model.encode(audio)?;
+    let blocks = model.capture(&codes, layers)?;
     blocks
         .iter()
         .map(|b| Ok(pool(b, pooling)?.flatten_all()?.to_vec1::<f32>()?))

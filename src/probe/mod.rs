@@ -1,9 +1,11 @@
 //! Probe inputs and outputs: audio -> EnCodec codes -> decoder hidden states -> pooled features,
-//! and the two file formats the stages exchange (see README.md, "File formats"):
-//! [`DirectionBundle`] (`direction/1`) and [`FeatureSet`] (`features/1`). Training the probes
-//! lives in [`crate::rfm`] (driven by `baton train`).
+//! the two file formats the stages exchange (see README.md, "File formats"):
+//! [`DirectionBundle`] (`direction/1`) and [`FeatureSet`] (`features/1`), and reading audio with
+//! a trained probe ([`eval`], for `baton eval`). Training the probes lives in [`crate::rfm`]
+//! (driven by `baton train`).
 
 pub mod bundle;
+pub mod eval;
 pub mod extract;
 pub mod features;
 

@@ -130,7 +130,9 @@ impl Repl {
             Command::Load(path) => match std::fs::read_to_string(&path) {
                 Ok(source) => {
                     let name = path.display().to_string();
-                    let result = self.session.run_in(&recipe_dir(Some(&path)), &name, &source);
+                    let result = self
+                        .session
+                        .run_in(&recipe_dir(Some(&path)), &name, &source);
                     self.answer(result.map(|_| Dynamic::UNIT))
                 }
                 Err(e) => Reply::Text(format!("cannot read {}: {e}", path.display())),

@@ -33,6 +33,36 @@ pub struct SavedProbe {
     pub concept: String,
 }
 
+impl SavedProbe {
+    /// Class probabilities for one pooled feature vector `h` (the output of block
+    /// [`SavedProbe::layer`]), in the order of [`SavedProbe::classes`].
+    pub fn classify(&self, h: &[f32]) -> Result<Vec<f64>, String> {
+        if self.rfm.task == crate::rfm::fit::Task::Regression {
+            return Err("this is a regression probe: it predicts values, not classes".into());
+        }
+        let d = self.rfm.centers.ncols();
+        if h.len() != d {
+            return Err(format!(
+                "the classifier reads {d}-wide features but the model gives {} (it was trained \
+                 on `{}`)",
+                h.len(),
+                self.model
+            ));
+        }
+        let x = faer::Mat::from_fn(1, d, |_, j| f64::from(h[j]));
+        let proba = self.rfm.predict_proba(x.as_ref());
+        Ok((0..proba.ncols()).map(|k| proba[(0, k)]).collect())
+    }
+
+    /// The name of class `k` (its number when the file names none).
+    pub fn class_name(&self, k: usize) -> String {
+        self.classes
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| k.to_string())
+    }
+}
+
 fn file_err(path: &Path, message: impl Into<String>) -> RfmError {
     RfmError::File {
         path: path.to_path_buf(),

@@ -15,13 +15,14 @@
 //! print(probe("notes:C#").project("take1.wav").projection);
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, INT};
 
 use super::directions::{load_bundle, score_map};
 use super::{fail, Host};
+use crate::probe::bundle::classifier_path;
 use crate::probe::Pooling;
 use crate::rfm::fit::Task;
 use crate::rfm::io::SavedProbe;
@@ -43,14 +44,6 @@ pub struct Probe {
     pub classifier_path: PathBuf,
     /// The multiclass classifier, when that file exists.
     pub classifier: Option<Arc<SavedProbe>>,
-}
-
-/// `dir/name.safetensors` -> `dir/name.classifier.safetensors` (where `baton train` puts it).
-pub fn classifier_path(bundle: &Path) -> PathBuf {
-    let stem = bundle
-        .file_stem()
-        .map_or_else(|| "bundle".into(), |s| s.to_string_lossy().into_owned());
-    bundle.with_file_name(format!("{stem}.classifier.safetensors"))
 }
 
 /// Loads the probe a recipe names: its bundle, and its classifier if the file exists.
@@ -117,26 +110,17 @@ fn classify(host: &Host, p: &Probe, path: &str) -> Res<Map> {
         ));
     }
     let h = pooled_at(host, "classify", p, path, c.layer)?;
-    let d = c.rfm.centers.ncols();
-    if h.len() != d {
-        return fail(format!(
-            "classify: the classifier reads {d}-wide features but model `{}` gives {} \
-             (it was trained on `{}`)",
-            host.model_spec(),
-            h.len(),
-            c.model
-        ));
-    }
-    let x = faer::Mat::from_fn(1, d, |_, j| f64::from(h[j]));
-    let proba = c.rfm.predict_proba(x.as_ref());
-    let name = |k: usize| c.classes.get(k).cloned().unwrap_or_else(|| k.to_string());
+    let proba = c
+        .classify(&h)
+        .map_err(|e| format!("classify with model `{}`: {e}", host.model_spec()))?;
+    let name = |k: usize| c.class_name(k);
     let mut best = 0;
     let mut probs = Map::new();
-    for k in 0..proba.ncols() {
-        if proba[(0, k)] > proba[(0, best)] {
+    for (k, &pk) in proba.iter().enumerate() {
+        if pk > proba[best] {
             best = k;
         }
-        probs.insert(name(k).into(), Dynamic::from_float(proba[(0, k)]));
+        probs.insert(name(k).into(), Dynamic::from_float(pk));
     }
     let mut m = Map::new();
     m.insert("class".into(), Dynamic::from(name(best)));

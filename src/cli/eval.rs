@@ -1,0 +1,321 @@
+//! `baton eval CLIP... --probe NAME`: read audio with a trained probe, whole clips or windows of
+//! them. With a classifier (`BUNDLE.classifier.safetensors` from `baton train --task
+//! multiclass`) each reading is the class probabilities, else the projection onto the bundle's
+//! direction at its best block. `--target CLASS` summarises how often and how strongly that class
+//! is heard: did the steering work, and from when.
+
+use std::path::{Path, PathBuf};
+
+use baton::audio::read_wav_mono;
+use baton::files::write_atomic;
+use baton::probe::bundle::classifier_path;
+use baton::probe::eval::{read_audio, Reader, Reading, Value};
+use baton::probe::{DirectionBundle, Pooling};
+use baton::rfm::io::SavedProbe;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use baton::steer::Direction;
+
+use super::common::{load_model, ModelArgs};
+use super::output::check_output;
+use super::recipe::bundle_path;
+
+/// Arguments of `baton eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// WAV files to read (mono or mixed to mono, at the model's sample rate).
+    #[arg(required = true)]
+    pub clips: Vec<PathBuf>,
+    /// The probe: a bundle file or a library name such as `chords:all`. Its classifier is used
+    /// when one was trained, else the direction's projection at its best block.
+    #[arg(long)]
+    pub probe: String,
+    /// Read windows of this many seconds instead of whole clips (4 s matches the concept
+    /// datasets' clips).
+    #[arg(long)]
+    pub window: Option<f64>,
+    /// Seconds from one window's start to the next (default: the window length).
+    #[arg(long, requires = "window")]
+    pub hop: Option<f64>,
+    /// A class to summarise: its mean probability, and in how many readings it is the most
+    /// likely (classifier probes).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Also write every reading to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Direction library that names like `chords:all` resolve in.
+    #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
+    pub directions: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// The probe named by `--probe`, as a reader, with its pooling and a label.
+fn load_reader(args: &EvalArgs) -> miette::Result<(Reader, Pooling)> {
+    let path = bundle_path("--probe", &args.probe, &args.directions)?;
+    let bundle =
+        DirectionBundle::read(&path).map_err(|e| miette::miette!("--probe {}: {e}", args.probe))?;
+    let pooling: Pooling = bundle
+        .pooling
+        .parse()
+        .map_err(|e| miette::miette!("--probe {}: {e}", args.probe))?;
+    let classifier = classifier_path(&path);
+    if classifier.is_file() {
+        let saved = SavedProbe::read(&classifier)
+            .map_err(|e| miette::miette!("--probe {}: {e}", args.probe))?;
+        if saved.classes.is_empty() {
+            return Err(miette::miette!(
+                "--probe {}: {} is a regression probe; eval reads classes or projections",
+                args.probe,
+                classifier.display()
+            ));
+        }
+        return Ok((Reader::Classifier(saved), pooling));
+    }
+    let direction = Direction::from_bundle(args.probe.as_str(), bundle);
+    let Some((block, _)) = direction.best_block() else {
+        return Err(miette::miette!(
+            "--probe {}: the bundle holds no scored direction",
+            args.probe
+        ));
+    };
+    let vector = direction.vectors[&block].clone();
+    Ok((Reader::Direction { block, vector }, pooling))
+}
+
+fn check_args(args: &EvalArgs, reader: &Reader) -> miette::Result<()> {
+    for (flag, v) in [("--window", args.window), ("--hop", args.hop)] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(miette::miette!(
+                    "{flag} must be a positive number of seconds, got {v}"
+                ));
+            }
+        }
+    }
+    if let Some(t) = &args.target {
+        match reader {
+            Reader::Classifier(c) if !c.classes.contains(t) => {
+                return Err(miette::miette!(
+                    "--target {t}: the classifier's classes are {}",
+                    c.classes.join(", ")
+                ))
+            }
+            Reader::Direction { .. } => {
+                return Err(miette::miette!(
+                    "--target needs a classifier; --probe {} has none (its readings are \
+                     projections)",
+                    args.probe
+                ))
+            }
+            _ => {}
+        }
+    }
+    for clip in &args.clips {
+        if !clip.is_file() {
+            return Err(miette::miette!("no audio file {}", clip.display()));
+        }
+    }
+    if let Some(json) = &args.json {
+        check_output(json)?;
+    }
+    Ok(())
+}
+
+/// One line of the table.
+fn describe(reader: &Reader, value: &Value, target: Option<&str>) -> String {
+    match (reader, value) {
+        (Reader::Classifier(c), Value::Probabilities(p)) => {
+            let best = (0..p.len())
+                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                .unwrap_or(0);
+            let mut text = format!("{} ({:.3})", c.class_name(best), p[best]);
+            if let Some(k) = target.and_then(|t| c.classes.iter().position(|n| n == t)) {
+                text = format!("{text:<24} p({}) = {:.3}", c.class_name(k), p[k]);
+            }
+            text
+        }
+        (_, Value::Projection(x)) => format!("projection {x:+.4}"),
+        (_, Value::Probabilities(_)) => "?".into(),
+    }
+}
+
+/// The closing summary over all readings.
+fn summary(reader: &Reader, readings: &[&Reading], target: Option<&str>) -> Vec<String> {
+    let n = readings.len();
+    match reader {
+        Reader::Classifier(c) => {
+            let mut top = vec![0usize; c.classes.len().max(1)];
+            let mut sum = vec![0.0; c.classes.len().max(1)];
+            for r in readings {
+                if let Value::Probabilities(p) = &r.value {
+                    let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]));
+                    if let Some(b) = best.filter(|b| *b < top.len()) {
+                        top[b] += 1;
+                    }
+                    for (s, pk) in sum.iter_mut().zip(p) {
+                        *s += pk;
+                    }
+                }
+            }
+            match target.and_then(|t| c.classes.iter().position(|x| x == t)) {
+                Some(k) => vec![format!(
+                    "{}: mean probability {:.3} over {n} reading(s); the most likely class in {} of {n}",
+                    c.class_name(k),
+                    sum[k] / n.max(1) as f64,
+                    top[k]
+                )],
+                None => vec![format!(
+                    "most likely class over {n} reading(s): {}",
+                    (0..c.classes.len())
+                        .filter(|&k| top[k] > 0)
+                        .map(|k| format!("{} {}", c.class_name(k), top[k]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )],
+            }
+        }
+        Reader::Direction { block, .. } => {
+            let xs: Vec<f64> = readings
+                .iter()
+                .filter_map(|r| match r.value {
+                    Value::Projection(x) => Some(x),
+                    Value::Probabilities(_) => None,
+                })
+                .collect();
+            let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+            let (lo, hi) = xs
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+                    (lo.min(*x), hi.max(*x))
+                });
+            vec![format!(
+                "projection at block {block} over {n} reading(s): mean {mean:+.4}, from {lo:+.4} to {hi:+.4}"
+            )]
+        }
+    }
+}
+
+/// Every reading as JSON.
+fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) -> String {
+    let rows: Vec<serde_json::Value> = all
+        .iter()
+        .flat_map(|(clip, readings)| {
+            readings.iter().map(move |r| {
+                let mut row = serde_json::json!({
+                    "clip": clip.display().to_string(),
+                    "start": r.start,
+                    "end": r.end,
+                });
+                match (&r.value, reader) {
+                    (Value::Probabilities(p), Reader::Classifier(c)) => {
+                        let probs: serde_json::Map<String, serde_json::Value> = p
+                            .iter()
+                            .enumerate()
+                            .map(|(k, v)| (c.class_name(k), serde_json::json!(v)))
+                            .collect();
+                        row["probs"] = probs.into();
+                    }
+                    (Value::Projection(x), _) => row["projection"] = serde_json::json!(x),
+                    _ => {}
+                }
+                row
+            })
+        })
+        .collect();
+    let (kind, classes) = match reader {
+        Reader::Classifier(c) => ("classes", c.classes.clone()),
+        Reader::Direction { .. } => ("projection", Vec::new()),
+    };
+    let doc = serde_json::json!({
+        "probe": args.probe,
+        "model": args.model.model,
+        "block": reader.block(),
+        "kind": kind,
+        "classes": classes,
+        "readings": rows,
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+fn read_clip(
+    model: &baton::model::MusicGen,
+    clip: &Path,
+    reader: &Reader,
+    pooling: Pooling,
+    args: &EvalArgs,
+    bar: &ProgressBar,
+) -> miette::Result<Vec<Reading>> {
+    let (audio, rate) =
+        read_wav_mono(clip).map_err(|e| miette::miette!("{}: {e}", clip.display()))?;
+    if rate != model.sample_rate() {
+        return Err(miette::miette!(
+            "{} is at {rate} Hz but the model expects {} Hz: resample it first",
+            clip.display(),
+            model.sample_rate()
+        ));
+    }
+    bar.set_message(clip.display().to_string());
+    read_audio(
+        model,
+        &audio,
+        reader,
+        pooling,
+        args.window,
+        args.hop,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )
+    .map_err(|e| miette::miette!("{}: {e}", clip.display()))
+}
+
+/// Runs `baton eval`.
+pub fn run(args: EvalArgs) -> miette::Result<()> {
+    let (reader, pooling) = load_reader(&args)?;
+    check_args(&args, &reader)?;
+    let model = load_model(&args.model)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} windows of {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut all = Vec::new();
+    for clip in &args.clips {
+        let readings = read_clip(&model, clip, &reader, pooling, &args, &bar)?;
+        all.push((clip.clone(), readings));
+    }
+    bar.finish_and_clear();
+
+    let target = args.target.as_deref();
+    let width = args
+        .clips
+        .iter()
+        .map(|c| c.display().to_string().len())
+        .max()
+        .unwrap_or(0);
+    println!("probe {} at block {}", args.probe, reader.block());
+    for (clip, readings) in &all {
+        for r in readings {
+            println!(
+                "{:width$}  {:>7.2}s {:>7.2}s  {}",
+                clip.display().to_string(),
+                r.start,
+                r.end,
+                describe(&reader, &r.value, target)
+            );
+        }
+    }
+    let flat: Vec<&Reading> = all.iter().flat_map(|(_, r)| r).collect();
+    for line in summary(&reader, &flat, target) {
+        println!("{line}");
+    }
+    if let Some(path) = &args.json {
+        write_atomic(path, to_json(&args, &reader, &all).as_bytes())
+            .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Reading audio with a trained probe: which class a clip, or each window of it, sounds like to
+//! the probe's classifier, or how far its pooled state projects onto the concept direction. This
+//! is how steering is checked (the paper labels generated clips with its probes), and windows
+//! show when a schedule takes effect. `baton eval` prints it.
+//!
+//! Each window is read on its own, like a training clip: encoded from its first sample and run
+//! teacher-forced with no text, so a window sees none of the audio before it.
+
+use std::ops::Range;
+
+use super::extract::{pooled_audio, Pooling};
+use crate::model::{ModelError, MusicGen};
+use crate::rfm::io::SavedProbe;
+
+/// Reading audio failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The model could not encode or run the audio.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The probe does not fit the model or the audio.
+    #[error("{0}")]
+    Probe(String),
+}
+
+/// What reads a pooled block output.
+pub enum Reader {
+    /// A multiclass (or binary) classifier, as `baton train --task multiclass` saves it.
+    Classifier(SavedProbe),
+    /// A concept direction at one block: the projection onto it (larger = more concept).
+    Direction {
+        /// The block read.
+        block: usize,
+        /// The unit direction there.
+        vector: Vec<f32>,
+    },
+}
+
+/// What a reader made of one stretch of audio.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Class probabilities, in the classifier's class order.
+    Probabilities(Vec<f64>),
+    /// Projection onto the direction.
+    Projection(f64),
+}
+
+/// One window's reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// Start of the window, seconds.
+    pub start: f64,
+    /// End of the window, seconds.
+    pub end: f64,
+    /// What the reader made of it.
+    pub value: Value,
+}
+
+impl Reader {
+    /// The decoder block whose pooled output is read.
+    pub fn block(&self) -> usize {
+        match self {
+            Reader::Classifier(c) => c.layer,
+            Reader::Direction { block, .. } => *block,
+        }
+    }
+
+    /// Reads one pooled block output.
+    pub fn read(&self, h: &[f32]) -> Result<Value, EvalError> {
+        match self {
+            Reader::Classifier(c) => c
+                .classify(h)
+                .map(Value::Probabilities)
+                .map_err(EvalError::Probe),
+            Reader::Direction { vector, .. } if vector.len() != h.len() => {
+                Err(EvalError::Probe(format!(
+                    "the direction is {} wide but the model's states are {}",
+                    vector.len(),
+                    h.len()
+                )))
+            }
+            Reader::Direction { vector, .. } => Ok(Value::Projection(
+                h.iter()
+                    .zip(vector)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum(),
+            )),
+        }
+    }
+}
+
+/// Sample ranges of the windows of a clip of `len` samples: the whole clip when `window` is
+/// `None`, else windows of `window` samples every `hop` samples (none past the end; a clip
+/// shorter than one window is read whole).
+pub fn windows(len: usize, window: Option<usize>, hop: usize) -> Vec<Range<usize>> {
+    match window {
+        Some(w) if w < len => (0..=(len - w))
+            .step_by(hop.max(1))
+            .map(|s| s..s + w)
+            .collect(),
+        _ => vec![0..len],
+    }
+}
+
+/// Reads `audio` (mono, at the model's rate) window by window; `window` and `hop` in seconds.
+/// `on_window(done, total)` follows the progress.
+pub fn read_audio(
+    model: &MusicGen,
+    audio: &[f32],
+    reader: &Reader,
+    pooling: Pooling,
+    window: Option<f64>,
+    hop: Option<f64>,
+    on_window: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Reading>, EvalError> {
+    let rate = f64::from(model.sample_rate());
+    let to_samples = |s: f64| (s * rate).round() as usize;
+    let window_len = window.map(to_samples);
+    let hop_len = hop.or(window).map_or(audio.len(), to_samples);
+    // Fewer samples than two codec frames give the decoder nothing to read.
+    let shortest = 2 * model.samples_per_frame();
+    let spans = windows(audio.len(), window_len, hop_len);
+    let total = spans.len();
+    let mut readings = Vec::with_capacity(total);
+    for (i, span) in spans.into_iter().enumerate() {
+        if span.len() < shortest {
+            return Err(EvalError::Probe(format!(
+                "{:.3} s of audio is too short to read (at least {:.3} s)",
+                span.len() as f64 / rate,
+                shortest as f64 / rate
+            )));
+        }
+        let pooled = pooled_audio(model, &audio[span.clone()], &[reader.block()], pooling)?;
+        let h = pooled
+            .first()
+            .ok_or_else(|| EvalError::Probe("no block output".into()))?;
+        readings.push(Reading {
+            start: span.start as f64 / rate,
+            end: span.end as f64 / rate,
+            value: reader.read(h)?,
+        });
+        on_window(i + 1, total);
+    }
+    Ok(readings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_clip_without_running_past_it() {
+        assert_eq!(windows(10, None, 3), vec![0..10]);
+        assert_eq!(windows(10, Some(4), 4), vec![0..4, 4..8]);
+        assert_eq!(windows(10, Some(4), 3), vec![0..4, 3..7, 6..10]);
+        assert_eq!(windows(3, Some(4), 1), vec![0..3]);
+        assert_eq!(windows(4, Some(4), 1), vec![0..4]);
+    }
+
+    #[test]
+    fn a_direction_reads_the_projection() {
+        let r = Reader::Direction {
+            block: 2,
+            vector: vec![0.5, 0.25],
+        };
+        assert_eq!(r.block(), 2);
+        assert_eq!(r.read(&[1.0, 2.0]).unwrap(), Value::Projection(1.0));
+        assert!(r.read(&[1.0]).is_err());
+    }
+}
