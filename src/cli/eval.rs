@@ -72,7 +72,7 @@ fn load_reader(args: &EvalArgs) -> miette::Result<(Reader, Pooling)> {
                 classifier.display()
             ));
         }
-        return Ok((Reader::Classifier(saved), pooling));
+        return Ok((Reader::Classifier(Box::new(saved)), pooling));
     }
     let direction = Direction::from_bundle(args.probe.as_str(), bundle);
     let Some((block, _)) = direction.best_block() else {

@@ -26,7 +26,7 @@ pub enum EvalError {
 /// What reads a pooled block output.
 pub enum Reader {
     /// A multiclass (or binary) classifier, as `baton train --task multiclass` saves it.
-    Classifier(SavedProbe),
+    Classifier(Box<SavedProbe>),
     /// A concept direction at one block: the projection onto it (larger = more concept).
     Direction {
         /// The block read.
@@ -98,7 +98,7 @@ pub fn windows(len: usize, window: Option<usize>, hop: usize) -> Vec<Range<usize
             .step_by(hop.max(1))
             .map(|s| s..s + w)
             .collect(),
-        _ => vec![0..len],
+        _ => std::iter::once(0..len).collect(),
     }
 }
 
