@@ -168,11 +168,32 @@ fn bad_input_fails_before_the_model_loads() {
             "{all:?}: expected {needle:?} in {stderr}"
         );
     }
-    // A window shorter than two codec frames is refused with the shortest length.
-    let run = baton(&[
-        "eval", clip, "--probe", bundle, "--model", TINY, "--window", "0.01",
-    ]);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success());
-    assert!(stderr.contains("too short to read"), "{stderr}");
+    // Checks that need the model: a window shorter than two codec frames, a hop shorter than
+    // one, a clip longer than the model reads at once (tiny-a: about 5 s).
+    let long = dir.path().join("long.wav");
+    write_wav(&long, &vec![0.1; 32000 * 6], 32000, SampleFormat::Float32).unwrap();
+    let long = long.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&[clip, "--window", "0.01"], "too short to read"),
+        (
+            &[clip, "--window", "0.1", "--hop", "0.001"],
+            "shorter than one codec frame",
+        ),
+        (&[long], "longer than the"),
+        (
+            &[clip, "--classifier", "/no/such.safetensors"],
+            "--classifier: no file",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["eval", "--probe", bundle, "--model", TINY];
+        all.extend(args);
+        let run = baton(&all);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{all:?} succeeded");
+        assert!(
+            stderr.contains(needle),
+            "{all:?}: expected {needle:?} in {stderr}"
+        );
+    }
 }

@@ -85,14 +85,16 @@ impl Playback {
         }
     }
 
-    /// Stops what is playing and plays `files` in order. Returns at once; a player that fails
-    /// to start is reported on stderr and the batch ends.
+    /// Stops what is playing and plays `files` in order; no files leave the current take
+    /// playing. Returns at once; a player that fails to start is reported on stderr and the
+    /// batch ends. Stopping kills the player process itself: a player that is a wrapper script
+    /// may leave what it started running.
     pub fn play(&self, files: Vec<PathBuf>) {
-        let mine = self.batch.fetch_add(1, Ordering::SeqCst) + 1;
-        self.stop_current();
         if files.is_empty() {
             return;
         }
+        let mine = self.batch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.stop_current();
         let (player, batch, current) = (
             self.player.clone(),
             self.batch.clone(),
@@ -120,7 +122,10 @@ impl Playback {
                     match slot.as_mut().map(Child::try_wait) {
                         Some(Ok(None)) => continue,
                         _ => {
-                            *slot = None;
+                            // Reaped either way, so no zombie is left behind.
+                            if let Some(mut child) = slot.take() {
+                                let _ = child.wait();
+                            }
                             break;
                         }
                     }
@@ -183,13 +188,13 @@ mod tests {
     fn a_batch_plays_in_order_and_a_new_one_cuts_it() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
-        // A "player" that notes the file, then takes a while.
+        // A "player" that notes the file, takes a while, then notes that it finished.
         let script = dir.path().join("player.sh");
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\necho \"$1\" >> {}\nsleep \"$2\"\n",
-                log.display()
+                "#!/bin/sh\necho \"$1\" >> {log}\nsleep \"$2\"\necho \"end $1\" >> {log}\n",
+                log = log.display()
             ),
         )
         .unwrap();
@@ -199,15 +204,19 @@ mod tests {
         let quick = play("0");
         quick.play(vec!["a".into(), "b".into()]);
         let read = || std::fs::read_to_string(&log).unwrap_or_default();
-        wait_until("both played", || read() == "a\nb\n");
+        wait_until("both played", || read() == "a\nend a\nb\nend b\n");
 
         std::fs::remove_file(&log).unwrap();
-        let slow = play("30");
+        let slow = play("1");
         slow.play(vec!["c".into(), "d".into()]);
         wait_until("c started", || read() == "c\n");
+        // Nothing to play keeps the current take.
+        slow.play(Vec::new());
         slow.play(vec!["e".into()]);
         wait_until("e started", || read() == "c\ne\n");
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(read(), "c\ne\n", "d must not play after the cut");
+        wait_until("e finished", || read() == "c\ne\nend e\n");
+        std::thread::sleep(Duration::from_millis(300));
+        // c was killed mid-take (never finished) and d never started.
+        assert_eq!(read(), "c\ne\nend e\n");
     }
 }

@@ -32,7 +32,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub probe: String,
     /// Read windows of this many seconds instead of whole clips (4 s matches the concept
-    /// datasets' clips).
+    /// datasets' clips); when the windows stop short of a clip's end, one more ends there.
     #[arg(long)]
     pub window: Option<f64>,
     /// Seconds from one window's start to the next (default: the window length).
@@ -42,6 +42,9 @@ pub struct EvalArgs {
     /// likely (classifier probes).
     #[arg(long)]
     pub target: Option<String>,
+    /// The classifier to read with [default: BUNDLE.classifier.safetensors, when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub classifier: Option<PathBuf>,
     /// Also write every reading to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -61,7 +64,16 @@ fn load_reader(args: &EvalArgs) -> miette::Result<(Reader, Pooling)> {
         .pooling
         .parse()
         .map_err(|e| miette::miette!("--probe {}: {e}", args.probe))?;
-    let classifier = classifier_path(&path);
+    let classifier = args
+        .classifier
+        .clone()
+        .unwrap_or_else(|| classifier_path(&path));
+    if args.classifier.is_some() && !classifier.is_file() {
+        return Err(miette::miette!(
+            "--classifier: no file {}",
+            classifier.display()
+        ));
+    }
     if classifier.is_file() {
         let saved = SavedProbe::read(&classifier)
             .map_err(|e| miette::miette!("--probe {}: {e}", args.probe))?;
@@ -240,14 +252,8 @@ fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) ->
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
-fn read_clip(
-    model: &baton::model::MusicGen,
-    clip: &Path,
-    reader: &Reader,
-    pooling: Pooling,
-    args: &EvalArgs,
-    bar: &ProgressBar,
-) -> miette::Result<Vec<Reading>> {
+/// A clip's samples, checked against the model's rate.
+fn load_clip(model: &baton::model::MusicGen, clip: &Path) -> miette::Result<Vec<f32>> {
     let (audio, rate) =
         read_wav_mono(clip).map_err(|e| miette::miette!("{}: {e}", clip.display()))?;
     if rate != model.sample_rate() {
@@ -257,20 +263,7 @@ fn read_clip(
             model.sample_rate()
         ));
     }
-    bar.set_message(clip.display().to_string());
-    read_audio(
-        model,
-        &audio,
-        reader,
-        pooling,
-        args.window,
-        args.hop,
-        &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    )
-    .map_err(|e| miette::miette!("{}: {e}", clip.display()))
+    Ok(audio)
 }
 
 /// Runs `baton eval`.
@@ -283,9 +276,28 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} windows of {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // Every clip is read from disk (and its rate checked) before the first is run.
+    let audio = args
+        .clips
+        .iter()
+        .map(|clip| load_clip(&model, clip))
+        .collect::<miette::Result<Vec<_>>>()?;
     let mut all = Vec::new();
-    for clip in &args.clips {
-        let readings = read_clip(&model, clip, &reader, pooling, &args, &bar)?;
+    for (clip, audio) in args.clips.iter().zip(&audio) {
+        bar.set_message(clip.display().to_string());
+        let readings = read_audio(
+            &model,
+            audio,
+            &reader,
+            pooling,
+            args.window,
+            args.hop,
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )
+        .map_err(|e| miette::miette!("{}: {e}", clip.display()))?;
         all.push((clip.clone(), readings));
     }
     bar.finish_and_clear();

@@ -90,14 +90,21 @@ impl Reader {
 }
 
 /// Sample ranges of the windows of a clip of `len` samples: the whole clip when `window` is
-/// `None`, else windows of `window` samples every `hop` samples (none past the end; a clip
-/// shorter than one window is read whole).
+/// `None`, else windows of `window` samples every `hop` samples, plus one ending at the clip's
+/// end when they stop short of it (so the end of a piece is always read); a clip shorter than
+/// one window is read whole.
 pub fn windows(len: usize, window: Option<usize>, hop: usize) -> Vec<Range<usize>> {
     match window {
-        Some(w) if w < len => (0..=(len - w))
-            .step_by(hop.max(1))
-            .map(|s| s..s + w)
-            .collect(),
+        Some(w) if w < len => {
+            let mut spans: Vec<Range<usize>> = (0..=(len - w))
+                .step_by(hop.max(1))
+                .map(|s| s..s + w)
+                .collect();
+            if spans.last().is_some_and(|r| r.end < len) {
+                spans.push(len - w..len);
+            }
+            spans
+        }
         _ => std::iter::once(0..len).collect(),
     }
 }
@@ -119,7 +126,29 @@ pub fn read_audio(
     let hop_len = hop.or(window).map_or(audio.len(), to_samples);
     // Fewer samples than two codec frames give the decoder nothing to read.
     let shortest = 2 * model.samples_per_frame();
+    if window_len.is_some_and(|w| w < shortest) {
+        return Err(EvalError::Probe(format!(
+            "a {:.3} s window is too short to read (at least {:.3} s)",
+            window.unwrap_or(0.0),
+            shortest as f64 / rate
+        )));
+    }
+    if hop_len < model.samples_per_frame() {
+        return Err(EvalError::Probe(format!(
+            "a hop of {:.4} s is shorter than one codec frame ({:.4} s)",
+            hop_len as f64 / rate,
+            model.samples_per_frame() as f64 / rate
+        )));
+    }
+    let longest = model.max_seconds();
     let spans = windows(audio.len(), window_len, hop_len);
+    if let Some(span) = spans.first().filter(|s| s.len() as f64 / rate > longest) {
+        return Err(EvalError::Probe(format!(
+            "{:.1} s is longer than the {longest:.1} s the model reads at once: read it in \
+             windows (--window 4 matches the concept datasets' clips)",
+            span.len() as f64 / rate
+        )));
+    }
     let total = spans.len();
     let mut readings = Vec::with_capacity(total);
     for (i, span) in spans.into_iter().enumerate() {
@@ -151,7 +180,7 @@ mod tests {
     #[test]
     fn windows_cover_the_clip_without_running_past_it() {
         assert_eq!(windows(10, None, 3), vec![0..10]);
-        assert_eq!(windows(10, Some(4), 4), vec![0..4, 4..8]);
+        assert_eq!(windows(10, Some(4), 4), vec![0..4, 4..8, 6..10]);
         assert_eq!(windows(10, Some(4), 3), vec![0..4, 3..7, 6..10]);
         assert_eq!(windows(3, Some(4), 1), vec![0..3]);
         assert_eq!(windows(4, Some(4), 1), vec![0..4]);

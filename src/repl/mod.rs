@@ -153,7 +153,7 @@ impl Repl {
             .take_outcome()
             .written
             .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+            .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")))
             .collect()
     }
 

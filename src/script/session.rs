@@ -99,7 +99,8 @@ impl Session {
     fn run_inner(&mut self, name: &str, source: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         let mut source = source.to_string();
         if self.keep_imports {
-            for import in leading_imports(&source) {
+            let imports = leading_imports(&source);
+            for import in &imports {
                 let module = modules::Resolver::new(self.host.clone()).resolve(
                     &self.engine,
                     Some(name),
@@ -109,15 +110,18 @@ impl Session {
                 self.engine
                     .register_static_module(import.alias.as_str(), module);
                 if !self.imports.contains(&import.alias) {
-                    self.imports.push(import.alias);
+                    self.imports.push(import.alias.clone());
                 }
-                // The module is in place: blank the statement (keeping every other line and
-                // column where it was) so it does not run again.
+            }
+            // The modules are in place: blank the statements (keeping every other line and
+            // column where it was) so they do not run again. Last first: a blank may be shorter
+            // in bytes than a statement with a multi-byte path, which would move later spans.
+            for import in imports.iter().rev() {
                 let blank: String = source[import.span.clone()]
                     .chars()
                     .map(|c| if c == '\n' { c } else { ' ' })
                     .collect();
-                source.replace_range(import.span, &blank);
+                source.replace_range(import.span.clone(), &blank);
             }
         }
         let mut ast = self.engine.compile_with_scope(&self.scope, &source)?;
@@ -342,6 +346,7 @@ mod tests {
             "print(\"module loaded\");\nfn f() { 1 }",
         )
         .unwrap();
+        std::fs::write(dir.path().join("chœur.rhai"), "fn g() { 2 }").unwrap();
         for keep in [false, true] {
             let options = RecipeOptions {
                 echo: false,
@@ -351,8 +356,13 @@ mod tests {
             if keep {
                 s.keep_imports();
             }
-            let v = s.run("in:1", "import \"noisy\" as n;\nn::f()").unwrap();
-            assert_eq!(v.as_int().unwrap(), 1);
+            let v = s
+                .run(
+                    "in:1",
+                    "import \"chœur\" as c;\nimport \"noisy\" as n;\nn::f() + c::g()",
+                )
+                .unwrap();
+            assert_eq!(v.as_int().unwrap(), 3);
             assert_eq!(
                 s.take_outcome().printed,
                 vec!["module loaded"],
