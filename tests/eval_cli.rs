@@ -11,6 +11,8 @@ use baton::model::MusicGen;
 use baton::probe::extract::{pooled_audio, pooled_clip};
 use baton::probe::{DirectionBundle, Pooling};
 use baton::rfm::io::SavedProbe;
+use baton::script::render::ModelRenderer;
+use baton::script::{run_source, RecipeOptions};
 use baton::steer::Direction;
 use candle_core::{DType, Device};
 use probe_support::{baton, tone, train_tone_classifier, TINY};
@@ -79,6 +81,38 @@ fn classifier_readings_match_the_rfm_per_clip_and_per_window() {
     }
     assert_eq!(readings[1]["start"].as_f64(), Some(0.2));
     assert_eq!(readings[1]["end"].as_f64(), Some(0.4));
+    // A recipe reads the same windows.
+    let options = RecipeOptions {
+        directions: lib.clone(),
+        out_dir: dir.path().to_path_buf(),
+        model_override: Some(TINY.into()),
+        echo: false,
+        ..RecipeOptions::default()
+    };
+    let renderer = ModelRenderer::new(Device::Cpu, DType::F32, SampleFormat::Float32, false);
+    let src = "for r in probe(\"tones:all\").classify(\"both.wav\", #{window: 0.2}) {\n\
+               print(`${r.start} ${r.end} ${r.class} ${r.probs.high}`);\n}";
+    let printed = run_source("eval.rhai", src, dir.path(), options, Box::new(renderer))
+        .unwrap()
+        .printed;
+    assert_eq!(printed.len(), 2);
+    for (line, r) in printed.iter().zip(readings) {
+        let high = r["probs"]["high"].as_f64().unwrap();
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(
+            fields[0].parse::<f64>().unwrap(),
+            r["start"].as_f64().unwrap()
+        );
+        assert_eq!(
+            fields[1].parse::<f64>().unwrap(),
+            r["end"].as_f64().unwrap()
+        );
+        assert!(
+            (fields[3].parse::<f64>().unwrap() - high).abs() < 1e-12,
+            "{line}"
+        );
+    }
+
     // The table and the summary.
     assert!(stdout.contains("p(high) ="), "{stdout}");
     assert!(stdout.contains("high: mean probability"), "{stdout}");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use baton::audio::read_wav_mono;
 use baton::files::write_atomic;
 use baton::probe::bundle::classifier_path;
-use baton::probe::eval::{read_audio, Reader, Reading, Value};
+use baton::probe::eval::{read_audio, Reader, Reading, Value, Windowing};
 use baton::probe::{DirectionBundle, Pooling};
 use baton::rfm::io::SavedProbe;
 use clap::Args;
@@ -285,13 +285,16 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
     let mut all = Vec::new();
     for (clip, audio) in args.clips.iter().zip(&audio) {
         bar.set_message(clip.display().to_string());
+        let windowing = args.window.map(|window| Windowing {
+            window,
+            hop: args.hop.unwrap_or(window),
+        });
         let readings = read_audio(
             &model,
             audio,
             &reader,
             pooling,
-            args.window,
-            args.hop,
+            windowing,
             &mut |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);

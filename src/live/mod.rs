@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 
+use crate::probe::eval::{PooledWindow, Windowing};
 use crate::probe::Pooling;
 use crate::script::{
     run_file, CurveSampler, RecipeOptions, RecipeOutcome, RenderRequest, Rendered, Renderer,
@@ -207,10 +208,11 @@ impl<R: Renderer> Renderer for Staged<R> {
         audio: &Path,
         layers: &[usize],
         pooling: Pooling,
-    ) -> Result<Vec<Vec<f32>>, String> {
+        windowing: Option<Windowing>,
+    ) -> Result<Vec<PooledWindow>, String> {
         // A clip rendered earlier in this run is read from its staged file.
         let audio = self.staged_for(audio).unwrap_or(audio).to_path_buf();
-        self.inner.pooled(model, &audio, layers, pooling)
+        self.inner.pooled(model, &audio, layers, pooling, windowing)
     }
 }
 

@@ -109,27 +109,46 @@ pub fn windows(len: usize, window: Option<usize>, hop: usize) -> Vec<Range<usize
     }
 }
 
-/// Reads `audio` (mono, at the model's rate) window by window; `window` and `hop` in seconds.
-/// `on_window(done, total)` follows the progress.
-pub fn read_audio(
+/// How to cut a clip: windows of `window` seconds every `hop` seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Windowing {
+    /// Window length, seconds.
+    pub window: f64,
+    /// Seconds from one window's start to the next.
+    pub hop: f64,
+}
+
+/// The pooled block outputs of one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PooledWindow {
+    /// Start of the window, seconds.
+    pub start: f64,
+    /// End of the window, seconds.
+    pub end: f64,
+    /// One pooled vector per requested block, in the order asked.
+    pub blocks: Vec<Vec<f32>>,
+}
+
+/// Pools blocks `layers` of `audio` (mono, at the model's rate): the whole clip, or each window
+/// read on its own. `on_window(done, total)` follows the progress.
+pub fn pooled_windows(
     model: &MusicGen,
     audio: &[f32],
-    reader: &Reader,
+    layers: &[usize],
     pooling: Pooling,
-    window: Option<f64>,
-    hop: Option<f64>,
+    windowing: Option<Windowing>,
     on_window: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<Reading>, EvalError> {
+) -> Result<Vec<PooledWindow>, EvalError> {
     let rate = f64::from(model.sample_rate());
     let to_samples = |s: f64| (s * rate).round() as usize;
-    let window_len = window.map(to_samples);
-    let hop_len = hop.or(window).map_or(audio.len(), to_samples);
+    let window_len = windowing.map(|w| to_samples(w.window));
+    let hop_len = windowing.map_or(audio.len(), |w| to_samples(w.hop));
     // Fewer samples than two codec frames give the decoder nothing to read.
     let shortest = 2 * model.samples_per_frame();
-    if window_len.is_some_and(|w| w < shortest) {
+    if let Some(w) = windowing.filter(|w| to_samples(w.window) < shortest) {
         return Err(EvalError::Probe(format!(
             "a {:.3} s window is too short to read (at least {:.3} s)",
-            window.unwrap_or(0.0),
+            w.window,
             shortest as f64 / rate
         )));
     }
@@ -145,12 +164,12 @@ pub fn read_audio(
     if let Some(span) = spans.first().filter(|s| s.len() as f64 / rate > longest) {
         return Err(EvalError::Probe(format!(
             "{:.1} s is longer than the {longest:.1} s the model reads at once: read it in \
-             windows (--window 4 matches the concept datasets' clips)",
+             windows (a 4 s window matches the concept datasets' clips)",
             span.len() as f64 / rate
         )));
     }
     let total = spans.len();
-    let mut readings = Vec::with_capacity(total);
+    let mut pooled = Vec::with_capacity(total);
     for (i, span) in spans.into_iter().enumerate() {
         if span.len() < shortest {
             return Err(EvalError::Probe(format!(
@@ -159,18 +178,46 @@ pub fn read_audio(
                 shortest as f64 / rate
             )));
         }
-        let pooled = pooled_audio(model, &audio[span.clone()], &[reader.block()], pooling)?;
-        let h = pooled
-            .first()
-            .ok_or_else(|| EvalError::Probe("no block output".into()))?;
-        readings.push(Reading {
+        pooled.push(PooledWindow {
             start: span.start as f64 / rate,
             end: span.end as f64 / rate,
-            value: reader.read(h)?,
+            blocks: pooled_audio(model, &audio[span], layers, pooling)?,
         });
         on_window(i + 1, total);
     }
-    Ok(readings)
+    Ok(pooled)
+}
+
+/// Reads `audio` (mono, at the model's rate) with `reader`, whole or window by window.
+pub fn read_audio(
+    model: &MusicGen,
+    audio: &[f32],
+    reader: &Reader,
+    pooling: Pooling,
+    windowing: Option<Windowing>,
+    on_window: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Reading>, EvalError> {
+    pooled_windows(
+        model,
+        audio,
+        &[reader.block()],
+        pooling,
+        windowing,
+        on_window,
+    )?
+    .into_iter()
+    .map(|w| {
+        let h = w
+            .blocks
+            .first()
+            .ok_or_else(|| EvalError::Probe("no block output".into()))?;
+        Ok(Reading {
+            start: w.start,
+            end: w.end,
+            value: reader.read(h)?,
+        })
+    })
+    .collect()
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub use sandbox::Limits;
 pub use session::Session;
 
 use crate::model::Sampling;
+use crate::probe::eval::{PooledWindow, Windowing};
 use crate::probe::Pooling;
 use crate::steer::Plan;
 
@@ -90,15 +91,17 @@ pub trait Renderer: Send {
     }
 
     /// Outputs of decoder blocks `layers` for a mono WAV file (teacher-forced, no text), pooled
-    /// over time, one vector per requested block: what probes see. Used by `probe.classify` and
-    /// `probe.project`.
+    /// over time, one vector per requested block: what probes see. The whole file is one
+    /// window unless `windowing` cuts it (each window read on its own). Used by
+    /// `probe.classify` and `probe.project`.
     fn pooled(
         &mut self,
         _model: &str,
         _audio: &Path,
         _layers: &[usize],
         _pooling: Pooling,
-    ) -> Result<Vec<Vec<f32>>, String> {
+        _windowing: Option<Windowing>,
+    ) -> Result<Vec<PooledWindow>, String> {
         Err("reading audio through a probe needs a model (this run renders nothing)".into())
     }
 }
@@ -123,8 +126,9 @@ impl<R: Renderer> Renderer for Arc<Mutex<R>> {
         audio: &Path,
         layers: &[usize],
         pooling: Pooling,
-    ) -> Result<Vec<Vec<f32>>, String> {
-        lock(self)?.pooled(model, audio, layers, pooling)
+        windowing: Option<Windowing>,
+    ) -> Result<Vec<PooledWindow>, String> {
+        lock(self)?.pooled(model, audio, layers, pooling, windowing)
     }
 }
 
@@ -297,11 +301,11 @@ pub const VERBS: &[(&str, &str)] = &[
     ("library", "library() -> names in the direction library"),
     (
         "classify",
-        "probe.classify(\"clip.wav\") -> #{class, probs: #{class: p}, block}  (needs BUNDLE.classifier.safetensors from `baton train --task multiclass`)",
+        "probe.classify(\"clip.wav\" [, #{window: s, hop: s}]) -> #{class, probs: #{class: p}, block}, or one per window with start/end  (needs BUNDLE.classifier.safetensors from `baton train --task multiclass`)",
     ),
     (
         "project",
-        "probe.project(\"clip.wav\") -> #{block, score, projection}  (onto the direction at the best block)",
+        "probe.project(\"clip.wav\" [, #{window: s, hop: s}]) -> #{block, score, projection}, or one per window  (onto the direction at the best block)",
     ),
     ("help", "help()"),
     ("piece", "piece(prompt, seconds)"),

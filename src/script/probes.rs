@@ -1,7 +1,8 @@
 //! Probe verbs: `probe(name)` loads a trained concept probe (same names as `direction(...)`)
 //! with its per-block scores and, when `baton train --task multiclass` wrote one next to the
 //! bundle, its classifier; `.classify(wav)` labels a clip with that classifier and
-//! `.project(wav)` gives the clip's projection onto the direction at the best block.
+//! `.project(wav)` gives the clip's projection onto the direction at the best block; with
+//! `#{window: s, hop: s}` both return one reading per window (as `baton eval --window`).
 //!
 //! Both read a clip the way `baton features` does (capture mode: EnCodec codes run
 //! teacher-forced through the decoder with no text, block output pooled over time, with the
@@ -13,6 +14,10 @@
 //! let c = chords.classify("take1.wav");    // needs directions/chords/all.classifier.safetensors
 //! print(`${c.class} (p = ${c.probs[c.class]})`);
 //! print(probe("notes:C#").project("take1.wav").projection);
+//! // Windows, each read on its own: when does the chord take hold?
+//! for r in chords.classify("take1.wav", #{window: 4.0, hop: 2.0}) {
+//!     print(`${r.start}-${r.end} s: ${r.class}`);
+//! }
 //! ```
 
 use std::path::PathBuf;
@@ -21,8 +26,10 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, INT};
 
 use super::directions::{load_bundle, score_map};
+use super::schedules::num;
 use super::{fail, Host};
 use crate::probe::bundle::classifier_path;
+use crate::probe::eval::{Reader, Value, Windowing};
 use crate::probe::Pooling;
 use crate::rfm::fit::Task;
 use crate::rfm::io::SavedProbe;
@@ -65,8 +72,16 @@ pub(crate) fn load_probe(host: &Host, name: &str) -> Result<Probe, String> {
     })
 }
 
-/// Finds a clip (recipe folder first) and returns its pooled features at `block`.
-fn pooled_at(host: &Host, verb: &str, p: &Probe, path: &str, block: usize) -> Res<Vec<f32>> {
+/// Finds a clip (recipe folder first) and returns its pooled features at `block`: one window
+/// for the whole clip, or one per window of `windowing`.
+fn pooled_at(
+    host: &Host,
+    verb: &str,
+    p: &Probe,
+    path: &str,
+    block: usize,
+    windowing: Option<Windowing>,
+) -> Res<Vec<(f64, f64, Vec<f32>)>> {
     if !path.to_ascii_lowercase().ends_with(".wav") {
         return fail(format!("{verb}: `{path}` is not a .wav file"));
     }
@@ -83,17 +98,69 @@ fn pooled_at(host: &Host, verb: &str, p: &Probe, path: &str, block: usize) -> Re
         .renderer
         .try_lock()
         .map_err(|_| format!("{verb} cannot run while rendering"))?;
-    let mut pooled = renderer
-        .pooled(&model, &file, &[block], pooling)
+    let windows = renderer
+        .pooled(&model, &file, &[block], pooling, windowing)
         .map_err(|e| format!("{verb}: {e}"))?;
-    match pooled.pop() {
-        Some(h) if pooled.is_empty() => Ok(h),
-        _ => fail(format!("{verb}: no hidden state for block {block}")),
+    windows
+        .into_iter()
+        .map(|w| match <[Vec<f32>; 1]>::try_from(w.blocks) {
+            Ok([h]) => Ok((w.start, w.end, h)),
+            Err(_) => fail(format!("{verb}: no hidden state for block {block}")),
+        })
+        .collect()
+}
+
+/// `#{window: seconds, hop: seconds}` (hop defaults to the window).
+fn windowing(verb: &str, opts: &Map) -> Res<Windowing> {
+    for key in opts.keys() {
+        if key != "window" && key != "hop" {
+            return fail(format!("{verb}: unknown option `{key}` (window, hop)"));
+        }
+    }
+    let seconds = |key: &str| -> Res<Option<f64>> {
+        match opts.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                let s = num(v, &format!("{verb}: {key}"))?;
+                if s > 0.0 && s.is_finite() {
+                    Ok(Some(s))
+                } else {
+                    fail(format!("{verb}: {key} must be positive seconds, got {s}"))
+                }
+            }
+        }
+    };
+    let Some(window) = seconds("window")? else {
+        return fail(format!(
+            "{verb}: the options need a `window` length in seconds"
+        ));
+    };
+    let hop = seconds("hop")?.unwrap_or(window);
+    Ok(Windowing { window, hop })
+}
+
+/// One reading as a map; `start` and `end` are added when the clip was cut into windows.
+fn reading(fields: Map, start: f64, end: f64, windowed: bool) -> Dynamic {
+    let mut m = fields;
+    if windowed {
+        m.insert("start".into(), Dynamic::from_float(start));
+        m.insert("end".into(), Dynamic::from_float(end));
+    }
+    Dynamic::from_map(m)
+}
+
+/// The readings of a clip: one map for the whole clip, or an array of maps, one per window.
+fn readings(windows: Vec<Dynamic>, windowed: bool) -> Dynamic {
+    if windowed {
+        Dynamic::from_array(windows)
+    } else {
+        windows.into_iter().next().unwrap_or(Dynamic::UNIT)
     }
 }
 
-/// Labels a clip with the probe's classifier: `#{class, probs: #{name: p}, block}`.
-fn classify(host: &Host, p: &Probe, path: &str) -> Res<Map> {
+/// Labels a clip (or each window of it) with the probe's classifier: `#{class, probs: #{name:
+/// p}, block}`.
+fn classify(host: &Host, p: &Probe, path: &str, windowing: Option<Windowing>) -> Res<Dynamic> {
     let Some(c) = &p.classifier else {
         return fail(format!(
             "classify: probe `{}` has no classifier (no {}); train one with \
@@ -109,52 +176,52 @@ fn classify(host: &Host, p: &Probe, path: &str) -> Res<Map> {
             p.classifier_path.display()
         ));
     }
-    let h = pooled_at(host, "classify", p, path, c.layer)?;
-    let proba = c
-        .classify(&h)
-        .map_err(|e| format!("classify with model `{}`: {e}", host.model_spec()))?;
-    let name = |k: usize| c.class_name(k);
-    let mut best = 0;
-    let mut probs = Map::new();
-    for (k, &pk) in proba.iter().enumerate() {
-        if pk > proba[best] {
-            best = k;
+    let mut out = Vec::new();
+    for (start, end, h) in pooled_at(host, "classify", p, path, c.layer, windowing)? {
+        let proba = c
+            .classify(&h)
+            .map_err(|e| format!("classify with model `{}`: {e}", host.model_spec()))?;
+        let mut best = 0;
+        let mut probs = Map::new();
+        for (k, &pk) in proba.iter().enumerate() {
+            if pk > proba[best] {
+                best = k;
+            }
+            probs.insert(c.class_name(k).into(), Dynamic::from_float(pk));
         }
-        probs.insert(name(k).into(), Dynamic::from_float(pk));
+        let mut m = Map::new();
+        m.insert("class".into(), Dynamic::from(c.class_name(best)));
+        m.insert("probs".into(), Dynamic::from_map(probs));
+        m.insert("block".into(), Dynamic::from(c.layer as INT));
+        out.push(reading(m, start, end, windowing.is_some()));
     }
-    let mut m = Map::new();
-    m.insert("class".into(), Dynamic::from(name(best)));
-    m.insert("probs".into(), Dynamic::from_map(probs));
-    m.insert("block".into(), Dynamic::from(c.layer as INT));
-    Ok(m)
+    Ok(readings(out, windowing.is_some()))
 }
 
-/// Projects a clip's pooled hidden state at the probe's best block onto its direction: a
-/// concept score (larger = more of the concept), not a calibrated probability.
-fn project(host: &Host, p: &Probe, path: &str) -> Res<Map> {
+/// Projects a clip's (or each window's) pooled hidden state at the probe's best block onto its
+/// direction: a concept score (larger = more of the concept), not a calibrated probability.
+fn project(host: &Host, p: &Probe, path: &str, windowing: Option<Windowing>) -> Res<Dynamic> {
     let Some((block, score)) = p.direction.best_block() else {
         return fail(format!("project: probe `{}` has no scored block", p.name));
     };
-    let h = pooled_at(host, "project", p, path, block)?;
-    let Some(q) = p
-        .direction
-        .vectors
-        .get(&block)
-        .filter(|q| q.len() == h.len())
-    else {
-        return fail(format!(
-            "project: the direction is {} wide but model `{}` gives {}",
-            p.direction.hidden_size,
-            host.model_spec(),
-            h.len()
-        ));
+    let reader = Reader::Direction {
+        block,
+        vector: p.direction.vectors.get(&block).cloned().unwrap_or_default(),
     };
-    let projection: f64 = h.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
-    let mut m = Map::new();
-    m.insert("block".into(), Dynamic::from(block as INT));
-    m.insert("score".into(), Dynamic::from_float(score));
-    m.insert("projection".into(), Dynamic::from_float(projection));
-    Ok(m)
+    let mut out = Vec::new();
+    for (start, end, h) in pooled_at(host, "project", p, path, block, windowing)? {
+        let projection = match reader.read(&h) {
+            Ok(Value::Projection(x)) => x,
+            Ok(Value::Probabilities(_)) => return fail("project: not a direction"),
+            Err(e) => return fail(format!("project with model `{}`: {e}", host.model_spec())),
+        };
+        let mut m = Map::new();
+        m.insert("block".into(), Dynamic::from(block as INT));
+        m.insert("score".into(), Dynamic::from_float(score));
+        m.insert("projection".into(), Dynamic::from_float(projection));
+        out.push(reading(m, start, end, windowing.is_some()));
+    }
+    Ok(readings(out, windowing.is_some()))
 }
 
 /// Registers the probe type and verbs.
@@ -194,11 +261,19 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         })
     });
     let h = host.clone();
-    engine.register_fn("classify", move |p: &mut Probe, path: &str| -> Res<Map> {
-        classify(&h, p, path)
+    engine.register_fn("classify", move |p: &mut Probe, path: &str| {
+        classify(&h, p, path, None)
     });
     let h = host.clone();
-    engine.register_fn("project", move |p: &mut Probe, path: &str| -> Res<Map> {
-        project(&h, p, path)
+    engine.register_fn("classify", move |p: &mut Probe, path: &str, opts: Map| {
+        classify(&h, p, path, Some(windowing("classify", &opts)?))
+    });
+    let h = host.clone();
+    engine.register_fn("project", move |p: &mut Probe, path: &str| {
+        project(&h, p, path, None)
+    });
+    let h = host.clone();
+    engine.register_fn("project", move |p: &mut Probe, path: &str, opts: Map| {
+        project(&h, p, path, Some(windowing("project", &opts)?))
     });
 }

@@ -15,10 +15,11 @@ use crate::progress::GenerationProgress;
 use candle_core::{DType, Device};
 
 use super::{CurveSampler, RenderRequest, Rendered, Renderer};
+use crate::audio::read_wav_mono;
 use crate::audio::{write_wav, SampleFormat};
 use crate::model::{Codes, GenerateOptions, MusicGen, Prefix, ResidualHook};
-use crate::probe::extract::pooled_clip;
-use crate::probe::{ExtractError, Pooling};
+use crate::probe::eval::{pooled_windows, PooledWindow, Windowing};
+use crate::probe::Pooling;
 use crate::steer::{Plan, PlanHook};
 
 /// How many earlier renders a [`ModelRenderer`] keeps for reuse (their codes are small).
@@ -147,20 +148,19 @@ impl Renderer for ModelRenderer {
         audio: &std::path::Path,
         layers: &[usize],
         pooling: Pooling,
-    ) -> Result<Vec<Vec<f32>>, String> {
+        windowing: Option<Windowing>,
+    ) -> Result<Vec<PooledWindow>, String> {
         let model = self.model(model)?;
-        pooled_clip(model, audio, layers, pooling).map_err(|e| match e {
-            // The extractor's advice is about datasets; a recipe's clip needs resampling.
-            ExtractError::SampleRate {
-                path,
-                found,
-                expected,
-            } => format!(
-                "{} is at {found} Hz but the model expects {expected} Hz: resample it first",
-                path.display()
-            ),
-            e => e.to_string(),
-        })
+        let (samples, rate) = read_wav_mono(audio).map_err(|e| e.to_string())?;
+        if rate != model.sample_rate() {
+            return Err(format!(
+                "{} is at {rate} Hz but the model expects {} Hz: resample it first",
+                audio.display(),
+                model.sample_rate()
+            ));
+        }
+        pooled_windows(model, &samples, layers, pooling, windowing, &mut |_, _| {})
+            .map_err(|e| e.to_string())
     }
 
     fn render(
