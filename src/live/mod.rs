@@ -202,6 +202,10 @@ impl<R: Renderer> Renderer for Staged<R> {
         self.inner.frame_rate(model)
     }
 
+    fn has_pending(&self, path: &Path) -> bool {
+        self.staged_for(path).is_some()
+    }
+
     fn pooled(
         &mut self,
         model: &str,
@@ -388,10 +392,12 @@ mod tests {
     use super::*;
     use crate::script::DryRun;
 
-    /// Writes a file per render (its prompt and seed), counting renders.
+    /// Writes a file per render (its prompt and seed), counting renders; "reads" audio as a
+    /// constant state, remembering which files it was given.
     #[derive(Default)]
     struct Scribe {
         renders: usize,
+        read: Vec<PathBuf>,
     }
 
     impl Renderer for Scribe {
@@ -411,6 +417,23 @@ mod tests {
             }
             std::fs::write(&request.out, text).map_err(|e| e.to_string())?;
             Ok(Rendered::Written)
+        }
+
+        fn pooled(
+            &mut self,
+            _model: &str,
+            audio: &Path,
+            layers: &[usize],
+            _pooling: Pooling,
+            _windowing: Option<Windowing>,
+        ) -> Result<Vec<PooledWindow>, String> {
+            std::fs::metadata(audio).map_err(|e| format!("{}: {e}", audio.display()))?;
+            self.read.push(audio.to_path_buf());
+            Ok(vec![PooledWindow {
+                start: 0.0,
+                end: 1.0,
+                blocks: layers.iter().map(|_| vec![7.0; 4]).collect(),
+            }])
         }
     }
 
@@ -538,6 +561,32 @@ mod tests {
         assert!(!dir.path().join("out/b.wav").exists());
         // And the next run is not poisoned by it.
         assert!(matches!(l.run_once(), RunReport::Done { unchanged: 1, .. }));
+    }
+
+    #[test]
+    fn a_take_rendered_in_this_run_is_read_from_its_staged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        with_bundle(dir.path());
+        // The first run: out/a.wav does not exist yet under its own name.
+        let take = dir.path().join("out/a.wav");
+        let l = live(
+            dir.path(),
+            &format!(
+                "render(piece(\"a\", 1.0), \"a.wav\");\n\
+                 print(probe(\"x.safetensors\").project({:?}).projection);",
+                take.display().to_string()
+            ),
+        );
+        let RunReport::Done { outcome, .. } = l.run_once() else {
+            panic!("the run should succeed")
+        };
+        assert_eq!(outcome.printed.last().map(String::as_str), Some("7.0"));
+        let read = l.renderer.lock().unwrap().inner.read.clone();
+        assert_eq!(read.len(), 1);
+        assert!(
+            read[0].to_string_lossy().ends_with(".a.wav.baton-staged"),
+            "{read:?}"
+        );
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub trait Renderer: Send {
         Ok(crate::steer::schedule::PAPER_FRAME_RATE)
     }
 
+    /// Whether `path` is a file this run has rendered but not yet put in place (watch mode):
+    /// it can be read although it is not on disk under that name yet.
+    fn has_pending(&self, _path: &Path) -> bool {
+        false
+    }
+
     /// Outputs of decoder blocks `layers` for a mono WAV file (teacher-forced, no text), pooled
     /// over time, one vector per requested block: what probes see. The whole file is one
     /// window unless `windowing` cuts it (each window read on its own). Used by
@@ -118,6 +124,10 @@ impl<R: Renderer> Renderer for Arc<Mutex<R>> {
 
     fn frame_rate(&mut self, model: &str) -> Result<f64, String> {
         lock(self)?.frame_rate(model)
+    }
+
+    fn has_pending(&self, path: &Path) -> bool {
+        self.lock().is_ok_and(|r| r.has_pending(path))
     }
 
     fn pooled(

@@ -85,10 +85,16 @@ fn pooled_at(
     if !path.to_ascii_lowercase().ends_with(".wav") {
         return fail(format!("{verb}: `{path}` is not a .wav file"));
     }
-    let file = [host.recipe_dir().join(path), PathBuf::from(path)]
-        .into_iter()
-        .find(|c| c.is_file())
-        .ok_or_else(|| format!("{verb}: audio file `{path}` not found"))?;
+    let file = {
+        let renderer = host
+            .renderer
+            .try_lock()
+            .map_err(|_| format!("{verb} cannot run while rendering"))?;
+        [host.recipe_dir().join(path), PathBuf::from(path)]
+            .into_iter()
+            .find(|c| c.is_file() || renderer.has_pending(c))
+            .ok_or_else(|| format!("{verb}: audio file `{path}` not found"))?
+    };
     let pooling: Pooling = p
         .pooling
         .parse()
