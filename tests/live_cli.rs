@@ -109,6 +109,7 @@ fn watch_renders_edits_and_keeps_the_last_good_files() {
     std::fs::write(&recipe, RECIPE.replace("seed(2)", "seed(3)")).unwrap();
     let seen = wait_for(&log, "run 2: ok");
     assert!(seen.contains("1 rendered, 1 unchanged"), "{seen}");
+    assert!(seen.contains("changed: piece.rhai\n"), "{seen}");
     wait_until("the new take played", || played("b.wav").exists());
     assert!(
         !played("a.wav").exists(),

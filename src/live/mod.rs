@@ -305,13 +305,13 @@ impl<R: Renderer + 'static> Live<R> {
         watched
     }
 
-    /// Runs the recipe now and again after every change, calling `report` after each run,
-    /// until `report` returns `false` or watching fails. Saves that land within `debounce` of
-    /// each other make one run.
+    /// Runs the recipe now and again after every change, telling `report` what happens, until
+    /// `report` returns `false` or watching fails. Saves that land within `debounce` of each
+    /// other make one run.
     pub fn watch(
         &self,
         debounce: Duration,
-        mut report: impl FnMut(RunReport) -> bool,
+        mut report: impl FnMut(WatchEvent) -> bool,
     ) -> Result<(), String> {
         let (tx, rx) = mpsc::channel::<DebounceEventResult>();
         let mut debouncer =
@@ -326,7 +326,7 @@ impl<R: Renderer + 'static> Live<R> {
                 contents.insert(comparable(&file), content_hash(&file));
             }
         }
-        if !report(self.run_once()) {
+        if !report(WatchEvent::Ran(self.run_once())) {
             return Ok(());
         }
         for events in rx {
@@ -334,26 +334,44 @@ impl<R: Renderer + 'static> Live<R> {
             let events = match events {
                 Ok(events) => events,
                 Err(e) => {
-                    eprintln!("watching files: {e}; save again if a change was missed");
+                    if !report(WatchEvent::Missed(e.to_string())) {
+                        break;
+                    }
                     continue;
                 }
             };
             // Reading a file is an event too (each run reads the recipe), and saving the same
             // text changes nothing: only new contents, or a file appearing or vanishing, count.
-            let changed = events
+            let mut changed: Vec<PathBuf> = events
                 .iter()
                 .filter(|e| relevant(&e.path))
                 .filter(|e| {
                     let now = content_hash(&e.path);
                     contents.insert(comparable(&e.path), now) != Some(now)
                 })
-                .count();
-            if changed > 0 && !report(self.run_once()) {
+                .map(|e| e.path.clone())
+                .collect();
+            changed.dedup();
+            if changed.is_empty() {
+                continue;
+            }
+            if !report(WatchEvent::Changed(changed)) || !report(WatchEvent::Ran(self.run_once())) {
                 break;
             }
         }
         Ok(())
     }
+}
+
+/// What [`Live::watch`] reports.
+#[derive(Debug)]
+pub enum WatchEvent {
+    /// These files changed; a run follows.
+    Changed(Vec<PathBuf>),
+    /// A run ended.
+    Ran(RunReport),
+    /// The watcher lost events (a full queue, say): a change may have been missed.
+    Missed(String),
 }
 
 /// The files under `dir` whose changes count (see [`relevant`]).
