@@ -75,8 +75,8 @@ pub struct RecipeFlags {
 /// Playing what the interactive verbs render.
 #[derive(Args, Debug, Clone)]
 pub struct PlayArgs {
-    /// Play each newly rendered file (a new run cuts the one playing), with the first player
-    /// found: paplay, aplay, afplay, play or ffplay.
+    /// Play each newly rendered file (a newer run that renders something cuts the one playing),
+    /// with the first player found: paplay, aplay, afplay, play or ffplay.
     #[arg(long)]
     pub play: bool,
     /// The player command, `{}` standing for the file (implies --play), e.g. "mpv --no-video {}".

@@ -167,7 +167,8 @@ impl Session {
 
     /// The session's variables: name and type, in the order they were made.
     pub fn variables(&self) -> Vec<(String, String)> {
-        self.scope
+        let mut vars: Vec<(String, String)> = self
+            .scope
             .iter_raw()
             .map(|(name, _, value)| {
                 (
@@ -175,7 +176,10 @@ impl Session {
                     self.engine.map_type_name(value.type_name()).to_string(),
                 )
             })
-            .collect()
+            .collect();
+        // The scope lists the newest first.
+        vars.reverse();
+        vars
     }
 
     /// Aliases of the modules imported for the whole session.
@@ -289,9 +293,12 @@ mod tests {
             .unwrap();
         assert!(v.as_float().unwrap() > 0.0);
         assert_eq!(s.imports(), ["sch"]);
-        assert_eq!(s.variables(), vec![("a".to_string(), "i64".to_string())]);
+        let _ = s.run("in:5", "let z = \"x\";").unwrap();
+        let names: Vec<String> = s.variables().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "z"], "in the order they were made");
+        assert_eq!(s.variables()[0], ("a".to_string(), "i64".to_string()));
         s.clear();
-        assert!(s.run("in:5", "a").is_err());
+        assert!(s.run("in:6", "a").is_err());
     }
 
     #[test]
