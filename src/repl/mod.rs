@@ -327,6 +327,43 @@ mod tests {
     }
 
     #[test]
+    fn a_retrained_bundle_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("notes");
+        std::fs::create_dir_all(&lib).unwrap();
+        let write = |score: f64| {
+            crate::probe::DirectionBundle {
+                concept: "notes".into(),
+                target: "X".into(),
+                model: "tiny".into(),
+                hidden_size: 2,
+                num_layers: 1,
+                metric: "auc".into(),
+                pooling: "mean".into(),
+                scores: [(0, score)].into(),
+                directions: [(0, vec![1.0, 0.0])].into(),
+            }
+            .write(&lib.join("X.safetensors"))
+            .unwrap();
+        };
+        write(0.5);
+        let options = RecipeOptions {
+            directions: dir.path().to_path_buf(),
+            echo: false,
+            ..RecipeOptions::default()
+        };
+        let session = Session::new(Path::new("."), options, Box::new(DryRun::default()));
+        let mut r = Repl::new(session);
+        assert_eq!(text(r.handle("probe(\"notes:X\").best_score")), "0.5");
+        // A longer score makes the file longer, so the change shows even on coarse file clocks.
+        write(0.123_456_789_012_345_6);
+        assert_eq!(
+            text(r.handle("probe(\"notes:X\").best_score")),
+            "0.1234567890123456"
+        );
+    }
+
+    #[test]
     fn help_lists_commands_and_verbs() {
         let h = help();
         assert!(h.contains(":load FILE") && h.contains("piece(prompt, seconds)"));

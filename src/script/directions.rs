@@ -25,6 +25,13 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 pub(crate) struct LoadedBundle {
     pub direction: Direction,
     pub pooling: String,
+    /// Size and modification time of the file when read: a retrained bundle is read again.
+    stamp: Option<(u64, std::time::SystemTime)>,
+}
+
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 /// Every `CONCEPT:TARGET` name in a direction library folder.
@@ -91,10 +98,13 @@ pub(crate) fn resolve(host: &Host, name: &str) -> Result<PathBuf, String> {
     Err(msg)
 }
 
-/// Loads (once per run) the bundle a name refers to; returns its path too.
+/// Loads the bundle a name refers to, once per session unless its file changes (a REPL
+/// outlives retraining); returns its path too.
 pub(crate) fn load_bundle(host: &Host, name: &str) -> Result<(PathBuf, LoadedBundle), String> {
     let path = resolve(host, name)?;
-    if let Some(b) = host.bundles.lock().ok().and_then(|b| b.get(&path).cloned()) {
+    let now = stamp(&path);
+    let cached = host.bundles.lock().ok().and_then(|b| b.get(&path).cloned());
+    if let Some(b) = cached.filter(|b| b.stamp.is_some() && b.stamp == now) {
         return Ok((path, b));
     }
     if path
@@ -111,6 +121,7 @@ pub(crate) fn load_bundle(host: &Host, name: &str) -> Result<(PathBuf, LoadedBun
     let loaded = LoadedBundle {
         direction: Direction::from_bundle(name, bundle),
         pooling,
+        stamp: now,
     };
     if let Ok(mut b) = host.bundles.lock() {
         b.insert(path.clone(), loaded.clone());
@@ -118,7 +129,7 @@ pub(crate) fn load_bundle(host: &Host, name: &str) -> Result<(PathBuf, LoadedBun
     Ok((path, loaded))
 }
 
-/// Loads (once per run) the direction a name refers to.
+/// Loads the direction a name refers to (see [`load_bundle`]).
 pub(crate) fn load(host: &Host, name: &str) -> Result<Direction, String> {
     load_bundle(host, name).map(|(_, b)| b.direction)
 }
