@@ -230,6 +230,15 @@ fn errors_inside_imported_modules_point_into_the_module() {
     assert_eq!(line, 11); // the `throw` in stdlib/theory.rhai
     let e = error("import \"nope\" as x;");
     assert!(e.message.contains("Module not found"), "{}", e.message);
+    assert!(
+        e.help.as_deref().unwrap_or("").contains("NAME.rhai"),
+        "{:?}",
+        e.help
+    );
+    // A namespace with no import says what is missing.
+    let e = error("let a = 1;\nprint(sch::swell(0.0, 1.0, 2.0));");
+    let help = e.help.clone().unwrap_or_default();
+    assert!(help.contains("`sch::` names no imported module"), "{help}");
 }
 
 #[test]

@@ -205,11 +205,23 @@ pub fn report(
             });
         }
     }
+    let mut help = hint(err, engine);
+    // The same error is raised for `name::f()` with no `import ... as name` in scope: then the
+    // position is at the name, not at an import's quoted path.
+    if let EvalAltResult::ErrorModuleNotFound(name, pos) = err {
+        let at_path = span_at(&text, *pos).is_some_and(|sp| text[sp.offset()..].starts_with('"'));
+        if !at_path {
+            help = Some(format!(
+                "`{name}::` names no imported module: add `import \"NAME\" as {name};` before \
+                 it (in the REPL an import stays only when it starts an input)"
+            ));
+        }
+    }
     ScriptError {
         message: msg,
         source_code: NamedSource::new(source, text),
         labels,
-        help: hint(err, engine),
+        help,
         related,
         location,
     }
