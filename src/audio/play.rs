@@ -207,7 +207,7 @@ mod tests {
         wait_until("both played", || read() == "a\nend a\nb\nend b\n");
 
         std::fs::remove_file(&log).unwrap();
-        let slow = play("1");
+        let slow = play("2");
         slow.play(vec!["c".into(), "d".into()]);
         wait_until("c started", || read() == "c\n");
         // Nothing to play keeps the current take.
