@@ -1,6 +1,7 @@
 //! Output files, the one way baton writes them: atomically (temp file + rename), and the small
 //! safetensors helpers (f32/i64 tensors with string metadata) behind the features, bundle,
-//! classifier and codes files.
+//! classifier and codes files; plus the path helpers every stage shares ([`folder_of`],
+//! [`stamp`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -8,6 +9,20 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
+
+/// The folder holding `path`: its parent, or `.` for a bare file name.
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// A file's size and modification time, how baton tells that a file changed since it last
+/// looked (`None` when it cannot be read, e.g. deleted).
+pub fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
 
 /// Errors reading or writing baton's safetensors-based files.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,9 @@
 //! Up-front checks of output paths, so a verb that works for minutes before writing fails at
 //! once on an output it could never write.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use baton::files::folder_of;
 use miette::{miette, Result};
 
 /// Checks that `path` could be written: not empty, not a folder, and its parent folder exists
@@ -17,11 +18,8 @@ pub fn check_output(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(miette!("cannot write {}: it is a folder", path.display()));
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let meta = std::fs::metadata(&parent).map_err(|_| {
+    let parent = folder_of(path);
+    let meta = std::fs::metadata(parent).map_err(|_| {
         miette!(
             "cannot write {}: folder {} does not exist",
             path.display(),

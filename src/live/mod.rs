@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 
+use crate::files::{folder_of, stamp};
 use crate::probe::eval::{PooledWindow, Windowing};
 use crate::probe::Pooling;
 use crate::script::{
@@ -33,11 +34,6 @@ const FINGERPRINT_MARGIN_STEPS: usize = 8;
 
 /// Size and modification time: how a file is recognised as the one baton last wrote.
 type Stamp = (u64, SystemTime);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
-}
 
 /// A hash of a file's bytes (`None` when it cannot be read, e.g. deleted).
 fn content_hash(path: &Path) -> Option<u64> {
@@ -131,9 +127,7 @@ impl<R: Renderer> Staged<R> {
 
 /// `path` with its folder resolved, so `out/a.wav` and `./out/a.wav` compare equal.
 fn comparable(path: &Path) -> PathBuf {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let dir = dir.unwrap_or(Path::new("."));
-    match (std::fs::canonicalize(dir), path.file_name()) {
+    match (std::fs::canonicalize(folder_of(path)), path.file_name()) {
         (Ok(d), Some(name)) => d.join(name),
         _ => path.to_path_buf(),
     }
@@ -292,12 +286,7 @@ impl<R: Renderer + 'static> Live<R> {
     /// The folders whose changes re-run the recipe: the recipe's own (it and its modules),
     /// and the direction library when it exists.
     fn watched(&self) -> Vec<(PathBuf, RecursiveMode)> {
-        let dir = self
-            .recipe
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        let dir = folder_of(&self.recipe).to_path_buf();
         let mut watched = vec![(dir, RecursiveMode::NonRecursive)];
         if self.options.directions.is_dir() {
             watched.push((self.options.directions.clone(), RecursiveMode::Recursive));

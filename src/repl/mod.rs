@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rhai::Dynamic;
 
+use crate::files::folder_of;
 use crate::script::{ScriptError, Session, VERBS};
 
 /// What the user typed, once complete.
@@ -185,11 +186,7 @@ impl Repl {
 
 /// Where a REPL started with `recipe` looks up relative bundle paths and modules.
 pub fn recipe_dir(recipe: Option<&Path>) -> PathBuf {
-    recipe
-        .and_then(Path::parent)
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf()
+    recipe.map_or(Path::new("."), folder_of).to_path_buf()
 }
 
 /// The `:help` text: the commands, then every recipe verb.

@@ -29,11 +29,6 @@ pub(crate) struct LoadedBundle {
     stamp: Option<(u64, std::time::SystemTime)>,
 }
 
-fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
-}
-
 /// Every `CONCEPT:TARGET` name in a direction library folder.
 pub fn library_names(dir: &Path) -> Vec<String> {
     let mut names = Vec::new();
@@ -102,7 +97,7 @@ pub(crate) fn resolve(host: &Host, name: &str) -> Result<PathBuf, String> {
 /// outlives retraining); returns its path too.
 pub(crate) fn load_bundle(host: &Host, name: &str) -> Result<(PathBuf, LoadedBundle), String> {
     let path = resolve(host, name)?;
-    let now = stamp(&path);
+    let now = crate::files::stamp(&path);
     let cached = host.bundles.lock().ok().and_then(|b| b.get(&path).cloned());
     if let Some(b) = cached.filter(|b| b.stamp.is_some() && b.stamp == now) {
         return Ok((path, b));

@@ -473,10 +473,7 @@ pub fn run_file(
             path.display()
         )))
     })?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::files::folder_of(path);
     run_source(&path.display().to_string(), &source, dir, options, renderer)
 }
 
