@@ -4,12 +4,11 @@
 //! direction at its best block. `--target CLASS` summarises how often and how strongly that class
 //! is heard: did the steering work, and from when.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use baton::audio::read_wav_mono;
 use baton::files::write_atomic;
 use baton::probe::bundle::classifier_path;
-use baton::probe::eval::{read_audio, Reader, Reading, Value, Windowing};
+use baton::probe::eval::{read_audio, read_clip, Reader, Reading, Value, Windowing};
 use baton::probe::{DirectionBundle, Pooling};
 use baton::rfm::io::SavedProbe;
 use clap::Args;
@@ -252,20 +251,6 @@ fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) ->
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
-/// A clip's samples, checked against the model's rate.
-fn load_clip(model: &baton::model::MusicGen, clip: &Path) -> miette::Result<Vec<f32>> {
-    let (audio, rate) =
-        read_wav_mono(clip).map_err(|e| miette::miette!("{}: {e}", clip.display()))?;
-    if rate != model.sample_rate() {
-        return Err(miette::miette!(
-            "{} is at {rate} Hz but the model expects {} Hz: resample it first",
-            clip.display(),
-            model.sample_rate()
-        ));
-    }
-    Ok(audio)
-}
-
 /// Runs `baton eval`.
 pub fn run(args: EvalArgs) -> miette::Result<()> {
     let (reader, pooling) = load_reader(&args)?;
@@ -280,7 +265,7 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
     let audio = args
         .clips
         .iter()
-        .map(|clip| load_clip(&model, clip))
+        .map(|clip| read_clip(&model, clip).map_err(|e| miette::miette!("{e}")))
         .collect::<miette::Result<Vec<_>>>()?;
     let mut all = Vec::new();
     for (clip, audio) in args.clips.iter().zip(&audio) {

@@ -7,8 +7,10 @@
 //! teacher-forced with no text, so a window sees none of the audio before it.
 
 use std::ops::Range;
+use std::path::Path;
 
 use super::extract::{pooled_audio, Pooling};
+use crate::audio::read_wav_mono;
 use crate::model::{ModelError, MusicGen};
 use crate::rfm::io::SavedProbe;
 
@@ -21,6 +23,23 @@ pub enum EvalError {
     /// The probe does not fit the model or the audio.
     #[error("{0}")]
     Probe(String),
+    /// The clip cannot be read, or is not at the model's rate.
+    #[error("{0}")]
+    Clip(String),
+}
+
+/// A WAV file's samples (mixed to mono), checked to be at the model's rate.
+pub fn read_clip(model: &MusicGen, path: &Path) -> Result<Vec<f32>, EvalError> {
+    let (audio, rate) =
+        read_wav_mono(path).map_err(|e| EvalError::Clip(format!("{}: {e}", path.display())))?;
+    if rate != model.sample_rate() {
+        return Err(EvalError::Clip(format!(
+            "{} is at {rate} Hz but the model expects {} Hz: resample it first",
+            path.display(),
+            model.sample_rate()
+        )));
+    }
+    Ok(audio)
 }
 
 /// What reads a pooled block output.

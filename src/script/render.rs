@@ -15,10 +15,9 @@ use crate::progress::GenerationProgress;
 use candle_core::{DType, Device};
 
 use super::{CurveSampler, RenderRequest, Rendered, Renderer};
-use crate::audio::read_wav_mono;
 use crate::audio::{write_wav, SampleFormat};
 use crate::model::{Codes, GenerateOptions, MusicGen, Prefix, ResidualHook};
-use crate::probe::eval::{pooled_windows, PooledWindow, Windowing};
+use crate::probe::eval::{pooled_windows, read_clip, PooledWindow, Windowing};
 use crate::probe::Pooling;
 use crate::steer::{Plan, PlanHook};
 
@@ -151,14 +150,7 @@ impl Renderer for ModelRenderer {
         windowing: Option<Windowing>,
     ) -> Result<Vec<PooledWindow>, String> {
         let model = self.model(model)?;
-        let (samples, rate) = read_wav_mono(audio).map_err(|e| e.to_string())?;
-        if rate != model.sample_rate() {
-            return Err(format!(
-                "{} is at {rate} Hz but the model expects {} Hz: resample it first",
-                audio.display(),
-                model.sample_rate()
-            ));
-        }
+        let samples = read_clip(model, audio).map_err(|e| e.to_string())?;
         pooled_windows(model, &samples, layers, pooling, windowing, &mut |_, _| {})
             .map_err(|e| e.to_string())
     }
