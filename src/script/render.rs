@@ -28,8 +28,9 @@ const REMEMBERED: usize = 8;
 struct PastRender {
     /// [`reuse_key`] of its request: what must be equal for any step to be reusable.
     key: u64,
-    /// Its plan's coefficient per term and step: steps are reusable while these agree.
-    coefficients: Vec<Vec<f64>>,
+    /// Its hook's coefficients (`[step][term]`, empty when nothing was steered): steps are
+    /// reusable while these agree.
+    coefficients: Vec<Vec<f32>>,
     codes: Codes,
 }
 
@@ -98,20 +99,17 @@ fn reuse_key(request: &RenderRequest, steps: usize) -> u64 {
     h.finish()
 }
 
-/// How many of the first `steps` steps two plans' coefficients (`[term][step]`) agree on (all
-/// of them when neither plan has a term).
-fn shared_steps(a: &[Vec<f64>], b: &[Vec<f64>], steps: usize) -> usize {
-    if a.len() != b.len() {
-        return 0;
+/// How many of the first `steps` steps two hooks' coefficients (`[step][term]`) agree on (all
+/// of them when neither steers anything).
+fn shared_steps(a: &[Vec<f32>], b: &[Vec<f32>], steps: usize) -> usize {
+    if a.is_empty() && b.is_empty() {
+        return steps;
     }
-    let steps = a.iter().chain(b).map(Vec::len).fold(steps, usize::min);
-    (0..steps)
-        .find(|&s| {
-            a.iter()
-                .zip(b)
-                .any(|(x, y)| x[s].to_bits() != y[s].to_bits())
-        })
-        .unwrap_or(steps)
+    a.iter()
+        .zip(b)
+        .take(steps)
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 /// Compiles `plan` for `model` and `max_new_tokens` steps; `None` when it steers nothing, so
@@ -170,10 +168,9 @@ impl Renderer for ModelRenderer {
             .map_err(|e| e.to_string())?;
         let mut hook = plan_hook(model, &request.plan, max_new_tokens, curves)?;
         let key = reuse_key(request, max_new_tokens);
-        let coefficients = request
-            .plan
-            .coefficients(max_new_tokens, model.frame_rate(), curves)
-            .map_err(|e| e.to_string())?;
+        let coefficients = hook
+            .as_ref()
+            .map_or_else(Vec::new, |h| h.coefficients().to_vec());
         // In half precision the one-pass replay rounds differently enough from the step loop
         // to change tokens, and a piece should not depend on what was rendered before it.
         let exact = model.activations() == DType::F32;
@@ -245,13 +242,20 @@ mod tests {
 
     #[test]
     fn shared_steps_end_at_the_first_difference() {
-        let a = vec![vec![0.0, 0.5, 1.0, 1.0], vec![1.0; 4]];
+        // Two terms over four steps, `[step][term]`.
+        let a = vec![
+            vec![0.0, 1.0],
+            vec![0.5, 1.0],
+            vec![1.0, 1.0],
+            vec![1.0, 1.0],
+        ];
         let mut b = a.clone();
         assert_eq!(shared_steps(&a, &b, 4), 4);
         assert_eq!(shared_steps(&a, &b, 3), 3);
-        b[1][2] = 0.9;
+        b[2][1] = 0.9;
         assert_eq!(shared_steps(&a, &b, 4), 2);
-        assert_eq!(shared_steps(&a, &b[..1], 4), 0, "other terms");
+        let one_term: Vec<Vec<f32>> = b.iter().map(|s| s[..1].to_vec()).collect();
+        assert_eq!(shared_steps(&a, &one_term, 4), 0, "other terms");
         assert_eq!(
             shared_steps(&[], &[], 7),
             7,

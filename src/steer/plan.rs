@@ -317,6 +317,11 @@ impl PlanHook {
     pub fn coefficients_at(&self, step: usize) -> Option<&[f32]> {
         self.coefficients.get(step).map(|c| c.as_slice())
     }
+
+    /// Every step's coefficients (`[step][term]`), as the hook applies them.
+    pub fn coefficients(&self) -> &[Vec<f32>] {
+        &self.coefficients
+    }
 }
 
 impl ResidualHook for PlanHook {
