@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use baton::files::write_atomic;
 use baton::probe::bundle::classifier_path;
-use baton::probe::eval::{read_audio, read_clip, Reader, Reading, Value, Windowing};
+use baton::probe::eval::{most_likely, read_audio, read_clip, Reader, Reading, Value, Windowing};
 use baton::probe::{DirectionBundle, Pooling};
 use baton::rfm::io::SavedProbe;
 use clap::Args;
@@ -139,9 +139,7 @@ fn check_args(args: &EvalArgs, reader: &Reader) -> miette::Result<()> {
 fn describe(reader: &Reader, value: &Value, target: Option<&str>) -> String {
     match (reader, value) {
         (Reader::Classifier(c), Value::Probabilities(p)) => {
-            let best = (0..p.len())
-                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-                .unwrap_or(0);
+            let best = most_likely(p);
             let mut text = format!("{} ({:.3})", c.class_name(best), p[best]);
             if let Some(k) = target.and_then(|t| c.classes.iter().position(|n| n == t)) {
                 text = format!("{text:<24} p({}) = {:.3}", c.class_name(k), p[k]);
@@ -162,9 +160,8 @@ fn summary(reader: &Reader, readings: &[&Reading], target: Option<&str>) -> Vec<
             let mut sum = vec![0.0; c.classes.len().max(1)];
             for r in readings {
                 if let Value::Probabilities(p) = &r.value {
-                    let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]));
-                    if let Some(b) = best.filter(|b| *b < top.len()) {
-                        top[b] += 1;
+                    if let Some(t) = top.get_mut(most_likely(p)) {
+                        *t += 1;
                     }
                     for (s, pk) in sum.iter_mut().zip(p) {
                         *s += pk;

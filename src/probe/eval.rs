@@ -108,6 +108,11 @@ impl Reader {
     }
 }
 
+/// The most likely class: the first of the largest probabilities (0 when there are none).
+pub fn most_likely(probs: &[f64]) -> usize {
+    (0..probs.len()).fold(0, |best, k| if probs[k] > probs[best] { k } else { best })
+}
+
 /// Sample ranges of the windows of a clip of `len` samples: the whole clip when `window` is
 /// `None`, else windows of `window` samples every `hop` samples, plus one ending at the clip's
 /// end when they stop short of it (so the end of a piece is always read); a clip shorter than
@@ -250,6 +255,13 @@ mod tests {
         assert_eq!(windows(10, Some(4), 3), vec![0..4, 3..7, 6..10]);
         assert_eq!(windows(3, Some(4), 1), vec![0..3]);
         assert_eq!(windows(4, Some(4), 1), vec![0..4]);
+    }
+
+    #[test]
+    fn the_most_likely_class_is_the_first_of_the_largest() {
+        assert_eq!(most_likely(&[0.2, 0.5, 0.3]), 1);
+        assert_eq!(most_likely(&[0.4, 0.2, 0.4]), 0);
+        assert_eq!(most_likely(&[]), 0);
     }
 
     #[test]

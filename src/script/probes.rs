@@ -29,7 +29,7 @@ use super::directions::{load_bundle, score_map};
 use super::schedules::num;
 use super::{fail, Host};
 use crate::probe::bundle::classifier_path;
-use crate::probe::eval::{Reader, Value, Windowing};
+use crate::probe::eval::{most_likely, Reader, Value, Windowing};
 use crate::probe::Pooling;
 use crate::rfm::fit::Task;
 use crate::rfm::io::SavedProbe;
@@ -187,16 +187,16 @@ fn classify(host: &Host, p: &Probe, path: &str, windowing: Option<Windowing>) ->
         let proba = c
             .classify(&h)
             .map_err(|e| format!("classify with model `{}`: {e}", host.model_spec()))?;
-        let mut best = 0;
-        let mut probs = Map::new();
-        for (k, &pk) in proba.iter().enumerate() {
-            if pk > proba[best] {
-                best = k;
-            }
-            probs.insert(c.class_name(k).into(), Dynamic::from_float(pk));
-        }
+        let probs: Map = proba
+            .iter()
+            .enumerate()
+            .map(|(k, &pk)| (c.class_name(k).into(), Dynamic::from_float(pk)))
+            .collect();
         let mut m = Map::new();
-        m.insert("class".into(), Dynamic::from(c.class_name(best)));
+        m.insert(
+            "class".into(),
+            Dynamic::from(c.class_name(most_likely(&proba))),
+        );
         m.insert("probs".into(), Dynamic::from_map(probs));
         m.insert("block".into(), Dynamic::from(c.layer as INT));
         out.push(reading(m, start, end, windowing.is_some()));
