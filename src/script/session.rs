@@ -6,13 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rhai::{
-    Dynamic, Engine, EvalAltResult, FnPtr, ModuleResolver, ParseErrorType, Position, Scope, AST,
-};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, ParseErrorType, Position, Scope, AST};
 
-use super::{
-    build_engine, diagnostics, modules, Host, RecipeOptions, RecipeOutcome, Renderer, ScriptError,
-};
+use super::{build_engine, diagnostics, Host, RecipeOptions, RecipeOutcome, Renderer, ScriptError};
 
 /// An engine, its scope, and the functions defined so far.
 pub struct Session {
@@ -101,7 +97,7 @@ impl Session {
         if self.keep_imports {
             let imports = leading_imports(&source);
             for import in &imports {
-                let module = modules::Resolver::new(self.host.clone()).resolve(
+                let module = self.engine.module_resolver().resolve(
                     &self.engine,
                     Some(name),
                     &import.path,
