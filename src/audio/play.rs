@@ -43,9 +43,14 @@ impl Player {
             .filter_map(|t| Player::parse(t).ok())
             .find(|p| on_path(&p.words[0]))
             .ok_or_else(|| {
-                "no audio player found on PATH (tried paplay, aplay, afplay, play, ffplay); \
-                 name one with --player \"CMD {}\""
-                    .to_string()
+                let tried: Vec<&str> = KNOWN_PLAYERS
+                    .iter()
+                    .filter_map(|t| t.split_whitespace().next())
+                    .collect();
+                format!(
+                    "no audio player found on PATH (tried {}); name one with --player \"CMD {{}}\"",
+                    tried.join(", ")
+                )
             })
     }
 
