@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use baton::audio::{read_wav_mono, AudioError, SampleFormat};
+use baton::concepts::instruments::{family_key, syntheory_programs};
 use baton::concepts::{
     clip_specs, read_manifest, write_dataset, ClipSink, Concept, ConceptError, DatasetJob,
     Instruments, Label, Renderer, SpecOptions, WavFiles,
@@ -61,6 +62,7 @@ fn full_counts_and_labels_match_syntheory() {
         (Concept::Progressions, 20_976, 19),
         (Concept::Tempos, 4_025, 0),
         (Concept::TimeSignatures, 1_200, 8),
+        (Concept::Timbres, 4_416, 13),
     ];
     for (concept, count, classes) in expected {
         let specs = clip_specs(concept, &SpecOptions::default()).expect("specs");
@@ -79,7 +81,17 @@ fn full_counts_and_labels_match_syntheory() {
                 Label::Value(bpm) => assert!((50.0..=210.0).contains(bpm)),
             }
         }
-        if classes > 0 {
+        if concept == Concept::Timbres {
+            // 12 roots x 4 figures per program; the families hold 5 to 8 of the 92 programs.
+            assert_eq!(per_label.len(), classes);
+            for (family, n) in &per_label {
+                let programs = syntheory_programs()
+                    .into_iter()
+                    .filter(|&p| &family_key(p) == family)
+                    .count();
+                assert_eq!(*n, 48 * programs, "{family}");
+            }
+        } else if classes > 0 {
             assert_eq!(per_label.len(), classes, "{concept}");
             assert!(
                 per_label.values().all(|&n| n == count / classes),

@@ -4,7 +4,9 @@
 
 mod concepts_support;
 
-use baton::audio::spectrum::{chroma, dominant_pitch_class, estimate_bpm_from_audio};
+use baton::audio::spectrum::{
+    average_spectrum, chroma, dominant_pitch_class, estimate_bpm_from_audio,
+};
 use baton::concepts::{clip_specs, ClipSpec, Concept, Instruments, Renderer, SpecOptions};
 use concepts_support::{renderers, SR};
 use serde_json::Value;
@@ -324,5 +326,62 @@ fn time_signature_downbeats_recur_every_bar() {
             assert!(off.iter().all(|&p| p == off[0]), "{what}");
             assert_ne!(down[0], off[0], "{what}");
         }
+    }
+}
+
+#[test]
+fn timbre_figures_play_their_root_and_each_family_sounds_its_own() {
+    for r in renderers() {
+        let timbres = specs(Concept::Timbres, &[0, 33, 40, 73]);
+        let mut held_spectra = Vec::new();
+        for spec in timbres
+            .iter()
+            .filter(|s| [0, 7].contains(&field_u8(s, "root_pitch_class")))
+        {
+            let audio = render(&r, spec);
+            let pc = field_u8(spec, "root_pitch_class");
+            let what = format!("{} with {}", spec.name, r.synth_name());
+            match field_str(spec, "figure") {
+                "held" => {
+                    assert_eq!(dominant_pitch_class(&audio, SR), pc, "{what}");
+                    if pc == 0 {
+                        held_spectra.push((spec.program, average_spectrum(&audio, SR, 4096)));
+                    }
+                }
+                "arpeggio" => {
+                    let want: Vec<u8> = [0, 4, 7, 0, 7, 4, 0, 7]
+                        .iter()
+                        .map(|i| (pc + i) % 12)
+                        .collect();
+                    assert_eq!(pitch_class_per_beat(&audio, 8), want, "{what}");
+                }
+                "chord" => {
+                    let mut want = vec![pc, (pc + 4) % 12, (pc + 7) % 12];
+                    want.sort_unstable();
+                    assert_eq!(top_pitch_classes(&audio, 3), want, "{what}");
+                }
+                _ => {}
+            }
+        }
+        if !r.uses_soundfont() {
+            continue;
+        }
+        // The program change takes effect: no two families' held C share a spectral shape.
+        for (i, (pa, a)) in held_spectra.iter().enumerate() {
+            for (pb, b) in &held_spectra[i + 1..] {
+                let dot: f64 = a
+                    .magnitudes
+                    .iter()
+                    .zip(&b.magnitudes)
+                    .map(|(x, y)| x * y)
+                    .sum();
+                let norm = |s: &baton::audio::spectrum::Spectrum| {
+                    s.magnitudes.iter().map(|x| x * x).sum::<f64>().sqrt()
+                };
+                let cosine = dot / (norm(a) * norm(b));
+                assert!(cosine < 0.95, "programs {pa} and {pb}: cosine {cosine:.3}");
+            }
+        }
+        assert_eq!(held_spectra.len(), 4);
     }
 }

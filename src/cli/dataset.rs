@@ -22,7 +22,8 @@ fn parse_instruments(s: &str) -> Result<Instruments, String> {
 /// Arguments of `baton dataset`.
 #[derive(Args, Debug)]
 pub struct DatasetArgs {
-    /// notes, intervals, scales, chords, progressions, tempos or time_signatures.
+    /// notes, intervals, scales, chords, progressions, tempos or time_signatures (SynTheory's),
+    /// or timbres (the GM instrument family playing held notes, arpeggios, melodies and chords).
     #[arg(value_parser = parse_concept)]
     pub concept: Concept,
     /// Dataset folder (created; an interrupted run into it resumes).

@@ -1,8 +1,10 @@
-//! The seven SynTheory concepts as lists of clip specs: labels, instrument, seed and the score.
+//! The seven SynTheory concepts, and baton's own timbres, as lists of clip specs: labels,
+//! instrument, seed and the score.
 //!
 //! Enumeration order, counts and musical content follow SynTheory's generators (notes, intervals,
 //! scales, chords, chord progressions, tempos, time signatures); each loop nests as theirs does,
-//! instrument innermost.
+//! instrument innermost. Timbres (the instrument family, a concept the MusicRFM paper names as
+//! missing) is built the same way: the same figures on every program, labelled by GM family.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +15,10 @@ use serde_json::{json, Map, Value};
 use super::events::{
     Score, ScoreBuilder, DRUM_CHANNEL, MELODY_CHANNEL, MELODY_VELOCITY, REVERB_SEND,
 };
-use super::instruments::{parse_program, program_name, spread_programs, syntheory_programs};
+use super::instruments::{
+    family_key, parse_program, program_family, program_name, spread_programs, syntheory_programs,
+    tonal_families,
+};
 use super::theory::{
     diatonic_triad, pitch_class_name, scale_notes, triad, Inversion, Mode, Quality, INTERVAL_NAMES,
 };
@@ -26,7 +31,7 @@ pub const CLIP_SECONDS: f64 = 4.0;
 /// Tempo of the tonal concepts and of the time-signature clicks.
 const BASE_BPM: f64 = 120.0;
 
-/// One of the seven SynTheory concepts.
+/// One of the seven SynTheory concepts, or baton's timbres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Concept {
     Notes,
@@ -36,11 +41,14 @@ pub enum Concept {
     Progressions,
     Tempos,
     TimeSignatures,
+    // Last, so that the discriminant each concept's clip seeds mix in stays as it was.
+    /// The GM instrument family playing a figure (baton's; not in SynTheory).
+    Timbres,
 }
 
 impl Concept {
-    /// All concepts, in SynTheory's table order.
-    pub const ALL: [Concept; 7] = [
+    /// All concepts: SynTheory's table order, then timbres.
+    pub const ALL: [Concept; 8] = [
         Concept::Notes,
         Concept::Intervals,
         Concept::Scales,
@@ -48,6 +56,7 @@ impl Concept {
         Concept::Progressions,
         Concept::Tempos,
         Concept::TimeSignatures,
+        Concept::Timbres,
     ];
 
     /// The name used on the command line and in manifests.
@@ -60,6 +69,7 @@ impl Concept {
             Concept::Progressions => "progressions",
             Concept::Tempos => "tempos",
             Concept::TimeSignatures => "time_signatures",
+            Concept::Timbres => "timbres",
         }
     }
 
@@ -68,8 +78,8 @@ impl Concept {
         self == Concept::Tempos
     }
 
-    /// True for concepts played on the 92 instruments; the click concepts use five click
-    /// sounds instead.
+    /// True for concepts played on the 92 instruments (timbres: on those the choice includes);
+    /// the click concepts use five click sounds instead.
     pub fn uses_instruments(self) -> bool {
         !matches!(self, Concept::Tempos | Concept::TimeSignatures)
     }
@@ -90,6 +100,7 @@ impl Concept {
                 .iter()
                 .map(|(n, d)| format!("{n}/{d}"))
                 .collect(),
+            Concept::Timbres => tonal_families(),
         }
     }
 }
@@ -108,6 +119,7 @@ impl FromStr for Concept {
         let found = match key.as_str() {
             "chord_progressions" => Some(Concept::Progressions),
             "time_signature" | "timesignatures" => Some(Concept::TimeSignatures),
+            "instruments" | "instrument_families" | "families" => Some(Concept::Timbres),
             _ => Concept::ALL
                 .into_iter()
                 .find(|c| c.name() == key || c.name().trim_end_matches('s') == key),
@@ -334,6 +346,47 @@ pub const CLICK_SOUNDS: [ClickSound; 5] = [
 /// Random window offsets per tempo clip and per time-signature clip.
 const TEMPO_OFFSETS: usize = 5;
 const TIME_SIGNATURE_OFFSETS: usize = 10;
+
+/// What each timbres clip plays, as (name, major-scale degrees from the root with octaves as
+/// 8, 15..., beats per note; 0 degrees = the whole triad at once). Held notes, an arpeggio, a
+/// stepwise melody and block chords, so a probe meets each instrument's sustain, attack and
+/// polyphony rather than one kind of figure.
+const TIMBRE_FIGURES: [(&str, &[u8], f64); 4] = [
+    ("held", &[1, 1, 1, 1], 2.0),
+    ("arpeggio", &[1, 3, 5, 8, 5, 3, 1, 5], 1.0),
+    (
+        "melody",
+        &[1, 2, 3, 5, 4, 3, 2, 1, 3, 5, 8, 5, 3, 2, 1, 1],
+        0.5,
+    ),
+    ("chord", &[0, 0, 0, 0], 2.0),
+];
+
+/// The MIDI note of C in the octave a timbres figure is played in: an octave lower for the bass
+/// family, one higher for pipes (flutes, recorders), so each family plays where it sounds. Block
+/// chords stay at C3 or above: a triad in the bass register is a blur of beating overtones.
+fn timbre_c(program: u8, figure: &str) -> u8 {
+    let c = match program_family(program) {
+        "Bass" => 36,
+        "Pipe" => 60,
+        _ => 48,
+    };
+    if figure == "chord" {
+        c.max(48)
+    } else {
+        c
+    }
+}
+
+/// The MIDI notes a timbres figure step plays on `root` (the major triad for degree 0).
+fn timbre_keys(root: u8, degree: u8) -> Vec<u8> {
+    const MAJOR: [u8; 7] = [0, 2, 4, 5, 7, 9, 11];
+    if degree == 0 {
+        return vec![root, root + 4, root + 7];
+    }
+    let d = (degree - 1) as usize;
+    vec![root + 12 * (d / 7) as u8 + MAJOR[d % 7]]
+}
 
 /// The label name of a progression, e.g. `ionian_1-4-5-1`.
 pub fn progression_name(mode: Mode, degrees: &[u8; 4]) -> String {
@@ -630,6 +683,37 @@ fn enumerate(concept: Concept, programs: &[u8], seed: u64) -> Vec<ClipSpec> {
                 }
             }
         }
+        Concept::Timbres => {
+            for pc in 0u8..12 {
+                for (figure, degrees, beats) in TIMBRE_FIGURES {
+                    for &p in programs {
+                        let root = timbre_c(p, figure) + pc;
+                        let steps: Vec<Vec<u8>> =
+                            degrees.iter().map(|&d| timbre_keys(root, d)).collect();
+                        let score = tonal(p, |mut b| {
+                            for (k, keys) in steps.iter().enumerate() {
+                                let t = k as f64 * beats;
+                                b = b.chord(MELODY_CHANNEL, keys, MELODY_VELOCITY, t, t + beats);
+                            }
+                            b
+                        });
+                        let family = family_key(p);
+                        let mut keys: Vec<u8> = steps.concat();
+                        keys.sort_unstable();
+                        keys.dedup();
+                        s.push(
+                            format!("{}_{figure}_{family}_p{p:03}", file_pitch(pc)),
+                            Label::Class(family.clone()),
+                            json!({"family": family, "figure": figure,
+                                   "root_note_name": pitch_class_name(pc),
+                                   "root_pitch_class": pc, "midi_notes": keys}),
+                            p,
+                            score,
+                        );
+                    }
+                }
+            }
+        }
     }
     s.out
 }
@@ -643,6 +727,23 @@ pub fn clip_specs(concept: Concept, options: &SpecOptions) -> Result<Vec<ClipSpe
             "(empty)".into(),
             "no programs selected".into(),
         ));
+    }
+    if concept == Concept::Timbres {
+        let families = tonal_families();
+        if let Some(&p) = programs
+            .iter()
+            .find(|&&p| !families.contains(&family_key(p)))
+        {
+            return Err(ConceptError::BadInstruments(
+                p.to_string(),
+                format!(
+                    "{} ({}) is in a family the timbres concept leaves out; its classes are {}",
+                    program_name(p),
+                    program_family(p),
+                    families.join(", ")
+                ),
+            ));
+        }
     }
     let all = enumerate(concept, &programs, options.seed);
     Ok(match options.limit {
@@ -714,6 +815,32 @@ mod tests {
         );
         assert_eq!("chord".parse::<Concept>().unwrap(), Concept::Chords);
         assert!("melodies".parse::<Concept>().is_err());
+    }
+
+    #[test]
+    fn timbres_refuse_programs_outside_their_families() {
+        let opts = |list: &str| SpecOptions {
+            instruments: list.parse().expect("list"),
+            ..Default::default()
+        };
+        let err = clip_specs(Concept::Timbres, &opts("0,100"))
+            .expect_err("synth effects")
+            .to_string();
+        assert!(
+            err.contains("FX 5") || err.contains("Synth Effects"),
+            "{err}"
+        );
+        assert!(err.contains("synth_pad"), "{err}");
+        // the same program is fine for a concept that labels something else
+        assert!(clip_specs(Concept::Notes, &opts("0,100")).is_ok());
+        let specs = clip_specs(Concept::Timbres, &opts("33,73")).expect("bass and flute");
+        assert_eq!(specs.len(), 2 * 48);
+        assert_eq!(specs[0].label, Label::Class("bass".into()));
+        assert_eq!(specs[1].label, Label::Class("pipe".into()));
+        // bass plays an octave under the others, pipes one above
+        assert_eq!(specs[0].fields["midi_notes"][0], 36);
+        assert_eq!(specs[1].fields["midi_notes"][0], 60);
+        assert_eq!("instruments".parse::<Concept>().unwrap(), Concept::Timbres);
     }
 
     #[test]

@@ -168,6 +168,26 @@ pub fn program_family(program: u8) -> &'static str {
     GM_FAMILIES[((program & 0x7f) / 8) as usize]
 }
 
+/// The GM family of a program as a label: lower case, words joined by `_` (`synth_lead`).
+pub fn family_key(program: u8) -> String {
+    program_family(program)
+        .to_ascii_lowercase()
+        .replace(' ', "_")
+}
+
+/// The families [`syntheory_programs`] span, as [`family_key`]s in GM order: the classes of the
+/// timbres concept (13: every family but synth effects, percussive and sound effects).
+pub fn tonal_families() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in syntheory_programs() {
+        let key = family_key(p);
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    out
+}
+
 /// The 92 programs SynTheory renders tonal concepts with, in program order: every GM program
 /// except synth effects (96..=103), percussive and sound effects (112..=127, one "sound effects"
 /// category in SynTheory's table) and 12 programs whose pitch is blurred by inharmonic overtones or
@@ -240,5 +260,18 @@ mod tests {
         assert_eq!(parse_program("choir aah"), Some(52));
         assert_eq!(parse_program("128"), None);
         assert_eq!(parse_program("kazoo"), None);
+    }
+
+    #[test]
+    fn families_are_snake_case_keys_of_the_tonal_programs() {
+        assert_eq!(family_key(81), "synth_lead");
+        assert_eq!(family_key(8), "chromatic_percussion");
+        let families = tonal_families();
+        assert_eq!(families.len(), 13);
+        assert_eq!(families.first().map(String::as_str), Some("piano"));
+        assert_eq!(families.last().map(String::as_str), Some("ethnic"));
+        assert!(!families
+            .iter()
+            .any(|f| f == "synth_effects" || f == "percussive"));
     }
 }

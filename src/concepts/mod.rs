@@ -1,10 +1,10 @@
 //! SynTheory-style concept clips (notes, intervals, scales, chords, progressions, tempos, time
-//! signatures) built as MIDI-level events and rendered in-process.
+//! signatures, and baton's timbres) built as MIDI-level events and rendered in-process.
 //!
 //! - [`theory`]: pitch names, modes, triads voiced as SynTheory voices them;
 //! - [`instruments`]: the GM program table and SynTheory's 92 tonal programs;
 //! - [`events`]: event lists ([`Score`]) built in beats;
-//! - [`generators`]: the seven concepts as [`ClipSpec`]s (labels, program, seed, score);
+//! - [`generators`]: the eight concepts as [`ClipSpec`]s (labels, program, seed, score);
 //! - [`render`]: a General-MIDI SoundFont through rustysynth, or [`builtin`] when none is found;
 //! - [`manifest`] and [`writer`]: the dataset folder (`dataset.json`, `clips/*.wav`,
 //!   `manifest.jsonl`), written in parallel, atomically and resumably.
@@ -34,10 +34,10 @@ use crate::audio::AudioError;
 /// Errors building, rendering or writing concept datasets.
 #[derive(Debug, thiserror::Error)]
 pub enum ConceptError {
-    /// A concept name that is not one of the seven.
+    /// A concept name that is not one of the eight.
     #[error(
         "unknown concept `{0}` (expected one of: notes, intervals, scales, chords, progressions, \
-         tempos, time_signatures)"
+         tempos, time_signatures, timbres)"
     )]
     UnknownConcept(String),
     /// An `--instruments` value that names no program, or an empty or out-of-range list.
