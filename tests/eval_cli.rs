@@ -6,7 +6,7 @@ mod probe_support;
 
 use std::path::Path;
 
-use baton::audio::{read_wav_mono, write_wav, SampleFormat};
+use baton::audio::{read_wav_at, read_wav_mono, resample, write_wav, SampleFormat};
 use baton::model::MusicGen;
 use baton::probe::extract::{pooled_audio, pooled_clip};
 use baton::probe::{DirectionBundle, Pooling};
@@ -157,6 +157,43 @@ fn a_bundle_without_classifier_reads_projections_at_its_best_block() {
     assert_eq!(doc["kind"], "projection");
     assert_eq!(doc["block"], block);
     let got = doc["readings"][0]["projection"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+
+    // a clip at another rate is read as its resampled audio
+    let (audio, rate) = read_wav_mono(&clip).unwrap();
+    let at_48k = dir.path().join("clip48k.wav");
+    write_wav(
+        &at_48k,
+        &resample(&audio, rate, 48000),
+        48000,
+        SampleFormat::Float32,
+    )
+    .unwrap();
+    let run = baton(&[
+        "eval",
+        at_48k.to_str().unwrap(),
+        "--probe",
+        bundle_path.to_str().unwrap(),
+        "--model",
+        TINY,
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (back, _) = read_wav_at(&at_48k, rate).unwrap();
+    let h = pooled_audio(&model, &back, &[block], Pooling::Mean)
+        .unwrap()
+        .remove(0);
+    let want: f64 = h
+        .iter()
+        .zip(&direction.vectors[&block])
+        .map(|(a, b)| *a as f64 * *b as f64)
+        .sum();
+    let got = json(&out)["readings"][0]["projection"].as_f64().unwrap();
     assert!((got - want).abs() < 1e-9, "{got} vs {want}");
 }
 

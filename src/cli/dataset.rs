@@ -5,15 +5,11 @@ use std::time::Instant;
 
 use baton::audio::SampleFormat;
 use baton::concepts::{
-    find_soundfont, write_dataset, Concept, ConceptError, DatasetJob, Instruments, Renderer,
-    SoundFontLookup, SpecOptions, WavFiles, SOUNDFONT_ENV,
+    find_soundfont, import_folder, write_dataset, Concept, ConceptError, DatasetJob, ImportJob,
+    Instruments, Renderer, SoundFontLookup, SpecOptions, WavFiles, SOUNDFONT_ENV,
 };
 use clap::Args;
 use miette::miette;
-
-fn parse_concept(s: &str) -> Result<Concept, String> {
-    s.parse().map_err(|e: ConceptError| e.to_string())
-}
 
 fn parse_instruments(s: &str) -> Result<Instruments, String> {
     s.parse().map_err(|e: ConceptError| e.to_string())
@@ -24,11 +20,20 @@ fn parse_instruments(s: &str) -> Result<Instruments, String> {
 pub struct DatasetArgs {
     /// notes, intervals, scales, chords, progressions, tempos or time_signatures (SynTheory's),
     /// or timbres (the GM instrument family playing held notes, arpeggios, melodies and chords).
-    #[arg(value_parser = parse_concept)]
-    pub concept: Concept,
+    /// With --from: any name for a concept of your own (letters, digits, `_`, `-`).
+    pub concept: String,
     /// Dataset folder (created; an interrupted run into it resumes).
     #[arg(long)]
     pub out: PathBuf,
+    /// Make the dataset from your own recordings instead: a folder with one sub-folder of WAV
+    /// files per class (`calm/*.wav`, `tense/*.wav`). Files are mixed to mono, resampled to
+    /// --sample-rate and cut into --clip-seconds clips; silence and files under 1 s are left out.
+    #[arg(long, value_name = "FOLDER", conflicts_with_all = ["instruments", "limit", "seed", "soundfont", "builtin_synth"])]
+    pub from: Option<PathBuf>,
+    /// With --from: length of the clips recordings are cut into, seconds (1 to 30; a shorter
+    /// file is one clip).
+    #[arg(long, default_value_t = 4.0, requires = "from")]
+    pub clip_seconds: f64,
     /// `all` (SynTheory's 92 GM programs), a count N (spread over the GM families), or a list of
     /// GM program numbers or names (`0,40,violin`; one program: `40,`). Tempos and time
     /// signatures use their five click sounds instead.
@@ -86,19 +91,22 @@ fn renderer(args: &DatasetArgs) -> miette::Result<Renderer> {
 
 /// Runs `baton dataset`.
 pub fn run(args: DatasetArgs) -> miette::Result<()> {
+    if let Some(from) = &args.from {
+        return import(&args, from);
+    }
+    let concept: Concept = args.concept.parse().map_err(|e: ConceptError| {
+        miette!("{e}; for a dataset of your own recordings, pass --from FOLDER")
+    })?;
     if args.limit == Some(0) {
         return Err(miette!("--limit must be at least 1"));
     }
     let renderer = renderer(&args)?;
-    if !args.concept.uses_instruments() && args.instruments != Instruments::All {
-        eprintln!(
-            "note: {} clips use the five click sounds; --instruments is ignored",
-            args.concept
-        );
+    if !concept.uses_instruments() && args.instruments != Instruments::All {
+        eprintln!("note: {concept} clips use the five click sounds; --instruments is ignored");
     }
     let job = DatasetJob {
         out: args.out.clone(),
-        concept: args.concept,
+        concept,
         options: SpecOptions {
             instruments: args.instruments.clone(),
             limit: args.limit,
@@ -121,7 +129,7 @@ pub fn run(args: DatasetArgs) -> miette::Result<()> {
     };
     eprintln!(
         "{}: {} clips in {} ({} rendered, {} already present) with {}; {:.1} s, {:.1} clips/s",
-        args.concept,
+        concept,
         summary.total,
         args.out.display(),
         summary.rendered,
@@ -130,5 +138,63 @@ pub fn run(args: DatasetArgs) -> miette::Result<()> {
         secs,
         rate
     );
+    Ok(())
+}
+
+/// `baton dataset NAME --from FOLDER`: the user's recordings as a dataset.
+fn import(args: &DatasetArgs, from: &std::path::Path) -> miette::Result<()> {
+    let job = ImportJob {
+        from: from.to_path_buf(),
+        out: args.out.clone(),
+        concept: args.concept.clone(),
+        clip_seconds: args.clip_seconds,
+        sample_rate: args.sample_rate,
+        format: if args.pcm16 {
+            SampleFormat::Pcm16
+        } else {
+            SampleFormat::Float32
+        },
+        progress: !args.quiet,
+    };
+    let started = Instant::now();
+    let summary = import_folder(&job).map_err(one_line)?;
+    let per_class: Vec<String> = summary
+        .classes
+        .iter()
+        .map(|(class, n)| format!("{class} {n}"))
+        .collect();
+    eprintln!(
+        "{}: {} clips in {} from {} files ({}); {:.1} s",
+        job.concept,
+        summary.clips(),
+        job.out.display(),
+        summary.files,
+        per_class.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    if summary.resampled > 0 {
+        eprintln!(
+            "note: {} file(s) resampled to {} Hz",
+            summary.resampled, job.sample_rate
+        );
+    }
+    if summary.silent > 0 {
+        eprintln!("note: {} silent clip(s) left out", summary.silent);
+    }
+    for (what, paths) in [
+        ("shorter than 1 s, left out", &summary.too_short),
+        (
+            "not a .wav file in a class folder, ignored",
+            &summary.ignored,
+        ),
+    ] {
+        if let Some(first) = paths.first() {
+            eprintln!(
+                "note: {} file(s) {what} (first: {})",
+                paths.len(),
+                first.display()
+            );
+        }
+    }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::generators::{ClipSpec, Concept, Label};
+use super::generators::{ClipSpec, Label};
 use super::ConceptError;
 
 /// File name of the options record.
@@ -41,6 +41,10 @@ pub struct DatasetInfo {
     pub synth: String,
     /// Number of clips.
     pub clips: usize,
+    /// The folder of recordings the clips were cut from (`baton dataset NAME --from`); absent
+    /// for a synthesized concept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 impl DatasetInfo {
@@ -94,21 +98,25 @@ fn short(v: &Value) -> String {
 }
 
 /// One clip of a dataset, as read back from `manifest.jsonl`.
+///
+/// Only `file`, `concept` and `label` are required, so a manifest written by hand (or by
+/// `baton dataset NAME --from FOLDER`) for clips of any concept reads too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManifestEntry {
     /// Path relative to the dataset folder (`clips/NAME.wav`).
     pub file: String,
-    /// The concept.
-    pub concept: Concept,
+    /// The concept's name: one of [`super::Concept`]'s, or any other for a dataset of the user's
+    /// own.
+    pub concept: String,
     /// The probe target.
     pub label: Label,
-    /// Position in the concept's full enumeration.
+    /// Position in the concept's full enumeration (the line's position when absent).
     pub index: usize,
-    /// GM program.
-    pub program: u8,
-    /// The clip's seed.
-    pub seed: u64,
-    /// Every other field (root, mode, bpm, program name, `is_silent`, ...).
+    /// GM program, for synthesized clips.
+    pub program: Option<u8>,
+    /// The clip's seed, for synthesized clips.
+    pub seed: Option<u64>,
+    /// Every other field (root, mode, bpm, program name, `is_silent`, source file, ...).
     pub fields: Map<String, Value>,
 }
 
@@ -133,7 +141,7 @@ pub fn clip_file(spec: &ClipSpec) -> String {
     format!("{CLIPS_DIR}/{}.wav", spec.name)
 }
 
-fn parse_line(line: &str) -> Result<ManifestEntry, String> {
+fn parse_line(line: &str, position: usize) -> Result<ManifestEntry, String> {
     let Value::Object(mut obj) = serde_json::from_str::<Value>(line).map_err(|e| e.to_string())?
     else {
         return Err("not a JSON object".into());
@@ -144,22 +152,32 @@ fn parse_line(line: &str) -> Result<ManifestEntry, String> {
         .ok_or("`file` is not a string")?
         .to_string();
     check_inside(&file)?;
-    let concept: Concept = take("concept")?
+    let concept = take("concept")?
         .as_str()
-        .ok_or("`concept` is not a string")?
-        .parse()
-        .map_err(|e: ConceptError| e.to_string())?;
+        .filter(|c| !c.trim().is_empty())
+        .ok_or("`concept` is not a non-empty string")?
+        .to_string();
     let label = match take("label")? {
         Value::String(s) => Label::Class(s),
         Value::Number(n) => Label::Value(n.as_f64().ok_or("`label` is not finite")?),
         _ => return Err("`label` must be a string or a number".into()),
     };
-    let index = take("index")?.as_u64().ok_or("`index` is not an integer")? as usize;
-    let program = take("program")?
-        .as_u64()
-        .filter(|p| *p < 128)
-        .ok_or("`program` is not 0..=127")? as u8;
-    let seed = take("seed")?.as_u64().ok_or("`seed` is not an integer")?;
+    let index = match obj.remove("index") {
+        None => position,
+        Some(v) => v.as_u64().ok_or("`index` is not an integer")? as usize,
+    };
+    let program = match obj.remove("program") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|p| *p < 128)
+                .ok_or("`program` is not 0..=127")? as u8,
+        ),
+    };
+    let seed = match obj.remove("seed") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or("`seed` is not an integer")?),
+    };
     Ok(ManifestEntry {
         file,
         concept,
@@ -192,8 +210,9 @@ pub fn read_manifest(dir: &Path) -> Result<Vec<ManifestEntry>, ConceptError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            parse_line(l).map_err(|why| ConceptError::Manifest {
+        .enumerate()
+        .map(|(position, (i, l))| {
+            parse_line(l, position).map_err(|why| ConceptError::Manifest {
                 path: path.clone(),
                 why: format!("line {}: {why}", i + 1),
             })
@@ -242,6 +261,7 @@ mod tests {
             sample_format: "f32".into(),
             synth: synth.into(),
             clips: 12,
+            imported_from: None,
         }
     }
 
@@ -258,11 +278,11 @@ mod tests {
     fn entry(file: &str) -> ManifestEntry {
         ManifestEntry {
             file: file.into(),
-            concept: Concept::Notes,
+            concept: "notes".into(),
             label: Label::Class("C".into()),
             index: 0,
-            program: 0,
-            seed: 0,
+            program: Some(0),
+            seed: Some(0),
             fields: Map::new(),
         }
     }
@@ -283,9 +303,40 @@ mod tests {
     #[test]
     fn a_manifest_line_pointing_outside_the_folder_is_refused() {
         let line = r#"{"file":"../../secret.wav","concept":"notes","label":"C","index":0,"program":0,"seed":1}"#;
-        let err = parse_line(line).expect_err("outside");
+        let err = parse_line(line, 0).expect_err("outside");
         assert!(err.contains("inside the dataset folder"), "{err}");
-        let ok = parse_line(&line.replace("../../secret.wav", "clips/a.wav")).expect("ok");
+        let ok = parse_line(&line.replace("../../secret.wav", "clips/a.wav"), 0).expect("ok");
         assert_eq!(ok.file, "clips/a.wav");
+    }
+
+    #[test]
+    fn a_hand_written_line_needs_only_file_concept_and_label() {
+        let e = parse_line(
+            r#"{"file":"a.wav","concept":"mood","label":"calm","take":2}"#,
+            5,
+        )
+        .expect("minimal line");
+        assert_eq!(e.concept, "mood");
+        assert_eq!(e.label, Label::Class("calm".into()));
+        assert_eq!((e.index, e.program, e.seed), (5, None, None));
+        assert_eq!(e.fields["take"], 2);
+        let e = parse_line(r#"{"file":"b.wav","concept":"brightness","label":0.25}"#, 0)
+            .expect("numeric label");
+        assert_eq!(e.label, Label::Value(0.25));
+        for (bad, why) in [
+            (r#"{"file":"a.wav","label":"x"}"#, "missing `concept`"),
+            (r#"{"file":"a.wav","concept":" ","label":"x"}"#, "non-empty"),
+            (
+                r#"{"file":"a.wav","concept":"m","label":"x","program":200}"#,
+                "0..=127",
+            ),
+            (
+                r#"{"file":"a.wav","concept":"m","label":[1]}"#,
+                "string or a number",
+            ),
+        ] {
+            let err = parse_line(bad, 0).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

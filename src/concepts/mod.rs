@@ -7,7 +7,8 @@
 //! - [`generators`]: the eight concepts as [`ClipSpec`]s (labels, program, seed, score);
 //! - [`render`]: a General-MIDI SoundFont through rustysynth, or [`builtin`] when none is found;
 //! - [`manifest`] and [`writer`]: the dataset folder (`dataset.json`, `clips/*.wav`,
-//!   `manifest.jsonl`), written in parallel, atomically and resumably.
+//!   `manifest.jsonl`), written in parallel, atomically and resumably;
+//! - [`import`]: the same folder made from the user's own recordings, one sub-folder per class.
 //!
 //! The probe stage uses [`clip_specs`] + [`Renderer::render`] to get audio without touching the
 //! disk, or [`read_manifest`] to read back a folder `baton dataset` wrote.
@@ -15,6 +16,7 @@
 pub mod builtin;
 pub mod events;
 pub mod generators;
+pub mod import;
 pub mod instruments;
 pub mod manifest;
 pub mod render;
@@ -25,6 +27,7 @@ use std::path::PathBuf;
 
 pub use events::{Event, EventKind, Score};
 pub use generators::{clip_specs, ClipSpec, Concept, Instruments, Label, SpecOptions};
+pub use import::{import_folder, ImportJob, ImportSummary};
 pub use manifest::{read_manifest, DatasetInfo, ManifestEntry};
 pub use render::{find_soundfont, Renderer, SoundFontLookup, SOUNDFONT_ENV};
 pub use writer::{write_dataset, ClipSink, DatasetJob, WavFiles, WriteSummary};
@@ -76,6 +79,9 @@ pub enum ConceptError {
     /// Writing `dataset.json` or `manifest.jsonl` failed.
     #[error(transparent)]
     Audio(#[from] AudioError),
+    /// A folder of recordings cannot be imported as it is.
+    #[error("{path}: {why}")]
+    Import { path: PathBuf, why: String },
     /// `dataset.json` or `manifest.jsonl` is unreadable or malformed.
     #[error("{path}: {why}")]
     Manifest { path: PathBuf, why: String },

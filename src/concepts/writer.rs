@@ -85,14 +85,16 @@ fn is_silent(samples: &[f32], format: SampleFormat) -> bool {
     }
 }
 
-fn format_name(format: SampleFormat) -> &'static str {
+/// The `sample_format` name in `dataset.json`.
+pub(crate) fn format_name(format: SampleFormat) -> &'static str {
     match format {
         SampleFormat::Float32 => "f32",
         SampleFormat::Pcm16 => "pcm16",
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConceptError + '_ {
+/// Wraps an I/O error with the path it concerns.
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConceptError + '_ {
     move |err| ConceptError::Io {
         path: path.to_path_buf(),
         err,
@@ -176,6 +178,7 @@ pub fn write_dataset(
         sample_format: format_name(job.format).into(),
         synth: renderer.synth_name().into(),
         clips: specs.len(),
+        imported_from: None,
     };
     prepare_folder(&job.out, &info)?;
     let clips_dir = job.out.join(CLIPS_DIR);

@@ -6,11 +6,10 @@
 //! Each window is read on its own, like a training clip: encoded from its first sample and run
 //! teacher-forced with no text, so a window sees none of the audio before it.
 
-use std::ops::Range;
 use std::path::Path;
 
 use super::extract::{pooled_audio, Pooling};
-use crate::audio::read_wav_mono;
+use crate::audio::{read_wav_at, windows};
 use crate::model::{ModelError, MusicGen};
 use crate::rfm::io::SavedProbe;
 
@@ -23,23 +22,16 @@ pub enum EvalError {
     /// The probe does not fit the model or the audio.
     #[error("{0}")]
     Probe(String),
-    /// The clip cannot be read, or is not at the model's rate.
+    /// The clip cannot be read.
     #[error("{0}")]
     Clip(String),
 }
 
-/// A WAV file's samples (mixed to mono), checked to be at the model's rate.
+/// A WAV file's samples, mixed to mono and resampled to the model's rate when it has another.
 pub fn read_clip(model: &MusicGen, path: &Path) -> Result<Vec<f32>, EvalError> {
-    let (audio, rate) =
-        read_wav_mono(path).map_err(|e| EvalError::Clip(format!("{}: {e}", path.display())))?;
-    if rate != model.sample_rate() {
-        return Err(EvalError::Clip(format!(
-            "{} is at {rate} Hz but the model expects {} Hz: resample it first",
-            path.display(),
-            model.sample_rate()
-        )));
-    }
-    Ok(audio)
+    read_wav_at(path, model.sample_rate())
+        .map(|(audio, _)| audio)
+        .map_err(|e| EvalError::Clip(format!("{}: {e}", path.display())))
 }
 
 /// What reads a pooled block output.
@@ -111,26 +103,6 @@ impl Reader {
 /// The most likely class: the first of the largest probabilities (0 when there are none).
 pub fn most_likely(probs: &[f64]) -> usize {
     (0..probs.len()).fold(0, |best, k| if probs[k] > probs[best] { k } else { best })
-}
-
-/// Sample ranges of the windows of a clip of `len` samples: the whole clip when `window` is
-/// `None`, else windows of `window` samples every `hop` samples, plus one ending at the clip's
-/// end when they stop short of it (so the end of a piece is always read); a clip shorter than
-/// one window is read whole.
-pub fn windows(len: usize, window: Option<usize>, hop: usize) -> Vec<Range<usize>> {
-    match window {
-        Some(w) if w < len => {
-            let mut spans: Vec<Range<usize>> = (0..=(len - w))
-                .step_by(hop.max(1))
-                .map(|s| s..s + w)
-                .collect();
-            if spans.last().is_some_and(|r| r.end < len) {
-                spans.push(len - w..len);
-            }
-            spans
-        }
-        _ => std::iter::once(0..len).collect(),
-    }
 }
 
 /// How to cut a clip: windows of `window` seconds every `hop` seconds.
@@ -247,15 +219,6 @@ pub fn read_audio(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn windows_cover_the_clip_without_running_past_it() {
-        assert_eq!(windows(10, None, 3), vec![0..10]);
-        assert_eq!(windows(10, Some(4), 4), vec![0..4, 4..8, 6..10]);
-        assert_eq!(windows(10, Some(4), 3), vec![0..4, 3..7, 6..10]);
-        assert_eq!(windows(3, Some(4), 1), vec![0..3]);
-        assert_eq!(windows(4, Some(4), 1), vec![0..4]);
-    }
 
     #[test]
     fn the_most_likely_class_is_the_first_of_the_largest() {

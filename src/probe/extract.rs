@@ -2,12 +2,13 @@
 //! teacher-forced through the decoder with no text conditioning (MusicGen's capture mode), and
 //! every chosen block's output is pooled over time.
 
-use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 
 use super::features::{FeatureSet, Labels};
+use crate::concepts::manifest::entry_path;
 use crate::concepts::{read_manifest, Concept, ConceptError, Label, ManifestEntry};
 use crate::model::{ModelError, MusicGen};
 
@@ -110,8 +111,8 @@ pub fn extract_dataset(
 /// What a manifest says about the features to extract, checked without touching the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetPlan {
-    /// The one concept all entries share.
-    pub concept: Concept,
+    /// The name of the one concept all entries share.
+    pub concept: String,
     /// Class names (empty for a regression concept).
     pub classes: Vec<String>,
     /// One label per entry.
@@ -122,27 +123,30 @@ pub struct DatasetPlan {
 
 /// Checks manifest entries before any audio is read: at least one clip, one concept, labels
 /// that fit it, and files that stay inside `dir` (relative, no `..`).
+///
+/// A built-in concept's classes are its own, in its fixed order. Any other concept (the user's
+/// own clips) is a classification over its sorted distinct class labels, at least two, or a
+/// regression when every label is a number.
 pub fn check_entries(dir: &Path, entries: &[ManifestEntry]) -> Result<DatasetPlan, ExtractError> {
     let first = entries.first().ok_or_else(|| {
         ExtractError::Invalid(format!("{}: the manifest lists no clips", dir.display()))
     })?;
-    let concept = first.concept;
+    let concept = first.concept.clone();
     if let Some(other) = entries.iter().find(|e| e.concept != concept) {
         return Err(ExtractError::Invalid(format!(
-            "{}: mixes concepts `{}` and `{}`",
+            "{}: mixes concepts `{concept}` and `{}`",
             dir.display(),
-            concept.name(),
-            other.concept.name()
+            other.concept
         )));
     }
     let files = entries
         .iter()
-        .map(|e| clip_path(dir, &e.file))
+        .map(|e| entry_path(dir, e))
         .collect::<Result<_, _>>()?;
-    let classes = if concept.is_regression() {
-        Vec::new()
-    } else {
-        concept.classes()
+    let classes = match concept.parse::<Concept>() {
+        Ok(c) if c.is_regression() => Vec::new(),
+        Ok(c) => c.classes(),
+        Err(_) => own_classes(dir, entries)?,
     };
     let labels = labels_of(entries, &classes)?;
     Ok(DatasetPlan {
@@ -153,20 +157,26 @@ pub fn check_entries(dir: &Path, entries: &[ManifestEntry]) -> Result<DatasetPla
     })
 }
 
-/// `dir/file`, refusing manifest paths that could reach outside the dataset folder.
-fn clip_path(dir: &Path, file: &str) -> Result<PathBuf, ExtractError> {
-    let rel = Path::new(file);
-    let escapes = rel
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
-    if file.is_empty() || escapes {
+/// The classes of a concept baton does not know: its distinct class labels, sorted; none (a
+/// regression) when every label is a number.
+fn own_classes(dir: &Path, entries: &[ManifestEntry]) -> Result<Vec<String>, ExtractError> {
+    let classes: BTreeSet<&str> = entries
+        .iter()
+        .filter_map(|e| match &e.label {
+            Label::Class(c) => Some(c.as_str()),
+            Label::Value(_) => None,
+        })
+        .collect();
+    if classes.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let [only] = classes.iter().collect::<Vec<_>>()[..] {
         return Err(ExtractError::Invalid(format!(
-            "{}: manifest file `{file}` must be a path inside the dataset folder \
-             (relative, without `..`)",
+            "{}: every clip is labelled `{only}`; a probe needs clips of at least two classes",
             dir.display()
         )));
     }
-    Ok(dir.join(rel))
+    Ok(classes.into_iter().map(str::to_string).collect())
 }
 
 /// Extracts pooled features for the given manifest entries of the dataset in `dir`.
@@ -207,7 +217,7 @@ pub fn extract_entries(
         on_clip(i + 1, entries.len());
     }
     Ok(FeatureSet {
-        concept: plan.concept.name().to_string(),
+        concept: plan.concept,
         model: options.model_name.clone(),
         pooling: options.pooling.name().to_string(),
         classes: plan.classes,
