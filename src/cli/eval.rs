@@ -23,7 +23,7 @@ use super::recipe::bundle_path;
 /// Arguments of `baton eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// WAV files to read (mono or mixed to mono, at the model's sample rate).
+    /// WAV files to read (mixed to mono; another rate than the model's is resampled).
     #[arg(required = true)]
     pub clips: Vec<PathBuf>,
     /// The probe: a bundle file or a library name such as `chords:all`. Its classifier is used

@@ -4,6 +4,7 @@ pub mod common;
 pub mod dataset;
 pub mod eval;
 pub mod features;
+pub mod generation;
 pub mod info;
 pub mod output;
 pub mod recipe;

@@ -1,4 +1,5 @@
-//! `baton render RECIPE.rhai`, and the `--steer` flags of prompt rendering.
+//! `baton render RECIPE.rhai`, the flags recipes run with (shared by `watch` and `repl`), and
+//! how a bundle named on the command line is found.
 //!
 //! Recipe mode: `--out DIR` is the output folder (default `.`) every recipe path is relative
 //! to; `--model` other than the default wins over the recipe's `model(...)`; `--seconds`
@@ -11,11 +12,8 @@ use std::path::{Path, PathBuf};
 
 use baton::audio::play::{Playback, Player};
 use baton::audio::SampleFormat;
-use baton::model::{MusicGen, ResidualHook};
-use baton::probe::DirectionBundle;
 use baton::script::render::ModelRenderer;
 use baton::script::{run_file, RecipeOptions};
-use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, Term};
 
 use clap::Args;
 
@@ -25,15 +23,12 @@ use super::render::RenderArgs;
 /// The `--model` default: any other value overrides a recipe's `model(...)`.
 const DEFAULT_MODEL: &str = "facebook/musicgen-small";
 
-/// Strength of a `--steer BUNDLE` given without `:STRENGTH` (the middle of the paper's demos).
-pub const DEFAULT_STRENGTH: f64 = 0.5;
-
 /// Runs a recipe file (the `RECIPE` argument of `baton render`).
 pub fn run(args: &RenderArgs) -> miette::Result<()> {
     let Some(recipe) = &args.recipe else {
         return Err(miette::miette!("no recipe given"));
     };
-    if !args.prompt.is_empty() || !args.steer.is_empty() {
+    if !args.prompt.is_empty() || !args.steering.steer.is_empty() {
         return Err(miette::miette!(
             "give either a RECIPE.rhai or --prompt/--steer, not both"
         ));
@@ -41,7 +36,7 @@ pub fn run(args: &RenderArgs) -> miette::Result<()> {
     let flags = RecipeFlags {
         out: args.out.clone().unwrap_or_else(|| PathBuf::from(".")),
         seconds: args.seconds,
-        greedy: args.greedy,
+        greedy: args.sampling.greedy,
         pcm16: args.pcm16,
         paths: args.paths.clone(),
         model: args.model.clone(),
@@ -162,19 +157,6 @@ impl RecipeFlags {
     }
 }
 
-/// Splits `BUNDLE[:STRENGTH]`; BUNDLE is a file or a library name such as `notes:C#`.
-fn parse_steer(spec: &str) -> miette::Result<(String, f64)> {
-    if let Some((bundle, s)) = spec.rsplit_once(':') {
-        if let Ok(strength) = s.trim().parse::<f64>() {
-            if !strength.is_finite() {
-                return Err(miette::miette!("--steer {spec}: strength is not finite"));
-            }
-            return Ok((bundle.to_string(), strength));
-        }
-    }
-    Ok((spec.to_string(), DEFAULT_STRENGTH))
-}
-
 /// The bundle file `name` means: a path, or a library name `CONCEPT:TARGET` resolving to
 /// `LIBRARY/CONCEPT/TARGET.safetensors`; `flag` names the option in the error.
 pub fn bundle_path(flag: &str, name: &str, library: &Path) -> miette::Result<PathBuf> {
@@ -193,69 +175,4 @@ pub fn bundle_path(flag: &str, name: &str, library: &Path) -> miette::Result<Pat
         ));
     }
     Ok(path)
-}
-
-fn load_direction(name: &str, library: &Path) -> miette::Result<Direction> {
-    let path = bundle_path("--steer", name, library)?;
-    let bundle =
-        DirectionBundle::read(&path).map_err(|e| miette::miette!("--steer {name}: {e}"))?;
-    Ok(Direction::from_bundle(name, bundle))
-}
-
-/// The plan asked for by `--steer`, `--layer-weights`, `--gate` and `--seed`.
-pub fn plan_from_flags(args: &RenderArgs) -> miette::Result<Plan> {
-    let weights: LayerWeights = args
-        .layer_weights
-        .parse()
-        .map_err(|e| miette::miette!("--layer-weights: {e}"))?;
-    if !(0.0..=1.0).contains(&args.gate) {
-        return Err(miette::miette!(
-            "--gate must be a probability between 0 and 1, got {}",
-            args.gate
-        ));
-    }
-    let terms = args
-        .steer
-        .iter()
-        .map(|spec| {
-            let (name, strength) = parse_steer(spec)?;
-            Ok(Term {
-                direction: load_direction(&name, &args.paths.directions)?,
-                strength,
-                schedule: Schedule::constant(1.0),
-                weights,
-                gate: None,
-            })
-        })
-        .collect::<miette::Result<Vec<_>>>()?;
-    Ok(Plan {
-        terms,
-        gate: args.gate,
-        seed: args.seed,
-        ..Plan::default()
-    })
-}
-
-/// Builds the steering hook asked for by `--steer`, `--layer-weights` and `--gate`, or `None`
-/// when no `--steer` was given.
-pub fn hook_from_flags(
-    args: &RenderArgs,
-    model: &MusicGen,
-) -> miette::Result<Option<Box<dyn ResidualHook>>> {
-    if args.steer.is_empty() {
-        return Ok(None);
-    }
-    let plan = plan_from_flags(args)?;
-    let steps = match (args.max_new_tokens, args.seconds) {
-        (Some(t), _) => t,
-        (None, s) => model
-            .max_new_tokens_for_seconds(s.unwrap_or(10.0))
-            .map_err(|e| miette::miette!("{e}"))?,
-    };
-    let hook: PlanHook = baton::script::render::plan_hook(model, &plan, steps, &mut |_, _| {
-        Err("no user curves on the command line".into())
-    })
-    .map_err(|e| miette::miette!("{e}"))?
-    .ok_or_else(|| miette::miette!("--steer given but nothing to steer"))?;
-    Ok(Some(Box::new(hook)))
 }

@@ -4,13 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use baton::audio::{write_wav, SampleFormat};
-use baton::model::{write_codes, GenerateOptions, MusicGen, Sampling};
+use baton::model::{write_codes, GenerateOptions, MusicGen};
 use baton::progress::GenerationProgress;
 use clap::Args;
 
-use baton::steer::LayerWeights;
-
 use super::common::{load_model, ModelArgs};
+use super::generation::{plan_hook, SamplingArgs, SteerArgs};
 use super::output::check_output;
 use super::recipe::RecipePaths;
 
@@ -31,18 +30,8 @@ pub struct RenderArgs {
     /// Output WAV file (a stem or folder for a batch).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Always pick the most likely token (no sampling).
-    #[arg(long)]
-    pub greedy: bool,
-    /// Sample among the K most likely tokens.
-    #[arg(long, default_value_t = 250)]
-    pub top_k: usize,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f64,
-    /// Classifier-free guidance scale (1.0 disables guidance).
-    #[arg(long, default_value_t = 3.0)]
-    pub cfg: f64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Seed of the sampling RNG.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -52,15 +41,8 @@ pub struct RenderArgs {
     /// Write 16-bit PCM instead of 32-bit float WAV.
     #[arg(long)]
     pub pcm16: bool,
-    /// Steer with a direction bundle: BUNDLE[:STRENGTH] (repeatable).
-    #[arg(long)]
-    pub steer: Vec<String>,
-    /// Layer weighting for --steer: exp, linear, uniform or top:K.
-    #[arg(long, default_value = "exp")]
-    pub layer_weights: String,
-    /// Probability of steering at each step (stochastic gate).
-    #[arg(long, default_value_t = 1.0)]
-    pub gate: f64,
+    #[command(flatten)]
+    pub steering: SteerArgs,
     #[command(flatten)]
     pub paths: RecipePaths,
     #[command(flatten)]
@@ -90,38 +72,12 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     if args.max_new_tokens == Some(0) {
         return Err(miette::miette!("--max-new-tokens must be at least 1"));
     }
-    if !args.greedy {
-        if args.top_k == 0 {
-            return Err(miette::miette!("--top-k must be at least 1"));
-        }
-        if !(args.temperature.is_finite() && args.temperature > 0.0) {
-            return Err(miette::miette!(
-                "--temperature must be a positive number, got {}",
-                args.temperature
-            ));
-        }
-    }
-    if !(args.cfg.is_finite() && args.cfg >= 0.0) {
-        return Err(miette::miette!(
-            "--cfg must be a non-negative number, got {}",
-            args.cfg
-        ));
-    }
+    args.sampling.check()?;
     // The steering flags are checked (bundles read) before the model load; only the check of
     // each direction against the model's shape has to wait for it.
-    if args.steer.is_empty() {
-        args.layer_weights
-            .parse::<LayerWeights>()
-            .map_err(|e| miette::miette!("--layer-weights: {e}"))?;
-        if !(0.0..=1.0).contains(&args.gate) {
-            return Err(miette::miette!(
-                "--gate must be a probability between 0 and 1, got {}",
-                args.gate
-            ));
-        }
-    } else {
-        super::recipe::plan_from_flags(&args)?;
-    }
+    let plan = args
+        .steering
+        .plan(args.seed, &args.paths.directions, None)?;
     let n = args.prompt.len();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
     let wavs = OutputPlan::new(&out, n, "wav")?;
@@ -141,20 +97,8 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
             .max_new_tokens_for_seconds(10.0)
             .map_err(|e| miette::miette!("{e}"))?,
     };
-    let options = GenerateOptions {
-        max_new_tokens,
-        sampling: if args.greedy {
-            Sampling::Greedy
-        } else {
-            Sampling::TopK {
-                k: args.top_k,
-                temperature: args.temperature,
-            }
-        },
-        guidance_scale: args.cfg,
-        seed: args.seed,
-    };
-    let mut hook = super::recipe::hook_from_flags(&args, &model)?;
+    let options = args.sampling.options(max_new_tokens, args.seed);
+    let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
     let prompts: Vec<&str> = args.prompt.iter().map(String::as_str).collect();
     let hook: Option<&mut dyn baton::model::ResidualHook> = match hook.as_mut() {
         Some(h) => Some(h.as_mut()),

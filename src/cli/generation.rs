@@ -1,0 +1,164 @@
+//! The generation flags `render` and `sweep` share: how tokens are chosen (`--greedy`,
+//! `--top-k`, `--temperature`, `--cfg`) and what steers (`--steer`, `--layer-weights`,
+//! `--gate`), each checked before the model loads.
+
+use std::path::Path;
+
+use baton::model::{GenerateOptions, MusicGen, ResidualHook, Sampling};
+use baton::probe::DirectionBundle;
+use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, Term};
+use clap::Args;
+
+use super::recipe::bundle_path;
+
+/// Strength of a `--steer BUNDLE` given without `:STRENGTH` (the middle of the paper's demos).
+pub const DEFAULT_STRENGTH: f64 = 0.5;
+
+/// How each token is chosen.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Always pick the most likely token (no sampling).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sample among the K most likely tokens.
+    #[arg(long, default_value_t = 250)]
+    pub top_k: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Classifier-free guidance scale (1.0 disables guidance).
+    #[arg(long, default_value_t = 3.0)]
+    pub cfg: f64,
+}
+
+impl SamplingArgs {
+    /// Refuses values generation cannot use.
+    pub fn check(&self) -> miette::Result<()> {
+        if !self.greedy {
+            if self.top_k == 0 {
+                return Err(miette::miette!("--top-k must be at least 1"));
+            }
+            if !(self.temperature.is_finite() && self.temperature > 0.0) {
+                return Err(miette::miette!(
+                    "--temperature must be a positive number, got {}",
+                    self.temperature
+                ));
+            }
+        }
+        if !(self.cfg.is_finite() && self.cfg >= 0.0) {
+            return Err(miette::miette!(
+                "--cfg must be a non-negative number, got {}",
+                self.cfg
+            ));
+        }
+        Ok(())
+    }
+
+    /// The generation options for `max_new_tokens` steps from `seed`.
+    pub fn options(&self, max_new_tokens: usize, seed: u64) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens,
+            sampling: if self.greedy {
+                Sampling::Greedy
+            } else {
+                Sampling::TopK {
+                    k: self.top_k,
+                    temperature: self.temperature,
+                }
+            },
+            guidance_scale: self.cfg,
+            seed,
+        }
+    }
+}
+
+/// What steers, and how it is spread over blocks and steps.
+#[derive(Args, Debug, Clone)]
+pub struct SteerArgs {
+    /// Steer with a direction bundle: BUNDLE[:STRENGTH] (repeatable).
+    #[arg(long)]
+    pub steer: Vec<String>,
+    /// Layer weighting for --steer: exp, linear, uniform or top:K.
+    #[arg(long, default_value = "exp")]
+    pub layer_weights: String,
+    /// Probability of steering at each step (stochastic gate).
+    #[arg(long, default_value_t = 1.0)]
+    pub gate: f64,
+}
+
+impl SteerArgs {
+    /// Checks `--layer-weights` and `--gate` (the bundles are read by [`SteerArgs::plan`]).
+    pub fn check(&self) -> miette::Result<LayerWeights> {
+        let weights: LayerWeights = self
+            .layer_weights
+            .parse()
+            .map_err(|e| miette::miette!("--layer-weights: {e}"))?;
+        if !(0.0..=1.0).contains(&self.gate) {
+            return Err(miette::miette!(
+                "--gate must be a probability between 0 and 1, got {}",
+                self.gate
+            ));
+        }
+        Ok(weights)
+    }
+
+    /// The plan the flags ask for, with the gate seeded by `seed`; `strength` replaces every
+    /// `--steer`'s own (a sweep sets it).
+    pub fn plan(&self, seed: u64, library: &Path, strength: Option<f64>) -> miette::Result<Plan> {
+        let weights = self.check()?;
+        let terms = self
+            .steer
+            .iter()
+            .map(|spec| {
+                let (name, own) = parse_steer(spec)?;
+                Ok(Term {
+                    direction: load_direction(&name, library)?,
+                    strength: strength.unwrap_or(own),
+                    schedule: Schedule::constant(1.0),
+                    weights,
+                    gate: None,
+                })
+            })
+            .collect::<miette::Result<Vec<_>>>()?;
+        Ok(Plan {
+            terms,
+            gate: self.gate,
+            seed,
+            ..Plan::default()
+        })
+    }
+}
+
+/// The steering hook of `plan` over `steps` decoder steps, or `None` when it steers nothing.
+pub fn plan_hook(
+    model: &MusicGen,
+    plan: &Plan,
+    steps: usize,
+) -> miette::Result<Option<Box<dyn ResidualHook>>> {
+    let hook: Option<PlanHook> =
+        baton::script::render::plan_hook(model, plan, steps, &mut |_, _| {
+            Err("no user curves on the command line".into())
+        })
+        .map_err(|e| miette::miette!("{e}"))?;
+    Ok(hook.map(|h| Box::new(h) as Box<dyn ResidualHook>))
+}
+
+/// Splits `BUNDLE[:STRENGTH]`; BUNDLE is a file or a library name such as `notes:C#`.
+pub fn parse_steer(spec: &str) -> miette::Result<(String, f64)> {
+    if let Some((bundle, s)) = spec.rsplit_once(':') {
+        if let Ok(strength) = s.trim().parse::<f64>() {
+            if !strength.is_finite() {
+                return Err(miette::miette!("--steer {spec}: strength is not finite"));
+            }
+            return Ok((bundle.to_string(), strength));
+        }
+    }
+    Ok((spec.to_string(), DEFAULT_STRENGTH))
+}
+
+fn load_direction(name: &str, library: &Path) -> miette::Result<Direction> {
+    let path = bundle_path("--steer", name, library)?;
+    let bundle =
+        DirectionBundle::read(&path).map_err(|e| miette::miette!("--steer {name}: {e}"))?;
+    Ok(Direction::from_bundle(name, bundle))
+}
