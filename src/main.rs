@@ -25,9 +25,13 @@ enum Command {
     Repl(cli::repl::ReplArgs),
     /// Read audio with a trained probe: class probabilities or projections, per clip or window.
     Eval(cli::eval::EvalArgs),
+    /// Render one prompt at several steering strengths and seeds, and read every take with a
+    /// probe: how strongly is the concept heard at each strength?
+    Sweep(cli::sweep::SweepArgs),
     /// Print a model's shape and size.
     Info(cli::info::InfoArgs),
-    /// Render a SynTheory-style concept dataset (clips/*.wav + manifest.jsonl).
+    /// Render a SynTheory-style concept dataset, or cut your own recordings into one
+    /// (clips/*.wav + manifest.jsonl).
     Dataset(cli::dataset::DatasetArgs),
     /// Extract pooled per-block decoder features from a dataset folder.
     Features(cli::features::FeaturesArgs),
@@ -46,6 +50,7 @@ fn main() -> miette::Result<()> {
         Command::Watch(args) => cli::watch::run(args),
         Command::Repl(args) => cli::repl::run(args),
         Command::Eval(args) => cli::eval::run(args),
+        Command::Sweep(args) => cli::sweep::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Dataset(args) => cli::dataset::run(args),
         Command::Features(args) => cli::features::run(args),

@@ -4,7 +4,7 @@
 //! direction at its best block. `--target CLASS` summarises how often and how strongly that class
 //! is heard: did the steering work, and from when.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use baton::files::write_atomic;
 use baton::probe::bundle::classifier_path;
@@ -54,50 +54,67 @@ pub struct EvalArgs {
     pub model: ModelArgs,
 }
 
-/// The probe named by `--probe`, as a reader, with its pooling and a label.
-fn load_reader(args: &EvalArgs) -> miette::Result<(Reader, Pooling)> {
-    let path = bundle_path("--probe", &args.probe, &args.directions)?;
+/// The probe named `probe` (a bundle file or library name), as a reader, with its pooling: its
+/// classifier (`classifier`, else `BUNDLE.classifier.safetensors` when it exists), else the
+/// direction's projection at its best block.
+pub fn load_reader(
+    probe: &str,
+    classifier: Option<&Path>,
+    library: &Path,
+) -> miette::Result<(Reader, Pooling)> {
+    let path = bundle_path("--probe", probe, library)?;
     let bundle =
-        DirectionBundle::read(&path).map_err(|e| miette::miette!("--probe {}: {e}", args.probe))?;
+        DirectionBundle::read(&path).map_err(|e| miette::miette!("--probe {probe}: {e}"))?;
     let pooling: Pooling = bundle
         .pooling
         .parse()
-        .map_err(|e| miette::miette!("--probe {}: {e}", args.probe))?;
-    let classifier = args
-        .classifier
-        .clone()
-        .unwrap_or_else(|| classifier_path(&path));
-    if args.classifier.is_some() && !classifier.is_file() {
+        .map_err(|e| miette::miette!("--probe {probe}: {e}"))?;
+    let chosen = classifier.map(Path::to_path_buf);
+    let classifier = chosen.clone().unwrap_or_else(|| classifier_path(&path));
+    if chosen.is_some() && !classifier.is_file() {
         return Err(miette::miette!(
             "--classifier: no file {}",
             classifier.display()
         ));
     }
     if classifier.is_file() {
-        let saved = SavedProbe::read(&classifier)
-            .map_err(|e| miette::miette!("--probe {}: {e}", args.probe))?;
+        let saved =
+            SavedProbe::read(&classifier).map_err(|e| miette::miette!("--probe {probe}: {e}"))?;
         if saved.classes.is_empty() {
             return Err(miette::miette!(
-                "--probe {}: {} is a regression probe; eval reads classes or projections",
-                args.probe,
+                "--probe {probe}: {} is a regression probe; eval reads classes or projections",
                 classifier.display()
             ));
         }
         return Ok((Reader::Classifier(Box::new(saved)), pooling));
     }
-    let direction = Direction::from_bundle(args.probe.as_str(), bundle);
+    let direction = Direction::from_bundle(probe, bundle);
     let Some((block, _)) = direction.best_block() else {
         return Err(miette::miette!(
-            "--probe {}: the bundle holds no scored direction",
-            args.probe
+            "--probe {probe}: the bundle holds no scored direction"
         ));
     };
     let vector = direction.vectors[&block].clone();
     Ok((Reader::Direction { block, vector }, pooling))
 }
 
-fn check_args(args: &EvalArgs, reader: &Reader) -> miette::Result<()> {
-    for (flag, v) in [("--window", args.window), ("--hop", args.hop)] {
+/// Checks that `--target` names one of the classifier's classes (a direction has none).
+pub fn check_target(reader: &Reader, target: &str, probe: &str) -> miette::Result<()> {
+    match reader {
+        Reader::Classifier(c) if !c.classes.iter().any(|k| k == target) => Err(miette::miette!(
+            "--target {target}: the classifier's classes are {}",
+            c.classes.join(", ")
+        )),
+        Reader::Direction { .. } => Err(miette::miette!(
+            "--target needs a classifier; --probe {probe} has none (its readings are projections)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks `--window` and `--hop`, and turns them into a windowing.
+pub fn windowing(window: Option<f64>, hop: Option<f64>) -> miette::Result<Option<Windowing>> {
+    for (flag, v) in [("--window", window), ("--hop", hop)] {
         if let Some(v) = v {
             if !(v.is_finite() && v > 0.0) {
                 return Err(miette::miette!(
@@ -106,23 +123,16 @@ fn check_args(args: &EvalArgs, reader: &Reader) -> miette::Result<()> {
             }
         }
     }
+    Ok(window.map(|window| Windowing {
+        window,
+        hop: hop.unwrap_or(window),
+    }))
+}
+
+fn check_args(args: &EvalArgs, reader: &Reader) -> miette::Result<()> {
+    windowing(args.window, args.hop)?;
     if let Some(t) = &args.target {
-        match reader {
-            Reader::Classifier(c) if !c.classes.contains(t) => {
-                return Err(miette::miette!(
-                    "--target {t}: the classifier's classes are {}",
-                    c.classes.join(", ")
-                ))
-            }
-            Reader::Direction { .. } => {
-                return Err(miette::miette!(
-                    "--target needs a classifier; --probe {} has none (its readings are \
-                     projections)",
-                    args.probe
-                ))
-            }
-            _ => {}
-        }
+        check_target(reader, t, &args.probe)?;
     }
     for clip in &args.clips {
         if !clip.is_file() {
@@ -250,8 +260,9 @@ fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) ->
 
 /// Runs `baton eval`.
 pub fn run(args: EvalArgs) -> miette::Result<()> {
-    let (reader, pooling) = load_reader(&args)?;
+    let (reader, pooling) = load_reader(&args.probe, args.classifier.as_deref(), &args.directions)?;
     check_args(&args, &reader)?;
+    let windowing = windowing(args.window, args.hop)?;
     let model = load_model(&args.model)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -267,10 +278,6 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
     let mut all = Vec::new();
     for (clip, audio) in args.clips.iter().zip(&audio) {
         bar.set_message(clip.display().to_string());
-        let windowing = args.window.map(|window| Windowing {
-            window,
-            hop: args.hop.unwrap_or(window),
-        });
         let readings = read_audio(
             &model,
             audio,

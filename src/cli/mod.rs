@@ -10,5 +10,6 @@ pub mod output;
 pub mod recipe;
 pub mod render;
 pub mod repl;
+pub mod sweep;
 pub mod train;
 pub mod watch;

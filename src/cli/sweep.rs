@@ -1,0 +1,471 @@
+//! `baton sweep`: render one prompt at several steering strengths and seeds, read every take
+//! with a probe, and tabulate how strongly the concept is heard at each strength: the paper's
+//! strength sweep (probe accuracy of generated audio at eta0 = .15/.30/.45/.60), and the way to
+//! calibrate a new direction before writing a recipe around it.
+//!
+//! Each take is exactly what `baton render --prompt P --steer NAME:S --seed N` gives, and each
+//! reading what `baton eval TAKE --probe PROBE` gives. Takes and readings are kept in
+//! `OUT/sweep.json` as they finish, so an interrupted sweep resumes, and one run with more
+//! strengths or takes adds only the new ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use baton::audio::{write_wav, SampleFormat};
+use baton::files::write_atomic;
+use baton::probe::eval::{most_likely, read_audio, read_clip, Reader, Reading, Value};
+use baton::probe::DirectionBundle;
+use clap::Args;
+use serde_json::{json, Value as Json};
+
+use super::common::{load_model, ModelArgs};
+use super::eval::{check_target, load_reader, windowing};
+use super::generation::{parse_steer, plan_hook, SamplingArgs, SteerArgs};
+use super::recipe::bundle_path;
+use super::render::generate_with_progress;
+
+/// The strengths of the paper's sweep, with the unsteered baseline.
+const PAPER_STRENGTHS: [f64; 5] = [0.0, 0.15, 0.30, 0.45, 0.60];
+
+/// The file that records a sweep's settings, takes and readings.
+const SWEEP_FILE: &str = "sweep.json";
+
+/// Arguments of `baton sweep`.
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Text prompt of every take.
+    #[arg(long)]
+    pub prompt: String,
+    /// Strengths to try, comma-separated; each is given to every --steer direction.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true,
+          default_values_t = PAPER_STRENGTHS)]
+    pub strengths: Vec<f64>,
+    /// Takes per strength, seeded --seed, --seed + 1, ... (every strength uses the same seeds).
+    #[arg(long, default_value_t = 3)]
+    pub takes: usize,
+    /// Seed of the first take.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Length of each take, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// The probe that reads each take: a bundle file or library name [default: the first
+    /// --steer]. Its classifier is used when one was trained, else the projection onto its
+    /// direction.
+    #[arg(long)]
+    pub probe: Option<String>,
+    /// The class the steering aims at, summarised per strength [default: the first --steer
+    /// bundle's target, with a classifier probe].
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Read each take in windows of this many seconds instead of whole.
+    #[arg(long)]
+    pub window: Option<f64>,
+    /// Seconds from one window's start to the next (default: the window length).
+    #[arg(long, requires = "window")]
+    pub hop: Option<f64>,
+    /// Folder for the takes (`s{STRENGTH}-seed{N}.wav`) and sweep.json; a sweep of the same
+    /// settings there resumes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write 16-bit PCM instead of 32-bit float WAV.
+    #[arg(long)]
+    pub pcm16: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub steering: SteerArgs,
+    /// Direction library that names like `notes:C#` resolve in.
+    #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
+    pub directions: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// One take's place in the sweep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Take {
+    strength: f64,
+    seed: u64,
+}
+
+impl Take {
+    /// The take's WAV file name, which also identifies it in sweep.json (so strengths count as
+    /// equal at the name's precision, 0.001).
+    fn file(&self) -> String {
+        format!("s{:.3}-seed{}.wav", self.strength, self.seed)
+    }
+}
+
+/// What a sweep must share with an earlier one in the same folder for its takes to count.
+fn settings(args: &SweepArgs, reader_kind: &str) -> Json {
+    json!({
+        "prompt": args.prompt,
+        "seconds": args.seconds,
+        "greedy": args.sampling.greedy,
+        "top_k": args.sampling.top_k,
+        "temperature": args.sampling.temperature,
+        "cfg": args.sampling.cfg,
+        "steer": args.steering.steer,
+        "layer_weights": args.steering.layer_weights,
+        "gate": args.steering.gate,
+        "model": args.model.model,
+        "dtype": args.model.dtype,
+        "probe": args.probe,
+        "reader": reader_kind,
+        "window": args.window,
+        "hop": args.hop,
+        "pcm16": args.pcm16,
+    })
+}
+
+/// The takes already in `out/sweep.json` (by key), after checking it was made with `settings`.
+fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String, Json>> {
+    let path = out.join(SWEEP_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let occupied = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+            if occupied {
+                return Err(miette::miette!(
+                    "{} holds files but no {SWEEP_FILE}; choose a new or empty --out folder",
+                    out.display()
+                ));
+            }
+            return Ok(BTreeMap::new());
+        }
+        Err(e) => return Err(miette::miette!("cannot read {}: {e}", path.display())),
+    };
+    let doc: Json = serde_json::from_str(&text)
+        .map_err(|e| miette::miette!("{}: not a sweep file ({e})", path.display()))?;
+    if doc.get("settings") != Some(settings) {
+        let theirs = doc.get("settings").cloned().unwrap_or(Json::Null);
+        let differs: Vec<String> = settings
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| theirs.get(k.as_str()) != Some(v))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: {v} vs {}",
+                    theirs.get(k.as_str()).cloned().unwrap_or(Json::Null)
+                )
+            })
+            .collect();
+        return Err(miette::miette!(
+            "{} holds a sweep with other settings ({}); choose another --out folder",
+            out.display(),
+            differs.join(", ")
+        ));
+    }
+    let takes = doc
+        .get("takes")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    Ok(takes
+        .into_iter()
+        .filter_map(|t| {
+            let file = t.get("file")?.as_str()?.to_string();
+            // A take counts only while its audio is there too.
+            out.join(&file).is_file().then_some((file, t))
+        })
+        .collect())
+}
+
+/// A reading as JSON, as `baton eval --json` writes it.
+fn reading_json(reader: &Reader, r: &Reading) -> Json {
+    let mut row = json!({"start": r.start, "end": r.end});
+    match (&r.value, reader) {
+        (Value::Probabilities(p), Reader::Classifier(c)) => {
+            let probs: serde_json::Map<String, Json> = p
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (c.class_name(k), json!(v)))
+                .collect();
+            row["probs"] = probs.into();
+        }
+        (Value::Projection(x), _) => row["projection"] = json!(x),
+        _ => {}
+    }
+    row
+}
+
+/// Per-strength summary of the readings in `takes`: for a classifier and target, the mean
+/// probability of the target and how many readings have it as the most likely class (the
+/// paper's accuracy); for a direction, the mean projection.
+fn summarise(reader: &Reader, target: Option<&str>, strength: f64, takes: &[&Json]) -> Json {
+    let readings: Vec<&Json> = takes
+        .iter()
+        .filter_map(|t| t.get("readings").and_then(Json::as_array))
+        .flatten()
+        .collect();
+    let n = readings.len();
+    let mut row = json!({"strength": strength, "takes": takes.len(), "readings": n});
+    match (reader, target) {
+        (Reader::Classifier(c), Some(target)) => {
+            let mut p_sum = 0.0;
+            let mut top = 0;
+            for r in &readings {
+                let probs: Vec<f64> = (0..c.classes.len())
+                    .map(|k| r["probs"][c.class_name(k)].as_f64().unwrap_or(0.0))
+                    .collect();
+                if let Some(k) = c.classes.iter().position(|x| x == target) {
+                    p_sum += probs[k];
+                    top += usize::from(most_likely(&probs) == k);
+                }
+            }
+            row["mean_p"] = json!(p_sum / n.max(1) as f64);
+            row["top1"] = json!(top);
+        }
+        _ => {
+            let xs: Vec<f64> = readings
+                .iter()
+                .filter_map(|r| r["projection"].as_f64())
+                .collect();
+            row["mean_projection"] = json!(xs.iter().sum::<f64>() / xs.len().max(1) as f64);
+        }
+    }
+    row
+}
+
+/// Runs `baton sweep`.
+pub fn run(args: SweepArgs) -> miette::Result<()> {
+    // Everything that can be checked without the model is, before the slow load.
+    if args.prompt.trim().is_empty() {
+        return Err(miette::miette!("--prompt is empty"));
+    }
+    if args.steering.steer.is_empty() {
+        return Err(miette::miette!(
+            "nothing to sweep: give --steer NAME (a bundle or library name such as notes:C#)"
+        ));
+    }
+    if let Some(spec) = args
+        .steering
+        .steer
+        .iter()
+        .find(|s| parse_steer(s).is_ok_and(|(name, _)| name != **s))
+    {
+        return Err(miette::miette!(
+            "--steer {spec}: a sweep sets the strength itself (--strengths); name the direction \
+             only"
+        ));
+    }
+    if args.strengths.is_empty() || args.strengths.iter().any(|s| !s.is_finite()) {
+        return Err(miette::miette!(
+            "--strengths must list finite numbers, e.g. 0,0.15,0.3"
+        ));
+    }
+    if args.takes == 0 {
+        return Err(miette::miette!("--takes must be at least 1"));
+    }
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        return Err(miette::miette!(
+            "--seconds must be a positive number, got {}",
+            args.seconds
+        ));
+    }
+    args.sampling.check()?;
+    let windowing = windowing(args.window, args.hop)?;
+    // The bundles are read now, so a bad one fails before the model loads.
+    args.steering.plan(0, &args.directions, Some(0.0))?;
+    // Each strength once (at the take files' precision), in the order given.
+    let mut strengths: Vec<f64> = Vec::new();
+    for &s in &args.strengths {
+        let name = |x: f64| format!("{x:.3}");
+        if !strengths.iter().any(|&t| name(t) == name(s)) {
+            strengths.push(s);
+        }
+    }
+    let steered = &args.steering.steer[0];
+    let probe = args.probe.clone().unwrap_or_else(|| steered.clone());
+    let (reader, pooling) = load_reader(&probe, None, &args.directions)?;
+    let target = match (&args.target, &reader) {
+        (Some(t), _) => {
+            check_target(&reader, t, &probe)?;
+            Some(t.clone())
+        }
+        (None, Reader::Classifier(c)) => {
+            let path = bundle_path("--steer", steered, &args.directions)?;
+            let aim = DirectionBundle::read(&path)
+                .map_err(|e| miette::miette!("--steer {steered}: {e}"))?
+                .target;
+            if !c.classes.contains(&aim) {
+                return Err(miette::miette!(
+                    "--probe {probe}: its classes ({}) do not include `{aim}`, the target of \
+                     --steer {steered}; name one with --target",
+                    c.classes.join(", ")
+                ));
+            }
+            Some(aim)
+        }
+        (None, Reader::Direction { .. }) => None,
+    };
+    let reader_kind = match &reader {
+        Reader::Classifier(_) => "classifier",
+        Reader::Direction { .. } => "projection",
+    };
+    let settings = settings(&args, reader_kind);
+    let mut done = earlier_takes(&args.out, &settings)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| miette::miette!("cannot create {}: {e}", args.out.display()))?;
+
+    let takes: Vec<Take> = strengths
+        .iter()
+        .flat_map(|&strength| {
+            (0..args.takes as u64).map(move |k| Take {
+                strength,
+                seed: args.seed + k,
+            })
+        })
+        .collect();
+    let todo: Vec<&Take> = takes
+        .iter()
+        .filter(|t| !done.contains_key(&t.file()))
+        .collect();
+    if todo.len() < takes.len() {
+        eprintln!(
+            "{} of {} takes already in {}",
+            takes.len() - todo.len(),
+            takes.len(),
+            args.out.display()
+        );
+    }
+    if !todo.is_empty() {
+        let model = load_model(&args.model)?;
+        let steps = model
+            .max_new_tokens_for_seconds(args.seconds)
+            .map_err(|e| miette::miette!("{e}"))?;
+        let format = if args.pcm16 {
+            SampleFormat::Pcm16
+        } else {
+            SampleFormat::Float32
+        };
+        let started = Instant::now();
+        for (i, take) in todo.iter().enumerate() {
+            eprintln!(
+                "take {}/{}: strength {}, seed {}",
+                i + 1,
+                todo.len(),
+                take.strength,
+                take.seed
+            );
+            let plan = args
+                .steering
+                .plan(take.seed, &args.directions, Some(take.strength))?;
+            let mut hook = plan_hook(&model, &plan, steps)?;
+            let options = args.sampling.options(steps, take.seed);
+            let hook: Option<&mut dyn baton::model::ResidualHook> = match hook.as_mut() {
+                Some(h) => Some(h.as_mut()),
+                None => None,
+            };
+            let codes = generate_with_progress(&model, &[args.prompt.as_str()], &options, hook)?;
+            let audio = model.decode(&codes).map_err(|e| miette::miette!("{e}"))?;
+            let wave = audio.first().map(Vec::as_slice).unwrap_or_default();
+            let file = args.out.join(take.file());
+            write_wav(&file, wave, model.sample_rate(), format)
+                .map_err(|e| miette::miette!("{e}"))?;
+            // Read back from the file, so the readings are what `baton eval` gives on it.
+            let clip = read_clip(&model, &file).map_err(|e| miette::miette!("{e}"))?;
+            let readings = read_audio(&model, &clip, &reader, pooling, windowing, &mut |_, _| {})
+                .map_err(|e| miette::miette!("{}: {e}", file.display()))?;
+            done.insert(
+                take.file(),
+                json!({
+                    "strength": take.strength,
+                    "seed": take.seed,
+                    "file": take.file(),
+                    "readings": readings.iter().map(|r| reading_json(&reader, r)).collect::<Vec<_>>(),
+                }),
+            );
+            write_sweep(&args.out, &settings, &done, None)?;
+        }
+        eprintln!(
+            "{} take(s) in {:.1} s",
+            todo.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    let summary: Vec<Json> = strengths
+        .iter()
+        .map(|&s| {
+            let of_strength: Vec<&Json> = takes
+                .iter()
+                .filter(|t| t.strength == s)
+                .filter_map(|t| done.get(&t.file()))
+                .collect();
+            summarise(&reader, target.as_deref(), s, &of_strength)
+        })
+        .collect();
+    write_sweep(&args.out, &settings, &done, Some(&summary))?;
+    print_table(&args, &probe, &reader, target.as_deref(), &summary);
+    Ok(())
+}
+
+/// Writes sweep.json: settings, every take so far, and the summary once there is one.
+fn write_sweep(
+    out: &Path,
+    settings: &Json,
+    done: &BTreeMap<String, Json>,
+    summary: Option<&[Json]>,
+) -> miette::Result<()> {
+    let mut doc = json!({
+        "settings": settings,
+        "takes": done.values().collect::<Vec<_>>(),
+    });
+    if let Some(s) = summary {
+        doc["summary"] = json!(s);
+    }
+    let path = out.join(SWEEP_FILE);
+    write_atomic(
+        &path,
+        serde_json::to_string_pretty(&doc)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))
+}
+
+fn print_table(
+    args: &SweepArgs,
+    probe: &str,
+    reader: &Reader,
+    target: Option<&str>,
+    summary: &[Json],
+) {
+    println!(
+        "\"{}\" steered by {}, read by {probe} at block {}",
+        args.prompt,
+        args.steering.steer.join(" + "),
+        reader.block()
+    );
+    let head = match target {
+        Some(t) => format!("mean p({t})"),
+        None => "mean projection".into(),
+    };
+    let w = head.len();
+    match target {
+        Some(_) => println!("strength  takes  {head}  most likely"),
+        None => println!("strength  takes  {head}"),
+    }
+    for row in summary {
+        let (s, k, n) = (
+            row["strength"].as_f64().unwrap_or(f64::NAN),
+            row["takes"].as_u64().unwrap_or(0),
+            row["readings"].as_u64().unwrap_or(0),
+        );
+        match target {
+            Some(_) => println!(
+                "{s:>8.3}  {k:>5}  {:>w$.3}  {} of {n}",
+                row["mean_p"].as_f64().unwrap_or(f64::NAN),
+                row["top1"].as_u64().unwrap_or(0),
+            ),
+            None => println!(
+                "{s:>8.3}  {k:>5}  {:>+w$.4}",
+                row["mean_projection"].as_f64().unwrap_or(f64::NAN)
+            ),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! `baton sweep`: every take is the render `baton render --steer NAME:S --seed N` gives, every
+//! reading what `baton eval` gives on that take, the summary is computed from those readings,
+//! and a sweep resumes (adding only new takes) in its folder but refuses one of other settings.
+//! Bad input fails before the model loads (the error tests name a model that does not exist).
+
+mod probe_support;
+
+use std::path::Path;
+
+use baton::model::MusicGen;
+use candle_core::{DType, Device};
+use probe_support::{baton, train_tone_classifier, TINY};
+use serde_json::Value;
+
+fn ok(args: &[&str]) -> (String, String) {
+    let run = baton(args);
+    let (out, err) = (
+        String::from_utf8_lossy(&run.stdout).to_string(),
+        String::from_utf8_lossy(&run.stderr).to_string(),
+    );
+    assert!(run.status.success(), "{args:?}: {err}");
+    (out, err)
+}
+
+fn fails(args: &[&str], needle: &str) {
+    let run = baton(args);
+    let err = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(!run.status.success(), "{args:?} succeeded");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(needle), "{args:?}: wanted {needle:?} in {err}");
+    assert!(
+        !err.contains("loading"),
+        "{args:?}: the model loaded first: {err}"
+    );
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8")
+}
+
+#[test]
+fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lib = dir.path().join("lib");
+    let model = MusicGen::load(TINY, &Device::Cpu, DType::F32).expect("tiny");
+    train_tone_classifier(&model, dir.path(), &lib);
+    let out = dir.path().join("sweep");
+    let common = |strengths: &str| -> Vec<String> {
+        [
+            "sweep",
+            "--prompt",
+            "a tune",
+            "--steer",
+            "tones:all",
+            "--strengths",
+            strengths,
+            "--takes",
+            "2",
+            "--seconds",
+            "0.2",
+            "--top-k",
+            "8",
+            "--target",
+            "high",
+            "--out",
+            s(&out),
+            "--model",
+            TINY,
+            "--directions",
+            s(&lib),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let args = common("0,60");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (table, _) = ok(&argv);
+
+    let doc = json(&out.join("sweep.json"));
+    let takes = doc["takes"].as_array().expect("takes");
+    assert_eq!(takes.len(), 4);
+    let files: Vec<&str> = takes.iter().map(|t| t["file"].as_str().unwrap()).collect();
+    for f in [
+        "s0.000-seed0.wav",
+        "s0.000-seed1.wav",
+        "s60.000-seed0.wav",
+        "s60.000-seed1.wav",
+    ] {
+        assert!(files.contains(&f), "{f} in {files:?}");
+    }
+
+    // strength 0 is the unsteered render with the same seed, byte for byte
+    let plain = dir.path().join("plain.wav");
+    ok(&[
+        "render",
+        "--prompt",
+        "a tune",
+        "--seed",
+        "1",
+        "--seconds",
+        "0.2",
+        "--top-k",
+        "8",
+        "--out",
+        s(&plain),
+        "--model",
+        TINY,
+    ]);
+    let unsteered = std::fs::read(out.join("s0.000-seed1.wav")).expect("take");
+    assert!(std::fs::read(&plain).expect("plain") == unsteered);
+    // and a steered take is `render --steer NAME:S`, which differs from it
+    let steered = dir.path().join("steered.wav");
+    ok(&[
+        "render",
+        "--prompt",
+        "a tune",
+        "--seed",
+        "1",
+        "--seconds",
+        "0.2",
+        "--top-k",
+        "8",
+        "--steer",
+        "tones:all:60",
+        "--out",
+        s(&steered),
+        "--model",
+        TINY,
+        "--directions",
+        s(&lib),
+    ]);
+    let take = std::fs::read(out.join("s60.000-seed1.wav")).expect("take");
+    assert!(std::fs::read(&steered).expect("steered") == take);
+    assert!(take != unsteered, "strength 60 changed nothing");
+
+    // every reading is baton eval's on the take, and the summary is made from them
+    let mut p_high: Vec<(f64, f64)> = Vec::new();
+    for t in takes {
+        let wav = out.join(t["file"].as_str().unwrap());
+        let eval_json = dir.path().join("eval.json");
+        let _ = std::fs::remove_file(&eval_json);
+        ok(&[
+            "eval",
+            s(&wav),
+            "--probe",
+            "tones:all",
+            "--model",
+            TINY,
+            "--directions",
+            s(&lib),
+            "--json",
+            s(&eval_json),
+        ]);
+        let want = &json(&eval_json)["readings"][0]["probs"];
+        assert_eq!(&t["readings"][0]["probs"], want, "{wav:?}");
+        p_high.push((
+            t["strength"].as_f64().unwrap(),
+            want["high"].as_f64().unwrap(),
+        ));
+    }
+    let summary = doc["summary"].as_array().expect("summary");
+    assert_eq!(summary.len(), 2);
+    for row in summary {
+        let strength = row["strength"].as_f64().unwrap();
+        let ps: Vec<f64> = p_high
+            .iter()
+            .filter(|(s, _)| *s == strength)
+            .map(|(_, p)| *p)
+            .collect();
+        let mean = ps.iter().sum::<f64>() / ps.len() as f64;
+        assert!((row["mean_p"].as_f64().unwrap() - mean).abs() < 1e-12);
+        assert_eq!(row["takes"], 2);
+    }
+    assert!(table.contains("mean p(high)"), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+
+    // more strengths: only the new takes are rendered, the old files stay as they were
+    let before = std::fs::metadata(out.join("s0.000-seed0.wav"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let args = common("0,60,-60");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (table, err) = ok(&argv);
+    assert!(err.contains("4 of 6 takes already"), "{err}");
+    assert!(err.contains("take 2/2"), "{err}");
+    assert_eq!(table.lines().count(), 5, "{table}");
+    let after = std::fs::metadata(out.join("s0.000-seed0.wav"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(before, after);
+    assert_eq!(
+        json(&out.join("sweep.json"))["takes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+
+    // other settings in the same folder are refused, before the model loads
+    let mut other = common("0");
+    other[2] = "another tune".into();
+    let argv: Vec<&str> = other.iter().map(String::as_str).collect();
+    fails(&argv, "holds a sweep with other settings (prompt:");
+}
+
+#[test]
+fn bad_sweeps_fail_before_the_model_loads() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lib = dir.path().join("lib");
+    let model = MusicGen::load(TINY, &Device::Cpu, DType::F32).expect("tiny");
+    train_tone_classifier(&model, dir.path(), &lib);
+    let out = dir.path().join("sweep");
+    let run = |extra: &[&str], needle: &str| {
+        let mut args = vec![
+            "sweep",
+            "--prompt",
+            "x",
+            "--seconds",
+            "0.2",
+            "--out",
+            s(&out),
+            "--model",
+            TINY,
+            "--directions",
+            s(&lib),
+        ];
+        args.extend_from_slice(extra);
+        fails(&args, needle);
+        assert!(!out.exists(), "{extra:?} created the folder");
+    };
+    run(&[], "nothing to sweep");
+    run(&["--steer", "tones:all:0.5"], "sets the strength itself");
+    run(&["--steer", "tones:none"], "no bundle file");
+    run(
+        &["--steer", "tones:all", "--target", "loud"],
+        "classes are low, mid, high",
+    );
+    // a classifier probe needs a class to summarise: the bundle's target `all` is not one
+    run(&["--steer", "tones:all"], "name one with --target");
+    run(
+        &["--steer", "tones:all", "--target", "high", "--takes", "0"],
+        "--takes",
+    );
+    run(
+        &["--steer", "tones:all", "--target", "high", "--window", "0"],
+        "--window must be a positive",
+    );
+    std::fs::create_dir_all(&out).expect("mkdir");
+    std::fs::write(out.join("mine.txt"), "x").expect("write");
+    let args = [
+        "sweep",
+        "--prompt",
+        "x",
+        "--seconds",
+        "0.2",
+        "--out",
+        s(&out),
+        "--model",
+        TINY,
+        "--directions",
+        s(&lib),
+        "--steer",
+        "tones:all",
+        "--target",
+        "high",
+    ];
+    fails(&args, "holds files but no sweep.json");
+}
