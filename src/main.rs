@@ -28,6 +28,8 @@ enum Command {
     /// Render one prompt at several steering strengths and seeds, and read every take with a
     /// probe: how strongly is the concept heard at each strength?
     Sweep(cli::sweep::SweepArgs),
+    /// List the direction library: each bundle's blocks, best block and score, model, classifier.
+    Library(cli::library::LibraryArgs),
     /// Print a model's shape and size.
     Info(cli::info::InfoArgs),
     /// Render a SynTheory-style concept dataset, or cut your own recordings into one
@@ -51,6 +53,7 @@ fn main() -> miette::Result<()> {
         Command::Repl(args) => cli::repl::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Sweep(args) => cli::sweep::run(args),
+        Command::Library(args) => cli::library::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Dataset(args) => cli::dataset::run(args),
         Command::Features(args) => cli::features::run(args),
