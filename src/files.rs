@@ -1,7 +1,7 @@
 //! Output files, the one way baton writes them: atomically (temp file + rename), and the small
 //! safetensors helpers (f32/i64 tensors with string metadata) behind the features, bundle,
 //! classifier and codes files; plus the path helpers every stage shares ([`folder_of`],
-//! [`stamp`]).
+//! [`stamp`], [`content_hash`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,6 +22,16 @@ pub fn folder_of(path: &Path) -> &Path {
 pub fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.len(), meta.modified().ok()?))
+}
+
+/// A hash of a file's bytes (`None` when it cannot be read, e.g. deleted): FNV-1a, which is
+/// the same in every build, so a hash written to a file (a sweep's settings) can be compared
+/// by a later baton.
+pub fn content_hash(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    }))
 }
 
 /// Errors reading or writing baton's safetensors-based files.

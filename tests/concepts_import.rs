@@ -164,11 +164,19 @@ fn a_folder_that_cannot_be_imported_fails_and_writes_nothing() {
         job(&silent, &out),
         "no clip of at least 1 s of sound in class `tense`",
     );
-    let broken = tmp.path().join("broken");
-    wav(&broken.join("calm/a.wav"), SR, 1, 2.0, 220.0);
-    std::fs::create_dir_all(broken.join("tense")).expect("mkdir");
-    std::fs::write(broken.join("tense/z.wav"), b"RIFF but not really").expect("write");
-    fails(job(&broken, &out), "z.wav");
+    let mut bad_rate = job(&src, &out);
+    bad_rate.sample_rate = 0;
+    fails(bad_rate, "sample rate 0 Hz is out of range");
+    let loose = tmp.path().join("loose");
+    wav(&loose.join("a.wav"), SR, 1, 2.0, 220.0);
+    fails(
+        job(&loose, &out),
+        "the 1 .wav file(s) directly in it belong to no class",
+    );
+    fails(
+        job(&src, &src.join("calm/data")),
+        "inside the folder being imported",
+    );
     let staging: Vec<_> = std::fs::read_dir(tmp.path())
         .expect("ls")
         .filter_map(|e| e.ok())
@@ -202,6 +210,64 @@ fn a_folder_that_cannot_be_imported_fails_and_writes_nothing() {
     std::fs::remove_file(out.join("keep.txt")).expect("rm");
     import_folder(&job(&src, &out)).expect("empty --out");
     assert_eq!(read_manifest(&out).expect("manifest").len(), 5);
+    // and a second import into it is refused as such
+    let err = import_folder(&job(&src, &out))
+        .expect_err("again")
+        .to_string();
+    assert!(err.contains("holds a dataset already"), "{err}");
+}
+
+#[test]
+fn damaged_and_empty_files_are_left_out_and_named() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("src");
+    wav(&src.join("calm/a.wav"), SR, 1, 2.0, 220.0);
+    wav(&src.join("tense/b.wav"), SR, 1, 2.0, 880.0);
+    wav(&src.join("tense/empty.wav"), SR, 1, 0.0, 880.0);
+    std::fs::write(src.join("tense/z.wav"), b"RIFF but not really").expect("write");
+    let summary = import_folder(&job(&src, &tmp.path().join("data"))).expect("import");
+    assert_eq!(summary.clips(), 2);
+    assert_eq!(summary.too_short, vec![src.join("tense/empty.wav")]);
+    assert_eq!(summary.unreadable.len(), 1);
+    assert_eq!(summary.unreadable[0].0, src.join("tense/z.wav"));
+}
+
+#[test]
+fn the_working_folder_can_be_the_dataset_folder() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = recordings(tmp.path());
+    let here = tmp.path().join("here");
+    std::fs::create_dir(&here).expect("mkdir");
+    let run = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "dataset",
+            "mood",
+            "--from",
+            src.to_str().expect("utf-8"),
+            "--out",
+            ".",
+        ])
+        .arg("--quiet")
+        .current_dir(&here)
+        .output()
+        .expect("run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(read_manifest(&here).expect("manifest").len(), 5);
+    // nothing hidden left behind, in it or beside it
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&here), ["clips", "dataset.json", "manifest.jsonl"]);
+    assert_eq!(names(tmp.path()), ["here", "src"]);
 }
 
 fn entry(concept: &str, label: Label) -> ManifestEntry {

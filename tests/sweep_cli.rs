@@ -178,11 +178,16 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
     assert!(table.contains("mean p(high)"), "{table}");
     assert_eq!(table.lines().count(), 4, "{table}");
 
-    // more strengths: only the new takes are rendered, the old files stay as they were
+    // more strengths (a negative one first, without `=`): only the new takes are rendered, the
+    // old files stay as they were; naming the default probe, or the model by another path,
+    // is the same sweep
     let before = std::fs::metadata(out.join("s0.000-seed0.wav"))
         .and_then(|m| m.modified())
         .expect("mtime");
-    let args = common("0,60,-60");
+    let mut args = common("-60,0,60");
+    args.extend(["--probe".to_string(), "tones:all".to_string()]);
+    let model_index = args.iter().position(|a| a == TINY).expect("model");
+    args[model_index] = format!("{TINY}/../tiny-a");
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let (table, err) = ok(&argv);
     assert!(err.contains("4 of 6 takes already"), "{err}");
@@ -205,6 +210,16 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
     other[2] = "another tune".into();
     let argv: Vec<&str> = other.iter().map(String::as_str).collect();
     fails(&argv, "holds a sweep with other settings (prompt:");
+    // and so is the same command once the direction has been retrained
+    let bundle = lib.join("tones/all.safetensors");
+    let mut retrained = baton::probe::DirectionBundle::read(&bundle).expect("bundle");
+    for v in retrained.directions.values_mut() {
+        v.iter_mut().for_each(|x| *x = -*x);
+    }
+    retrained.write(&bundle).expect("write");
+    let args = common("0,60");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&argv, "holds a sweep with other settings (files:");
 }
 
 #[test]

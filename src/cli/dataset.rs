@@ -22,7 +22,8 @@ pub struct DatasetArgs {
     /// or timbres (the GM instrument family playing held notes, arpeggios, melodies and chords).
     /// With --from: any name for a concept of your own (letters, digits, `_`, `-`).
     pub concept: String,
-    /// Dataset folder (created; an interrupted run into it resumes).
+    /// Dataset folder (created; an interrupted run into it resumes; with --from it must be new
+    /// or empty).
     #[arg(long)]
     pub out: PathBuf,
     /// Make the dataset from your own recordings instead: a folder with one sub-folder of WAV
@@ -181,8 +182,15 @@ fn import(args: &DatasetArgs, from: &std::path::Path) -> miette::Result<()> {
     if summary.silent > 0 {
         eprintln!("note: {} silent clip(s) left out", summary.silent);
     }
+    if let Some((first, why)) = summary.unreadable.first() {
+        eprintln!(
+            "note: {} WAV file(s) could not be read, left out (first: {}: {why})",
+            summary.unreadable.len(),
+            first.display()
+        );
+    }
     for (what, paths) in [
-        ("shorter than 1 s, left out", &summary.too_short),
+        ("shorter than 1 s or empty, left out", &summary.too_short),
         (
             "not a .wav file in a class folder, ignored",
             &summary.ignored,

@@ -75,7 +75,8 @@ impl SamplingArgs {
 /// What steers, and how it is spread over blocks and steps.
 #[derive(Args, Debug, Clone)]
 pub struct SteerArgs {
-    /// Steer with a direction bundle: BUNDLE[:STRENGTH] (repeatable).
+    /// Steer with a direction bundle: BUNDLE[:STRENGTH] (repeatable; `baton sweep` takes the
+    /// strengths from --strengths instead).
     #[arg(long)]
     pub steer: Vec<String>,
     /// Layer weighting for --steer: exp, linear, uniform or top:K.

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use baton::audio::{write_wav, SampleFormat};
-use baton::files::write_atomic;
+use baton::files::{content_hash, write_atomic};
+use baton::probe::bundle::classifier_path;
 use baton::probe::eval::{most_likely, read_audio, read_clip, Reader, Reading, Value};
 use baton::probe::DirectionBundle;
 use clap::Args;
@@ -25,9 +26,6 @@ use super::generation::{parse_steer, plan_hook, SamplingArgs, SteerArgs};
 use super::recipe::bundle_path;
 use super::render::generate_with_progress;
 
-/// The strengths of the paper's sweep, with the unsteered baseline.
-const PAPER_STRENGTHS: [f64; 5] = [0.0, 0.15, 0.30, 0.45, 0.60];
-
 /// The file that records a sweep's settings, takes and readings.
 const SWEEP_FILE: &str = "sweep.json";
 
@@ -37,9 +35,14 @@ pub struct SweepArgs {
     /// Text prompt of every take.
     #[arg(long)]
     pub prompt: String,
-    /// Strengths to try, comma-separated; each is given to every --steer direction.
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true,
-          default_values_t = PAPER_STRENGTHS)]
+    /// Strengths to try, comma-separated; each is given to every --steer direction. The
+    /// default is the paper's sweep with the unsteered baseline.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        default_value = "0,0.15,0.3,0.45,0.6"
+    )]
     pub strengths: Vec<f64>,
     /// Takes per strength, seeded --seed, --seed + 1, ... (every strength uses the same seeds).
     #[arg(long, default_value_t = 3)]
@@ -98,8 +101,17 @@ impl Take {
     }
 }
 
-/// What a sweep must share with an earlier one in the same folder for its takes to count.
-fn settings(args: &SweepArgs, reader_kind: &str) -> Json {
+/// What a sweep must share with an earlier one in the same folder for its takes to count: the
+/// flags, with the probe as resolved, a local model folder as a full path, and the contents of
+/// every bundle and classifier involved (a retrained direction makes other takes).
+fn settings(args: &SweepArgs, probe: &str, files: &[PathBuf]) -> Json {
+    let model = Path::new(&args.model.model)
+        .canonicalize()
+        .map_or_else(|_| args.model.model.clone(), |p| p.display().to_string());
+    let contents: Vec<String> = files
+        .iter()
+        .map(|f| content_hash(f).map_or_else(|| "missing".into(), |h| format!("{h:016x}")))
+        .collect();
     json!({
         "prompt": args.prompt,
         "seconds": args.seconds,
@@ -110,10 +122,10 @@ fn settings(args: &SweepArgs, reader_kind: &str) -> Json {
         "steer": args.steering.steer,
         "layer_weights": args.steering.layer_weights,
         "gate": args.steering.gate,
-        "model": args.model.model,
+        "model": model,
         "dtype": args.model.dtype,
-        "probe": args.probe,
-        "reader": reader_kind,
+        "probe": probe,
+        "files": contents,
         "window": args.window,
         "hop": args.hop,
         "pcm16": args.pcm16,
@@ -302,11 +314,17 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         }
         (None, Reader::Direction { .. }) => None,
     };
-    let reader_kind = match &reader {
-        Reader::Classifier(_) => "classifier",
-        Reader::Direction { .. } => "projection",
-    };
-    let settings = settings(&args, reader_kind);
+    // Every file the takes and readings depend on, in a fixed order.
+    let mut files = args
+        .steering
+        .steer
+        .iter()
+        .map(|name| bundle_path("--steer", name, &args.directions))
+        .collect::<miette::Result<Vec<_>>>()?;
+    let probe_file = bundle_path("--probe", &probe, &args.directions)?;
+    files.push(classifier_path(&probe_file));
+    files.push(probe_file);
+    let settings = settings(&args, &probe, &files);
     let mut done = earlier_takes(&args.out, &settings)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| miette::miette!("cannot create {}: {e}", args.out.display()))?;
@@ -388,16 +406,21 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         );
     }
 
-    let summary: Vec<Json> = strengths
+    // The summary covers every take in the folder, also those of earlier runs with other
+    // strengths or more seeds.
+    let mut groups: Vec<(f64, Vec<&Json>)> = Vec::new();
+    for t in done.values() {
+        let s = t["strength"].as_f64().unwrap_or(f64::NAN);
+        let same = |g: &f64| format!("{g:.3}") == format!("{s:.3}");
+        match groups.iter_mut().find(|(g, _)| same(g)) {
+            Some((_, takes)) => takes.push(t),
+            None => groups.push((s, vec![t])),
+        }
+    }
+    groups.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let summary: Vec<Json> = groups
         .iter()
-        .map(|&s| {
-            let of_strength: Vec<&Json> = takes
-                .iter()
-                .filter(|t| t.strength == s)
-                .filter_map(|t| done.get(&t.file()))
-                .collect();
-            summarise(&reader, target.as_deref(), s, &of_strength)
-        })
+        .map(|(s, takes)| summarise(&reader, target.as_deref(), *s, takes))
         .collect();
     write_sweep(&args.out, &settings, &done, Some(&summary))?;
     print_table(&args, &probe, &reader, target.as_deref(), &summary);

@@ -14,9 +14,10 @@ use serde_json::{json, Map, Value};
 
 use super::generators::{Concept, Label};
 use super::manifest::{DatasetInfo, CLIPS_DIR, DATASET_FORMAT, INFO_FILE, MANIFEST_FILE};
+use super::render::check_rate;
 use super::writer::{format_name, io_err};
 use super::ConceptError;
-use crate::audio::{read_wav_at, windows, write_atomic, write_wav, SampleFormat};
+use crate::audio::{read_wav_at, windows, write_atomic, write_wav, AudioError, SampleFormat};
 
 /// Shortest stretch of audio kept as a clip, seconds (a shorter file is skipped).
 pub const MIN_CLIP_SECONDS: f64 = 1.0;
@@ -62,6 +63,8 @@ pub struct ImportSummary {
     pub silent: usize,
     /// Files that are not WAV, or lie outside the class folders, skipped.
     pub ignored: Vec<PathBuf>,
+    /// WAV files that cannot be read (damaged, cut short, not really WAV), skipped, with why.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 impl ImportSummary {
@@ -71,8 +74,9 @@ impl ImportSummary {
     }
 }
 
-/// Imports `job.from` into a new dataset folder `job.out`. The folder is built beside `out` and
-/// renamed into place at the end, so a failed import leaves nothing behind.
+/// Imports `job.from` into a new dataset folder `job.out`. The dataset is built in a hidden
+/// folder beside `out` and moved into place at the end, so a failed import leaves nothing
+/// behind.
 pub fn import_folder(job: &ImportJob) -> Result<ImportSummary, ConceptError> {
     let bad = |why: String| ConceptError::Import {
         path: job.from.clone(),
@@ -85,27 +89,71 @@ pub fn import_folder(job: &ImportJob) -> Result<ImportSummary, ConceptError> {
             job.clip_seconds
         )));
     }
+    check_rate(job.sample_rate)?;
     let mut summary = ImportSummary::default();
     let classes = class_folders(&job.from, &mut summary.ignored)?;
-    check_classes(&job.concept, &classes).map_err(bad)?;
+    check_classes(&job.concept, &classes).map_err(&bad)?;
     check_out(&job.out)?;
+    let (parent, name) = resolve_out(&job.out)?;
+    let out = parent.join(&name);
+    if let Ok(from) = job.from.canonicalize() {
+        if out.starts_with(&from) {
+            return Err(bad(format!(
+                "--out {} is inside the folder being imported; its clips would become a class \
+                 of the next import",
+                job.out.display()
+            )));
+        }
+    }
 
-    let staging = staging_dir(&job.out);
+    let staging = parent.join(format!(".{name}.baton-import"));
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
     }
-    let result = write_into(job, &classes, &staging, &mut summary);
+    let result = write_into(job, &classes, &staging, &mut summary)
+        .and_then(|()| move_into_place(&staging, &out));
     if let Err(e) = result {
         // Best effort: the error being reported matters more than a failed clean-up.
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
-    if job.out.is_dir() {
-        // An empty folder (checked above) is replaced.
-        std::fs::remove_dir(&job.out).map_err(io_err(&job.out))?;
-    }
-    std::fs::rename(&staging, &job.out).map_err(io_err(&job.out))?;
     Ok(summary)
+}
+
+/// `out` as its canonical parent folder and its own name, so the staging folder lands beside it
+/// even for `.` or a path ending in `..`.
+fn resolve_out(out: &Path) -> Result<(PathBuf, String), ConceptError> {
+    let full = if out.exists() {
+        out.canonicalize().map_err(io_err(out))?
+    } else {
+        let parent = crate::files::folder_of(out);
+        let parent = parent.canonicalize().map_err(io_err(parent))?;
+        match out.file_name() {
+            Some(name) => parent.join(name),
+            None => parent,
+        }
+    };
+    match (full.parent(), full.file_name()) {
+        (Some(parent), Some(name)) => Ok((parent.to_path_buf(), name.to_string_lossy().into())),
+        _ => Err(ConceptError::Import {
+            path: out.to_path_buf(),
+            why: "cannot be a dataset folder (choose a folder with a name)".into(),
+        }),
+    }
+}
+
+/// Puts the finished dataset at `out`: a rename, or, when `out` exists (an empty folder, maybe
+/// the working folder itself), a move of each entry into it.
+fn move_into_place(staging: &Path, out: &Path) -> Result<(), ConceptError> {
+    if !out.exists() {
+        return std::fs::rename(staging, out).map_err(io_err(out));
+    }
+    for entry in std::fs::read_dir(staging).map_err(io_err(staging))? {
+        let entry = entry.map_err(io_err(staging))?;
+        let to = out.join(entry.file_name());
+        std::fs::rename(entry.path(), &to).map_err(io_err(&to))?;
+    }
+    std::fs::remove_dir(staging).map_err(io_err(staging))
 }
 
 /// A concept name becomes part of file names and library paths (`mood:calm`): letters, digits,
@@ -140,6 +188,7 @@ fn class_folders(
         ));
     }
     let mut classes = BTreeMap::new();
+    let mut top_level_wavs = 0;
     for entry in sorted_entries(from)? {
         if entry.is_dir() {
             let name = entry
@@ -154,13 +203,22 @@ fn class_folders(
             }
             classes.insert(name, files);
         } else {
+            top_level_wavs += usize::from(is_wav(&entry));
             ignored.push(entry);
         }
     }
     if classes.len() < 2 {
+        let loose = if top_level_wavs > 0 {
+            format!(
+                "; the {top_level_wavs} .wav file(s) directly in it belong to no class: move \
+                 them into class folders"
+            )
+        } else {
+            String::new()
+        };
         return Err(bad(format!(
             "found {} class folder(s); a probe needs at least two (one sub-folder of WAV files \
-             per class, e.g. `calm/` and `tense/`)",
+             per class, e.g. `calm/` and `tense/`){loose}",
             classes.len()
         )));
     }
@@ -188,16 +246,18 @@ fn wav_files(
     for path in sorted_entries(dir)? {
         if path.is_dir() {
             wav_files(&path, files, ignored)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
-        {
+        } else if is_wav(&path) {
             files.push(path);
         } else {
             ignored.push(path);
         }
     }
     Ok(())
+}
+
+fn is_wav(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
 }
 
 /// A dataset named after a built-in concept must use that concept's classes, since `baton
@@ -223,6 +283,14 @@ fn check_classes(concept: &str, classes: &[(String, Vec<PathBuf>)]) -> Result<()
 
 /// `out` must be new or an empty folder: an import is quick to redo, so it never merges.
 fn check_out(out: &Path) -> Result<(), ConceptError> {
+    if DatasetInfo::read(out).ok().flatten().is_some() {
+        return Err(ConceptError::Import {
+            path: out.to_path_buf(),
+            why: "holds a dataset already; an import never adds to one: choose a new or empty \
+                  --out folder (or delete this one)"
+                .into(),
+        });
+    }
     let empty = match std::fs::read_dir(out) {
         Ok(mut entries) => entries.next().is_none(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => !out.exists(),
@@ -235,15 +303,6 @@ fn check_out(out: &Path) -> Result<(), ConceptError> {
             dir: out.to_path_buf(),
         })
     }
-}
-
-/// The hidden folder beside `out` that the dataset is built in.
-fn staging_dir(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dataset".into());
-    out.with_file_name(format!(".{name}.baton-import"))
 }
 
 /// A file-name-safe version of `text`, at most 40 characters.
@@ -289,7 +348,18 @@ fn write_into(
     for (class, files) in classes {
         let mut written = 0;
         for path in files {
-            let (audio, own_rate) = read_wav_at(path, job.sample_rate)?;
+            let (audio, own_rate) = match read_wav_at(path, job.sample_rate) {
+                Ok(read) => read,
+                Err(AudioError::Empty { .. }) => {
+                    summary.too_short.push(path.clone());
+                    continue;
+                }
+                Err(AudioError::Read { source, .. }) => {
+                    summary.unreadable.push((path.clone(), source.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             summary.files += 1;
             if own_rate != job.sample_rate {
                 summary.resampled += 1;

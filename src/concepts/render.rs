@@ -77,7 +77,8 @@ impl std::fmt::Debug for Renderer {
     }
 }
 
-fn check_rate(sample_rate: u32) -> Result<(), ConceptError> {
+/// Refuses a sample rate outside what the synthesizers (and datasets) support.
+pub(crate) fn check_rate(sample_rate: u32) -> Result<(), ConceptError> {
     if (16_000..=192_000).contains(&sample_rate) {
         Ok(())
     } else {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 
-use crate::files::{folder_of, stamp};
+use crate::files::{content_hash, folder_of, stamp};
 use crate::probe::eval::{PooledWindow, Windowing};
 use crate::probe::Pooling;
 use crate::script::{
@@ -34,14 +34,6 @@ const FINGERPRINT_MARGIN_STEPS: usize = 8;
 
 /// Size and modification time: how a file is recognised as the one baton last wrote.
 type Stamp = (u64, SystemTime);
-
-/// A hash of a file's bytes (`None` when it cannot be read, e.g. deleted).
-fn content_hash(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
-}
 
 /// A render waiting for its run to succeed.
 struct Pending {

@@ -31,7 +31,8 @@ pub enum EvalError {
 pub fn read_clip(model: &MusicGen, path: &Path) -> Result<Vec<f32>, EvalError> {
     read_wav_at(path, model.sample_rate())
         .map(|(audio, _)| audio)
-        .map_err(|e| EvalError::Clip(format!("{}: {e}", path.display())))
+        // Every audio error already names the file.
+        .map_err(|e| EvalError::Clip(e.to_string()))
 }
 
 /// What reads a pooled block output.
@@ -148,7 +149,7 @@ pub fn pooled_windows(
             shortest as f64 / rate
         )));
     }
-    if hop_len < model.samples_per_frame() {
+    if windowing.is_some() && hop_len < model.samples_per_frame() {
         return Err(EvalError::Probe(format!(
             "a hop of {:.4} s is shorter than one codec frame ({:.4} s)",
             hop_len as f64 / rate,
