@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use baton::audio::{read_wav_mono, SampleFormat};
+use baton::audio::{read_wav_mono, resample, SampleFormat};
 use baton::concepts::{
     read_manifest, write_dataset, Concept, DatasetJob, Instruments, Renderer, SpecOptions, WavFiles,
 };
 use baton::model::MusicGen;
-use baton::probe::{extract::pool, FeatureSet, Labels, Pooling};
+use baton::probe::extract::{pool, pooled_audio};
+use baton::probe::{FeatureSet, Labels, Pooling};
 use candle_core::{DType, Device};
 
 fn fixture(name: &str) -> PathBuf {
@@ -135,20 +136,28 @@ fn last_pooling_takes_the_final_frame() {
 }
 
 #[test]
-fn wrong_sample_rate_and_missing_dataset_are_clear_errors() {
+fn clips_at_another_rate_are_resampled_and_a_missing_dataset_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("notes16k");
     notes_dataset(&data, 16000, 1);
     let out = tmp.path().join("feats.safetensors");
     let model_dir = fixture("tiny-a");
-    for (dataset, needle) in [
-        (data.clone(), "sampled at 16000 Hz"),
-        (tmp.path().join("nowhere"), "manifest.jsonl"),
-    ] {
-        let (ok, err) = features_cmd(&dataset, &out, &model_dir, &[]);
-        assert!(!ok && err.contains(needle), "{err}");
-        assert!(!out.exists());
-    }
+    let (ok, err) = features_cmd(&data, &out, &model_dir, &["--layers", "1"]);
+    assert!(ok, "{err}");
+    let feats = FeatureSet::read(&out).unwrap();
+    let model = MusicGen::load(model_dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
+    let entry = &read_manifest(&data).unwrap()[0];
+    let (audio, rate) = read_wav_mono(&data.join(&entry.file)).unwrap();
+    assert_eq!(rate, 16000);
+    let want = pooled_audio(&model, &resample(&audio, 16000, 32000), &[1], Pooling::Mean)
+        .unwrap()
+        .remove(0);
+    assert_eq!(feats.layers[&1], want);
+
+    let out2 = tmp.path().join("feats2.safetensors");
+    let (ok, err) = features_cmd(&tmp.path().join("nowhere"), &out2, &model_dir, &[]);
+    assert!(!ok && err.contains("manifest.jsonl"), "{err}");
+    assert!(!out2.exists());
 }
 
 #[test]

@@ -205,6 +205,50 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
         6
     );
 
+    // a take that fails (a window the model cannot read) leaves the folder resumable with
+    // corrected settings
+    let failed = dir.path().join("failed");
+    let mut args = common("0");
+    let at = args.iter().position(|a| a == s(&out)).expect("out");
+    args[at] = s(&failed).to_string();
+    let mut bad = args.clone();
+    bad.extend(["--window".to_string(), "0.001".to_string()]);
+    let argv: Vec<&str> = bad.iter().map(String::as_str).collect();
+    fails(&argv, "window is too short to read");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&argv);
+
+    // a class named by a number is reached without a strength
+    std::fs::create_dir_all(lib.join("level")).expect("mkdir");
+    std::fs::copy(
+        lib.join("tones/all.safetensors"),
+        lib.join("level/2.safetensors"),
+    )
+    .expect("copy");
+    for spec in ["level:2", "level:2:60"] {
+        ok(&[
+            "render",
+            "--prompt",
+            "a tune",
+            "--seed",
+            "1",
+            "--seconds",
+            "0.2",
+            "--top-k",
+            "8",
+            "--steer",
+            spec,
+            "--out",
+            s(&dir.path().join("level.wav")),
+            "--model",
+            TINY,
+            "--directions",
+            s(&lib),
+        ]);
+    }
+    let level = std::fs::read(dir.path().join("level.wav")).expect("level");
+    assert!(level == take, "level:2:60 is tones:all at 60");
+
     // other settings in the same folder are refused, before the model loads
     let mut other = common("0");
     other[2] = "another tune".into();
@@ -259,6 +303,17 @@ fn bad_sweeps_fail_before_the_model_loads() {
     run(
         &["--steer", "tones:all", "--target", "high", "--takes", "0"],
         "--takes",
+    );
+    run(
+        &[
+            "--steer",
+            "tones:all",
+            "--target",
+            "high",
+            "--strengths",
+            "0.1504,0.1496",
+        ],
+        "closer than the 0.001",
     );
     run(
         &["--steer", "tones:all", "--target", "high", "--window", "0"],

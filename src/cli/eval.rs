@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use baton::files::write_atomic;
 use baton::probe::bundle::classifier_path;
-use baton::probe::eval::{most_likely, read_audio, read_clip, Reader, Reading, Value, Windowing};
+use baton::probe::eval::{
+    check_windowing, most_likely, read_audio, read_clip, Reader, Reading, Tally, Value, Windowing,
+};
 use baton::probe::{DirectionBundle, Pooling};
 use baton::rfm::io::SavedProbe;
 use clap::Args;
@@ -163,26 +165,13 @@ fn describe(reader: &Reader, value: &Value, target: Option<&str>) -> String {
 
 /// The closing summary over all readings.
 fn summary(reader: &Reader, readings: &[&Reading], target: Option<&str>) -> Vec<String> {
-    let n = readings.len();
-    match reader {
-        Reader::Classifier(c) => {
-            let mut top = vec![0usize; c.classes.len().max(1)];
-            let mut sum = vec![0.0; c.classes.len().max(1)];
-            for r in readings {
-                if let Value::Probabilities(p) = &r.value {
-                    if let Some(t) = top.get_mut(most_likely(p)) {
-                        *t += 1;
-                    }
-                    for (s, pk) in sum.iter_mut().zip(p) {
-                        *s += pk;
-                    }
-                }
-            }
+    match (Tally::of(reader, readings.iter().copied()), reader) {
+        (Tally::Classes { mean, top, n }, Reader::Classifier(c)) => {
             match target.and_then(|t| c.classes.iter().position(|x| x == t)) {
                 Some(k) => vec![format!(
                     "{}: mean probability {:.3} over {n} reading(s); the most likely class in {} of {n}",
                     c.class_name(k),
-                    sum[k] / n.max(1) as f64,
+                    mean[k],
                     top[k]
                 )],
                 None => vec![format!(
@@ -195,25 +184,47 @@ fn summary(reader: &Reader, readings: &[&Reading], target: Option<&str>) -> Vec<
                 )],
             }
         }
-        Reader::Direction { block, .. } => {
-            let xs: Vec<f64> = readings
-                .iter()
-                .filter_map(|r| match r.value {
-                    Value::Projection(x) => Some(x),
-                    Value::Probabilities(_) => None,
-                })
-                .collect();
-            let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
-            let (lo, hi) = xs
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
-                    (lo.min(*x), hi.max(*x))
-                });
-            vec![format!(
-                "projection at block {block} over {n} reading(s): mean {mean:+.4}, from {lo:+.4} to {hi:+.4}"
-            )]
-        }
+        (Tally::Projections { mean, min, max, n }, _) => vec![format!(
+            "projection at block {} over {n} reading(s): mean {mean:+.4}, from {min:+.4} to {max:+.4}",
+            reader.block()
+        )],
+        (Tally::Classes { .. }, Reader::Direction { .. }) => Vec::new(),
     }
+}
+
+/// One reading as JSON: its window, and its class probabilities by name or its projection.
+pub fn reading_json(reader: &Reader, r: &Reading) -> serde_json::Value {
+    let mut row = serde_json::json!({"start": r.start, "end": r.end});
+    match (&r.value, reader) {
+        (Value::Probabilities(p), Reader::Classifier(c)) => {
+            let probs: serde_json::Map<String, serde_json::Value> = p
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (c.class_name(k), serde_json::json!(v)))
+                .collect();
+            row["probs"] = probs.into();
+        }
+        (Value::Projection(x), _) => row["projection"] = serde_json::json!(x),
+        _ => {}
+    }
+    row
+}
+
+/// A reading back from [`reading_json`]'s form (`None` when it is not one).
+pub fn reading_from_json(reader: &Reader, row: &serde_json::Value) -> Option<Reading> {
+    let value = match reader {
+        Reader::Classifier(c) => Value::Probabilities(
+            (0..c.classes.len())
+                .map(|k| row["probs"][c.class_name(k)].as_f64())
+                .collect::<Option<Vec<f64>>>()?,
+        ),
+        Reader::Direction { .. } => Value::Projection(row["projection"].as_f64()?),
+    };
+    Some(Reading {
+        start: row["start"].as_f64()?,
+        end: row["end"].as_f64()?,
+        value,
+    })
 }
 
 /// Every reading as JSON.
@@ -222,23 +233,8 @@ fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) ->
         .iter()
         .flat_map(|(clip, readings)| {
             readings.iter().map(move |r| {
-                let mut row = serde_json::json!({
-                    "clip": clip.display().to_string(),
-                    "start": r.start,
-                    "end": r.end,
-                });
-                match (&r.value, reader) {
-                    (Value::Probabilities(p), Reader::Classifier(c)) => {
-                        let probs: serde_json::Map<String, serde_json::Value> = p
-                            .iter()
-                            .enumerate()
-                            .map(|(k, v)| (c.class_name(k), serde_json::json!(v)))
-                            .collect();
-                        row["probs"] = probs.into();
-                    }
-                    (Value::Projection(x), _) => row["projection"] = serde_json::json!(x),
-                    _ => {}
-                }
+                let mut row = reading_json(reader, r);
+                row["clip"] = clip.display().to_string().into();
                 row
             })
         })
@@ -264,6 +260,10 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
     check_args(&args, &reader)?;
     let windowing = windowing(args.window, args.hop)?;
     let model = load_model(&args.model)?;
+    reader
+        .check_fits(&model)
+        .map_err(|e| miette::miette!("--probe {}: {e}", args.probe))?;
+    check_windowing(&model, windowing).map_err(|e| miette::miette!("{e}"))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} windows of {msg}")

@@ -111,10 +111,10 @@ impl SteerArgs {
             .steer
             .iter()
             .map(|spec| {
-                let (name, own) = parse_steer(spec)?;
+                let (name, own) = parse_steer(spec, library)?;
                 Ok(Term {
                     direction: load_direction(&name, library)?,
-                    strength: strength.unwrap_or(own),
+                    strength: strength.or(own).unwrap_or(DEFAULT_STRENGTH),
                     schedule: Schedule::constant(1.0),
                     weights,
                     gate: None,
@@ -144,17 +144,22 @@ pub fn plan_hook(
     Ok(hook.map(|h| Box::new(h) as Box<dyn ResidualHook>))
 }
 
-/// Splits `BUNDLE[:STRENGTH]`; BUNDLE is a file or a library name such as `notes:C#`.
-pub fn parse_steer(spec: &str) -> miette::Result<(String, f64)> {
+/// Splits `BUNDLE[:STRENGTH]` (the strength is `None` when not given); BUNDLE is a file or a
+/// library name such as `notes:C#`. A whole spec that names a bundle is one, so a class named
+/// by a number (`level:2`) needs no strength to be reached.
+pub fn parse_steer(spec: &str, library: &Path) -> miette::Result<(String, Option<f64>)> {
+    if bundle_path("--steer", spec, library).is_ok() {
+        return Ok((spec.to_string(), None));
+    }
     if let Some((bundle, s)) = spec.rsplit_once(':') {
         if let Ok(strength) = s.trim().parse::<f64>() {
             if !strength.is_finite() {
                 return Err(miette::miette!("--steer {spec}: strength is not finite"));
             }
-            return Ok((bundle.to_string(), strength));
+            return Ok((bundle.to_string(), Some(strength)));
         }
     }
-    Ok((spec.to_string(), DEFAULT_STRENGTH))
+    Ok((spec.to_string(), None))
 }
 
 fn load_direction(name: &str, library: &Path) -> miette::Result<Direction> {

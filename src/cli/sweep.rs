@@ -15,13 +15,13 @@ use std::time::Instant;
 use baton::audio::{write_wav, SampleFormat};
 use baton::files::{content_hash, write_atomic};
 use baton::probe::bundle::classifier_path;
-use baton::probe::eval::{most_likely, read_audio, read_clip, Reader, Reading, Value};
+use baton::probe::eval::{check_windowing, read_audio, read_clip, Reader, Reading, Tally};
 use baton::probe::DirectionBundle;
 use clap::Args;
 use serde_json::{json, Value as Json};
 
 use super::common::{load_model, ModelArgs};
-use super::eval::{check_target, load_reader, windowing};
+use super::eval::{check_target, load_reader, reading_from_json, reading_json, windowing};
 use super::generation::{parse_steer, plan_hook, SamplingArgs, SteerArgs};
 use super::recipe::bundle_path;
 use super::render::generate_with_progress;
@@ -151,6 +151,14 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
     };
     let doc: Json = serde_json::from_str(&text)
         .map_err(|e| miette::miette!("{}: not a sweep file ({e})", path.display()))?;
+    let no_takes = doc
+        .get("takes")
+        .and_then(Json::as_array)
+        .is_some_and(Vec::is_empty);
+    if no_takes {
+        // A sweep whose first take failed: nothing to keep, so any settings may start it anew.
+        return Ok(BTreeMap::new());
+    }
     if doc.get("settings") != Some(settings) {
         let theirs = doc.get("settings").cloned().unwrap_or(Json::Null);
         let differs: Vec<String> = settings
@@ -186,58 +194,26 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
         .collect())
 }
 
-/// A reading as JSON, as `baton eval --json` writes it.
-fn reading_json(reader: &Reader, r: &Reading) -> Json {
-    let mut row = json!({"start": r.start, "end": r.end});
-    match (&r.value, reader) {
-        (Value::Probabilities(p), Reader::Classifier(c)) => {
-            let probs: serde_json::Map<String, Json> = p
-                .iter()
-                .enumerate()
-                .map(|(k, v)| (c.class_name(k), json!(v)))
-                .collect();
-            row["probs"] = probs.into();
-        }
-        (Value::Projection(x), _) => row["projection"] = json!(x),
-        _ => {}
-    }
-    row
-}
-
 /// Per-strength summary of the readings in `takes`: for a classifier and target, the mean
 /// probability of the target and how many readings have it as the most likely class (the
 /// paper's accuracy); for a direction, the mean projection.
 fn summarise(reader: &Reader, target: Option<&str>, strength: f64, takes: &[&Json]) -> Json {
-    let readings: Vec<&Json> = takes
+    let readings: Vec<Reading> = takes
         .iter()
         .filter_map(|t| t.get("readings").and_then(Json::as_array))
         .flatten()
+        .filter_map(|r| reading_from_json(reader, r))
         .collect();
-    let n = readings.len();
-    let mut row = json!({"strength": strength, "takes": takes.len(), "readings": n});
-    match (reader, target) {
-        (Reader::Classifier(c), Some(target)) => {
-            let mut p_sum = 0.0;
-            let mut top = 0;
-            for r in &readings {
-                let probs: Vec<f64> = (0..c.classes.len())
-                    .map(|k| r["probs"][c.class_name(k)].as_f64().unwrap_or(0.0))
-                    .collect();
-                if let Some(k) = c.classes.iter().position(|x| x == target) {
-                    p_sum += probs[k];
-                    top += usize::from(most_likely(&probs) == k);
-                }
+    let mut row = json!({"strength": strength, "takes": takes.len(), "readings": readings.len()});
+    match (Tally::of(reader, &readings), reader) {
+        (Tally::Classes { mean, top, .. }, Reader::Classifier(c)) => {
+            if let Some(k) = target.and_then(|t| c.classes.iter().position(|x| x == t)) {
+                row["mean_p"] = json!(mean[k]);
+                row["top1"] = json!(top[k]);
             }
-            row["mean_p"] = json!(p_sum / n.max(1) as f64);
-            row["top1"] = json!(top);
         }
-        _ => {
-            let xs: Vec<f64> = readings
-                .iter()
-                .filter_map(|r| r["projection"].as_f64())
-                .collect();
-            row["mean_projection"] = json!(xs.iter().sum::<f64>() / xs.len().max(1) as f64);
-        }
+        (Tally::Projections { mean, .. }, _) => row["mean_projection"] = json!(mean),
+        _ => {}
     }
     row
 }
@@ -257,7 +233,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         .steering
         .steer
         .iter()
-        .find(|s| parse_steer(s).is_ok_and(|(name, _)| name != **s))
+        .find(|s| parse_steer(s, &args.directions).is_ok_and(|(_, own)| own.is_some()))
     {
         return Err(miette::miette!(
             "--steer {spec}: a sweep sets the strength itself (--strengths); name the direction \
@@ -282,12 +258,20 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     let windowing = windowing(args.window, args.hop)?;
     // The bundles are read now, so a bad one fails before the model loads.
     args.steering.plan(0, &args.directions, Some(0.0))?;
-    // Each strength once (at the take files' precision), in the order given.
+    // Each strength once, in the order given; two that the take files (0.001 apart) cannot
+    // tell apart are refused. `+ 0.0` makes -0 the unsteered 0.
     let mut strengths: Vec<f64> = Vec::new();
-    for &s in &args.strengths {
+    for s in args.strengths.iter().map(|s| s + 0.0) {
         let name = |x: f64| format!("{x:.3}");
-        if !strengths.iter().any(|&t| name(t) == name(s)) {
-            strengths.push(s);
+        match strengths.iter().find(|&&t| name(t) == name(s)) {
+            Some(&t) if t == s => {}
+            Some(&t) => {
+                return Err(miette::miette!(
+                    "--strengths {t} and {s} are closer than the 0.001 a take's file name tells \
+                     apart"
+                ))
+            }
+            None => strengths.push(s),
         }
     }
     let steered = &args.steering.steer[0];
@@ -328,6 +312,9 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     let mut done = earlier_takes(&args.out, &settings)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| miette::miette!("cannot create {}: {e}", args.out.display()))?;
+    // The folder is marked as this sweep's before the first take, so a failed take leaves it
+    // resumable.
+    write_sweep(&args.out, &settings, &done, None)?;
 
     let takes: Vec<Take> = strengths
         .iter()
@@ -352,6 +339,11 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     }
     if !todo.is_empty() {
         let model = load_model(&args.model)?;
+        // What can only be checked against the model is, before minutes of rendering.
+        reader
+            .check_fits(&model)
+            .map_err(|e| miette::miette!("--probe {probe}: {e}"))?;
+        check_windowing(&model, windowing).map_err(|e| miette::miette!("{e}"))?;
         let steps = model
             .max_new_tokens_for_seconds(args.seconds)
             .map_err(|e| miette::miette!("{e}"))?;
@@ -394,7 +386,10 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
                     "strength": take.strength,
                     "seed": take.seed,
                     "file": take.file(),
-                    "readings": readings.iter().map(|r| reading_json(&reader, r)).collect::<Vec<_>>(),
+                    "readings": readings
+                        .iter()
+                        .map(|r| reading_json(&reader, r))
+                        .collect::<Vec<_>>(),
                 }),
             );
             write_sweep(&args.out, &settings, &done, None)?;

@@ -73,6 +73,12 @@ impl Concept {
         }
     }
 
+    /// The concept with exactly this name (no aliases): how a manifest or an imported dataset's
+    /// name is matched, so `tempo` or `instruments` stay free for the user's own concepts.
+    pub fn from_name(name: &str) -> Option<Concept> {
+        Concept::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// True for concepts whose label is a number to regress (tempo in BPM).
     pub fn is_regression(self) -> bool {
         self == Concept::Tempos

@@ -69,6 +69,28 @@ pub struct Reading {
 }
 
 impl Reader {
+    /// Checks that the reader fits `model`: its block exists and its width is the model's.
+    pub fn check_fits(&self, model: &MusicGen) -> Result<(), EvalError> {
+        let (block, width) = match self {
+            Reader::Classifier(c) => (c.layer, c.rfm.centers.ncols()),
+            Reader::Direction { block, vector } => (*block, vector.len()),
+        };
+        if block >= model.num_layers() {
+            return Err(EvalError::Probe(format!(
+                "the probe reads block {block}, but the model has {} blocks",
+                model.num_layers()
+            )));
+        }
+        if width != model.hidden_size() {
+            return Err(EvalError::Probe(format!(
+                "the probe reads {width}-wide states, but the model's are {} wide (was it \
+                 trained on another model?)",
+                model.hidden_size()
+            )));
+        }
+        Ok(())
+    }
+
     /// The decoder block whose pooled output is read.
     pub fn block(&self) -> usize {
         match self {
@@ -106,6 +128,73 @@ pub fn most_likely(probs: &[f64]) -> usize {
     (0..probs.len()).fold(0, |best, k| if probs[k] > probs[best] { k } else { best })
 }
 
+/// Readings summed up: per class, the mean probability and how many readings have it as the
+/// most likely class; or the projections' mean and range.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tally {
+    /// Class readings.
+    Classes {
+        /// Mean probability per class.
+        mean: Vec<f64>,
+        /// Readings in which each class is the most likely.
+        top: Vec<usize>,
+        /// Readings counted.
+        n: usize,
+    },
+    /// Projection readings.
+    Projections {
+        /// Mean projection.
+        mean: f64,
+        /// Smallest projection.
+        min: f64,
+        /// Largest projection.
+        max: f64,
+        /// Readings counted.
+        n: usize,
+    },
+}
+
+impl Tally {
+    /// Sums up `readings` as `reader` made them (`classes` wide for a classifier).
+    pub fn of<'a>(reader: &Reader, readings: impl IntoIterator<Item = &'a Reading>) -> Tally {
+        match reader {
+            Reader::Classifier(c) => {
+                let k = c.classes.len().max(1);
+                let (mut sum, mut top, mut n) = (vec![0.0; k], vec![0usize; k], 0);
+                for r in readings {
+                    if let Value::Probabilities(p) = &r.value {
+                        n += 1;
+                        if let Some(t) = top.get_mut(most_likely(p)) {
+                            *t += 1;
+                        }
+                        for (s, pk) in sum.iter_mut().zip(p) {
+                            *s += pk;
+                        }
+                    }
+                }
+                let mean = sum.iter().map(|s| s / n.max(1) as f64).collect();
+                Tally::Classes { mean, top, n }
+            }
+            Reader::Direction { .. } => {
+                let xs: Vec<f64> = readings
+                    .into_iter()
+                    .filter_map(|r| match r.value {
+                        Value::Projection(x) => Some(x),
+                        Value::Probabilities(_) => None,
+                    })
+                    .collect();
+                let n = xs.len();
+                Tally::Projections {
+                    mean: xs.iter().sum::<f64>() / n.max(1) as f64,
+                    min: xs.iter().copied().fold(f64::INFINITY, f64::min),
+                    max: xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    n,
+                }
+            }
+        }
+    }
+}
+
 /// How to cut a clip: windows of `window` seconds every `hop` seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Windowing {
@@ -126,6 +215,30 @@ pub struct PooledWindow {
     pub blocks: Vec<Vec<f32>>,
 }
 
+/// Checks that `windowing` can be read by `model`: windows of at least two codec frames (fewer
+/// give the decoder nothing to read), a hop of at least one.
+pub fn check_windowing(model: &MusicGen, windowing: Option<Windowing>) -> Result<(), EvalError> {
+    let Some(w) = windowing else {
+        return Ok(());
+    };
+    let rate = f64::from(model.sample_rate());
+    let frame = model.samples_per_frame() as f64 / rate;
+    if w.window < 2.0 * frame {
+        return Err(EvalError::Probe(format!(
+            "a {:.3} s window is too short to read (at least {:.3} s)",
+            w.window,
+            2.0 * frame
+        )));
+    }
+    if w.hop < frame {
+        return Err(EvalError::Probe(format!(
+            "a hop of {:.4} s is shorter than one codec frame ({frame:.4} s)",
+            w.hop
+        )));
+    }
+    Ok(())
+}
+
 /// Pools blocks `layers` of `audio` (mono, at the model's rate): the whole clip, or each window
 /// read on its own. `on_window(done, total)` follows the progress.
 pub fn pooled_windows(
@@ -136,26 +249,12 @@ pub fn pooled_windows(
     windowing: Option<Windowing>,
     on_window: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<PooledWindow>, EvalError> {
+    check_windowing(model, windowing)?;
     let rate = f64::from(model.sample_rate());
     let to_samples = |s: f64| (s * rate).round() as usize;
     let window_len = windowing.map(|w| to_samples(w.window));
     let hop_len = windowing.map_or(audio.len(), |w| to_samples(w.hop));
-    // Fewer samples than two codec frames give the decoder nothing to read.
     let shortest = 2 * model.samples_per_frame();
-    if let Some(w) = windowing.filter(|w| to_samples(w.window) < shortest) {
-        return Err(EvalError::Probe(format!(
-            "a {:.3} s window is too short to read (at least {:.3} s)",
-            w.window,
-            shortest as f64 / rate
-        )));
-    }
-    if windowing.is_some() && hop_len < model.samples_per_frame() {
-        return Err(EvalError::Probe(format!(
-            "a hop of {:.4} s is shorter than one codec frame ({:.4} s)",
-            hop_len as f64 / rate,
-            model.samples_per_frame() as f64 / rate
-        )));
-    }
     let longest = model.max_seconds();
     let spans = windows(audio.len(), window_len, hop_len);
     if let Some(span) = spans.first().filter(|s| s.len() as f64 / rate > longest) {

@@ -33,19 +33,6 @@ pub enum ExtractError {
     /// A tensor operation (pooling) failed.
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
-    /// A clip's sample rate differs from the model's.
-    #[error(
-        "{path} is sampled at {found} Hz but the model expects {expected} Hz \
-         (render the dataset with `--sample-rate {expected}`)"
-    )]
-    SampleRate {
-        /// The clip.
-        path: PathBuf,
-        /// Its sample rate.
-        found: u32,
-        /// The model's sample rate.
-        expected: u32,
-    },
     /// Bad options or manifest contents (unknown pooling, missing block, unsafe path, ...).
     #[error("{0}")]
     Invalid(String),
@@ -143,10 +130,10 @@ pub fn check_entries(dir: &Path, entries: &[ManifestEntry]) -> Result<DatasetPla
         .iter()
         .map(|e| entry_path(dir, e))
         .collect::<Result<_, _>>()?;
-    let classes = match concept.parse::<Concept>() {
-        Ok(c) if c.is_regression() => Vec::new(),
-        Ok(c) => c.classes(),
-        Err(_) => own_classes(dir, entries)?,
+    let classes = match Concept::from_name(&concept) {
+        Some(c) if c.is_regression() => Vec::new(),
+        Some(c) => c.classes(),
+        None => own_classes(dir, entries)?,
     };
     let labels = labels_of(entries, &classes)?;
     Ok(DatasetPlan {
@@ -229,21 +216,15 @@ pub fn extract_entries(
     })
 }
 
-/// Pooled outputs of `layers` for one WAV file, in the order of `layers`.
+/// Pooled outputs of `layers` for one WAV file, in the order of `layers`. A file at another
+/// rate than the model's is resampled first (as `baton eval` does).
 pub fn pooled_clip(
     model: &MusicGen,
     path: &Path,
     layers: &[usize],
     pooling: Pooling,
 ) -> Result<Vec<Vec<f32>>, ExtractError> {
-    let (audio, rate) = crate::audio::read_wav_mono(path)?;
-    if rate != model.sample_rate() {
-        return Err(ExtractError::SampleRate {
-            path: path.to_path_buf(),
-            found: rate,
-            expected: model.sample_rate(),
-        });
-    }
+    let (audio, _) = crate::audio::read_wav_at(path, model.sample_rate())?;
     pooled_audio(model, &audio, layers, pooling).map_err(|source| ExtractError::Model {
         path: path.to_path_buf(),
         source,
