@@ -191,7 +191,10 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let (table, err) = ok(&argv);
     assert!(err.contains("4 of 6 takes already"), "{err}");
-    assert!(err.contains("take 2/2"), "{err}");
+    assert!(
+        err.contains("takes 1-2 of 2: strength -60, seeds 0-1"),
+        "{err}"
+    );
     assert_eq!(table.lines().count(), 5, "{table}");
     let after = std::fs::metadata(out.join("s0.000-seed0.wav"))
         .and_then(|m| m.modified())
@@ -217,6 +220,41 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
     fails(&argv, "window is too short to read");
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&argv);
+
+    // under a stochastic gate, takes are rendered one by one, each with its own gate draws
+    let gated = dir.path().join("gated");
+    let mut args = common("60");
+    let at = args.iter().position(|a| a == s(&out)).expect("out");
+    args[at] = s(&gated).to_string();
+    args.extend(["--gate".to_string(), "0.5".to_string()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&argv);
+    let alone = dir.path().join("gated.wav");
+    ok(&[
+        "render",
+        "--prompt",
+        "a tune",
+        "--seed",
+        "1",
+        "--seconds",
+        "0.2",
+        "--top-k",
+        "8",
+        "--steer",
+        "tones:all:60",
+        "--gate",
+        "0.5",
+        "--out",
+        s(&alone),
+        "--model",
+        TINY,
+        "--directions",
+        s(&lib),
+    ]);
+    assert!(
+        std::fs::read(gated.join("s60.000-seed1.wav")).expect("take")
+            == std::fs::read(&alone).expect("alone")
+    );
 
     // a class named by a number is reached without a strength
     std::fs::create_dir_all(lib.join("level")).expect("mkdir");

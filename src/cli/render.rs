@@ -18,7 +18,8 @@ use super::recipe::RecipePaths;
 pub struct RenderArgs {
     /// A Rhai recipe to run instead of --prompt.
     pub recipe: Option<PathBuf>,
-    /// Text prompt; repeat for a batch (one file per prompt).
+    /// Text prompt; repeat for a batch (one file per prompt; prompt i is sampled with seed
+    /// --seed + i - 1, exactly as rendered alone with that seed).
     #[arg(long)]
     pub prompt: Vec<String>,
     /// Length of the music in seconds.

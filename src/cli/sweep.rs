@@ -75,6 +75,10 @@ pub struct SweepArgs {
     /// Write 16-bit PCM instead of 32-bit float WAV.
     #[arg(long)]
     pub pcm16: bool,
+    /// Takes of one strength generated together (faster: the weights are read once per step
+    /// for all of them; one at a time when --gate < 1).
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
@@ -192,6 +196,35 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
             out.join(&file).is_file().then_some((file, t))
         })
         .collect())
+}
+
+/// How many takes one generation renders: `--batch`, except one at a time under a stochastic
+/// gate, whose draws a batch would share (a take must be the render its seed gives alone).
+fn batch_size(args: &SweepArgs) -> usize {
+    if args.steering.gate < 1.0 {
+        1
+    } else {
+        args.batch.max(1)
+    }
+}
+
+/// Splits the takes to render into batches of at most `size`: the same strength, consecutive
+/// seeds.
+fn batches<'a>(todo: &[&'a Take], size: usize) -> Vec<Vec<&'a Take>> {
+    let mut out: Vec<Vec<&Take>> = Vec::new();
+    for &take in todo {
+        match out.last_mut() {
+            Some(b)
+                if b.len() < size
+                    && b[0].strength == take.strength
+                    && b[b.len() - 1].seed + 1 == take.seed =>
+            {
+                b.push(take)
+            }
+            _ => out.push(vec![take]),
+        }
+    }
+    out
 }
 
 /// Per-strength summary of the readings in `takes`: for a classifier and target, the mean
@@ -353,46 +386,67 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
             SampleFormat::Float32
         };
         let started = Instant::now();
-        for (i, take) in todo.iter().enumerate() {
-            eprintln!(
-                "take {}/{}: strength {}, seed {}",
-                i + 1,
-                todo.len(),
-                take.strength,
-                take.seed
-            );
+        let mut finished = 0;
+        for batch in batches(&todo, batch_size(&args)) {
+            let first = batch[0];
+            let last = batch[batch.len() - 1];
+            if batch.len() == 1 {
+                eprintln!(
+                    "take {} of {}: strength {}, seed {}",
+                    finished + 1,
+                    todo.len(),
+                    first.strength,
+                    first.seed
+                );
+            } else {
+                eprintln!(
+                    "takes {}-{} of {}: strength {}, seeds {}-{}",
+                    finished + 1,
+                    finished + batch.len(),
+                    todo.len(),
+                    first.strength,
+                    first.seed,
+                    last.seed
+                );
+            }
+            // One batch is one generation: item b is sampled with seed + b, exactly as
+            // `baton render --seed` renders it alone.
             let plan = args
                 .steering
-                .plan(take.seed, &args.directions, Some(take.strength))?;
+                .plan(first.seed, &args.directions, Some(first.strength))?;
             let mut hook = plan_hook(&model, &plan, steps)?;
-            let options = args.sampling.options(steps, take.seed);
+            let options = args.sampling.options(steps, first.seed);
             let hook: Option<&mut dyn baton::model::ResidualHook> = match hook.as_mut() {
                 Some(h) => Some(h.as_mut()),
                 None => None,
             };
-            let codes = generate_with_progress(&model, &[args.prompt.as_str()], &options, hook)?;
+            let prompts = vec![args.prompt.as_str(); batch.len()];
+            let codes = generate_with_progress(&model, &prompts, &options, hook)?;
             let audio = model.decode(&codes).map_err(|e| miette::miette!("{e}"))?;
-            let wave = audio.first().map(Vec::as_slice).unwrap_or_default();
-            let file = args.out.join(take.file());
-            write_wav(&file, wave, model.sample_rate(), format)
-                .map_err(|e| miette::miette!("{e}"))?;
-            // Read back from the file, so the readings are what `baton eval` gives on it.
-            let clip = read_clip(&model, &file).map_err(|e| miette::miette!("{e}"))?;
-            let readings = read_audio(&model, &clip, &reader, pooling, windowing, &mut |_, _| {})
-                .map_err(|e| miette::miette!("{}: {e}", file.display()))?;
-            done.insert(
-                take.file(),
-                json!({
-                    "strength": take.strength,
-                    "seed": take.seed,
-                    "file": take.file(),
-                    "readings": readings
-                        .iter()
-                        .map(|r| reading_json(&reader, r))
-                        .collect::<Vec<_>>(),
-                }),
-            );
+            for (take, wave) in batch.iter().zip(&audio) {
+                let file = args.out.join(take.file());
+                write_wav(&file, wave, model.sample_rate(), format)
+                    .map_err(|e| miette::miette!("{e}"))?;
+                // Read back from the file, so the readings are what `baton eval` gives on it.
+                let clip = read_clip(&model, &file).map_err(|e| miette::miette!("{e}"))?;
+                let readings =
+                    read_audio(&model, &clip, &reader, pooling, windowing, &mut |_, _| {})
+                        .map_err(|e| miette::miette!("{}: {e}", file.display()))?;
+                done.insert(
+                    take.file(),
+                    json!({
+                        "strength": take.strength,
+                        "seed": take.seed,
+                        "file": take.file(),
+                        "readings": readings
+                            .iter()
+                            .map(|r| reading_json(&reader, r))
+                            .collect::<Vec<_>>(),
+                    }),
+                );
+            }
             write_sweep(&args.out, &settings, &done, None)?;
+            finished += batch.len();
         }
         eprintln!(
             "{} take(s) in {:.1} s",
@@ -485,5 +539,33 @@ fn print_table(
                 row["mean_projection"].as_f64().unwrap_or(f64::NAN)
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_one_strength_and_consecutive_seeds() {
+        let t = |strength, seed| Take { strength, seed };
+        let takes = [
+            t(0.0, 0),
+            t(0.0, 1),
+            t(0.0, 2),
+            t(0.0, 4),
+            t(0.5, 5),
+            t(0.5, 6),
+        ];
+        let todo: Vec<&Take> = takes.iter().collect();
+        let seeds = |size| -> Vec<Vec<u64>> {
+            batches(&todo, size)
+                .iter()
+                .map(|b| b.iter().map(|t| t.seed).collect())
+                .collect()
+        };
+        assert_eq!(seeds(4), [vec![0, 1, 2], vec![4], vec![5, 6]]);
+        assert_eq!(seeds(2), [vec![0, 1], vec![2], vec![4], vec![5, 6]]);
+        assert_eq!(seeds(1).len(), 6);
     }
 }

@@ -83,22 +83,30 @@ pub fn guide(logits: &Tensor, batch: usize, scale: f64) -> candle_core::Result<T
 /// Samples one id per row of `scores` `[.., vocab]` among its `k` largest entries, with
 /// probabilities `softmax(scores / temperature)` (HF's temperature then top-k warpers), and
 /// returns them `[..]` (u32). Runs on the scores' device by the Gumbel-max trick: the noise for
-/// the `k` candidates comes from `rng` (so a seed picks the same tokens on every device, up to
-/// rounding in the logits), and only the chosen ids need to leave the device. Candidates tied
-/// with the k-th score are cut by sort order, where HF would keep them all.
+/// the `k` candidates comes from the host RNGs (so a seed picks the same tokens on every device,
+/// up to rounding in the logits), and only the chosen ids need to leave the device. The rows are
+/// split evenly over `rngs` in order (one RNG per batch item, so an item draws the same noise
+/// whatever else is in the batch). Candidates tied with the k-th score are cut by sort order,
+/// where HF would keep them all.
 pub fn sample_top_k(
     scores: &Tensor,
     k: usize,
     temperature: f64,
-    rng: &mut impl Rng,
+    rngs: &mut [impl Rng],
 ) -> candle_core::Result<Tensor> {
     let k = k.clamp(1, scores.dim(D::Minus1)?);
     let (best, ids) = scores.contiguous()?.sort_last_dim(false)?;
     let best = best.narrow(D::Minus1, 0, k)?;
     let ids = ids.narrow(D::Minus1, 0, k)?.contiguous()?;
+    let n = best.elem_count();
+    if rngs.is_empty() || n % rngs.len() != 0 {
+        candle_core::bail!("{n} candidates cannot be split over {} RNGs", rngs.len());
+    }
+    let per_rng = n / rngs.len();
     // argmax(x_i / t + G_i) with G_i = -ln(-ln U_i) is distributed as softmax(x / t).
-    let noise: Vec<f32> = (0..best.elem_count())
-        .map(|_| -(-rng.random::<f64>().ln()).ln() as f32)
+    let noise: Vec<f32> = rngs
+        .iter_mut()
+        .flat_map(|rng| (0..per_rng).map(move |_| -(-rng.random::<f64>().ln()).ln() as f32))
         .collect();
     let noise = Tensor::from_vec(noise, best.shape(), best.device())?;
     let perturbed = ((best / temperature.max(1e-6))? + noise)?;
@@ -291,7 +299,10 @@ pub fn generate(
     let mut codes = first.broadcast_as((rows, k, 1))?.contiguous()?;
     let chosen_ids = Tensor::zeros((inputs.batch, k, steps), DType::U32, device)?;
     let mut cache = decoder.new_cache(rows, max_length)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
+    // Batch item b draws from its own RNG seeded `seed + b`: it samples what it would alone.
+    let mut rngs: Vec<rand::rngs::StdRng> = (0..inputs.batch)
+        .map(|b| rand::rngs::StdRng::seed_from_u64(options.seed.wrapping_add(b as u64)))
+        .collect();
 
     let reused = inputs.prefix.map_or(0, |p| p.steps.min(steps));
     if let (Some(prefix), true) = (inputs.prefix, reused > 0) {
@@ -314,9 +325,11 @@ pub fn generate(
         };
         // The RNG continues where generating the reused steps would have left it.
         if let Sampling::TopK { k: top_k, .. } = options.sampling {
-            let per_step = inputs.batch * k * top_k.clamp(1, cfg.vocab_size);
-            for _ in 0..reused * per_step {
-                let _: f64 = rng.random();
+            let per_step = k * top_k.clamp(1, cfg.vocab_size);
+            for rng in &mut rngs {
+                for _ in 0..reused * per_step {
+                    let _: f64 = rng.random();
+                }
             }
         }
         on_step(reused, steps);
@@ -355,7 +368,7 @@ pub fn generate(
             // On ties candle's CPU argmax takes the first index, as torch does; its CUDA kernel
             // may take another (only exact ties, likelier with half-precision logits).
             Sampling::Greedy => scores.argmax(D::Minus1)?,
-            Sampling::TopK { k, temperature } => sample_top_k(&scores, k, temperature, &mut rng)?,
+            Sampling::TopK { k, temperature } => sample_top_k(&scores, k, temperature, &mut rngs)?,
         }; // [batch, k], u32
         let shape = chosen.shape().clone();
         let next = fixed
@@ -457,7 +470,7 @@ mod tests {
         sorted.sort_by(|a, b| b.total_cmp(a));
         let rows = Tensor::from_vec(logits.repeat(500), (500, 50), &Device::Cpu).unwrap();
         let draw = |seed| -> Vec<u32> {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut rng = [rand::rngs::StdRng::seed_from_u64(seed)];
             let ids = sample_top_k(&rows, 5, 1.0, &mut rng).unwrap();
             ids.to_vec1().unwrap()
         };
@@ -470,7 +483,7 @@ mod tests {
     /// Frequencies of `n` draws of each id from one row of logits.
     fn frequencies(logits: &[f32], k: usize, temperature: f64, n: usize) -> Vec<f64> {
         let rows = Tensor::from_vec(logits.repeat(n), (n, logits.len()), &Device::Cpu).unwrap();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut rng = [rand::rngs::StdRng::seed_from_u64(1)];
         let ids: Vec<u32> = sample_top_k(&rows, k, temperature, &mut rng)
             .unwrap()
             .to_vec1()

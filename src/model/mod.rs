@@ -113,7 +113,8 @@ pub struct GenerateOptions {
     pub sampling: Sampling,
     /// Classifier-free guidance scale; 1.0 disables guidance (no doubled batch).
     pub guidance_scale: f64,
-    /// Seed of the sampling RNG (same seed, same codes).
+    /// Seed of the sampling RNG (same seed, same codes). Batch item `b` samples from its own RNG
+    /// seeded `seed + b`, so it gets the codes it would get generated alone with that seed.
     pub seed: u64,
 }
 
