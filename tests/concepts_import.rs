@@ -372,7 +372,8 @@ fn recordings_go_from_folder_to_direction_bundle_on_the_command_line() {
         "{err}"
     );
 
-    let feats = tmp.path().join("f.safetensors");
+    // features and train make the folders of their outputs
+    let feats = tmp.path().join("feats/f.safetensors");
     let model = fixture("tiny-a");
     let (ok, err) = baton(&[
         "features",
@@ -383,7 +384,7 @@ fn recordings_go_from_folder_to_direction_bundle_on_the_command_line() {
         &p(&model),
     ]);
     assert!(ok, "{err}");
-    let bundle = tmp.path().join("low.safetensors");
+    let bundle = tmp.path().join("lib/pitch_height/low.safetensors");
     let (ok, err) = baton(&[
         "train",
         &p(&feats),

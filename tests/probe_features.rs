@@ -193,9 +193,11 @@ fn manifest_and_output_are_checked_before_the_model_is_loaded() {
     // No model here: any error about the dataset or --out must come before loading one.
     let no_model = tmp.path().join("no-model");
 
-    let (ok, err) = features_cmd(&data, &tmp.path().join("missing/f.st"), &no_model, &[]);
-    assert!(!ok && err.contains("does not exist"), "{err}");
-    assert!(err.contains("missing"), "{err}");
+    let blocked = tmp.path().join("blocked");
+    std::fs::write(&blocked, b"").unwrap();
+    let (ok, err) = features_cmd(&data, &blocked.join("f.st"), &no_model, &[]);
+    assert!(!ok && err.contains("not a folder"), "{err}");
+    assert!(err.contains("blocked"), "{err}");
     let (ok, err) = features_cmd(&data, tmp.path(), &no_model, &[]);
     assert!(!ok && err.contains("it is a folder"), "{err}");
 

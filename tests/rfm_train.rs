@@ -495,9 +495,11 @@ fn bad_settings_fail_before_any_training() {
     let text = fails(&["--search", "0"], good_out);
     assert!(text.contains("--search must be at least 1 draw"), "{text}");
 
-    let missing = dir.path().join("nowhere/b.safetensors");
-    let text = fails(&[], missing.to_str().unwrap());
-    assert!(text.contains("does not exist"), "{text}");
+    // a missing folder is made once the bundle is ready, but a file in the way is refused
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, b"").unwrap();
+    let text = fails(&[], blocked.join("b.safetensors").to_str().unwrap());
+    assert!(text.contains("not a folder"), "{text}");
     assert!(fails(&[], dir.path().to_str().unwrap()).contains("it is a folder"));
 
     // A read-only folder is refused up front (even for root, who could write there).

@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{load_model, ModelArgs};
-use super::output::check_output;
+use super::output::check_output_in_new_folder;
 
 /// Arguments of `baton features`.
 #[derive(Args, Debug)]
@@ -32,7 +32,7 @@ pub struct FeaturesArgs {
 pub fn run(args: FeaturesArgs) -> miette::Result<()> {
     let pooling: Pooling = args.pooling.parse().map_err(|e| miette::miette!("{e}"))?;
     // Everything that can be checked without the model is, before the slow load and extraction.
-    check_output(&args.out)?;
+    let out_folder = check_output_in_new_folder(&args.out)?;
     let entries = read_manifest(&args.dataset).map_err(|e| miette::miette!("{e}"))?;
     check_entries(&args.dataset, &entries).map_err(|e| miette::miette!("{e}"))?;
     let model = load_model(&args.model)?;
@@ -58,6 +58,7 @@ pub fn run(args: FeaturesArgs) -> miette::Result<()> {
     );
     bar.finish_and_clear();
     let features = features.map_err(|e| miette::miette!("{e}"))?;
+    out_folder.create()?;
     features
         .write(&args.out)
         .map_err(|e| miette::miette!("{e}"))?;

@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use miette::{miette, Result};
 
-use super::output::check_output;
+use super::output::check_output_in_new_folder;
 
 /// Probe kind on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,11 +92,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if args.search == Some(0) {
         return Err(miette!("--search must be at least 1 draw"));
     }
-    check_output(&args.out)?;
+    let out_folder = check_output_in_new_folder(&args.out)?;
     baton::rfm::keep_freed_memory();
-    if let Some(p) = &args.classifier {
-        check_output(p)?;
-    }
+    let classifier_folder = args
+        .classifier
+        .as_deref()
+        .map(check_output_in_new_folder)
+        .transpose()?;
     let feats = FeatureSet::read(&args.features).map_err(|e| miette!("{e}"))?;
     if args.components > feats.hidden_size {
         return Err(miette!(
@@ -220,6 +222,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         } else {
             sibling(&args.out, &format!("pc{}", k + 1))
         };
+        out_folder.create()?;
         bundle.write(&path).map_err(|e| miette!("{e}"))?;
     }
 
@@ -235,6 +238,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .classifier
             .clone()
             .unwrap_or_else(|| sibling(&args.out, "classifier"));
+        if let Some(folder) = &classifier_folder {
+            folder.create()?;
+        }
         SavedProbe {
             rfm: results[&l].model.clone(),
             classes: feats.classes.clone(),
