@@ -1,5 +1,6 @@
 //! Options shared by every verb that loads a model, and the loading itself.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use baton::model::MusicGen;
@@ -19,6 +20,41 @@ pub struct ModelArgs {
     /// Storage type of the decoder weights: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+}
+
+/// The direction library: where names like `notes:C#` resolve.
+#[derive(Args, Debug, Clone)]
+pub struct Library {
+    /// Direction library that names like `notes:C#` resolve in (DIR/notes/C#.safetensors).
+    #[arg(
+        long = "directions",
+        env = "BATON_DIRECTIONS",
+        default_value = "directions"
+    )]
+    pub dir: PathBuf,
+}
+
+impl Library {
+    /// The bundle file `name` means: a path, or a library name `CONCEPT:TARGET` resolving to
+    /// `DIR/CONCEPT/TARGET.safetensors`; `flag` names the option in the error.
+    pub fn bundle(&self, flag: &str, name: &str) -> miette::Result<PathBuf> {
+        let file = PathBuf::from(name);
+        let path = if file.is_file() {
+            file
+        } else if let Some((concept, target)) = name.split_once(':') {
+            self.dir.join(concept).join(format!("{target}.safetensors"))
+        } else {
+            file
+        };
+        if !path.is_file() {
+            return Err(miette::miette!(
+                "{flag} {name}: no bundle file {} (library names resolve under --directions, \
+                 default ./directions)",
+                path.display()
+            ));
+        }
+        Ok(path)
+    }
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N`.

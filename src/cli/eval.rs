@@ -18,9 +18,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use baton::steer::Direction;
 
-use super::common::{load_model, ModelArgs};
+use super::common::{load_model, Library, ModelArgs};
 use super::output::check_output;
-use super::recipe::bundle_path;
 
 /// Arguments of `baton eval`.
 #[derive(Args, Debug)]
@@ -49,9 +48,8 @@ pub struct EvalArgs {
     /// Also write every reading to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Direction library that names like `chords:all` resolve in.
-    #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
-    pub directions: PathBuf,
+    #[command(flatten)]
+    pub library: Library,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -62,9 +60,9 @@ pub struct EvalArgs {
 pub fn load_reader(
     probe: &str,
     classifier: Option<&Path>,
-    library: &Path,
+    library: &Library,
 ) -> miette::Result<(Reader, Pooling)> {
-    let path = bundle_path("--probe", probe, library)?;
+    let path = library.bundle("--probe", probe)?;
     let bundle =
         DirectionBundle::read(&path).map_err(|e| miette::miette!("--probe {probe}: {e}"))?;
     let pooling: Pooling = bundle
@@ -256,7 +254,7 @@ fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) ->
 
 /// Runs `baton eval`.
 pub fn run(args: EvalArgs) -> miette::Result<()> {
-    let (reader, pooling) = load_reader(&args.probe, args.classifier.as_deref(), &args.directions)?;
+    let (reader, pooling) = load_reader(&args.probe, args.classifier.as_deref(), &args.library)?;
     check_args(&args, &reader)?;
     let windowing = windowing(args.window, args.hop)?;
     let model = load_model(&args.model)?;

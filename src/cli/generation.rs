@@ -2,14 +2,12 @@
 //! `--top-k`, `--temperature`, `--cfg`) and what steers (`--steer`, `--layer-weights`,
 //! `--gate`), each checked before the model loads.
 
-use std::path::Path;
-
 use baton::model::{GenerateOptions, MusicGen, ResidualHook, Sampling};
 use baton::probe::DirectionBundle;
 use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, Term};
 use clap::Args;
 
-use super::recipe::bundle_path;
+use super::common::Library;
 
 /// Strength of a `--steer BUNDLE` given without `:STRENGTH` (the middle of the paper's demos).
 pub const DEFAULT_STRENGTH: f64 = 0.5;
@@ -105,7 +103,12 @@ impl SteerArgs {
 
     /// The plan the flags ask for, with the gate seeded by `seed`; `strength` replaces every
     /// `--steer`'s own (a sweep sets it).
-    pub fn plan(&self, seed: u64, library: &Path, strength: Option<f64>) -> miette::Result<Plan> {
+    pub fn plan(
+        &self,
+        seed: u64,
+        library: &Library,
+        strength: Option<f64>,
+    ) -> miette::Result<Plan> {
         let weights = self.check()?;
         let terms = self
             .steer
@@ -147,8 +150,8 @@ pub fn plan_hook(
 /// Splits `BUNDLE[:STRENGTH]` (the strength is `None` when not given); BUNDLE is a file or a
 /// library name such as `notes:C#`. A whole spec that names a bundle is one, so a class named
 /// by a number (`level:2`) needs no strength to be reached.
-pub fn parse_steer(spec: &str, library: &Path) -> miette::Result<(String, Option<f64>)> {
-    if bundle_path("--steer", spec, library).is_ok() {
+pub fn parse_steer(spec: &str, library: &Library) -> miette::Result<(String, Option<f64>)> {
+    if library.bundle("--steer", spec).is_ok() {
         return Ok((spec.to_string(), None));
     }
     if let Some((bundle, s)) = spec.rsplit_once(':') {
@@ -162,8 +165,8 @@ pub fn parse_steer(spec: &str, library: &Path) -> miette::Result<(String, Option
     Ok((spec.to_string(), None))
 }
 
-fn load_direction(name: &str, library: &Path) -> miette::Result<Direction> {
-    let path = bundle_path("--steer", name, library)?;
+fn load_direction(name: &str, library: &Library) -> miette::Result<Direction> {
+    let path = library.bundle("--steer", name)?;
     let bundle =
         DirectionBundle::read(&path).map_err(|e| miette::miette!("--steer {name}: {e}"))?;
     Ok(Direction::from_bundle(name, bundle))

@@ -3,8 +3,6 @@
 //! block and its validation score, the model it was trained on, and whether a classifier (for
 //! `baton eval` and `probe(...).classify`) sits beside it.
 
-use std::path::PathBuf;
-
 use baton::probe::bundle::classifier_path;
 use baton::probe::DirectionBundle;
 use baton::script::directions::library_names;
@@ -12,14 +10,13 @@ use baton::steer::Direction;
 use clap::Args;
 use serde_json::json;
 
-use super::recipe::bundle_path;
+use super::common::Library;
 
 /// Arguments of `baton library`.
 #[derive(Args, Debug)]
 pub struct LibraryArgs {
-    /// Direction library to list.
-    #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
-    pub directions: PathBuf,
+    #[command(flatten)]
+    pub library: Library,
     /// Only names starting with this (`notes`, `notes:C`).
     pub filter: Option<String>,
     /// Print JSON (one object per bundle) instead of a table.
@@ -37,14 +34,14 @@ struct Row {
 
 /// Runs `baton library`.
 pub fn run(args: LibraryArgs) -> miette::Result<()> {
-    if !args.directions.is_dir() {
+    if !args.library.dir.is_dir() {
         return Err(miette::miette!(
             "no direction library at {} (set --directions or $BATON_DIRECTIONS; `baton train \
              --out DIR/CONCEPT/TARGET.safetensors` adds to one)",
-            args.directions.display()
+            args.library.dir.display()
         ));
     }
-    let rows: Vec<Row> = library_names(&args.directions)
+    let rows: Vec<Row> = library_names(&args.library.dir)
         .into_iter()
         .filter(|n| {
             args.filter
@@ -52,7 +49,10 @@ pub fn run(args: LibraryArgs) -> miette::Result<()> {
                 .is_none_or(|f| n.starts_with(f.as_str()))
         })
         .map(|name| {
-            let path = bundle_path("library", &name, &args.directions).map_err(|e| e.to_string());
+            let path = args
+                .library
+                .bundle("library", &name)
+                .map_err(|e| e.to_string());
             let classifier = path.as_ref().is_ok_and(|p| classifier_path(p).is_file());
             let bundle = path.and_then(|p| DirectionBundle::read(&p).map_err(|e| e.to_string()));
             Row {
@@ -71,7 +71,7 @@ pub fn run(args: LibraryArgs) -> miette::Result<()> {
         return Ok(());
     }
     if rows.is_empty() {
-        println!("{}: no bundles", args.directions.display());
+        println!("{}: no bundles", args.library.dir.display());
         return Ok(());
     }
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);

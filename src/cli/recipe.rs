@@ -1,5 +1,4 @@
-//! `baton render RECIPE.rhai`, the flags recipes run with (shared by `watch` and `repl`), and
-//! how a bundle named on the command line is found.
+//! `baton render RECIPE.rhai`, and the flags recipes run with (shared by `watch` and `repl`).
 //!
 //! Recipe mode: `--out DIR` is the output folder (default `.`) every recipe path is relative
 //! to; `--model` other than the default wins over the recipe's `model(...)`; `--seconds`
@@ -8,7 +7,7 @@
 //! `./directions`); extra writable folders are `--allow-write PATH` (repeatable) and the path list
 //! in `$BATON_ALLOW_WRITE`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use baton::audio::play::{Playback, Player};
 use baton::audio::SampleFormat;
@@ -17,7 +16,7 @@ use baton::script::{run_file, RecipeOptions};
 
 use clap::Args;
 
-use super::common::{parse_device, parse_dtype, ModelArgs};
+use super::common::{parse_device, parse_dtype, Library, ModelArgs};
 use super::render::RenderArgs;
 
 /// The `--model` default: any other value overrides a recipe's `model(...)`.
@@ -95,9 +94,8 @@ impl PlayArgs {
 /// steers.
 #[derive(Args, Debug, Clone)]
 pub struct RecipePaths {
-    /// Direction library that names like `notes:C#` resolve in.
-    #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
-    pub directions: PathBuf,
+    #[command(flatten)]
+    pub library: Library,
     /// A folder a recipe may write to besides --out (repeatable; also $BATON_ALLOW_WRITE).
     #[arg(long)]
     pub allow_write: Vec<PathBuf>,
@@ -120,7 +118,7 @@ impl RecipeFlags {
             ));
         }
         Ok(RecipeOptions {
-            directions: self.paths.directions.clone(),
+            directions: self.paths.library.dir.clone(),
             out_dir: self.out.clone(),
             allow_write: self
                 .paths
@@ -155,24 +153,4 @@ impl RecipeFlags {
             true,
         ))
     }
-}
-
-/// The bundle file `name` means: a path, or a library name `CONCEPT:TARGET` resolving to
-/// `LIBRARY/CONCEPT/TARGET.safetensors`; `flag` names the option in the error.
-pub fn bundle_path(flag: &str, name: &str, library: &Path) -> miette::Result<PathBuf> {
-    let file = PathBuf::from(name);
-    let path = if file.is_file() {
-        file
-    } else if let Some((concept, target)) = name.split_once(':') {
-        library.join(concept).join(format!("{target}.safetensors"))
-    } else {
-        file
-    };
-    if !path.is_file() {
-        return Err(miette::miette!(
-            "{flag} {name}: no bundle file {} (library names resolve under --directions, default ./directions)",
-            path.display()
-        ));
-    }
-    Ok(path)
 }

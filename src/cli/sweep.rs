@@ -20,10 +20,9 @@ use baton::probe::DirectionBundle;
 use clap::Args;
 use serde_json::{json, Value as Json};
 
-use super::common::{load_model, ModelArgs};
+use super::common::{load_model, Library, ModelArgs};
 use super::eval::{check_target, load_reader, reading_from_json, reading_json, windowing};
 use super::generation::{parse_steer, plan_hook, SamplingArgs, SteerArgs};
-use super::recipe::bundle_path;
 use super::render::generate_with_progress;
 
 /// The file that records a sweep's settings, takes and readings.
@@ -83,9 +82,8 @@ pub struct SweepArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub steering: SteerArgs,
-    /// Direction library that names like `notes:C#` resolve in.
-    #[arg(long, env = "BATON_DIRECTIONS", default_value = "directions")]
-    pub directions: PathBuf,
+    #[command(flatten)]
+    pub library: Library,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -266,7 +264,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         .steering
         .steer
         .iter()
-        .find(|s| parse_steer(s, &args.directions).is_ok_and(|(_, own)| own.is_some()))
+        .find(|s| parse_steer(s, &args.library).is_ok_and(|(_, own)| own.is_some()))
     {
         return Err(miette::miette!(
             "--steer {spec}: a sweep sets the strength itself (--strengths); name the direction \
@@ -290,7 +288,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     args.sampling.check()?;
     let windowing = windowing(args.window, args.hop)?;
     // The bundles are read now, so a bad one fails before the model loads.
-    args.steering.plan(0, &args.directions, Some(0.0))?;
+    args.steering.plan(0, &args.library, Some(0.0))?;
     // Each strength once, in the order given; two that the take files (0.001 apart) cannot
     // tell apart are refused. `+ 0.0` makes -0 the unsteered 0.
     let mut strengths: Vec<f64> = Vec::new();
@@ -309,14 +307,14 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     }
     let steered = &args.steering.steer[0];
     let probe = args.probe.clone().unwrap_or_else(|| steered.clone());
-    let (reader, pooling) = load_reader(&probe, None, &args.directions)?;
+    let (reader, pooling) = load_reader(&probe, None, &args.library)?;
     let target = match (&args.target, &reader) {
         (Some(t), _) => {
             check_target(&reader, t, &probe)?;
             Some(t.clone())
         }
         (None, Reader::Classifier(c)) => {
-            let path = bundle_path("--steer", steered, &args.directions)?;
+            let path = args.library.bundle("--steer", steered)?;
             let aim = DirectionBundle::read(&path)
                 .map_err(|e| miette::miette!("--steer {steered}: {e}"))?
                 .target;
@@ -336,9 +334,9 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         .steering
         .steer
         .iter()
-        .map(|name| bundle_path("--steer", name, &args.directions))
+        .map(|name| args.library.bundle("--steer", name))
         .collect::<miette::Result<Vec<_>>>()?;
-    let probe_file = bundle_path("--probe", &probe, &args.directions)?;
+    let probe_file = args.library.bundle("--probe", &probe)?;
     files.push(classifier_path(&probe_file));
     files.push(probe_file);
     let settings = settings(&args, &probe, &files);
@@ -413,7 +411,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
             // `baton render --seed` renders it alone.
             let plan = args
                 .steering
-                .plan(first.seed, &args.directions, Some(first.strength))?;
+                .plan(first.seed, &args.library, Some(first.strength))?;
             let mut hook = plan_hook(&model, &plan, steps)?;
             let options = args.sampling.options(steps, first.seed);
             let hook: Option<&mut dyn baton::model::ResidualHook> = match hook.as_mut() {
