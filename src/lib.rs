@@ -9,7 +9,7 @@
 //!   implements the model's `ResidualHook`;
 //! - [`script`] wires everything for recipes; [`live`] (watch mode) and [`repl`] sit on it;
 //! - [`files`] (atomic writes, safetensors helpers), [`seed`] (pure seeded randomness) and
-//!   [`progress`] (the generation progress bar) are shared plumbing any stage may use.
+//!   [`progress`] (progress bars) are shared plumbing any stage may use.
 
 pub mod audio;
 pub mod concepts;

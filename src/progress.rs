@@ -1,9 +1,26 @@
-//! The generation progress bar shared by `baton render` and recipe renders: decoder steps with
-//! the speed and the real-time factor so far.
+//! Progress bars: the generation bar shared by `baton render` and recipe renders (decoder steps
+//! with the speed and the real-time factor so far), and the counting bar of the dataset stages.
 
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar counting `len` `unit`s (`clips`, `files`) after `message`, with elapsed time and ETA;
+/// hidden when `visible` is false.
+pub fn counter(len: usize, unit: &str, message: String, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    let template = format!(
+        "{{msg}} {{wide_bar}} {{pos}}/{{len}} {unit} [{{elapsed_precise}} < {{eta_precise}}]"
+    );
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar.set_message(message);
+    bar
+}
 
 /// A progress bar over decoder steps that reports steps/s and the real-time factor.
 pub struct GenerationProgress {

@@ -41,6 +41,17 @@ pub enum SampleFormat {
     Pcm16,
 }
 
+impl SampleFormat {
+    /// 16-bit PCM when `pcm16` (the `--pcm16` flag every writing verb takes), else 32-bit float.
+    pub fn from_pcm16_flag(pcm16: bool) -> Self {
+        if pcm16 {
+            SampleFormat::Pcm16
+        } else {
+            SampleFormat::Float32
+        }
+    }
+}
+
 /// Reads a WAV file and mixes it down to mono f32 in [-1, 1]. Returns (samples, sample_rate).
 pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), AudioError> {
     let read_err = |source| AudioError::Read {

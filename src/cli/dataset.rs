@@ -113,11 +113,7 @@ pub fn run(args: DatasetArgs) -> miette::Result<()> {
             limit: args.limit,
             seed: args.seed,
         },
-        format: if args.pcm16 {
-            SampleFormat::Pcm16
-        } else {
-            SampleFormat::Float32
-        },
+        format: SampleFormat::from_pcm16_flag(args.pcm16),
         progress: !args.quiet,
     };
     let started = Instant::now();
@@ -150,11 +146,7 @@ fn import(args: &DatasetArgs, from: &std::path::Path) -> miette::Result<()> {
         concept: args.concept.clone(),
         clip_seconds: args.clip_seconds,
         sample_rate: args.sample_rate,
-        format: if args.pcm16 {
-            SampleFormat::Pcm16
-        } else {
-            SampleFormat::Float32
-        },
+        format: SampleFormat::from_pcm16_flag(args.pcm16),
         progress: !args.quiet,
     };
     let started = Instant::now();

@@ -141,11 +141,7 @@ impl RecipeFlags {
 
     /// The MusicGen renderer these flags ask for (models load on first use).
     pub fn renderer(&self) -> miette::Result<ModelRenderer> {
-        let format = if self.pcm16 {
-            SampleFormat::Pcm16
-        } else {
-            SampleFormat::Float32
-        };
+        let format = SampleFormat::from_pcm16_flag(self.pcm16);
         Ok(ModelRenderer::new(
             parse_device(&self.model.device)?,
             parse_dtype(&self.model.dtype)?,

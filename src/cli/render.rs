@@ -123,11 +123,7 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
         options.max_new_tokens as f64 / generate_s,
         (generate_s + decode_s) / audio_s.max(1e-9)
     );
-    let format = if args.pcm16 {
-        SampleFormat::Pcm16
-    } else {
-        SampleFormat::Float32
-    };
+    let format = SampleFormat::from_pcm16_flag(args.pcm16);
     for (i, wave) in audio.iter().enumerate() {
         write_wav(&wavs.files[i], wave, model.sample_rate(), format)
             .map_err(|e| miette::miette!("{e}"))?;

@@ -378,11 +378,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         let steps = model
             .max_new_tokens_for_seconds(args.seconds)
             .map_err(|e| miette::miette!("{e}"))?;
-        let format = if args.pcm16 {
-            SampleFormat::Pcm16
-        } else {
-            SampleFormat::Float32
-        };
+        let format = SampleFormat::from_pcm16_flag(args.pcm16);
         let started = Instant::now();
         let mut finished = 0;
         for batch in batches(&todo, batch_size(&args)) {

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 
 use super::generators::{Concept, Label};
@@ -18,6 +17,7 @@ use super::render::check_rate;
 use super::writer::{format_name, io_err};
 use super::ConceptError;
 use crate::audio::{read_wav_at, windows, write_atomic, write_wav, AudioError, SampleFormat};
+use crate::progress::counter;
 
 /// Shortest stretch of audio kept as a clip, seconds (a shorter file is skipped).
 pub const MIN_CLIP_SECONDS: f64 = 1.0;
@@ -328,18 +328,7 @@ fn write_into(
     let clips_dir = dir.join(CLIPS_DIR);
     std::fs::create_dir_all(&clips_dir).map_err(io_err(&clips_dir))?;
     let total: usize = classes.iter().map(|(_, f)| f.len()).sum();
-    let bar = if job.progress {
-        let bar = ProgressBar::new(total as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{msg} {wide_bar} {pos}/{len} files [{elapsed_precise} < {eta_precise}]",
-        ) {
-            bar.set_style(style);
-        }
-        bar.set_message(job.concept.clone());
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = counter(total, "files", job.concept.clone(), job.progress);
     let rate = job.sample_rate as f64;
     let clip_len = (job.clip_seconds * rate).round() as usize;
     let min_len = (MIN_CLIP_SECONDS * rate).round() as usize;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::progress::counter;
 use rayon::prelude::*;
 
 use super::generators::{clip_specs, Concept, SpecOptions};
@@ -197,18 +197,12 @@ pub fn write_dataset(
         }
     }
 
-    let bar = if job.progress {
-        let bar = ProgressBar::new(pending.len() as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{msg} {wide_bar} {pos}/{len} clips [{elapsed_precise} < {eta_precise}]",
-        ) {
-            bar.set_style(style);
-        }
-        bar.set_message(job.concept.name());
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = counter(
+        pending.len(),
+        "clips",
+        job.concept.name().into(),
+        job.progress,
+    );
     let rendered = AtomicUsize::new(0);
     let result: Result<Vec<(usize, bool)>, ConceptError> = pending
         .par_iter()
