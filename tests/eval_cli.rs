@@ -117,6 +117,26 @@ fn classifier_readings_match_the_rfm_per_clip_and_per_window() {
     assert!(stdout.contains("p(high) ="), "{stdout}");
     assert!(stdout.contains("high: mean probability"), "{stdout}");
     assert!(stdout.contains("over 3 reading(s)"), "{stdout}");
+    // both.wav (two windows) gets a sparkline of p(high) from low to high; hi.wav (one) none
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("p(high) ")).collect();
+    let spark = lines
+        .iter()
+        .find(|l| !l.contains('='))
+        .unwrap_or_else(|| panic!("no sparkline in {stdout}"));
+    assert!(
+        spark.contains("both.wav") && spark.contains("▁█"),
+        "{spark}"
+    );
+    let p = |i: usize| readings[i]["probs"]["high"].as_f64().unwrap();
+    assert!(
+        spark.contains(&format!("[{:.3} .. {:.3}]", p(0), p(1))),
+        "{spark}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| !l.contains('=')).count(),
+        1,
+        "{stdout}"
+    );
 }
 
 #[test]

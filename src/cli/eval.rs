@@ -13,6 +13,7 @@ use baton::probe::eval::{
 };
 use baton::probe::{DirectionBundle, Pooling};
 use baton::rfm::io::SavedProbe;
+use baton::script::plot::sparkline;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -158,6 +159,38 @@ fn describe(reader: &Reader, value: &Value, target: Option<&str>) -> String {
         }
         (_, Value::Projection(x)) => format!("projection {x:+.4}"),
         (_, Value::Probabilities(_)) => "?".into(),
+    }
+}
+
+/// What to draw of a clip's windows: the target's probability, or the projection.
+fn trace(
+    reader: &Reader,
+    readings: &[Reading],
+    target: Option<&str>,
+) -> Option<(String, Vec<f64>)> {
+    match reader {
+        Reader::Classifier(c) => {
+            let t = target?;
+            let k = c.classes.iter().position(|x| x == t)?;
+            let values = readings
+                .iter()
+                .filter_map(|r| match &r.value {
+                    Value::Probabilities(p) => p.get(k).copied(),
+                    Value::Projection(_) => None,
+                })
+                .collect();
+            Some((format!("p({t})"), values))
+        }
+        Reader::Direction { .. } => {
+            let values = readings
+                .iter()
+                .filter_map(|r| match r.value {
+                    Value::Projection(x) => Some(x),
+                    Value::Probabilities(_) => None,
+                })
+                .collect();
+            Some(("projection".into(), values))
+        }
     }
 }
 
@@ -308,6 +341,16 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
                 r.start,
                 r.end,
                 describe(&reader, &r.value, target)
+            );
+        }
+    }
+    // Over windows, a sparkline shows at a glance when the concept comes and goes.
+    for (clip, readings) in all.iter().filter(|(_, r)| r.len() > 1) {
+        if let Some((what, values)) = trace(&reader, readings, target) {
+            println!(
+                "{:width$}  {what:<14} {}",
+                clip.display().to_string(),
+                sparkline(&values)
             );
         }
     }
