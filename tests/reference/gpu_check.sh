@@ -13,6 +13,7 @@
 #   2. a random musicgen-small-shaped checkpoint (bench_small_shaped.py build);
 #   3. transformers generate, 30 s, CFG 3, on the GPU (steps/s, real-time factor), f32 and bf16;
 #   4. baton render, 30 s, CFG 3, f32 then bf16 decoder weights, on the GPU;
+#   4b. four 30 s takes in one batch (f32), the throughput `baton sweep --batch 4` gets;
 #   5. with Nsight Systems installed, kernel launches per step (100 f32 steps).
 set -u
 B=${BATON:-target/release/baton}
@@ -105,6 +106,13 @@ for dt in f32 bf16; do
       --seed 0 --out "$OUT/baton-$dt.wav" > "$OUT/baton-$dt.log" 2>&1
   grep -E "^generated|steps/s|Elapsed \(wall|Maximum resident" "$OUT/baton-$dt.log" | tee "$OUT/baton-$dt.txt"
 done
+
+echo "== 4b. baton f32, four takes in one batch (as baton sweep renders them), 30 s, $DEV"
+P="80s pop track with bassy drums and synth"
+/usr/bin/time -v timeout ${BATCH_S:-45} "$B" render --model "$SMALL" --device "$DEV" --dtype f32 \
+    --prompt "$P" --prompt "$P" --prompt "$P" --prompt "$P" --seconds 30 --cfg 3 --top-k 250 \
+    --seed 0 --out "$OUT/batch4/" > "$OUT/baton-batch4.log" 2>&1
+grep -E "^generated|steps/s|Elapsed \(wall|Maximum resident" "$OUT/baton-batch4.log" | tee "$OUT/baton-batch4.txt"
 
 # 5. Kernels per step, if Nsight Systems is there: 100 steps of the f32 render, to check the
 # launch count the decode loop was designed to (about 550 per step with CFG and top-k).
