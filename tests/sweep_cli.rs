@@ -255,6 +255,35 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
         std::fs::read(gated.join("s60.000-seed1.wav")).expect("take")
             == std::fs::read(&alone).expect("alone")
     );
+    // and so is each prompt of a render batch
+    let batch = dir.path().join("gated-batch");
+    ok(&[
+        "render",
+        "--prompt",
+        "a tune",
+        "--prompt",
+        "a tune",
+        "--seed",
+        "0",
+        "--seconds",
+        "0.2",
+        "--top-k",
+        "8",
+        "--steer",
+        "tones:all:60",
+        "--gate",
+        "0.5",
+        "--out",
+        &format!("{}/", s(&batch)),
+        "--model",
+        TINY,
+        "--directions",
+        s(&lib),
+    ]);
+    assert!(
+        std::fs::read(batch.join("prompt-2.wav")).expect("prompt 2")
+            == std::fs::read(&alone).expect("alone")
+    );
 
     // a class named by a number is reached without a strength
     std::fs::create_dir_all(lib.join("level")).expect("mkdir");

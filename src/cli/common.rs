@@ -48,9 +48,10 @@ impl Library {
         };
         if !path.is_file() {
             return Err(miette::miette!(
-                "{flag} {name}: no bundle file {} (library names resolve under --directions, \
-                 default ./directions)",
-                path.display()
+                "{flag} {name}: no bundle file {} (library names resolve under --directions or \
+                 $BATON_DIRECTIONS, now {})",
+                path.display(),
+                self.dir.display()
             ));
         }
         Ok(path)

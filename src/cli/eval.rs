@@ -13,7 +13,7 @@ use baton::probe::eval::{
 };
 use baton::probe::{DirectionBundle, Pooling};
 use baton::rfm::io::SavedProbe;
-use baton::script::plot::sparkline;
+use baton::script::plot::{sparkline, sparkline_in};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -162,7 +162,8 @@ fn describe(reader: &Reader, value: &Value, target: Option<&str>) -> String {
     }
 }
 
-/// What to draw of a clip's windows: the target's probability, or the projection.
+/// What to draw of a clip's windows: the target's probability (drawn on 0..1), or the
+/// projection (drawn on its own range).
 fn trace(
     reader: &Reader,
     readings: &[Reading],
@@ -347,11 +348,11 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
     // Over windows, a sparkline shows at a glance when the concept comes and goes.
     for (clip, readings) in all.iter().filter(|(_, r)| r.len() > 1) {
         if let Some((what, values)) = trace(&reader, readings, target) {
-            println!(
-                "{:width$}  {what:<14} {}",
-                clip.display().to_string(),
-                sparkline(&values)
-            );
+            let line = match reader {
+                Reader::Classifier(_) => sparkline_in(&values, 0.0, 1.0),
+                Reader::Direction { .. } => sparkline(&values),
+            };
+            println!("{:width$}  {what:<14} {line}", clip.display().to_string());
         }
     }
     let flat: Vec<&Reading> = all.iter().flat_map(|(_, r)| r).collect();

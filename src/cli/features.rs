@@ -15,7 +15,7 @@ use super::output::check_output_in_new_folder;
 pub struct FeaturesArgs {
     /// Dataset folder written by `baton dataset` (clips/*.wav + manifest.jsonl).
     pub dataset: PathBuf,
-    /// Output features file (.safetensors).
+    /// Output features file (.safetensors; missing folders are created).
     #[arg(long)]
     pub out: PathBuf,
     /// Decoder blocks to keep, comma-separated (default: all).

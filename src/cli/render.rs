@@ -6,6 +6,7 @@ use std::time::Instant;
 use baton::audio::{write_wav, SampleFormat};
 use baton::model::{write_codes, GenerateOptions, MusicGen};
 use baton::progress::GenerationProgress;
+use candle_core::Tensor;
 use clap::Args;
 
 use super::common::{load_model, ModelArgs};
@@ -97,19 +98,38 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
             .map_err(|e| miette::miette!("{e}"))?,
     };
     let options = args.sampling.options(max_new_tokens, args.seed);
-    let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
     let prompts: Vec<&str> = args.prompt.iter().map(String::as_str).collect();
-    let hook: Option<&mut dyn baton::model::ResidualHook> = match hook.as_mut() {
-        Some(h) => Some(h.as_mut()),
-        None => None,
-    };
     // Every check passed: only now create the folders asked for with a trailing `/`.
     wavs.create_folder()?;
     if let Some(c) = &codes_paths {
         c.create_folder()?;
     }
     let started = Instant::now();
-    let codes = generate_with_progress(&model, &prompts, &options, hook)?;
+    let codes = if plan.gate < 1.0 && n > 1 {
+        // A batch would share the stochastic gate's draws: each prompt is generated on its own,
+        // with its own seed, so it still sounds as rendered alone.
+        let mut items = Vec::with_capacity(n);
+        for (i, prompt) in prompts.iter().enumerate() {
+            let seed = args.seed.wrapping_add(i as u64);
+            let plan = args.steering.plan(seed, &args.paths.library, None)?;
+            let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
+            let options = args.sampling.options(max_new_tokens, seed);
+            items.push(generate_with_progress(
+                &model,
+                &[prompt],
+                &options,
+                hook.as_mut()
+                    .map(|h| h.as_mut() as &mut dyn baton::model::ResidualHook),
+            )?);
+        }
+        Tensor::cat(&items, 0).map_err(|e| miette::miette!("{e}"))?
+    } else {
+        let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
+        let hook = hook
+            .as_mut()
+            .map(|h| h.as_mut() as &mut dyn baton::model::ResidualHook);
+        generate_with_progress(&model, &prompts, &options, hook)?
+    };
     let generate_s = started.elapsed().as_secs_f64();
 
     let decode_start = Instant::now();

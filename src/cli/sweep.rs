@@ -3,7 +3,8 @@
 //! strength sweep (probe accuracy of generated audio at eta0 = .15/.30/.45/.60), and the way to
 //! calibrate a new direction before writing a recipe around it.
 //!
-//! Each take is exactly what `baton render --prompt P --steer NAME:S --seed N` gives, and each
+//! Each take is what `baton render --prompt P --steer NAME:S --seed N` gives (on the CPU
+//! exactly, batched or not; on a GPU a batch may round differently), and each
 //! reading what `baton eval TAKE --probe PROBE` gives. Takes and readings are kept in
 //! `OUT/sweep.json` as they finish, so an interrupted sweep resumes, and one run with more
 //! strengths or takes adds only the new ones.
@@ -202,7 +203,7 @@ fn batch_size(args: &SweepArgs) -> usize {
     if args.steering.gate < 1.0 {
         1
     } else {
-        args.batch.max(1)
+        args.batch
     }
 }
 
@@ -278,6 +279,9 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     }
     if args.takes == 0 {
         return Err(miette::miette!("--takes must be at least 1"));
+    }
+    if args.batch == 0 {
+        return Err(miette::miette!("--batch must be at least 1"));
     }
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
         return Err(miette::miette!(
@@ -438,8 +442,9 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
                             .collect::<Vec<_>>(),
                     }),
                 );
+                // Recorded take by take: a failure later in the batch keeps this one.
+                write_sweep(&args.out, &settings, &done, None)?;
             }
-            write_sweep(&args.out, &settings, &done, None)?;
             finished += batch.len();
         }
         eprintln!(

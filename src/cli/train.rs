@@ -33,7 +33,7 @@ pub enum TaskArg {
 pub struct TrainArgs {
     /// Features file (`features/1`) from `baton features`.
     pub features: PathBuf,
-    /// Where to write the direction bundle.
+    /// Where to write the direction bundle (missing folders are created).
     #[arg(long)]
     pub out: PathBuf,
     /// Probe kind [default: regression for value labels, binary with --positive, else multiclass].

@@ -18,10 +18,16 @@ const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█']
 const DEFAULT_SECONDS: f64 = 30.0;
 const COLUMNS: usize = 60;
 
-/// A one-line sparkline of `values`, with its range.
+/// A one-line sparkline of `values`, scaled to their own range, which it shows.
 pub fn sparkline(values: &[f64]) -> String {
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    sparkline_in(values, lo, hi)
+}
+
+/// A one-line sparkline of `values` on the fixed scale `lo..hi` (probabilities on 0..1, so a
+/// flat line is not stretched into peaks).
+pub fn sparkline_in(values: &[f64], lo: f64, hi: f64) -> String {
     let line: String = values
         .iter()
         .map(|v| {

@@ -113,6 +113,11 @@ P="80s pop track with bassy drums and synth"
     --prompt "$P" --prompt "$P" --prompt "$P" --prompt "$P" --seconds 30 --cfg 3 --top-k 250 \
     --seed 0 --out "$OUT/batch4/" > "$OUT/baton-batch4.log" 2>&1
 grep -E "^generated|steps/s|Elapsed \(wall|Maximum resident" "$OUT/baton-batch4.log" | tee "$OUT/baton-batch4.txt"
+echo "(steps/s counts batch steps: four takes per step)" | tee -a "$OUT/baton-batch4.txt"
+# Take 1 of the batch is step 4's f32 render (same prompt, seed 0): equal on the CPU; on a GPU
+# the batch's other matrix shapes may round differently.
+if cmp -s "$OUT/batch4/prompt-1.wav" "$OUT/baton-f32.wav"; then r=equal; else r=differs; fi
+echo "batched take 1 vs the lone f32 render: $r" | tee -a "$OUT/baton-batch4.txt"
 
 # 5. Kernels per step, if Nsight Systems is there: 100 steps of the f32 render, to check the
 # launch count the decode loop was designed to (about 550 per step with CFG and top-k).
