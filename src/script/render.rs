@@ -58,17 +58,35 @@ impl ModelRenderer {
     }
 
     fn model(&mut self, spec: &str) -> Result<&MusicGen, String> {
-        if !self.models.contains_key(spec) {
-            if self.progress {
+        load_once(
+            &mut self.models,
+            spec,
+            &self.device,
+            self.dtype,
+            self.progress,
+        )
+    }
+}
+
+/// The model `spec` from `models`, loaded into it on first use. A free function (not a method)
+/// so the model can stay borrowed while the renderer's other fields change.
+fn load_once<'a>(
+    models: &'a mut HashMap<String, MusicGen>,
+    spec: &str,
+    device: &Device,
+    dtype: DType,
+    progress: bool,
+) -> Result<&'a MusicGen, String> {
+    match models.entry(spec.to_string()) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            if progress {
                 eprintln!("loading {spec}");
             }
-            let m = MusicGen::load(spec, &self.device, self.dtype)
+            let m = MusicGen::load(spec, device, dtype)
                 .map_err(|e| format!("cannot load model {spec}: {e}"))?;
-            self.models.insert(spec.to_string(), m);
+            Ok(slot.insert(m))
         }
-        self.models
-            .get(spec)
-            .ok_or_else(|| format!("model {spec} vanished"))
     }
 }
 
@@ -159,10 +177,13 @@ impl Renderer for ModelRenderer {
         curves: &mut CurveSampler<'_>,
     ) -> Result<Rendered, String> {
         let (format, progress) = (self.format, self.progress);
-        self.model(&request.model)?;
-        let Some(model) = self.models.get(&request.model) else {
-            return Err(format!("model {} vanished", request.model));
-        };
+        let model = load_once(
+            &mut self.models,
+            &request.model,
+            &self.device,
+            self.dtype,
+            progress,
+        )?;
         let max_new_tokens = model
             .max_new_tokens_for_seconds(request.seconds)
             .map_err(|e| e.to_string())?;
