@@ -17,6 +17,7 @@ pub const NAMES: &[&str] = &[
     "chords:maj",
     "chords:min",
     "tempos:bpm",
+    "timbres:brass",
 ];
 
 /// A random unit-vector bundle for a model of the given shape.
