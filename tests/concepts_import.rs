@@ -434,3 +434,43 @@ fn recordings_go_from_folder_to_direction_bundle_on_the_command_line() {
     ]);
     assert!(!ok && err.contains("--from"), "{err}");
 }
+
+#[test]
+fn a_hand_written_manifest_with_numbers_trains_a_regression_probe() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("brightness");
+    let mut manifest = String::new();
+    for k in 0..12 {
+        let file = format!("clips/{k}.wav");
+        wav(&data.join(&file), 44100, 1, 1.2, 200.0 + 150.0 * k as f64);
+        manifest.push_str(&format!(
+            "{{\"file\":\"{file}\",\"concept\":\"brightness\",\"label\":{}}}\n",
+            k as f64 / 11.0
+        ));
+    }
+    std::fs::write(data.join("manifest.jsonl"), manifest).expect("manifest");
+    let p = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let feats = tmp.path().join("f.safetensors");
+    let model = fixture("tiny-a");
+    let (ok, err) = baton(&[
+        "features",
+        &p(&data),
+        "--out",
+        &p(&feats),
+        "--model",
+        &p(&model),
+    ]);
+    assert!(ok, "{err}");
+    let bundle = tmp.path().join("lib/brightness/value.safetensors");
+    let (ok, err) = baton(&["train", &p(&feats), "--out", &p(&bundle), "--search", "3"]);
+    assert!(ok, "{err}");
+    let read = DirectionBundle::read(&bundle).expect("bundle");
+    assert_eq!(
+        (
+            read.concept.as_str(),
+            read.target.as_str(),
+            read.metric.as_str()
+        ),
+        ("brightness", "value", "mse")
+    );
+}
