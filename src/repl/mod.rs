@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rhai::Dynamic;
 
 use crate::files::folder_of;
+use crate::script::directions::{library_table, list_library};
 use crate::script::{ScriptError, Session, VERBS};
 
 /// What the user typed, once complete.
@@ -18,6 +19,8 @@ pub enum Command {
     Load(PathBuf),
     /// List the session's variables and imports (`:vars`).
     Vars,
+    /// List the direction library, or the names starting with a prefix (`:library [PREFIX]`).
+    Library(String),
     /// Forget every variable and function (`:clear`).
     Clear,
     /// Show the commands and verbs (`:help`).
@@ -35,6 +38,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "run a recipe file here; its variables stay",
     ),
     (":vars", "", "the variables and imports so far"),
+    (
+        ":library",
+        "[PREFIX]",
+        "the direction library: blocks, best block and score, classifier",
+    ),
     (":clear", "", "forget every variable and function"),
     (":quit", "", "leave (also Ctrl-D)"),
 ];
@@ -59,6 +67,7 @@ impl Command {
         match name {
             "help" | "h" | "?" => no_arg(Command::Help),
             "vars" => no_arg(Command::Vars),
+            "library" | "lib" => Ok(Command::Library(arg.to_string())),
             "clear" => no_arg(Command::Clear),
             "quit" | "q" | "exit" => no_arg(Command::Quit),
             "load" | "l" if arg.is_empty() => Err(":load needs a recipe file".into()),
@@ -139,6 +148,7 @@ impl Repl {
                 Err(e) => Reply::Text(format!("cannot read {}: {e}", path.display())),
             },
             Command::Vars => Reply::Text(self.vars()),
+            Command::Library(prefix) => Reply::Text(self.library(&prefix)),
             Command::Clear => {
                 self.session.clear();
                 Reply::Text("cleared: no variables, no functions (imports stay)".into())
@@ -164,6 +174,21 @@ impl Repl {
             Ok(v) => Reply::Text(self.session.describe(&v)),
             Err(e) => Reply::Error(e),
         }
+    }
+
+    fn library(&self, prefix: &str) -> String {
+        let dir = self.session.directions();
+        if !dir.is_dir() {
+            return format!(
+                "no direction library at {} (baton repl --directions DIR)",
+                dir.display()
+            );
+        }
+        let entries = list_library(dir, prefix);
+        if entries.is_empty() {
+            return format!("{}: no bundles named {prefix}...", dir.display());
+        }
+        library_table(&entries)
     }
 
     fn vars(&self) -> String {
@@ -232,6 +257,53 @@ mod tests {
             Reply::Text(t) => t,
             other => panic!("expected text, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_library_command_lists_bundles_with_their_best_block() {
+        let lib = tempfile::tempdir().unwrap();
+        std::fs::create_dir(lib.path().join("notes")).unwrap();
+        crate::probe::DirectionBundle {
+            concept: "notes".into(),
+            target: "C#".into(),
+            model: "tiny".into(),
+            hidden_size: 2,
+            num_layers: 3,
+            metric: "auc".into(),
+            pooling: "mean".into(),
+            scores: std::collections::BTreeMap::from([(0, 0.6), (2, 0.9)]),
+            directions: std::collections::BTreeMap::from([
+                (0, vec![1.0, 0.0]),
+                (2, vec![0.0, 1.0]),
+            ]),
+        }
+        .write(&lib.path().join("notes/C#.safetensors"))
+        .unwrap();
+        let at = |dir: &Path| {
+            let options = RecipeOptions {
+                echo: false,
+                directions: dir.to_path_buf(),
+                ..RecipeOptions::default()
+            };
+            Repl::new(Session::new(
+                Path::new("."),
+                options,
+                Box::new(DryRun::default()),
+            ))
+        };
+        let mut r = at(lib.path());
+        let table = text(r.handle(":library"));
+        assert!(
+            table.contains("notes:C#") && table.contains("2 (auc 0.900)"),
+            "{table}"
+        );
+        assert!(text(r.handle(":lib chords")).contains("no bundles named chords"));
+        let mut none = at(&lib.path().join("missing"));
+        assert!(text(none.handle(":library")).starts_with("no direction library"));
+        assert_eq!(
+            Command::parse(":lib notes"),
+            Ok(Command::Library("notes".into()))
+        );
     }
 
     #[test]

@@ -29,6 +29,75 @@ pub(crate) struct LoadedBundle {
     stamp: Option<(u64, std::time::SystemTime)>,
 }
 
+/// One bundle of a direction library, as `baton library` and the REPL's `:library` list it.
+#[derive(Debug, Clone)]
+pub struct LibraryEntry {
+    /// Its library name, `CONCEPT:TARGET`.
+    pub name: String,
+    /// The bundle, or why it could not be read.
+    pub bundle: Result<DirectionBundle, String>,
+    /// Whether a classifier (`TARGET.classifier.safetensors`) sits beside it.
+    pub classifier: bool,
+}
+
+impl LibraryEntry {
+    /// The block steering and `baton eval` use, with its validation score.
+    pub fn best(&self) -> Option<(usize, f64)> {
+        let b = self.bundle.as_ref().ok()?;
+        Direction::from_bundle(self.name.as_str(), b.clone()).best_block()
+    }
+}
+
+/// Every bundle of the library in `dir` whose name starts with `prefix`, sorted by name.
+pub fn list_library(dir: &Path, prefix: &str) -> Vec<LibraryEntry> {
+    library_names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .map(|name| {
+            let (concept, target) = name.split_once(':').unwrap_or((&name, ""));
+            let path = dir.join(concept).join(format!("{target}.safetensors"));
+            LibraryEntry {
+                classifier: crate::probe::bundle::classifier_path(&path).is_file(),
+                bundle: DirectionBundle::read(&path).map_err(|e| e.to_string()),
+                name,
+            }
+        })
+        .collect()
+}
+
+/// The library as a table: name, blocks, best block and score, model, classifier.
+pub fn library_table(entries: &[LibraryEntry]) -> String {
+    let width = entries
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut lines = vec![format!(
+        "{:width$}  blocks  best block       model                     classifier",
+        "name"
+    )];
+    for r in entries {
+        lines.push(match &r.bundle {
+            Ok(b) => {
+                let best = r
+                    .best()
+                    .map_or("-".into(), |(l, s)| format!("{l} ({} {s:.3})", b.metric));
+                format!(
+                    "{:width$}  {:>2}/{:<3}  {best:15}  {:24}  {}",
+                    r.name,
+                    b.directions.len(),
+                    b.num_layers,
+                    b.model,
+                    if r.classifier { "yes" } else { "-" }
+                )
+            }
+            Err(e) => format!("{:width$}  unreadable: {e}", r.name),
+        });
+    }
+    lines.join("\n")
+}
+
 /// Every `CONCEPT:TARGET` name in a direction library folder.
 pub fn library_names(dir: &Path) -> Vec<String> {
     let mut names = Vec::new();

@@ -24,6 +24,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The direction library folder names like `notes:C#` resolve in.
+    pub fn directions(&self) -> &Path {
+        &self.host.options.directions
+    }
+
     /// A session whose relative bundle paths and user modules resolve in `recipe_dir`.
     pub fn new(recipe_dir: &Path, options: RecipeOptions, renderer: Box<dyn Renderer>) -> Self {
         let host = Arc::new(Host {
