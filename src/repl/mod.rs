@@ -185,6 +185,9 @@ impl Repl {
             );
         }
         let entries = list_library(dir, prefix);
+        if entries.is_empty() && prefix.is_empty() {
+            return format!("{}: no bundles", dir.display());
+        }
         if entries.is_empty() {
             return format!("{}: no bundles named {prefix}...", dir.display());
         }
@@ -217,11 +220,14 @@ pub fn recipe_dir(recipe: Option<&Path>) -> PathBuf {
 /// The `:help` text: the commands, then every recipe verb.
 pub fn help() -> String {
     let mut lines = vec!["commands:".to_string()];
+    let usage = |name: &str, arg: &str| format!("{name} {arg}").trim_end().to_string();
+    let width = COMMANDS
+        .iter()
+        .map(|(name, arg, _)| usage(name, arg).len())
+        .max()
+        .unwrap_or(0);
     for (name, arg, what) in COMMANDS {
-        lines.push(format!(
-            "  {:<14} {what}",
-            format!("{name} {arg}").trim_end()
-        ));
+        lines.push(format!("  {:<width$}  {what}", usage(name, arg)));
     }
     lines.push("recipe verbs (an expression's value is printed):".into());
     lines.extend(VERBS.iter().map(|(_, usage)| format!("  {usage}")));
@@ -300,6 +306,9 @@ mod tests {
         assert!(text(r.handle(":lib chords")).contains("no bundles named chords"));
         let mut none = at(&lib.path().join("missing"));
         assert!(text(none.handle(":library")).starts_with("no direction library"));
+        let mut empty = at(&lib.path().join("notes/.."));
+        std::fs::remove_file(lib.path().join("notes/C#.safetensors")).unwrap();
+        assert!(text(empty.handle(":library")).ends_with(": no bundles"));
         assert_eq!(
             Command::parse(":lib notes"),
             Ok(Command::Library("notes".into()))
@@ -437,5 +446,14 @@ mod tests {
         let h = help();
         assert!(h.contains(":load FILE") && h.contains("piece(prompt, seconds)"));
         assert!(completions().contains(&"crossfade") && completions().contains(&":vars"));
+        // every command's description starts in the same column
+        let columns: Vec<usize> = COMMANDS
+            .iter()
+            .map(|(_, _, what)| {
+                let line = h.lines().find(|l| l.ends_with(what)).expect("listed");
+                line.len() - what.len()
+            })
+            .collect();
+        assert!(columns.windows(2).all(|w| w[0] == w[1]), "{h}");
     }
 }
