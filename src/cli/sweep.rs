@@ -18,6 +18,7 @@ use baton::files::{content_hash, write_atomic};
 use baton::probe::bundle::classifier_path;
 use baton::probe::eval::{check_windowing, read_audio, read_clip, Reader, Reading, Tally};
 use baton::probe::DirectionBundle;
+use baton::steer::Plan;
 use clap::Args;
 use serde_json::{json, Value as Json};
 
@@ -199,8 +200,8 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
 
 /// How many takes one generation renders: `--batch`, except one at a time under a stochastic
 /// gate, whose draws a batch would share (a take must be the render its seed gives alone).
-fn batch_size(args: &SweepArgs) -> usize {
-    if args.steering.gate < 1.0 {
+fn batch_size(args: &SweepArgs, plan: &Plan) -> usize {
+    if plan.is_gated() {
         1
     } else {
         args.batch
@@ -291,8 +292,9 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     }
     args.sampling.check()?;
     let windowing = windowing(args.window, args.hop)?;
-    // The bundles are read now, so a bad one fails before the model loads.
-    args.steering.plan(0, &args.library, Some(0.0))?;
+    // The bundles are read once, now, so a bad one fails before the model loads; each batch
+    // scales this unit-strength plan and seeds its gate.
+    let unit_plan = args.steering.plan(0, &args.library, Some(1.0))?;
     // Each strength once, in the order given; two that the take files (0.001 apart) cannot
     // tell apart are refused. `+ 0.0` makes -0 the unsteered 0.
     let mut strengths: Vec<f64> = Vec::new();
@@ -385,7 +387,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         let format = SampleFormat::from_pcm16_flag(args.pcm16);
         let started = Instant::now();
         let mut finished = 0;
-        for batch in batches(&todo, batch_size(&args)) {
+        for batch in batches(&todo, batch_size(&args, &unit_plan)) {
             let first = batch[0];
             let last = batch[batch.len() - 1];
             if batch.len() == 1 {
@@ -409,9 +411,10 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
             }
             // One batch is one generation: item b is sampled with seed + b, exactly as
             // `baton render --seed` renders it alone.
-            let plan = args
-                .steering
-                .plan(first.seed, &args.library, Some(first.strength))?;
+            let plan = Plan {
+                seed: first.seed,
+                ..unit_plan.scaled(first.strength)
+            };
             let mut hook = plan_hook(&model, &plan, steps)?;
             let options = args.sampling.options(steps, first.seed);
             let hook: Option<&mut dyn baton::model::ResidualHook> = match hook.as_mut() {

@@ -82,6 +82,13 @@ impl Plan {
         p
     }
 
+    /// True when some term steers only at stochastically gated steps (a gate below 1), so which
+    /// steps it steers depends on [`Plan::seed`]: items generated in one batch would share
+    /// those draws.
+    pub fn is_gated(&self) -> bool {
+        self.terms.iter().any(|t| t.gate.unwrap_or(self.gate) < 1.0)
+    }
+
     /// Every strength multiplied by `k`.
     pub fn scaled(&self, k: f64) -> Plan {
         let mut p = self.clone();
