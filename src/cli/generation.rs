@@ -12,6 +12,17 @@ use super::common::Library;
 /// Strength of a `--steer BUNDLE` given without `:STRENGTH` (the middle of the paper's demos).
 pub const DEFAULT_STRENGTH: f64 = 0.5;
 
+/// Refuses a `--seconds` that is not a positive number (render, recipes and sweep take one).
+pub fn check_seconds(seconds: f64) -> miette::Result<()> {
+    if seconds.is_finite() && seconds > 0.0 {
+        Ok(())
+    } else {
+        Err(miette::miette!(
+            "--seconds must be a positive number, got {seconds}"
+        ))
+    }
+}
+
 /// How each token is chosen.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {

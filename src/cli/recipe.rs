@@ -17,6 +17,7 @@ use baton::script::{run_file, RecipeOptions};
 use clap::Args;
 
 use super::common::{parse_device, parse_dtype, Library, ModelArgs};
+use super::generation::check_seconds;
 use super::render::RenderArgs;
 
 /// The `--model` default: any other value overrides a recipe's `model(...)`.
@@ -105,11 +106,7 @@ impl RecipeFlags {
     /// The recipe options these flags ask for, checked.
     pub fn options(&self) -> miette::Result<RecipeOptions> {
         if let Some(s) = self.seconds {
-            if !(s.is_finite() && s > 0.0) {
-                return Err(miette::miette!(
-                    "--seconds must be a positive number, got {s}"
-                ));
-            }
+            check_seconds(s)?;
         }
         if self.out.extension().is_some_and(|e| e == "wav") {
             return Err(miette::miette!(

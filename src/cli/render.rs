@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use clap::Args;
 
 use super::common::{load_model, ModelArgs};
-use super::generation::{plan_hook, SamplingArgs, SteerArgs};
+use super::generation::{check_seconds, plan_hook, SamplingArgs, SteerArgs};
 use super::output::check_output;
 use super::recipe::RecipePaths;
 
@@ -66,11 +66,7 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
         return Err(miette::miette!("--prompt number {} is empty", i + 1));
     }
     if let Some(s) = args.seconds {
-        if !(s.is_finite() && s > 0.0) {
-            return Err(miette::miette!(
-                "--seconds must be a positive number, got {s}"
-            ));
-        }
+        check_seconds(s)?;
     }
     if args.max_new_tokens == Some(0) {
         return Err(miette::miette!("--max-new-tokens must be at least 1"));

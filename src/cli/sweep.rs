@@ -24,7 +24,7 @@ use serde_json::{json, Value as Json};
 
 use super::common::{load_model, Library, ModelArgs};
 use super::eval::{check_target, load_reader, reading_from_json, reading_json, windowing};
-use super::generation::{parse_steer, plan_hook, SamplingArgs, SteerArgs};
+use super::generation::{check_seconds, parse_steer, plan_hook, SamplingArgs, SteerArgs};
 use super::render::generate_with_progress;
 
 /// The file that records a sweep's settings, takes and readings.
@@ -97,11 +97,16 @@ struct Take {
     seed: u64,
 }
 
+/// A strength as take files name it: strengths that print the same here are the same take.
+fn strength_key(strength: f64) -> String {
+    format!("{strength:.3}")
+}
+
 impl Take {
     /// The take's WAV file name, which also identifies it in sweep.json (so strengths count as
     /// equal at the name's precision, 0.001).
     fn file(&self) -> String {
-        format!("s{:.3}-seed{}.wav", self.strength, self.seed)
+        format!("s{}-seed{}.wav", strength_key(self.strength), self.seed)
     }
 }
 
@@ -284,12 +289,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     if args.batch == 0 {
         return Err(miette::miette!("--batch must be at least 1"));
     }
-    if !(args.seconds.is_finite() && args.seconds > 0.0) {
-        return Err(miette::miette!(
-            "--seconds must be a positive number, got {}",
-            args.seconds
-        ));
-    }
+    check_seconds(args.seconds)?;
     args.sampling.check()?;
     let windowing = windowing(args.window, args.hop)?;
     // The bundles are read once, now, so a bad one fails before the model loads; each batch
@@ -299,8 +299,10 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     // tell apart are refused. `+ 0.0` makes -0 the unsteered 0.
     let mut strengths: Vec<f64> = Vec::new();
     for s in args.strengths.iter().map(|s| s + 0.0) {
-        let name = |x: f64| format!("{x:.3}");
-        match strengths.iter().find(|&&t| name(t) == name(s)) {
+        match strengths
+            .iter()
+            .find(|&&t| strength_key(t) == strength_key(s))
+        {
             Some(&t) if t == s => {}
             Some(&t) => {
                 return Err(miette::miette!(
@@ -462,8 +464,10 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     let mut groups: Vec<(f64, Vec<&Json>)> = Vec::new();
     for t in done.values() {
         let s = t["strength"].as_f64().unwrap_or(f64::NAN);
-        let same = |g: &f64| format!("{g:.3}") == format!("{s:.3}");
-        match groups.iter_mut().find(|(g, _)| same(g)) {
+        match groups
+            .iter_mut()
+            .find(|(g, _)| strength_key(*g) == strength_key(s))
+        {
             Some((_, takes)) => takes.push(t),
             None => groups.push((s, vec![t])),
         }
