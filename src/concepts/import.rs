@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use super::generators::{Concept, Label};
-use super::manifest::{DatasetInfo, CLIPS_DIR, DATASET_FORMAT, INFO_FILE, MANIFEST_FILE};
+use super::manifest::{DatasetInfo, CLIPS_DIR, DATASET_FORMAT, MANIFEST_FILE};
 use super::render::check_rate;
 use super::writer::{format_name, io_err};
 use super::ConceptError;
@@ -419,11 +419,7 @@ fn write_into(
         clips: index,
         imported_from: Some(job.from.to_string_lossy().into_owned()),
     };
-    let info_text = serde_json::to_string_pretty(&info).map_err(|e| ConceptError::Import {
-        path: dir.join(INFO_FILE),
-        why: e.to_string(),
-    })?;
-    write_atomic(&dir.join(INFO_FILE), info_text.as_bytes())?;
+    info.write(dir)?;
     write_atomic(&dir.join(MANIFEST_FILE), manifest.as_bytes())?;
     Ok(())
 }

@@ -69,6 +69,17 @@ impl DatasetInfo {
         Ok(Some(info))
     }
 
+    /// Writes `dir/dataset.json` atomically (pretty JSON, ending in a newline).
+    pub fn write(&self, dir: &Path) -> Result<(), ConceptError> {
+        let mut text = serde_json::to_string_pretty(self).map_err(|e| ConceptError::Manifest {
+            path: dir.join(INFO_FILE),
+            why: e.to_string(),
+        })?;
+        text.push('\n');
+        crate::audio::write_atomic(&dir.join(INFO_FILE), text.as_bytes())?;
+        Ok(())
+    }
+
     /// The fields that differ from `other`, as `key: ours vs theirs`, comma-separated.
     pub fn difference(&self, other: &Self) -> String {
         let (Ok(Value::Object(a)), Ok(Value::Object(b))) =

@@ -129,11 +129,8 @@ fn prepare_folder(out: &Path, info: &DatasetInfo) -> Result<(), ConceptError> {
     }
     let clips = out.join(CLIPS_DIR);
     std::fs::create_dir_all(&clips).map_err(io_err(&clips))?;
-    let info_path = out.join(INFO_FILE);
-    if !info_path.exists() {
-        let mut text = serde_json::to_string_pretty(info).unwrap_or_default();
-        text.push('\n');
-        write_atomic(&info_path, text.as_bytes())?;
+    if !out.join(INFO_FILE).exists() {
+        info.write(out)?;
     }
     Ok(())
 }
