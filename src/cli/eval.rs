@@ -130,8 +130,9 @@ pub fn windowing(window: Option<f64>, hop: Option<f64>) -> miette::Result<Option
     }))
 }
 
-fn check_args(args: &EvalArgs, reader: &Reader) -> miette::Result<()> {
-    windowing(args.window, args.hop)?;
+/// Checks the arguments that need no model, and returns the windowing they ask for.
+fn check_args(args: &EvalArgs, reader: &Reader) -> miette::Result<Option<Windowing>> {
+    let windowing = windowing(args.window, args.hop)?;
     if let Some(t) = &args.target {
         check_target(reader, t, &args.probe)?;
     }
@@ -143,7 +144,7 @@ fn check_args(args: &EvalArgs, reader: &Reader) -> miette::Result<()> {
     if let Some(json) = &args.json {
         check_output(json)?;
     }
-    Ok(())
+    Ok(windowing)
 }
 
 /// One line of the table.
@@ -289,8 +290,7 @@ fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) ->
 /// Runs `baton eval`.
 pub fn run(args: EvalArgs) -> miette::Result<()> {
     let (reader, pooling) = load_reader(&args.probe, args.classifier.as_deref(), &args.library)?;
-    check_args(&args, &reader)?;
-    let windowing = windowing(args.window, args.hop)?;
+    let windowing = check_args(&args, &reader)?;
     let model = load_model(&args.model)?;
     reader
         .check_fits(&model)
