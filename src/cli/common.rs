@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton::model::MusicGen;
+use baton::script::directions::library_path;
 use candle_core::{DType, Device};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,10 +42,8 @@ impl Library {
         let file = PathBuf::from(name);
         let path = if file.is_file() {
             file
-        } else if let Some((concept, target)) = name.split_once(':') {
-            self.dir.join(concept).join(format!("{target}.safetensors"))
         } else {
-            file
+            library_path(&self.dir, name).unwrap_or(file)
         };
         if !path.is_file() {
             return Err(miette::miette!(

@@ -48,19 +48,25 @@ impl LibraryEntry {
     }
 }
 
+/// Where the library in `dir` keeps the bundle named `CONCEPT:TARGET`:
+/// `dir/CONCEPT/TARGET.safetensors` (`None` for a name without `:`).
+pub fn library_path(dir: &Path, name: &str) -> Option<PathBuf> {
+    let (concept, target) = name.split_once(':')?;
+    Some(dir.join(concept).join(format!("{target}.safetensors")))
+}
+
 /// Every bundle of the library in `dir` whose name starts with `prefix`, sorted by name.
 pub fn list_library(dir: &Path, prefix: &str) -> Vec<LibraryEntry> {
     library_names(dir)
         .into_iter()
         .filter(|n| n.starts_with(prefix))
-        .map(|name| {
-            let (concept, target) = name.split_once(':').unwrap_or((&name, ""));
-            let path = dir.join(concept).join(format!("{target}.safetensors"));
-            LibraryEntry {
+        .filter_map(|name| {
+            let path = library_path(dir, &name)?;
+            Some(LibraryEntry {
                 classifier: crate::probe::bundle::classifier_path(&path).is_file(),
                 bundle: DirectionBundle::read(&path).map_err(|e| e.to_string()),
                 name,
-            }
+            })
         })
         .collect()
 }
@@ -138,13 +144,12 @@ pub(crate) fn resolve(host: &Host, name: &str) -> Result<PathBuf, String> {
             .find(|c| c.is_file())
             .ok_or_else(|| format!("direction bundle `{name}` not found"));
     }
-    let Some((concept, target)) = name.split_once(':') else {
+    let lib = &host.options.directions;
+    let Some(path) = library_path(lib, name) else {
         return Err(format!(
             "`{name}` is neither a library name like \"notes:C#\" nor a .safetensors bundle path"
         ));
     };
-    let lib = &host.options.directions;
-    let path = lib.join(concept).join(format!("{target}.safetensors"));
     if path.is_file() {
         return Ok(path);
     }
