@@ -147,35 +147,43 @@ fn a_bundle_without_classifier_reads_projections_at_its_best_block() {
     let clip = dir.path().join("clip.wav");
     tone(&clip, 440.0, 0.3);
     let out = dir.path().join("eval.json");
-    let run = baton(&[
-        "eval",
-        clip.to_str().unwrap(),
-        "--probe",
-        bundle_path.to_str().unwrap(),
-        "--model",
-        TINY,
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    // `baton eval CLIP --json` with the bundle: its first reading's projection
+    let eval_projection = |clip: &Path| -> f64 {
+        let run = baton(&[
+            "eval",
+            clip.to_str().unwrap(),
+            "--probe",
+            bundle_path.to_str().unwrap(),
+            "--model",
+            TINY,
+            "--json",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        json(&out)["readings"][0]["projection"].as_f64().unwrap()
+    };
     let direction = Direction::from_bundle("d", DirectionBundle::read(&bundle_path).unwrap());
     let (block, _) = direction.best_block().unwrap();
-    let h = pooled_clip(&model, &clip, &[block], Pooling::Mean)
-        .unwrap()
-        .remove(0);
-    let want: f64 = h
-        .iter()
-        .zip(&direction.vectors[&block])
-        .map(|(a, b)| *a as f64 * *b as f64)
-        .sum();
+    let project = |h: Vec<f32>| -> f64 {
+        h.iter()
+            .zip(&direction.vectors[&block])
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum()
+    };
+
+    let got = eval_projection(&clip);
+    let want = project(
+        pooled_clip(&model, &clip, &[block], Pooling::Mean)
+            .unwrap()
+            .remove(0),
+    );
     let doc = json(&out);
     assert_eq!(doc["kind"], "projection");
     assert_eq!(doc["block"], block);
-    let got = doc["readings"][0]["projection"].as_f64().unwrap();
     assert!((got - want).abs() < 1e-9, "{got} vs {want}");
 
     // a clip at another rate is read as its resampled audio
@@ -188,31 +196,13 @@ fn a_bundle_without_classifier_reads_projections_at_its_best_block() {
         SampleFormat::Float32,
     )
     .unwrap();
-    let run = baton(&[
-        "eval",
-        at_48k.to_str().unwrap(),
-        "--probe",
-        bundle_path.to_str().unwrap(),
-        "--model",
-        TINY,
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let got = eval_projection(&at_48k);
     let (back, _) = read_wav_at(&at_48k, rate).unwrap();
-    let h = pooled_audio(&model, &back, &[block], Pooling::Mean)
-        .unwrap()
-        .remove(0);
-    let want: f64 = h
-        .iter()
-        .zip(&direction.vectors[&block])
-        .map(|(a, b)| *a as f64 * *b as f64)
-        .sum();
-    let got = json(&out)["readings"][0]["projection"].as_f64().unwrap();
+    let want = project(
+        pooled_audio(&model, &back, &[block], Pooling::Mean)
+            .unwrap()
+            .remove(0),
+    );
     assert!((got - want).abs() < 1e-9, "{got} vs {want}");
 }
 

@@ -34,6 +34,28 @@ fn fails(args: &[&str], needle: &str) {
     );
 }
 
+/// `baton render` of the sweep's prompt with its sampling (0.2 s, top-k 8) to `out`, plus
+/// `extra` flags (seed, steering, more prompts).
+fn render_tune(lib: &Path, out: &str, extra: &[&str]) {
+    let mut args = vec![
+        "render",
+        "--prompt",
+        "a tune",
+        "--seconds",
+        "0.2",
+        "--top-k",
+        "8",
+        "--out",
+        out,
+        "--model",
+        TINY,
+        "--directions",
+        s(lib),
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
 }
@@ -95,44 +117,16 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
 
     // strength 0 is the unsteered render with the same seed, byte for byte
     let plain = dir.path().join("plain.wav");
-    ok(&[
-        "render",
-        "--prompt",
-        "a tune",
-        "--seed",
-        "1",
-        "--seconds",
-        "0.2",
-        "--top-k",
-        "8",
-        "--out",
-        s(&plain),
-        "--model",
-        TINY,
-    ]);
+    render_tune(&lib, s(&plain), &["--seed", "1"]);
     let unsteered = std::fs::read(out.join("s0.000-seed1.wav")).expect("take");
     assert!(std::fs::read(&plain).expect("plain") == unsteered);
     // and a steered take is `render --steer NAME:S`, which differs from it
     let steered = dir.path().join("steered.wav");
-    ok(&[
-        "render",
-        "--prompt",
-        "a tune",
-        "--seed",
-        "1",
-        "--seconds",
-        "0.2",
-        "--top-k",
-        "8",
-        "--steer",
-        "tones:all:60",
-        "--out",
+    render_tune(
+        &lib,
         s(&steered),
-        "--model",
-        TINY,
-        "--directions",
-        s(&lib),
-    ]);
+        &["--seed", "1", "--steer", "tones:all:60"],
+    );
     let take = std::fs::read(out.join("s60.000-seed1.wav")).expect("take");
     assert!(std::fs::read(&steered).expect("steered") == take);
     assert!(take != unsteered, "strength 60 changed nothing");
@@ -230,56 +224,23 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&argv);
     let alone = dir.path().join("gated.wav");
-    ok(&[
-        "render",
-        "--prompt",
-        "a tune",
-        "--seed",
-        "1",
-        "--seconds",
-        "0.2",
-        "--top-k",
-        "8",
-        "--steer",
-        "tones:all:60",
-        "--gate",
-        "0.5",
-        "--out",
+    let gated_steer = ["--steer", "tones:all:60", "--gate", "0.5"];
+    render_tune(
+        &lib,
         s(&alone),
-        "--model",
-        TINY,
-        "--directions",
-        s(&lib),
-    ]);
+        &[&["--seed", "1"], &gated_steer[..]].concat(),
+    );
     assert!(
         std::fs::read(gated.join("s60.000-seed1.wav")).expect("take")
             == std::fs::read(&alone).expect("alone")
     );
     // and so is each prompt of a render batch
     let batch = dir.path().join("gated-batch");
-    ok(&[
-        "render",
-        "--prompt",
-        "a tune",
-        "--prompt",
-        "a tune",
-        "--seed",
-        "0",
-        "--seconds",
-        "0.2",
-        "--top-k",
-        "8",
-        "--steer",
-        "tones:all:60",
-        "--gate",
-        "0.5",
-        "--out",
+    render_tune(
+        &lib,
         &format!("{}/", s(&batch)),
-        "--model",
-        TINY,
-        "--directions",
-        s(&lib),
-    ]);
+        &[&["--prompt", "a tune", "--seed", "0"], &gated_steer[..]].concat(),
+    );
     assert!(
         std::fs::read(batch.join("prompt-2.wav")).expect("prompt 2")
             == std::fs::read(&alone).expect("alone")
@@ -293,25 +254,11 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
     )
     .expect("copy");
     for spec in ["level:2", "level:2:60"] {
-        ok(&[
-            "render",
-            "--prompt",
-            "a tune",
-            "--seed",
-            "1",
-            "--seconds",
-            "0.2",
-            "--top-k",
-            "8",
-            "--steer",
-            spec,
-            "--out",
+        render_tune(
+            &lib,
             s(&dir.path().join("level.wav")),
-            "--model",
-            TINY,
-            "--directions",
-            s(&lib),
-        ]);
+            &["--seed", "1", "--steer", spec],
+        );
     }
     let level = std::fs::read(dir.path().join("level.wav")).expect("level");
     assert!(level == take, "level:2:60 is tones:all at 60");
