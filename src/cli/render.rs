@@ -118,17 +118,13 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
                 &model,
                 &[prompt],
                 &options,
-                hook.as_mut()
-                    .map(|h| h.as_mut() as &mut dyn baton::model::ResidualHook),
+                hook.as_mut(),
             )?);
         }
         Tensor::cat(&items, 0).map_err(|e| miette::miette!("{e}"))?
     } else {
         let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
-        let hook = hook
-            .as_mut()
-            .map(|h| h.as_mut() as &mut dyn baton::model::ResidualHook);
-        generate_with_progress(&model, &prompts, &options, hook)?
+        generate_with_progress(&model, &prompts, &options, hook.as_mut())?
     };
     let generate_s = started.elapsed().as_secs_f64();
 
@@ -161,15 +157,17 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
 }
 
 /// Runs generation with a progress bar showing decoder steps/s and the real-time factor
-/// (compute time / audio time; below 1 is faster than real time).
+/// (compute time / audio time; below 1 is faster than real time), steered by `hook` as
+/// [`plan_hook`] makes it.
 pub fn generate_with_progress(
     model: &MusicGen,
     prompts: &[&str],
     options: &GenerateOptions,
-    hook: Option<&mut dyn baton::model::ResidualHook>,
+    hook: Option<&mut Box<dyn baton::model::ResidualHook>>,
 ) -> miette::Result<baton::model::Codes> {
     let progress = GenerationProgress::new(options.max_new_tokens, model.frame_rate(), true);
     let mut on_step = |done: usize, _total: usize| progress.step(done);
+    let hook = hook.map(|h| h.as_mut() as &mut dyn baton::model::ResidualHook);
     let codes = model.generate(prompts, options, hook, &mut on_step);
     progress.finish();
     codes.map_err(|e| miette::miette!("{e}"))

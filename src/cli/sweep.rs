@@ -419,12 +419,8 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
             };
             let mut hook = plan_hook(&model, &plan, steps)?;
             let options = args.sampling.options(steps, first.seed);
-            let hook: Option<&mut dyn baton::model::ResidualHook> = match hook.as_mut() {
-                Some(h) => Some(h.as_mut()),
-                None => None,
-            };
             let prompts = vec![args.prompt.as_str(); batch.len()];
-            let codes = generate_with_progress(&model, &prompts, &options, hook)?;
+            let codes = generate_with_progress(&model, &prompts, &options, hook.as_mut())?;
             let audio = model.decode(&codes).map_err(|e| miette::miette!("{e}"))?;
             for (take, wave) in batch.iter().zip(&audio) {
                 let file = args.out.join(take.file());
