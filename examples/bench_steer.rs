@@ -182,7 +182,7 @@ fn main() -> Res {
     let mut hook = make_hook()?;
     let t = Instant::now();
     for s in 0..steps {
-        hook.offsets(s)?;
+        hook.offsets(s, 1)?;
     }
     let hook_us = t.elapsed().as_secs_f64() / steps as f64 * 1e6;
 

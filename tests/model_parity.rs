@@ -510,7 +510,7 @@ struct ConstantHook {
 }
 
 impl baton::model::ResidualHook for ConstantHook {
-    fn offsets(&mut self, step: usize) -> candle_core::Result<&[Option<Tensor>]> {
+    fn offsets(&mut self, step: usize, _batch: usize) -> candle_core::Result<&[Option<Tensor>]> {
         self.steps_seen.push(step);
         Ok(&self.offsets)
     }

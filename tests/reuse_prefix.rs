@@ -30,7 +30,7 @@ fn model() -> MusicGen {
 
 /// A plan whose strength rises from 0 to 3 over the generation, with 3 more from step `CHANGE`
 /// on when `boost` is set. (It changes at every step, so each reused step needs its own offset.)
-fn plan(model: &MusicGen, boost: bool, conditional_only: bool) -> Plan {
+fn plan(model: &MusicGen, boost: bool, conditional_only: bool, gate: f64) -> Plan {
     let bundle = DirectionBundle::read(&fixtures().join("steer-direction.safetensors")).unwrap();
     let mut schedule = Schedule::linear(0.0, 1.0, 0.0, STEPS as f64 / model.frame_rate());
     if boost {
@@ -46,6 +46,7 @@ fn plan(model: &MusicGen, boost: bool, conditional_only: bool) -> Plan {
             gate: None,
         }],
         conditional_only,
+        gate,
         ..Plan::default()
     }
 }
@@ -113,12 +114,18 @@ fn reused_steps_give_the_codes_of_a_fresh_generation() {
         k: 50,
         temperature: 1.0,
     };
-    for (sampling, conditional_only) in
-        [(Sampling::Greedy, false), (sampled, false), (sampled, true)]
-    {
-        let case = format!("{sampling:?}, conditional only {conditional_only}");
-        let before = generate(&m, &plan(&m, false, conditional_only), sampling, None);
-        let after_plan = plan(&m, true, conditional_only);
+    // Under a gate of 0.5 the two prompts are gated apart (their own draws), so the reused
+    // steps get one offset per item.
+    for (sampling, conditional_only, gate) in [
+        (Sampling::Greedy, false, 1.0),
+        (sampled, false, 1.0),
+        (sampled, true, 1.0),
+        (sampled, false, 0.5),
+        (sampled, true, 0.5),
+    ] {
+        let case = format!("{sampling:?}, conditional only {conditional_only}, gate {gate}");
+        let before = generate(&m, &plan(&m, false, conditional_only, gate), sampling, None);
+        let after_plan = plan(&m, true, conditional_only, gate);
         let fresh = generate(&m, &after_plan, sampling, None);
         assert_ne!(fresh, before, "{case}: the change made no difference");
         let earlier = tensor(&before);
@@ -134,7 +141,7 @@ fn reused_steps_give_the_codes_of_a_fresh_generation() {
 #[test]
 fn the_prefix_is_taken_not_regenerated() {
     let m = model();
-    let p = plan(&m, false, false);
+    let p = plan(&m, false, false, 1.0);
     let sampled = Sampling::TopK {
         k: 50,
         temperature: 1.0,

@@ -5,7 +5,7 @@ mod steer_common;
 
 use baton::model::ResidualHook;
 use baton::steer::{gate_open, Direction, Interp, LayerWeights, Plan, PlanHook, Schedule, Term};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 const FR: f64 = 50.0;
 
@@ -218,7 +218,7 @@ fn hook_matches_the_plain_evaluation() {
         } else {
             vec![None; layers]
         };
-        let got = hook.offsets(s).unwrap();
+        let got = hook.offsets(s, 1).unwrap();
         for l in 0..layers {
             match (&want[l], &got[l]) {
                 (None, None) => {}
@@ -235,6 +235,49 @@ fn hook_matches_the_plain_evaluation() {
             }
         }
     }
+    // In a batch, item b is gated as the plan seeded `seed + b` gates a lone generation: one
+    // vector per item where their draws differ, one shared vector where they agree.
+    let batch = 3;
+    let per_item: Vec<Vec<Vec<f64>>> = (0..batch)
+        .map(|b| {
+            let alone = Plan {
+                seed: plan.seed + b as u64,
+                ..plan.clone()
+            };
+            alone.coefficients(steps, FR, &mut ext).unwrap()
+        })
+        .collect();
+    let mut apart = 0;
+    for s in 0..steps {
+        let got: Vec<Option<Tensor>> = hook.offsets(s, batch).unwrap().to_vec();
+        for (l, g) in got.iter().enumerate() {
+            let Some(g) = g else {
+                continue;
+            };
+            if g.rank() == 3 {
+                apart += 1;
+                assert_eq!(g.dims(), &[batch, 1, hidden]);
+            }
+            for (b, coef) in per_item.iter().enumerate() {
+                let c: Vec<f64> = coef.iter().map(|c| c[s]).collect();
+                let want = plan.offsets_at(&c, layers, hidden)[l]
+                    .clone()
+                    .unwrap_or(vec![0.0; hidden]);
+                let row: Vec<f32> = if g.rank() == 3 {
+                    g.get(b).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+                } else {
+                    g.to_vec1().unwrap()
+                };
+                for (x, y) in want.iter().zip(&row) {
+                    assert!(
+                        (x - y).abs() < 1e-6,
+                        "step {s} block {l} item {b}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(apart > 0, "no step gated the items apart");
     // A model of another width is refused with a clear message.
     let err = PlanHook::new(
         &plan,

@@ -215,7 +215,7 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&argv);
 
-    // under a stochastic gate, takes are rendered one by one, each with its own gate draws
+    // under a stochastic gate, takes batched together keep their own gate draws
     let gated = dir.path().join("gated");
     let mut args = common("60");
     let at = args.iter().position(|a| a == s(&out)).expect("out");

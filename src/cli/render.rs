@@ -6,8 +6,6 @@ use std::time::Instant;
 use baton::audio::{write_wav, SampleFormat};
 use baton::model::{write_codes, GenerateOptions, MusicGen};
 use baton::progress::GenerationProgress;
-use baton::steer::Plan;
-use candle_core::Tensor;
 use clap::Args;
 
 use super::common::{load_model, ModelArgs};
@@ -102,30 +100,8 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
         c.create_folder()?;
     }
     let started = Instant::now();
-    let codes = if plan.is_gated() && n > 1 {
-        // A batch would share the stochastic gate's draws: each prompt is generated on its own,
-        // with its own seed, so it still sounds as rendered alone.
-        let mut items = Vec::with_capacity(n);
-        for (i, prompt) in prompts.iter().enumerate() {
-            let seed = args.seed.wrapping_add(i as u64);
-            let plan = Plan {
-                seed,
-                ..plan.clone()
-            };
-            let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
-            let options = args.sampling.options(max_new_tokens, seed);
-            items.push(generate_with_progress(
-                &model,
-                &[prompt],
-                &options,
-                hook.as_mut(),
-            )?);
-        }
-        Tensor::cat(&items, 0).map_err(|e| miette::miette!("{e}"))?
-    } else {
-        let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
-        generate_with_progress(&model, &prompts, &options, hook.as_mut())?
-    };
+    let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
+    let codes = generate_with_progress(&model, &prompts, &options, hook.as_mut())?;
     let generate_s = started.elapsed().as_secs_f64();
 
     let decode_start = Instant::now();

@@ -77,7 +77,7 @@ pub struct SweepArgs {
     #[arg(long)]
     pub pcm16: bool,
     /// Takes of one strength generated together (faster: the weights are read once per step
-    /// for all of them; one at a time when --gate < 1).
+    /// for all of them; each take keeps its own seed's samples and gate draws).
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
     #[command(flatten)]
@@ -201,16 +201,6 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
             out.join(&file).is_file().then_some((file, t))
         })
         .collect())
-}
-
-/// How many takes one generation renders: `--batch`, except one at a time under a stochastic
-/// gate, whose draws a batch would share (a take must be the render its seed gives alone).
-fn batch_size(args: &SweepArgs, plan: &Plan) -> usize {
-    if plan.is_gated() {
-        1
-    } else {
-        args.batch
-    }
 }
 
 /// Splits the takes to render into batches of at most `size`: the same strength, consecutive
@@ -389,7 +379,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         let format = SampleFormat::from_pcm16_flag(args.pcm16);
         let started = Instant::now();
         let mut finished = 0;
-        for batch in batches(&todo, batch_size(&args, &unit_plan)) {
+        for batch in batches(&todo, args.batch) {
             let first = batch[0];
             let last = batch[batch.len() - 1];
             if batch.len() == 1 {

@@ -216,8 +216,9 @@ pub struct CrossContext {
 
 /// Vectors added to block outputs during a forward pass (steering).
 pub struct BlockOffsets<'a> {
-    /// One optional vector per block: `[hidden]` for every position, or `[t, hidden]`, one
-    /// row per position of the pass.
+    /// One optional vector per block: `[hidden]` for every position, `[t, hidden]` one row
+    /// per position of the pass, or `[items, t or 1, hidden]` one per batch item (see
+    /// [`crate::model::ResidualHook::offsets`]).
     pub offsets: &'a [Option<Tensor>],
     /// When `Some(n)`, only the first `n` batch rows (the conditional half) are steered.
     pub rows: Option<usize>,
@@ -556,16 +557,30 @@ impl Decoder {
 }
 
 /// Adds `v` to `x` `[b, t, hidden]`, or only to its first `rows` batch rows: `v` `[hidden]` to
-/// every position, or `[t, hidden]` one row per position.
+/// every position, `[t, hidden]` one row per position, or `[items, t or 1, hidden]` one per batch
+/// item, repeated over the classifier-free-guidance halves (the rows are `[cond; uncond]`, each
+/// in item order).
 fn add_offset(x: &Tensor, v: &Tensor, rows: Option<usize>) -> candle_core::Result<Tensor> {
-    let v = v.to_dtype(x.dtype())?.reshape((1, (), x.dim(2)?))?;
-    match rows {
-        Some(n) if n < x.dim(0)? => {
-            let head = x.narrow(0, 0, n)?.broadcast_add(&v)?;
-            let tail = x.narrow(0, n, x.dim(0)? - n)?;
-            Tensor::cat(&[&head, &tail], 0)
-        }
-        _ => x.broadcast_add(&v),
+    let hidden = x.dim(2)?;
+    let v = v.to_dtype(x.dtype())?;
+    let v = if v.rank() == 3 {
+        v
+    } else {
+        v.reshape((1, (), hidden))?
+    };
+    let steered = rows.unwrap_or(x.dim(0)?).min(x.dim(0)?);
+    let items = v.dim(0)?;
+    let v = if items > 1 && items < steered {
+        Tensor::cat(&vec![&v; steered / items], 0)?
+    } else {
+        v
+    };
+    if steered < x.dim(0)? {
+        let head = x.narrow(0, 0, steered)?.broadcast_add(&v)?;
+        let tail = x.narrow(0, steered, x.dim(0)? - steered)?;
+        Tensor::cat(&[&head, &tail], 0)
+    } else {
+        x.broadcast_add(&v)
     }
 }
 

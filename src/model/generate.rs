@@ -214,7 +214,7 @@ fn replay_prefix(
     } else {
         fed
     };
-    // Each position gets its own step's offsets: `[steps, hidden]` per steered block.
+    // Each position gets its own step's offsets: `[batch, steps, hidden]` per steered block.
     let mut only_cond = false;
     let offsets = match hook {
         Some(h) => {
@@ -222,7 +222,7 @@ fn replay_prefix(
             let hidden = decoder.config().hidden_size;
             let mut per_block: Vec<Vec<Option<Tensor>>> = Vec::new();
             for step in 0..steps {
-                for (l, v) in h.offsets(step)?.iter().enumerate() {
+                for (l, v) in h.offsets(step, inputs.batch)?.iter().enumerate() {
                     if per_block.len() <= l {
                         per_block.resize(l + 1, Vec::new());
                     }
@@ -231,6 +231,7 @@ fn replay_prefix(
                     per_block[l].push(v.clone());
                 }
             }
+            let item_rows = (inputs.batch, 1, hidden);
             per_block
                 .into_iter()
                 .map(|vs| {
@@ -238,16 +239,15 @@ fn replay_prefix(
                     let Some(dtype) = dtype else {
                         return Ok(None);
                     };
-                    let zeros = Tensor::zeros(hidden, dtype, device)?;
-                    let rows: Vec<Tensor> = (0..steps)
-                        .map(|i| {
-                            vs.get(i)
-                                .cloned()
-                                .flatten()
-                                .unwrap_or_else(|| zeros.clone())
+                    let zeros = Tensor::zeros(item_rows, dtype, device)?;
+                    let columns = (0..steps)
+                        .map(|i| match vs.get(i).cloned().flatten() {
+                            // `[hidden]` or `[batch, 1, hidden]`, as one row per item.
+                            Some(v) => v.reshape(((), 1, hidden))?.broadcast_as(item_rows),
+                            None => Ok(zeros.clone()),
                         })
-                        .collect();
-                    Ok(Some(Tensor::stack(&rows, 0)?))
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    Ok(Some(Tensor::cat(&columns, 1)?))
                 })
                 .collect::<candle_core::Result<Vec<_>>>()?
         }
@@ -339,7 +339,7 @@ pub fn generate(
         let offsets = match hook.as_mut() {
             Some(h) => {
                 let only_cond = h.conditional_only() && inputs.guided;
-                let offs = h.offsets(step)?;
+                let offs = h.offsets(step, inputs.batch)?;
                 Some((offs, only_cond))
             }
             None => None,

@@ -11,12 +11,14 @@ use candle_core::Tensor;
 ///
 /// The decoder calls [`ResidualHook::offsets`] once per generated frame (one forward pass with a
 /// KV cache), before running its blocks, and adds each returned vector to the corresponding
-/// block's output at every position of the batch.
+/// block's output at every position.
 pub trait ResidualHook {
     /// Vectors to add at generation step `step` (0-based: the forward pass that produces frame
-    /// `step`). One entry per decoder block; `None` means nothing is added to that block. Each
-    /// vector has shape `[hidden]` and is already on the decoder's device and dtype.
-    fn offsets(&mut self, step: usize) -> candle_core::Result<&[Option<Tensor>]>;
+    /// `step`) of a batch of `batch` items. One entry per decoder block; `None` means nothing is
+    /// added to that block. Each vector is already on the decoder's device and dtype, with shape
+    /// `[hidden]` (the same for every item) or `[batch, 1, hidden]` (one row per item; both
+    /// classifier-free-guidance halves of an item get its row).
+    fn offsets(&mut self, step: usize, batch: usize) -> candle_core::Result<&[Option<Tensor>]>;
 
     /// When true, offsets are added only to the conditional half of a classifier-free-guidance
     /// batch (the first half); by default both halves are steered, as in the paper.

@@ -5,7 +5,8 @@
 //! gets `h += sum_m eta0_m * w_lm * phi_m(t) * b_t * q_lm`, where term `m` has strength `eta0`,
 //! schedule `phi`, layer weights `w` (from the probe's per-block scores, see [`LayerWeights`]),
 //! gate probability `p` (`b_t ~ Bernoulli(p)`, one seeded draw per step shared by every term with
-//! the same `p`) and direction `q`. Schedules are sampled for every step before generation starts
+//! the same `p`; item `b` of a batch draws as the plan seeded `seed + b` does alone) and
+//! direction `q`. Schedules are sampled for every step before generation starts
 //! ([`Plan::coefficients`]); the decoder only sees the resulting vectors through
 //! [`PlanHook`], which computes each step's per-block vectors once (a weighted sum of the terms'
 //! directions).

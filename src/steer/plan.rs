@@ -82,13 +82,6 @@ impl Plan {
         p
     }
 
-    /// True when some term steers only at stochastically gated steps (a gate below 1), so which
-    /// steps it steers depends on [`Plan::seed`]: items generated in one batch would share
-    /// those draws.
-    pub fn is_gated(&self) -> bool {
-        self.terms.iter().any(|t| t.gate.unwrap_or(self.gate) < 1.0)
-    }
-
     /// Every strength multiplied by `k`.
     pub fn scaled(&self, k: f64) -> Plan {
         let mut p = self.clone();
@@ -150,9 +143,10 @@ impl Plan {
         Ok(())
     }
 
-    /// `eta0 * phi(t) * b_t` per term and step (`[term][step]`), for `steps` generation steps.
-    /// This is the only place schedules are evaluated; `ext` samples custom schedule nodes.
-    pub fn coefficients(
+    /// `eta0 * phi(t)` per term and step (`[term][step]`), for `steps` generation steps, before
+    /// any gate. This is the only place schedules are evaluated; `ext` samples custom schedule
+    /// nodes.
+    pub fn strengths(
         &self,
         steps: usize,
         frame_rate: f64,
@@ -161,18 +155,47 @@ impl Plan {
         self.terms
             .iter()
             .map(|term| {
-                let p = term.gate.unwrap_or(self.gate);
                 (0..steps)
                     .map(|s| {
-                        if !gate_open(self.seed, s, p) {
-                            return Ok(0.0);
-                        }
                         let phi = term.schedule.eval_with(self.time_of(s, frame_rate), ext)?;
                         Ok(term.strength * phi)
                     })
                     .collect()
             })
             .collect()
+    }
+
+    /// Gate probability of each term (its own, or the plan's).
+    pub fn gates(&self) -> Vec<f64> {
+        self.terms
+            .iter()
+            .map(|t| t.gate.unwrap_or(self.gate))
+            .collect()
+    }
+
+    /// Seed of the gate draws of batch item `row`: item `b` of a batch is gated as the plan
+    /// seeded `seed + b` gates a lone generation, as the sampler seeds it.
+    pub fn gate_seed(&self, row: usize) -> u64 {
+        self.seed.wrapping_add(row as u64)
+    }
+
+    /// `eta0 * phi(t) * b_t` per term and step (`[term][step]`) for a lone generation (batch
+    /// item 0), for `steps` generation steps.
+    pub fn coefficients(
+        &self,
+        steps: usize,
+        frame_rate: f64,
+        ext: &mut dyn FnMut(usize, f64) -> Result<f64, String>,
+    ) -> Result<Vec<Vec<f64>>, SteerError> {
+        let mut c = self.strengths(steps, frame_rate, ext)?;
+        for (values, p) in c.iter_mut().zip(self.gates()) {
+            for (s, v) in values.iter_mut().enumerate() {
+                if !gate_open(self.gate_seed(0), s, p) {
+                    *v = 0.0;
+                }
+            }
+        }
+        Ok(c)
     }
 
     /// The vector added to each block at one step, given that step's coefficient per term:
@@ -240,15 +263,21 @@ enum Weighted {
 /// A plan compiled for one generation: the decoder-side [`ResidualHook`].
 ///
 /// Holds the weighted directions of all terms as one `[terms, blocks * hidden]` matrix and the
-/// per-step coefficients; each step costs one weighted sum of the rows (a `[1, terms] x [terms,
-/// blocks * hidden]` product on an accelerator) and a dtype cast, whatever the number of terms.
+/// per-step coefficients; each step costs one weighted sum of the rows (a `[rows, terms] x
+/// [terms, blocks * hidden]` product on an accelerator) and a dtype cast, whatever the number of
+/// terms. `rows` is 1 unless stochastic gates differ between the items of a batch at that step.
 pub struct PlanHook {
     weighted: Weighted,
+    /// `eta0 * phi(t)` per step and term, before the gates.
+    strengths: Vec<Vec<f32>>,
+    /// Batch item 0's coefficients per step and term: what a lone generation applies.
     coefficients: Vec<Vec<f32>>,
+    gates: Vec<f64>,
+    /// The plan's seed and options, without its terms.
+    settings: Plan,
     active: Vec<bool>,
     hidden_size: usize,
     dtype: DType,
-    conditional_only: bool,
     current: Vec<Option<Tensor>>,
     nothing: Vec<Option<Tensor>>,
 }
@@ -267,7 +296,7 @@ impl PlanHook {
         ext: &mut dyn FnMut(usize, f64) -> Result<f64, String>,
     ) -> Result<Self, SteerError> {
         plan.validate(num_layers, hidden_size)?;
-        let per_term = plan.coefficients(steps, frame_rate, ext)?;
+        let per_term = plan.strengths(steps, frame_rate, ext)?;
         let m = plan.terms.len();
         let mut rows = vec![0f32; m * num_layers * hidden_size];
         let mut active = vec![false; num_layers];
@@ -300,74 +329,118 @@ impl PlanHook {
                 )?,
             )
         };
-        let coefficients = (0..steps)
+        let strengths: Vec<Vec<f32>> = (0..steps)
             .map(|s| per_term.iter().map(|c| c[s] as f32).collect())
             .collect();
-        Ok(PlanHook {
+        let gates = plan.gates();
+        let mut hook = PlanHook {
             weighted,
-            coefficients,
+            coefficients: Vec::new(),
+            strengths,
+            gates,
+            settings: Plan {
+                terms: Vec::new(),
+                ..plan.clone()
+            },
             active,
             hidden_size,
             dtype,
-            conditional_only: plan.conditional_only,
             current: vec![None; num_layers],
             nothing: vec![None; num_layers],
-        })
+        };
+        hook.coefficients = (0..steps).map(|s| hook.coefficients_of(s, 0)).collect();
+        Ok(hook)
     }
 
     /// Number of steps the hook was compiled for.
     pub fn steps(&self) -> usize {
-        self.coefficients.len()
+        self.strengths.len()
     }
 
-    /// Coefficient per term at `step` (`eta0 * phi * b`), as the hook applies it.
+    /// Coefficient per term at `step` (`eta0 * phi * b`) for a lone generation, as the hook
+    /// applies it.
     pub fn coefficients_at(&self, step: usize) -> Option<&[f32]> {
         self.coefficients.get(step).map(|c| c.as_slice())
     }
 
-    /// Every step's coefficients (`[step][term]`), as the hook applies them.
+    /// Every step's coefficients (`[step][term]`) for a lone generation, as the hook applies
+    /// them.
     pub fn coefficients(&self) -> &[Vec<f32>] {
         &self.coefficients
+    }
+
+    /// Batch item `row`'s coefficient per term at `step`: its strengths where its own gate
+    /// draws are open.
+    fn coefficients_of(&self, step: usize, row: usize) -> Vec<f32> {
+        self.strengths[step]
+            .iter()
+            .zip(&self.gates)
+            .map(|(v, &p)| {
+                if gate_open(self.settings.gate_seed(row), step, p) {
+                    *v
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     }
 }
 
 impl ResidualHook for PlanHook {
-    fn offsets(&mut self, step: usize) -> candle_core::Result<&[Option<Tensor>]> {
+    fn offsets(&mut self, step: usize, batch: usize) -> candle_core::Result<&[Option<Tensor>]> {
         // Past the planned length (or with every gate closed) nothing is added.
-        let Some(c) = self.coefficients.get(step) else {
+        let Some(lone) = self.coefficients.get(step) else {
             return Ok(&self.nothing);
         };
-        if c.iter().all(|x| *x == 0.0) {
+        let mut per_row = vec![lone.clone()];
+        if batch > 1 && self.gates.iter().any(|&p| p < 1.0) {
+            per_row.extend((1..batch).map(|b| self.coefficients_of(step, b)));
+            // Items whose draws agree at this step share one vector.
+            if per_row.iter().all(|c| *c == per_row[0]) {
+                per_row.truncate(1);
+            }
+        }
+        if per_row.iter().flatten().all(|x| *x == 0.0) {
             return Ok(&self.nothing);
         }
-        let shape = (self.active.len(), self.hidden_size);
+        let (rows, terms) = (per_row.len(), per_row[0].len());
+        let shape = (rows, self.active.len(), self.hidden_size);
         let all = match &self.weighted {
-            Weighted::Device(w) => Tensor::from_slice(c, (1, c.len()), w.device())?
-                .matmul(w)?
-                .reshape(shape)?,
-            Weighted::Host { rows, device } => {
-                let width = shape.0 * shape.1;
-                let mut sum = vec![0f32; width];
-                for (k, row) in c.iter().zip(rows.chunks_exact(width)) {
-                    if *k != 0.0 {
-                        sum.iter_mut().zip(row).for_each(|(a, b)| *a += k * b);
+            Weighted::Device(w) => {
+                let c: Vec<f32> = per_row.concat();
+                Tensor::from_vec(c, (rows, terms), w.device())?
+                    .matmul(w)?
+                    .reshape(shape)?
+            }
+            Weighted::Host {
+                rows: weighted,
+                device,
+            } => {
+                let width = shape.1 * shape.2;
+                let mut sums = vec![0f32; rows * width];
+                for (c, sum) in per_row.iter().zip(sums.chunks_exact_mut(width)) {
+                    for (k, row) in c.iter().zip(weighted.chunks_exact(width)) {
+                        if *k != 0.0 {
+                            sum.iter_mut().zip(row).for_each(|(a, b)| *a += k * b);
+                        }
                     }
                 }
-                Tensor::from_vec(sum, shape, device)?
+                Tensor::from_vec(sums, shape, device)?
             }
         }
         .to_dtype(self.dtype)?;
         for (l, slot) in self.current.iter_mut().enumerate() {
-            *slot = if self.active[l] {
-                Some(all.get(l)?)
-            } else {
-                None
+            *slot = match (self.active[l], rows) {
+                (false, _) => None,
+                (true, 1) => Some(all.get(0)?.get(l)?),
+                // One vector per batch item: `[batch, 1, hidden]`.
+                (true, _) => Some(all.narrow(1, l, 1)?.contiguous()?),
             };
         }
         Ok(&self.current)
     }
 
     fn conditional_only(&self) -> bool {
-        self.conditional_only
+        self.settings.conditional_only
     }
 }
