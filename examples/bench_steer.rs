@@ -42,6 +42,7 @@ fn random_direction(name: &str, layers: usize, hidden: usize, seed: u64) -> Dire
         metric: "auc".into(),
         scores,
         vectors,
+        residual_norms: Default::default(),
     }
 }
 
@@ -53,6 +54,7 @@ fn plan(layers: usize, hidden: usize, seconds: f64) -> Plan {
         // Uniform: every one of the blocks is steered by every term.
         weights: LayerWeights::Uniform,
         gate: None,
+        unit: Default::default(),
     };
     Plan {
         terms: vec![

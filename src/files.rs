@@ -3,7 +3,7 @@
 //! classifier and codes files; plus the path helpers every stage shares ([`folder_of`],
 //! [`stamp`], [`content_hash`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -167,6 +167,12 @@ pub fn write(
     })
 }
 
+/// A map keyed by block index as the JSON object [`Reader::meta_blocks`] reads.
+pub fn blocks_json<T: serde::Serialize>(blocks: &BTreeMap<usize, T>) -> String {
+    let by_name: BTreeMap<String, &T> = blocks.iter().map(|(l, v)| (l.to_string(), v)).collect();
+    serde_json::to_string(&by_name).unwrap_or_else(|_| "{}".into())
+}
+
 /// A whole file read into memory, with its metadata checked against an expected format tag.
 pub struct Reader {
     pub path: PathBuf,
@@ -239,6 +245,31 @@ impl Reader {
         serde_json::from_str(self.meta(key)?).map_err(|e| {
             FormatError::invalid(&self.path, format!("metadata `{key}` is not valid: {e}"))
         })
+    }
+
+    /// A metadata JSON object keyed by block index (`{"0": 0.91, ...}`), such as a bundle's
+    /// `scores`; an empty map when `optional` and the key is absent.
+    pub fn meta_blocks<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        optional: bool,
+    ) -> Result<BTreeMap<usize, T>, FormatError> {
+        if optional && !self.metadata.contains_key(key) {
+            return Ok(BTreeMap::new());
+        }
+        let by_name: BTreeMap<String, T> = self.meta_json(key)?;
+        by_name
+            .into_iter()
+            .map(|(k, v)| {
+                let l = k.parse::<usize>().map_err(|_| {
+                    FormatError::invalid(
+                        &self.path,
+                        format!("{key} key `{k}` is not a block index"),
+                    )
+                })?;
+                Ok((l, v))
+            })
+            .collect()
     }
 
     /// A tensor's dtype, shape and raw bytes.

@@ -71,6 +71,7 @@ fn each_batch_item_samples_what_it_would_alone() {
             schedule: Schedule::constant(1.0),
             weights: LayerWeights::Uniform,
             gate: None,
+            unit: Default::default(),
         }],
         ..Plan::default()
     };

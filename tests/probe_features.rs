@@ -88,8 +88,10 @@ fn features_are_pooled_capture_outputs_with_manifest_labels() {
         assert_eq!(&feats.classes[id as usize], name);
     }
 
-    // Row i of block l is the mean over frames of block l's capture-mode output for clip i.
+    // Row i of block l is the mean over frames of block l's capture-mode output for clip i, and
+    // block l's residual norm the mean over clips and frames of each frame's L2 norm.
     let hidden = feats.hidden_size;
+    let mut norm_sums = vec![0f64; model.num_layers()];
     for (i, entry) in manifest.iter().enumerate() {
         let (audio, _) = read_wav_mono(&data.join(&entry.file)).unwrap();
         let codes = model.encode(&audio).unwrap();
@@ -106,7 +108,21 @@ fn features_are_pooled_capture_outputs_with_manifest_labels() {
             for (a, b) in row.iter().zip(&expected) {
                 assert!((a - b).abs() < 1e-5, "block {l} clip {i}: {a} vs {b}");
             }
+            norm_sums[*l] += all
+                .chunks_exact(hidden)
+                .map(|frame| frame.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt())
+                .sum::<f64>()
+                / frames as f64;
         }
+    }
+    assert_eq!(feats.residual_norms.len(), model.num_layers());
+    for (l, sum) in norm_sums.iter().enumerate() {
+        let want = sum / manifest.len() as f64;
+        let got = feats.residual_norms[&l] as f64;
+        assert!(
+            (got - want).abs() < 1e-4 * want,
+            "block {l}: norm {got} vs {want}"
+        );
     }
     // Different notes give different features.
     let l0 = &feats.layers[&0];

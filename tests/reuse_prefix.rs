@@ -44,6 +44,7 @@ fn plan(model: &MusicGen, boost: bool, conditional_only: bool, gate: f64) -> Pla
             schedule,
             weights: LayerWeights::default(),
             gate: None,
+            unit: Default::default(),
         }],
         conditional_only,
         gate,

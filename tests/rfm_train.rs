@@ -95,7 +95,8 @@ fn planted_subspace_is_recovered() {
 /// Decoder blocks of the (pretend) model behind the test features files.
 const MODEL_BLOCKS: usize = 6;
 
-/// Writes a features file: block 0 holds noise, block 2 holds `x`.
+/// Writes a features file: block 0 holds noise, block 2 holds `x`; the residual norms also name
+/// a block without features (5), which bundles must not take.
 fn features(path: &Path, x: &[f32], n: usize, d: usize, labels: Labels, classes: &[&str]) {
     let noise: Vec<f32> = x
         .iter()
@@ -112,6 +113,7 @@ fn features(path: &Path, x: &[f32], n: usize, d: usize, labels: Labels, classes:
         num_layers: Some(MODEL_BLOCKS),
         layers: BTreeMap::from([(0, noise), (2, x.to_vec())]),
         labels,
+        residual_norms: BTreeMap::from([(0, 4.5), (2, 7.25), (5, 1.0)]),
     }
     .write(path)
     .unwrap();
@@ -186,7 +188,11 @@ fn train_cli_writes_bundle_and_classifier() {
     );
     let norm: f32 = b.directions[&2].iter().map(|v| v * v).sum();
     assert!((norm - 1.0).abs() < 1e-4);
-    assert!(DirectionBundle::read(&dir.path().join("b.pc2.safetensors")).is_ok());
+    // The features' residual norms of the trained blocks go with every component.
+    let norms = BTreeMap::from([(0, 4.5), (2, 7.25)]);
+    assert_eq!(b.residual_norms, norms);
+    let pc2 = DirectionBundle::read(&dir.path().join("b.pc2.safetensors")).unwrap();
+    assert_eq!(pc2.residual_norms, norms);
 
     // Multiclass with fixed hyper-parameters also writes the classifier.
     let ids: Vec<i64> = (0..240).map(|i| (i % 3) as i64).collect();
@@ -310,6 +316,7 @@ fn bad_input_gives_one_clear_error() {
         pooling: "mean".into(),
         scores: BTreeMap::new(),
         directions: BTreeMap::from([(0, vec![1.0, 0.0])]),
+        residual_norms: Default::default(),
     }
     .write(Path::new(&p("bundle.safetensors")))
     .unwrap();

@@ -101,6 +101,63 @@ fn steer_flags_match_the_reference() {
 }
 
 #[test]
+fn residual_units_multiply_each_block_by_its_norm() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = fixtures().join("steer-direction.safetensors");
+    let mut bundle = baton::probe::DirectionBundle::read(&old).unwrap();
+    // A power of two, so 0.5 residual units and strength 2 round alike.
+    bundle.residual_norms = bundle.directions.keys().map(|&l| (l, 4.0)).collect();
+    let normed = dir.path().join("normed.safetensors");
+    bundle.write(&normed).unwrap();
+    let render = |name: &str, steer: &str, unit: &str| {
+        let codes = dir.path().join(format!("{name}.safetensors"));
+        let out = baton(
+            &[
+                "render",
+                "--prompt",
+                "a tune",
+                "--greedy",
+                "--max-new-tokens",
+                "12",
+                "--model",
+                fixtures().join("tiny-a").to_str().unwrap(),
+                "--steer",
+                steer,
+                "--strength-unit",
+                unit,
+                "--out",
+                dir.path().join(format!("{name}.wav")).to_str().unwrap(),
+                "--save-codes",
+                codes.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (out.status.success(), stderr, std::fs::read(codes).ok())
+    };
+    let normed = normed.to_str().unwrap();
+    let (ok, err, residual) = render("residual", &format!("{normed}:0.5"), "residual");
+    assert!(ok, "{err}");
+    let (_, _, absolute) = render("absolute", &format!("{normed}:2"), "absolute");
+    assert!(
+        residual.is_some() && residual == absolute,
+        "0.5 residual units of norm 4 are strength 2"
+    );
+    let (_, _, weaker) = render("weaker", &format!("{normed}:0.5"), "absolute");
+    assert!(residual != weaker, "the unit made no difference");
+
+    // A bundle trained before norms were recorded says what to do.
+    let (ok, err, _) = render("old", &format!("{}:0.5", old.display()), "residual");
+    assert!(!ok);
+    let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(err.contains("has no residual norm for block"), "{err}");
+    assert!(err.contains("baton train"), "{err}");
+    let (ok, err, _) = render("bad", &format!("{normed}:0.5"), "relative");
+    assert!(!ok && err.contains("absolute or residual"), "{err}");
+}
+
+#[test]
 fn recipe_errors_point_at_the_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -59,6 +59,7 @@ fn steered(model: &MusicGen, r: &Reference, case: &str) -> Tensor {
             schedule,
             weights: LayerWeights::default(),
             gate: None,
+            unit: Default::default(),
         }],
         conditional_only: case == "cond",
         ..Plan::default()

@@ -4,7 +4,9 @@
 mod steer_common;
 
 use baton::model::ResidualHook;
-use baton::steer::{gate_open, Direction, Interp, LayerWeights, Plan, PlanHook, Schedule, Term};
+use baton::steer::{
+    gate_open, Direction, Interp, LayerWeights, Plan, PlanHook, Schedule, StrengthUnit, Term,
+};
 use candle_core::{DType, Device, Tensor};
 
 const FR: f64 = 50.0;
@@ -113,6 +115,7 @@ fn gate_is_seeded_shared_and_has_the_right_rate() {
         schedule: Schedule::constant(1.0),
         weights: LayerWeights::Uniform,
         gate,
+        unit: Default::default(),
     };
     let plan = Plan {
         terms: vec![term(None), term(Some(0.3)), term(Some(0.6))],
@@ -136,6 +139,7 @@ fn dir(blocks: &[(usize, f64, Vec<f32>)]) -> Direction {
         metric: "auc".into(),
         scores: blocks.iter().map(|(l, s, _)| (*l, *s)).collect(),
         vectors: blocks.iter().map(|(l, _, v)| (*l, v.clone())).collect(),
+        residual_norms: Default::default(),
     }
 }
 
@@ -149,6 +153,7 @@ fn plan_algebra() {
             schedule: Schedule::linear(0.0, 1.0, 0.0, 1.0),
             weights: LayerWeights::Uniform,
             gate: None,
+            unit: Default::default(),
         }],
         ..Plan::default()
     };
@@ -160,10 +165,81 @@ fn plan_algebra() {
     close(c[1][25], 0.0);
     close(c[1][50], 0.5);
     // At t = 1 s: 0.5 * ramp(1) + (2 * 0.5) * ramp(0.5) = 1, summed into each steered block.
-    let off = both.offsets_at(&[c[0][50], c[1][50]], 4, 2);
+    let off = both.offsets_at(&[c[0][50], c[1][50]], 4, 2).unwrap();
     assert_eq!(off[0], Some(vec![1.0, 0.0]));
     assert_eq!(off[1], None);
     assert_eq!(off[2], Some(vec![0.0, 1.0]));
+}
+
+#[test]
+fn residual_units_scale_each_block_by_its_norm() {
+    let d = Direction {
+        residual_norms: [(0, 4.0), (2, 10.0)].into_iter().collect(),
+        ..dir(&[(0, 0.9, vec![1.0, 0.0]), (2, 0.5, vec![0.0, 1.0])])
+    };
+    let plan = |d: &Direction, unit: StrengthUnit| Plan {
+        terms: vec![Term {
+            direction: d.clone(),
+            strength: 0.5,
+            schedule: Schedule::constant(1.0),
+            weights: LayerWeights::Uniform,
+            gate: None,
+            unit,
+        }],
+        ..Plan::default()
+    };
+    let absolute = plan(&d, StrengthUnit::Absolute);
+    let residual = plan(&d, StrengthUnit::Residual);
+    assert_eq!(
+        absolute.offsets_at(&[0.5], 4, 2).unwrap()[2],
+        Some(vec![0.0, 0.5])
+    );
+    let off = residual.offsets_at(&[0.5], 4, 2).unwrap();
+    assert_eq!(off[0], Some(vec![2.0, 0.0]));
+    assert_eq!(off[1], None);
+    assert_eq!(off[2], Some(vec![0.0, 5.0]));
+    assert!(residual.to_string().contains("in residual units"));
+    // The hook applies the same vectors.
+    let mut hook = PlanHook::new(
+        &residual,
+        3,
+        FR,
+        4,
+        2,
+        &Device::Cpu,
+        DType::F32,
+        &mut |_, _| Ok(0.0),
+    )
+    .unwrap();
+    let got = hook.offsets(1, 1).unwrap();
+    assert_eq!(
+        got[2].as_ref().unwrap().to_vec1::<f32>().unwrap(),
+        vec![0.0, 5.0]
+    );
+
+    // A direction without norms for a steered block cannot steer in residual units.
+    let old = Direction {
+        residual_norms: [(0, 4.0)].into_iter().collect(),
+        ..d.clone()
+    };
+    let err = plan(&old, StrengthUnit::Residual)
+        .validate(4, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no residual norm for block 2"), "{err}");
+    assert!(plan(&old, StrengthUnit::Absolute).validate(4, 2).is_ok());
+    // ... unless that block is weighted out.
+    let mut top = plan(&old, StrengthUnit::Residual);
+    top.terms[0].weights = LayerWeights::TopK { k: 1 };
+    assert!(top.validate(4, 2).is_ok());
+    assert_eq!(
+        "residual".parse::<StrengthUnit>(),
+        Ok(StrengthUnit::Residual)
+    );
+    assert!("relative"
+        .parse::<StrengthUnit>()
+        .unwrap_err()
+        .contains("absolute or residual"));
 }
 
 #[test]
@@ -181,6 +257,7 @@ fn hook_matches_the_plain_evaluation() {
                 schedule: Schedule::sine(0.3, 0.0),
                 weights: LayerWeights::default(),
                 gate: None,
+                unit: Default::default(),
             },
             Term {
                 direction: d2,
@@ -188,6 +265,7 @@ fn hook_matches_the_plain_evaluation() {
                 schedule: Schedule::custom(0, "t^2"),
                 weights: LayerWeights::Linear,
                 gate: Some(0.5),
+                unit: Default::default(),
             },
         ],
         gate: 0.8,
@@ -215,6 +293,7 @@ fn hook_matches_the_plain_evaluation() {
                 layers,
                 hidden,
             )
+            .unwrap()
         } else {
             vec![None; layers]
         };
@@ -260,7 +339,7 @@ fn hook_matches_the_plain_evaluation() {
             }
             for (b, coef) in per_item.iter().enumerate() {
                 let c: Vec<f64> = coef.iter().map(|c| c[s]).collect();
-                let want = plan.offsets_at(&c, layers, hidden)[l]
+                let want = plan.offsets_at(&c, layers, hidden).unwrap()[l]
                     .clone()
                     .unwrap_or(vec![0.0; hidden]);
                 let row: Vec<f32> = if g.rank() == 3 {

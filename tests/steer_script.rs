@@ -6,6 +6,7 @@ mod steer_common;
 use std::path::Path;
 
 use baton::script::{run_source, DryRun, DryRunLog, RecipeOptions, RecipeOutcome, ScriptError};
+use baton::steer::StrengthUnit;
 
 struct Run {
     outcome: Result<RecipeOutcome, Box<ScriptError>>,
@@ -98,7 +99,7 @@ fn pieces_become_plans_and_curves_are_sampled_per_step() {
         let d = direction("notes:C");
         let p = piece("x", 1.0)
             .steer(d, 0.5 * curve(|t| t * 2.0))
-            .steer(direction("notes:G"), 0.25, #{ gate: 0.5, layers: "top:2" })
+            .steer(direction("notes:G"), 0.25, #{ gate: 0.5, layers: "top:2", unit: "residual" })
             .seed(9);
         render(p, "a/b.wav");
         "#);
@@ -111,6 +112,12 @@ fn pieces_become_plans_and_curves_are_sampled_per_step() {
     assert_eq!(req.plan.seed, 9);
     assert_eq!(req.plan.terms.len(), 2);
     assert_eq!(req.plan.terms[1].gate, Some(0.5));
+    assert_eq!(
+        req.plan.terms.iter().map(|t| t.unit).collect::<Vec<_>>(),
+        [StrengthUnit::Absolute, StrengthUnit::Residual]
+    );
+    let e = error(r#"piece("x", 1.0).steer(direction("notes:C"), 1, #{ unit: "relative" })"#);
+    assert!(e.message.contains("absolute or residual"), "{}", e.message);
     let c = &r.log.coefficients[0];
     assert_eq!(c[0].len(), 50);
     for (s, v) in c[0].iter().enumerate() {

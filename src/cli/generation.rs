@@ -4,7 +4,7 @@
 
 use baton::model::{GenerateOptions, MusicGen, ResidualHook, Sampling};
 use baton::probe::DirectionBundle;
-use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, Term};
+use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, StrengthUnit, Term};
 use clap::Args;
 
 use super::common::Library;
@@ -94,6 +94,11 @@ pub struct SteerArgs {
     /// Probability of steering at each step (stochastic gate).
     #[arg(long, default_value_t = 1.0)]
     pub gate: f64,
+    /// What strengths are measured in: absolute (the paper's: the direction's unit vector as
+    /// it is) or residual (fractions of each block's typical output norm, recorded in the
+    /// bundle, so a strength means the same in any model).
+    #[arg(long, default_value = "absolute")]
+    pub strength_unit: StrengthUnit,
 }
 
 impl SteerArgs {
@@ -132,6 +137,7 @@ impl SteerArgs {
                     schedule: Schedule::constant(1.0),
                     weights,
                     gate: None,
+                    unit: self.strength_unit,
                 })
             })
             .collect::<miette::Result<Vec<_>>>()?;

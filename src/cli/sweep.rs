@@ -18,7 +18,7 @@ use baton::files::{content_hash, write_atomic};
 use baton::probe::bundle::classifier_path;
 use baton::probe::eval::{check_windowing, read_audio, read_clip, Reader, Reading, Tally};
 use baton::probe::DirectionBundle;
-use baton::steer::Plan;
+use baton::steer::{Plan, StrengthUnit};
 use clap::Args;
 use serde_json::{json, Value as Json};
 
@@ -121,7 +121,7 @@ fn settings(args: &SweepArgs, probe: &str, files: &[PathBuf]) -> Json {
         .iter()
         .map(|f| content_hash(f).map_or_else(|| "missing".into(), |h| format!("{h:016x}")))
         .collect();
-    json!({
+    let mut settings = json!({
         "prompt": args.prompt,
         "seconds": args.seconds,
         "greedy": args.sampling.greedy,
@@ -138,7 +138,12 @@ fn settings(args: &SweepArgs, probe: &str, files: &[PathBuf]) -> Json {
         "window": args.window,
         "hop": args.hop,
         "pcm16": args.pcm16,
-    })
+    });
+    // Only when it is not the default, so sweeps from before the flag existed still resume.
+    if args.steering.strength_unit != StrengthUnit::Absolute {
+        settings["strength_unit"] = json!(args.steering.strength_unit.name());
+    }
+    settings
 }
 
 /// The takes already in `out/sweep.json` (by key), after checking it was made with `settings`.

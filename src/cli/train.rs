@@ -216,6 +216,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
                         .map(|d| (*l, d.vector.iter().map(|&v| v as f32).collect()))
                 })
                 .collect(),
+            residual_norms: feats
+                .residual_norms
+                .iter()
+                .filter(|(l, _)| results.contains_key(l))
+                .map(|(&l, &n)| (l, n))
+                .collect(),
         };
         let path = if k == 0 {
             args.out.clone()

@@ -3,7 +3,10 @@
 //!
 //! File layout: tensors `direction.{l}` f32 `[hidden]` (l = 0-based decoder block whose output is
 //! steered); metadata `baton.format`, `concept`, `target`, `model`, `hidden_size`, `num_layers`
-//! (decoder blocks in the whole model, not just those with a direction), `metric` (`auc`|`acc`|`mse`), `scores` (JSON object block -> validation score), `pooling`.
+//! (decoder blocks in the whole model, not just those with a direction), `metric`
+//! (`auc`|`acc`|`mse`), `scores` (JSON object block -> validation score), `pooling`, and
+//! optionally `residual_norms` (JSON object block -> the typical norm of that block's output on
+//! the training clips; bundles trained before baton recorded it lack it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,6 +37,9 @@ pub struct DirectionBundle {
     pub scores: BTreeMap<usize, f64>,
     /// Unit-norm direction per block.
     pub directions: BTreeMap<usize, Vec<f32>>,
+    /// Mean per-frame L2 norm of each block's output over the training clips (empty in older
+    /// bundles): the residual stream's scale, which residual-unit strengths are measured in.
+    pub residual_norms: BTreeMap<usize, f32>,
 }
 
 /// `dir/name.safetensors` -> `dir/name.classifier.safetensors`: where `baton train --task
@@ -56,13 +62,16 @@ impl DirectionBundle {
         };
         let hidden_size = parse_usize("hidden_size")?;
         let num_layers = parse_usize("num_layers")?;
-        let scores_by_name: BTreeMap<String, f64> = r.meta_json("scores")?;
-        let mut scores = BTreeMap::new();
-        for (k, v) in scores_by_name {
-            let l = k.parse::<usize>().map_err(|_| {
-                FormatError::invalid(path, format!("scores key `{k}` is not a block index"))
-            })?;
-            scores.insert(l, v);
+        let scores: BTreeMap<usize, f64> = r.meta_blocks("scores", false)?;
+        let residual_norms: BTreeMap<usize, f32> = r.meta_blocks("residual_norms", true)?;
+        if let Some((l, v)) = residual_norms
+            .iter()
+            .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+        {
+            return Err(FormatError::invalid(
+                path,
+                format!("residual norm {v} of block {l} is not a positive number"),
+            ));
         }
         let mut directions = BTreeMap::new();
         for name in r.names()? {
@@ -109,6 +118,7 @@ impl DirectionBundle {
             pooling: r.meta("pooling")?.to_string(),
             scores,
             directions,
+            residual_norms,
         })
     }
 
@@ -119,12 +129,7 @@ impl DirectionBundle {
             .iter()
             .map(|(l, v)| OwnedTensor::f32(format!("direction.{l}"), vec![v.len()], v))
             .collect();
-        let scores: BTreeMap<String, f64> = self
-            .scores
-            .iter()
-            .map(|(l, s)| (l.to_string(), *s))
-            .collect();
-        let metadata = HashMap::from([
+        let mut metadata = HashMap::from([
             ("baton.format".to_string(), DIRECTION_FORMAT.to_string()),
             ("concept".to_string(), self.concept.clone()),
             ("target".to_string(), self.target.clone()),
@@ -133,11 +138,14 @@ impl DirectionBundle {
             ("num_layers".to_string(), self.num_layers.to_string()),
             ("metric".to_string(), self.metric.clone()),
             ("pooling".to_string(), self.pooling.clone()),
-            (
-                "scores".to_string(),
-                serde_json::to_string(&scores).unwrap_or_else(|_| "{}".into()),
-            ),
+            ("scores".to_string(), st::blocks_json(&self.scores)),
         ]);
+        if !self.residual_norms.is_empty() {
+            metadata.insert(
+                "residual_norms".to_string(),
+                st::blocks_json(&self.residual_norms),
+            );
+        }
         st::write(path, &tensors, metadata)
     }
 }
@@ -160,6 +168,7 @@ mod tests {
                 (0, vec![1.0, 0.0, 0.0, 0.0]),
                 (2, vec![0.0, 0.6, 0.8, 0.0]),
             ]),
+            residual_norms: BTreeMap::from([(0, 3.5), (2, 12.25)]),
         }
     }
 
@@ -169,6 +178,24 @@ mod tests {
         let path = dir.path().join("b.safetensors");
         sample().write(&path).unwrap();
         assert_eq!(DirectionBundle::read(&path).unwrap(), sample());
+        // Older bundles have no residual norms.
+        let old = DirectionBundle {
+            residual_norms: BTreeMap::new(),
+            ..sample()
+        };
+        old.write(&path).unwrap();
+        let r = st::Reader::open(&path, DIRECTION_FORMAT).unwrap();
+        assert!(!r.metadata.contains_key("residual_norms"));
+        assert_eq!(DirectionBundle::read(&path).unwrap(), old);
+        // A norm that is not a positive number is refused.
+        DirectionBundle {
+            residual_norms: BTreeMap::from([(0, 0.0)]),
+            ..sample()
+        }
+        .write(&path)
+        .unwrap();
+        let err = DirectionBundle::read(&path).unwrap_err().to_string();
+        assert!(err.contains("residual norm 0 of block 0"), "{err}");
     }
 
     #[test]
@@ -190,6 +217,7 @@ mod tests {
             hidden_size: 2,
             num_layers: None,
             labels: crate::probe::Labels::Classes(vec![0, 1]),
+            residual_norms: BTreeMap::new(),
         }
         .write(&feats)
         .unwrap();

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, D};
 
 use super::features::{FeatureSet, Labels};
 use crate::concepts::manifest::entry_path;
@@ -196,13 +196,24 @@ pub fn extract_entries(
         .iter()
         .map(|&l| (l, Vec::with_capacity(entries.len() * hidden)))
         .collect();
+    let mut norm_sums = vec![0f64; layers.len()];
     for (i, path) in plan.files.iter().enumerate() {
-        let pooled = pooled_clip(model, path, &layers, options.pooling)?;
-        for (l, v) in layers.iter().zip(pooled) {
-            rows.entry(*l).or_default().extend(v);
+        let blocks = clip_blocks(model, path, &layers)?;
+        let features = blocks
+            .iter()
+            .map(|b| Ok((pooled_vec(b, options.pooling)?, residual_norm(b)?)))
+            .collect::<candle_core::Result<Vec<_>>>()
+            .map_err(|e| ExtractError::Model {
+                path: path.to_path_buf(),
+                source: e.into(),
+            })?;
+        for ((l, (pooled, norm)), sum) in layers.iter().zip(features).zip(&mut norm_sums) {
+            rows.entry(*l).or_default().extend(pooled);
+            *sum += norm as f64;
         }
         on_clip(i + 1, entries.len());
     }
+    let clips = entries.len().max(1) as f64;
     Ok(FeatureSet {
         concept: plan.concept,
         model: options.model_name.clone(),
@@ -213,6 +224,11 @@ pub fn extract_entries(
         num_layers: Some(model.num_layers()),
         layers: rows,
         labels: plan.labels,
+        residual_norms: layers
+            .iter()
+            .zip(norm_sums)
+            .map(|(&l, sum)| (l, (sum / clips) as f32))
+            .collect(),
     })
 }
 
@@ -224,8 +240,25 @@ pub fn pooled_clip(
     layers: &[usize],
     pooling: Pooling,
 ) -> Result<Vec<Vec<f32>>, ExtractError> {
+    clip_blocks(model, path, layers)?
+        .iter()
+        .map(|b| {
+            pooled_vec(b, pooling).map_err(|e| ExtractError::Model {
+                path: path.to_path_buf(),
+                source: e.into(),
+            })
+        })
+        .collect()
+}
+
+/// [`block_outputs`] of one WAV file, resampled to the model's rate when needed.
+fn clip_blocks(
+    model: &MusicGen,
+    path: &Path,
+    layers: &[usize],
+) -> Result<Vec<Tensor>, ExtractError> {
     let (audio, _) = crate::audio::read_wav_at(path, model.sample_rate())?;
-    pooled_audio(model, &audio, layers, pooling).map_err(|source| ExtractError::Model {
+    block_outputs(model, &audio, layers).map_err(|source| ExtractError::Model {
         path: path.to_path_buf(),
         source,
     })
@@ -239,12 +272,38 @@ pub fn pooled_audio(
     layers: &[usize],
     pooling: Pooling,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
-    let codes = model.encode(audio)?;
-    let blocks = model.capture(&codes, layers)?;
-    blocks
+    block_outputs(model, audio, layers)?
         .iter()
-        .map(|b| Ok(pool(b, pooling)?.flatten_all()?.to_vec1::<f32>()?))
+        .map(|b| Ok(pooled_vec(b, pooling)?))
         .collect()
+}
+
+/// Outputs `[1, frames, hidden]` of `layers` for mono audio at the model's rate, in the order of
+/// `layers`: the audio's EnCodec codes run teacher-forced through the decoder with no text.
+pub fn block_outputs(
+    model: &MusicGen,
+    audio: &[f32],
+    layers: &[usize],
+) -> Result<Vec<Tensor>, ModelError> {
+    let codes = model.encode(audio)?;
+    model.capture(&codes, layers)
+}
+
+/// One clip's block output pooled to a plain vector.
+fn pooled_vec(block: &Tensor, pooling: Pooling) -> candle_core::Result<Vec<f32>> {
+    pool(block, pooling)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// The mean over frames of each frame's L2 norm of a block output `[batch, frames, hidden]`:
+/// the size of what flows in the residual stream at that block.
+pub fn residual_norm(block: &Tensor) -> candle_core::Result<f32> {
+    block
+        .to_dtype(DType::F32)?
+        .sqr()?
+        .sum(D::Minus1)?
+        .sqrt()?
+        .mean_all()?
+        .to_scalar::<f32>()
 }
 
 /// Pools `[batch, frames, hidden]` over frames to `[batch, hidden]` (f32).

@@ -4,7 +4,9 @@
 //! File layout: tensors `layer.{l}` f32 `[n, hidden]` and `labels` (i64 `[n]` class ids, or f32
 //! `[n]` regression targets); metadata `baton.format`, `classes` (JSON list), `model`, `pooling`,
 //! `concept`, and optionally `num_layers` (decoder blocks in the model, whichever blocks the file
-//! holds; files written before it existed lack it, see [`FeatureSet::model_blocks`]).
+//! holds; files written before it existed lack it, see [`FeatureSet::model_blocks`]) and
+//! `residual_norms` (JSON object block -> mean per-frame L2 norm of the block's output over the
+//! clips, before pooling; older files lack it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -61,6 +63,10 @@ pub struct FeatureSet {
     pub layers: BTreeMap<usize, Vec<f32>>,
     /// One label per example.
     pub labels: Labels,
+    /// Mean per-frame L2 norm of each block's output over all clips, before pooling (empty in
+    /// older files): the residual stream's scale, which bundles carry for residual-unit
+    /// strengths.
+    pub residual_norms: BTreeMap<usize, f32>,
 }
 
 impl FeatureSet {
@@ -158,6 +164,7 @@ impl FeatureSet {
             num_layers,
             layers,
             labels,
+            residual_norms: r.meta_blocks("residual_norms", true)?,
         })
     }
 
@@ -192,6 +199,12 @@ impl FeatureSet {
         if let Some(blocks) = self.num_layers {
             metadata.insert("num_layers".to_string(), blocks.to_string());
         }
+        if !self.residual_norms.is_empty() {
+            metadata.insert(
+                "residual_norms".to_string(),
+                st::blocks_json(&self.residual_norms),
+            );
+        }
         st::write(path, &tensors, metadata)
     }
 }
@@ -220,6 +233,7 @@ mod tests {
                     (3, vec![0.5; 6]),
                 ]),
                 labels,
+                residual_norms: BTreeMap::from([(0, 9.5), (3, 20.0)]),
             };
             let path = dir.path().join("f.safetensors");
             set.write(&path).unwrap();
@@ -239,6 +253,7 @@ mod tests {
             num_layers,
             layers: BTreeMap::from([(1, vec![0.0, 1.0]), (3, vec![2.0, 3.0])]),
             labels: Labels::Classes(vec![0, 1]),
+            residual_norms: BTreeMap::new(),
         }
     }
 

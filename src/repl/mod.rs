@@ -282,6 +282,7 @@ mod tests {
                 (0, vec![1.0, 0.0]),
                 (2, vec![0.0, 1.0]),
             ]),
+            residual_norms: Default::default(),
         }
         .write(&lib.path().join("notes/C#.safetensors"))
         .unwrap();
@@ -420,6 +421,7 @@ mod tests {
                 pooling: "mean".into(),
                 scores: [(0, score)].into(),
                 directions: [(0, vec![1.0, 0.0])].into(),
+                residual_norms: Default::default(),
             }
             .write(&lib.join("X.safetensors"))
             .unwrap();

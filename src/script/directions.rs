@@ -240,6 +240,9 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("to_debug", |d: &mut Direction| d.to_string());
     engine.register_get("name", |d: &mut Direction| d.name.clone());
     engine.register_get("scores", |d: &mut Direction| score_map(d.scores.clone()));
+    engine.register_get("residual_norms", |d: &mut Direction| {
+        score_map(d.residual_norms.iter().map(|(&l, &n)| (l, n as f64)))
+    });
     engine.register_get("metric", |d: &mut Direction| d.metric.clone());
     engine.register_get("width", |d: &mut Direction| d.hidden_size as INT);
     engine.register_get("blocks", |d: &mut Direction| -> Array {

@@ -302,7 +302,7 @@ impl Host {
 pub const VERBS: &[(&str, &str)] = &[
     (
         "direction",
-        "direction(\"concept:target\" | \"file.safetensors\")",
+        "direction(\"concept:target\" | \"file.safetensors\") -> .scores, .residual_norms, .blocks, .best_block, .metric, .width",
     ),
     (
         "probe",
@@ -321,7 +321,7 @@ pub const VERBS: &[(&str, &str)] = &[
     ("piece", "piece(prompt, seconds)"),
     (
         "steer",
-        "piece.steer(direction, strength_or_schedule [, #{gate: p, layers: \"top:8\", delay: s}])",
+        "piece.steer(direction, strength_or_schedule [, #{gate: p, layers: \"top:8\", delay: s, unit: \"residual\"}])",
     ),
     ("gate", "piece.gate(p)"),
     ("seed", "piece.seed(n)"),

@@ -10,7 +10,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, INT};
 use super::schedules::num;
 use super::{fail, sandbox, Host, RenderRequest, Rendered};
 use crate::model::Sampling;
-use crate::steer::{Direction, LayerWeights, Plan, Schedule, Term};
+use crate::steer::{Direction, LayerWeights, Plan, Schedule, StrengthUnit, Term};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
@@ -83,6 +83,16 @@ fn weights_rule(v: &Dynamic) -> Res<LayerWeights> {
         .map_err(|e: crate::steer::SteerError| e.to_string().into())
 }
 
+fn strength_unit(v: &Dynamic) -> Res<StrengthUnit> {
+    let Ok(s) = v.clone().into_string() else {
+        return fail(format!(
+            "unit must be \"absolute\" or \"residual\", not {}",
+            v.type_name()
+        ));
+    };
+    s.parse().map_err(|e: String| e.into())
+}
+
 /// `eta0` and `phi` from a strength argument: a number is a constant strength, a schedule is
 /// the whole `eta0 * phi(t)`.
 fn strength(amount: &Dynamic) -> Res<(f64, Schedule)> {
@@ -100,15 +110,17 @@ fn add_term(p: &mut Piece, d: Direction, amount: &Dynamic, opts: Option<Map>) ->
         schedule,
         weights: p.layers,
         gate: None,
+        unit: StrengthUnit::Absolute,
     };
     for (k, v) in opts.unwrap_or_default() {
         match k.as_str() {
             "gate" => term.gate = Some(probability(&v, "gate")?),
             "layers" => term.weights = weights_rule(&v)?,
             "delay" => term.schedule = term.schedule.shift(num(&v, "delay")?),
+            "unit" => term.unit = strength_unit(&v)?,
             other => {
                 return fail(format!(
-                    "steer: unknown option `{other}` (known: gate, layers, delay)"
+                    "steer: unknown option `{other}` (known: gate, layers, delay, unit)"
                 ))
             }
         }

@@ -99,7 +99,7 @@ fn reuse_key(request: &RenderRequest, steps: usize) -> u64 {
         .plan
         .terms
         .iter()
-        .map(|t| (&t.direction, t.weights))
+        .map(|t| (&t.direction, t.weights, t.unit))
         .collect();
     super::hash_debug(
         &mut h,

@@ -24,10 +24,27 @@ pub struct Direction {
     pub scores: BTreeMap<usize, f64>,
     /// The vector added to each block's output (unit norm when read from a bundle).
     pub vectors: BTreeMap<usize, Vec<f32>>,
+    /// Typical norm of each block's output (see [`DirectionBundle::residual_norms`]); empty for
+    /// bundles trained before baton recorded it.
+    pub residual_norms: BTreeMap<usize, f32>,
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+/// Per block: the mean of `a` and `b` where both have a value, else the one there is.
+fn mean_where_both<T>(a: &BTreeMap<usize, T>, b: &BTreeMap<usize, T>) -> BTreeMap<usize, T>
+where
+    T: Copy + std::ops::Add<Output = T> + std::ops::Div<Output = T> + From<u8>,
+{
+    let mut out = a.clone();
+    for (&l, &v) in b {
+        out.entry(l)
+            .and_modify(|x| *x = (*x + v) / T::from(2))
+            .or_insert(v);
+    }
+    out
 }
 
 impl Direction {
@@ -40,6 +57,7 @@ impl Direction {
             metric: bundle.metric,
             scores: bundle.scores,
             vectors: bundle.directions,
+            residual_norms: bundle.residual_norms,
         }
     }
 
@@ -95,7 +113,8 @@ impl Direction {
     }
 
     /// Blockwise `self + k * other` over the union of both directions' blocks (a block missing
-    /// from one side counts as zero there); scores are the mean where both have one.
+    /// from one side counts as zero there); scores and residual norms are the mean where both
+    /// have one.
     fn combine(&self, other: &Direction, k: f32, op: &str) -> Result<Direction, SteerError> {
         self.check_compatible(other)?;
         let mut vectors = self.vectors.clone();
@@ -105,16 +124,10 @@ impl Direction {
                 .or_insert_with(|| vec![0.0; self.hidden_size]);
             v.iter_mut().zip(w).for_each(|(a, b)| *a += k * b);
         }
-        let mut scores = self.scores.clone();
-        for (&l, &s) in &other.scores {
-            scores
-                .entry(l)
-                .and_modify(|a| *a = (*a + s) / 2.0)
-                .or_insert(s);
-        }
         Ok(Direction {
             name: format!("({} {op} {})", self.name, other.name),
-            scores,
+            scores: mean_where_both(&self.scores, &other.scores),
+            residual_norms: mean_where_both(&self.residual_norms, &other.residual_norms),
             vectors,
             num_layers: self.num_layers.max(other.num_layers),
             ..self.clone()
@@ -249,6 +262,7 @@ pub(crate) mod tests {
             metric: metric.into(),
             scores: blocks.iter().map(|(l, s, _)| (*l, *s)).collect(),
             vectors: blocks.iter().map(|(l, _, v)| (*l, v.clone())).collect(),
+            residual_norms: BTreeMap::new(),
         }
     }
 
@@ -279,6 +293,18 @@ pub(crate) mod tests {
         assert_eq!(c.len(), 1);
         assert!((c[&1] - 0.6).abs() < 1e-7);
         assert_eq!(a.scale(2.0).vectors[&1], vec![1.2, 1.6]);
+        // Residual norms combine as the scores do.
+        let with_norms = |d: &Direction, norms: &[(usize, f32)]| Direction {
+            residual_norms: norms.iter().copied().collect(),
+            ..d.clone()
+        };
+        let s = with_norms(&a, &[(0, 2.0), (1, 4.0)])
+            .add(&with_norms(&b, &[(1, 6.0), (2, 8.0)]))
+            .unwrap();
+        assert_eq!(
+            s.residual_norms,
+            BTreeMap::from([(0, 2.0), (1, 5.0), (2, 8.0)])
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! schedule `phi`, layer weights `w` (from the probe's per-block scores, see [`LayerWeights`]),
 //! gate probability `p` (`b_t ~ Bernoulli(p)`, one seeded draw per step shared by every term with
 //! the same `p`; item `b` of a batch draws as the plan seeded `seed + b` does alone) and
-//! direction `q`. Schedules are sampled for every step before generation starts
+//! direction `q` (times the block's residual norm for a term in [`StrengthUnit::Residual`]).
+//! Schedules are sampled for every step before generation starts
 //! ([`Plan::coefficients`]); the decoder only sees the resulting vectors through
 //! [`PlanHook`], which computes each step's per-block vectors once (a weighted sum of the terms'
 //! directions).
@@ -20,7 +21,7 @@ pub mod schedule;
 
 pub use direction::Direction;
 pub use layer_weights::LayerWeights;
-pub use plan::{gate_open, Plan, PlanHook, Term};
+pub use plan::{gate_open, Plan, PlanHook, StrengthUnit, Term};
 pub use schedule::{Interp, Schedule, ScheduleError};
 
 /// Errors from building or evaluating a steering plan.

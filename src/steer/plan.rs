@@ -22,6 +22,70 @@ pub struct Term {
     pub weights: LayerWeights,
     /// Gate probability for this term; `None` uses the plan's gate.
     pub gate: Option<f64>,
+    /// What the strength is measured in.
+    pub unit: StrengthUnit,
+}
+
+/// What a term's strength is measured in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StrengthUnit {
+    /// The direction's unit vectors as they are, as in the paper: how far a strength pushes
+    /// depends on the model's residual scale, which differs between models and blocks.
+    #[default]
+    Absolute,
+    /// Fractions of each block's typical output norm (recorded in the bundle when it was
+    /// trained): 0.1 pushes every steered block by a tenth of its usual size, in any model.
+    Residual,
+}
+
+impl StrengthUnit {
+    /// The unit's name as flags and recipes spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrengthUnit::Absolute => "absolute",
+            StrengthUnit::Residual => "residual",
+        }
+    }
+}
+
+impl std::str::FromStr for StrengthUnit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "absolute" => Ok(StrengthUnit::Absolute),
+            "residual" => Ok(StrengthUnit::Residual),
+            other => Err(format!(
+                "unknown strength unit `{other}` (expected absolute or residual)"
+            )),
+        }
+    }
+}
+
+impl Term {
+    /// The factor each block's unit direction gets per unit of strength: the layer weight `w_l`,
+    /// times the block's residual norm for [`StrengthUnit::Residual`]. Blocks without a vector
+    /// or with a zero weight are left out.
+    pub fn block_weights(&self) -> Result<BTreeMap<usize, f64>, SteerError> {
+        let d = &self.direction;
+        self.weights
+            .weights(d)
+            .into_iter()
+            .filter(|(l, w)| *w != 0.0 && d.vectors.contains_key(l))
+            .map(|(l, w)| match self.unit {
+                StrengthUnit::Absolute => Ok((l, w)),
+                StrengthUnit::Residual => match d.residual_norms.get(&l) {
+                    Some(&n) => Ok((l, w * n as f64)),
+                    None => Err(SteerError::Mismatch(format!(
+                        "direction `{}` has no residual norm for block {l}, so its strength \
+                         cannot be in residual units (bundles trained before baton recorded \
+                         norms lack them: run `baton features` and `baton train` again)",
+                        d.name
+                    ))),
+                },
+            })
+            .collect()
+    }
 }
 
 /// A list of terms plus what applies to all of them.
@@ -139,6 +203,7 @@ impl Plan {
             if let Some(p) = t.gate {
                 check_p(p)?;
             }
+            t.block_weights()?;
         }
         Ok(())
     }
@@ -205,16 +270,13 @@ impl Plan {
         coefficients: &[f64],
         num_layers: usize,
         hidden_size: usize,
-    ) -> Vec<Option<Vec<f32>>> {
+    ) -> Result<Vec<Option<Vec<f32>>>, SteerError> {
         let mut out: Vec<Option<Vec<f32>>> = vec![None; num_layers];
         for (term, c) in self.terms.iter().zip(coefficients) {
-            for (l, w) in term.weights.weights(&term.direction) {
+            for (l, w) in term.block_weights()? {
                 let (Some(q), Some(slot)) = (term.direction.vectors.get(&l), out.get_mut(l)) else {
                     continue;
                 };
-                if w == 0.0 {
-                    continue;
-                }
                 let v = slot.get_or_insert_with(|| vec![0.0; hidden_size]);
                 let k = c * w;
                 v.iter_mut()
@@ -222,7 +284,7 @@ impl Plan {
                     .for_each(|(a, b)| *a = (*a as f64 + k * *b as f64) as f32);
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -246,6 +308,9 @@ impl fmt::Display for Plan {
             )?;
             if let Some(p) = t.gate {
                 write!(f, " gate {p}")?;
+            }
+            if t.unit == StrengthUnit::Residual {
+                write!(f, " in residual units")?;
             }
         }
         Ok(())
@@ -302,14 +367,10 @@ impl PlanHook {
         let mut active = vec![false; num_layers];
         for (i, term) in plan.terms.iter().enumerate() {
             let row = &mut rows[i * num_layers * hidden_size..(i + 1) * num_layers * hidden_size];
-            let weights: BTreeMap<usize, f64> = term.weights.weights(&term.direction);
-            for (l, w) in weights {
+            for (l, w) in term.block_weights()? {
                 let Some(q) = term.direction.vectors.get(&l) else {
                     continue;
                 };
-                if w == 0.0 {
-                    continue;
-                }
                 active[l] = true;
                 let dst = &mut row[l * hidden_size..(l + 1) * hidden_size];
                 dst.iter_mut()

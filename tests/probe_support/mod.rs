@@ -66,6 +66,7 @@ pub fn features(model: &MusicGen, clips: &[PathBuf], ids: Vec<i64>) -> FeatureSe
         num_layers: Some(model.num_layers()),
         layers: rows,
         labels: Labels::Classes(ids),
+        residual_norms: Default::default(),
     }
 }
 

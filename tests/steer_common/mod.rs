@@ -47,6 +47,7 @@ pub fn bundle(
         pooling: "mean".into(),
         scores,
         directions,
+        residual_norms: Default::default(),
     }
 }
 
