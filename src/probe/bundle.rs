@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use super::features::{insert_residual_norms, read_residual_norms};
 use crate::files::{self as st, FormatError, OwnedTensor};
 
 /// The format tag of direction bundles.
@@ -63,16 +64,7 @@ impl DirectionBundle {
         let hidden_size = parse_usize("hidden_size")?;
         let num_layers = parse_usize("num_layers")?;
         let scores: BTreeMap<usize, f64> = r.meta_blocks("scores", false)?;
-        let residual_norms: BTreeMap<usize, f32> = r.meta_blocks("residual_norms", true)?;
-        if let Some((l, v)) = residual_norms
-            .iter()
-            .find(|(_, v)| !(v.is_finite() && **v > 0.0))
-        {
-            return Err(FormatError::invalid(
-                path,
-                format!("residual norm {v} of block {l} is not a positive number"),
-            ));
-        }
+        let residual_norms = read_residual_norms(&r)?;
         let mut directions = BTreeMap::new();
         for name in r.names()? {
             let Some(l) = name.strip_prefix("direction.") else {
@@ -140,12 +132,7 @@ impl DirectionBundle {
             ("pooling".to_string(), self.pooling.clone()),
             ("scores".to_string(), st::blocks_json(&self.scores)),
         ]);
-        if !self.residual_norms.is_empty() {
-            metadata.insert(
-                "residual_norms".to_string(),
-                st::blocks_json(&self.residual_norms),
-            );
-        }
+        insert_residual_norms(&mut metadata, &self.residual_norms);
         st::write(path, &tensors, metadata)
     }
 }

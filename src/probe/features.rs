@@ -164,7 +164,7 @@ impl FeatureSet {
             num_layers,
             layers,
             labels,
-            residual_norms: r.meta_blocks("residual_norms", true)?,
+            residual_norms: read_residual_norms(&r)?,
         })
     }
 
@@ -199,13 +199,31 @@ impl FeatureSet {
         if let Some(blocks) = self.num_layers {
             metadata.insert("num_layers".to_string(), blocks.to_string());
         }
-        if !self.residual_norms.is_empty() {
-            metadata.insert(
-                "residual_norms".to_string(),
-                st::blocks_json(&self.residual_norms),
-            );
-        }
+        insert_residual_norms(&mut metadata, &self.residual_norms);
         st::write(path, &tensors, metadata)
+    }
+}
+
+/// The optional `residual_norms` metadata of features files and bundles (empty when absent);
+/// each norm must be a positive number.
+pub(crate) fn read_residual_norms(r: &st::Reader) -> Result<BTreeMap<usize, f32>, FormatError> {
+    let norms: BTreeMap<usize, f32> = r.meta_blocks("residual_norms", true)?;
+    if let Some((l, v)) = norms.iter().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+        return Err(FormatError::invalid(
+            &r.path,
+            format!("residual norm {v} of block {l} is not a positive number"),
+        ));
+    }
+    Ok(norms)
+}
+
+/// Records `norms` as `residual_norms` metadata, when there are any.
+pub(crate) fn insert_residual_norms(
+    metadata: &mut HashMap<String, String>,
+    norms: &BTreeMap<usize, f32>,
+) {
+    if !norms.is_empty() {
+        metadata.insert("residual_norms".to_string(), st::blocks_json(norms));
     }
 }
 
