@@ -1,10 +1,12 @@
-//! `baton train`: fit one RFM probe per decoder block of a features file and write the concept
-//! directions as a direction bundle (per-block validation scores in its metadata).
+//! `baton train`: fit one RFM probe per decoder block of a features file (or, with `--method
+//! mean-diff`, the difference-of-means baseline) and write the concept directions as a direction
+//! bundle (per-block validation scores in its metadata).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use baton::probe::{DirectionBundle, FeatureSet, Labels};
+use baton::rfm::baseline::{mean_difference_block, BaselineResult};
 use baton::rfm::fit::Hyper;
 use baton::rfm::io::SavedProbe;
 use baton::rfm::train::{
@@ -28,6 +30,16 @@ pub enum TaskArg {
     Regression,
 }
 
+/// How each block's direction is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// Recursive Feature Machine probes (the paper's): the top eigenvector of the AGOP.
+    Rfm,
+    /// The difference of the class means (or the features' covariance with a value label): the
+    /// usual steering baseline, to compare RFM directions with.
+    MeanDiff,
+}
+
 /// Arguments of `baton train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -36,6 +48,9 @@ pub struct TrainArgs {
     /// Where to write the direction bundle (missing folders are created).
     #[arg(long)]
     pub out: PathBuf,
+    /// How directions are found.
+    #[arg(long, value_enum, default_value = "rfm")]
+    pub method: MethodArg,
     /// Probe kind [default: regression for value labels, binary with --positive, else multiclass].
     #[arg(long, value_enum)]
     pub task: Option<TaskArg>,
@@ -117,6 +132,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(v) = &val {
         check_val(&feats, v, &args)?;
     }
+    if args.method == MethodArg::MeanDiff {
+        check_mean_diff(&args, kind)?;
+    }
     let tuning = match (args.search, args.reg, args.bandwidth, args.exponent) {
         (None, None, None, None) if !args.center_grads => Tuning::Search { draws: 20 },
         (Some(draws), ..) => Tuning::Search { draws },
@@ -182,11 +200,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("training");
-    let mut results: BTreeMap<usize, BlockResult> = BTreeMap::new();
+    let mut results: BTreeMap<usize, Fitted> = BTreeMap::new();
     for &l in &layers {
         let val_block = val.as_ref().map(|v| block(v, l));
-        let r = train_block(block(&feats, l), val_block, &sets, &opts)
-            .map_err(|e| miette!("block {l}: {e}"))?;
+        let r = match args.method {
+            MethodArg::Rfm => train_block(block(&feats, l), val_block, &sets, &opts)
+                .map(|r| Fitted::Rfm(Box::new(r))),
+            MethodArg::MeanDiff => {
+                mean_difference_block(block(&feats, l), val_block, &sets, metric)
+                    .map(Fitted::MeanDiff)
+            }
+        }
+        .map_err(|e| miette!("block {l}: {e}"))?;
         results.insert(l, r);
         bar.inc(1);
     }
@@ -207,13 +232,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
             num_layers,
             metric: metric.as_str().to_string(),
             pooling: feats.pooling.clone(),
-            scores: results.iter().map(|(l, r)| (*l, r.score)).collect(),
+            scores: results.iter().map(|(l, r)| (*l, r.score())).collect(),
             directions: results
                 .iter()
                 .filter_map(|(l, r)| {
-                    r.directions
-                        .get(k)
-                        .map(|d| (*l, d.vector.iter().map(|&v| v as f32).collect()))
+                    r.direction(k)
+                        .map(|d| (*l, d.iter().map(|&v| v as f32).collect()))
                 })
                 .collect(),
             residual_norms: feats
@@ -235,11 +259,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let best = results
         .iter()
         .fold(None::<(usize, f64)>, |acc, (l, r)| match acc {
-            Some((_, s)) if !metric.better(r.score, s) => acc,
-            _ => Some((*l, r.score)),
+            Some((_, s)) if !metric.better(r.score(), s) => acc,
+            _ => Some((*l, r.score())),
         });
     let mut classifier_note = String::new();
-    if let (ProbeKind::Multiclass { .. }, Some((l, _))) = (kind, best) {
+    let best_rfm = best.and_then(|(l, _)| match &results[&l] {
+        Fitted::Rfm(r) => Some((l, r)),
+        Fitted::MeanDiff(_) => None,
+    });
+    if let (ProbeKind::Multiclass { .. }, Some((l, best_rfm))) = (kind, best_rfm) {
         let path = args
             .classifier
             .clone()
@@ -248,7 +276,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             folder.create()?;
         }
         SavedProbe {
-            rfm: results[&l].model.clone(),
+            rfm: best_rfm.model.clone(),
             classes: feats.classes.clone(),
             layer: l,
             model: feats.model.clone(),
@@ -264,24 +292,32 @@ pub fn run(args: TrainArgs) -> Result<()> {
     } else {
         ""
     };
-    println!(
-        "block  {metric:>7}  best_iter  rounds  stopped  reg        L        q     center  eig1{r2_head}"
-    );
+    match args.method {
+        MethodArg::Rfm => println!(
+            "block  {metric:>7}  best_iter  rounds  stopped  reg        L        q     center  eig1{r2_head}"
+        ),
+        MethodArg::MeanDiff => println!("block  {metric:>7}{r2_head}"),
+    }
     for (l, r) in &results {
-        let h = r.hyper;
-        let r2 = r.r2.map_or(String::new(), |v| format!("  {v:.4}"));
-        println!(
-            "{l:>5}  {:>7.4}  {:>9}  {:>6}  {:>7}  {:<9.2e}  {:<7.3}  {:<4.2}  {:<6}  {:.3}{r2}",
-            r.score,
-            r.best_iter,
-            r.rounds,
-            if r.early_stopped { "yes" } else { "no" },
-            h.reg,
-            h.bandwidth,
-            h.exponent,
-            h.center_grads,
-            r.directions.first().map_or(0.0, |d| d.eigenvalue),
-        );
+        let r2 = r.r2().map_or(String::new(), |v| format!("  {v:.4}"));
+        match r {
+            Fitted::Rfm(r) => {
+                let h = r.hyper;
+                println!(
+                    "{l:>5}  {:>7.4}  {:>9}  {:>6}  {:>7}  {:<9.2e}  {:<7.3}  {:<4.2}  {:<6}  {:.3}{r2}",
+                    r.score,
+                    r.best_iter,
+                    r.rounds,
+                    if r.early_stopped { "yes" } else { "no" },
+                    h.reg,
+                    h.bandwidth,
+                    h.exponent,
+                    h.center_grads,
+                    r.directions.first().map_or(0.0, |d| d.eigenvalue),
+                );
+            }
+            Fitted::MeanDiff(m) => println!("{l:>5}  {:>7.4}{r2}", m.score),
+        }
     }
     let (n_train, n_val) = (sets.train_rows.len(), sets.val_rows.len());
     if let Some((l, s)) = best {
@@ -289,6 +325,62 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "best block {l} ({metric} {s:.4}); {n_train} train / {n_val} val examples; wrote {}{classifier_note}",
             args.out.display()
         );
+    }
+    Ok(())
+}
+
+/// One block's fitted probe.
+enum Fitted {
+    Rfm(Box<BlockResult>),
+    MeanDiff(BaselineResult),
+}
+
+impl Fitted {
+    fn score(&self) -> f64 {
+        match self {
+            Fitted::Rfm(r) => r.score,
+            Fitted::MeanDiff(m) => m.score,
+        }
+    }
+
+    fn r2(&self) -> Option<f64> {
+        match self {
+            Fitted::Rfm(r) => r.r2,
+            Fitted::MeanDiff(m) => m.r2,
+        }
+    }
+
+    /// Direction `k` (0 = the first), if the probe has that many.
+    fn direction(&self, k: usize) -> Option<&[f64]> {
+        match self {
+            Fitted::Rfm(r) => r.directions.get(k).map(|d| d.vector.as_slice()),
+            Fitted::MeanDiff(m) => (k == 0).then_some(m.direction.as_slice()),
+        }
+    }
+}
+
+/// What a difference of means cannot do, refused before any work.
+fn check_mean_diff(args: &TrainArgs, kind: ProbeKind) -> Result<()> {
+    if let ProbeKind::Multiclass { .. } = kind {
+        return Err(miette!(
+            "--method mean-diff needs two sides: give --positive CLASS (binary) or train on value \
+             labels (regression)"
+        ));
+    }
+    let rfm_only = [
+        (args.components > 1, "--components"),
+        (args.search.is_some(), "--search"),
+        (args.reg.is_some(), "--reg"),
+        (args.bandwidth.is_some(), "--bandwidth"),
+        (args.exponent.is_some(), "--exponent"),
+        (args.center_grads, "--center-grads"),
+        (args.classifier.is_some(), "--classifier"),
+    ];
+    if let Some((_, flag)) = rfm_only.iter().find(|(given, _)| *given) {
+        return Err(miette!(
+            "{flag} is a setting of RFM probes; --method mean-diff has one direction per block \
+             and nothing to tune"
+        ));
     }
     Ok(())
 }

@@ -16,11 +16,13 @@
 //! - [`directions`]: top-k eigenvectors of the concept matrix with a label-aligned sign;
 //! - [`data`]: splits, targets and z-scoring;
 //! - [`train`]: the per-block probe pipeline behind `baton train`;
+//! - [`baseline`]: the difference-of-means direction RFM directions are compared with;
 //! - [`io`]: saving a fitted classifier so it can label audio later.
 //!
 //! Everything is computed in f64 on the CPU with faer (both cores through rayon).
 
 pub mod agop;
+pub mod baseline;
 pub mod data;
 pub mod dense;
 pub mod directions;

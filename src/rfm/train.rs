@@ -227,7 +227,8 @@ pub struct BlockFeatures<'a> {
 }
 
 impl BlockFeatures<'_> {
-    fn gather(&self, rows: &[usize]) -> Result<Mat<f64>, RfmError> {
+    /// The given rows as an f64 matrix.
+    pub fn gather(&self, rows: &[usize]) -> Result<Mat<f64>, RfmError> {
         let d = self.d;
         let needed = rows.iter().max().map_or(0, |&r| (r + 1) * d);
         if self.rows.len() < needed {
