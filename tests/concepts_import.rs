@@ -373,30 +373,13 @@ fn recordings_go_from_folder_to_direction_bundle_on_the_command_line() {
     );
 
     // features and train make the folders of their outputs
-    let feats = tmp.path().join("feats/f.safetensors");
-    let model = fixture("tiny-a");
-    let (ok, err) = baton(&[
-        "features",
-        &p(&data),
-        "--out",
-        &p(&feats),
-        "--model",
-        &p(&model),
-    ]);
-    assert!(ok, "{err}");
     let bundle = tmp.path().join("lib/pitch_height/low.safetensors");
-    let (ok, err) = baton(&[
-        "train",
-        &p(&feats),
-        "--positive",
-        "low",
-        "--out",
-        &p(&bundle),
-        "--search",
-        "3",
-    ]);
-    assert!(ok, "{err}");
-    let read = DirectionBundle::read(&bundle).expect("bundle");
+    let read = features_then_train(
+        &data,
+        &tmp.path().join("feats/f.safetensors"),
+        &bundle,
+        &["--positive", "low"],
+    );
     assert_eq!(
         (read.concept.as_str(), read.target.as_str()),
         ("pitch_height", "low")
@@ -435,6 +418,33 @@ fn recordings_go_from_folder_to_direction_bundle_on_the_command_line() {
     assert!(!ok && err.contains("--from"), "{err}");
 }
 
+/// `baton features DATA --out FEATS` on the tiny checkpoint, then `baton train FEATS --out
+/// BUNDLE --search 3 EXTRA..`; returns the bundle.
+fn features_then_train(
+    data: &Path,
+    feats: &Path,
+    bundle: &Path,
+    extra: &[&str],
+) -> DirectionBundle {
+    let p = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let model = fixture("tiny-a");
+    let (ok, err) = baton(&[
+        "features",
+        &p(data),
+        "--out",
+        &p(feats),
+        "--model",
+        &p(&model),
+    ]);
+    assert!(ok, "{err}");
+    let mut args = vec!["train".to_string(), p(feats), "--out".into(), p(bundle)];
+    args.extend(["--search", "3"].iter().chain(extra).map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, err) = baton(&args);
+    assert!(ok, "{err}");
+    DirectionBundle::read(bundle).expect("bundle")
+}
+
 #[test]
 fn a_hand_written_manifest_with_numbers_trains_a_regression_probe() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -449,22 +459,12 @@ fn a_hand_written_manifest_with_numbers_trains_a_regression_probe() {
         ));
     }
     std::fs::write(data.join("manifest.jsonl"), manifest).expect("manifest");
-    let p = |p: &Path| p.to_str().expect("utf-8").to_string();
-    let feats = tmp.path().join("f.safetensors");
-    let model = fixture("tiny-a");
-    let (ok, err) = baton(&[
-        "features",
-        &p(&data),
-        "--out",
-        &p(&feats),
-        "--model",
-        &p(&model),
-    ]);
-    assert!(ok, "{err}");
-    let bundle = tmp.path().join("lib/brightness/value.safetensors");
-    let (ok, err) = baton(&["train", &p(&feats), "--out", &p(&bundle), "--search", "3"]);
-    assert!(ok, "{err}");
-    let read = DirectionBundle::read(&bundle).expect("bundle");
+    let read = features_then_train(
+        &data,
+        &tmp.path().join("f.safetensors"),
+        &tmp.path().join("lib/brightness/value.safetensors"),
+        &[],
+    );
     assert_eq!(
         (
             read.concept.as_str(),
