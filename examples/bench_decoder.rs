@@ -86,6 +86,7 @@ fn main() -> anyhow_free::Result {
         },
         guidance_scale: 3.0,
         seed: 0,
+        negative_prompt: None,
     };
     let t = std::time::Instant::now();
     generate::generate(&decoder, &inputs, &options, None, &mut |_, _| {})?;

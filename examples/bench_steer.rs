@@ -92,6 +92,7 @@ fn main() -> Res {
         },
         guidance_scale: 3.0,
         seed: 0,
+        negative_prompt: None,
     };
 
     // One closure per setup: runs a generation with or without the hook, returns seconds.

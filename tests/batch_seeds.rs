@@ -20,6 +20,7 @@ fn options(seed: u64) -> GenerateOptions {
         },
         guidance_scale: 3.0,
         seed,
+        negative_prompt: None,
     }
 }
 

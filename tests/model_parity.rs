@@ -113,6 +113,7 @@ impl Tiny {
             sampling,
             guidance_scale: scale,
             seed,
+            negative_prompt: None,
         };
         generate::generate(&self.decoder, &inputs, &options, None, &mut |_, _| {}).unwrap()
     }
@@ -340,6 +341,7 @@ fn end_to_end(name: &str) {
             sampling: Sampling::Greedy,
             guidance_scale: scale,
             seed: 0,
+            negative_prompt: None,
         };
         let mut steps = 0;
         let codes = model
@@ -397,6 +399,7 @@ fn bf16_weights_stay_close_to_f32() {
         sampling: Sampling::Greedy,
         guidance_scale: 3.0,
         seed: 0,
+        negative_prompt: None,
     };
     let codes = model
         .generate(&["a", "b c"], &options, None, &mut |_, _| {})
@@ -532,6 +535,7 @@ fn residual_hook_steers_generation() {
         sampling: Sampling::Greedy,
         guidance_scale: 3.0,
         seed: 0,
+        negative_prompt: None,
     };
     let hidden = model.hidden_size();
     let hook_with = |v: Option<Tensor>, cond_only| ConstantHook {

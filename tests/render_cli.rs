@@ -45,6 +45,7 @@ fn options() -> GenerateOptions {
         sampling: Sampling::Greedy,
         guidance_scale: 3.0,
         seed: 0,
+        negative_prompt: None,
     }
 }
 

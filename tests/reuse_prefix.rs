@@ -84,6 +84,7 @@ fn generate_seeded(
         sampling,
         guidance_scale: 3.0,
         seed,
+        negative_prompt: None,
     };
     let mut reported = Vec::new();
     let codes = model
@@ -181,6 +182,7 @@ fn a_prefix_of_another_shape_is_refused() {
         sampling: Sampling::Greedy,
         guidance_scale: 3.0,
         seed: 0,
+        negative_prompt: None,
     };
     let prefix = Prefix {
         codes: &short,

@@ -80,6 +80,7 @@ fn steered(model: &MusicGen, r: &Reference, case: &str) -> Tensor {
         sampling: Sampling::Greedy,
         guidance_scale: r.meta["guidance_scale"].parse().unwrap(),
         seed: 0,
+        negative_prompt: None,
     };
     model
         .generate(

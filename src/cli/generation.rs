@@ -1,6 +1,6 @@
 //! The generation flags `render` and `sweep` share: how tokens are chosen (`--greedy`,
-//! `--top-k`, `--temperature`, `--cfg`) and what steers (`--steer`, `--layer-weights`,
-//! `--gate`), each checked before the model loads.
+//! `--top-k`, `--temperature`, `--cfg`, `--negative-prompt`) and what steers (`--steer`,
+//! `--layer-weights`, `--gate`, `--strength-unit`), each checked before the model loads.
 
 use baton::model::{GenerateOptions, MusicGen, ResidualHook, Sampling};
 use baton::probe::DirectionBundle;
@@ -38,6 +38,10 @@ pub struct SamplingArgs {
     /// Classifier-free guidance scale (1.0 disables guidance).
     #[arg(long, default_value_t = 3.0)]
     pub cfg: f64,
+    /// Text guidance steers away from ("drums, vocals"): the unconditional half of the guidance
+    /// batch hears it instead of nothing. Needs --cfg above 1.
+    #[arg(long, value_name = "TEXT")]
+    pub negative_prompt: Option<String>,
 }
 
 impl SamplingArgs {
@@ -60,7 +64,14 @@ impl SamplingArgs {
                 self.cfg
             ));
         }
-        Ok(())
+        match &self.negative_prompt {
+            Some(n) if n.trim().is_empty() => Err(miette::miette!("--negative-prompt is empty")),
+            Some(_) if self.cfg <= 1.0 => Err(miette::miette!(
+                "--negative-prompt works through guidance: it needs --cfg above 1, got {}",
+                self.cfg
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The generation options for `max_new_tokens` steps from `seed`.
@@ -77,6 +88,7 @@ impl SamplingArgs {
             },
             guidance_scale: self.cfg,
             seed,
+            negative_prompt: self.negative_prompt.clone(),
         }
     }
 }

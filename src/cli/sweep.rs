@@ -139,9 +139,12 @@ fn settings(args: &SweepArgs, probe: &str, files: &[PathBuf]) -> Json {
         "hop": args.hop,
         "pcm16": args.pcm16,
     });
-    // Only when it is not the default, so sweeps from before the flag existed still resume.
+    // Only when not the default, so sweeps from before these flags existed still resume.
     if args.steering.strength_unit != StrengthUnit::Absolute {
         settings["strength_unit"] = json!(args.steering.strength_unit.name());
+    }
+    if let Some(n) = &args.sampling.negative_prompt {
+        settings["negative_prompt"] = json!(n);
     }
     settings
 }

@@ -116,6 +116,10 @@ pub struct GenerateOptions {
     /// Seed of the sampling RNG (same seed, same codes). Batch item `b` samples from its own RNG
     /// seeded `seed + b`, so it gets the codes it would get generated alone with that seed.
     pub seed: u64,
+    /// What guidance steers away from: the unconditional rows are conditioned on this text
+    /// instead of on nothing (zero text states, as Hugging Face does). Needs guidance (a scale
+    /// above 1).
+    pub negative_prompt: Option<String>,
 }
 
 /// Generated audio codes: `[batch, num_codebooks, frames]`, i64, delay pattern already undone.
@@ -349,6 +353,19 @@ impl MusicGen {
                 options.guidance_scale
             )));
         }
+        match &options.negative_prompt {
+            Some(n) if n.trim().is_empty() => {
+                return Err(ModelError::Invalid("the negative prompt is empty".into()))
+            }
+            Some(_) if options.guidance_scale <= 1.0 => {
+                return Err(ModelError::Invalid(format!(
+                    "a negative prompt works through guidance: it needs a guidance scale above \
+                     1, got {}",
+                    options.guidance_scale
+                )))
+            }
+            _ => {}
+        }
         if let Sampling::TopK { k, temperature } = options.sampling {
             if k == 0 {
                 return Err(ModelError::Invalid("top-k must be at least 1".into()));
@@ -398,17 +415,24 @@ impl MusicGen {
         prefix: Option<&Prefix>,
     ) -> Result<Codes, ModelError> {
         self.check_options(prompts, options)?;
-        let (states, mask) = self.text_states(prompts)?;
         // HF: guidance is on only for scales above 1; the unconditional rows see zero text
-        // states and an all-zero mask.
+        // states and an all-zero mask, or here the negative prompt's.
         let guided = options.guidance_scale > 1.0;
-        let (states, mask) = if guided {
-            (
-                Tensor::cat(&[&states, &states.zeros_like()?], 0)?,
-                Tensor::cat(&[&mask, &mask.zeros_like()?], 0)?,
-            )
-        } else {
-            (states, mask)
+        let (states, mask) = match (&options.negative_prompt, guided) {
+            (Some(negative), true) => {
+                // One encoding for both halves, so they are padded alike.
+                let mut all = prompts.to_vec();
+                all.extend(std::iter::repeat_n(negative.as_str(), prompts.len()));
+                self.text_states(&all)?
+            }
+            (None, true) => {
+                let (states, mask) = self.text_states(prompts)?;
+                (
+                    Tensor::cat(&[&states, &states.zeros_like()?], 0)?,
+                    Tensor::cat(&[&mask, &mask.zeros_like()?], 0)?,
+                )
+            }
+            (_, false) => self.text_states(prompts)?,
         };
         let cross = self.decoder.cross_context(&states, &mask)?;
         let inputs = generate::GenerationInputs {

@@ -55,6 +55,8 @@ pub struct RenderRequest {
     pub sampling: Sampling,
     /// Classifier-free guidance scale.
     pub guidance_scale: f64,
+    /// What guidance steers away from (`None`: nothing).
+    pub negative_prompt: Option<String>,
     /// Seed of the sampling RNG (the gate has its own, `plan.seed`).
     pub seed: u64,
     /// Where the WAV goes (already checked against the sandbox rules).
@@ -324,6 +326,10 @@ pub const VERBS: &[(&str, &str)] = &[
         "piece.steer(direction, strength_or_schedule [, #{gate: p, layers: \"top:8\", delay: s, unit: \"residual\"}])",
     ),
     ("gate", "piece.gate(p)"),
+    (
+        "negative",
+        "piece.negative(\"text\")  (guidance steers away from it; needs cfg above 1)",
+    ),
     ("seed", "piece.seed(n)"),
     ("tempo", "piece.tempo(bpm)  (schedules then count beats)"),
     (

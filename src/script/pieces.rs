@@ -1,5 +1,6 @@
 //! Piece verbs: `piece(prompt, seconds)` and its builder methods (`steer`, `gate`, `seed`,
-//! `tempo`, `layers`, `cfg`, `greedy`, `top_k`, `temperature`, `cond_only`), `model(...)` and
+//! `tempo`, `layers`, `cfg`, `negative`, `greedy`, `top_k`, `temperature`, `cond_only`),
+//! `model(...)` and
 //! `render(piece, "file.wav")`.
 
 use std::fmt;
@@ -29,6 +30,8 @@ pub struct Piece {
     pub sampling: Sampling,
     /// Classifier-free guidance scale.
     pub cfg: f64,
+    /// What guidance steers away from (`None`: nothing, as MusicGen does).
+    pub negative: Option<String>,
 }
 
 impl Piece {
@@ -44,6 +47,7 @@ impl Piece {
                 temperature: 1.0,
             },
             cfg: 3.0,
+            negative: None,
         }
     }
 }
@@ -55,11 +59,11 @@ impl fmt::Display for Piece {
             Sampling::Greedy => write!(f, "greedy")?,
             Sampling::TopK { k, temperature } => write!(f, "top-k {k} at T={temperature}")?,
         }
-        write!(
-            f,
-            ", cfg {}, seed {}; {}",
-            self.cfg, self.plan.seed, self.plan
-        )
+        write!(f, ", cfg {}", self.cfg)?;
+        if let Some(n) = &self.negative {
+            write!(f, " away from \"{n}\"")?;
+        }
+        write!(f, ", seed {}; {}", self.plan.seed, self.plan)
     }
 }
 
@@ -184,6 +188,13 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         p.cfg = num(&s, "cfg")?;
         Ok(p.clone())
     });
+    engine.register_fn("negative", |p: &mut Piece, text: &str| -> Res<Piece> {
+        if text.trim().is_empty() {
+            return fail("negative: empty prompt (leave it out to steer away from nothing)");
+        }
+        p.negative = Some(text.to_string());
+        Ok(p.clone())
+    });
     engine.register_fn("greedy", |p: &mut Piece| -> Piece {
         p.sampling = Sampling::Greedy;
         p.clone()
@@ -249,6 +260,13 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         "wav",
     )
     .or_else(fail)?;
+    if p.negative.is_some() && p.cfg <= 1.0 {
+        return fail(format!(
+            "render: a negative prompt works through guidance, but this piece has cfg {} (it \
+             needs more than 1)",
+            p.cfg
+        ));
+    }
     let mut sampling = p.sampling;
     if host.options.greedy {
         sampling = Sampling::Greedy;
@@ -260,6 +278,7 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         plan: p.plan.clone(),
         sampling,
         guidance_scale: p.cfg,
+        negative_prompt: p.negative.clone(),
         seed: p.plan.seed,
         out: out.clone(),
     };

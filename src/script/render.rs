@@ -109,6 +109,7 @@ fn reuse_key(request: &RenderRequest, steps: usize) -> u64 {
             steps,
             request.sampling,
             request.guidance_scale.to_bits(),
+            &request.negative_prompt,
             request.seed,
             request.plan.conditional_only,
             terms,
@@ -219,6 +220,7 @@ impl Renderer for ModelRenderer {
             sampling: request.sampling,
             guidance_scale: request.guidance_scale,
             seed: request.seed,
+            negative_prompt: request.negative_prompt.clone(),
         };
         let bar = GenerationProgress::new(max_new_tokens, model.frame_rate(), progress);
         let mut on_step = |done: usize, _total: usize| bar.step(done);
