@@ -12,6 +12,7 @@
 //!     sampling: Sampling::TopK { k: 250, temperature: 1.0 },
 //!     guidance_scale: 3.0,
 //!     seed: 0,
+//!     negative_prompt: None, // or Some("drums".into()): what guidance steers away from
 //! };
 //! let codes = model.generate(&["lofi piano"], &options, None, &mut |_, _| {})?;
 //! let audio = model.decode(&codes)?; // one Vec<f32> per prompt, at model.sample_rate()
