@@ -118,6 +118,21 @@ fn pieces_become_plans_and_curves_are_sampled_per_step() {
     );
     let e = error(r#"piece("x", 1.0).steer(direction("notes:C"), 1, #{ unit: "relative" })"#);
     assert!(e.message.contains("absolute or residual"), "{}", e.message);
+    // A bundle without norms (trained before they were recorded) is refused at the steer call,
+    // before anything renders.
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/steer-direction.safetensors");
+    let old = run_with(
+        "let d = direction(\"old:dir\");\nlet p = piece(\"x\", 1.0).steer(d, 0.1, #{ unit: \"residual\" });",
+        |o| {
+            std::fs::create_dir_all(o.directions.join("old")).unwrap();
+            std::fs::copy(&fixture, o.directions.join("old/dir.safetensors")).unwrap();
+        },
+    );
+    let e = *old.outcome.unwrap_err();
+    assert!(e.message.contains("has no residual norms"), "{}", e.message);
+    assert_eq!(e.location.map(|l| l.1), Some(2));
+    assert!(old.log.requests.is_empty());
     let c = &r.log.coefficients[0];
     assert_eq!(c[0].len(), 50);
     for (s, v) in c[0].iter().enumerate() {

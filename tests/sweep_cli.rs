@@ -278,6 +278,13 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
     let args = common("0,60");
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     fails(&argv, "holds a sweep with other settings (files:");
+    // a setting only the earlier sweep has is named too
+    let file = out.join("sweep.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    doc["settings"]["strength_unit"] = "residual".into();
+    std::fs::write(&file, doc.to_string()).expect("write");
+    fails(&argv, "strength_unit: null vs \"residual\"");
 }
 
 #[test]

@@ -143,14 +143,18 @@ impl SteerArgs {
             .iter()
             .map(|spec| {
                 let (name, own) = parse_steer(spec, library)?;
-                Ok(Term {
+                let term = Term {
                     direction: load_direction(&name, library)?,
                     strength: strength.or(own).unwrap_or(DEFAULT_STRENGTH),
                     schedule: Schedule::constant(1.0),
                     weights,
                     gate: None,
                     unit: self.strength_unit,
-                })
+                };
+                // Residual units need the bundle's norms: known now, before the model loads.
+                term.block_weights()
+                    .map_err(|e| miette::miette!("--steer {spec}: {e}"))?;
+                Ok(term)
             })
             .collect::<miette::Result<Vec<_>>>()?;
         Ok(Plan {

@@ -178,16 +178,18 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
     }
     if doc.get("settings") != Some(settings) {
         let theirs = doc.get("settings").cloned().unwrap_or(Json::Null);
-        let differs: Vec<String> = settings
-            .as_object()
+        // Keys of either run: one that only the earlier sweep has differs too.
+        let keys: std::collections::BTreeSet<&str> = [settings, &theirs]
+            .iter()
+            .filter_map(|s| s.as_object())
+            .flat_map(|o| o.keys().map(String::as_str))
+            .collect();
+        let differs: Vec<String> = keys
             .into_iter()
-            .flatten()
-            .filter(|(k, v)| theirs.get(k.as_str()) != Some(v))
-            .map(|(k, v)| {
-                format!(
-                    "{k}: {v} vs {}",
-                    theirs.get(k.as_str()).cloned().unwrap_or(Json::Null)
-                )
+            .filter(|k| settings.get(k) != theirs.get(k))
+            .map(|k| {
+                let show = |s: &Json| s.get(k).cloned().unwrap_or(Json::Null);
+                format!("{k}: {} vs {}", show(settings), show(&theirs))
             })
             .collect();
         return Err(miette::miette!(

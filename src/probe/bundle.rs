@@ -5,8 +5,8 @@
 //! steered); metadata `baton.format`, `concept`, `target`, `model`, `hidden_size`, `num_layers`
 //! (decoder blocks in the whole model, not just those with a direction), `metric`
 //! (`auc`|`acc`|`mse`), `scores` (JSON object block -> validation score), `pooling`, and
-//! optionally `residual_norms` (JSON object block -> the typical norm of that block's output on
-//! the training clips; bundles trained before baton recorded it lack it).
+//! optionally `residual_norms` (JSON object block -> the typical norm of that block's output over
+//! the features file's clips; bundles trained before baton recorded it lack it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -38,8 +38,9 @@ pub struct DirectionBundle {
     pub scores: BTreeMap<usize, f64>,
     /// Unit-norm direction per block.
     pub directions: BTreeMap<usize, Vec<f32>>,
-    /// Mean per-frame L2 norm of each block's output over the training clips (empty in older
-    /// bundles): the residual stream's scale, which residual-unit strengths are measured in.
+    /// L2 norm of each block's output, averaged over each clip's frames and then over the
+    /// features file's clips (empty in older bundles): the residual stream's scale, which
+    /// residual-unit strengths are measured in.
     pub residual_norms: BTreeMap<usize, f32>,
 }
 

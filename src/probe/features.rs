@@ -63,9 +63,9 @@ pub struct FeatureSet {
     pub layers: BTreeMap<usize, Vec<f32>>,
     /// One label per example.
     pub labels: Labels,
-    /// Mean per-frame L2 norm of each block's output over all clips, before pooling (empty in
-    /// older files): the residual stream's scale, which bundles carry for residual-unit
-    /// strengths.
+    /// L2 norm of each block's output before pooling, averaged over each clip's frames and then
+    /// over the clips (empty in older files): the residual stream's scale, which bundles carry
+    /// for residual-unit strengths.
     pub residual_norms: BTreeMap<usize, f32>,
 }
 

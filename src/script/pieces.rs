@@ -129,6 +129,8 @@ fn add_term(p: &mut Piece, d: Direction, amount: &Dynamic, opts: Option<Map>) ->
             }
         }
     }
+    // Residual units need the direction's norms: said here, at the steer call, not at render.
+    term.block_weights().map_err(|e| e.to_string())?;
     p.plan.terms.push(term);
     Ok(p.clone())
 }

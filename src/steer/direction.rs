@@ -206,6 +206,12 @@ impl Direction {
                 .filter(|(l, _)| keep_block(l))
                 .map(|(l, s)| (*l, *s))
                 .collect(),
+            residual_norms: self
+                .residual_norms
+                .iter()
+                .filter(|(l, _)| keep_block(l))
+                .map(|(l, n)| (*l, *n))
+                .collect(),
             ..self.clone()
         }
     }
@@ -330,5 +336,14 @@ pub(crate) mod tests {
         };
         assert_eq!(m.ranked_blocks(), vec![0, 2, 1]);
         assert_eq!(a.blocks(&[0, 2]).vectors.len(), 2);
+        let normed = Direction {
+            residual_norms: BTreeMap::from([(0, 1.0), (1, 2.0), (2, 3.0)]),
+            ..a.clone()
+        };
+        assert_eq!(
+            normed.top(1).residual_norms,
+            BTreeMap::from([(1, 2.0)]),
+            "norms of dropped blocks go with them"
+        );
     }
 }

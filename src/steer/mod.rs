@@ -7,10 +7,10 @@
 //! gate probability `p` (`b_t ~ Bernoulli(p)`, one seeded draw per step shared by every term with
 //! the same `p`; item `b` of a batch draws as the plan seeded `seed + b` does alone) and
 //! direction `q` (times the block's residual norm for a term in [`StrengthUnit::Residual`]).
-//! Schedules are sampled for every step before generation starts
-//! ([`Plan::coefficients`]); the decoder only sees the resulting vectors through
-//! [`PlanHook`], which computes each step's per-block vectors once (a weighted sum of the terms'
-//! directions).
+//! Schedules are sampled for every step before generation starts ([`Plan::strengths`]; a
+//! lone generation's gated values are [`Plan::coefficients`]); the decoder only sees the
+//! resulting vectors through [`PlanHook`], which computes each step's per-block vectors once (a
+//! weighted sum of the terms' directions).
 //!
 //! This module knows nothing of Rhai: recipes build plans through `crate::script`.
 

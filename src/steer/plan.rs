@@ -34,7 +34,8 @@ pub enum StrengthUnit {
     #[default]
     Absolute,
     /// Fractions of each block's typical output norm (recorded in the bundle when it was
-    /// trained): 0.1 pushes every steered block by a tenth of its usual size, in any model.
+    /// trained): at 0.1, a block of layer weight 1 is pushed by a tenth of its usual size (and
+    /// one of weight `w` by `w` tenths), in any model.
     Residual,
 }
 
@@ -76,10 +77,15 @@ impl Term {
                 StrengthUnit::Absolute => Ok((l, w)),
                 StrengthUnit::Residual => match d.residual_norms.get(&l) {
                     Some(&n) => Ok((l, w * n as f64)),
+                    None if d.residual_norms.is_empty() => Err(SteerError::Mismatch(format!(
+                        "direction `{}` has no residual norms, so its strength cannot be in \
+                         residual units (it was trained before baton recorded them): run `baton \
+                         features` and `baton train` again, or steer in absolute units",
+                        d.name
+                    ))),
                     None => Err(SteerError::Mismatch(format!(
                         "direction `{}` has no residual norm for block {l}, so its strength \
-                         cannot be in residual units (bundles trained before baton recorded \
-                         norms lack them: run `baton features` and `baton train` again)",
+                         cannot be in residual units there",
                         d.name
                     ))),
                 },
@@ -238,10 +244,11 @@ impl Plan {
             .collect()
     }
 
-    /// Seed of the gate draws of batch item `row`: item `b` of a batch is gated as the plan
-    /// seeded `seed + b` gates a lone generation, as the sampler seeds it.
-    pub fn gate_seed(&self, row: usize) -> u64 {
-        self.seed.wrapping_add(row as u64)
+    /// Whether a term with gate probability `p` steers batch item `row` at `step`: item `b` of
+    /// a batch is gated as the plan seeded `seed + b` gates a lone generation, as the sampler
+    /// seeds it.
+    pub fn gate_open_for(&self, p: f64, step: usize, row: usize) -> bool {
+        gate_open(self.seed.wrapping_add(row as u64), step, p)
     }
 
     /// `eta0 * phi(t) * b_t` per term and step (`[term][step]`) for a lone generation (batch
@@ -255,7 +262,7 @@ impl Plan {
         let mut c = self.strengths(steps, frame_rate, ext)?;
         for (values, p) in c.iter_mut().zip(self.gates()) {
             for (s, v) in values.iter_mut().enumerate() {
-                if !gate_open(self.gate_seed(0), s, p) {
+                if !self.gate_open_for(p, s, 0) {
                     *v = 0.0;
                 }
             }
@@ -437,7 +444,7 @@ impl PlanHook {
             .iter()
             .zip(&self.gates)
             .map(|(v, &p)| {
-                if gate_open(self.settings.gate_seed(row), step, p) {
+                if self.settings.gate_open_for(p, step, row) {
                     *v
                 } else {
                     0.0

@@ -20,7 +20,7 @@ pub const NAMES: &[&str] = &[
     "timbres:brass",
 ];
 
-/// A random unit-vector bundle for a model of the given shape.
+/// A random unit-vector bundle for a model of the given shape, with residual norms.
 pub fn bundle(
     concept: &str,
     target: &str,
@@ -46,8 +46,8 @@ pub fn bundle(
         metric: if concept == "tempos" { "mse" } else { "auc" }.into(),
         pooling: "mean".into(),
         scores,
+        residual_norms: directions.keys().map(|&l| (l, 8.0 + l as f32)).collect(),
         directions,
-        residual_norms: Default::default(),
     }
 }
 
