@@ -28,6 +28,11 @@ fn the_library_lists_each_bundle_with_its_best_block() {
     // a classifier beside chords:maj, and a file that is no bundle
     std::fs::write(lib.path().join("chords/maj.classifier.safetensors"), b"x").expect("write");
     std::fs::write(lib.path().join("notes/broken.safetensors"), b"junk").expect("write");
+    // and notes:C trained before residual norms were recorded
+    let old = lib.path().join("notes/C.safetensors");
+    let mut bundle = DirectionBundle::read(&old).expect("bundle");
+    bundle.residual_norms.clear();
+    bundle.write(&old).expect("write");
 
     let (ok, table, err) = baton(&["library", "--directions", dir]);
     assert!(ok, "{err}");
@@ -50,8 +55,10 @@ fn the_library_lists_each_bundle_with_its_best_block() {
         let best = format!("{block} ({} {score:.3})", bundle.metric);
         assert!(row.contains(&best), "{row} lacks {best}");
         assert!(row.contains("4/4"), "{row}");
-        let classifier = row.trim_end().ends_with("yes");
-        assert_eq!(classifier, *name == "chords:maj", "{row}");
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        let (norms, classifier) = (columns[columns.len() - 2], columns[columns.len() - 1]);
+        assert_eq!(classifier == "yes", *name == "chords:maj", "{row}");
+        assert_eq!(norms == "yes", *name != "notes:C", "{row}");
     }
     assert!(
         rows.iter()
@@ -72,6 +79,7 @@ fn the_library_lists_each_bundle_with_its_best_block() {
     assert_eq!(names, ["chords:maj", "chords:min"]);
     assert_eq!(items[0]["classifier"], true);
     assert_eq!(items[0]["blocks"], serde_json::json!([0, 1, 2, 3]));
+    assert_eq!(items[0]["residual_norms"]["3"], 11.0);
 
     let (ok, _, err) = baton(&["library", "--directions", "/nonexistent/lib"]);
     assert!(

@@ -1,7 +1,8 @@
 //! `baton library`: what the direction library holds. One row per bundle
 //! (`DIR/CONCEPT/TARGET.safetensors`, the names recipes and `--steer` use): its blocks, the best
-//! block and its validation score, the model it was trained on, and whether a classifier (for
-//! `baton eval` and `probe(...).classify`) sits beside it.
+//! block and its validation score, the model it was trained on, whether it carries residual
+//! norms (needed for `--strength-unit residual`), and whether a classifier (for `baton eval` and
+//! `probe(...).classify`) sits beside it.
 
 use baton::script::directions::{library_table, list_library, LibraryEntry};
 use clap::Args;
@@ -60,6 +61,7 @@ fn entry_json(r: &LibraryEntry) -> serde_json::Value {
             "best_block": r.best().map(|(l, _)| l),
             "best_score": r.best().map(|(_, s)| s),
             "pooling": b.pooling,
+            "residual_norms": (!b.residual_norms.is_empty()).then_some(&b.residual_norms),
             "classifier": r.classifier,
         }),
         Err(e) => json!({"name": r.name, "error": e}),

@@ -71,7 +71,8 @@ pub fn list_library(dir: &Path, prefix: &str) -> Vec<LibraryEntry> {
         .collect()
 }
 
-/// The library as a table: name, blocks, best block and score, model, classifier.
+/// The library as a table: name, blocks, best block and score, model, whether it has residual
+/// norms (so it can steer in residual units), classifier.
 pub fn library_table(entries: &[LibraryEntry]) -> String {
     let width = entries
         .iter()
@@ -80,7 +81,7 @@ pub fn library_table(entries: &[LibraryEntry]) -> String {
         .unwrap_or(4)
         .max(4);
     let mut lines = vec![format!(
-        "{:width$}  blocks  best block       model                     classifier",
+        "{:width$}  blocks  best block       model                     norms  classifier",
         "name"
     )];
     for r in entries {
@@ -89,13 +90,15 @@ pub fn library_table(entries: &[LibraryEntry]) -> String {
                 let best = r
                     .best()
                     .map_or("-".into(), |(l, s)| format!("{l} ({} {s:.3})", b.metric));
+                let yes = |x: bool| if x { "yes" } else { "-" };
                 format!(
-                    "{:width$}  {:>2}/{:<3}  {best:15}  {:24}  {}",
+                    "{:width$}  {:>2}/{:<3}  {best:15}  {:24}  {:5}  {}",
                     r.name,
                     b.directions.len(),
                     b.num_layers,
                     b.model,
-                    if r.classifier { "yes" } else { "-" }
+                    yes(!b.residual_norms.is_empty()),
+                    yes(r.classifier)
                 )
             }
             Err(e) => format!("{:width$}  unreadable: {e}", r.name),
