@@ -37,7 +37,8 @@ enum Command {
     Dataset(cli::dataset::DatasetArgs),
     /// Extract pooled per-block decoder features from a dataset folder.
     Features(cli::features::FeaturesArgs),
-    /// Train RFM probes on a features file and write a direction bundle.
+    /// Train RFM probes (or the difference-of-means baseline) on a features file and write a
+    /// direction bundle.
     Train(cli::train::TrainArgs),
 }
 

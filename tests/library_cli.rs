@@ -33,6 +33,11 @@ fn the_library_lists_each_bundle_with_its_best_block() {
     let mut bundle = DirectionBundle::read(&old).expect("bundle");
     bundle.residual_norms.clear();
     bundle.write(&old).expect("write");
+    // and chords:min found by the difference-of-means baseline
+    let md = lib.path().join("chords/min.safetensors");
+    let mut bundle = DirectionBundle::read(&md).expect("bundle");
+    bundle.method = "mean-diff".into();
+    bundle.write(&md).expect("write");
 
     let (ok, table, err) = baton(&["library", "--directions", dir]);
     assert!(ok, "{err}");
@@ -59,6 +64,12 @@ fn the_library_lists_each_bundle_with_its_best_block() {
         let (norms, classifier) = (columns[columns.len() - 2], columns[columns.len() - 1]);
         assert_eq!(classifier == "yes", *name == "chords:maj", "{row}");
         assert_eq!(norms == "yes", *name != "notes:C", "{row}");
+        let method = if *name == "chords:min" {
+            "mean-diff"
+        } else {
+            "rfm"
+        };
+        assert!(columns.contains(&method), "{row}");
     }
     assert!(
         rows.iter()
@@ -80,6 +91,7 @@ fn the_library_lists_each_bundle_with_its_best_block() {
     assert_eq!(items[0]["classifier"], true);
     assert_eq!(items[0]["blocks"], serde_json::json!([0, 1, 2, 3]));
     assert_eq!(items[0]["residual_norms"]["3"], 11.0);
+    assert_eq!(items[1]["method"], "mean-diff");
 
     let (ok, _, err) = baton(&["library", "--directions", "/nonexistent/lib"]);
     assert!(

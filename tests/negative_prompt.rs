@@ -95,7 +95,10 @@ fn guidance_steers_away_from_the_negative_prompt() {
         .generate(&prompts, &unguided, None, &mut |_, _| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("needs a guidance scale above 1"), "{err}");
+    assert!(
+        err.contains("needs a guidance scale (cfg) above 1"),
+        "{err}"
+    );
     let err = model
         .generate(
             &prompts,
@@ -175,7 +178,11 @@ fn render_flag_and_recipe_verb_reach_generation() {
 
     // Refused before the model loads: without guidance, or empty.
     let (ok, err) = baton(&[&["render", "--prompt", "x", "--cfg", "1"][..], &common].concat());
-    assert!(!ok && err.contains("needs --cfg above 1"), "{err}");
+    assert!(
+        !ok && err.contains("needs a guidance scale (cfg) above 1"),
+        "{err}"
+    );
+    assert!(!err.contains("loading"), "the model loaded first: {err}");
     std::fs::write(
         dir.path().join("bad.rhai"),
         r#"render(piece("x", 1.0).negative("drums").cfg(1.0), "r.wav");"#,
@@ -189,5 +196,36 @@ fn render_flag_and_recipe_verb_reach_generation() {
         "--out",
         "out",
     ]);
-    assert!(!ok && err.contains("needs more than 1"), "{err}");
+    assert!(
+        !ok && err.contains("needs a guidance scale (cfg) above 1"),
+        "{err}"
+    );
+    // ... and a recipe can take a negative prompt back.
+    std::fs::write(
+        dir.path().join("back.rhai"),
+        r#"render(piece("x", 1.0).negative("drums").negative(()).cfg(1.0).greedy(), "b.wav");"#,
+    )
+    .unwrap();
+    let (ok, err) = baton(&[
+        "render",
+        "back.rhai",
+        "--model",
+        tiny_dir.to_str().unwrap(),
+        "--out",
+        "out",
+    ]);
+    assert!(ok, "{err}");
+    // Flags a recipe sets per piece are refused next to one, not silently ignored.
+    let (ok, err) = baton(&[
+        "render",
+        "neg.rhai",
+        "--negative-prompt",
+        "drums",
+        "--model",
+        "/nonexistent",
+    ]);
+    assert!(
+        !ok && err.contains("--negative-prompt is for --prompt renders"),
+        "{err}"
+    );
 }

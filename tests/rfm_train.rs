@@ -317,6 +317,7 @@ fn bad_input_gives_one_clear_error() {
         scores: BTreeMap::new(),
         directions: BTreeMap::from([(0, vec![1.0, 0.0])]),
         residual_norms: Default::default(),
+        method: "rfm".into(),
     }
     .write(Path::new(&p("bundle.safetensors")))
     .unwrap();
@@ -567,7 +568,7 @@ fn mean_diff_method_writes_the_normalised_difference_of_class_means() {
     assert!(ok, "{text}");
     assert!(text.contains("300 train / 200 val examples"), "{text}");
     let b = DirectionBundle::read(&out).unwrap();
-    assert_eq!(b.metric, "auc");
+    assert_eq!((b.metric.as_str(), b.method.as_str()), ("auc", "mean-diff"));
     assert_eq!(b.residual_norms, BTreeMap::from([(0, 4.5), (2, 7.25)]));
     // With a validation file the whole training file is used: the difference of its class
     // means, at block 2 (where the features are).
@@ -632,9 +633,14 @@ fn mean_diff_method_writes_the_normalised_difference_of_class_means() {
         b.scores
     );
 
-    // What a difference of means cannot do is refused up front.
+    // What a difference of means cannot do is refused up front, leaving the bundle as it was.
+    let before = std::fs::read(&out).unwrap();
     for (extra, want) in [
-        (&["--task", "multiclass"][..], "needs two sides"),
+        (
+            &["--task", "multiclass"][..],
+            "cannot train a multiclass probe",
+        ),
+        (&[][..], "needs two sides: give --positive"),
         (
             &["--positive", "high", "--components", "2"][..],
             "--components is a setting of RFM",
@@ -643,10 +649,22 @@ fn mean_diff_method_writes_the_normalised_difference_of_class_means() {
             &["--positive", "high", "--search", "3"][..],
             "--search is a setting of RFM",
         ),
+        (
+            &["--positive", "high", "--iters", "3"][..],
+            "--iters is a setting of RFM",
+        ),
+        (
+            &["--positive", "high", "--metric", "mse"][..],
+            "scored by auc or acc",
+        ),
     ] {
         let mut args = vec!["train", t, "--out", o, "--method", "mean-diff"];
         args.extend_from_slice(extra);
         let (ok, text) = baton(&args);
         assert!(!ok && text.contains(want), "{extra:?}: {text}");
     }
+    assert!(
+        std::fs::read(&out).unwrap() == before,
+        "a refused run touched the bundle"
+    );
 }

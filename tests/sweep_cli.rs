@@ -284,7 +284,7 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
         serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
     doc["settings"]["strength_unit"] = "residual".into();
     std::fs::write(&file, doc.to_string()).expect("write");
-    fails(&argv, "strength_unit: null vs \"residual\"");
+    fails(&argv, "strength_unit: this run null, earlier \"residual\"");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! `--top-k`, `--temperature`, `--cfg`, `--negative-prompt`) and what steers (`--steer`,
 //! `--layer-weights`, `--gate`, `--strength-unit`), each checked before the model loads.
 
-use baton::model::{GenerateOptions, MusicGen, ResidualHook, Sampling};
+use baton::model::{check_negative_prompt, GenerateOptions, MusicGen, ResidualHook, Sampling};
 use baton::probe::DirectionBundle;
 use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, StrengthUnit, Term};
 use clap::Args;
@@ -38,8 +38,8 @@ pub struct SamplingArgs {
     /// Classifier-free guidance scale (1.0 disables guidance).
     #[arg(long, default_value_t = 3.0)]
     pub cfg: f64,
-    /// Text guidance steers away from ("drums, vocals"): the unconditional half of the guidance
-    /// batch hears it instead of nothing. Needs --cfg above 1.
+    /// Text for guidance to steer away from ("drums, vocals"): the unconditional half of the
+    /// guidance batch is conditioned on it instead of on nothing. Needs --cfg above 1.
     #[arg(long, value_name = "TEXT")]
     pub negative_prompt: Option<String>,
 }
@@ -64,14 +64,8 @@ impl SamplingArgs {
                 self.cfg
             ));
         }
-        match &self.negative_prompt {
-            Some(n) if n.trim().is_empty() => Err(miette::miette!("--negative-prompt is empty")),
-            Some(_) if self.cfg <= 1.0 => Err(miette::miette!(
-                "--negative-prompt works through guidance: it needs --cfg above 1, got {}",
-                self.cfg
-            )),
-            _ => Ok(()),
-        }
+        check_negative_prompt(self.negative_prompt.as_deref(), self.cfg)
+            .map_err(|e| miette::miette!("--negative-prompt: {e}"))
     }
 
     /// The generation options for `max_new_tokens` steps from `seed`.

@@ -1,8 +1,8 @@
 //! `baton library`: what the direction library holds. One row per bundle
 //! (`DIR/CONCEPT/TARGET.safetensors`, the names recipes and `--steer` use): its blocks, the best
-//! block and its validation score, the model it was trained on, whether it carries residual
-//! norms (needed for `--strength-unit residual`), and whether a classifier (for `baton eval` and
-//! `probe(...).classify`) sits beside it.
+//! block and its validation score, how it was found (`rfm` or `mean-diff`), the model it was
+//! trained on, whether it carries residual norms (needed for `--strength-unit residual`), and
+//! whether a classifier (for `baton eval` and `probe(...).classify`) sits beside it.
 
 use baton::script::directions::{library_table, list_library, LibraryEntry};
 use clap::Args;
@@ -58,6 +58,7 @@ fn entry_json(r: &LibraryEntry) -> serde_json::Value {
             "num_layers": b.num_layers,
             "blocks": b.directions.keys().collect::<Vec<_>>(),
             "metric": b.metric,
+            "method": b.method,
             "best_block": r.best().map(|(l, _)| l),
             "best_score": r.best().map(|(_, s)| s),
             "pooling": b.pooling,

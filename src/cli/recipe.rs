@@ -13,6 +13,7 @@ use baton::audio::play::{Playback, Player};
 use baton::audio::SampleFormat;
 use baton::script::render::ModelRenderer;
 use baton::script::{run_file, RecipeOptions};
+use baton::steer::StrengthUnit;
 
 use clap::Args;
 
@@ -31,6 +32,29 @@ pub fn run(args: &RenderArgs) -> miette::Result<()> {
     if !args.prompt.is_empty() || !args.steering.steer.is_empty() {
         return Err(miette::miette!(
             "give either a RECIPE.rhai or --prompt/--steer, not both"
+        ));
+    }
+    // A recipe sets these per piece; given on the command line they would silently do nothing.
+    let (s, st) = (&args.sampling, &args.steering);
+    let prompt_only = [
+        (args.max_new_tokens.is_some(), "--max-new-tokens"),
+        (s.top_k != 250, "--top-k"),
+        (s.temperature != 1.0, "--temperature"),
+        (s.cfg != 3.0, "--cfg"),
+        (s.negative_prompt.is_some(), "--negative-prompt"),
+        (args.seed != 0, "--seed"),
+        (args.save_codes.is_some(), "--save-codes"),
+        (st.layer_weights != "exp", "--layer-weights"),
+        (st.gate != 1.0, "--gate"),
+        (
+            st.strength_unit != StrengthUnit::Absolute,
+            "--strength-unit",
+        ),
+    ];
+    if let Some((_, flag)) = prompt_only.iter().find(|(given, _)| *given) {
+        return Err(miette::miette!(
+            "{flag} is for --prompt renders; a recipe sets it per piece (see `help()`), and \
+             takes only --seconds and --greedy as overrides"
         ));
     }
     let flags = RecipeFlags {

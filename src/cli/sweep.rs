@@ -189,7 +189,11 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
             .filter(|k| settings.get(k) != theirs.get(k))
             .map(|k| {
                 let show = |s: &Json| s.get(k).cloned().unwrap_or(Json::Null);
-                format!("{k}: {} vs {}", show(settings), show(&theirs))
+                format!(
+                    "{k}: this run {}, earlier {}",
+                    show(settings),
+                    show(&theirs)
+                )
             })
             .collect();
         return Err(miette::miette!(

@@ -75,9 +75,9 @@ pub struct TrainArgs {
     /// Subtract the mean gradient before the AGOP (fixed hyper-parameters).
     #[arg(long)]
     pub center_grads: bool,
-    /// RFM iterations (early stopping may end sooner).
-    #[arg(long, default_value_t = 30)]
-    pub iters: usize,
+    /// RFM iterations (early stopping may end sooner) [default: 30].
+    #[arg(long)]
+    pub iters: Option<usize>,
     /// Eigen-directions to keep; component k > 1 goes to `<out>.pc<k>.safetensors`.
     #[arg(long, default_value_t = 1)]
     pub components: usize,
@@ -151,7 +151,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let opts = ProbeOptions {
         kind,
         tuning,
-        iters: args.iters,
+        iters: args.iters.unwrap_or(30),
         components: args.components,
         seed: args.seed,
         among: match &args.search_list {
@@ -246,6 +246,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .filter(|(l, _)| results.contains_key(l))
                 .map(|(&l, &n)| (l, n))
                 .collect(),
+            method: match args.method {
+                MethodArg::Rfm => "rfm",
+                MethodArg::MeanDiff => "mean-diff",
+            }
+            .into(),
         };
         let path = if k == 0 {
             args.out.clone()
@@ -361,11 +366,26 @@ impl Fitted {
 
 /// What a difference of means cannot do, refused before any work.
 fn check_mean_diff(args: &TrainArgs, kind: ProbeKind) -> Result<()> {
-    if let ProbeKind::Multiclass { .. } = kind {
-        return Err(miette!(
-            "--method mean-diff needs two sides: give --positive CLASS (binary) or train on value \
-             labels (regression)"
-        ));
+    match kind {
+        ProbeKind::Multiclass { .. } if args.task == Some(TaskArg::Multiclass) => {
+            return Err(miette!(
+                "--method mean-diff cannot train a multiclass probe: it needs two sides, so use \
+                 --task binary with --positive CLASS, or value labels (regression)"
+            ))
+        }
+        ProbeKind::Multiclass { .. } => {
+            return Err(miette!(
+                "--method mean-diff needs two sides: give --positive CLASS (binary) or train on \
+                 value labels (regression)"
+            ))
+        }
+        ProbeKind::Binary { .. } if args.metric.as_deref() == Some("mse") => {
+            return Err(miette!(
+                "--metric mse scores regression probes; a binary mean-diff probe is scored by \
+                 auc or acc"
+            ))
+        }
+        _ => {}
     }
     let rfm_only = [
         (args.components > 1, "--components"),
@@ -374,6 +394,8 @@ fn check_mean_diff(args: &TrainArgs, kind: ProbeKind) -> Result<()> {
         (args.bandwidth.is_some(), "--bandwidth"),
         (args.exponent.is_some(), "--exponent"),
         (args.center_grads, "--center-grads"),
+        (args.iters.is_some(), "--iters"),
+        (args.search_list.is_some(), "--search-list"),
         (args.classifier.is_some(), "--classifier"),
     ];
     if let Some((_, flag)) = rfm_only.iter().find(|(given, _)| *given) {

@@ -469,6 +469,7 @@ mod tests {
             scores: [(0, 0.6), (1, 0.9)].into(),
             directions: [(0, unit(0)), (1, unit(1))].into(),
             residual_norms: Default::default(),
+            method: "rfm".into(),
         }
         .write(&dir.join("x.safetensors"))
         .unwrap();

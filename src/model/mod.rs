@@ -123,6 +123,19 @@ pub struct GenerateOptions {
     pub negative_prompt: Option<String>,
 }
 
+/// Refuses a negative prompt that is empty, or that guidance cannot use (a scale of 1 or less):
+/// the one rule the CLI, recipes and [`MusicGen::generate`] share.
+pub fn check_negative_prompt(negative: Option<&str>, guidance_scale: f64) -> Result<(), String> {
+    match negative {
+        Some(n) if n.trim().is_empty() => Err("the negative prompt is empty".into()),
+        Some(_) if guidance_scale <= 1.0 => Err(format!(
+            "a negative prompt works through guidance: it needs a guidance scale (cfg) above 1, \
+             got {guidance_scale}"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Generated audio codes: `[batch, num_codebooks, frames]`, i64, delay pattern already undone.
 pub type Codes = Tensor;
 
@@ -354,19 +367,8 @@ impl MusicGen {
                 options.guidance_scale
             )));
         }
-        match &options.negative_prompt {
-            Some(n) if n.trim().is_empty() => {
-                return Err(ModelError::Invalid("the negative prompt is empty".into()))
-            }
-            Some(_) if options.guidance_scale <= 1.0 => {
-                return Err(ModelError::Invalid(format!(
-                    "a negative prompt works through guidance: it needs a guidance scale above \
-                     1, got {}",
-                    options.guidance_scale
-                )))
-            }
-            _ => {}
-        }
+        check_negative_prompt(options.negative_prompt.as_deref(), options.guidance_scale)
+            .map_err(ModelError::Invalid)?;
         if let Sampling::TopK { k, temperature } = options.sampling {
             if k == 0 {
                 return Err(ModelError::Invalid("top-k must be at least 1".into()));

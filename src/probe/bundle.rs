@@ -6,7 +6,8 @@
 //! (decoder blocks in the whole model, not just those with a direction), `metric`
 //! (`auc`|`acc`|`mse`), `scores` (JSON object block -> validation score), `pooling`, and
 //! optionally `residual_norms` (JSON object block -> the typical norm of that block's output over
-//! the features file's clips; bundles trained before baton recorded it lack it).
+//! the features file's clips; bundles trained before baton recorded it lack it) and `method`
+//! (`rfm` or `mean-diff`; absent in older bundles, which are all RFM).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ pub struct DirectionBundle {
     pub metric: String,
     /// Pooling used for the features (`mean`, ...).
     pub pooling: String,
+    /// How the directions were found: `rfm` (also for older bundles, which lack the key) or
+    /// `mean-diff`.
+    pub method: String,
     /// Validation score per block.
     pub scores: BTreeMap<usize, f64>,
     /// Unit-norm direction per block.
@@ -109,6 +113,11 @@ impl DirectionBundle {
             num_layers,
             metric: r.meta("metric")?.to_string(),
             pooling: r.meta("pooling")?.to_string(),
+            method: r
+                .metadata
+                .get("method")
+                .cloned()
+                .unwrap_or_else(|| "rfm".into()),
             scores,
             directions,
             residual_norms,
@@ -132,6 +141,7 @@ impl DirectionBundle {
             ("metric".to_string(), self.metric.clone()),
             ("pooling".to_string(), self.pooling.clone()),
             ("scores".to_string(), st::blocks_json(&self.scores)),
+            ("method".to_string(), self.method.clone()),
         ]);
         insert_residual_norms(&mut metadata, &self.residual_norms);
         st::write(path, &tensors, metadata)
@@ -157,6 +167,7 @@ mod tests {
                 (2, vec![0.0, 0.6, 0.8, 0.0]),
             ]),
             residual_norms: BTreeMap::from([(0, 3.5), (2, 12.25)]),
+            method: "rfm".into(),
         }
     }
 

@@ -283,6 +283,7 @@ mod tests {
                 (2, vec![0.0, 1.0]),
             ]),
             residual_norms: Default::default(),
+            method: "rfm".into(),
         }
         .write(&lib.path().join("notes/C#.safetensors"))
         .unwrap();
@@ -422,6 +423,7 @@ mod tests {
                 scores: [(0, score)].into(),
                 directions: [(0, vec![1.0, 0.0])].into(),
                 residual_norms: Default::default(),
+                method: "rfm".into(),
             }
             .write(&lib.join("X.safetensors"))
             .unwrap();

@@ -40,7 +40,8 @@ pub fn split_by_group(groups: &[usize], seed: u64) -> Result<Split, RfmError> {
         }
         if rows.len() < 3 {
             return Err(RfmError::TooFew(format!(
-                "class {g} has {} example(s); the 70/15/15 split needs at least 3 per class",
+                "class {g} has {} example(s); the 70/15/15 split needs at least 3 per class \
+                 (render more clips, e.g. a larger `baton dataset --limit`, or give --val)",
                 rows.len()
             )));
         }

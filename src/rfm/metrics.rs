@@ -52,7 +52,8 @@ impl Metric {
 
 impl fmt::Display for Metric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad` keeps width and alignment (table headers use `{metric:>7}`).
+        f.pad(self.as_str())
     }
 }
 

@@ -71,8 +71,8 @@ pub fn list_library(dir: &Path, prefix: &str) -> Vec<LibraryEntry> {
         .collect()
 }
 
-/// The library as a table: name, blocks, best block and score, model, whether it has residual
-/// norms (so it can steer in residual units), classifier.
+/// The library as a table: name, blocks, best block and score, method, model, whether it has
+/// residual norms (so it can steer in residual units), classifier.
 pub fn library_table(entries: &[LibraryEntry]) -> String {
     let width = entries
         .iter()
@@ -81,7 +81,7 @@ pub fn library_table(entries: &[LibraryEntry]) -> String {
         .unwrap_or(4)
         .max(4);
     let mut lines = vec![format!(
-        "{:width$}  blocks  best block       model                     norms  classifier",
+        "{:width$}  blocks  best block       method     model                     norms  classifier",
         "name"
     )];
     for r in entries {
@@ -92,10 +92,11 @@ pub fn library_table(entries: &[LibraryEntry]) -> String {
                     .map_or("-".into(), |(l, s)| format!("{l} ({} {s:.3})", b.metric));
                 let yes = |x: bool| if x { "yes" } else { "-" };
                 format!(
-                    "{:width$}  {:>2}/{:<3}  {best:15}  {:24}  {:5}  {}",
+                    "{:width$}  {:>2}/{:<3}  {best:15}  {:9}  {:24}  {:5}  {}",
                     r.name,
                     b.directions.len(),
                     b.num_layers,
+                    b.method,
                     b.model,
                     yes(!b.residual_norms.is_empty()),
                     yes(r.classifier)

@@ -328,7 +328,7 @@ pub const VERBS: &[(&str, &str)] = &[
     ("gate", "piece.gate(p)"),
     (
         "negative",
-        "piece.negative(\"text\")  (guidance steers away from it; needs cfg above 1)",
+        "piece.negative(\"text\")  (guidance steers away from it; needs cfg above 1; .negative(()) removes it)",
     ),
     ("seed", "piece.seed(n)"),
     ("tempo", "piece.tempo(bpm)  (schedules then count beats)"),

@@ -191,11 +191,14 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         Ok(p.clone())
     });
     engine.register_fn("negative", |p: &mut Piece, text: &str| -> Res<Piece> {
-        if text.trim().is_empty() {
-            return fail("negative: empty prompt (leave it out to steer away from nothing)");
-        }
+        crate::model::check_negative_prompt(Some(text), f64::INFINITY)
+            .map_err(|e| format!("negative: {e} (`.negative(())` removes one)"))?;
         p.negative = Some(text.to_string());
         Ok(p.clone())
+    });
+    engine.register_fn("negative", |p: &mut Piece, _none: ()| -> Piece {
+        p.negative = None;
+        p.clone()
     });
     engine.register_fn("greedy", |p: &mut Piece| -> Piece {
         p.sampling = Sampling::Greedy;
@@ -262,13 +265,8 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         "wav",
     )
     .or_else(fail)?;
-    if p.negative.is_some() && p.cfg <= 1.0 {
-        return fail(format!(
-            "render: a negative prompt works through guidance, but this piece has cfg {} (it \
-             needs more than 1)",
-            p.cfg
-        ));
-    }
+    crate::model::check_negative_prompt(p.negative.as_deref(), p.cfg)
+        .map_err(|e| format!("render: {e}"))?;
     let mut sampling = p.sampling;
     if host.options.greedy {
         sampling = Sampling::Greedy;

@@ -48,6 +48,7 @@ pub fn bundle(
         scores,
         residual_norms: directions.keys().map(|&l| (l, 8.0 + l as f32)).collect(),
         directions,
+        method: "rfm".into(),
     }
 }
 
