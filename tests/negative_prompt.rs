@@ -159,20 +159,19 @@ fn render_flag_and_recipe_verb_reach_generation() {
     );
     assert_eq!(saved, want[0]);
 
+    // `baton render NAME.rhai --model MODEL --out out` of a recipe written from `source`.
+    let recipe = |name: &str, source: &str, model: &str| {
+        std::fs::write(dir.path().join(name), source).unwrap();
+        baton(&["render", name, "--model", model, "--out", "out"])
+    };
+    let tiny_model = tiny_dir.to_str().unwrap();
+
     // The same piece from a recipe.
-    std::fs::write(
-        dir.path().join("neg.rhai"),
-        r#"render(piece("lofi piano", 1.0).negative("distorted drums").greedy(), "r.wav");"#,
-    )
-    .unwrap();
-    let (ok, err) = baton(&[
-        "render",
+    let (ok, err) = recipe(
         "neg.rhai",
-        "--model",
-        tiny_dir.to_str().unwrap(),
-        "--out",
-        "out",
-    ]);
+        r#"render(piece("lofi piano", 1.0).negative("distorted drums").greedy(), "r.wav");"#,
+        tiny_model,
+    );
     assert!(ok, "{err}");
     assert!(dir.path().join("out/r.wav").is_file());
 
@@ -183,37 +182,21 @@ fn render_flag_and_recipe_verb_reach_generation() {
         "{err}"
     );
     assert!(!err.contains("loading"), "the model loaded first: {err}");
-    std::fs::write(
-        dir.path().join("bad.rhai"),
-        r#"render(piece("x", 1.0).negative("drums").cfg(1.0), "r.wav");"#,
-    )
-    .unwrap();
-    let (ok, err) = baton(&[
-        "render",
+    let (ok, err) = recipe(
         "bad.rhai",
-        "--model",
+        r#"render(piece("x", 1.0).negative("drums").cfg(1.0), "r.wav");"#,
         "/nonexistent",
-        "--out",
-        "out",
-    ]);
+    );
     assert!(
         !ok && err.contains("needs a guidance scale (cfg) above 1"),
         "{err}"
     );
     // ... and a recipe can take a negative prompt back.
-    std::fs::write(
-        dir.path().join("back.rhai"),
-        r#"render(piece("x", 1.0).negative("drums").negative(()).cfg(1.0).greedy(), "b.wav");"#,
-    )
-    .unwrap();
-    let (ok, err) = baton(&[
-        "render",
+    let (ok, err) = recipe(
         "back.rhai",
-        "--model",
-        tiny_dir.to_str().unwrap(),
-        "--out",
-        "out",
-    ]);
+        r#"render(piece("x", 1.0).negative("drums").negative(()).cfg(1.0).greedy(), "b.wav");"#,
+        tiny_model,
+    );
     assert!(ok, "{err}");
     // Flags a recipe sets per piece are refused next to one, not silently ignored.
     let (ok, err) = baton(&[
