@@ -14,7 +14,7 @@ use faer::Mat;
 use super::directions::align_sign;
 use super::fit::Task;
 use super::metrics::{auc, mse, r2};
-use super::train::{BlockFeatures, ProbeSets};
+use super::train::{split_rows, BlockFeatures, ProbeSets};
 use super::{Metric, RfmError};
 
 /// The direction of one block and its validation score.
@@ -36,15 +36,7 @@ pub fn mean_difference_block(
     sets: &ProbeSets,
     metric: Metric,
 ) -> Result<BaselineResult, RfmError> {
-    let val_feats = val.unwrap_or(train);
-    if val_feats.d != train.d {
-        return Err(RfmError::DimMismatch {
-            train: train.d,
-            val: val_feats.d,
-        });
-    }
-    let x = train.gather(&sets.train_rows)?;
-    let xv = val_feats.gather(&sets.val_rows)?;
+    let (x, xv) = split_rows(train, val, sets)?;
     let y = column(&sets.train_y);
     let yv = column(&sets.val_y);
     let d = x.ncols();

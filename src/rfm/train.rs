@@ -228,7 +228,7 @@ pub struct BlockFeatures<'a> {
 
 impl BlockFeatures<'_> {
     /// The given rows as an f64 matrix.
-    pub fn gather(&self, rows: &[usize]) -> Result<Mat<f64>, RfmError> {
+    fn gather(&self, rows: &[usize]) -> Result<Mat<f64>, RfmError> {
         let d = self.d;
         let needed = rows.iter().max().map_or(0, |&r| (r + 1) * d);
         if self.rows.len() < needed {
@@ -270,13 +270,13 @@ pub struct BlockResult {
     pub model: Rfm,
 }
 
-/// Trains the probe of one block. `val` is the validation file's block (None: same as `train`).
-pub fn train_block(
+/// The training rows of `train` and the validation rows of `val` (the validation file's block;
+/// `None`: the training file's held-out rows), after checking that their widths agree.
+pub fn split_rows(
     train: BlockFeatures<'_>,
     val: Option<BlockFeatures<'_>>,
     sets: &ProbeSets,
-    opts: &ProbeOptions,
-) -> Result<BlockResult, RfmError> {
+) -> Result<(Mat<f64>, Mat<f64>), RfmError> {
     let val_feats = val.unwrap_or(train);
     if val_feats.d != train.d {
         return Err(RfmError::DimMismatch {
@@ -284,12 +284,26 @@ pub fn train_block(
             val: val_feats.d,
         });
     }
+    Ok((
+        train.gather(&sets.train_rows)?,
+        val_feats.gather(&sets.val_rows)?,
+    ))
+}
+
+/// Trains the probe of one block. `val` is the validation file's block (None: same as `train`).
+pub fn train_block(
+    train: BlockFeatures<'_>,
+    val: Option<BlockFeatures<'_>>,
+    sets: &ProbeSets,
+    opts: &ProbeOptions,
+) -> Result<BlockResult, RfmError> {
+    let (x, xv) = split_rows(train, val, sets)?;
     let train_set = Dataset {
-        x: train.gather(&sets.train_rows)?,
+        x,
         y: sets.train_y.clone(),
     };
     let val_set = Dataset {
-        x: val_feats.gather(&sets.val_rows)?,
+        x: xv,
         y: sets.val_y.clone(),
     };
     let config = FitConfig::new(opts.iters, opts.metric_for(sets.task)?);
