@@ -2,12 +2,18 @@
 //! `--top-k`, `--temperature`, `--cfg`, `--negative-prompt`) and what steers (`--steer`,
 //! `--layer-weights`, `--gate`, `--strength-unit`), each checked before the model loads.
 
-use baton::model::{check_negative_prompt, GenerateOptions, MusicGen, ResidualHook, Sampling};
+use baton::model::{
+    check_negative_prompt, GenerateOptions, MusicGen, ResidualHook, Sampling,
+    DEFAULT_GUIDANCE_SCALE, DEFAULT_TEMPERATURE, DEFAULT_TOP_K,
+};
 use baton::probe::DirectionBundle;
 use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, StrengthUnit, Term};
 use clap::Args;
 
 use super::common::Library;
+
+/// `--layer-weights` when not given.
+const DEFAULT_LAYER_WEIGHTS: &str = "exp";
 
 /// Strength of a `--steer BUNDLE` given without `:STRENGTH` (the middle of the paper's demos).
 pub const DEFAULT_STRENGTH: f64 = 0.5;
@@ -30,13 +36,13 @@ pub struct SamplingArgs {
     #[arg(long)]
     pub greedy: bool,
     /// Sample among the K most likely tokens.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = DEFAULT_TOP_K)]
     pub top_k: usize,
     /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = DEFAULT_TEMPERATURE)]
     pub temperature: f64,
     /// Classifier-free guidance scale (1.0 disables guidance).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE_SCALE)]
     pub cfg: f64,
     /// Text for guidance to steer away from ("drums, vocals"): the unconditional half of the
     /// guidance batch is conditioned on it instead of on nothing. Needs --cfg above 1.
@@ -45,6 +51,20 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// The flags set to something other than their defaults, but for `--greedy` (a recipe
+    /// takes that one as an override; it sets the others per piece).
+    pub fn changed(&self) -> Vec<&'static str> {
+        [
+            (self.top_k != DEFAULT_TOP_K, "--top-k"),
+            (self.temperature != DEFAULT_TEMPERATURE, "--temperature"),
+            (self.cfg != DEFAULT_GUIDANCE_SCALE, "--cfg"),
+            (self.negative_prompt.is_some(), "--negative-prompt"),
+        ]
+        .into_iter()
+        .filter_map(|(changed, flag)| changed.then_some(flag))
+        .collect()
+    }
+
     /// Refuses values generation cannot use.
     pub fn check(&self) -> miette::Result<()> {
         if !self.greedy {
@@ -95,7 +115,7 @@ pub struct SteerArgs {
     #[arg(long)]
     pub steer: Vec<String>,
     /// Layer weighting for --steer: exp, linear, uniform or top:K.
-    #[arg(long, default_value = "exp")]
+    #[arg(long, default_value = DEFAULT_LAYER_WEIGHTS)]
     pub layer_weights: String,
     /// Probability of steering at each step (stochastic gate).
     #[arg(long, default_value_t = 1.0)]
@@ -108,6 +128,25 @@ pub struct SteerArgs {
 }
 
 impl SteerArgs {
+    /// The flags set to something other than their defaults (`--steer` included).
+    pub fn changed(&self) -> Vec<&'static str> {
+        [
+            (!self.steer.is_empty(), "--steer"),
+            (
+                self.layer_weights != DEFAULT_LAYER_WEIGHTS,
+                "--layer-weights",
+            ),
+            (self.gate != 1.0, "--gate"),
+            (
+                self.strength_unit != StrengthUnit::Absolute,
+                "--strength-unit",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(changed, flag)| changed.then_some(flag))
+        .collect()
+    }
+
     /// Checks `--layer-weights` and `--gate` (the bundles are read by [`SteerArgs::plan`]).
     pub fn check(&self) -> miette::Result<LayerWeights> {
         let weights: LayerWeights = self

@@ -13,7 +13,6 @@ use baton::audio::play::{Playback, Player};
 use baton::audio::SampleFormat;
 use baton::script::render::ModelRenderer;
 use baton::script::{run_file, RecipeOptions};
-use baton::steer::StrengthUnit;
 
 use clap::Args;
 
@@ -35,23 +34,18 @@ pub fn run(args: &RenderArgs) -> miette::Result<()> {
         ));
     }
     // A recipe sets these per piece; given on the command line they would silently do nothing.
-    let (s, st) = (&args.sampling, &args.steering);
-    let prompt_only = [
-        (args.max_new_tokens.is_some(), "--max-new-tokens"),
-        (s.top_k != 250, "--top-k"),
-        (s.temperature != 1.0, "--temperature"),
-        (s.cfg != 3.0, "--cfg"),
-        (s.negative_prompt.is_some(), "--negative-prompt"),
-        (args.seed != 0, "--seed"),
-        (args.save_codes.is_some(), "--save-codes"),
-        (st.layer_weights != "exp", "--layer-weights"),
-        (st.gate != 1.0, "--gate"),
-        (
-            st.strength_unit != StrengthUnit::Absolute,
-            "--strength-unit",
-        ),
-    ];
-    if let Some((_, flag)) = prompt_only.iter().find(|(given, _)| *given) {
+    let mut prompt_only = args.sampling.changed();
+    prompt_only.extend(args.steering.changed());
+    prompt_only.extend(
+        [
+            (args.max_new_tokens.is_some(), "--max-new-tokens"),
+            (args.seed != 0, "--seed"),
+            (args.save_codes.is_some(), "--save-codes"),
+        ]
+        .into_iter()
+        .filter_map(|(given, flag)| given.then_some(flag)),
+    );
+    if let Some(flag) = prompt_only.first() {
         return Err(miette::miette!(
             "{flag} is for --prompt renders; a recipe sets it per piece (see `help()`), and \
              takes only --seconds and --greedy as overrides"

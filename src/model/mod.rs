@@ -104,6 +104,14 @@ pub enum Sampling {
     TopK { k: usize, temperature: f64 },
 }
 
+/// MusicGen's sampling defaults (audiocraft's and Hugging Face's): top-k 250 at temperature 1,
+/// classifier-free guidance scale 3.
+pub const DEFAULT_TOP_K: usize = 250;
+/// See [`DEFAULT_TOP_K`].
+pub const DEFAULT_TEMPERATURE: f64 = 1.0;
+/// See [`DEFAULT_TOP_K`].
+pub const DEFAULT_GUIDANCE_SCALE: f64 = 3.0;
+
 /// Options for [`MusicGen::generate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {

@@ -10,7 +10,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, INT};
 
 use super::schedules::num;
 use super::{fail, sandbox, Host, RenderRequest, Rendered};
-use crate::model::Sampling;
+use crate::model::{Sampling, DEFAULT_GUIDANCE_SCALE, DEFAULT_TEMPERATURE, DEFAULT_TOP_K};
 use crate::steer::{Direction, LayerWeights, Plan, Schedule, StrengthUnit, Term};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -43,10 +43,10 @@ impl Piece {
             plan: Plan::default(),
             layers: LayerWeights::default(),
             sampling: Sampling::TopK {
-                k: 250,
-                temperature: 1.0,
+                k: DEFAULT_TOP_K,
+                temperature: DEFAULT_TEMPERATURE,
             },
-            cfg: 3.0,
+            cfg: DEFAULT_GUIDANCE_SCALE,
             negative: None,
         }
     }
@@ -191,6 +191,8 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         Ok(p.clone())
     });
     engine.register_fn("negative", |p: &mut Piece, text: &str| -> Res<Piece> {
+        // Only the text is checked here (any guidance passes): `cfg` may still change, so
+        // `render` checks the pair.
         crate::model::check_negative_prompt(Some(text), f64::INFINITY)
             .map_err(|e| format!("negative: {e} (`.negative(())` removes one)"))?;
         p.negative = Some(text.to_string());
@@ -207,7 +209,7 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("top_k", |p: &mut Piece, k: INT| -> Res<Piece> {
         let temperature = match p.sampling {
             Sampling::TopK { temperature, .. } => temperature,
-            Sampling::Greedy => 1.0,
+            Sampling::Greedy => DEFAULT_TEMPERATURE,
         };
         if k < 1 {
             return fail(format!("top_k must be at least 1, got {k}"));
@@ -225,7 +227,7 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         }
         let k = match p.sampling {
             Sampling::TopK { k, .. } => k,
-            Sampling::Greedy => 250,
+            Sampling::Greedy => DEFAULT_TOP_K,
         };
         p.sampling = Sampling::TopK { k, temperature: t };
         Ok(p.clone())
