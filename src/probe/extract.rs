@@ -198,15 +198,9 @@ pub fn extract_entries(
         .collect();
     let mut norm_sums = vec![0f64; layers.len()];
     for (i, path) in plan.files.iter().enumerate() {
-        let blocks = clip_blocks(model, path, &layers)?;
-        let features = blocks
-            .iter()
-            .map(|b| Ok((pooled_vec(b, options.pooling)?, residual_norm(b)?)))
-            .collect::<candle_core::Result<Vec<_>>>()
-            .map_err(|e| ExtractError::Model {
-                path: path.to_path_buf(),
-                source: e.into(),
-            })?;
+        let features = per_block(model, path, &layers, |b| {
+            Ok((pooled_vec(b, options.pooling)?, residual_norm(b)?))
+        })?;
         for ((l, (pooled, norm)), sum) in layers.iter().zip(features).zip(&mut norm_sums) {
             rows.entry(*l).or_default().extend(pooled);
             *sum += norm as f64;
@@ -240,28 +234,33 @@ pub fn pooled_clip(
     layers: &[usize],
     pooling: Pooling,
 ) -> Result<Vec<Vec<f32>>, ExtractError> {
-    clip_blocks(model, path, layers)?
-        .iter()
-        .map(|b| {
-            pooled_vec(b, pooling).map_err(|e| ExtractError::Model {
-                path: path.to_path_buf(),
-                source: e.into(),
-            })
-        })
-        .collect()
+    per_block(model, path, layers, |b| pooled_vec(b, pooling))
 }
 
-/// [`block_outputs`] of one WAV file, resampled to the model's rate when needed.
-fn clip_blocks(
+/// `f` of each of `layers`' outputs for one WAV file (see [`block_outputs`]), resampled to the
+/// model's rate when needed; a failure names the file.
+fn per_block<T>(
     model: &MusicGen,
     path: &Path,
     layers: &[usize],
-) -> Result<Vec<Tensor>, ExtractError> {
+    f: impl Fn(&Tensor) -> candle_core::Result<T>,
+) -> Result<Vec<T>, ExtractError> {
     let (audio, _) = crate::audio::read_wav_at(path, model.sample_rate())?;
-    block_outputs(model, &audio, layers).map_err(|source| ExtractError::Model {
+    map_blocks(model, &audio, layers, f).map_err(|source| ExtractError::Model {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// `f` of each of `layers`' outputs for mono audio at the model's rate (see [`block_outputs`]).
+fn map_blocks<T>(
+    model: &MusicGen,
+    audio: &[f32],
+    layers: &[usize],
+    f: impl Fn(&Tensor) -> candle_core::Result<T>,
+) -> Result<Vec<T>, ModelError> {
+    let blocks = block_outputs(model, audio, layers)?;
+    Ok(blocks.iter().map(f).collect::<candle_core::Result<_>>()?)
 }
 
 /// Pooled outputs of `layers` for mono audio at the model's rate, in the order of `layers`: the
@@ -272,10 +271,7 @@ pub fn pooled_audio(
     layers: &[usize],
     pooling: Pooling,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
-    block_outputs(model, audio, layers)?
-        .iter()
-        .map(|b| Ok(pooled_vec(b, pooling)?))
-        .collect()
+    map_blocks(model, audio, layers, |b| pooled_vec(b, pooling))
 }
 
 /// Outputs `[1, frames, hidden]` of `layers` for mono audio at the model's rate, in the order of
