@@ -47,6 +47,14 @@ where
     out
 }
 
+/// The entries of `map` whose block is in `keep`.
+fn only_blocks<T: Clone>(map: &BTreeMap<usize, T>, keep: &[usize]) -> BTreeMap<usize, T> {
+    map.iter()
+        .filter(|(l, _)| keep.contains(l))
+        .map(|(l, v)| (*l, v.clone()))
+        .collect()
+}
+
 impl Direction {
     /// Takes the directions and scores of a bundle.
     pub fn from_bundle(name: impl Into<String>, bundle: DirectionBundle) -> Self {
@@ -191,27 +199,11 @@ impl Direction {
 
     /// Keeps only the given blocks.
     pub fn blocks(&self, keep: &[usize]) -> Direction {
-        let keep_block = |l: &usize| keep.contains(l);
         Direction {
             name: format!("{}.blocks({keep:?})", self.name),
-            vectors: self
-                .vectors
-                .iter()
-                .filter(|(l, _)| keep_block(l))
-                .map(|(l, v)| (*l, v.clone()))
-                .collect(),
-            scores: self
-                .scores
-                .iter()
-                .filter(|(l, _)| keep_block(l))
-                .map(|(l, s)| (*l, *s))
-                .collect(),
-            residual_norms: self
-                .residual_norms
-                .iter()
-                .filter(|(l, _)| keep_block(l))
-                .map(|(l, n)| (*l, *n))
-                .collect(),
+            vectors: only_blocks(&self.vectors, keep),
+            scores: only_blocks(&self.scores, keep),
+            residual_norms: only_blocks(&self.residual_norms, keep),
             ..self.clone()
         }
     }
