@@ -294,21 +294,21 @@ fn bad_sweeps_fail_before_the_model_loads() {
     let model = MusicGen::load(TINY, &Device::Cpu, DType::F32).expect("tiny");
     train_tone_classifier(&model, dir.path(), &lib);
     let out = dir.path().join("sweep");
+    let base = [
+        "sweep",
+        "--prompt",
+        "x",
+        "--seconds",
+        "0.2",
+        "--out",
+        s(&out),
+        "--model",
+        TINY,
+        "--directions",
+        s(&lib),
+    ];
     let run = |extra: &[&str], needle: &str| {
-        let mut args = vec![
-            "sweep",
-            "--prompt",
-            "x",
-            "--seconds",
-            "0.2",
-            "--out",
-            s(&out),
-            "--model",
-            TINY,
-            "--directions",
-            s(&lib),
-        ];
-        args.extend_from_slice(extra);
+        let args = [&base[..], extra].concat();
         fails(&args, needle);
         assert!(!out.exists(), "{extra:?} created the folder");
     };
@@ -342,22 +342,6 @@ fn bad_sweeps_fail_before_the_model_loads() {
     );
     std::fs::create_dir_all(&out).expect("mkdir");
     std::fs::write(out.join("mine.txt"), "x").expect("write");
-    let args = [
-        "sweep",
-        "--prompt",
-        "x",
-        "--seconds",
-        "0.2",
-        "--out",
-        s(&out),
-        "--model",
-        TINY,
-        "--directions",
-        s(&lib),
-        "--steer",
-        "tones:all",
-        "--target",
-        "high",
-    ];
+    let args = [&base[..], &["--steer", "tones:all", "--target", "high"]].concat();
     fails(&args, "holds files but no sweep.json");
 }
