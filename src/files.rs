@@ -111,10 +111,106 @@ impl OwnedTensor {
     }
 }
 
+/// How an output path is written, from what it names now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputTarget {
+    /// Nothing yet, or a regular file: written beside it and renamed over it.
+    File,
+    /// A pipe or a character device (`/dev/null`, a FIFO a player reads): streamed into, since
+    /// renaming over it would replace the special file with an ordinary one.
+    Stream,
+}
+
+/// How `path` can be written (see [`OutputTarget`]); an error for a folder, a socket or a block
+/// device, which baton never replaces. A symbolic link is judged by what it points to.
+pub fn output_target(path: &Path) -> std::io::Result<OutputTarget> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Nothing there (or nothing baton can look at): the write itself says what is wrong.
+        return Ok(OutputTarget::File);
+    };
+    if meta.is_file() {
+        return Ok(OutputTarget::File);
+    }
+    if meta.is_dir() {
+        return Err(std::io::Error::other("it is a folder"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = meta.file_type();
+        if kind.is_fifo() || kind.is_char_device() {
+            return Ok(OutputTarget::Stream);
+        }
+    }
+    Err(std::io::Error::other(
+        "it is not a regular file, a pipe or a character device, and baton replaces nothing else",
+    ))
+}
+
+/// Files that exist only until the run finishes with them.
+struct InFlight(std::sync::Mutex<Vec<PathBuf>>);
+
+impl InFlight {
+    const fn new() -> Self {
+        InFlight(std::sync::Mutex::new(Vec::new()))
+    }
+
+    fn track(&self, path: &Path) {
+        if let Ok(mut files) = self.0.lock() {
+            files.push(path.to_path_buf());
+        }
+    }
+
+    fn untrack(&self, path: &Path) {
+        if let Ok(mut files) = self.0.lock() {
+            if let Some(i) = files.iter().rposition(|p| p == path) {
+                files.swap_remove(i);
+            }
+        }
+    }
+
+    fn remove_all(&self) -> usize {
+        let files = match self.0.lock() {
+            Ok(mut files) => std::mem::take(&mut *files),
+            Err(_) => return 0,
+        };
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        files.len()
+    }
+}
+
+/// Temporary and staged files being written now: what an interrupted run must not leave behind.
+static IN_FLIGHT: InFlight = InFlight::new();
+
+/// Marks `path` as a file that exists only until this run finishes with it (a temporary or
+/// staged output): [`remove_in_flight`] deletes it if the run is interrupted first.
+pub fn track_in_flight(path: &Path) {
+    IN_FLIGHT.track(path);
+}
+
+/// `path` is finished with (renamed into place or deleted): no longer removed on interrupt.
+pub fn untrack_in_flight(path: &Path) {
+    IN_FLIGHT.untrack(path);
+}
+
+/// Deletes every file still marked by [`track_in_flight`] (what the Ctrl-C handler calls before
+/// the process exits); returns how many there were.
+pub fn remove_in_flight() -> usize {
+    IN_FLIGHT.remove_all()
+}
+
 /// Writes `bytes` to `path` through a temporary sibling file and a rename: readers see either the
 /// old file or the complete new one, never a partial write (an interrupted run leaves no
-/// truncated output).
+/// truncated output, and no temporary file once [`remove_in_flight`] has run). A pipe or a
+/// character device is streamed into instead ([`OutputTarget::Stream`]); a folder, socket or
+/// block device is refused.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if output_target(path)? == OutputTarget::Stream {
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+        return f.write_all(bytes).and_then(|()| f.flush());
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -126,6 +222,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp_name.push(file_name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
+    track_in_flight(&tmp);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -134,6 +231,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+    untrack_in_flight(&tmp);
+    result
+}
+
+/// Puts a finished file `from` (a staged render) in place of `to`: a rename for a regular file,
+/// a copy into a pipe or a character device (then `from` is deleted), an error for anything else.
+pub fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+    let result = match output_target(to)? {
+        OutputTarget::File => std::fs::rename(from, to),
+        OutputTarget::Stream => std::fs::read(from)
+            .and_then(|bytes| write_atomic(to, &bytes))
+            .and_then(|()| std::fs::remove_file(from)),
+    };
+    if result.is_ok() {
+        untrack_in_flight(from);
     }
     result
 }
@@ -295,5 +408,54 @@ impl Reader {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         Ok((shape, values))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_streamed_into_or_refused_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        // /dev/null: streamed into, and still the device afterwards.
+        write_atomic(Path::new("/dev/null"), b"abc").unwrap();
+        assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+        // /dev/full: the device's own error, not a rename over it.
+        if Path::new("/dev/full").exists() {
+            let err = write_atomic(Path::new("/dev/full"), b"abc").unwrap_err();
+            assert!(!std::fs::metadata("/dev/full").unwrap().is_file(), "{err}");
+        }
+        // A folder and a socket are refused and stay what they were.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(write_atomic(&sub, b"x").is_err());
+        assert!(sub.is_dir());
+        let sock = dir.path().join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let err = write_atomic(&sock, b"x").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(!std::fs::metadata(&sock).unwrap().is_file());
+        // Nothing else was left in the folder.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn interrupted_writes_leave_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        // A registry of its own: the global one belongs to the other tests' writes.
+        let in_flight = InFlight::new();
+        let staged = dir.path().join(".x.wav.1234.tmp");
+        std::fs::write(&staged, b"half").unwrap();
+        in_flight.track(&staged);
+        let done = dir.path().join("done.tmp");
+        std::fs::write(&done, b"kept").unwrap();
+        in_flight.track(&done);
+        in_flight.untrack(&done);
+        assert_eq!(in_flight.remove_all(), 1);
+        assert!(!staged.exists());
+        assert!(done.exists());
     }
 }

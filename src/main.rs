@@ -48,6 +48,13 @@ fn main() -> miette::Result<()> {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }));
     let cli = Cli::parse();
+    // Ctrl-C (or a kill) mid-write must not leave `.NAME.PID.tmp` or staged files behind: the
+    // handler deletes what is in flight, then ends the run as the signal would have (130).
+    let _ = ctrlc::set_handler(|| {
+        baton::files::remove_in_flight();
+        eprintln!("interrupted");
+        std::process::exit(130);
+    });
     match cli.command {
         Command::Render(args) => cli::render::run(args),
         Command::Watch(args) => cli::watch::run(args),

@@ -668,3 +668,28 @@ fn mean_diff_method_writes_the_normalised_difference_of_class_means() {
         "a refused run touched the bundle"
     );
 }
+
+#[test]
+fn identical_features_are_refused_not_turned_into_an_arbitrary_direction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, d) = (40, 8);
+    let feats = dir.path().join("same.safetensors");
+    let ids: Vec<i64> = (0..n).map(|i| (i % 2) as i64).collect();
+    features(
+        &feats,
+        &vec![0.25; n * d],
+        n,
+        d,
+        Labels::Classes(ids),
+        &["low", "high"],
+    );
+    let out = dir.path().join("out.safetensors");
+    for (method, extra) in [("rfm", &["--search", "2"][..]), ("mean-diff", &[][..])] {
+        let mut args = vec!["--positive", "high", "--method", method];
+        args.extend(extra);
+        let (ok, text) = train(&feats, &out, &args);
+        assert!(!ok, "{method}: {text}");
+        assert!(text.contains("same"), "{method}: {text}");
+        assert!(!out.exists(), "{method} wrote a bundle");
+    }
+}

@@ -5,7 +5,7 @@ mod steer_common;
 
 use std::path::Path;
 
-use baton::script::{run_source, DryRun, DryRunLog, RecipeOptions, RecipeOutcome, ScriptError};
+use baton::script::{DryRunLog, RecipeOptions, RecipeOutcome, ScriptError};
 use baton::steer::StrengthUnit;
 
 struct Run {
@@ -18,24 +18,10 @@ struct Run {
 fn run_with(source: &str, tweak: impl FnOnce(&mut RecipeOptions)) -> Run {
     let lib = steer_common::library(8, 4);
     let out = tempfile::tempdir().unwrap();
-    let mut options = RecipeOptions {
-        directions: lib.path().to_path_buf(),
-        out_dir: out.path().to_path_buf(),
-        echo: false,
-        ..RecipeOptions::default()
-    };
-    tweak(&mut options);
-    let dry = DryRun::default();
-    let outcome = run_source(
-        "recipe.rhai",
-        source,
-        Path::new("."),
-        options,
-        Box::new(dry.clone()),
-    );
+    let (outcome, log) = steer_common::dry_run(source, lib.path(), out.path(), tweak);
     Run {
         outcome,
-        log: dry.log(),
+        log,
         _lib: lib,
         out,
     }

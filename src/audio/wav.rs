@@ -29,6 +29,10 @@ pub enum AudioError {
     /// A WAV file that holds no samples.
     #[error("{path} has no samples")]
     Empty { path: PathBuf },
+    /// A float WAV file holding NaN or infinite samples (no audio has them: the file is broken,
+    /// and every number read from it would be meaningless).
+    #[error("{path} holds non-finite samples (NaN or infinity), the first at sample {index}")]
+    NotFinite { path: PathBuf, index: usize },
 }
 
 /// How samples are stored in a written WAV file.
@@ -80,6 +84,12 @@ pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), AudioError> {
             path: path.to_path_buf(),
         });
     }
+    if let Some(index) = interleaved.iter().position(|s| !s.is_finite()) {
+        return Err(AudioError::NotFinite {
+            path: path.to_path_buf(),
+            index: index / channels,
+        });
+    }
     let mono = interleaved
         .chunks(channels)
         .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32)
@@ -88,13 +98,20 @@ pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), AudioError> {
 }
 
 /// Writes mono samples as a WAV file, atomically (temp file in the same folder, then rename), so
-/// an interrupted run never leaves a truncated file behind.
+/// an interrupted run never leaves a truncated file behind. Non-finite samples (what a far too
+/// strong push can make of the model's output) are refused rather than written.
 pub fn write_wav(
     path: &Path,
     samples: &[f32],
     sample_rate: u32,
     format: SampleFormat,
 ) -> Result<(), AudioError> {
+    if let Some(index) = samples.iter().position(|s| !s.is_finite()) {
+        return Err(AudioError::NotFinite {
+            path: path.to_path_buf(),
+            index,
+        });
+    }
     let (bits, sample_format) = match format {
         SampleFormat::Float32 => (32, hound::SampleFormat::Float),
         SampleFormat::Pcm16 => (16, hound::SampleFormat::Int),
@@ -154,6 +171,32 @@ mod tests {
         }
         // no temp files left behind
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn non_finite_samples_are_refused_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nan.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 32000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        for s in [0.0, 0.0, 0.5, f32::NAN, 0.1, 0.1] {
+            w.write_sample(s).unwrap();
+        }
+        w.finalize().unwrap();
+        let err = read_wav_mono(&path).unwrap_err();
+        assert!(
+            matches!(err, AudioError::NotFinite { index: 1, .. }),
+            "{err}"
+        );
+        let out = dir.path().join("out.wav");
+        let err = write_wav(&out, &[0.0, f32::INFINITY], 32000, SampleFormat::Pcm16).unwrap_err();
+        assert!(err.to_string().contains("non-finite"), "{err}");
+        assert!(!out.exists());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `--layer-weights`, `--gate`, `--strength-unit`), each checked before the model loads.
 
 use baton::model::{
-    check_negative_prompt, GenerateOptions, MusicGen, ResidualHook, Sampling,
+    check_negative_prompt, guidance_warning, GenerateOptions, MusicGen, ResidualHook, Sampling,
     DEFAULT_GUIDANCE_SCALE, DEFAULT_TEMPERATURE, DEFAULT_TOP_K,
 };
 use baton::probe::DirectionBundle;
@@ -83,6 +83,9 @@ impl SamplingArgs {
                 "--cfg must be a non-negative number, got {}",
                 self.cfg
             ));
+        }
+        if let Some(w) = guidance_warning(self.cfg) {
+            eprintln!("warning: --cfg: {w}");
         }
         check_negative_prompt(self.negative_prompt.as_deref(), self.cfg)
             .map_err(|e| miette::miette!("--negative-prompt: {e}"))
@@ -184,9 +187,13 @@ impl SteerArgs {
                     gate: None,
                     unit: self.strength_unit,
                 };
-                // Residual units need the bundle's norms: known now, before the model loads.
-                term.block_weights()
+                // Residual units need the bundle's norms, and a term must steer something:
+                // both known now, before the model loads.
+                term.check()
                     .map_err(|e| miette::miette!("--steer {spec}: {e}"))?;
+                if let Some(w) = term.warning() {
+                    eprintln!("warning: --steer {spec}: {w}");
+                }
                 Ok(term)
             })
             .collect::<miette::Result<Vec<_>>>()?;

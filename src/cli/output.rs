@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use baton::files::folder_of;
 use miette::{miette, Result};
 
-/// Checks that `path` could be written: not empty, not a folder, and its parent folder exists
-/// and is not read-only. Creates nothing.
+/// Checks that `path` could be written: not empty, not a folder or other special file baton
+/// would not replace (see [`baton::files::output_target`]), and its parent folder exists and is
+/// not read-only. Creates nothing.
 ///
 /// Only permission bits are looked at (no owner or ACL check): the atomic write at the end
 /// still reports the rare folder that passes here but refuses the file.
@@ -71,7 +72,10 @@ fn check_path(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(miette!("cannot write {}: it is a folder", path.display()));
     }
-    Ok(())
+    // A socket or block device is never replaced; a pipe or /dev/null is streamed into.
+    baton::files::output_target(path)
+        .map(|_| ())
+        .map_err(|e| miette!("cannot write {}: {e}", path.display()))
 }
 
 /// `folder` (the output's folder, or the nearest existing one above it) must be a folder that

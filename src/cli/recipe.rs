@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use baton::audio::play::{Playback, Player};
 use baton::audio::SampleFormat;
 use baton::script::render::ModelRenderer;
-use baton::script::{run_file, RecipeOptions};
+use baton::script::sandbox::{DEFAULT_OUTPUT_MB, DEFAULT_RENDERS, DEFAULT_RUN_OPERATIONS};
+use baton::script::{run_file, Limits, RecipeOptions};
 
 use clap::Args;
 
@@ -109,8 +110,8 @@ impl PlayArgs {
     }
 }
 
-/// Where recipes find directions and may write: shared by every verb that runs recipes or
-/// steers.
+/// Where recipes find directions, where and how much they may write: shared by every verb that
+/// runs recipes or steers.
 #[derive(Args, Debug, Clone)]
 pub struct RecipePaths {
     #[command(flatten)]
@@ -118,6 +119,22 @@ pub struct RecipePaths {
     /// A folder a recipe may write to besides --out (repeatable; also $BATON_ALLOW_WRITE).
     #[arg(long)]
     pub allow_write: Vec<PathBuf>,
+    #[command(flatten)]
+    pub budget: RecipeBudget,
+}
+
+/// How much one run of a recipe may do (a recipe file, a REPL input, a watch-mode save).
+#[derive(Args, Debug, Clone)]
+pub struct RecipeBudget {
+    /// Script operations one run may use, user curves sampled while rendering included.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RUN_OPERATIONS)]
+    pub max_operations: u64,
+    /// Pieces one run may render.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RENDERS)]
+    pub max_renders: usize,
+    /// MiB one run may write (audio counted as 32 kHz 32-bit float).
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_OUTPUT_MB)]
+    pub max_output_mb: u64,
 }
 
 impl RecipeFlags {
@@ -132,6 +149,7 @@ impl RecipeFlags {
                 self.out.display()
             ));
         }
+        let budget = &self.paths.budget;
         Ok(RecipeOptions {
             directions: self.paths.library.dir.clone(),
             out_dir: self.out.clone(),
@@ -150,6 +168,12 @@ impl RecipeFlags {
             model_override: (self.model.model != DEFAULT_MODEL).then(|| self.model.model.clone()),
             seconds_override: self.seconds,
             greedy: self.greedy,
+            limits: Limits {
+                max_run_operations: budget.max_operations,
+                max_renders: budget.max_renders,
+                max_output_bytes: budget.max_output_mb.saturating_mul(1 << 20),
+                ..Limits::default()
+            },
             ..RecipeOptions::default()
         })
     }

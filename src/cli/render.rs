@@ -83,6 +83,14 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
         .transpose()?;
 
     let model = load_model(&args.model)?;
+    for (i, prompt) in args.prompt.iter().enumerate() {
+        if let Some(w) = model
+            .prompt_warning(prompt)
+            .map_err(|e| miette::miette!("{e}"))?
+        {
+            eprintln!("warning: --prompt number {}: {w}", i + 1);
+        }
+    }
     let max_new_tokens = match (args.max_new_tokens, args.seconds) {
         (Some(t), _) => t,
         (None, Some(s)) => model

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 
-use crate::files::{content_hash, folder_of, stamp};
+use crate::files::{
+    content_hash, folder_of, move_into_place, stamp, track_in_flight, untrack_in_flight,
+};
 use crate::probe::eval::{PooledWindow, Windowing};
 use crate::probe::Pooling;
 use crate::script::{
@@ -71,9 +73,9 @@ impl<R: Renderer> Staged<R> {
         let mut moved = Vec::new();
         let pending = std::mem::take(&mut self.pending);
         for (i, p) in pending.iter().enumerate() {
-            if let Err(e) = std::fs::rename(&p.staged, &p.out) {
-                for rest in &pending[i + 1..] {
-                    let _ = std::fs::remove_file(&rest.staged);
+            if let Err(e) = move_into_place(&p.staged, &p.out) {
+                for rest in &pending[i..] {
+                    discard(&rest.staged);
                 }
                 let replaced: Vec<String> = moved
                     .iter()
@@ -103,7 +105,7 @@ impl<R: Renderer> Staged<R> {
     pub fn rollback(&mut self) {
         self.unchanged = 0;
         for p in std::mem::take(&mut self.pending) {
-            let _ = std::fs::remove_file(&p.staged);
+            discard(&p.staged);
         }
     }
 
@@ -123,6 +125,12 @@ fn comparable(path: &Path) -> PathBuf {
         (Ok(d), Some(name)) => d.join(name),
         _ => path.to_path_buf(),
     }
+}
+
+/// Deletes a staged file that will not be moved into place.
+fn discard(staged: &Path) {
+    let _ = std::fs::remove_file(staged);
+    untrack_in_flight(staged);
 }
 
 /// Where a render for `out` waits for its run to succeed: a hidden file beside it.
@@ -162,7 +170,7 @@ impl<R: Renderer> Renderer for Staged<R> {
         // A second render to the same file in one run replaces the first.
         let key = comparable(&request.out);
         if let Some(i) = self.pending.iter().position(|p| comparable(&p.out) == key) {
-            let _ = std::fs::remove_file(&self.pending.remove(i).staged);
+            discard(&self.pending.remove(i).staged);
         }
         if let Some((f, s)) = self.committed.get(&key) {
             if *f == fingerprint && stamp(&request.out).as_ref() == Some(s) {
@@ -176,6 +184,7 @@ impl<R: Renderer> Renderer for Staged<R> {
         // Only a finished render waits for the commit: a failed one (which the recipe may
         // catch and go on) leaves nothing to move.
         self.inner.render(&staged_request, curves)?;
+        track_in_flight(&staged);
         self.pending.push(Pending {
             staged,
             out: request.out.clone(),

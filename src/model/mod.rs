@@ -144,6 +144,20 @@ pub fn check_negative_prompt(negative: Option<&str>, guidance_scale: f64) -> Res
     }
 }
 
+/// Above this guidance scale (MusicGen's default is 3) the guided logits are pushed so far from
+/// both halves of the batch that the music turns to noise: allowed, but said.
+pub const EXTREME_GUIDANCE: f64 = 30.0;
+
+/// A warning for a guidance scale past [`EXTREME_GUIDANCE`].
+pub fn guidance_warning(guidance_scale: f64) -> Option<String> {
+    (guidance_scale > EXTREME_GUIDANCE).then(|| {
+        format!(
+            "guidance scale {guidance_scale} is extreme (above {EXTREME_GUIDANCE}; MusicGen's \
+             default is {DEFAULT_GUIDANCE_SCALE}): expect noise"
+        )
+    })
+}
+
 /// Generated audio codes: `[batch, num_codebooks, frames]`, i64, delay pattern already undone.
 pub type Codes = Tensor;
 
@@ -402,6 +416,12 @@ impl MusicGen {
         Ok((states, mask.to_dtype(DType::F32)?))
     }
 
+    /// A warning for a prompt longer than the text encoder reads (it is cut to
+    /// [`text::MAX_PROMPT_TOKENS`] tokens), or `None`.
+    pub fn prompt_warning(&self, prompt: &str) -> Result<Option<String>, ModelError> {
+        self.parts.prompt_warning(prompt)
+    }
+
     /// Generates codes for a batch of prompts. `hook` steers (see [`ResidualHook`]);
     /// `on_step(done, total)` is called after every decoder step (for progress bars).
     pub fn generate(
@@ -586,6 +606,12 @@ mod parts {
                 codec,
                 device: device.clone(),
             })
+        }
+
+        pub fn prompt_warning(&self, prompt: &str) -> Result<Option<String>, ModelError> {
+            self.tokenizer
+                .length_warning(prompt)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))
         }
 
         /// T5 states `[b, s, d_text]` and mask `[b, s]`.

@@ -83,6 +83,12 @@ impl PromptBatch {
     }
 }
 
+/// The longest prompt the text encoder reads, in tokens (`</s>` included): T5's and MusicGen's
+/// tokenizer limit. Longer prompts are cut to it: the encoder's attention costs grow with the
+/// square of the length (a 4,096-word prompt once took 17 GB), and MusicGen was trained on
+/// short descriptions.
+pub const MAX_PROMPT_TOKENS: usize = 512;
+
 /// The T5 tokenizer of a MusicGen checkpoint.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
@@ -124,8 +130,30 @@ impl TextTokenizer {
         self.eos_id
     }
 
-    /// Token ids of one prompt, ending with `</s>`.
+    /// Token ids of one prompt, ending with `</s>`, cut to [`MAX_PROMPT_TOKENS`] (the first
+    /// 511 tokens and `</s>`, as a truncating Hugging Face tokenizer does).
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>, TextError> {
+        let mut ids = self.encode_whole(prompt)?;
+        if ids.len() > MAX_PROMPT_TOKENS {
+            ids.truncate(MAX_PROMPT_TOKENS - 1);
+            ids.push(self.eos_id);
+        }
+        Ok(ids)
+    }
+
+    /// A warning when `prompt` is longer than the encoder reads (it is then cut).
+    pub fn length_warning(&self, prompt: &str) -> Result<Option<String>, TextError> {
+        let n = self.encode_whole(prompt)?.len();
+        Ok((n > MAX_PROMPT_TOKENS).then(|| {
+            format!(
+                "the prompt is {n} tokens long; the text encoder reads the first \
+                 {MAX_PROMPT_TOKENS} (the rest is left out)"
+            )
+        }))
+    }
+
+    /// Token ids of the whole prompt, ending with `</s>`.
+    fn encode_whole(&self, prompt: &str) -> Result<Vec<u32>, TextError> {
         let encoding = self
             .inner
             .encode(prompt, true)

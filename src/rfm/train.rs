@@ -298,6 +298,15 @@ pub fn train_block(
     opts: &ProbeOptions,
 ) -> Result<BlockResult, RfmError> {
     let (x, xv) = split_rows(train, val, sets)?;
+    if (1..x.nrows()).all(|i| (0..x.ncols()).all(|j| x[(i, j)] == x[(0, j)])) {
+        // RFM would still "find" a direction: an arbitrary axis of an all-zero concept matrix
+        // (AUC 0.5, eigenvalue 0), written as if it meant something. The baseline refuses too.
+        return Err(RfmError::TooFew(
+            "every training clip has the same features here: there is no direction to find \
+             (were the clips all the same sound?)"
+                .into(),
+        ));
+    }
     let train_set = Dataset {
         x,
         y: sets.train_y.clone(),

@@ -77,6 +77,8 @@ fn hint(err: &EvalAltResult, engine: &Engine) -> Option<String> {
         EvalAltResult::ErrorTooManyOperations(..) => Some(
             "recipes run sandboxed with a limit on operations: is there an endless loop?".into(),
         ),
+        // Only the run budget ends a run this way (see sandbox::Budget): its token is the reason.
+        EvalAltResult::ErrorTerminated(reason, _) => Some(reason.to_string()),
         EvalAltResult::ErrorStackOverflow(..) => {
             Some("recipes run sandboxed with a limit on call depth: runaway recursion?".into())
         }

@@ -221,6 +221,51 @@ pub(crate) fn score_map(scores: impl IntoIterator<Item = (usize, f64)>) -> Map {
         .collect()
 }
 
+/// A direction the algebra made, refused when a value overflowed to infinity or became NaN
+/// (`d * 1e30 * 1e30`, `scale(0.0 / 0.0)`): steering with it would silently wreck the audio.
+fn finite(d: Direction) -> Res<Direction> {
+    match d
+        .vectors
+        .iter()
+        .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
+    {
+        Some((l, _)) => fail(format!(
+            "`{}` is not finite at block {l} (NaN or infinity: a scale of 0/0, or a value too \
+             large for 32-bit floats)",
+            d.name
+        )),
+        None => Ok(d),
+    }
+}
+
+/// `d` with only the blocks in `keep`, refused when none of them is one of `d`'s.
+fn keep_blocks(d: &Direction, keep: &[usize]) -> Res<Direction> {
+    let kept = d.blocks(keep);
+    if kept.vectors.is_empty() {
+        let has: Vec<String> = d.vectors.keys().map(|l| l.to_string()).collect();
+        return fail(format!(
+            "blocks: `{}` has none of the blocks asked for (it has {})",
+            d.name,
+            if has.is_empty() {
+                "none".into()
+            } else {
+                has.join(", ")
+            }
+        ));
+    }
+    Ok(kept)
+}
+
+/// Block indices of the range `start..end`, bounded: no model has a block past `1 << 16`, and
+/// `blocks(0..1000000000)` must not build a billion-entry list.
+fn range_blocks(start: INT, end: INT) -> Res<Vec<usize>> {
+    const MAX_BLOCK: INT = 1 << 16;
+    if start < 0 {
+        return fail(format!("block index {start} is negative"));
+    }
+    block_list(start..end.min(MAX_BLOCK))
+}
+
 fn rhai_err(e: impl std::fmt::Display) -> Box<EvalAltResult> {
     e.to_string().into()
 }
@@ -257,41 +302,54 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
             .map_or(Dynamic::UNIT, |(l, _)| Dynamic::from(l as INT))
     });
 
-    engine.register_fn("*", |d: Direction, k: f64| d.scale(k));
-    engine.register_fn("*", |k: f64, d: Direction| d.scale(k));
-    engine.register_fn("*", |d: Direction, k: INT| d.scale(k as f64));
-    engine.register_fn("*", |k: INT, d: Direction| d.scale(k as f64));
+    engine.register_fn("*", |d: Direction, k: f64| finite(d.scale(k)));
+    engine.register_fn("*", |k: f64, d: Direction| finite(d.scale(k)));
+    engine.register_fn("*", |d: Direction, k: INT| finite(d.scale(k as f64)));
+    engine.register_fn("*", |k: INT, d: Direction| finite(d.scale(k as f64)));
     engine.register_fn("-", |d: Direction| d.scale(-1.0));
     engine.register_fn("scale", |d: &mut Direction, k: Dynamic| -> Res<Direction> {
-        Ok(d.scale(num(&k, "scale")?))
+        finite(d.scale(num(&k, "scale")?))
     });
     engine.register_fn("+", |a: Direction, b: Direction| -> Res<Direction> {
-        a.add(&b).map_err(rhai_err)
+        finite(a.add(&b).map_err(rhai_err)?)
     });
     engine.register_fn("-", |a: Direction, b: Direction| -> Res<Direction> {
-        a.sub(&b).map_err(rhai_err)
+        finite(a.sub(&b).map_err(rhai_err)?)
     });
-    engine.register_fn("normalize", |d: &mut Direction| d.normalize());
+    engine.register_fn("normalize", |d: &mut Direction| -> Res<Direction> {
+        if d.vectors.values().all(|v| v.iter().all(|x| *x == 0.0)) {
+            return fail(format!(
+                "normalize: every vector of `{}` is zero, so it has no direction to keep",
+                d.name
+            ));
+        }
+        finite(d.normalize())
+    });
     engine.register_fn(
         "orth",
         |a: &mut Direction, b: Direction| -> Res<Direction> {
-            a.orthogonalize(&b).map_err(rhai_err)
+            finite(a.orthogonalize(&b).map_err(rhai_err)?)
         },
     );
     engine.register_fn("cosine", |a: &mut Direction, b: Direction| -> Res<Map> {
         a.cosine(&b).map(score_map).map_err(rhai_err)
     });
     engine.register_fn("top", |d: &mut Direction, k: INT| -> Res<Direction> {
+        if k < 1 {
+            return fail(format!("top({k}) keeps no block: k must be at least 1"));
+        }
         Ok(d.top(block_list([k])?[0]))
     });
     engine.register_fn(
         "blocks",
-        |d: &mut Direction, r: Range<INT>| -> Res<Direction> { Ok(d.blocks(&block_list(r)?)) },
+        |d: &mut Direction, r: Range<INT>| -> Res<Direction> {
+            keep_blocks(d, &range_blocks(r.start, r.end)?)
+        },
     );
     engine.register_fn(
         "blocks",
         |d: &mut Direction, r: RangeInclusive<INT>| -> Res<Direction> {
-            Ok(d.blocks(&block_list(r)?))
+            keep_blocks(d, &range_blocks(*r.start(), r.end().saturating_add(1))?)
         },
     );
     engine.register_fn(
@@ -304,7 +362,7 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
                         .or_else(|t| fail(format!("block index must be an integer, not {t}")))
                 })
                 .collect::<Res<Vec<INT>>>()?;
-            Ok(d.blocks(&block_list(ints)?))
+            keep_blocks(d, &block_list(ints)?)
         },
     );
     engine.register_fn("weights", |d: &mut Direction, rule: &str| -> Res<Map> {

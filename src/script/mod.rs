@@ -263,6 +263,11 @@ pub(crate) struct Host {
     pub curves: Mutex<Vec<FnPtr>>,
     pub renderer: Mutex<Box<dyn Renderer>>,
     pub written: Mutex<Vec<PathBuf>>,
+    /// Files written by the current run (one recipe, one REPL input): a second write to one
+    /// of them is refused, since only the last would survive.
+    pub run_outputs: Mutex<Vec<PathBuf>>,
+    /// What the current run has used of its limits.
+    pub budget: sandbox::Budget,
     pub printed: Mutex<Vec<String>>,
     /// Source text per module name, for error reports inside imported modules.
     pub sources: Mutex<BTreeMap<String, String>>,
@@ -276,6 +281,32 @@ impl Host {
             .lock()
             .map(|d| d.clone())
             .unwrap_or_else(|_| PathBuf::from("."))
+    }
+
+    /// Claims `out` for the current run, which will write about `bytes` there: an error naming
+    /// `verb` when the run already wrote it, or past the run's render and byte budgets.
+    pub(crate) fn claim_output(
+        &self,
+        verb: &str,
+        out: &Path,
+        bytes: u64,
+    ) -> Result<(), Box<EvalAltResult>> {
+        self.budget
+            .output(&self.options.limits, verb == "render", bytes)
+            .map_err(|e| format!("{verb}: {e}"))?;
+        let mut outputs = self
+            .run_outputs
+            .lock()
+            .map_err(|_| "output table poisoned")?;
+        if outputs.iter().any(|p| p == out) {
+            return fail(format!(
+                "{verb}: this run already wrote {}; give each {verb} its own file (the last \
+                 would silently replace the others)",
+                out.display()
+            ));
+        }
+        outputs.push(out.to_path_buf());
+        Ok(())
     }
 
     pub(crate) fn say(&self, line: String) {
@@ -439,6 +470,8 @@ pub(crate) fn build_engine(host: &Arc<Host>) -> Engine {
     let mut engine = Engine::new();
     sandbox::apply(&mut engine, &host.options.limits);
     {
+        let h = host.clone();
+        engine.on_progress(move |_| h.budget.operation(&h.options.limits).map(Dynamic::from));
         let h = host.clone();
         engine.on_print(move |s| h.say(s.to_string()));
         let h = host.clone();

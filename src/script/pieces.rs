@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, INT};
 
-use super::schedules::num;
+use super::schedules::{bounded, num};
 use super::{fail, sandbox, Host, RenderRequest, Rendered};
 use crate::model::{Sampling, DEFAULT_GUIDANCE_SCALE, DEFAULT_TEMPERATURE, DEFAULT_TOP_K};
 use crate::steer::{Direction, LayerWeights, Plan, Schedule, StrengthUnit, Term};
@@ -106,6 +106,10 @@ fn strength(amount: &Dynamic) -> Res<(f64, Schedule)> {
     Ok((num(amount, "steering strength")?, Schedule::constant(1.0)))
 }
 
+/// The most terms one piece may hold: each copies its direction, and a recipe looping over
+/// `steer` would otherwise fill memory.
+pub const MAX_TERMS: usize = 256;
+
 fn add_term(p: &mut Piece, d: Direction, amount: &Dynamic, opts: Option<Map>) -> Res<Piece> {
     let (eta0, schedule) = strength(amount)?;
     let mut term = Term {
@@ -120,7 +124,7 @@ fn add_term(p: &mut Piece, d: Direction, amount: &Dynamic, opts: Option<Map>) ->
         match k.as_str() {
             "gate" => term.gate = Some(probability(&v, "gate")?),
             "layers" => term.weights = weights_rule(&v)?,
-            "delay" => term.schedule = term.schedule.shift(num(&v, "delay")?),
+            "delay" => term.schedule = bounded(term.schedule.shift(num(&v, "delay")?))?,
             "unit" => term.unit = strength_unit(&v)?,
             other => {
                 return fail(format!(
@@ -129,8 +133,15 @@ fn add_term(p: &mut Piece, d: Direction, amount: &Dynamic, opts: Option<Map>) ->
             }
         }
     }
-    // Residual units need the direction's norms: said here, at the steer call, not at render.
-    term.block_weights().map_err(|e| e.to_string())?;
+    // Residual units need the direction's norms, and the term must steer something: said
+    // here, at the steer call, not at render.
+    term.check().map_err(|e| e.to_string())?;
+    if p.plan.terms.len() >= MAX_TERMS {
+        return fail(format!(
+            "steer: a piece holds at most {MAX_TERMS} terms (add directions together with `+` \
+             to steer with more at once)"
+        ));
+    }
     p.plan.terms.push(term);
     Ok(p.clone())
 }
@@ -187,7 +198,11 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         p.clone()
     });
     engine.register_fn("cfg", |p: &mut Piece, s: Dynamic| -> Res<Piece> {
-        p.cfg = num(&s, "cfg")?;
+        let cfg = num(&s, "cfg")?;
+        if !(cfg.is_finite() && cfg >= 0.0) {
+            return fail(format!("cfg must be a non-negative number, got {cfg}"));
+        }
+        p.cfg = cfg;
         Ok(p.clone())
     });
     engine.register_fn("negative", |p: &mut Piece, text: &str| -> Res<Piece> {
@@ -269,6 +284,13 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
     .or_else(fail)?;
     crate::model::check_negative_prompt(p.negative.as_deref(), p.cfg)
         .map_err(|e| format!("render: {e}"))?;
+    let warnings = p.plan.warnings();
+    for w in warnings
+        .into_iter()
+        .chain(crate::model::guidance_warning(p.cfg))
+    {
+        host.say(format!("warning: {w}"));
+    }
     let mut sampling = p.sampling;
     if host.options.greedy {
         sampling = Sampling::Greedy;
@@ -284,6 +306,9 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         seed: p.plan.seed,
         out: out.clone(),
     };
+    // Audio bytes as MusicGen writes them (32 kHz, 32-bit float), counted before the work.
+    let audio_bytes = ((request.seconds.max(0.0) * 32_000.0 * 4.0) as u64).saturating_add(44);
+    host.claim_output("render", &out, audio_bytes)?;
     let curves = host
         .curves
         .lock()
@@ -295,9 +320,11 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         let f = curves
             .get(id)
             .ok_or_else(|| format!("unknown curve #{id}"))?;
-        let v: Dynamic = f
-            .call_within_context(ctx, (t,))
-            .map_err(|e| e.to_string())?;
+        let v: Dynamic = f.call_within_context(ctx, (t,)).map_err(|e| match *e {
+            // The run's budget ran out inside the curve: say which budget, not just "terminated".
+            EvalAltResult::ErrorTerminated(reason, _) => reason.to_string(),
+            other => other.to_string(),
+        })?;
         v.as_float()
             .or_else(|_| v.as_int().map(|i| i as f64))
             .map_err(|t| format!("returned {t}, not a number"))

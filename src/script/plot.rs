@@ -42,6 +42,11 @@ fn schedule_values(s: &Schedule, seconds: f64, n: usize) -> Res<Vec<f64>> {
     if s.has_custom() {
         return fail("plot: schedules built with curve() are only sampled when rendering");
     }
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return fail(format!(
+            "plot: length must be positive seconds, got {seconds}"
+        ));
+    }
     let dt = seconds / (n.max(2) - 1) as f64;
     s.sample(n, dt, &mut |_, _| Ok(0.0))
         .map_err(|e| e.to_string().into())
@@ -158,12 +163,14 @@ fn write_png(host: &Host, path: &str, values: &[f64], bars: bool) -> Res<()> {
         "png",
     )
     .or_else(fail)?;
+    let (w, h, px) = draw(values, bars);
+    let png = png_gray(w, h, &px);
+    host.claim_output("plot", &out, png.len() as u64)?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)
             .or_else(|e| fail(format!("plot: cannot create {}: {e}", dir.display())))?;
     }
-    let (w, h, px) = draw(values, bars);
-    crate::audio::write_atomic(&out, &png_gray(w, h, &px)).or_else(|e| fail(e.to_string()))?;
+    crate::audio::write_atomic(&out, &png).or_else(|e| fail(e.to_string()))?;
     host.say(format!("wrote {}", out.display()));
     if let Ok(mut wr) = host.written.lock() {
         wr.push(out);

@@ -188,6 +188,12 @@ impl Renderer for ModelRenderer {
         let max_new_tokens = model
             .max_new_tokens_for_seconds(request.seconds)
             .map_err(|e| e.to_string())?;
+        if let Some(w) = model
+            .prompt_warning(&request.prompt)
+            .map_err(|e| e.to_string())?
+        {
+            eprintln!("warning: {w}");
+        }
         let mut hook = plan_hook(model, &request.plan, max_new_tokens, curves)?;
         let key = reuse_key(request, max_new_tokens);
         let coefficients = hook

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, INT};
 
 use super::{fail, Host};
+use crate::steer::schedule::MAX_DEPTH;
 use crate::steer::{Interp, Schedule};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -44,6 +45,34 @@ fn positive(v: &Dynamic, what: &str) -> Res<f64> {
     }
 }
 
+/// A length of time: zero or more.
+fn duration(v: &Dynamic, what: &str) -> Res<f64> {
+    let x = num(v, what)?;
+    if x >= 0.0 && x.is_finite() {
+        Ok(x)
+    } else {
+        fail(format!("{what} must be a time of 0 or more, got {x}"))
+    }
+}
+
+/// A start and an end time, the end not before the start (equal times make a step).
+fn span(t0: &Dynamic, t1: &Dynamic, verb: &str) -> Res<(f64, f64)> {
+    let (a, b) = (
+        num(t0, &format!("{verb}: start time"))?,
+        num(t1, &format!("{verb}: end time"))?,
+    );
+    if !(a.is_finite() && b.is_finite()) {
+        return fail(format!("{verb}: times must be finite, got {a} and {b}"));
+    }
+    if b < a {
+        return fail(format!(
+            "{verb}: end time {b} is before start time {a} (swap them, or swap the values to \
+             go the other way)"
+        ));
+    }
+    Ok((a, b))
+}
+
 /// A two-element array `[x, number]`; `shape` names the elements for messages.
 fn pair(v: &Dynamic, what: &str, shape: &str) -> Res<(Dynamic, f64)> {
     let a = match v.clone().try_cast::<Array>() {
@@ -67,13 +96,27 @@ fn keyframes(points: Array, interp: Interp) -> Res<Schedule> {
     Ok(Schedule::keyframes(keys, interp))
 }
 
+/// A schedule a recipe built, refused when deeper than [`MAX_DEPTH`]: evaluating a deeper tree
+/// could overflow the native stack and abort the whole REPL or watch session.
+pub(crate) fn bounded(s: Schedule) -> Res<Schedule> {
+    if s.depth() > MAX_DEPTH {
+        return fail(format!(
+            "this schedule would be {} levels deep, more than the {MAX_DEPTH} a recipe may build \
+             (a loop growing one schedule step by step?): use keyframes(...) or seq(...) for \
+             many points, or combine the parts pairwise",
+            s.depth()
+        ));
+    }
+    Ok(s)
+}
+
 macro_rules! ops {
     ($engine:ident, $name:literal, $op:tt) => {
-        $engine.register_fn($name, |a: Schedule, b: Schedule| a $op b);
-        $engine.register_fn($name, |a: Schedule, b: f64| a $op b);
-        $engine.register_fn($name, |a: f64, b: Schedule| a $op b);
-        $engine.register_fn($name, |a: Schedule, b: INT| a $op (b as f64));
-        $engine.register_fn($name, |a: INT, b: Schedule| (a as f64) $op b);
+        $engine.register_fn($name, |a: Schedule, b: Schedule| bounded(a $op b));
+        $engine.register_fn($name, |a: Schedule, b: f64| bounded(a $op b));
+        $engine.register_fn($name, |a: f64, b: Schedule| bounded(a $op b));
+        $engine.register_fn($name, |a: Schedule, b: INT| bounded(a $op (b as f64)));
+        $engine.register_fn($name, |a: INT, b: Schedule| bounded((a as f64) $op b));
     };
 }
 
@@ -89,29 +132,22 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn(
         "linear",
         |from: Dynamic, to: Dynamic, t0: Dynamic, t1: Dynamic| -> Res<Schedule> {
+            let (t0, t1) = span(&t0, &t1, "linear")?;
             Ok(Schedule::linear(
                 num(&from, "linear: from")?,
                 num(&to, "linear: to")?,
-                num(&t0, "linear: start time")?,
-                num(&t1, "linear: end time")?,
+                t0,
+                t1,
             ))
         },
     );
     engine.register_fn("rise", |t0: Dynamic, t1: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::linear(
-            0.0,
-            1.0,
-            num(&t0, "rise: start")?,
-            num(&t1, "rise: end")?,
-        ))
+        let (t0, t1) = span(&t0, &t1, "rise")?;
+        Ok(Schedule::linear(0.0, 1.0, t0, t1))
     });
     engine.register_fn("fall", |t0: Dynamic, t1: Dynamic| -> Res<Schedule> {
-        Ok(Schedule::linear(
-            1.0,
-            0.0,
-            num(&t0, "fall: start")?,
-            num(&t1, "fall: end")?,
-        ))
+        let (t0, t1) = span(&t0, &t1, "fall")?;
+        Ok(Schedule::linear(1.0, 0.0, t0, t1))
     });
     engine.register_fn("exp_decay", |rate: Dynamic| -> Res<Schedule> {
         let r = num(&rate, "exp_decay: rate")?;
@@ -165,10 +201,10 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         "adsr",
         |a: Dynamic, d: Dynamic, s: Dynamic, r: Dynamic, off: Dynamic| -> Res<Schedule> {
             Ok(Schedule::adsr(
-                num(&a, "adsr: attack")?,
-                num(&d, "adsr: decay")?,
+                duration(&a, "adsr: attack")?,
+                duration(&d, "adsr: decay")?,
                 num(&s, "adsr: sustain")?,
-                num(&r, "adsr: release")?,
+                duration(&r, "adsr: release")?,
                 num(&off, "adsr: note-off time")?,
             ))
         },
@@ -210,39 +246,41 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     ops!(engine, "-", -);
     ops!(engine, "*", *);
     ops!(engine, "/", /);
-    engine.register_fn("-", |a: Schedule| -a);
+    engine.register_fn("-", |a: Schedule| bounded(-a));
     for (name, op) in [
         ("min", crate::steer::schedule::Op::Min),
         ("max", crate::steer::schedule::Op::Max),
     ] {
-        engine.register_fn(name, move |a: Schedule, b: Schedule| a.binary(op, &b));
+        engine.register_fn(name, move |a: Schedule, b: Schedule| {
+            bounded(a.binary(op, &b))
+        });
         engine.register_fn(name, move |a: Schedule, b: Dynamic| -> Res<Schedule> {
-            Ok(a.binary(op, &sched(&b, name)?))
+            bounded(a.binary(op, &sched(&b, name)?))
         });
         engine.register_fn(name, move |a: Dynamic, b: Schedule| -> Res<Schedule> {
-            Ok(sched(&a, name)?.binary(op, &b))
+            bounded(sched(&a, name)?.binary(op, &b))
         });
     }
     engine.register_fn(
         "clamp",
         |s: Schedule, lo: Dynamic, hi: Dynamic| -> Res<Schedule> {
-            Ok(s.clamp(num(&lo, "clamp: low")?, num(&hi, "clamp: high")?))
+            bounded(s.clamp(num(&lo, "clamp: low")?, num(&hi, "clamp: high")?))
         },
     );
     engine.register_fn("shift", |s: Schedule, dt: Dynamic| -> Res<Schedule> {
-        Ok(s.shift(num(&dt, "shift: time")?))
+        bounded(s.shift(num(&dt, "shift: time")?))
     });
     engine.register_fn("delay", |s: Schedule, dt: Dynamic| -> Res<Schedule> {
-        Ok(s.shift(num(&dt, "delay: time")?))
+        bounded(s.shift(num(&dt, "delay: time")?))
     });
     engine.register_fn("stretch", |s: Schedule, k: Dynamic| -> Res<Schedule> {
-        Ok(s.stretch(positive(&k, "stretch: factor")?))
+        bounded(s.stretch(positive(&k, "stretch: factor")?))
     });
     engine.register_fn("reverse", |s: Schedule, len: Dynamic| -> Res<Schedule> {
-        Ok(s.reverse(num(&len, "reverse: length")?))
+        bounded(s.reverse(num(&len, "reverse: length")?))
     });
     engine.register_fn("repeat", |s: Schedule, p: Dynamic| -> Res<Schedule> {
-        Ok(s.repeat(positive(&p, "repeat: period")?))
+        bounded(s.repeat(positive(&p, "repeat: period")?))
     });
     engine.register_fn("seq", |parts: Array| -> Res<Schedule> {
         if parts.is_empty() {
@@ -255,12 +293,12 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
                 Ok((sched(&s, "seq: part")?, d))
             })
             .collect::<Res<Vec<_>>>()?;
-        Ok(Schedule::seq(parts))
+        bounded(Schedule::seq(parts))
     });
     engine.register_fn(
         "crossfade",
         |a: Dynamic, b: Dynamic, t0: Dynamic, t1: Dynamic| -> Res<Schedule> {
-            Ok(Schedule::crossfade(
+            bounded(Schedule::crossfade(
                 &sched(&a, "crossfade: from")?,
                 &sched(&b, "crossfade: to")?,
                 num(&t0, "crossfade: start")?,
@@ -271,7 +309,7 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn(
         "mix",
         |a: Dynamic, b: Dynamic, w: Dynamic| -> Res<Schedule> {
-            Ok(Schedule::mix(
+            bounded(Schedule::mix(
                 &sched(&a, "mix: first")?,
                 &sched(&b, "mix: second")?,
                 &sched(&w, "mix: weight")?,

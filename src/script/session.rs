@@ -38,6 +38,8 @@ impl Session {
             curves: Mutex::new(Vec::new()),
             renderer: Mutex::new(renderer),
             written: Mutex::new(Vec::new()),
+            run_outputs: Mutex::new(Vec::new()),
+            budget: Default::default(),
             printed: Mutex::new(Vec::new()),
             sources: Mutex::new(BTreeMap::new()),
             bundles: Mutex::new(HashMap::new()),
@@ -66,6 +68,10 @@ impl Session {
         if let Ok(mut s) = self.host.sources.lock() {
             s.insert(name.to_string(), source.to_string());
         }
+        if let Ok(mut o) = self.host.run_outputs.lock() {
+            o.clear();
+        }
+        self.host.budget.reset();
         let result = self.run_inner(name, source);
         result.map_err(|err| {
             let sources = self

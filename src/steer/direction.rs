@@ -47,6 +47,22 @@ where
     out
 }
 
+/// Longest name a direction expression keeps: a recipe scaling one direction in a loop would
+/// otherwise grow its name without bound (and copy it at every step).
+const MAX_NAME_LEN: usize = 160;
+
+/// `name`, cut to [`MAX_NAME_LEN`] bytes (at a character boundary) with `...` when longer.
+fn expression_name(name: String) -> String {
+    if name.len() <= MAX_NAME_LEN {
+        return name;
+    }
+    let mut end = MAX_NAME_LEN;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &name[..end])
+}
+
 /// The entries of `map` whose block is in `keep`.
 fn only_blocks<T: Clone>(map: &BTreeMap<usize, T>, keep: &[usize]) -> BTreeMap<usize, T> {
     map.iter()
@@ -106,7 +122,7 @@ impl Direction {
 
     fn map_vectors(&self, name: String, f: impl Fn(usize, &[f32]) -> Vec<f32>) -> Direction {
         Direction {
-            name,
+            name: expression_name(name),
             vectors: self.vectors.iter().map(|(&l, v)| (l, f(l, v))).collect(),
             ..self.clone()
         }
@@ -133,7 +149,7 @@ impl Direction {
             v.iter_mut().zip(w).for_each(|(a, b)| *a += k * b);
         }
         Ok(Direction {
-            name: format!("({} {op} {})", self.name, other.name),
+            name: expression_name(format!("({} {op} {})", self.name, other.name)),
             scores: mean_where_both(&self.scores, &other.scores),
             residual_norms: mean_where_both(&self.residual_norms, &other.residual_norms),
             vectors,
@@ -200,7 +216,7 @@ impl Direction {
     /// Keeps only the given blocks.
     pub fn blocks(&self, keep: &[usize]) -> Direction {
         Direction {
-            name: format!("{}.blocks({keep:?})", self.name),
+            name: expression_name(format!("{}.blocks({keep:?})", self.name)),
             vectors: only_blocks(&self.vectors, keep),
             scores: only_blocks(&self.scores, keep),
             residual_norms: only_blocks(&self.residual_norms, keep),
@@ -211,7 +227,7 @@ impl Direction {
     /// Keeps the `k` blocks with the best scores.
     pub fn top(&self, k: usize) -> Direction {
         let mut d = self.blocks(&self.ranked_blocks()[..k.min(self.vectors.len())]);
-        d.name = format!("{}.top({k})", self.name);
+        d.name = expression_name(format!("{}.top({k})", self.name));
         d
     }
 
@@ -303,6 +319,16 @@ pub(crate) mod tests {
             s.residual_norms,
             BTreeMap::from([(0, 2.0), (1, 5.0), (2, 8.0)])
         );
+    }
+
+    #[test]
+    fn expression_names_stay_short() {
+        let mut a = dir("é", "auc", &[(0, 0.6, vec![1.0])]);
+        for _ in 0..1000 {
+            a = a.scale(1.0);
+        }
+        assert!(a.name.len() <= MAX_NAME_LEN + 3, "{}", a.name.len());
+        assert!(a.name.ends_with("..."));
     }
 
     #[test]

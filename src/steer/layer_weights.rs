@@ -115,9 +115,12 @@ impl FromStr for LayerWeights {
             ("linear", None) => Ok(LayerWeights::Linear),
             ("uniform", None) => Ok(LayerWeights::Uniform),
             ("top", None) => Ok(LayerWeights::TopK { k: DEFAULT_TOP_K }),
-            ("top", Some(a)) => Ok(LayerWeights::TopK {
-                k: a.parse().map_err(|_| bad())?,
-            }),
+            ("top", Some(a)) => match a.parse().map_err(|_| bad())? {
+                0 => Err(SteerError::BadInput(format!(
+                    "layer weights `{s}` keep no block: K must be at least 1"
+                ))),
+                k => Ok(LayerWeights::TopK { k }),
+            },
             _ => Err(bad()),
         }
     }

@@ -94,6 +94,91 @@ impl Term {
     }
 }
 
+/// Above this absolute strength (or a tenth of it in residual units) a push is far past what
+/// steering uses (the paper's strengths are 0.15 to 0.7, musicgen-small's residual norms 30 to
+/// 100): it is allowed, but said, since it mostly turns the music into noise.
+pub const EXTREME_STRENGTH: f64 = 100.0;
+
+/// What a list of blocks reads as in messages: `0, 1, 2`, or `none`.
+fn block_names<'a>(blocks: impl IntoIterator<Item = &'a usize>) -> String {
+    let names: Vec<String> = blocks.into_iter().map(usize::to_string).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Term {
+    /// Refuses a term that cannot steer: a non-finite strength or direction (a `scale(0/0)`, an
+    /// overflowing product), or one that steers nothing at all (no blocks left, zero vectors,
+    /// layer weights of 0 everywhere), which would render the unsteered take without a word.
+    pub fn check(&self) -> Result<(), SteerError> {
+        let d = &self.direction;
+        if !self.strength.is_finite() {
+            return Err(SteerError::BadInput(format!(
+                "strength of `{}` is not finite",
+                d.name
+            )));
+        }
+        if let Some((l, _)) = d
+            .vectors
+            .iter()
+            .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
+        {
+            return Err(SteerError::BadInput(format!(
+                "direction `{}` is not finite at block {l} (NaN or infinity: a scale of 0/0, \
+                 or a product too large for 32-bit floats)",
+                d.name
+            )));
+        }
+        if d.vectors.is_empty() {
+            return Err(SteerError::BadInput(format!(
+                "direction `{}` steers nothing: it keeps no block",
+                d.name
+            )));
+        }
+        let weights = self.block_weights()?;
+        if weights.is_empty() {
+            return Err(SteerError::BadInput(format!(
+                "direction `{}` steers nothing: layer weights {} give every one of its blocks \
+                 ({}) weight 0",
+                d.name,
+                self.weights,
+                block_names(d.vectors.keys())
+            )));
+        }
+        let moving = weights
+            .keys()
+            .any(|l| d.vectors[l].iter().any(|x| *x != 0.0));
+        if !moving {
+            return Err(SteerError::BadInput(format!(
+                "direction `{}` steers nothing: its vectors are zero at every weighted block ({})",
+                d.name,
+                block_names(weights.keys())
+            )));
+        }
+        Ok(())
+    }
+
+    /// A warning when the strength is far past what steering uses ([`EXTREME_STRENGTH`]).
+    pub fn warning(&self) -> Option<String> {
+        let limit = match self.unit {
+            StrengthUnit::Absolute => EXTREME_STRENGTH,
+            StrengthUnit::Residual => EXTREME_STRENGTH / 10.0,
+        };
+        (self.strength.abs() > limit).then(|| {
+            format!(
+                "strength {} of `{}` is extreme (above {limit} in {} units; the paper steers at \
+                 0.15 to 0.7): expect noise",
+                self.strength,
+                self.direction.name,
+                self.unit.name()
+            )
+        })
+    }
+}
+
 /// A list of terms plus what applies to all of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -200,18 +285,17 @@ impl Plan {
                     d.name
                 )));
             }
-            if !t.strength.is_finite() {
-                return Err(SteerError::BadInput(format!(
-                    "strength of `{}` is not finite",
-                    d.name
-                )));
-            }
             if let Some(p) = t.gate {
                 check_p(p)?;
             }
-            t.block_weights()?;
+            t.check()?;
         }
         Ok(())
+    }
+
+    /// Warnings about settings that are allowed but far outside what steering uses.
+    pub fn warnings(&self) -> Vec<String> {
+        self.terms.iter().filter_map(Term::warning).collect()
     }
 
     /// `eta0 * phi(t)` per term and step (`[term][step]`), for `steps` generation steps, before

@@ -11,8 +11,19 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A time-varying value, cheap to clone (shared expression tree).
+///
+/// Evaluating, printing, comparing and dropping a schedule recurse on the native stack once
+/// per level of its tree, so callers that build trees from untrusted input (recipes) refuse
+/// ones deeper than [`MAX_DEPTH`] (see [`Schedule::depth`]).
 #[derive(Clone, PartialEq)]
-pub struct Schedule(Arc<Node>);
+pub struct Schedule {
+    node: Arc<Node>,
+    depth: usize,
+}
+
+/// The deepest schedule tree recipes may build: far more than any piece needs (a sum of 100
+/// curves is 100 deep), far less than what overflows a thread's stack.
+pub const MAX_DEPTH: usize = 1000;
 
 /// How [`Schedule::keyframes`] interpolates between keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +149,26 @@ fn noise_value(seed: u64, knot: i64) -> f64 {
 
 impl Schedule {
     fn new(node: Node) -> Self {
-        Schedule(Arc::new(node))
+        let below = match &node {
+            Node::Binary(_, a, b) | Node::Crossfade { a, b, .. } => a.depth.max(b.depth),
+            Node::Mix(a, b, w) => a.depth.max(b.depth).max(w.depth),
+            Node::Clamp(s, ..)
+            | Node::Shift(s, _)
+            | Node::Stretch(s, _)
+            | Node::Reverse(s, _)
+            | Node::Repeat(s, _) => s.depth,
+            Node::Seq(parts) => parts.iter().map(|(s, _)| s.depth).max().unwrap_or(0),
+            _ => 0,
+        };
+        Schedule {
+            node: Arc::new(node),
+            depth: below + 1,
+        }
+    }
+
+    /// Levels of the expression tree (1 for a leaf such as `constant(1)`).
+    pub fn depth(&self) -> usize {
+        self.depth
     }
 
     /// The same value at all times.
@@ -273,8 +303,8 @@ impl Schedule {
     }
 
     fn visit(&self, f: &mut dyn FnMut(&Node)) {
-        f(&self.0);
-        match &*self.0 {
+        f(&self.node);
+        match &*self.node {
             Node::Binary(_, a, b) | Node::Crossfade { a, b, .. } => {
                 a.visit(f);
                 b.visit(f);
@@ -306,7 +336,7 @@ impl Schedule {
         t: f64,
         ext: &mut dyn FnMut(usize, f64) -> Result<f64, String>,
     ) -> Result<f64, ScheduleError> {
-        let v = match &*self.0 {
+        let v = match &*self.node {
             Node::Const(v) => *v,
             Node::Linear { from, to, t0, t1 } => from + (to - from) * ramp(t, *t0, *t1),
             Node::ExpDecay { rate } => rate.powf(t * PAPER_FRAME_RATE),
@@ -339,7 +369,7 @@ impl Schedule {
                 let x = t * rate;
                 let k = x.floor();
                 let a = noise_value(*seed, k as i64);
-                let b = noise_value(*seed, k as i64 + 1);
+                let b = noise_value(*seed, (k as i64).wrapping_add(1));
                 a + (b - a) * smoothstep(x - k)
             }
             Node::Binary(op, a, b) => {
@@ -442,7 +472,13 @@ fn keyframes(t: f64, keys: &[(f64, f64)], interp: Interp) -> f64 {
     if t >= last.0 {
         return last.1;
     }
-    let i = keys.partition_point(|k| k.0 <= t);
+    // Within 1..len - 1 whatever t is (a NaN time compares false everywhere).
+    let i = keys
+        .partition_point(|k| k.0 <= t)
+        .clamp(1, keys.len().saturating_sub(1).max(1));
+    if keys.len() < 2 {
+        return first.1;
+    }
     let ((t0, v0), (t1, v1)) = (keys[i - 1], keys[i]);
     let x = ramp(t, t0, t1);
     let x = match interp {
@@ -454,7 +490,7 @@ fn keyframes(t: f64, keys: &[(f64, f64)], interp: Interp) -> f64 {
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &*self.0 {
+        match &*self.node {
             Node::Const(v) => write!(f, "{v}"),
             Node::Linear { from, to, t0, t1 } => write!(f, "linear({from}, {to}, {t0}, {t1})"),
             Node::ExpDecay { rate } => write!(f, "exp_decay({rate})"),
@@ -592,6 +628,33 @@ mod tests {
         assert_eq!(calls, vec![(7, 3.0)]);
         assert!(s.has_custom());
         assert!(!Schedule::constant(1.0).has_custom());
+    }
+
+    #[test]
+    fn depth_counts_the_longest_path() {
+        let leaf = Schedule::constant(1.0);
+        assert_eq!(leaf.depth(), 1);
+        let mut s = leaf.clone();
+        for _ in 0..MAX_DEPTH - 1 {
+            s = s + 0.5;
+        }
+        assert_eq!(s.depth(), MAX_DEPTH);
+        assert_eq!(Schedule::mix(&leaf, &s, &leaf).depth(), MAX_DEPTH + 1);
+        assert_eq!(
+            Schedule::seq(vec![(leaf, 1.0), (s.clone(), 1.0)]).depth(),
+            MAX_DEPTH + 1
+        );
+        // The deepest tree recipes may build evaluates, prints and drops on a test thread's
+        // stack.
+        assert!((s.eval(0.0) - (1.0 + 0.5 * (MAX_DEPTH - 1) as f64)).abs() < 1e-9);
+        assert!(s.to_string().len() > MAX_DEPTH);
+        drop(s);
+    }
+
+    #[test]
+    fn a_nan_time_is_an_error_not_a_panic() {
+        let k = Schedule::keyframes(vec![(0.0, 0.0), (1.0, 1.0)], Interp::Linear);
+        assert!(k.eval_with(f64::NAN, &mut |_, _| Ok(0.0)).is_err());
     }
 
     #[test]

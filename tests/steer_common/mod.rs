@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use baton::probe::DirectionBundle;
+use baton::script::{run_source, DryRun, DryRunLog, RecipeOptions, RecipeOutcome, ScriptError};
 use rand::{Rng, SeedableRng};
 
 /// Every library name the recipes in scripts/ use.
@@ -68,4 +69,30 @@ pub fn library(hidden: usize, layers: usize) -> tempfile::TempDir {
         add(dir.path(), name, hidden, layers, 100 + i as u64);
     }
     dir
+}
+
+/// Runs `source` without a model (a [`DryRun`]) over the direction library `lib`, writing under
+/// `out`, with the options `tweak` changes; returns the outcome and what was asked to render.
+pub fn dry_run(
+    source: &str,
+    lib: &Path,
+    out: &Path,
+    tweak: impl FnOnce(&mut RecipeOptions),
+) -> (Result<RecipeOutcome, Box<ScriptError>>, DryRunLog) {
+    let mut options = RecipeOptions {
+        directions: lib.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        echo: false,
+        ..RecipeOptions::default()
+    };
+    tweak(&mut options);
+    let dry = DryRun::default();
+    let outcome = run_source(
+        "recipe.rhai",
+        source,
+        Path::new("."),
+        options,
+        Box::new(dry.clone()),
+    );
+    (outcome, dry.log())
 }
