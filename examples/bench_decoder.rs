@@ -73,6 +73,8 @@ fn main() -> anyhow_free::Result {
         pad: 2048,
         bos: 2048,
         prefix: None,
+        prompt: None,
+        first_step: 0,
     };
     let options = GenerateOptions {
         max_new_tokens: steps,
@@ -89,7 +91,8 @@ fn main() -> anyhow_free::Result {
         negative_prompt: None,
     };
     let t = std::time::Instant::now();
-    generate::generate(&decoder, &inputs, &options, None, &mut |_, _| {})?;
+    let mut rngs = generate::seeded_rngs(0, 1);
+    generate::generate(&decoder, &inputs, &options, None, &mut |_, _| {}, &mut rngs)?;
     let s = t.elapsed().as_secs_f64();
     println!(
         "{dtype:?}, hidden {hidden}: {steps} steps in {s:.2} s: {:.2} steps/s, {:.3} ms/step",

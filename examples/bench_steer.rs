@@ -153,6 +153,8 @@ fn main() -> Res {
                         pad: 2048,
                         bos: 2048,
                         prefix: None,
+                        prompt: None,
+                        first_step: 0,
                     };
                     let t = Instant::now();
                     generate::generate(
@@ -161,6 +163,7 @@ fn main() -> Res {
                         &opts,
                         hook.map(|h| h as &mut dyn ResidualHook),
                         &mut |_, _| {},
+                        &mut generate::seeded_rngs(opts.seed, 1),
                     )?;
                     Ok(t.elapsed().as_secs_f64())
                 }),

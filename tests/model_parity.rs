@@ -107,6 +107,8 @@ impl Tiny {
             pad,
             bos: pad,
             prefix: None,
+            prompt: None,
+            first_step: 0,
         };
         let options = GenerateOptions {
             max_new_tokens: frames + k - 1,
@@ -115,7 +117,16 @@ impl Tiny {
             seed,
             negative_prompt: None,
         };
-        generate::generate(&self.decoder, &inputs, &options, None, &mut |_, _| {}).unwrap()
+        let mut rngs = generate::seeded_rngs(seed, 2);
+        generate::generate(
+            &self.decoder,
+            &inputs,
+            &options,
+            None,
+            &mut |_, _| {},
+            &mut rngs,
+        )
+        .unwrap()
     }
 }
 

@@ -128,6 +128,22 @@ pub struct GenerationInputs<'a> {
     pub bos: i64,
     /// Steps to take from an earlier generation instead of generating them again.
     pub prefix: Option<&'a Prefix<'a>>,
+    /// Frames this generation continues, `[batch][codebooks][frames]` (every item and codebook
+    /// the same length): fed after BOS through the delay pattern, never steered, and returned at
+    /// the start of the codes, as transformers' `generate` does with an audio prompt
+    /// (`input_values`) or with `decoder_input_ids` of BOS and codes.
+    pub prompt: Option<&'a [Vec<Vec<i64>>]>,
+    /// The piece's step this generation starts at: 0, or the steps of a long piece before this
+    /// window. The hook is asked for steps from here on.
+    pub first_step: usize,
+}
+
+/// One sampling RNG per batch item, item `b` seeded `seed + b`: an item samples what it would
+/// alone. A long piece keeps them from window to window.
+pub fn seeded_rngs(seed: u64, batch: usize) -> Vec<rand::rngs::StdRng> {
+    (0..batch)
+        .map(|b| rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(b as u64)))
+        .collect()
 }
 
 /// The first `steps` steps of an earlier generation, to be reused: what lets a re-render whose
@@ -148,19 +164,23 @@ pub struct Prefix<'a> {
 }
 
 /// The chosen ids of steps `0..steps` (delay pattern applied) that `codes` `[batch, k, frames]`
-/// were generated with, `[batch, k, steps]` u32.
+/// were generated with (after `prompt_frames` frames of prompt), `[batch, k, steps]` u32.
 fn patterned_ids(
     codes: &Tensor,
-    pattern: &[Vec<i64>],
+    patterns: &[Vec<Vec<i64>>],
+    prompt_frames: usize,
     steps: usize,
 ) -> Result<Vec<u32>, ModelError> {
     let codes: Vec<Vec<Vec<i64>>> = codes.to_dtype(DType::I64)?.to_vec3()?;
-    let mut ids = Vec::with_capacity(codes.len() * pattern.len() * steps);
-    for item in &codes {
+    let k = patterns.first().map_or(0, Vec::len);
+    let mut ids = Vec::with_capacity(codes.len() * k * steps);
+    for (item, pattern) in codes.iter().zip(patterns) {
         for (cb, row) in pattern.iter().enumerate() {
-            // Step j fills position j + 1; the free positions hold the frames in order.
-            let mut frame = 0;
-            for &fixed in &row[1..=steps] {
+            // Step j fills position p + j + 1 (p prompt frames after BOS); the free positions
+            // hold the new frames in order, which follow the prompt's in the codes.
+            let p = prompt_frames;
+            let mut frame = p;
+            for &fixed in &row[p + 1..=p + steps] {
                 if fixed == FREE {
                     let id = item[cb].get(frame).ok_or_else(|| {
                         ModelError::Invalid(format!(
@@ -187,12 +207,13 @@ fn replay_prefix(
     inputs: &GenerationInputs,
     prefix: &Prefix,
     steps: usize,
-    pattern: &[Vec<i64>],
+    patterns: &[Vec<Vec<i64>>],
+    prompt_frames: usize,
     first: &Tensor,
     cache: &mut super::decoder::DecoderCache,
     hook: Option<&mut &mut dyn ResidualHook>,
 ) -> Result<Tensor, ModelError> {
-    let k = pattern.len();
+    let k = patterns.first().map_or(0, Vec::len);
     let device = decoder.device();
     let (batch, codes_k, _) = prefix.codes.dims3()?;
     if batch != inputs.batch || codes_k != k {
@@ -202,13 +223,12 @@ fn replay_prefix(
         )));
     }
     let ids = Tensor::from_vec(
-        patterned_ids(prefix.codes, pattern, steps)?,
+        patterned_ids(prefix.codes, patterns, prompt_frames, steps)?,
         (batch, k, steps),
         device,
     )?;
-    // Step j's input is step j - 1's choice; step 0's is the start.
-    let start = first.broadcast_as((batch, k, 1))?;
-    let fed = Tensor::cat(&[&start, &ids.narrow(2, 0, steps - 1)?], 2)?;
+    // Step j's input is step j - 1's choice; step 0's is the start's last position.
+    let fed = Tensor::cat(&[first, &ids.narrow(2, 0, steps - 1)?], 2)?;
     let fed = if inputs.guided {
         Tensor::cat(&[&fed, &fed], 0)?
     } else {
@@ -222,7 +242,8 @@ fn replay_prefix(
             let hidden = decoder.config().hidden_size;
             let mut per_block: Vec<Vec<Option<Tensor>>> = Vec::new();
             for step in 0..steps {
-                for (l, v) in h.offsets(step, inputs.batch)?.iter().enumerate() {
+                let piece_step = inputs.first_step + step;
+                for (l, v) in h.offsets(piece_step, inputs.batch)?.iter().enumerate() {
                     if per_block.len() <= l {
                         per_block.resize(l + 1, Vec::new());
                     }
@@ -261,72 +282,132 @@ fn replay_prefix(
     Ok(ids)
 }
 
-/// Runs the decoder for `options.max_new_tokens` steps and returns codes `[batch, codebooks,
-/// frames]` (i64) with the delay pattern undone.
+/// Runs the decoder for `options.max_new_tokens` steps after the prompt (BOS, then
+/// `inputs.prompt`'s frames) and returns codes `[batch, codebooks, frames]` (i64) with the delay
+/// pattern undone: the prompt's frames, then the new ones. `rngs` (one per batch item, see
+/// [`seeded_rngs`]) are where sampling draws from, and are left where it stopped.
 pub fn generate(
     decoder: &Decoder,
     inputs: &GenerationInputs,
     options: &GenerateOptions,
     mut hook: Option<&mut dyn ResidualHook>,
     on_step: &mut dyn FnMut(usize, usize),
+    rngs: &mut [rand::rngs::StdRng],
 ) -> Result<Tensor, ModelError> {
     let cfg = decoder.config();
     let k = cfg.num_codebooks;
     let steps = options.max_new_tokens;
-    let max_length = steps + 1;
     let rows = if inputs.guided {
         2 * inputs.batch
     } else {
         inputs.batch
     };
+    if rngs.len() != inputs.batch {
+        return Err(ModelError::Invalid(format!(
+            "{} sampling RNGs for a batch of {}",
+            rngs.len(),
+            inputs.batch
+        )));
+    }
+    // Per item: BOS, then the prompt's frames, per codebook.
+    let mut prompts = vec![vec![vec![inputs.bos]; k]; inputs.batch];
+    if let Some(given) = inputs.prompt {
+        let p = given
+            .first()
+            .and_then(|item| item.first())
+            .map_or(0, Vec::len);
+        let fits = given.len() == inputs.batch
+            && given
+                .iter()
+                .all(|item| item.len() == k && item.iter().all(|row| row.len() == p));
+        if !fits {
+            return Err(ModelError::Invalid(format!(
+                "a prompt of codes needs {} items of {k} codebooks of one length",
+                inputs.batch
+            )));
+        }
+        for (item, codes) in prompts.iter_mut().zip(given) {
+            for (row, frames) in item.iter_mut().zip(codes) {
+                row.extend(frames);
+            }
+        }
+    }
+    let p = prompts[0][0].len() - 1;
+    let max_length = p + 1 + steps;
 
-    let bos_prompt = vec![vec![inputs.bos]; k];
-    let (start, pattern) = build_delay_pattern(&bos_prompt, inputs.pad, max_length);
-    let device = decoder.device();
-    // The pattern once on the device, `[max_length, k]`: where `fixed` is 1 a position takes the
-    // pattern's id, else the chosen token. With it, the loop never waits for the device: each
-    // step's input is built there from the previous step's choice, and the chosen ids are read
-    // back once, at the end.
-    let (fixed, fixed_ids): (Vec<u8>, Vec<u32>) = (0..max_length)
-        .flat_map(|p| pattern.iter().map(move |row| row[p]))
-        .map(|id| if id == FREE { (0, 0) } else { (1, id as u32) })
-        .unzip();
-    let fixed = Tensor::from_vec(fixed, (max_length, k), device)?;
-    let fixed_ids = Tensor::from_vec(fixed_ids, (max_length, k), device)?;
-    // A BOS-only prompt starts with one position.
-    let first: Vec<u32> = start.iter().map(|row| row[0] as u32).collect();
-    let first = Tensor::from_vec(first, (1, k, 1), device)?;
-    let mut codes = first.broadcast_as((rows, k, 1))?.contiguous()?;
-    let chosen_ids = Tensor::zeros((inputs.batch, k, steps), DType::U32, device)?;
-    let mut cache = decoder.new_cache(rows, max_length)?;
-    // Batch item b draws from its own RNG seeded `seed + b`: it samples what it would alone.
-    let mut rngs: Vec<rand::rngs::StdRng> = (0..inputs.batch)
-        .map(|b| rand::rngs::StdRng::seed_from_u64(options.seed.wrapping_add(b as u64)))
+    let built: Vec<(Vec<Vec<i64>>, Vec<Vec<i64>>)> = prompts
+        .iter()
+        .map(|item| build_delay_pattern(item, inputs.pad, max_length))
         .collect();
+    let patterns: Vec<Vec<Vec<i64>>> = built.iter().map(|(_, pat)| pat.clone()).collect();
+    let device = decoder.device();
+    // The pattern once on the device: where `fixed` `[max_length, k]` is 1 a position takes the
+    // pattern's id (`fixed_ids` `[max_length, batch, k]`: prompt codes differ between items),
+    // else the chosen token. With it, the loop never waits for the device: each step's input is
+    // built there from the previous step's choice, and the chosen ids are read back once, at
+    // the end. Every item's pattern frees the same positions.
+    let fixed: Vec<u8> = (0..max_length)
+        .flat_map(|pos| {
+            patterns[0]
+                .iter()
+                .map(move |row| u8::from(row[pos] != FREE))
+        })
+        .collect();
+    let fixed_ids: Vec<u32> = (0..max_length)
+        .flat_map(|pos| {
+            patterns
+                .iter()
+                .flat_map(move |pat| pat.iter().map(move |row| row[pos].max(0) as u32))
+        })
+        .collect();
+    let fixed = Tensor::from_vec(fixed, (max_length, k), device)?;
+    let fixed_ids = Tensor::from_vec(fixed_ids, (max_length, inputs.batch, k), device)?;
+    // The start runs up to position p (BOS alone without a prompt): positions before p are the
+    // prompt's, fed unsteered in one pass; position p is step 0's input.
+    let start_ids: Vec<u32> = built
+        .iter()
+        .flat_map(|(start, _)| {
+            start
+                .iter()
+                .flat_map(|row| row[..=p].iter().map(|&id| id as u32))
+        })
+        .collect();
+    let start_ids = Tensor::from_vec(start_ids, (inputs.batch, k, p + 1), device)?;
+    let both_halves = |t: Tensor| -> candle_core::Result<Tensor> {
+        if inputs.guided {
+            Tensor::cat(&[&t, &t], 0)
+        } else {
+            Ok(t)
+        }
+    };
+    let mut cache = decoder.new_cache(rows, max_length)?;
+    if p > 0 {
+        let before = both_halves(start_ids.narrow(2, 0, p)?.contiguous()?)?;
+        decoder.forward(&before, Some(inputs.cross), Some(&mut cache), None, &[])?;
+    }
+    let first = start_ids.narrow(2, p, 1)?.contiguous()?;
+    let mut codes = both_halves(first.clone())?;
+    let chosen_ids = Tensor::zeros((inputs.batch, k, steps), DType::U32, device)?;
 
-    let reused = inputs.prefix.map_or(0, |p| p.steps.min(steps));
+    let reused = inputs.prefix.map_or(0, |pre| pre.steps.min(steps));
     if let (Some(prefix), true) = (inputs.prefix, reused > 0) {
         let ids = replay_prefix(
             decoder,
             inputs,
             prefix,
             reused,
-            &pattern,
+            &patterns,
+            p,
             &first,
             &mut cache,
             hook.as_mut(),
         )?;
         chosen_ids.slice_set(&ids, 2, 0)?;
-        let next = ids.narrow(2, reused - 1, 1)?.contiguous()?;
-        codes = if inputs.guided {
-            Tensor::cat(&[&next, &next], 0)?
-        } else {
-            next
-        };
+        codes = both_halves(ids.narrow(2, reused - 1, 1)?.contiguous()?)?;
         // The RNG continues where generating the reused steps would have left it.
         if let Sampling::TopK { k: top_k, .. } = options.sampling {
             let per_step = k * top_k.clamp(1, cfg.vocab_size);
-            for rng in &mut rngs {
+            for rng in rngs.iter_mut() {
                 for _ in 0..reused * per_step {
                     let _: f64 = rng.random();
                 }
@@ -339,7 +420,7 @@ pub fn generate(
         let offsets = match hook.as_mut() {
             Some(h) => {
                 let only_cond = h.conditional_only() && inputs.guided;
-                let offs = h.offsets(step, inputs.batch)?;
+                let offs = h.offsets(inputs.first_step + step, inputs.batch)?;
                 Some((offs, only_cond))
             }
             None => None,
@@ -368,32 +449,37 @@ pub fn generate(
             // On ties candle's CPU argmax takes the first index, as torch does; its CUDA kernel
             // may take another (only exact ties, likelier with half-precision logits).
             Sampling::Greedy => scores.argmax(D::Minus1)?,
-            Sampling::TopK { k, temperature } => sample_top_k(&scores, k, temperature, &mut rngs)?,
+            Sampling::TopK { k, temperature } => sample_top_k(&scores, k, temperature, rngs)?,
         }; // [batch, k], u32
         let shape = chosen.shape().clone();
+        let at = p + step + 1;
         let next = fixed
-            .get(step + 1)?
+            .get(at)?
             .broadcast_as(&shape)?
-            .where_cond(&fixed_ids.get(step + 1)?.broadcast_as(&shape)?, &chosen)?
+            .where_cond(&fixed_ids.get(at)?, &chosen)?
             .unsqueeze(2)?;
         chosen_ids.slice_set(&next, 2, step)?;
-        codes = if inputs.guided {
-            Tensor::cat(&[&next, &next], 0)?
-        } else {
-            next
-        };
+        codes = both_halves(next)?;
         on_step(step + 1, steps);
     }
 
-    // The stored ids already follow the pattern (and the start, all pad, is dropped by the undo
-    // anyway), so undoing it is all that is left.
+    // The stored ids already follow the pattern, so undoing it after the start (whose BOS and
+    // pads the undo drops, and whose prompt frames it keeps) is all that is left.
     let chosen_ids: Vec<Vec<Vec<u32>>> = chosen_ids.to_vec3()?;
     let frames: Vec<Vec<Vec<i64>>> = chosen_ids
         .iter()
-        .map(|item| {
+        .zip(&built)
+        .map(|(item, (start, _))| {
             let item: Vec<Vec<i64>> = item
                 .iter()
-                .map(|ids| ids.iter().map(|&id| id as i64).collect())
+                .zip(start)
+                .map(|(ids, begin)| {
+                    begin[..=p]
+                        .iter()
+                        .copied()
+                        .chain(ids.iter().map(|&id| id as i64))
+                        .collect()
+                })
                 .collect();
             undo_delay_pattern(&item, inputs.pad)
         })

@@ -131,6 +131,71 @@ pub struct GenerateOptions {
     pub negative_prompt: Option<String>,
 }
 
+/// The window a piece longer than one pass is generated in, audiocraft's way: each next window
+/// is prompted with the last `frames - stride` frames of the one before (their codes, not
+/// re-encoded audio) and generated until it holds `frames` frames or the piece is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Frames one pass holds, prompt and new.
+    pub frames: usize,
+    /// Frames each window moves on by.
+    pub stride: usize,
+}
+
+/// Where a piece starts and how far one pass may reach (see [`MusicGen::generate_piece`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extent {
+    /// Codes the piece continues, `[codebooks][frames]` (a clip's, see [`MusicGen::clip_codes`]):
+    /// teacher-forced after BOS, never steered, and kept at the start of the returned codes.
+    pub clip: Option<Vec<Vec<i64>>>,
+    /// `None`: the piece is one pass, and must fit the model's positions.
+    pub window: Option<Window>,
+}
+
+/// One pass of a piece: its prompt (a run of the piece's frames so far) and what it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Index of the prompt's first frame in the piece.
+    pub prompt_from: usize,
+    /// Prompt frames.
+    pub prompt_len: usize,
+    /// New frames this pass generates.
+    pub new: usize,
+}
+
+/// The passes that make `new_frames` frames after `clip_frames` frames of clip: one without a
+/// window, else the first window from the clip and each next one prompted with the last
+/// `frames - stride` frames of the one before.
+pub fn passes(clip_frames: usize, new_frames: usize, window: Option<Window>) -> Vec<Pass> {
+    let Some(w) = window else {
+        return vec![Pass {
+            prompt_from: 0,
+            prompt_len: clip_frames,
+            new: new_frames,
+        }];
+    };
+    let mut out = Vec::new();
+    let (mut from, mut len, mut done) = (0, clip_frames, 0);
+    while done < new_frames || out.is_empty() {
+        let new = (new_frames - done).min(w.frames.saturating_sub(len));
+        if new == 0 {
+            break;
+        }
+        out.push(Pass {
+            prompt_from: from,
+            prompt_len: len,
+            new,
+        });
+        done += new;
+        // The window just made ends at the piece's end: the next keeps its last frames - stride.
+        let end = from + len + new;
+        let kept = (len + new).saturating_sub(w.stride);
+        from = end - kept;
+        len = kept;
+    }
+    out
+}
+
 /// Refuses a negative prompt that is empty, or that guidance cannot use (a scale of 1 or less):
 /// the one rule the CLI, recipes and [`MusicGen::generate`] share.
 pub fn check_negative_prompt(negative: Option<&str>, guidance_scale: f64) -> Result<(), String> {
@@ -369,17 +434,52 @@ impl MusicGen {
         Ok((tokens as usize).max(self.min_new_tokens()))
     }
 
-    fn check_options(&self, prompts: &[&str], options: &GenerateOptions) -> Result<(), ModelError> {
+    fn check_options(
+        &self,
+        prompts: &[&str],
+        options: &GenerateOptions,
+        extent: &Extent,
+    ) -> Result<(), ModelError> {
         if prompts.is_empty() {
             return Err(ModelError::Invalid("no prompt given".into()));
         }
         if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
             return Err(ModelError::Invalid(format!("prompt {} is empty", i + 1)));
         }
+        let clip = extent
+            .clip
+            .as_ref()
+            .map_or(0, |c| c.first().map_or(0, Vec::len));
+        if let Some(c) = &extent.clip {
+            let k = self.num_codebooks();
+            if c.len() != k || c.iter().any(|row| row.len() != clip) || clip == 0 {
+                return Err(ModelError::Invalid(format!(
+                    "the clip's codes must be {k} codebooks of one length, at least one frame"
+                )));
+            }
+        }
+        if let Some(w) = extent.window {
+            self.check_window(w)?;
+            if clip >= w.frames {
+                return Err(ModelError::Invalid(format!(
+                    "the clip is {clip} frames, the window {}: a window must hold the clip and \
+                     at least one new frame (shorten the clip or widen the window)",
+                    w.frames
+                )));
+            }
+        }
         let (lo, hi) = (self.min_new_tokens(), self.max_new_tokens_limit());
-        if options.max_new_tokens < lo || options.max_new_tokens > hi {
+        let one_pass_limit = hi.saturating_sub(clip);
+        if options.max_new_tokens < lo
+            || (extent.window.is_none() && options.max_new_tokens > one_pass_limit)
+        {
             return Err(ModelError::Invalid(format!(
-                "max_new_tokens must be within {lo}..={hi} for this model, got {}",
+                "max_new_tokens must be within {lo}..={one_pass_limit} for this model{}, got {}",
+                if clip > 0 {
+                    format!(" after a clip of {clip} frames")
+                } else {
+                    String::new()
+                },
                 options.max_new_tokens
             )));
         }
@@ -445,7 +545,26 @@ impl MusicGen {
         on_step: &mut dyn FnMut(usize, usize),
         prefix: Option<&Prefix>,
     ) -> Result<Codes, ModelError> {
-        self.check_options(prompts, options)?;
+        self.generate_piece(prompts, options, &Extent::default(), hook, on_step, prefix)
+    }
+
+    /// The one generation loop: `options.max_new_tokens` steps after the extent's clip (none:
+    /// from BOS), in one pass or window by window ([`passes`]), reusing an earlier generation's
+    /// first steps when `prefix` says so. The steering hook sees the piece's steps (each window
+    /// asks for its own from where the piece is), and the sampler's RNG and the gates go on
+    /// across windows. `on_step(done, total)` counts the piece's steps over all windows (each
+    /// window adds `codebooks - 1` steps for its delay pattern). Returns `[batch, codebooks,
+    /// frames]`: the clip's frames, then the new ones.
+    pub fn generate_piece(
+        &self,
+        prompts: &[&str],
+        options: &GenerateOptions,
+        extent: &Extent,
+        mut hook: Option<&mut dyn ResidualHook>,
+        on_step: &mut dyn FnMut(usize, usize),
+        prefix: Option<&Prefix>,
+    ) -> Result<Codes, ModelError> {
+        self.check_options(prompts, options, extent)?;
         // HF: guidance is on only for scales above 1; the unconditional rows see zero text
         // states and an all-zero mask, or here the negative prompt's.
         let guided = options.guidance_scale > 1.0;
@@ -466,15 +585,118 @@ impl MusicGen {
             (_, false) => self.text_states(prompts)?,
         };
         let cross = self.decoder.cross_context(&states, &mask)?;
-        let inputs = generate::GenerationInputs {
-            cross: &cross,
-            batch: prompts.len(),
-            guided,
-            pad: self.pad,
-            bos: self.bos,
-            prefix,
+        let k = self.num_codebooks();
+        let clip = extent.clip.clone().unwrap_or_else(|| vec![Vec::new(); k]);
+        let new_frames = (options.max_new_tokens + 1).saturating_sub(k);
+        let plan = passes(clip[0].len(), new_frames, extent.window);
+        let total_steps: usize = plan.iter().map(|p| p.new + k - 1).sum();
+        let mut piece = vec![clip; prompts.len()];
+        let mut rngs = generate::seeded_rngs(options.seed, prompts.len());
+        let (mut steps_before, mut frames_before) = (0, 0);
+        for (i, pass) in plan.iter().enumerate() {
+            let prompt: Vec<Vec<Vec<i64>>> = piece
+                .iter()
+                .map(|item| {
+                    item.iter()
+                        .map(|row| {
+                            row[pass.prompt_from..pass.prompt_from + pass.prompt_len].to_vec()
+                        })
+                        .collect()
+                })
+                .collect();
+            let inputs = generate::GenerationInputs {
+                cross: &cross,
+                batch: prompts.len(),
+                guided,
+                pad: self.pad,
+                bos: self.bos,
+                // Earlier steps are reused only where that generation started: the first pass.
+                prefix: if i == 0 { prefix } else { None },
+                prompt: (pass.prompt_len > 0).then_some(prompt.as_slice()),
+                first_step: frames_before,
+            };
+            let pass_options = GenerateOptions {
+                max_new_tokens: if plan.len() == 1 {
+                    options.max_new_tokens
+                } else {
+                    pass.new + k - 1
+                },
+                ..options.clone()
+            };
+            let mut pass_step = |done: usize, _: usize| on_step(steps_before + done, total_steps);
+            let codes = generate::generate(
+                &self.decoder,
+                &inputs,
+                &pass_options,
+                hook.as_mut().map(|h| &mut **h as &mut dyn ResidualHook),
+                &mut pass_step,
+                &mut rngs,
+            )?;
+            let codes: Vec<Vec<Vec<i64>>> = codes.to_vec3()?;
+            for (item, got) in piece.iter_mut().zip(codes) {
+                for (row, ids) in item.iter_mut().zip(got) {
+                    row.extend_from_slice(&ids[pass.prompt_len..]);
+                }
+            }
+            steps_before += pass_options.max_new_tokens;
+            frames_before += pass.new;
+        }
+        let frames = piece[0][0].len();
+        let flat: Vec<i64> = piece.into_iter().flatten().flatten().collect();
+        Ok(Tensor::from_vec(
+            flat,
+            (prompts.len(), k, frames),
+            &Device::Cpu,
+        )?)
+    }
+
+    /// The window `window_s` seconds long, moving on by `stride_s`, in frames; refused when it
+    /// is longer than the model's positions or the stride is not inside it.
+    pub fn window(&self, window_s: f64, stride_s: f64) -> Result<Window, ModelError> {
+        let frames_of = |s: f64| (s * self.frame_rate()).round();
+        if !(window_s.is_finite() && window_s > 0.0) {
+            return Err(ModelError::Invalid(format!(
+                "the window must be a positive number of seconds, got {window_s}"
+            )));
+        }
+        if !(stride_s.is_finite() && stride_s > 0.0 && stride_s < window_s) {
+            return Err(ModelError::Invalid(format!(
+                "the window's stride must be above 0 and below the window ({window_s} s), got \
+                 {stride_s}"
+            )));
+        }
+        let w = Window {
+            frames: frames_of(window_s).max(1.0) as usize,
+            stride: frames_of(stride_s).max(1.0) as usize,
         };
-        generate::generate(&self.decoder, &inputs, options, hook, on_step)
+        self.check_window(w)?;
+        Ok(w)
+    }
+
+    fn check_window(&self, w: Window) -> Result<(), ModelError> {
+        let limit = (self.max_new_tokens_limit() + 1).saturating_sub(self.num_codebooks());
+        if w.frames > limit || w.frames < 2 {
+            return Err(ModelError::Invalid(format!(
+                "a window of {} frames does not fit this model (2 to {limit} frames, at most \
+                 {:.2} s)",
+                w.frames,
+                self.max_seconds()
+            )));
+        }
+        if w.stride == 0 || w.stride >= w.frames {
+            return Err(ModelError::Invalid(format!(
+                "the stride ({} frames) must be at least 1 and below the window ({} frames)",
+                w.stride, w.frames
+            )));
+        }
+        Ok(())
+    }
+
+    /// A clip's codes for [`Extent::clip`]: mono audio at [`MusicGen::sample_rate`], encoded,
+    /// `[codebooks][frames]`.
+    pub fn clip_codes(&self, audio: &[f32]) -> Result<Vec<Vec<i64>>, ModelError> {
+        let codes = self.encode(audio)?.squeeze(0)?.to_dtype(DType::I64)?;
+        Ok(codes.to_vec2()?)
     }
 
     /// Decodes codes `[batch, codebooks, frames]` to mono audio, one `Vec` per batch item, each
