@@ -7,6 +7,8 @@
 //! - [`model`], [`rfm`], [`concepts`], [`audio`] know nothing of each other's internals;
 //! - [`probe`] uses model + concepts (and audio's file I/O); [`steer`] reads direction bundles and
 //!   implements the model's `ResidualHook`;
+//! - [`piece`] turns a piece's clip and length into the model's extent (continuation, windows)
+//!   for every front end;
 //! - [`script`] wires everything for recipes; [`live`] (watch mode) and [`repl`] sit on it;
 //! - [`files`] (atomic writes, safetensors helpers), [`seed`] (pure seeded randomness) and
 //!   [`progress`] (progress bars) are shared plumbing any stage may use.
@@ -16,6 +18,7 @@ pub mod concepts;
 pub mod files;
 pub mod live;
 pub mod model;
+pub mod piece;
 pub mod probe;
 pub mod progress;
 pub mod repl;

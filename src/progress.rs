@@ -27,6 +27,8 @@ pub struct GenerationProgress {
     bar: ProgressBar,
     start: Instant,
     frame_rate: f64,
+    /// Steps at which each window of a long piece ends (empty: one pass).
+    window_ends: Vec<usize>,
 }
 
 impl GenerationProgress {
@@ -46,7 +48,22 @@ impl GenerationProgress {
             bar,
             start: Instant::now(),
             frame_rate,
+            window_ends: Vec::new(),
         }
+    }
+
+    /// Shows which window of a long piece is being generated, given each window's steps.
+    pub fn with_windows(mut self, window_steps: &[usize]) -> Self {
+        if window_steps.len() > 1 {
+            self.window_ends = window_steps
+                .iter()
+                .scan(0, |end, s| {
+                    *end += s;
+                    Some(*end)
+                })
+                .collect();
+        }
+        self
     }
 
     /// Records that `done` steps are finished (the `on_step` callback of `MusicGen::generate`).
@@ -54,8 +71,15 @@ impl GenerationProgress {
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
         let audio_s = (done as f64 / self.frame_rate).max(1e-9);
         self.bar.set_position(done as u64);
+        let window = match self.window_ends.iter().position(|&end| done < end) {
+            Some(i) => format!("window {}/{}, ", i + 1, self.window_ends.len()),
+            None if !self.window_ends.is_empty() => {
+                format!("window {0}/{0}, ", self.window_ends.len())
+            }
+            None => String::new(),
+        };
         self.bar.set_message(format!(
-            "{:.1} steps/s, RTF {:.2}",
+            "{window}{:.1} steps/s, RTF {:.2}",
             done as f64 / secs,
             secs / audio_s
         ));

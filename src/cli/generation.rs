@@ -2,10 +2,14 @@
 //! `--top-k`, `--temperature`, `--cfg`, `--negative-prompt`) and what steers (`--steer`,
 //! `--layer-weights`, `--gate`, `--strength-unit`), each checked before the model loads.
 
+use std::path::PathBuf;
+
+use baton::model::Extent;
 use baton::model::{
     check_negative_prompt, guidance_warning, GenerateOptions, MusicGen, ResidualHook, Sampling,
     DEFAULT_GUIDANCE_SCALE, DEFAULT_TEMPERATURE, DEFAULT_TOP_K,
 };
+use baton::piece::{check_window_seconds, ClipPrompt};
 use baton::probe::DirectionBundle;
 use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, StrengthUnit, Term};
 use clap::Args;
@@ -26,6 +30,59 @@ pub fn check_seconds(seconds: f64) -> miette::Result<()> {
         Err(miette::miette!(
             "--seconds must be a positive number, got {seconds}"
         ))
+    }
+}
+
+/// Where a piece starts and how it is extended past one window.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ExtentArgs {
+    /// Continue this clip (any WAV: mixed to mono, resampled to the model's rate); the output
+    /// holds the clip, then the new music (--seconds is the new part's length).
+    #[arg(long = "continue", value_name = "CLIP.wav")]
+    pub clip: Option<PathBuf>,
+    /// Count steering schedules from the clip's start instead of from the first new frame.
+    #[arg(long, requires = "clip")]
+    pub steer_from_clip: bool,
+    /// Seconds one pass of the model holds; longer pieces are generated window by window
+    /// [default: 30, at most the model's limit].
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub window: Option<f64>,
+    /// Seconds each next window moves on by: it is prompted with the last WINDOW - STRIDE
+    /// seconds of the one before [default: 18, at most 60 % of the window].
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub extend_stride: Option<f64>,
+}
+
+impl ExtentArgs {
+    /// The flags set away from their defaults.
+    pub fn changed(&self) -> Vec<&'static str> {
+        [
+            (self.clip.is_some(), "--continue"),
+            (self.steer_from_clip, "--steer-from-clip"),
+            (self.window.is_some(), "--window"),
+            (self.extend_stride.is_some(), "--extend-stride"),
+        ]
+        .into_iter()
+        .filter_map(|(changed, flag)| changed.then_some(flag))
+        .collect()
+    }
+
+    /// Checks what can be checked before the model loads (the clip is read, window and stride
+    /// are sane) and returns the clip.
+    pub fn check(&self) -> miette::Result<Option<ClipPrompt>> {
+        check_window_seconds(self.window, self.extend_stride)
+            .map_err(|e| miette::miette!("--window/--extend-stride: {e}"))?;
+        self.clip
+            .as_deref()
+            .map(|p| ClipPrompt::new(p, self.steer_from_clip))
+            .transpose()
+            .map_err(|e| miette::miette!("--continue: {e}"))
+    }
+
+    /// The piece's extent for `model` (the clip encoded, the window in frames).
+    pub fn extent(&self, model: &MusicGen, clip: Option<&ClipPrompt>) -> miette::Result<Extent> {
+        baton::piece::extent(model, clip, self.window, self.extend_stride)
+            .map_err(|e| miette::miette!("{e}"))
     }
 }
 

@@ -37,6 +37,7 @@ pub fn run(args: &RenderArgs) -> miette::Result<()> {
     // A recipe sets these per piece; given on the command line they would silently do nothing.
     let mut prompt_only = args.sampling.changed();
     prompt_only.extend(args.steering.changed());
+    prompt_only.extend(args.extent.changed());
     prompt_only.extend(
         [
             (args.max_new_tokens.is_some(), "--max-new-tokens"),

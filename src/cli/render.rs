@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use baton::audio::{write_wav, SampleFormat};
-use baton::model::{write_codes, GenerateOptions, MusicGen};
+use baton::model::{write_codes, Extent, GenerateOptions, MusicGen};
+use baton::piece::{plan_for, steps_for_seconds, window_steps};
 use baton::progress::GenerationProgress;
 use clap::Args;
 
 use super::common::{load_model, ModelArgs};
-use super::generation::{check_seconds, plan_hook, SamplingArgs, SteerArgs};
+use super::generation::{check_seconds, plan_hook, ExtentArgs, SamplingArgs, SteerArgs};
 use super::output::check_output;
 use super::recipe::RecipePaths;
 
@@ -22,12 +23,15 @@ pub struct RenderArgs {
     /// --seed + i - 1, exactly as rendered alone with that seed).
     #[arg(long)]
     pub prompt: Vec<String>,
-    /// Length of the music in seconds.
+    /// Length of the new music in seconds (after --continue's clip); longer than one --window,
+    /// it is generated window by window [default: 10].
     #[arg(long, conflicts_with = "max_new_tokens", allow_negative_numbers = true)]
     pub seconds: Option<f64>,
-    /// Decoder steps, with Hugging Face's meaning (frames + codebooks - 1).
+    /// Decoder steps after the prompt, with Hugging Face's meaning (new frames + codebooks - 1).
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
+    #[command(flatten)]
+    pub extent: ExtentArgs,
     /// Output WAV file (a stem or folder for a batch).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -73,6 +77,7 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     // The steering flags are checked (bundles read) before the model load; only the check of
     // each direction against the model's shape has to wait for it.
     let plan = args.steering.plan(args.seed, &args.paths.library, None)?;
+    let clip = args.extent.check()?;
     let n = args.prompt.len();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
     let wavs = OutputPlan::new(&out, n, "wav")?;
@@ -91,15 +96,13 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
             eprintln!("warning: --prompt number {}: {w}", i + 1);
         }
     }
-    let max_new_tokens = match (args.max_new_tokens, args.seconds) {
-        (Some(t), _) => t,
-        (None, Some(s)) => model
-            .max_new_tokens_for_seconds(s)
-            .map_err(|e| miette::miette!("{e}"))?,
-        (None, None) => model
-            .max_new_tokens_for_seconds(10.0)
+    let max_new_tokens = match args.max_new_tokens {
+        Some(t) => t,
+        None => steps_for_seconds(&model, args.seconds.unwrap_or(10.0))
             .map_err(|e| miette::miette!("{e}"))?,
     };
+    let extent = args.extent.extent(&model, clip.as_ref())?;
+    let plan = plan_for(&plan, clip.as_ref(), &extent, model.frame_rate());
     let options = args.sampling.options(max_new_tokens, args.seed);
     let prompts: Vec<&str> = args.prompt.iter().map(String::as_str).collect();
     // Every check passed: only now create the folders asked for with a trailing `/`.
@@ -109,18 +112,24 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     }
     let started = Instant::now();
     let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
-    let codes = generate_with_progress(&model, &prompts, &options, hook.as_mut())?;
+    let codes = generate_with_progress(&model, &prompts, &options, &extent, hook.as_mut())?;
     let generate_s = started.elapsed().as_secs_f64();
+    let steps: usize = window_steps(&model, &extent, max_new_tokens).iter().sum();
 
     let decode_start = Instant::now();
     let audio = model.decode(&codes).map_err(|e| miette::miette!("{e}"))?;
     let decode_s = decode_start.elapsed().as_secs_f64();
     let audio_s = audio.first().map_or(0.0, |a| a.len() as f64) / model.sample_rate() as f64;
+    let windows = window_steps(&model, &extent, max_new_tokens).len();
     eprintln!(
-        "generated {} steps in {generate_s:.2} s ({:.2} steps/s, text encoding included), \
-         decoded in {decode_s:.2} s, real-time factor {:.2}",
-        options.max_new_tokens,
-        options.max_new_tokens as f64 / generate_s,
+        "generated {steps} steps{} in {generate_s:.2} s ({:.2} steps/s, text encoding \
+         included), decoded in {decode_s:.2} s, real-time factor {:.2}",
+        if windows > 1 {
+            format!(" in {windows} windows")
+        } else {
+            String::new()
+        },
+        steps as f64 / generate_s,
         (generate_s + decode_s) / audio_s.max(1e-9)
     );
     let format = SampleFormat::from_pcm16_flag(args.pcm16);
@@ -140,19 +149,22 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     Ok(())
 }
 
-/// Runs generation with a progress bar showing decoder steps/s and the real-time factor
-/// (compute time / audio time; below 1 is faster than real time), steered by `hook` as
-/// [`plan_hook`] makes it.
+/// Runs generation with a progress bar showing decoder steps/s, the window of a long piece and
+/// the real-time factor (compute time / audio time; below 1 is faster than real time), steered
+/// by `hook` as [`plan_hook`] makes it.
 pub fn generate_with_progress(
     model: &MusicGen,
     prompts: &[&str],
     options: &GenerateOptions,
+    extent: &Extent,
     hook: Option<&mut Box<dyn baton::model::ResidualHook>>,
 ) -> miette::Result<baton::model::Codes> {
-    let progress = GenerationProgress::new(options.max_new_tokens, model.frame_rate(), true);
+    let windows = window_steps(model, extent, options.max_new_tokens);
+    let total = windows.iter().sum();
+    let progress = GenerationProgress::new(total, model.frame_rate(), true).with_windows(&windows);
     let mut on_step = |done: usize, _total: usize| progress.step(done);
     let hook = hook.map(|h| h.as_mut() as &mut dyn baton::model::ResidualHook);
-    let codes = model.generate(prompts, options, hook, &mut on_step);
+    let codes = model.generate_piece(prompts, options, extent, hook, &mut on_step, None);
     progress.finish();
     codes.map_err(|e| miette::miette!("{e}"))
 }

@@ -26,6 +26,7 @@ use super::common::{load_model, Library, ModelArgs};
 use super::eval::{check_target, load_reader, reading_from_json, reading_json, windowing};
 use super::generation::{check_seconds, parse_steer, plan_hook, SamplingArgs, SteerArgs};
 use super::render::generate_with_progress;
+use baton::model::Extent;
 
 /// The file that records a sweep's settings, takes and readings.
 const SWEEP_FILE: &str = "sweep.json";
@@ -424,7 +425,13 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
             let mut hook = plan_hook(&model, &plan, steps)?;
             let options = args.sampling.options(steps, first.seed);
             let prompts = vec![args.prompt.as_str(); batch.len()];
-            let codes = generate_with_progress(&model, &prompts, &options, hook.as_mut())?;
+            let codes = generate_with_progress(
+                &model,
+                &prompts,
+                &options,
+                &Extent::default(),
+                hook.as_mut(),
+            )?;
             let audio = model.decode(&codes).map_err(|e| miette::miette!("{e}"))?;
             for (take, wave) in batch.iter().zip(&audio) {
                 let file = args.out.join(take.file());

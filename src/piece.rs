@@ -1,0 +1,159 @@
+//! What a piece is besides its text and its steering: the clip it continues and the window a
+//! piece longer than the model's context is generated in. Every front end (the `render` verb,
+//! recipes, watch mode, the REPL) turns its flags or verbs into a [`model::Extent`] here, so they
+//! all continue clips and extend pieces the same way.
+//!
+//! Continuation is transformers' `generate(input_values=...)`: the clip is encoded with EnCodec
+//! and its frames are teacher-forced after BOS; the output holds the clip's frames, then the new
+//! ones. Long pieces are extended as audiocraft does: windows of [`DEFAULT_WINDOW_S`] seconds
+//! (at most the model's limit), each next one prompted with the codes of the last `window -
+//! stride` seconds of the one before, joined in code space and decoded once.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::{self, Extent, ModelError, MusicGen, Window};
+use crate::steer::Plan;
+
+/// Seconds one pass holds by default (audiocraft's, and musicgen's training length).
+pub const DEFAULT_WINDOW_S: f64 = 30.0;
+/// Seconds each next window moves on by, by default (audiocraft's `extend_stride`).
+pub const DEFAULT_STRIDE_S: f64 = 18.0;
+/// Peak level under which a clip counts as silent: there is nothing in it to continue.
+const SILENT_PEAK: f32 = 1e-4;
+
+/// A clip a piece continues.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClipPrompt {
+    /// The WAV file.
+    pub path: PathBuf,
+    /// A hash of its bytes when it was checked: a render of a changed clip is not reused.
+    pub hash: u64,
+    /// Schedule time 0 at the clip's start instead of at the first new frame.
+    pub steer_from_clip: bool,
+}
+
+impl ClipPrompt {
+    /// Checks the clip as far as it can be without the model (readable, not empty, not silent)
+    /// and remembers its contents' hash.
+    pub fn new(path: &Path, steer_from_clip: bool) -> Result<Self, String> {
+        let (audio, _) = crate::audio::read_wav_mono(path).map_err(|e| e.to_string())?;
+        check_not_silent(path, &audio)?;
+        Ok(ClipPrompt {
+            path: path.to_path_buf(),
+            hash: crate::files::content_hash(path).unwrap_or(0),
+            steer_from_clip,
+        })
+    }
+
+    /// The clip's codes for `model`: mixed to mono, resampled to the model's rate, encoded.
+    pub fn codes(&self, model: &MusicGen) -> Result<Vec<Vec<i64>>, String> {
+        let (audio, _) = crate::audio::read_wav_at(&self.path, model.sample_rate())
+            .map_err(|e| e.to_string())?;
+        check_not_silent(&self.path, &audio)?;
+        model
+            .clip_codes(&audio)
+            .map_err(|e| format!("cannot encode {}: {e}", self.path.display()))
+    }
+}
+
+fn check_not_silent(path: &Path, audio: &[f32]) -> Result<(), String> {
+    let peak = audio.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    if peak < SILENT_PEAK {
+        return Err(format!(
+            "{} is silent: there is nothing in it to continue",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks window and stride seconds as far as they can be without the model (positive, the
+/// stride inside the window).
+pub fn check_window_seconds(window_s: Option<f64>, stride_s: Option<f64>) -> Result<(), String> {
+    if let Some(w) = window_s {
+        if !(w.is_finite() && w > 0.0) {
+            return Err(format!(
+                "the window must be a positive number of seconds, got {w}"
+            ));
+        }
+    }
+    if let Some(t) = stride_s {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(format!(
+                "the stride must be a positive number of seconds, got {t}"
+            ));
+        }
+        if let Some(w) = window_s.filter(|w| t >= *w) {
+            return Err(format!(
+                "the stride ({t} s) must be shorter than the window ({w} s)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The window for `model`: `window_s` (default [`DEFAULT_WINDOW_S`], at most the model's limit)
+/// moving on by `stride_s` (default [`DEFAULT_STRIDE_S`], at most 60 % of the window).
+pub fn window(
+    model: &MusicGen,
+    window_s: Option<f64>,
+    stride_s: Option<f64>,
+) -> Result<Window, ModelError> {
+    let w = window_s.unwrap_or_else(|| DEFAULT_WINDOW_S.min(model.max_seconds()));
+    let t = stride_s.unwrap_or_else(|| DEFAULT_STRIDE_S.min(0.6 * w));
+    model.window(w, t)
+}
+
+/// Decoder steps for `seconds` of new music (frames + codebooks - 1), of any length: pieces
+/// longer than a window are generated window by window.
+pub fn steps_for_seconds(model: &MusicGen, seconds: f64) -> Result<usize, ModelError> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(ModelError::Invalid(format!(
+            "seconds must be a positive number, got {seconds}"
+        )));
+    }
+    let frames = (seconds * model.frame_rate()).round().max(1.0) as usize;
+    Ok(frames + model.num_codebooks() - 1)
+}
+
+/// The extent of a piece: the clip's codes (if any) and its window.
+pub fn extent(
+    model: &MusicGen,
+    clip: Option<&ClipPrompt>,
+    window_s: Option<f64>,
+    stride_s: Option<f64>,
+) -> Result<Extent, String> {
+    Ok(Extent {
+        clip: clip.map(|c| c.codes(model)).transpose()?,
+        window: Some(window(model, window_s, stride_s).map_err(|e| e.to_string())?),
+    })
+}
+
+/// `plan` as the piece's new frames see it: unchanged, or (when the clip asks) with schedule
+/// time 0 at the clip's start, so the first new frame is at the clip's length.
+pub fn plan_for(plan: &Plan, clip: Option<&ClipPrompt>, extent: &Extent, frame_rate: f64) -> Plan {
+    let clip_frames = extent
+        .clip
+        .as_ref()
+        .map_or(0, |c| c.first().map_or(0, Vec::len));
+    match clip {
+        Some(c) if c.steer_from_clip && clip_frames > 0 => {
+            plan.shifted(-plan.time_of(clip_frames, frame_rate))
+        }
+        _ => plan.clone(),
+    }
+}
+
+/// The decoder steps of each window of a piece (one entry when it fits one pass), for progress.
+pub fn window_steps(model: &MusicGen, extent: &Extent, max_new_tokens: usize) -> Vec<usize> {
+    let k = model.num_codebooks();
+    let clip = extent
+        .clip
+        .as_ref()
+        .map_or(0, |c| c.first().map_or(0, Vec::len));
+    let new = (max_new_tokens + 1).saturating_sub(k);
+    model::passes(clip, new, extent.window)
+        .iter()
+        .map(|p| p.new + k - 1)
+        .collect()
+}
