@@ -157,3 +157,46 @@ pub fn window_steps(model: &MusicGen, extent: &Extent, max_new_tokens: usize) ->
         .map(|p| p.new + k - 1)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steer::Schedule;
+
+    #[test]
+    fn steering_from_the_clip_moves_schedule_time_zero_to_the_clip_start() {
+        let plan = Plan::default();
+        let ramp = Schedule::linear(0.0, 1.0, 0.0, 1.0);
+        let extent = Extent {
+            clip: Some(vec![vec![0; 25]; 2]),
+            window: None,
+        };
+        let clip = |from_clip| ClipPrompt {
+            path: PathBuf::from("c.wav"),
+            hash: 0,
+            steer_from_clip: from_clip,
+        };
+        let mut with_term = plan.clone();
+        with_term.terms.push(crate::steer::Term {
+            direction: crate::steer::direction::tests::dir("d", "auc", &[(0, 1.0, vec![1.0])]),
+            strength: 1.0,
+            schedule: ramp,
+            weights: Default::default(),
+            gate: None,
+            unit: Default::default(),
+        });
+        let strengths = |p: &Plan| p.strengths(1, 50.0, &mut |_, _| Ok(0.0)).unwrap()[0][0];
+        // From the first new frame: t = 0 there. From the clip's start: 25 frames = 0.5 s in.
+        assert_eq!(
+            strengths(&plan_for(&with_term, Some(&clip(false)), &extent, 50.0)),
+            0.0
+        );
+        let shifted = plan_for(&with_term, Some(&clip(true)), &extent, 50.0);
+        assert!((strengths(&shifted) - 0.5).abs() < 1e-12);
+        // With a tempo, schedule time is beats: 0.5 s at 120 BPM is one beat.
+        let mut beats = with_term.clone();
+        beats.tempo = Some(120.0);
+        let shifted = plan_for(&beats, Some(&clip(true)), &extent, 50.0);
+        assert!((strengths(&shifted) - 1.0).abs() < 1e-12);
+    }
+}

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use baton::files::Reader;
 use baton::model::{passes, Extent, GenerateOptions, MusicGen, Pass, Sampling, Window};
 use candle_core::{DType, Device, Tensor};
 
@@ -212,4 +213,213 @@ fn bad_clips_and_windows_are_refused() {
             .generate_piece(&["a"], &greedy(8, 3.0), &extent, None, &mut |_, _| {}, None)
             .is_err());
     }
+}
+
+/// Runs baton with `args`; returns (success, stderr).
+fn baton(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.success(), stderr)
+}
+
+/// The codes of a `--save-codes` file, `[codebooks * frames]` flat.
+fn saved_codes(path: &std::path::Path) -> Vec<i64> {
+    let r = Reader::open(path, "codes/1").unwrap();
+    let (_, _, bytes) = r.raw("codes").unwrap();
+    bytes
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_render_verb_continues_clips_and_extends_pieces_as_the_reference() {
+    let st = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.wav");
+    baton::audio::write_wav(
+        &clip,
+        &f32s(&st, "clip"),
+        32000,
+        baton::audio::SampleFormat::Float32,
+    )
+    .unwrap();
+    let model = fixtures().join("tiny-a");
+    let k = 4;
+    let run = |name: &str, extra: &[&str]| -> Vec<Vec<i64>> {
+        let out = dir.path().join(format!("{name}/"));
+        let codes = dir.path().join(format!("{name}-codes/"));
+        let mut args = vec![
+            "render",
+            "--prompt",
+            PROMPTS[0],
+            "--prompt",
+            PROMPTS[1],
+            "--greedy",
+            "--cfg",
+            "3",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--save-codes",
+            codes.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let (ok, stderr) = baton(&args);
+        assert!(ok, "{name}: {stderr}");
+        (1..=2)
+            .map(|i| saved_codes(&codes.join(format!("prompt-{i}.safetensors"))))
+            .collect()
+    };
+    let per_item = |name: &str| -> Vec<Vec<i64>> {
+        let (shape, data) = i64s(&st, name);
+        data.chunks(shape[1] * shape[2])
+            .map(<[i64]>::to_vec)
+            .collect()
+    };
+    let tokens = (8 + k - 1).to_string();
+    let clip_arg = clip.to_str().unwrap();
+    assert_eq!(
+        run(
+            "cont",
+            &["--continue", clip_arg, "--max-new-tokens", &tokens]
+        ),
+        per_item("cont.cfg3.codes")
+    );
+    let window = ["--window", "0.3", "--extend-stride", "0.2"];
+    let tokens = (30 + k - 1).to_string();
+    let mut long = vec!["--max-new-tokens", tokens.as_str()];
+    long.extend(window);
+    assert_eq!(run("long", &long), per_item("long.codes"));
+    // --seconds is the new part's length: 0.4 s is 20 frames after the clip's 10.
+    let mut long_clip = vec!["--continue", clip_arg, "--seconds", "0.4"];
+    long_clip.extend(window);
+    assert_eq!(run("long_clip", &long_clip), per_item("long_clip.codes"));
+}
+
+#[test]
+fn bad_continuations_fail_before_the_model_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = dir.path().join("silent.wav");
+    baton::audio::write_wav(
+        &silent,
+        &[0.0; 3200],
+        16000,
+        baton::audio::SampleFormat::Pcm16,
+    )
+    .unwrap();
+    let empty = dir.path().join("empty.wav");
+    std::fs::write(&empty, b"").unwrap();
+    let model = fixtures().join("tiny-a");
+    let model = model.to_str().unwrap();
+    let out = dir.path().join("x.wav");
+    let out = out.to_str().unwrap();
+    for (extra, needle) in [
+        (vec!["--continue", silent.to_str().unwrap()], "is silent"),
+        (vec!["--continue", empty.to_str().unwrap()], "cannot read"),
+        (vec!["--continue", "missing.wav"], "cannot read"),
+        (vec!["--window", "0"], "positive"),
+        (
+            vec!["--window", "2", "--extend-stride", "3"],
+            "shorter than the window",
+        ),
+        (vec!["--extend-stride", "-1"], "positive"),
+    ] {
+        let mut args = vec!["render", "--prompt", "a", "--model", model, "--out", out];
+        args.extend(&extra);
+        let (ok, stderr) = baton(&args);
+        assert!(!ok, "{extra:?}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+        assert!(
+            !stderr.contains("loading"),
+            "{extra:?}: the model loaded first"
+        );
+    }
+    // A window longer than the model's, and a clip longer than the window, need the model.
+    let clip = dir.path().join("clip.wav");
+    let tone: Vec<f32> = (0..32000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+    baton::audio::write_wav(&clip, &tone, 32000, baton::audio::SampleFormat::Pcm16).unwrap();
+    for (extra, needle) in [
+        (vec!["--window", "100"], "does not fit this model"),
+        (
+            vec!["--continue", clip.to_str().unwrap(), "--window", "0.5"],
+            "window must hold the clip",
+        ),
+    ] {
+        let mut args = vec!["render", "--prompt", "a", "--model", model, "--out", out];
+        args.extend(&extra);
+        let (ok, stderr) = baton(&args);
+        assert!(!ok && stderr.contains(needle), "{extra:?}: {stderr}");
+    }
+    assert!(!std::path::Path::new(out).exists());
+}
+
+#[test]
+fn recipes_continue_clips_and_takes_they_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures().join("tiny-a");
+    let model = model.to_str().unwrap();
+    let out = dir.path().join("out");
+    let recipe = dir.path().join("r.rhai");
+    std::fs::write(
+        &recipe,
+        r#"render(piece("loud drums", 0.2).greedy(), "intro.wav");
+           let next = piece("loud drums", 0.16).greedy().continue_from("intro.wav");
+           print(next);
+           render(next, "next.wav");
+           render(piece("loud drums", 0.16).greedy().window(2.0, 1.0)
+                    .continue_from("intro.wav", #{steer_from: "clip"}), "other.wav");"#,
+    )
+    .unwrap();
+    let (ok, stderr) = baton(&[
+        "render",
+        recipe.to_str().unwrap(),
+        "--model",
+        model,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    // The same continuation through the render verb gives the same audio.
+    let cli = dir.path().join("cli.wav");
+    let (ok, stderr) = baton(&[
+        "render",
+        "--prompt",
+        "loud drums",
+        "--greedy",
+        "--seconds",
+        "0.16",
+        "--model",
+        model,
+        "--continue",
+        out.join("intro.wav").to_str().unwrap(),
+        "--out",
+        cli.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let read = |p: &std::path::Path| baton::audio::read_wav_mono(p).unwrap().0;
+    let next = read(&out.join("next.wav"));
+    assert_eq!(next.len(), (10 + 8) * 640, "clip and new frames");
+    assert_eq!(next, read(&cli));
+    // Unsteered, where the schedule counts from makes no difference.
+    assert_eq!(read(&out.join("other.wav")), next);
+    // Bad options are recipe errors.
+    std::fs::write(
+        &recipe,
+        r#"let p = piece("a", 1.0).continue_from("missing.wav");"#,
+    )
+    .unwrap();
+    let (ok, stderr) = baton(&[
+        "render",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("not found"), "{stderr}");
 }

@@ -166,6 +166,17 @@ impl<R: Renderer> Renderer for Staged<R> {
             .plan
             .coefficients(steps, rate, curves)
             .map_err(|e| e.to_string())?;
+        // A clip this run rendered is still staged: its take is what the piece continues, and
+        // what the fingerprint must know of.
+        let mut request = request.clone();
+        let mut clip_take = None;
+        if let Some(clip) = request.clip.as_mut() {
+            if let Some(take) = self.staged_for(&clip.path) {
+                clip.hash = content_hash(take).unwrap_or(0);
+                clip_take = Some(take.to_path_buf());
+            }
+        }
+        let request = &request;
         let fingerprint = fingerprint(request, &coefficients);
         // A second render to the same file in one run replaces the first.
         let key = comparable(&request.out);
@@ -181,6 +192,9 @@ impl<R: Renderer> Renderer for Staged<R> {
         let staged = staging_path(&request.out);
         let mut staged_request = request.clone();
         staged_request.out = staged.clone();
+        if let (Some(clip), Some(take)) = (staged_request.clip.as_mut(), clip_take) {
+            clip.path = take;
+        }
         // Only a finished render waits for the commit: a failed one (which the recipe may
         // catch and go on) leaves nothing to move.
         self.inner.render(&staged_request, curves)?;

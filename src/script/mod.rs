@@ -59,6 +59,12 @@ pub struct RenderRequest {
     pub negative_prompt: Option<String>,
     /// Seed of the sampling RNG (the gate has its own, `plan.seed`).
     pub seed: u64,
+    /// The clip the piece continues (`seconds` is then the new part's length).
+    pub clip: Option<crate::piece::ClipPrompt>,
+    /// Seconds one pass holds and its stride (`None`: the defaults of [`crate::piece`]).
+    pub window: Option<f64>,
+    /// See `window`.
+    pub stride: Option<f64>,
     /// Where the WAV goes (already checked against the sandbox rules).
     pub out: PathBuf,
 }
@@ -362,6 +368,14 @@ pub const VERBS: &[(&str, &str)] = &[
         "piece.negative(\"text\")  (guidance steers away from it; needs cfg above 1; .negative(()) removes it)",
     ),
     ("seed", "piece.seed(n)"),
+    (
+        "continue_from",
+        "piece.continue_from(\"clip.wav\" [, #{steer_from: \"clip\" | \"new\"}])  (the piece continues the clip; its seconds are the new part's)",
+    ),
+    (
+        "window",
+        "piece.window(seconds [, stride])  (longer pieces are made window by window; default 30 s, stride 18 s)",
+    ),
     ("tempo", "piece.tempo(bpm)  (schedules then count beats)"),
     (
         "layers",

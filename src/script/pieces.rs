@@ -4,6 +4,7 @@
 //! `render(piece, "file.wav")`.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, INT};
@@ -11,6 +12,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, INT};
 use super::schedules::{bounded, num};
 use super::{fail, sandbox, Host, RenderRequest, Rendered};
 use crate::model::{Sampling, DEFAULT_GUIDANCE_SCALE, DEFAULT_TEMPERATURE, DEFAULT_TOP_K};
+use crate::piece::{check_window_seconds, ClipPrompt};
 use crate::steer::{Direction, LayerWeights, Plan, Schedule, StrengthUnit, Term};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -32,6 +34,10 @@ pub struct Piece {
     pub cfg: f64,
     /// What guidance steers away from (`None`: nothing, as MusicGen does).
     pub negative: Option<String>,
+    /// The clip the piece continues.
+    pub clip: Option<ClipPrompt>,
+    /// Window and stride seconds for long pieces (`None`: the defaults).
+    pub window: Option<(f64, Option<f64>)>,
 }
 
 impl Piece {
@@ -48,6 +54,8 @@ impl Piece {
             },
             cfg: DEFAULT_GUIDANCE_SCALE,
             negative: None,
+            clip: None,
+            window: None,
         }
     }
 }
@@ -62,6 +70,15 @@ impl fmt::Display for Piece {
         write!(f, ", cfg {}", self.cfg)?;
         if let Some(n) = &self.negative {
             write!(f, " away from \"{n}\"")?;
+        }
+        if let Some(c) = &self.clip {
+            write!(f, ", continuing {}", c.path.display())?;
+        }
+        if let Some((w, stride)) = self.window {
+            write!(f, ", window {w} s")?;
+            if let Some(t) = stride {
+                write!(f, " (stride {t} s)")?;
+            }
         }
         write!(f, ", seed {}; {}", self.plan.seed, self.plan)
     }
@@ -104,6 +121,57 @@ fn strength(amount: &Dynamic) -> Res<(f64, Schedule)> {
         return Ok((1.0, s));
     }
     Ok((num(amount, "steering strength")?, Schedule::constant(1.0)))
+}
+
+/// `piece.continue_from(clip [, #{steer_from: "clip" | "new"}])`: the clip is looked up beside
+/// the recipe, then in the output folder (a take the recipe rendered earlier; in watch mode the
+/// one this run is about to put there).
+fn continue_from(host: &Host, p: &mut Piece, clip: &str, opts: Option<Map>) -> Res<Piece> {
+    let mut steer_from_clip = false;
+    for (k, v) in opts.unwrap_or_default() {
+        match (k.as_str(), v.clone().into_string().ok().as_deref()) {
+            ("steer_from", Some("clip")) => steer_from_clip = true,
+            ("steer_from", Some("new")) => steer_from_clip = false,
+            ("steer_from", _) => {
+                return fail(format!(
+                    "continue_from: steer_from is \"clip\" or \"new\", not {v}"
+                ))
+            }
+            (other, _) => {
+                return fail(format!(
+                    "continue_from: unknown option `{other}` (known: steer_from)"
+                ))
+            }
+        }
+    }
+    let path = Path::new(clip);
+    let candidates = if path.is_absolute() {
+        vec![path.to_path_buf()]
+    } else {
+        vec![
+            host.recipe_dir().join(path),
+            host.options.out_dir.join(path),
+        ]
+    };
+    let pending = |c: &Path| host.renderer.try_lock().is_ok_and(|r| r.has_pending(c));
+    let found = candidates
+        .iter()
+        .find(|c| pending(c))
+        .or_else(|| candidates.iter().find(|c| c.is_file()));
+    let Some(found) = found else {
+        return fail(format!("continue_from: clip `{clip}` not found (looked beside the recipe and in the output folder)"));
+    };
+    p.clip = Some(if pending(found) {
+        // Rendered by this run and not yet in place: the renderer reads the staged take.
+        ClipPrompt {
+            path: found.clone(),
+            hash: 0,
+            steer_from_clip,
+        }
+    } else {
+        ClipPrompt::new(found, steer_from_clip).map_err(|e| format!("continue_from: {e}"))?
+    });
+    Ok(p.clone())
 }
 
 /// The most terms one piece may hold: each copies its direction, and a recipe looping over
@@ -205,6 +273,30 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
         p.cfg = cfg;
         Ok(p.clone())
     });
+    let h = host.clone();
+    engine.register_fn("continue_from", move |p: &mut Piece, clip: &str| {
+        continue_from(&h, p, clip, None)
+    });
+    let h = host.clone();
+    engine.register_fn(
+        "continue_from",
+        move |p: &mut Piece, clip: &str, opts: Map| continue_from(&h, p, clip, Some(opts)),
+    );
+    engine.register_fn("window", |p: &mut Piece, w: Dynamic| -> Res<Piece> {
+        let w = num(&w, "window")?;
+        check_window_seconds(Some(w), None).map_err(|e| format!("window: {e}"))?;
+        p.window = Some((w, None));
+        Ok(p.clone())
+    });
+    engine.register_fn(
+        "window",
+        |p: &mut Piece, w: Dynamic, stride: Dynamic| -> Res<Piece> {
+            let (w, t) = (num(&w, "window")?, num(&stride, "window: stride")?);
+            check_window_seconds(Some(w), Some(t)).map_err(|e| format!("window: {e}"))?;
+            p.window = Some((w, Some(t)));
+            Ok(p.clone())
+        },
+    );
     engine.register_fn("negative", |p: &mut Piece, text: &str| -> Res<Piece> {
         // Only the text is checked here (any guidance passes): `cfg` may still change, so
         // `render` checks the pair.
@@ -304,6 +396,9 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         guidance_scale: p.cfg,
         negative_prompt: p.negative.clone(),
         seed: p.plan.seed,
+        clip: p.clip.clone(),
+        window: p.window.map(|(w, _)| w),
+        stride: p.window.and_then(|(_, t)| t),
         out: out.clone(),
     };
     // Audio bytes as MusicGen writes them (32 kHz, 32-bit float), counted before the work.

@@ -113,6 +113,11 @@ fn reuse_key(request: &RenderRequest, steps: usize) -> u64 {
             request.seed,
             request.plan.conditional_only,
             terms,
+            (
+                &request.clip,
+                request.window.map(f64::to_bits),
+                request.stride.map(f64::to_bits),
+            ),
         ),
     );
     h.finish()
@@ -185,16 +190,23 @@ impl Renderer for ModelRenderer {
             self.dtype,
             progress,
         )?;
-        let max_new_tokens = model
-            .max_new_tokens_for_seconds(request.seconds)
-            .map_err(|e| e.to_string())?;
+        let max_new_tokens =
+            crate::piece::steps_for_seconds(model, request.seconds).map_err(|e| e.to_string())?;
+        let extent =
+            crate::piece::extent(model, request.clip.as_ref(), request.window, request.stride)?;
+        let plan = crate::piece::plan_for(
+            &request.plan,
+            request.clip.as_ref(),
+            &extent,
+            model.frame_rate(),
+        );
         if let Some(w) = model
             .prompt_warning(&request.prompt)
             .map_err(|e| e.to_string())?
         {
             eprintln!("warning: {w}");
         }
-        let mut hook = plan_hook(model, &request.plan, max_new_tokens, curves)?;
+        let mut hook = plan_hook(model, &plan, max_new_tokens, curves)?;
         let key = reuse_key(request, max_new_tokens);
         let coefficients = hook
             .as_ref()
@@ -228,12 +240,15 @@ impl Renderer for ModelRenderer {
             seed: request.seed,
             negative_prompt: request.negative_prompt.clone(),
         };
-        let bar = GenerationProgress::new(max_new_tokens, model.frame_rate(), progress);
+        let windows = crate::piece::window_steps(model, &extent, max_new_tokens);
+        let bar = GenerationProgress::new(windows.iter().sum(), model.frame_rate(), progress)
+            .with_windows(&windows);
         let mut on_step = |done: usize, _total: usize| bar.step(done);
         let codes = model
-            .generate_reusing(
+            .generate_piece(
                 &[request.prompt.as_str()],
                 &options,
+                &extent,
                 hook.as_mut().map(|h| h as &mut dyn ResidualHook),
                 &mut on_step,
                 prefix.as_ref(),
