@@ -204,3 +204,71 @@ fn a_prefix_of_another_shape_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("too few"), "{err}");
 }
+
+#[test]
+fn reused_steps_after_a_clip_give_the_codes_of_a_fresh_generation() {
+    let m = model();
+    let k = m.num_codebooks();
+    // Six frames of clip, as EnCodec would give them (any valid codes do).
+    let clip: Vec<Vec<i64>> = (0..k)
+        .map(|cb| (0..6).map(|f| ((cb * 7 + f * 5) % 64) as i64).collect())
+        .collect();
+    let extent = baton::model::Extent {
+        clip: Some(clip),
+        window: None,
+    };
+    let sampled = Sampling::TopK {
+        k: 50,
+        temperature: 1.0,
+    };
+    let run = |plan: &Plan, prefix: Option<&Prefix>| -> Vec<Vec<Vec<i64>>> {
+        let mut hook = PlanHook::new(
+            plan,
+            STEPS,
+            m.frame_rate(),
+            m.num_layers(),
+            m.hidden_size(),
+            m.device(),
+            m.activations(),
+            &mut |_, _| Err("no curves".into()),
+        )
+        .unwrap();
+        let options = GenerateOptions {
+            max_new_tokens: STEPS,
+            sampling: sampled,
+            guidance_scale: 3.0,
+            seed: 5,
+            negative_prompt: None,
+        };
+        m.generate_piece(
+            &PROMPTS,
+            &options,
+            &extent,
+            Some(&mut hook as &mut dyn ResidualHook),
+            &mut |_, _| {},
+            prefix,
+        )
+        .unwrap()
+        .to_vec3()
+        .unwrap()
+    };
+    let before = run(&plan(&m, false, false, 1.0), None);
+    let after_plan = plan(&m, true, false, 1.0);
+    let fresh = run(&after_plan, None);
+    assert_ne!(fresh, before, "the change made no difference");
+    assert_eq!(
+        fresh[0][0][..6],
+        extent.clip.as_ref().unwrap()[0][..],
+        "clip first"
+    );
+    let earlier = tensor(&before);
+    let prefix = Prefix {
+        codes: &earlier,
+        steps: CHANGE,
+    };
+    assert_eq!(
+        run(&after_plan, Some(&prefix)),
+        fresh,
+        "reusing steps changed the result"
+    );
+}

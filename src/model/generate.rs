@@ -335,7 +335,8 @@ pub fn generate(
     let p = prompts[0][0].len() - 1;
     let max_length = p + 1 + steps;
 
-    let built: Vec<(Vec<Vec<i64>>, Vec<Vec<i64>>)> = prompts
+    // Per item: (its start input, its pattern), each `[k][positions]`.
+    let built: Vec<_> = prompts
         .iter()
         .map(|item| build_delay_pattern(item, inputs.pad, max_length))
         .collect();

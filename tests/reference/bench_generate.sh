@@ -14,7 +14,7 @@ DIR=${1:?usage: bench_generate.sh DIR [SECONDS] [BATON_DTYPE]}
 SECS=${2:-10}
 DTYPE=${3:-f32}
 THREADS=${4:-0}
-PY=${PYTHON:-/work/pyenv/bin/python}
+PY=${PYTHON:-$(tests/reference/setup.sh)}
 BATON=${BATON:-${CARGO_TARGET_DIR:-target}/release/baton}
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ -f "$DIR/model.safetensors" ] || "$PY" "$HERE/bench_small_shaped.py" build "$DIR"

@@ -8,7 +8,7 @@ its own child process; wall time, CPU time (user + system) and peak RSS come fro
 by this script (features/1 files for baton, .npy for xrfm).
 
 Usage (from the repository root, after `cargo build --release`):
-  /work/pyenv/bin/python tests/reference/bench_rfm.py [--baton target/release/baton]
+  "$(tests/reference/setup.sh)" tests/reference/bench_rfm.py [--baton target/release/baton]
       [--dims 1024,2048] [--search-layers 2] [--draws 20] [--iters 30] [--search-iters 10]
       [--xrfm-dtypes float32,float64] [--search-dtypes float64]
 

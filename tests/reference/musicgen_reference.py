@@ -3,8 +3,8 @@
 
 Run from the repository root with the pinned environment (tests/reference/requirements.txt):
 
-    /work/pyenv/bin/python tests/reference/musicgen_reference.py            # writes tests/fixtures/
-    /work/pyenv/bin/python tests/reference/musicgen_reference.py --check    # runs twice in memory,
+    "$(tests/reference/setup.sh)" tests/reference/musicgen_reference.py            # writes tests/fixtures/
+    "$(tests/reference/setup.sh)" tests/reference/musicgen_reference.py --check    # runs twice in memory,
                                                                             # fails if outputs differ
 
 Everything runs on CPU in float32 with eager attention, seeded, and single-threaded so that two

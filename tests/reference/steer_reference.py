@@ -3,7 +3,7 @@
 
 Run from the repository root with the pinned environment (tests/reference/requirements.txt):
 
-    /work/pyenv/bin/python tests/reference/steer_reference.py
+    "$(tests/reference/setup.sh)" tests/reference/steer_reference.py
 
 Reads tests/fixtures/tiny-a (written by musicgen_reference.py) and writes:
 

@@ -16,7 +16,7 @@ sets and writes, per case, one safetensors file under tests/fixtures/:
 The inputs are stored as f32 and both sides compute in f64 from exactly those values
 (xrfm keeps the dtype it is given), so the comparison is free of input rounding.
 
-Usage: /work/pyenv/bin/python tests/reference/xrfm_reference.py   (from the repository root)
+Usage: "$(tests/reference/setup.sh)" tests/reference/xrfm_reference.py   (from the repository root)
 """
 import json
 import os
