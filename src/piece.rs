@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::{self, Extent, ModelError, MusicGen, Window};
+use crate::model::{self, Extent, ModelError, MusicGen, MusicGenConfig, Window};
 use crate::steer::Plan;
 
 /// Seconds one pass holds by default (audiocraft's, and musicgen's training length).
@@ -22,12 +22,14 @@ pub const DEFAULT_STRIDE_S: f64 = 18.0;
 const SILENT_PEAK: f32 = 1e-4;
 
 /// A clip a piece continues.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClipPrompt {
     /// The WAV file.
     pub path: PathBuf,
     /// A hash of its bytes when it was checked: a render of a changed clip is not reused.
     pub hash: u64,
+    /// Its length in seconds (0 when not read yet: a take this run is still rendering).
+    pub seconds: f64,
     /// Schedule time 0 at the clip's start instead of at the first new frame.
     pub steer_from_clip: bool,
 }
@@ -36,11 +38,12 @@ impl ClipPrompt {
     /// Checks the clip as far as it can be without the model (readable, not empty, not silent)
     /// and remembers its contents' hash.
     pub fn new(path: &Path, steer_from_clip: bool) -> Result<Self, String> {
-        let (audio, _) = crate::audio::read_wav_mono(path).map_err(|e| e.to_string())?;
+        let (audio, rate) = crate::audio::read_wav_mono(path).map_err(|e| e.to_string())?;
         check_not_silent(path, &audio)?;
         Ok(ClipPrompt {
             path: path.to_path_buf(),
             hash: crate::files::content_hash(path).unwrap_or(0),
+            seconds: audio.len() as f64 / f64::from(rate.max(1)),
             steer_from_clip,
         })
     }
@@ -92,16 +95,40 @@ pub fn check_window_seconds(window_s: Option<f64>, stride_s: Option<f64>) -> Res
     Ok(())
 }
 
-/// The window for `model`: `window_s` (default [`DEFAULT_WINDOW_S`], at most the model's limit)
-/// moving on by `stride_s` (default [`DEFAULT_STRIDE_S`], at most 60 % of the window).
+/// The window for a model of this config: `window_s` (default [`DEFAULT_WINDOW_S`], at most the
+/// model's limit) moving on by `stride_s` (default [`DEFAULT_STRIDE_S`], at most 60 % of the
+/// window).
 pub fn window(
-    model: &MusicGen,
+    config: &MusicGenConfig,
     window_s: Option<f64>,
     stride_s: Option<f64>,
-) -> Result<Window, ModelError> {
-    let w = window_s.unwrap_or_else(|| DEFAULT_WINDOW_S.min(model.max_seconds()));
+) -> Result<Window, String> {
+    let w = window_s.unwrap_or_else(|| DEFAULT_WINDOW_S.min(config.max_seconds()));
     let t = stride_s.unwrap_or_else(|| DEFAULT_STRIDE_S.min(0.6 * w));
-    model.window(w, t)
+    config.window(w, t)
+}
+
+/// Checks a piece's window and clip against a model's config alone (no weights loaded): the
+/// window fits the model, and leaves room after the clip.
+pub fn check_with_config(
+    config: &MusicGenConfig,
+    clip: Option<&ClipPrompt>,
+    window_s: Option<f64>,
+    stride_s: Option<f64>,
+) -> Result<(), String> {
+    let w = window(config, window_s, stride_s)?;
+    if let Some(c) = clip {
+        let frames = (c.seconds * config.frame_rate()).ceil() as usize;
+        if frames >= w.frames {
+            return Err(format!(
+                "the clip ({:.2} s, {frames} frames) is as long as the window ({} frames): a \
+                 window must hold the clip and at least one new frame (shorten the clip or widen \
+                 the window)",
+                c.seconds, w.frames
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Decoder steps for `seconds` of new music (frames + codebooks - 1), of any length: pieces
@@ -125,7 +152,7 @@ pub fn extent(
 ) -> Result<Extent, String> {
     Ok(Extent {
         clip: clip.map(|c| c.codes(model)).transpose()?,
-        window: Some(window(model, window_s, stride_s).map_err(|e| e.to_string())?),
+        window: Some(window(model.config(), window_s, stride_s)?),
     })
 }
 
@@ -174,6 +201,7 @@ mod tests {
         let clip = |from_clip| ClipPrompt {
             path: PathBuf::from("c.wav"),
             hash: 0,
+            seconds: 0.5,
             steer_from_clip: from_clip,
         };
         let mut with_term = plan.clone();

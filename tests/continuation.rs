@@ -341,21 +341,35 @@ fn bad_continuations_fail_before_the_model_loads() {
             "{extra:?}: the model loaded first"
         );
     }
-    // A window longer than the model's, and a clip longer than the window, need the model.
+    // A window longer than the model's, and a clip longer than the window, are settled by the
+    // model's config, before its weights load.
     let clip = dir.path().join("clip.wav");
     let tone: Vec<f32> = (0..32000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
     baton::audio::write_wav(&clip, &tone, 32000, baton::audio::SampleFormat::Pcm16).unwrap();
+    // A copy of tiny-a whose weights cannot load: the errors below come before any load.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for f in std::fs::read_dir(fixtures().join("tiny-a")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), broken.join(f.file_name())).unwrap();
+    }
+    std::fs::write(broken.join("model.safetensors"), b"not weights").unwrap();
+    let model = broken.to_str().unwrap();
     for (extra, needle) in [
         (vec!["--window", "100"], "does not fit this model"),
         (
             vec!["--continue", clip.to_str().unwrap(), "--window", "0.5"],
-            "window must hold the clip",
+            "must hold the clip",
         ),
     ] {
         let mut args = vec!["render", "--prompt", "a", "--model", model, "--out", out];
         args.extend(&extra);
         let (ok, stderr) = baton(&args);
         assert!(!ok && stderr.contains(needle), "{extra:?}: {stderr}");
+        assert!(
+            !stderr.contains("loading"),
+            "{extra:?}: the model loaded first"
+        );
     }
     assert!(!std::path::Path::new(out).exists());
 }

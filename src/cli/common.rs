@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton::model::MusicGen;
+use baton::model::load::{self, ModelFiles};
+use baton::model::{MusicGen, MusicGenConfig};
 use baton::script::directions::library_path;
 use candle_core::{DType, Device};
 use clap::Args;
@@ -100,4 +101,15 @@ pub fn load_model(args: &ModelArgs) -> miette::Result<MusicGen> {
     let model = MusicGen::load(&args.model, &device, dtype);
     spinner.finish_and_clear();
     model.map_err(|e| miette::miette!("{e}"))
+}
+
+/// The files of the model `spec` names and its parsed `config.json`, without loading weights:
+/// what settles lengths and windows before the (slow) load.
+pub fn model_config(spec: &str) -> miette::Result<(ModelFiles, MusicGenConfig)> {
+    let files = load::resolve(spec).map_err(|e| miette::miette!("{e}"))?;
+    let text = std::fs::read_to_string(&files.config)
+        .map_err(|e| miette::miette!("cannot read {}: {e}", files.config.display()))?;
+    let config = MusicGenConfig::from_json(&text)
+        .map_err(|e| miette::miette!("{}: {e}", files.config.display()))?;
+    Ok((files, config))
 }

@@ -9,7 +9,7 @@ use baton::model::{
     check_negative_prompt, guidance_warning, GenerateOptions, MusicGen, ResidualHook, Sampling,
     DEFAULT_GUIDANCE_SCALE, DEFAULT_TEMPERATURE, DEFAULT_TOP_K,
 };
-use baton::piece::{check_window_seconds, ClipPrompt};
+use baton::piece::{check_window_seconds, check_with_config, ClipPrompt};
 use baton::probe::DirectionBundle;
 use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, StrengthUnit, Term};
 use clap::Args;
@@ -67,16 +67,23 @@ impl ExtentArgs {
         .collect()
     }
 
-    /// Checks what can be checked before the model loads (the clip is read, window and stride
-    /// are sane) and returns the clip.
-    pub fn check(&self) -> miette::Result<Option<ClipPrompt>> {
+    /// Checks what can be checked before the model's weights load (the clip is read, window
+    /// and stride are sane and, from `model`'s config, fit it and the clip) and returns the clip.
+    pub fn check(&self, model: &str) -> miette::Result<Option<ClipPrompt>> {
         check_window_seconds(self.window, self.extend_stride)
             .map_err(|e| miette::miette!("--window/--extend-stride: {e}"))?;
-        self.clip
+        let clip = self
+            .clip
             .as_deref()
             .map(|p| ClipPrompt::new(p, self.steer_from_clip))
             .transpose()
-            .map_err(|e| miette::miette!("--continue: {e}"))
+            .map_err(|e| miette::miette!("--continue: {e}"))?;
+        if !self.changed().is_empty() {
+            let (_, config) = super::common::model_config(model)?;
+            check_with_config(&config, clip.as_ref(), self.window, self.extend_stride)
+                .map_err(|e| miette::miette!("{e}"))?;
+        }
+        Ok(clip)
     }
 
     /// The piece's extent for `model` (the clip encoded, the window in frames).

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use baton::model::load::{self, SafetensorsFiles};
-use baton::model::MusicGenConfig;
+use baton::model::load::SafetensorsFiles;
 use clap::Args;
 
 /// Arguments of `baton info`.
@@ -30,11 +29,7 @@ fn human_bytes(n: usize) -> String {
 /// Runs `baton info`.
 pub fn run(args: InfoArgs) -> miette::Result<()> {
     let err = |e: baton::model::ModelError| miette::miette!("{e}");
-    let files = load::resolve(&args.model).map_err(err)?;
-    let text = std::fs::read_to_string(&files.config)
-        .map_err(|e| miette::miette!("cannot read {}: {e}", files.config.display()))?;
-    let config = MusicGenConfig::from_json(&text)
-        .map_err(|e| miette::miette!("{}: {e}", files.config.display()))?;
+    let (files, config) = super::common::model_config(&args.model)?;
     let weights = Arc::new(SafetensorsFiles::open(&files.weights).map_err(err)?);
 
     // Parameters and bytes per top-level part of the checkpoint.

@@ -77,7 +77,7 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     // The steering flags are checked (bundles read) before the model load; only the check of
     // each direction against the model's shape has to wait for it.
     let plan = args.steering.plan(args.seed, &args.paths.library, None)?;
-    let clip = args.extent.check()?;
+    let clip = args.extent.check(&args.model.model)?;
     let n = args.prompt.len();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
     let wavs = OutputPlan::new(&out, n, "wav")?;

@@ -299,6 +299,50 @@ impl MusicGenConfig {
         frames as f64 / self.frame_rate()
     }
 
+    /// The window `window_s` seconds long, moving on by `stride_s`, in frames; refused when it
+    /// is longer than the decoder's positions or the stride is not inside it.
+    pub fn window(&self, window_s: f64, stride_s: f64) -> Result<super::Window, String> {
+        let frames_of = |s: f64| (s * self.frame_rate()).round();
+        if !(window_s.is_finite() && window_s > 0.0) {
+            return Err(format!(
+                "the window must be a positive number of seconds, got {window_s}"
+            ));
+        }
+        if !(stride_s.is_finite() && stride_s > 0.0 && stride_s < window_s) {
+            return Err(format!(
+                "the window's stride must be above 0 and below the window ({window_s} s), got \
+                 {stride_s}"
+            ));
+        }
+        let w = super::Window {
+            frames: frames_of(window_s).max(1.0) as usize,
+            stride: frames_of(stride_s).max(1.0) as usize,
+        };
+        self.check_window(w)?;
+        Ok(w)
+    }
+
+    /// Checks that a window fits the decoder's positions and its stride is inside it.
+    pub fn check_window(&self, w: super::Window) -> Result<(), String> {
+        let d = &self.decoder;
+        let limit = (d.max_position_embeddings + 1).saturating_sub(d.num_codebooks);
+        if w.frames > limit || w.frames < 2 {
+            return Err(format!(
+                "a window of {} frames does not fit this model (2 to {limit} frames, at most \
+                 {:.2} s)",
+                w.frames,
+                self.max_seconds()
+            ));
+        }
+        if w.stride == 0 || w.stride >= w.frames {
+            return Err(format!(
+                "the stride ({} frames) must be at least 1 and below the window ({} frames)",
+                w.stride, w.frames
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the checkpoint projects text states with `enc_to_dec_proj` (HF adds it exactly
     /// when the text and decoder widths differ).
     pub fn has_enc_to_dec_proj(&self) -> bool {

@@ -650,46 +650,16 @@ impl MusicGen {
         )?)
     }
 
-    /// The window `window_s` seconds long, moving on by `stride_s`, in frames; refused when it
-    /// is longer than the model's positions or the stride is not inside it.
+    /// The window `window_s` seconds long, moving on by `stride_s`, in frames (see
+    /// [`MusicGenConfig::window`]).
     pub fn window(&self, window_s: f64, stride_s: f64) -> Result<Window, ModelError> {
-        let frames_of = |s: f64| (s * self.frame_rate()).round();
-        if !(window_s.is_finite() && window_s > 0.0) {
-            return Err(ModelError::Invalid(format!(
-                "the window must be a positive number of seconds, got {window_s}"
-            )));
-        }
-        if !(stride_s.is_finite() && stride_s > 0.0 && stride_s < window_s) {
-            return Err(ModelError::Invalid(format!(
-                "the window's stride must be above 0 and below the window ({window_s} s), got \
-                 {stride_s}"
-            )));
-        }
-        let w = Window {
-            frames: frames_of(window_s).max(1.0) as usize,
-            stride: frames_of(stride_s).max(1.0) as usize,
-        };
-        self.check_window(w)?;
-        Ok(w)
+        self.config
+            .window(window_s, stride_s)
+            .map_err(ModelError::Invalid)
     }
 
     fn check_window(&self, w: Window) -> Result<(), ModelError> {
-        let limit = (self.max_new_tokens_limit() + 1).saturating_sub(self.num_codebooks());
-        if w.frames > limit || w.frames < 2 {
-            return Err(ModelError::Invalid(format!(
-                "a window of {} frames does not fit this model (2 to {limit} frames, at most \
-                 {:.2} s)",
-                w.frames,
-                self.max_seconds()
-            )));
-        }
-        if w.stride == 0 || w.stride >= w.frames {
-            return Err(ModelError::Invalid(format!(
-                "the stride ({} frames) must be at least 1 and below the window ({} frames)",
-                w.stride, w.frames
-            )));
-        }
-        Ok(())
+        self.config.check_window(w).map_err(ModelError::Invalid)
     }
 
     /// A clip's codes for [`Extent::clip`]: mono audio at [`MusicGen::sample_rate`], encoded,

@@ -166,6 +166,7 @@ fn continue_from(host: &Host, p: &mut Piece, clip: &str, opts: Option<Map>) -> R
         ClipPrompt {
             path: found.clone(),
             hash: 0,
+            seconds: 0.0,
             steer_from_clip,
         }
     } else {
