@@ -437,3 +437,83 @@ fn recipes_continue_clips_and_takes_they_rendered() {
     ]);
     assert!(!ok && stderr.contains("not found"), "{stderr}");
 }
+
+/// Records the steps the decoder asks offsets for, and adds nothing.
+struct StepLog {
+    steps: Vec<usize>,
+    none: Vec<Option<Tensor>>,
+}
+
+impl baton::model::ResidualHook for StepLog {
+    fn offsets(&mut self, step: usize, _batch: usize) -> candle_core::Result<&[Option<Tensor>]> {
+        self.steps.push(step);
+        Ok(&self.none)
+    }
+}
+
+#[test]
+fn steering_sees_the_piece_steps_across_windows_and_never_the_clip() {
+    let model = tiny_a();
+    let k = model.num_codebooks();
+    let clip = model.clip_codes(&f32s(&reference(), "clip")).unwrap();
+    let extent = Extent {
+        clip: Some(clip),
+        window: Some(Window {
+            frames: 15,
+            stride: 10,
+        }),
+    };
+    let mut log = StepLog {
+        steps: Vec::new(),
+        none: vec![None; model.num_layers()],
+    };
+    let new = 20;
+    model
+        .generate_piece(
+            &PROMPTS,
+            &greedy(new + k - 1, 3.0),
+            &extent,
+            Some(&mut log),
+            &mut |_, _| {},
+            None,
+        )
+        .unwrap();
+    // Three windows adding 5, 10 and 5 frames: each asks from the piece's frame it starts at,
+    // for its new frames plus the delay pattern's k - 1 steps; the clip's frames never ask.
+    let mut want = Vec::new();
+    for (start, frames) in [(0, 5), (5, 10), (15, 5)] {
+        want.extend(start..start + frames + k - 1);
+    }
+    assert_eq!(log.steps, want);
+}
+
+#[test]
+fn a_continuation_can_steer_away_from_a_negative_prompt() {
+    let model = tiny_a();
+    let k = model.num_codebooks();
+    let clip = model.clip_codes(&f32s(&reference(), "clip")).unwrap();
+    let c = clip[0].len();
+    let extent = Extent {
+        clip: Some(clip.clone()),
+        window: None,
+    };
+    let run = |negative: Option<&str>| {
+        let options = GenerateOptions {
+            negative_prompt: negative.map(str::to_string),
+            ..greedy(8 + k - 1, 3.0)
+        };
+        let codes = model
+            .generate_piece(&PROMPTS, &options, &extent, None, &mut |_, _| {}, None)
+            .unwrap();
+        codes.to_vec3::<i64>().unwrap()
+    };
+    let plain = run(None);
+    let away = run(Some("loud drums"));
+    for item in [&plain, &away] {
+        assert_eq!(
+            item[0].iter().map(|r| r[..c].to_vec()).collect::<Vec<_>>(),
+            clip
+        );
+    }
+    assert_ne!(plain, away, "the negative prompt changed nothing");
+}

@@ -175,6 +175,9 @@ impl<R: Renderer> Renderer for Staged<R> {
                 clip.hash = content_hash(take).unwrap_or(0);
                 clip_take = Some(take.to_path_buf());
             }
+            // Its length follows from its contents, which the hash covers; a staged take's is
+            // not known yet.
+            clip.seconds = 0.0;
         }
         let request = &request;
         let fingerprint = fingerprint(request, &coefficients);
@@ -420,6 +423,10 @@ mod tests {
     struct Scribe {
         renders: usize,
         read: Vec<PathBuf>,
+        /// Write WAV files (a tenth of the seed, held) instead of text.
+        wav: bool,
+        /// Per render continuing a clip: the clip's first sample as it was read.
+        continued: Vec<f32>,
     }
 
     impl Renderer for Scribe {
@@ -433,10 +440,21 @@ mod tests {
                 return Err("this render fails".into());
             }
             self.renders += 1;
-            let text = format!("{} {}", request.prompt, request.seed);
             if let Some(dir) = request.out.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
             }
+            if let Some(clip) = &request.clip {
+                let (audio, _) =
+                    crate::audio::read_wav_mono(&clip.path).map_err(|e| e.to_string())?;
+                self.continued.push(audio[0]);
+            }
+            if self.wav {
+                let level = request.seed as f32 / 10.0;
+                crate::audio::write_wav(&request.out, &[level; 64], 32000, Default::default())
+                    .map_err(|e| e.to_string())?;
+                return Ok(Rendered::Written);
+            }
+            let text = format!("{} {}", request.prompt, request.seed);
             std::fs::write(&request.out, text).map_err(|e| e.to_string())?;
             Ok(Rendered::Written)
         }
@@ -496,6 +514,29 @@ mod tests {
         }
         .write(&dir.join("x.safetensors"))
         .unwrap();
+    }
+
+    #[test]
+    fn a_piece_continues_the_take_its_run_is_putting_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = |seed: u64| {
+            format!(
+                r#"render(piece("a", 1.0).seed({seed}), "a.wav");
+                   render(piece("b", 1.0).seed(2).continue_from("a.wav"), "b.wav");"#
+            )
+        };
+        let l = live(dir.path(), &recipe(1));
+        l.renderer.lock().unwrap().inner.wav = true;
+        assert!(matches!(l.run_once(), RunReport::Done { .. }), "first run");
+        assert_eq!(l.renderer.lock().unwrap().inner.continued, vec![0.1]);
+        // A new take of "a": "b" continues it, though its own settings did not change.
+        std::fs::write(&l.recipe, recipe(5)).unwrap();
+        assert!(matches!(l.run_once(), RunReport::Done { .. }), "second run");
+        assert_eq!(l.renderer.lock().unwrap().inner.continued, vec![0.1, 0.5]);
+        assert_eq!(renders(&l), 4);
+        // Nothing changed: neither is rendered again.
+        assert!(matches!(l.run_once(), RunReport::Done { .. }), "third run");
+        assert_eq!(renders(&l), 4);
     }
 
     #[test]

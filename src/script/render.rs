@@ -114,7 +114,10 @@ fn reuse_key(request: &RenderRequest, steps: usize) -> u64 {
             request.plan.conditional_only,
             terms,
             (
-                &request.clip,
+                request
+                    .clip
+                    .as_ref()
+                    .map(|c| (&c.path, c.hash, c.steer_from_clip)),
                 request.window.map(f64::to_bits),
                 request.stride.map(f64::to_bits),
             ),
