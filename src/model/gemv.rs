@@ -22,18 +22,86 @@ enum Weights<'a> {
     Bf16(&'a [half::bf16]),
 }
 
+/// A matrix-vector kernel: what the CPU runs a generation step's products with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Plain Rust the compiler vectorises for the baseline target: runs anywhere.
+    Generic,
+    /// Explicit AVX2 + FMA (x86-64 since 2013-2015).
+    Avx2,
+    /// Explicit AVX-512F (Intel Xeon since Skylake-SP, AMD since Zen 4): twice the lanes.
+    Avx512,
+}
+
+impl Kernel {
+    /// Every kernel this CPU can run, slowest first.
+    pub fn available() -> Vec<Kernel> {
+        let mut out = vec![Kernel::Generic];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                out.push(Kernel::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                out.push(Kernel::Avx512);
+            }
+        }
+        out
+    }
+
+    /// The kernel products use: the fastest this CPU runs, or the one `BATON_GEMV` names
+    /// (`generic`, `avx2`, `avx512`) when the CPU runs it (for benchmarks and checks).
+    pub fn chosen() -> Kernel {
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let available = Kernel::available();
+            let pinned = std::env::var("BATON_GEMV")
+                .ok()
+                .and_then(|name| available.iter().copied().find(|k| k.name() == name));
+            pinned.unwrap_or(available[available.len() - 1])
+        })
+    }
+
+    /// The kernel's name, as `BATON_GEMV` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Generic => "generic",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
+        }
+    }
+}
+
 /// Computes `x · wᵀ` for `x` `[m, in]` (f32, m ≤ [`MAX_ROWS`]) and `w` `[out, in]` (f32 or bf16,
-/// contiguous, on the CPU). Returns `None` when the inputs do not fit this path.
+/// contiguous, on the CPU) with [`Kernel::chosen`]. Returns `None` when the inputs do not fit
+/// this path.
 pub fn matmul_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    matmul_t_with(Kernel::chosen(), x, w)
+}
+
+/// [`matmul_t`] with a given kernel, which the CPU must support (see [`Kernel::available`]).
+pub fn matmul_t_with(
+    kernel: Kernel,
+    x: &Tensor,
+    w: &Tensor,
+) -> candle_core::Result<Option<Tensor>> {
     if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 {
         return Ok(None);
     }
+    if !Kernel::available().contains(&kernel) {
+        candle_core::bail!("this CPU cannot run the {} kernel", kernel.name());
+    }
     let (m, k) = x.dims2()?;
     let (n, k2) = w.dims2()?;
-    if m > MAX_ROWS || k != k2 || !w.is_contiguous() {
+    if m == 0 || m > MAX_ROWS || k != k2 || !w.is_contiguous() {
         return Ok(None);
     }
-    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let x = x.contiguous()?;
+    let (xs_storage, xs_layout) = x.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(xs)) = &*xs_storage else {
+        return Ok(None);
+    };
+    let xs = window(xs, xs_layout, m * k);
     let (storage, layout) = w.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         return Ok(None);
@@ -43,7 +111,6 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Option<Tensor>> {
         CpuStorage::BF16(v) => Weights::Bf16(window(v, layout, n * k)),
         _ => return Ok(None),
     };
-    let mut out = vec![0f32; m * n];
     // Output is [m, n]; tasks own disjoint column ranges, so compute into a transposed [n, m]
     // buffer (contiguous per task) and transpose at the end.
     let mut out_t = vec![0f32; n * m];
@@ -55,16 +122,22 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Option<Tensor>> {
             for (r, dst) in chunk.chunks_mut(m).enumerate() {
                 let j = first + r;
                 match &weights {
-                    Weights::F32(w) => dots(&w[j * k..(j + 1) * k], &xs, k, dst),
-                    Weights::Bf16(w) => dots_bf16(&w[j * k..(j + 1) * k], &xs, k, dst),
+                    Weights::F32(w) => dots(kernel, &w[j * k..(j + 1) * k], xs, k, dst),
+                    Weights::Bf16(w) => dots_bf16(kernel, &w[j * k..(j + 1) * k], xs, k, dst),
                 }
             }
         });
-    for j in 0..n {
-        for i in 0..m {
-            out[i * n + j] = out_t[j * m + i];
+    let out = if m == 1 {
+        out_t
+    } else {
+        let mut out = vec![0f32; m * n];
+        for j in 0..n {
+            for i in 0..m {
+                out[i * n + j] = out_t[j * m + i];
+            }
         }
-    }
+        out
+    };
     Ok(Some(Tensor::from_vec(out, (m, n), &Device::Cpu)?))
 }
 
@@ -76,23 +149,17 @@ fn window<'a, T>(v: &'a [T], layout: &Layout, len: usize) -> &'a [T] {
 /// Lanes of independent accumulators, so the compiler can vectorise without reassociating.
 const LANES: usize = 16;
 
-/// `dst[i] = w · x[i]` for every input row `i`.
+/// `dst[i] = w · x[i]` for every input row `i` (`xs` holds `dst.len()` rows of `k`).
 #[inline]
-fn dots(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
+fn dots(kernel: Kernel, w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { dots_avx2(w, xs, k, dst) };
-            return;
-        }
+    match kernel {
+        // SAFETY: `matmul_t_with` checked that the CPU runs the kernel.
+        Kernel::Avx512 => return unsafe { x86::dots_avx512(w, xs, k, dst) },
+        Kernel::Avx2 => return unsafe { x86::dots_avx2(w, xs, k, dst) },
+        Kernel::Generic => {}
     }
-    dots_generic(w, xs, k, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dots_avx2(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
+    let _ = kernel;
     dots_generic(w, xs, k, dst)
 }
 
@@ -116,22 +183,17 @@ fn dots_generic(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
     }
 }
 
+/// [`dots`] for bf16 weights, widened to f32 on the fly.
 #[inline]
-fn dots_bf16(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
+fn dots_bf16(kernel: Kernel, w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { dots_bf16_avx2(w, xs, k, dst) };
-            return;
-        }
+    match kernel {
+        // SAFETY: `matmul_t_with` checked that the CPU runs the kernel.
+        Kernel::Avx512 => return unsafe { x86::dots_bf16_avx512(w, xs, k, dst) },
+        Kernel::Avx2 => return unsafe { x86::dots_bf16_avx2(w, xs, k, dst) },
+        Kernel::Generic => {}
     }
-    dots_bf16_generic(w, xs, k, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dots_bf16_avx2(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
+    let _ = kernel;
     dots_bf16_generic(w, xs, k, dst)
 }
 
@@ -162,25 +224,248 @@ fn dots_bf16_generic(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
     }
 }
 
+/// The explicit x86-64 kernels. Each streams the weight row once, a vector at a time (two per
+/// step, for two independent FMA chains per input row), against every input row, whose
+/// accumulators stay in registers (the row count is a const parameter); the tail past the last
+/// whole step is summed in scalar code.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Calls `$body::<M>` for the runtime row count `m` (1..=MAX_ROWS).
+    macro_rules! by_rows {
+        ($m:expr, $f:ident, $($arg:expr),*) => {
+            match $m {
+                1 => $f::<1>($($arg),*),
+                2 => $f::<2>($($arg),*),
+                3 => $f::<3>($($arg),*),
+                4 => $f::<4>($($arg),*),
+                5 => $f::<5>($($arg),*),
+                6 => $f::<6>($($arg),*),
+                7 => $f::<7>($($arg),*),
+                _ => $f::<8>($($arg),*),
+            }
+        };
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dots_avx512(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
+        by_rows!(dst.len(), f32_512, w, xs, k, dst)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dots_bf16_avx512(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
+        by_rows!(dst.len(), bf16_512, w, xs, k, dst)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dots_avx2(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
+        by_rows!(dst.len(), f32_256, w, xs, k, dst)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dots_bf16_avx2(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
+        by_rows!(dst.len(), bf16_256, w, xs, k, dst)
+    }
+
+    /// Sums what the vector loop left: positions `from..k`.
+    #[inline(always)]
+    fn tail<const M: usize>(
+        w: impl Fn(usize) -> f32,
+        xs: &[f32],
+        k: usize,
+        from: usize,
+        dst: &mut [f32],
+    ) {
+        for (i, d) in dst.iter_mut().enumerate().take(M) {
+            *d += (from..k).map(|p| w(p) * xs[i * k + p]).sum::<f32>();
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f32_512<const M: usize>(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
+        let step = 32;
+        let full = k - k % step;
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
+        let mut p = 0;
+        while p < full {
+            let w0 = _mm512_loadu_ps(wp.add(p));
+            let w1 = _mm512_loadu_ps(wp.add(p + 16));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let x = xp.add(i * k + p);
+                a[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), a[0]);
+                a[1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x.add(16)), a[1]);
+            }
+            p += step;
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+        }
+        tail::<M>(|p| w[p], xs, k, full, dst);
+    }
+
+    /// 16 bf16 values from `src`, widened to f32 (bf16 is the top half of an f32).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn widen16(src: *const half::bf16) -> __m512 {
+        let raw = _mm256_loadu_si256(src as *const __m256i);
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn bf16_512<const M: usize>(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
+        let step = 32;
+        let full = k - k % step;
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
+        let mut p = 0;
+        while p < full {
+            let w0 = widen16(wp.add(p));
+            let w1 = widen16(wp.add(p + 16));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let x = xp.add(i * k + p);
+                a[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), a[0]);
+                a[1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x.add(16)), a[1]);
+            }
+            p += step;
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+        }
+        tail::<M>(|p| w[p].to_f32(), xs, k, full, dst);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn hsum256(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn f32_256<const M: usize>(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
+        let step = 16;
+        let full = k - k % step;
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
+        let mut p = 0;
+        while p < full {
+            let w0 = _mm256_loadu_ps(wp.add(p));
+            let w1 = _mm256_loadu_ps(wp.add(p + 8));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let x = xp.add(i * k + p);
+                a[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a[0]);
+                a[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.add(8)), a[1]);
+            }
+            p += step;
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = hsum256(_mm256_add_ps(a[0], a[1]));
+        }
+        tail::<M>(|p| w[p], xs, k, full, dst);
+    }
+
+    /// 8 bf16 values from `src`, widened to f32.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn widen8(src: *const half::bf16) -> __m256 {
+        let raw = _mm_loadu_si128(src as *const __m128i);
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn bf16_256<const M: usize>(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
+        let step = 16;
+        let full = k - k % step;
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
+        let mut p = 0;
+        while p < full {
+            let w0 = widen8(wp.add(p));
+            let w1 = widen8(wp.add(p + 8));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let x = xp.add(i * k + p);
+                a[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a[0]);
+                a[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.add(8)), a[1]);
+            }
+            p += step;
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = hsum256(_mm256_add_ps(a[0], a[1]));
+        }
+        tail::<M>(|p| w[p].to_f32(), xs, k, full, dst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn kernels_this_cpu_runs() {
+        let all = Kernel::available();
+        assert_eq!(all[0], Kernel::Generic);
+        assert!(all.contains(&Kernel::chosen()));
+        eprintln!("gemv kernels checked on this CPU: {all:?}");
+        // A kernel the CPU lacks is refused, not run.
+        #[cfg(target_arch = "x86_64")]
+        if !all.contains(&Kernel::Avx512) {
+            let x = Tensor::zeros((1, 4), DType::F32, &Device::Cpu).unwrap();
+            let w = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+            assert!(matmul_t_with(Kernel::Avx512, &x, &w).is_err());
+        }
+    }
+
+    #[test]
     fn matches_candle_matmul() {
         let dev = Device::Cpu;
-        // Odd and even row counts, rows with a tail past the last chunk, and long rows.
+        // Every row count, rows with a tail past the last chunk, and long rows.
         for (m, n, k) in [
             (1, 70, 37),
             (2, 130, 64),
             (3, 9, 200),
             (2, 20, 2500),
             (5, 70, 1100),
+            (4, 33, 48),
+            (6, 17, 96),
+            (7, 5, 31),
+            (8, 66, 1024),
         ] {
             let x = Tensor::randn(0f32, 1., (m, k), &dev).unwrap();
             let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
             let want = x.matmul(&w.t().unwrap()).unwrap();
             let got = matmul_t(&x, &w).unwrap().unwrap();
+            // Every kernel this CPU runs agrees with candle (the others are checked on the
+            // machines that have them; `kernels_this_cpu_runs` says which ran here).
+            for kernel in Kernel::available() {
+                let other = matmul_t_with(kernel, &x, &w).unwrap().unwrap();
+                let d: f32 = (other - &want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(d < 1e-3, "{kernel:?} f32 m{m} n{n} k{k}: {d}");
+                let wb = w.to_dtype(DType::BF16).unwrap();
+                let widened = x
+                    .matmul(&wb.to_dtype(DType::F32).unwrap().t().unwrap())
+                    .unwrap();
+                let other = matmul_t_with(kernel, &x, &wb).unwrap().unwrap();
+                let d: f32 = (other - &widened)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(d < 1e-3, "{kernel:?} bf16 m{m} n{n} k{k}: {d}");
+            }
             let d: f32 = (got - &want)
                 .unwrap()
                 .abs()

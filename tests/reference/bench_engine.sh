@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The engine against transformers, side by side in one run: random weights with musicgen-small's
+# exact shapes (tests/reference/bench_small_shaped.py build DIR, made if missing), SECONDS of
+# audio (default 4: 203 decoder steps), CFG 3, top-k 250, both sides on the same threads, rounds
+# interleaved (transformers f32, baton f32, transformers bf16, baton bf16, ...) so a change in
+# the shared host's load hits both. Prints every round and, per side, the median decoder steps/s
+# with the spread (min..max), and baton / transformers of the medians.
+#
+#   tests/reference/bench_engine.sh DIR [ROUNDS] [SECONDS] [THREADS]
+#
+# Needs a release build (cargo build --release; BATON=path overrides) and the pinned Python
+# environment (tests/reference/setup.sh; PYTHON=path overrides). BATON_GEMV=generic|avx2|avx512
+# pins baton's matrix-vector kernel (default: the fastest this CPU runs).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DIR=${1:?usage: bench_engine.sh DIR [ROUNDS] [SECONDS] [THREADS]}
+ROUNDS=${2:-3}
+SECS=${3:-4}
+THREADS=${4:-$(nproc)}
+PY=${PYTHON:-$(tests/reference/setup.sh)}
+BATON=${BATON:-${CARGO_TARGET_DIR:-target}/release/baton}
+[ -f "$DIR/model.safetensors" ] || "$PY" tests/reference/bench_small_shaped.py build "$DIR"
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+export RAYON_NUM_THREADS=$THREADS
+
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $THREADS threads"
+torch_side() { # DTYPE
+    "$PY" tests/reference/bench_small_shaped.py time "$DIR" --seconds "$SECS" --threads "$THREADS" \
+        --dtype "$1" 2>/dev/null | "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read())["steps_per_s"])'
+}
+baton_side() { # DTYPE
+    "$BATON" render --model "$DIR" --dtype "$1" --prompt "80s pop track with bassy drums and synth" \
+        --seconds "$SECS" --cfg 3 --top-k 250 --seed 0 --out "$OUT/bench.wav" 2> "$OUT/log" \
+        || { cat "$OUT/log" >&2; exit 1; }
+    grep -E "^generated" "$OUT/log" | sed -E 's/.*\(([0-9.]+) steps\/s.*/\1/'
+}
+for r in $(seq 1 "$ROUNDS"); do
+    for dt in f32 bf16; do
+        tdt=$([ "$dt" = f32 ] && echo float32 || echo bfloat16)
+        t=$(torch_side "$tdt")
+        b=$(baton_side "$dt")
+        echo "round $r $dt: transformers $t steps/s, baton $b steps/s"
+        echo "$dt transformers $t" >> "$OUT/all"
+        echo "$dt baton $b" >> "$OUT/all"
+    done
+done
+"$PY" - "$OUT/all" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+for dt in ("f32", "bf16"):
+    med = {}
+    for side in ("transformers", "baton"):
+        v = [float(x) for d, s, x in rows if d == dt and s == side]
+        med[side] = statistics.median(v)
+        print(f"{dt} {side}: median {med[side]:.2f} steps/s ({min(v):.2f}..{max(v):.2f}, {len(v)} rounds)")
+    print(f"{dt} baton / transformers: {med['baton'] / med['transformers']:.2f}x")
+EOF
