@@ -268,9 +268,12 @@ impl Block {
             }
             None => kv,
         };
-        let attn = self
-            .self_attn
-            .attend(&q, &kv.get(0)?, &kv.get(1)?, causal)?;
+        let attn = self.self_attn.attend(
+            &q,
+            &kv.narrow(0, 0, 1)?.squeeze(0)?,
+            &kv.narrow(0, 1, 1)?.squeeze(0)?,
+            causal,
+        )?;
         let mut x = (x + attn)?;
         if let Some(((k, v), mask)) = cross {
             let h = self.encoder_attn_layer_norm.forward(&x)?;

@@ -322,7 +322,9 @@ mod x86 {
                 let to_f32 = $to_f32;
                 for r in 0..R {
                     for i in 0..M {
-                        let tail: f32 = (full..k).map(|q| to_f32(w[r * k + q]) * xs[i * k + q]).sum();
+                        let tail: f32 = (full..k)
+                            .map(|q| to_f32(w[r * k + q]) * xs[i * k + q])
+                            .sum();
                         dst[r * M + i] = _mm512_reduce_add_ps(acc[r][i]) + tail;
                     }
                 }
@@ -330,7 +332,8 @@ mod x86 {
         };
     }
     grouped!(group_f32_512, f32, _mm512_loadu_ps, |v: f32| v);
-    grouped!(group_bf16_512, half::bf16, widen16, |v: half::bf16| v.to_f32());
+    grouped!(group_bf16_512, half::bf16, widen16, |v: half::bf16| v
+        .to_f32());
 
     /// [`GROUP_F32`] weight rows (`w` holds them one after another) against 1 or 2 input rows:
     /// `dst` is `[row][input]`.
