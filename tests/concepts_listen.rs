@@ -232,7 +232,7 @@ fn tempo_clicks_are_spaced_at_the_labelled_bpm_within_one_percent() {
         .iter()
         .filter(|s| {
             let bpm = field_u8(s, "bpm");
-            (bpm - 50) % 16 == 0 && field_u8(s, "offset_index") == bpm % 5
+            (bpm - 50).is_multiple_of(16) && field_u8(s, "offset_index") == bpm % 5
         })
         .collect();
     assert_eq!(chosen.len(), 11 * 5);

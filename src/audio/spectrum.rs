@@ -415,7 +415,7 @@ mod tests {
         let mut since = 0usize;
         for (i, v) in x.iter_mut().enumerate() {
             // strokes start 0.73 s in, so the clip opens mid-ring
-            if i >= sr as usize * 73 / 100 && (i - sr as usize * 73 / 100) % period == 0 {
+            if i >= sr as usize * 73 / 100 && (i - sr as usize * 73 / 100).is_multiple_of(period) {
                 amp = 1.0;
                 since = 0;
             }

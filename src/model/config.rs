@@ -115,14 +115,14 @@ impl DecoderConfig {
                 reason: "must be at least 2 * decoder.num_codebooks - 1 (one frame with the delay pattern)",
             });
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigError::OutOfRange {
                 field: "decoder.hidden_size",
                 value: self.hidden_size.to_string(),
                 reason: "must be a multiple of decoder.num_attention_heads",
             });
         }
-        if self.hidden_size % 2 != 0 {
+        if !self.hidden_size.is_multiple_of(2) {
             return Err(ConfigError::OutOfRange {
                 field: "decoder.hidden_size",
                 value: self.hidden_size.to_string(),
