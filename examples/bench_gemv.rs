@@ -1,12 +1,12 @@
 //! Times the decoder's matrix-vector kernels (`model::gemv`) on musicgen-small's product shapes,
-//! f32 and bf16 weights, 1 and 2 input rows (2: one prompt with guidance), for every kernel this
+//! 8-bit, f32 and bf16 weights, 1 and 2 input rows (2: one prompt with guidance), for every kernel this
 //! CPU runs, next to the machine's read bandwidth measured the same way (a sum over 1 GiB with
 //! as many threads): the physical limit a weight-streaming step can reach.
 //!
 //! `cargo run --release --example bench_gemv`. Each product reads one of several copies of the
 //! weights, 256 MB in all, so the weights come from memory as in a real generation step (a
 //! single matrix would sit in the L3 cache and measure the cache instead). Best of five runs.
-use baton::model::gemv::{matmul_t_with, Kernel};
+use baton::model::gemv::{matmul_t_q8_with, matmul_t_with, Kernel, Q8};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
@@ -48,6 +48,32 @@ fn main() -> candle_core::Result<()> {
         read_bandwidth()
     );
     for (n, k) in [(1024usize, 1024usize), (4096, 1024), (1024, 4096)] {
+        // 8-bit weights: a quarter of f32's bytes.
+        let bytes = n * k;
+        let copies = (256_000_000 / bytes).max(2);
+        let qs = (0..copies)
+            .map(|_| Q8::quantize(&Tensor::randn(0f32, 1., (n, k), &dev)?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        for m in [1usize, 2] {
+            let x = Tensor::randn(0f32, 1., (m, k), &dev)?;
+            for kernel in Kernel::available() {
+                let reps = 2 * copies;
+                let mut s = f64::INFINITY;
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    for q in qs.iter().cycle().take(reps) {
+                        let _ = matmul_t_q8_with(kernel, &x, q)?;
+                    }
+                    s = s.min(t.elapsed().as_secs_f64() / reps as f64);
+                }
+                println!(
+                    "Q8 [{n} x {k}] rows {m} {:>7}: {:.3} ms, {:.1} GB/s",
+                    kernel.name(),
+                    s * 1e3,
+                    bytes as f64 / s / 1e9
+                );
+            }
+        }
         for dtype in [DType::F32, DType::BF16] {
             let bytes = n * k * dtype.size_in_bytes();
             let copies = (256_000_000 / bytes).max(2);

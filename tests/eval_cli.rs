@@ -89,7 +89,12 @@ fn classifier_readings_match_the_rfm_per_clip_and_per_window() {
         echo: false,
         ..RecipeOptions::default()
     };
-    let renderer = ModelRenderer::new(Device::Cpu, DType::F32, SampleFormat::Float32, false);
+    let renderer = ModelRenderer::new(
+        Device::Cpu,
+        baton::model::WeightFormat::Float(DType::F32),
+        SampleFormat::Float32,
+        false,
+    );
     let src = "for r in probe(\"tones:all\").classify(\"both.wav\", #{window: 0.2}) {\n\
                print(`${r.start} ${r.end} ${r.class} ${r.probs.high}`);\n}";
     let printed = run_source("eval.rhai", src, dir.path(), options, Box::new(renderer))

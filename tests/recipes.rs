@@ -84,7 +84,12 @@ fn every_recipe_renders_on_the_tiny_checkpoint() {
             echo: false,
             ..RecipeOptions::default()
         };
-        let renderer = ModelRenderer::new(Device::Cpu, DType::F32, SampleFormat::Float32, false);
+        let renderer = ModelRenderer::new(
+            Device::Cpu,
+            baton::model::WeightFormat::Float(DType::F32),
+            SampleFormat::Float32,
+            false,
+        );
         let outcome = match run_file(&recipe, options, Box::new(renderer)) {
             Ok(r) => r,
             Err(e) => panic!("{}: {:?}", recipe.display(), miette::Report::new(*e)),
@@ -132,7 +137,12 @@ fn probes_project_audio_onto_their_direction() {
         echo: false,
         ..RecipeOptions::default()
     };
-    let renderer = ModelRenderer::new(Device::Cpu, DType::F32, SampleFormat::Float32, false);
+    let renderer = ModelRenderer::new(
+        Device::Cpu,
+        baton::model::WeightFormat::Float(DType::F32),
+        SampleFormat::Float32,
+        false,
+    );
     let outcome = run_source("probe.rhai", &src, dir.path(), options, Box::new(renderer))
         .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(*e)));
     assert_eq!(outcome.printed[0], "2"); // the fixture's best-scoring block

@@ -25,7 +25,12 @@ fn run(src: &str, dir: &Path, lib: &Path) -> Result<Vec<String>, String> {
         echo: false,
         ..RecipeOptions::default()
     };
-    let renderer = ModelRenderer::new(Device::Cpu, DType::F32, SampleFormat::Float32, false);
+    let renderer = ModelRenderer::new(
+        Device::Cpu,
+        baton::model::WeightFormat::Float(DType::F32),
+        SampleFormat::Float32,
+        false,
+    );
     run_source("probe.rhai", src, dir, options, Box::new(renderer))
         .map(|o| o.printed)
         // The report as one line (miette wraps long messages and draws a margin).

@@ -27,6 +27,72 @@ fn rows_per_task(n: usize) -> usize {
 enum Weights<'a> {
     F32(&'a [f32]),
     Bf16(&'a [half::bf16]),
+    /// 8-bit weights and one scale per row (see [`Q8`]).
+    Q8(&'a [i8], &'a [f32]),
+}
+
+/// A weight matrix `[rows, cols]` in 8 bits: each row holds `round(w / scale)` in `-127..=127`
+/// with `scale = max |w| / 127` of that row, a quarter of f32's bytes for an error of at most
+/// half a step (`scale / 2`) per weight.
+#[derive(Debug, Clone)]
+pub struct Q8 {
+    /// Quantized weights, row-major.
+    pub data: Vec<i8>,
+    /// One scale per row.
+    pub scales: Vec<f32>,
+    /// Output rows.
+    pub rows: usize,
+    /// Inputs per row.
+    pub cols: usize,
+}
+
+impl Q8 {
+    /// Quantizes a `[rows, cols]` weight of any float dtype.
+    pub fn quantize(w: &Tensor) -> candle_core::Result<Q8> {
+        let (rows, cols) = w.dims2()?;
+        let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let mut data = vec![0i8; rows * cols];
+        let mut scales = vec![0f32; rows];
+        data.par_chunks_mut(cols.max(1))
+            .zip(scales.par_iter_mut())
+            .zip(values.par_chunks(cols.max(1)))
+            .for_each(|((q, scale), row)| {
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                for (q, v) in q.iter_mut().zip(row) {
+                    *q = (v / *scale).round().clamp(-127.0, 127.0) as i8;
+                }
+            });
+        Ok(Q8 {
+            data,
+            scales,
+            rows,
+            cols,
+        })
+    }
+
+    /// The weight back in f32 `[rows, cols]` (for products with many rows, which take candle's
+    /// matmul).
+    pub fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
+        let values: Vec<f32> = self
+            .data
+            .chunks(self.cols.max(1))
+            .zip(&self.scales)
+            .flat_map(|(row, s)| row.iter().map(move |&q| f32::from(q) * s))
+            .collect();
+        Tensor::from_vec(values, (self.rows, self.cols), device)
+    }
+}
+
+/// `x · wᵀ` for `x` `[m, in]` (f32, m ≤ [`MAX_ROWS`], on the CPU) and 8-bit weights, with
+/// [`Kernel::chosen`]; `None` when `x` does not fit this path.
+pub fn matmul_t_q8(x: &Tensor, w: &Q8) -> candle_core::Result<Option<Tensor>> {
+    matmul_t_q8_with(Kernel::chosen(), x, w)
+}
+
+/// [`matmul_t_q8`] with a given kernel.
+pub fn matmul_t_q8_with(kernel: Kernel, x: &Tensor, w: &Q8) -> candle_core::Result<Option<Tensor>> {
+    run(kernel, x, w.rows, w.cols, &Weights::Q8(&w.data, &w.scales))
 }
 
 /// A matrix-vector kernel: what the CPU runs a generation step's products with.
@@ -98,17 +164,10 @@ pub fn matmul_t_with(
     if !Kernel::available().contains(&kernel) {
         candle_core::bail!("this CPU cannot run the {} kernel", kernel.name());
     }
-    let (m, k) = x.dims2()?;
-    let (n, k2) = w.dims2()?;
-    if m == 0 || m > MAX_ROWS || k != k2 || !w.is_contiguous() {
+    let (n, k) = w.dims2()?;
+    if !w.is_contiguous() {
         return Ok(None);
     }
-    let x = x.contiguous()?;
-    let (xs_storage, xs_layout) = x.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(xs)) = &*xs_storage else {
-        return Ok(None);
-    };
-    let xs = window(xs, xs_layout, m * k);
     let (storage, layout) = w.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         return Ok(None);
@@ -118,6 +177,33 @@ pub fn matmul_t_with(
         CpuStorage::BF16(v) => Weights::Bf16(window(v, layout, n * k)),
         _ => return Ok(None),
     };
+    run(kernel, x, n, k, &weights)
+}
+
+/// The parallel product over `n` weight rows of `k` inputs, whatever their storage.
+fn run(
+    kernel: Kernel,
+    x: &Tensor,
+    n: usize,
+    k: usize,
+    weights: &Weights,
+) -> candle_core::Result<Option<Tensor>> {
+    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    if !Kernel::available().contains(&kernel) {
+        candle_core::bail!("this CPU cannot run the {} kernel", kernel.name());
+    }
+    let (m, k2) = x.dims2()?;
+    if m == 0 || m > MAX_ROWS || k != k2 {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let (xs_storage, xs_layout) = x.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(xs)) = &*xs_storage else {
+        return Ok(None);
+    };
+    let xs = window(xs, xs_layout, m * k);
     // Output is [m, n]; tasks own disjoint column ranges, so compute into a transposed [n, m]
     // buffer (contiguous per task) and transpose at the end.
     let mut out_t = vec![0f32; n * m];
@@ -132,9 +218,9 @@ pub fn matmul_t_with(
             // Groups of weight rows at once: several streams from memory in flight.
             #[cfg(target_arch = "x86_64")]
             if kernel == Kernel::Avx512 && m <= 2 {
-                let g = match &weights {
+                let g = match weights {
                     Weights::F32(_) => x86::GROUP_F32,
-                    Weights::Bf16(_) => x86::GROUP_BF16,
+                    Weights::Bf16(_) | Weights::Q8(..) => x86::GROUP_BF16,
                 };
                 while r + g <= rows {
                     let j = first + r;
@@ -142,9 +228,13 @@ pub fn matmul_t_with(
                     let span = j * k..(j + g) * k;
                     // SAFETY: `matmul_t_with` checked that the CPU runs the kernel.
                     unsafe {
-                        match &weights {
+                        match weights {
                             Weights::F32(w) => x86::dots_group_avx512(&w[span], xs, k, dst),
                             Weights::Bf16(w) => x86::dots_group_bf16_avx512(&w[span], xs, k, dst),
+                            Weights::Q8(w, scales) => {
+                                x86::dots_group_q8_avx512(&w[span], xs, k, dst);
+                                scale_rows(dst, &scales[j..j + g], m);
+                            }
                         }
                     }
                     r += g;
@@ -152,9 +242,13 @@ pub fn matmul_t_with(
             }
             for (r, dst) in chunk.chunks_mut(m).enumerate().skip(r) {
                 let j = first + r;
-                match &weights {
+                match weights {
                     Weights::F32(w) => dots(kernel, &w[j * k..(j + 1) * k], xs, k, dst),
                     Weights::Bf16(w) => dots_bf16(kernel, &w[j * k..(j + 1) * k], xs, k, dst),
+                    Weights::Q8(w, scales) => {
+                        dots_q8(kernel, &w[j * k..(j + 1) * k], xs, k, dst);
+                        scale_rows(dst, &scales[j..j + 1], m);
+                    }
                 }
             }
         });
@@ -255,6 +349,50 @@ fn dots_bf16_generic(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
     }
 }
 
+/// Multiplies each weight row's `m` outputs (`dst` is `[row][input]`) by the row's scale.
+#[inline]
+fn scale_rows(dst: &mut [f32], scales: &[f32], m: usize) {
+    for (out, s) in dst.chunks_mut(m).zip(scales) {
+        out.iter_mut().for_each(|v| *v *= s);
+    }
+}
+
+/// [`dots`] for 8-bit weights, before their row's scale.
+#[inline]
+fn dots_q8(kernel: Kernel, w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match kernel {
+        // SAFETY: `run` checked that the CPU runs the kernel.
+        Kernel::Avx512 => return unsafe { x86::dots_q8_avx512(w, xs, k, dst) },
+        Kernel::Avx2 => return unsafe { x86::dots_q8_avx2(w, xs, k, dst) },
+        Kernel::Generic => {}
+    }
+    let _ = kernel;
+    dots_q8_generic(w, xs, k, dst)
+}
+
+#[inline(always)]
+fn dots_q8_generic(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
+    for (i, d) in dst.iter_mut().enumerate() {
+        let x = &xs[i * k..(i + 1) * k];
+        let mut acc = [0f32; LANES];
+        let full = k - k % LANES;
+        for (wb, xb) in w[..full]
+            .chunks_exact(LANES)
+            .zip(x[..full].chunks_exact(LANES))
+        {
+            for l in 0..LANES {
+                acc[l] += f32::from(wb[l]) * xb[l];
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for p in full..k {
+            s += f32::from(w[p]) * x[p];
+        }
+        *d = s;
+    }
+}
+
 /// The explicit x86-64 kernels. Each streams the weight row once, a vector at a time (two per
 /// step, for two independent FMA chains per input row), against every input row, whose
 /// accumulators stay in registers (the row count is a const parameter); the tail past the last
@@ -334,6 +472,62 @@ mod x86 {
     grouped!(group_f32_512, f32, _mm512_loadu_ps, |v: f32| v);
     grouped!(group_bf16_512, half::bf16, widen16, |v: half::bf16| v
         .to_f32());
+    grouped!(group_q8_512, i8, widen16_i8, |v: i8| f32::from(v));
+
+    /// 16 signed bytes from `src`, as f32.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn widen16_i8(src: *const i8) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(src as *const __m128i)))
+    }
+
+    /// [`GROUP_BF16`] 8-bit weight rows against 1 or 2 input rows, before the rows' scales.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dots_group_q8_avx512(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
+        if dst.len() == GROUP_BF16 {
+            group_q8_512::<GROUP_BF16, 1>(w, xs, k, dst)
+        } else {
+            group_q8_512::<GROUP_BF16, 2>(w, xs, k, dst)
+        }
+    }
+
+    /// One 8-bit weight row against every input row, before its scale.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dots_q8_avx512(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
+        by_rows!(dst.len(), one_q8_512, w, xs, k, dst)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn one_q8_512<const M: usize>(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
+        group_q8_512::<1, M>(w, xs, k, dst)
+    }
+
+    /// One 8-bit weight row against every input row, before its scale.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dots_q8_avx2(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
+        by_rows!(dst.len(), q8_256, w, xs, k, dst)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_256<const M: usize>(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
+        let full = k - k % 8;
+        let mut acc = [_mm256_setzero_ps(); M];
+        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
+        let mut p = 0;
+        while p < full {
+            let wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                wp.add(p) as *const __m128i
+            )));
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(i * k + p)), *a);
+            }
+            p += 8;
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = hsum256(*a);
+        }
+        tail::<M>(|p| f32::from(w[p]), xs, k, full, dst);
+    }
 
     /// [`GROUP_F32`] weight rows (`w` holds them one after another) against 1 or 2 input rows:
     /// `dst` is `[row][input]`.
@@ -522,6 +716,46 @@ mod tests {
             let w = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
             assert!(matmul_t_with(Kernel::Avx512, &x, &w).is_err());
         }
+    }
+
+    #[test]
+    fn q8_weights_round_within_half_a_step_and_every_kernel_agrees() {
+        let dev = Device::Cpu;
+        for (m, n, k) in [
+            (1, 70, 37),
+            (2, 130, 1024),
+            (3, 9, 200),
+            (8, 66, 1024),
+            (2, 5, 7),
+        ] {
+            let x = Tensor::randn(0f32, 1., (m, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
+            let q = Q8::quantize(&w).unwrap();
+            let back = q.dequantize(&dev).unwrap();
+            let err: Vec<Vec<f32>> = (&back - &w).unwrap().abs().unwrap().to_vec2().unwrap();
+            for (row, s) in err.iter().zip(&q.scales) {
+                assert!(
+                    row.iter().all(|e| *e <= s / 2.0 + 1e-6),
+                    "rounding past half a step"
+                );
+            }
+            let want = x.matmul(&back.t().unwrap()).unwrap();
+            for kernel in Kernel::available() {
+                let got = matmul_t_q8_with(kernel, &x, &q).unwrap().unwrap();
+                let d: f32 = (got - &want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(d < 1e-3, "{kernel:?} q8 m{m} n{n} k{k}: {d}");
+            }
+        }
+        // An all-zero row quantizes to zeros (scale 1, no division by zero).
+        let zero = Q8::quantize(&Tensor::zeros((2, 8), DType::F32, &dev).unwrap()).unwrap();
+        assert!(zero.data.iter().all(|&q| q == 0));
     }
 
     #[test]

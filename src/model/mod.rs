@@ -21,7 +21,8 @@
 //! # Ok::<(), baton::model::ModelError>(())
 //! ```
 //!
-//! Precision: `dtype` is the storage type of the decoder's large weights (f32, bf16 or f16). On
+//! Precision: `dtype` is the storage type of the decoder's large weights (f32, bf16 or f16;
+//! [`MusicGen::load_as`] also takes 8-bit weights, [`WeightFormat::Q8`], for the CPU). On
 //! the CPU, norms, embeddings, the residual stream and KV caches stay f32 whatever it is, and
 //! generation steps use the few-row matrix-vector kernel in [`gemv`] (f32 and bf16 weights; f16
 //! is widened per call, slower). On an accelerator the whole decoder runs in `dtype`, as
@@ -261,7 +262,56 @@ fn weights_error(files: &ModelFiles, e: candle_core::Error) -> ModelError {
     }
 }
 
+/// How the decoder's large weights are stored: `f32`, `f16`, `bf16`, or `q8` (8 bits with a scale
+/// per output row, CPU only: a quarter of f32's bytes for a generation step to stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// A float dtype.
+    Float(DType),
+    /// 8-bit weights ([`decoder::Decoder::quantize_q8`]).
+    Q8,
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "f32" => Ok(WeightFormat::Float(DType::F32)),
+            "f16" => Ok(WeightFormat::Float(DType::F16)),
+            "bf16" => Ok(WeightFormat::Float(DType::BF16)),
+            "q8" => Ok(WeightFormat::Q8),
+            other => Err(format!(
+                "unknown weight format {other:?}: expected f32, f16, bf16 or q8"
+            )),
+        }
+    }
+}
+
 impl MusicGen {
+    /// [`MusicGen::load`] with the decoder's weights in `format` (8-bit weights are quantized
+    /// from f32 at load, on the CPU only).
+    pub fn load_as(spec: &str, device: &Device, format: WeightFormat) -> Result<Self, ModelError> {
+        match format {
+            WeightFormat::Float(dtype) => Self::load(spec, device, dtype),
+            WeightFormat::Q8 => {
+                if !device.is_cpu() {
+                    return Err(ModelError::Invalid(
+                        "8-bit weights (q8) run on the CPU only".into(),
+                    ));
+                }
+                let mut model = Self::load(spec, device, DType::F32)?;
+                model.decoder.quantize_q8()?;
+                Ok(model)
+            }
+        }
+    }
+
+    /// Whether the decoder's large weights are stored in 8 bits.
+    pub fn quantized(&self) -> bool {
+        self.decoder.quantized()
+    }
+
     /// Loads a model from a hub id (`facebook/musicgen-small`, cached by hf-hub, honouring
     /// `HF_HUB_OFFLINE`) or a local folder holding config.json, model.safetensors (or a sharded
     /// index), tokenizer.json and generation_config.json. `dtype` applies to the decoder.

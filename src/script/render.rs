@@ -16,7 +16,7 @@ use candle_core::{DType, Device};
 
 use super::{CurveSampler, RenderRequest, Rendered, Renderer};
 use crate::audio::{write_wav, SampleFormat};
-use crate::model::{Codes, GenerateOptions, MusicGen, Prefix, ResidualHook};
+use crate::model::{Codes, GenerateOptions, MusicGen, Prefix, ResidualHook, WeightFormat};
 use crate::probe::eval::{pooled_windows, read_clip, PooledWindow, Windowing};
 use crate::probe::Pooling;
 use crate::steer::{Plan, PlanHook};
@@ -37,7 +37,7 @@ struct PastRender {
 /// Renders recipe pieces with MusicGen.
 pub struct ModelRenderer {
     device: Device,
-    dtype: DType,
+    dtype: WeightFormat,
     format: SampleFormat,
     progress: bool,
     models: HashMap<String, MusicGen>,
@@ -46,7 +46,7 @@ pub struct ModelRenderer {
 
 impl ModelRenderer {
     /// A renderer that loads models on `device` with decoder weights in `dtype`.
-    pub fn new(device: Device, dtype: DType, format: SampleFormat, progress: bool) -> Self {
+    pub fn new(device: Device, dtype: WeightFormat, format: SampleFormat, progress: bool) -> Self {
         ModelRenderer {
             device,
             dtype,
@@ -74,7 +74,7 @@ fn load_once<'a>(
     models: &'a mut HashMap<String, MusicGen>,
     spec: &str,
     device: &Device,
-    dtype: DType,
+    dtype: WeightFormat,
     progress: bool,
 ) -> Result<&'a MusicGen, String> {
     match models.entry(spec.to_string()) {
@@ -83,7 +83,7 @@ fn load_once<'a>(
             if progress {
                 eprintln!("loading {spec}");
             }
-            let m = MusicGen::load(spec, device, dtype)
+            let m = MusicGen::load_as(spec, device, dtype)
                 .map_err(|e| format!("cannot load model {spec}: {e}"))?;
             Ok(slot.insert(m))
         }
