@@ -206,7 +206,7 @@ fn bad_prompt_and_lengths() {
     );
     fails_with(
         &render_a(m, o, &["--max-new-tokens", "1"]),
-        &["max_new_tokens must be within"],
+        &["--max-new-tokens must be at least 6"],
         &out,
     );
 }

@@ -356,6 +356,7 @@ fn bad_continuations_fail_before_the_model_loads() {
     std::fs::write(broken.join("model.safetensors"), b"not weights").unwrap();
     let model = broken.to_str().unwrap();
     for (extra, needle) in [
+        (vec!["--max-new-tokens", "2"], "must be at least 6"),
         (vec!["--window", "100"], "does not fit this model"),
         (
             vec!["--continue", clip.to_str().unwrap(), "--window", "0.5"],

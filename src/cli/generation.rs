@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use baton::model::Extent;
 use baton::model::{
     check_negative_prompt, guidance_warning, GenerateOptions, MusicGen, ResidualHook, Sampling,
     DEFAULT_GUIDANCE_SCALE, DEFAULT_TEMPERATURE, DEFAULT_TOP_K,
 };
+use baton::model::{Extent, MusicGenConfig};
 use baton::piece::{check_window_seconds, check_with_config, ClipPrompt};
 use baton::probe::DirectionBundle;
 use baton::steer::{Direction, LayerWeights, Plan, PlanHook, Schedule, StrengthUnit, Term};
@@ -68,8 +68,9 @@ impl ExtentArgs {
     }
 
     /// Checks what can be checked before the model's weights load (the clip is read, window
-    /// and stride are sane and, from `model`'s config, fit it and the clip) and returns the clip.
-    pub fn check(&self, model: &str) -> miette::Result<Option<ClipPrompt>> {
+    /// and stride are sane and, from the model's config, fit it and the clip) and returns the
+    /// clip.
+    pub fn check(&self, config: &MusicGenConfig) -> miette::Result<Option<ClipPrompt>> {
         check_window_seconds(self.window, self.extend_stride)
             .map_err(|e| miette::miette!("--window/--extend-stride: {e}"))?;
         let clip = self
@@ -79,8 +80,7 @@ impl ExtentArgs {
             .transpose()
             .map_err(|e| miette::miette!("--continue: {e}"))?;
         if !self.changed().is_empty() {
-            let (_, config) = super::common::model_config(model)?;
-            check_with_config(&config, clip.as_ref(), self.window, self.extend_stride)
+            check_with_config(config, clip.as_ref(), self.window, self.extend_stride)
                 .map_err(|e| miette::miette!("{e}"))?;
         }
         Ok(clip)

@@ -9,7 +9,7 @@ use baton::piece::{plan_for, steps_for_seconds, window_steps};
 use baton::progress::GenerationProgress;
 use clap::Args;
 
-use super::common::{load_model, ModelArgs};
+use super::common::{load_model, model_config, ModelArgs};
 use super::generation::{check_seconds, plan_hook, ExtentArgs, SamplingArgs, SteerArgs};
 use super::output::check_output;
 use super::recipe::RecipePaths;
@@ -77,7 +77,16 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     // The steering flags are checked (bundles read) before the model load; only the check of
     // each direction against the model's shape has to wait for it.
     let plan = args.steering.plan(args.seed, &args.paths.library, None)?;
-    let clip = args.extent.check(&args.model.model)?;
+    // Lengths and windows are settled by config.json: checked before the weights load.
+    let (_, config) = model_config(&args.model.model)?;
+    let clip = args.extent.check(&config)?;
+    let min_tokens = config.min_new_tokens();
+    if let Some(t) = args.max_new_tokens.filter(|t| *t < min_tokens) {
+        return Err(miette::miette!(
+            "--max-new-tokens must be at least {min_tokens} for this model ({} codebooks), got {t}",
+            config.decoder.num_codebooks
+        ));
+    }
     let n = args.prompt.len();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
     let wavs = OutputPlan::new(&out, n, "wav")?;

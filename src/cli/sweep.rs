@@ -22,7 +22,7 @@ use baton::steer::{Plan, StrengthUnit};
 use clap::Args;
 use serde_json::{json, Value as Json};
 
-use super::common::{load_model, Library, ModelArgs};
+use super::common::{load_model, model_config, Library, ModelArgs};
 use super::eval::{check_target, load_reader, reading_from_json, reading_json, windowing};
 use super::generation::{check_seconds, parse_steer, plan_hook, SamplingArgs, SteerArgs};
 use super::render::generate_with_progress;
@@ -382,6 +382,15 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         );
     }
     if !todo.is_empty() {
+        // The length is settled by config.json: say so before the weights load.
+        let (_, config) = model_config(&args.model.model)?;
+        if args.seconds > config.max_seconds() {
+            return Err(miette::miette!(
+                "--seconds {} is longer than this model generates in one take (at most {:.2} s)",
+                args.seconds,
+                config.max_seconds()
+            ));
+        }
         let model = load_model(&args.model)?;
         // What can only be checked against the model is, before minutes of rendering.
         reader

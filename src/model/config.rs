@@ -299,6 +299,12 @@ impl MusicGenConfig {
         frames as f64 / self.frame_rate()
     }
 
+    /// The smallest `max_new_tokens` for which the delay pattern applies (HF leaves shorter
+    /// sequences unpatterned, which yields no whole frame).
+    pub fn min_new_tokens(&self) -> usize {
+        (2 * self.decoder.num_codebooks).saturating_sub(2).max(1)
+    }
+
     /// The window `window_s` seconds long, moving on by `stride_s`, in frames; refused when it
     /// is longer than the decoder's positions or the stride is not inside it.
     pub fn window(&self, window_s: f64, stride_s: f64) -> Result<super::Window, String> {

@@ -461,7 +461,7 @@ impl MusicGen {
     /// The smallest `max_new_tokens` for which the delay pattern applies (HF leaves shorter
     /// sequences unpatterned, which yields no whole frame).
     pub fn min_new_tokens(&self) -> usize {
-        (2 * self.num_codebooks()).saturating_sub(2).max(1)
+        self.config.min_new_tokens()
     }
 
     /// Converts a length in seconds to `max_new_tokens` (frames + codebooks - 1), checking it
