@@ -176,6 +176,8 @@ fn bad_clips_and_windows_are_refused() {
         "longer than the model"
     );
     assert!(model.window(f64::NAN, 1.0).is_err());
+    let err = model.window(0.1, 0.08).unwrap_err().to_string();
+    assert!(err.contains("frames of context"), "{err}");
     let w = model.window(0.3, 0.2).unwrap();
     assert_eq!(
         w,
@@ -517,4 +519,43 @@ fn a_continuation_can_steer_away_from_a_negative_prompt() {
         );
     }
     assert_ne!(plain, away, "the negative prompt changed nothing");
+}
+
+#[test]
+fn a_stereo_clip_at_another_rate_is_mixed_and_resampled() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("stereo16k.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&clip, spec).unwrap();
+    for i in 0..3200 {
+        let v = ((i as f32 * 0.07).sin() * 8000.0) as i16;
+        w.write_sample(v).unwrap();
+        w.write_sample(-v / 2).unwrap();
+    }
+    w.finalize().unwrap();
+    let out = dir.path().join("out.wav");
+    let model = fixtures().join("tiny-a");
+    let (ok, stderr) = baton(&[
+        "render",
+        "--prompt",
+        "a",
+        "--greedy",
+        "--max-new-tokens",
+        "11",
+        "--model",
+        model.to_str().unwrap(),
+        "--continue",
+        clip.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    // 0.2 s of clip is 10 frames at 32 kHz, then 8 new frames, 640 samples each.
+    let (audio, rate) = baton::audio::read_wav_mono(&out).unwrap();
+    assert_eq!((audio.len(), rate), ((10 + 8) * 640, 32000));
 }

@@ -172,6 +172,17 @@ fn piece() -> impl Strategy<Value = String> {
         int().prop_map(|n| format!(".top_k({n})")),
         number().prop_map(|n| format!(".temperature({n})")),
         Just(".cond_only()".to_string()),
+        (
+            pick(&[
+                "\"a.wav\"",
+                "\"missing.wav\"",
+                "\"../x.wav\"",
+                "\"/dev/null\""
+            ]),
+            text()
+        )
+            .prop_map(|(c, t)| format!(".continue_from({c}, #{{steer_from: {t}}})")),
+        (number(), number()).prop_map(|(w, t)| format!(".window({w}, {t})")),
     ];
     (text(), number(), proptest::collection::vec(method, 0..4))
         .prop_map(|(p, s, ms)| format!("piece({p}, {s}){}", ms.concat()))

@@ -333,3 +333,64 @@ fn an_overlong_prompt_is_cut_to_the_encoder_length_with_a_warning() {
     assert!(tok.length_warning("piano").unwrap().is_none());
     assert_eq!(tok.encode("piano").unwrap().last(), Some(&tok.eos_id()));
 }
+
+#[test]
+fn layer_weights_that_keep_no_block_are_refused_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "render",
+            "--prompt",
+            "a",
+            "--max-new-tokens",
+            "8",
+            "--model",
+        ])
+        .arg(fixture("tiny-a"))
+        .arg("--steer")
+        .arg(format!(
+            "{}:0.5",
+            fixture("steer-direction.safetensors").display()
+        ))
+        .args(["--layer-weights", "top:0", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("keep no block"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_a_render_leaves_no_file_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("long.wav");
+    // A minute of music in windows: seconds of work on tiny-a, long enough to interrupt.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["render", "--prompt", "a", "--seconds", "60", "--model"])
+        .arg(fixture("tiny-a"))
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        // Finished before the signal arrived (a very fast machine): nothing to check.
+        return;
+    }
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

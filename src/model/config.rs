@@ -346,6 +346,19 @@ impl MusicGenConfig {
                 w.stride, w.frames
             ));
         }
+        // Each next window starts from the last `frames - stride` frames: fewer than the
+        // codebooks and its pass is too short for the delay pattern (transformers then leaves
+        // the codes unpatterned, which is not music).
+        let k = d.num_codebooks;
+        if w.frames - w.stride < k {
+            return Err(format!(
+                "the window keeps {} frames of context (window {} - stride {}): at least {k} \
+                 (the model's codebooks) are needed; shorten the stride",
+                w.frames - w.stride,
+                w.frames,
+                w.stride
+            ));
+        }
         Ok(())
     }
 

@@ -133,8 +133,9 @@ pub struct GenerationInputs<'a> {
     /// the start of the codes, as transformers' `generate` does with an audio prompt
     /// (`input_values`) or with `decoder_input_ids` of BOS and codes.
     pub prompt: Option<&'a [Vec<Vec<i64>>]>,
-    /// The piece's step this generation starts at: 0, or the steps of a long piece before this
-    /// window. The hook is asked for steps from here on.
+    /// Where this generation starts in the piece, counted in new frames before it (0 for the
+    /// first window): its step `s` is the piece's step `first_step + s`, which the hook is asked
+    /// for.
     pub first_step: usize,
 }
 
@@ -334,6 +335,13 @@ pub fn generate(
     }
     let p = prompts[0][0].len() - 1;
     let max_length = p + 1 + steps;
+    if p > 0 && max_length + 1 < 2 * k {
+        // Too short for the delay pattern: the prompt's codes would come back misaligned.
+        return Err(ModelError::Invalid(format!(
+            "a prompt of {p} frames and {steps} steps is too short for {k} codebooks' delay \
+             pattern"
+        )));
+    }
 
     // Per item: (its start input, its pattern), each `[k][positions]`.
     let built: Vec<_> = prompts

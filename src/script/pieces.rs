@@ -154,10 +154,9 @@ fn continue_from(host: &Host, p: &mut Piece, clip: &str, opts: Option<Map>) -> R
         ]
     };
     let pending = |c: &Path| host.renderer.try_lock().is_ok_and(|r| r.has_pending(c));
-    let found = candidates
-        .iter()
-        .find(|c| pending(c))
-        .or_else(|| candidates.iter().find(|c| c.is_file()));
+    // The first place that holds the clip, in order (a take this run staged counts as held
+    // where it will be put), so the same recipe always continues the same file.
+    let found = candidates.iter().find(|c| pending(c) || c.is_file());
     let Some(found) = found else {
         return fail(format!("continue_from: clip `{clip}` not found (looked beside the recipe and in the output folder)"));
     };
@@ -402,8 +401,10 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         stride: p.window.and_then(|(_, t)| t),
         out: out.clone(),
     };
-    // Audio bytes as MusicGen writes them (32 kHz, 32-bit float), counted before the work.
-    let audio_bytes = ((request.seconds.max(0.0) * 32_000.0 * 4.0) as u64).saturating_add(44);
+    // Audio bytes as MusicGen writes them (32 kHz, 32-bit float), the clip a continuation
+    // holds included, counted before the work.
+    let seconds = request.seconds.max(0.0) + request.clip.as_ref().map_or(0.0, |c| c.seconds);
+    let audio_bytes = ((seconds * 32_000.0 * 4.0) as u64).saturating_add(44);
     host.claim_output("render", &out, audio_bytes)?;
     let curves = host
         .curves
