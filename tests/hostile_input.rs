@@ -369,7 +369,7 @@ fn ctrl_c_during_a_render_leaves_no_file_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("long.wav");
     // A minute of music in windows: seconds of work on tiny-a, long enough to interrupt.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+    let child = Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(["render", "--prompt", "a", "--seconds", "60", "--model"])
         .arg(fixture("tiny-a"))
         .arg("--out")
