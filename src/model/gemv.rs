@@ -5,7 +5,9 @@
 //! a transposed `[out, in]` weight and 2 rows reads at a fifth of that speed (measured: 1.6 GB/s
 //! against 8-14 GB/s for 1 row), so small-row products come here: output rows are split across
 //! threads and each weight row is streamed once against all input rows. bf16 weights are widened
-//! to f32 on the fly (a shift), halving the bytes a step streams.
+//! to f32 on the fly (a shift), halving the bytes a step streams, and 8-bit weights ([`Q8`]) are
+//! widened and scaled per row, quartering them. Which [`Kernel`] runs (generic, AVX2, AVX-512)
+//! is decided at run time from the CPU.
 
 use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
@@ -393,10 +395,11 @@ fn dots_q8_generic(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
     }
 }
 
-/// The explicit x86-64 kernels. Each streams the weight row once, a vector at a time (two per
-/// step, for two independent FMA chains per input row), against every input row, whose
-/// accumulators stay in registers (the row count is a const parameter); the tail past the last
-/// whole step is summed in scalar code.
+/// The explicit x86-64 kernels. Each streams its weight rows once, a vector at a time, widening
+/// bf16 or 8-bit weights to f32 in registers, against every input row, whose accumulators stay
+/// in registers (row counts are const parameters); the tail past the last whole vector is summed
+/// in scalar code. The AVX-512 kernels take a group of weight rows at once (one row for the
+/// rows a group leaves over), the AVX2 ones one row.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -419,12 +422,12 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dots_avx512(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
-        by_rows!(dst.len(), f32_512, w, xs, k, dst)
+        by_rows!(dst.len(), one_f32_512, w, xs, k, dst)
     }
 
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dots_bf16_avx512(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
-        by_rows!(dst.len(), bf16_512, w, xs, k, dst)
+        by_rows!(dst.len(), one_bf16_512, w, xs, k, dst)
     }
 
     /// One grouped kernel per weight type: `R` weight rows (one after another in `w`) against
@@ -497,36 +500,23 @@ mod x86 {
         by_rows!(dst.len(), one_q8_512, w, xs, k, dst)
     }
 
-    #[target_feature(enable = "avx512f")]
-    unsafe fn one_q8_512<const M: usize>(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
-        group_q8_512::<1, M>(w, xs, k, dst)
+    /// One weight row against `M` input rows: the grouped kernel with a group of one.
+    macro_rules! one_row_512 {
+        ($name:ident, $group:ident, $t:ty) => {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn $name<const M: usize>(w: &[$t], xs: &[f32], k: usize, dst: &mut [f32]) {
+                $group::<1, M>(w, xs, k, dst)
+            }
+        };
     }
+    one_row_512!(one_f32_512, group_f32_512, f32);
+    one_row_512!(one_bf16_512, group_bf16_512, half::bf16);
+    one_row_512!(one_q8_512, group_q8_512, i8);
 
     /// One 8-bit weight row against every input row, before its scale.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dots_q8_avx2(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
         by_rows!(dst.len(), q8_256, w, xs, k, dst)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_256<const M: usize>(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
-        let full = k - k % 8;
-        let mut acc = [_mm256_setzero_ps(); M];
-        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
-        let mut p = 0;
-        while p < full {
-            let wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                wp.add(p) as *const __m128i
-            )));
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(i * k + p)), *a);
-            }
-            p += 8;
-        }
-        for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = hsum256(*a);
-        }
-        tail::<M>(|p| f32::from(w[p]), xs, k, full, dst);
     }
 
     /// [`GROUP_F32`] weight rows (`w` holds them one after another) against 1 or 2 input rows:
@@ -581,58 +571,12 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f")]
-    unsafe fn f32_512<const M: usize>(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
-        let step = 32;
-        let full = k - k % step;
-        let mut acc = [[_mm512_setzero_ps(); 2]; M];
-        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
-        let mut p = 0;
-        while p < full {
-            let w0 = _mm512_loadu_ps(wp.add(p));
-            let w1 = _mm512_loadu_ps(wp.add(p + 16));
-            for (i, a) in acc.iter_mut().enumerate() {
-                let x = xp.add(i * k + p);
-                a[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), a[0]);
-                a[1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x.add(16)), a[1]);
-            }
-            p += step;
-        }
-        for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
-        }
-        tail::<M>(|p| w[p], xs, k, full, dst);
-    }
-
     /// 16 bf16 values from `src`, widened to f32 (bf16 is the top half of an f32).
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn widen16(src: *const half::bf16) -> __m512 {
         let raw = _mm256_loadu_si256(src as *const __m256i);
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
-    }
-
-    #[target_feature(enable = "avx512f")]
-    unsafe fn bf16_512<const M: usize>(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
-        let step = 32;
-        let full = k - k % step;
-        let mut acc = [[_mm512_setzero_ps(); 2]; M];
-        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
-        let mut p = 0;
-        while p < full {
-            let w0 = widen16(wp.add(p));
-            let w1 = widen16(wp.add(p + 16));
-            for (i, a) in acc.iter_mut().enumerate() {
-                let x = xp.add(i * k + p);
-                a[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), a[0]);
-                a[1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x.add(16)), a[1]);
-            }
-            p += step;
-        }
-        for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
-        }
-        tail::<M>(|p| w[p].to_f32(), xs, k, full, dst);
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -644,29 +588,6 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn f32_256<const M: usize>(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
-        let step = 16;
-        let full = k - k % step;
-        let mut acc = [[_mm256_setzero_ps(); 2]; M];
-        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
-        let mut p = 0;
-        while p < full {
-            let w0 = _mm256_loadu_ps(wp.add(p));
-            let w1 = _mm256_loadu_ps(wp.add(p + 8));
-            for (i, a) in acc.iter_mut().enumerate() {
-                let x = xp.add(i * k + p);
-                a[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a[0]);
-                a[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.add(8)), a[1]);
-            }
-            p += step;
-        }
-        for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = hsum256(_mm256_add_ps(a[0], a[1]));
-        }
-        tail::<M>(|p| w[p], xs, k, full, dst);
-    }
-
     /// 8 bf16 values from `src`, widened to f32.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
@@ -675,28 +596,41 @@ mod x86 {
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
     }
 
+    /// 8 signed bytes from `src`, as f32.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn bf16_256<const M: usize>(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
-        let step = 16;
-        let full = k - k % step;
-        let mut acc = [[_mm256_setzero_ps(); 2]; M];
-        let (wp, xp) = (w.as_ptr(), xs.as_ptr());
-        let mut p = 0;
-        while p < full {
-            let w0 = widen8(wp.add(p));
-            let w1 = widen8(wp.add(p + 8));
-            for (i, a) in acc.iter_mut().enumerate() {
-                let x = xp.add(i * k + p);
-                a[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a[0]);
-                a[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.add(8)), a[1]);
-            }
-            p += step;
-        }
-        for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = hsum256(_mm256_add_ps(a[0], a[1]));
-        }
-        tail::<M>(|p| w[p].to_f32(), xs, k, full, dst);
+    #[inline]
+    unsafe fn widen8_i8(src: *const i8) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(src as *const __m128i)))
     }
+
+    /// One weight row against `M` input rows, 8 lanes a step (a macro for the same reason as
+    /// `grouped!`).
+    macro_rules! one_row_256 {
+        ($name:ident, $t:ty, $load:ident, $to_f32:expr) => {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn $name<const M: usize>(w: &[$t], xs: &[f32], k: usize, dst: &mut [f32]) {
+                let full = k - k % 8;
+                let mut acc = [_mm256_setzero_ps(); M];
+                let (wp, xp) = (w.as_ptr(), xs.as_ptr());
+                let mut p = 0;
+                while p < full {
+                    let wv = $load(wp.add(p));
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(i * k + p)), *a);
+                    }
+                    p += 8;
+                }
+                for (d, a) in dst.iter_mut().zip(&acc) {
+                    *d = hsum256(*a);
+                }
+                let to_f32 = $to_f32;
+                tail::<M>(|p| to_f32(w[p]), xs, k, full, dst);
+            }
+        };
+    }
+    one_row_256!(f32_256, f32, _mm256_loadu_ps, |v: f32| v);
+    one_row_256!(bf16_256, half::bf16, widen8, |v: half::bf16| v.to_f32());
+    one_row_256!(q8_256, i8, widen8_i8, |v: i8| f32::from(v));
 }
 
 #[cfg(test)]
