@@ -191,6 +191,11 @@ impl Attention {
     ) -> candle_core::Result<Tensor> {
         let (b, _, t, _) = q.dims4()?;
         let hidden = self.num_heads * self.head_dim;
+        if t == 1 && mask.is_none() {
+            if let Some(out) = one_query(q, k, v)? {
+                return self.out_proj.forward(&out);
+            }
+        }
         let scores = q.matmul(&k.transpose(2, 3)?)?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
@@ -201,6 +206,61 @@ impl Attention {
         let out = out.transpose(1, 2)?.reshape((b, t, hidden))?;
         self.out_proj.forward(&out)
     }
+}
+
+/// Attention of one query per head (a generation step) on the CPU in f32, straight over the
+/// keys and values where they lie (the cache's strided views): `q` `[b, heads, 1, d]`, `k`/`v`
+/// `[b, heads, s, d]` with unit stride along `d`; returns `[b, 1, heads * d]`, or `None` when
+/// the inputs do not fit (then candle's matmuls run). A step's two small products through the
+/// general matmul cost more in dispatch than in arithmetic; here each (item, head) is one task.
+fn one_query(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    use candle_core::{CpuStorage, Storage};
+    use rayon::prelude::*;
+    if !q.device().is_cpu() || q.dtype() != DType::F32 || k.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (b, h, _, d) = q.dims4()?;
+    let s = k.dim(2)?;
+    let (ks, vs) = (k.stride(), v.stride());
+    if ks[3] != 1 || vs[3] != 1 || v.dims4()? != (b, h, s, d) || s == 0 {
+        return Ok(None);
+    }
+    let q = q.contiguous()?;
+    let qv: Vec<f32> = q.flatten_all()?.to_vec1()?;
+    let (k_storage, k_layout) = k.storage_and_layout();
+    let (v_storage, v_layout) = v.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(kd)), Storage::Cpu(CpuStorage::F32(vd))) =
+        (&*k_storage, &*v_storage)
+    else {
+        return Ok(None);
+    };
+    let (k0, v0) = (k_layout.start_offset(), v_layout.start_offset());
+    let mut out = vec![0f32; b * h * d];
+    out.par_chunks_mut(d).enumerate().for_each(|(row, o)| {
+        let (bi, hi) = (row / h, row % h);
+        let qr = &qv[row * d..(row + 1) * d];
+        let kb = k0 + bi * ks[0] + hi * ks[1];
+        let vb = v0 + bi * vs[0] + hi * vs[1];
+        let mut scores: Vec<f32> = (0..s)
+            .map(|j| {
+                let kr = &kd[kb + j * ks[2]..kb + j * ks[2] + d];
+                qr.iter().zip(kr).map(|(a, b)| a * b).sum()
+            })
+            .collect();
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+        let mut total = 0f32;
+        for x in scores.iter_mut() {
+            *x = (*x - max).exp();
+            total += *x;
+        }
+        for (j, p) in scores.iter().enumerate() {
+            let vr = &vd[vb + j * vs[2]..vb + j * vs[2] + d];
+            let w = p / total;
+            o.iter_mut().zip(vr).for_each(|(a, x)| *a += w * x);
+        }
+    });
+    // [b, heads, d] is already [b, 1, heads * d] in memory.
+    Ok(Some(Tensor::from_vec(out, (b, 1, h * d), q.device())?))
 }
 
 /// Self-attention keys and values of one block, preallocated for the whole generation:
@@ -660,5 +720,37 @@ mod tests {
         let y = add_offset(&x, &v, Some(2)).unwrap();
         let s: Vec<f32> = y.sum((1, 2)).unwrap().to_vec1().unwrap();
         assert_eq!(s, vec![12., 12., 0., 0.]);
+    }
+
+    #[test]
+    fn one_query_attention_matches_the_matmul_path_over_cache_views() {
+        let dev = Device::Cpu;
+        let (b, h, d, cap, s) = (2, 3, 8, 20, 7);
+        let cache = Tensor::randn(0f32, 1., (2, b, h, cap, d), &dev).unwrap();
+        let kv = cache.narrow(3, 0, s).unwrap();
+        let k = kv.narrow(0, 0, 1).unwrap().squeeze(0).unwrap();
+        let v = kv.narrow(0, 1, 1).unwrap().squeeze(0).unwrap();
+        let q = Tensor::randn(0f32, 1., (b, h, 1, d), &dev).unwrap();
+        let scores = q
+            .matmul(&k.contiguous().unwrap().transpose(2, 3).unwrap())
+            .unwrap();
+        let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+        let want = probs
+            .matmul(&v.contiguous().unwrap())
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, 1, h * d))
+            .unwrap();
+        let got = one_query(&q, &k, &v).unwrap().expect("fits the fast path");
+        let diff: f32 = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
     }
 }
