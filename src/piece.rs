@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::{self, Extent, ModelError, MusicGen, MusicGenConfig, Window};
+use crate::model::{Extent, ModelError, MusicGen, MusicGenConfig, Window};
 use crate::steer::Plan;
 
 /// Seconds one pass holds by default (audiocraft's, and musicgen's training length).
@@ -169,20 +169,6 @@ pub fn plan_for(plan: &Plan, clip: Option<&ClipPrompt>, extent: &Extent, frame_r
         }
         _ => plan.clone(),
     }
-}
-
-/// The decoder steps of each window of a piece (one entry when it fits one pass), for progress.
-pub fn window_steps(model: &MusicGen, extent: &Extent, max_new_tokens: usize) -> Vec<usize> {
-    let k = model.num_codebooks();
-    let clip = extent
-        .clip
-        .as_ref()
-        .map_or(0, |c| c.first().map_or(0, Vec::len));
-    let new = (max_new_tokens + 1).saturating_sub(k);
-    model::passes(clip, new, extent.window)
-        .iter()
-        .map(|p| p.new + k - 1)
-        .collect()
 }
 
 #[cfg(test)]

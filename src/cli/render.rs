@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use baton::audio::{write_wav, SampleFormat};
 use baton::model::{write_codes, Extent, GenerateOptions, MusicGen};
-use baton::piece::{plan_for, steps_for_seconds, window_steps};
+use baton::piece::{plan_for, steps_for_seconds};
 use baton::progress::GenerationProgress;
 use clap::Args;
 
@@ -123,18 +123,18 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     let mut hook = plan_hook(&model, &plan, max_new_tokens)?;
     let codes = generate_with_progress(&model, &prompts, &options, &extent, hook.as_mut())?;
     let generate_s = started.elapsed().as_secs_f64();
-    let steps: usize = window_steps(&model, &extent, max_new_tokens).iter().sum();
+    let windows = model.pass_steps(&extent, max_new_tokens);
+    let steps: usize = windows.iter().sum();
 
     let decode_start = Instant::now();
     let audio = model.decode(&codes).map_err(|e| miette::miette!("{e}"))?;
     let decode_s = decode_start.elapsed().as_secs_f64();
     let audio_s = audio.first().map_or(0.0, |a| a.len() as f64) / model.sample_rate() as f64;
-    let windows = window_steps(&model, &extent, max_new_tokens).len();
     eprintln!(
         "generated {steps} steps{} in {generate_s:.2} s ({:.2} steps/s, text encoding \
          included), decoded in {decode_s:.2} s, real-time factor {:.2}",
-        if windows > 1 {
-            format!(" in {windows} windows")
+        if windows.len() > 1 {
+            format!(" in {} windows", windows.len())
         } else {
             String::new()
         },
@@ -168,7 +168,7 @@ pub fn generate_with_progress(
     extent: &Extent,
     hook: Option<&mut Box<dyn baton::model::ResidualHook>>,
 ) -> miette::Result<baton::model::Codes> {
-    let windows = window_steps(model, extent, options.max_new_tokens);
+    let windows = model.pass_steps(extent, options.max_new_tokens);
     let total = windows.iter().sum();
     let progress = GenerationProgress::new(total, model.frame_rate(), true).with_windows(&windows);
     let mut on_step = |done: usize, _total: usize| progress.step(done);

@@ -637,13 +637,13 @@ impl MusicGen {
         let cross = self.decoder.cross_context(&states, &mask)?;
         let k = self.num_codebooks();
         let clip = extent.clip.clone().unwrap_or_else(|| vec![Vec::new(); k]);
-        let new_frames = (options.max_new_tokens + 1).saturating_sub(k);
-        let plan = passes(clip[0].len(), new_frames, extent.window);
-        let total_steps: usize = plan.iter().map(|p| p.new + k - 1).sum();
+        let plan = self.piece_passes(extent, options.max_new_tokens);
+        let pass_steps = self.pass_steps(extent, options.max_new_tokens);
+        let total_steps: usize = pass_steps.iter().sum();
         let mut piece = vec![clip; prompts.len()];
         let mut rngs = generate::seeded_rngs(options.seed, prompts.len());
         let (mut steps_before, mut frames_before) = (0, 0);
-        for (i, pass) in plan.iter().enumerate() {
+        for (i, (pass, &steps)) in plan.iter().zip(&pass_steps).enumerate() {
             let prompt: Vec<Vec<Vec<i64>>> = piece
                 .iter()
                 .map(|item| {
@@ -666,11 +666,7 @@ impl MusicGen {
                 first_step: frames_before,
             };
             let pass_options = GenerateOptions {
-                max_new_tokens: if plan.len() == 1 {
-                    options.max_new_tokens
-                } else {
-                    pass.new + k - 1
-                },
+                max_new_tokens: steps,
                 ..options.clone()
             };
             let mut pass_step = |done: usize, _: usize| on_step(steps_before + done, total_steps);
@@ -688,7 +684,7 @@ impl MusicGen {
                     row.extend_from_slice(&ids[pass.prompt_len..]);
                 }
             }
-            steps_before += pass_options.max_new_tokens;
+            steps_before += steps;
             frames_before += pass.new;
         }
         let frames = piece[0][0].len();
@@ -698,6 +694,27 @@ impl MusicGen {
             (prompts.len(), k, frames),
             &Device::Cpu,
         )?)
+    }
+
+    /// The passes of a piece of `max_new_tokens` steps after the extent's clip (see
+    /// [`passes`]).
+    pub fn piece_passes(&self, extent: &Extent, max_new_tokens: usize) -> Vec<Pass> {
+        let clip = extent
+            .clip
+            .as_ref()
+            .map_or(0, |c| c.first().map_or(0, Vec::len));
+        let new_frames = (max_new_tokens + 1).saturating_sub(self.num_codebooks());
+        passes(clip, new_frames, extent.window)
+    }
+
+    /// The decoder steps of each pass of such a piece: its new frames plus the delay pattern's
+    /// `codebooks - 1` (one pass: `max_new_tokens` itself). What progress counts.
+    pub fn pass_steps(&self, extent: &Extent, max_new_tokens: usize) -> Vec<usize> {
+        let k = self.num_codebooks();
+        self.piece_passes(extent, max_new_tokens)
+            .iter()
+            .map(|p| p.new + k - 1)
+            .collect()
     }
 
     /// The window `window_s` seconds long, moving on by `stride_s`, in frames (see

@@ -243,7 +243,7 @@ impl Renderer for ModelRenderer {
             seed: request.seed,
             negative_prompt: request.negative_prompt.clone(),
         };
-        let windows = crate::piece::window_steps(model, &extent, max_new_tokens);
+        let windows = model.pass_steps(&extent, max_new_tokens);
         let bar = GenerationProgress::new(windows.iter().sum(), model.frame_rate(), progress)
             .with_windows(&windows);
         let mut on_step = |done: usize, _total: usize| bar.step(done);
