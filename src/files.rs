@@ -208,8 +208,7 @@ pub fn remove_in_flight() -> usize {
 /// block device is refused.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if output_target(path)? == OutputTarget::Stream {
-        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
-        return f.write_all(bytes).and_then(|()| f.flush());
+        return stream_into(path, bytes);
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -236,13 +235,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Writes `bytes` into a pipe or character device that is already there ([`OutputTarget::Stream`]).
+fn stream_into(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(bytes).and_then(|()| f.flush())
+}
+
 /// Puts a finished file `from` (a staged render) in place of `to`: a rename for a regular file,
 /// a copy into a pipe or a character device (then `from` is deleted), an error for anything else.
 pub fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
     let result = match output_target(to)? {
         OutputTarget::File => std::fs::rename(from, to),
         OutputTarget::Stream => std::fs::read(from)
-            .and_then(|bytes| write_atomic(to, &bytes))
+            .and_then(|bytes| stream_into(to, &bytes))
             .and_then(|()| std::fs::remove_file(from)),
     };
     if result.is_ok() {
