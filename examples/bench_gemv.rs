@@ -40,6 +40,44 @@ fn read_bandwidth() -> f64 {
     (data.len() * 4) as f64 / best / 1e9
 }
 
+/// Copies of a `bytes`-sized matrix that make 256 MB: more than any cache holds.
+fn copies_for(bytes: usize) -> usize {
+    (256_000_000 / bytes).max(2)
+}
+
+/// Times `product` over `copies` (cycled, best of five runs) for 1 and 2 input rows with every
+/// kernel this CPU runs, and prints ms and GB/s of `bytes` per product.
+fn report<W>(
+    label: &str,
+    n: usize,
+    k: usize,
+    bytes: usize,
+    copies: &[W],
+    product: impl Fn(Kernel, &Tensor, &W) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
+    for m in [1usize, 2] {
+        let x = Tensor::randn(0f32, 1., (m, k), &Device::Cpu)?;
+        for &kernel in Kernel::available() {
+            let reps = 2 * copies.len();
+            let mut s = f64::INFINITY;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for w in copies.iter().cycle().take(reps) {
+                    product(kernel, &x, w)?;
+                }
+                s = s.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            println!(
+                "{label} [{n} x {k}] rows {m} {:>7}: {:.3} ms, {:.1} GB/s",
+                kernel.name(),
+                s * 1e3,
+                bytes as f64 / s / 1e9
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> candle_core::Result<()> {
     let dev = Device::Cpu;
     println!(
@@ -49,57 +87,21 @@ fn main() -> candle_core::Result<()> {
     );
     for (n, k) in [(1024usize, 1024usize), (4096, 1024), (1024, 4096)] {
         // 8-bit weights: a quarter of f32's bytes.
-        let bytes = n * k;
-        let copies = (256_000_000 / bytes).max(2);
+        let copies = copies_for(n * k);
         let qs = (0..copies)
             .map(|_| Q8::quantize(&Tensor::randn(0f32, 1., (n, k), &dev)?))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        for m in [1usize, 2] {
-            let x = Tensor::randn(0f32, 1., (m, k), &dev)?;
-            for kernel in Kernel::available() {
-                let reps = 2 * copies;
-                let mut s = f64::INFINITY;
-                for _ in 0..5 {
-                    let t = std::time::Instant::now();
-                    for q in qs.iter().cycle().take(reps) {
-                        let _ = matmul_t_q8_with(kernel, &x, q)?;
-                    }
-                    s = s.min(t.elapsed().as_secs_f64() / reps as f64);
-                }
-                println!(
-                    "Q8 [{n} x {k}] rows {m} {:>7}: {:.3} ms, {:.1} GB/s",
-                    kernel.name(),
-                    s * 1e3,
-                    bytes as f64 / s / 1e9
-                );
-            }
-        }
+        report("Q8", n, k, n * k, &qs, |kernel, x, q| {
+            matmul_t_q8_with(kernel, x, q).map(drop)
+        })?;
         for dtype in [DType::F32, DType::BF16] {
             let bytes = n * k * dtype.size_in_bytes();
-            let copies = (256_000_000 / bytes).max(2);
-            let ws = (0..copies)
+            let ws = (0..copies_for(bytes))
                 .map(|_| Tensor::randn(0f32, 1., (n, k), &dev)?.to_dtype(dtype))
                 .collect::<candle_core::Result<Vec<_>>>()?;
-            for m in [1usize, 2] {
-                let x = Tensor::randn(0f32, 1., (m, k), &dev)?;
-                for kernel in Kernel::available() {
-                    let reps = 2 * copies;
-                    let mut s = f64::INFINITY;
-                    for _ in 0..5 {
-                        let t = std::time::Instant::now();
-                        for w in ws.iter().cycle().take(reps) {
-                            let _ = matmul_t_with(kernel, &x, w)?;
-                        }
-                        s = s.min(t.elapsed().as_secs_f64() / reps as f64);
-                    }
-                    println!(
-                        "{dtype:?} [{n} x {k}] rows {m} {:>7}: {:.3} ms, {:.1} GB/s",
-                        kernel.name(),
-                        s * 1e3,
-                        bytes as f64 / s / 1e9
-                    );
-                }
-            }
+            report(&format!("{dtype:?}"), n, k, bytes, &ws, |kernel, x, w| {
+                matmul_t_with(kernel, x, w).map(drop)
+            })?;
         }
     }
     Ok(())
