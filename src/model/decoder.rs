@@ -700,6 +700,7 @@ fn add_offset(x: &Tensor, v: &Tensor, rows: Option<usize>) -> candle_core::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::max_abs_diff;
 
     #[test]
     fn sinusoid_matches_hf_layout() {
@@ -743,14 +744,7 @@ mod tests {
             .reshape((b, 1, h * d))
             .unwrap();
         let got = one_query(&q, &k, &v).unwrap().expect("fits the fast path");
-        let diff: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "{diff}");
     }
 }

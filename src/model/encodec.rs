@@ -1002,18 +1002,7 @@ impl Encodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Largest absolute element-wise difference of two same-shaped tensors.
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::model::max_abs_diff;
 
     #[test]
     fn time_chunked_conv_matches_candle() {

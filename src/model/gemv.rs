@@ -110,18 +110,22 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel this CPU can run, slowest first.
-    pub fn available() -> Vec<Kernel> {
-        let mut out = vec![Kernel::Generic];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                out.push(Kernel::Avx2);
+    pub fn available() -> &'static [Kernel] {
+        // Looked up once: every product of every step checks its kernel against it.
+        static AVAILABLE: std::sync::OnceLock<Vec<Kernel>> = std::sync::OnceLock::new();
+        AVAILABLE.get_or_init(|| {
+            let mut out = vec![Kernel::Generic];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    out.push(Kernel::Avx2);
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    out.push(Kernel::Avx512);
+                }
             }
-            if std::is_x86_feature_detected!("avx512f") {
-                out.push(Kernel::Avx512);
-            }
-        }
-        out
+            out
+        })
     }
 
     /// The kernel products use: the fastest this CPU runs, or the one `BATON_GEMV` names
@@ -160,12 +164,6 @@ pub fn matmul_t_with(
     x: &Tensor,
     w: &Tensor,
 ) -> candle_core::Result<Option<Tensor>> {
-    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    if !Kernel::available().contains(&kernel) {
-        candle_core::bail!("this CPU cannot run the {} kernel", kernel.name());
-    }
     let (n, k) = w.dims2()?;
     if !w.is_contiguous() {
         return Ok(None);
@@ -228,7 +226,7 @@ fn run(
                     let j = first + r;
                     let dst = &mut chunk[r * m..(r + g) * m];
                     let span = j * k..(j + g) * k;
-                    // SAFETY: `matmul_t_with` checked that the CPU runs the kernel.
+                    // SAFETY: `run` checked that the CPU runs the kernel.
                     unsafe {
                         match weights {
                             Weights::F32(w) => x86::dots_group_avx512(&w[span], xs, k, dst),
@@ -281,7 +279,7 @@ const LANES: usize = 16;
 fn dots(kernel: Kernel, w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     match kernel {
-        // SAFETY: `matmul_t_with` checked that the CPU runs the kernel.
+        // SAFETY: `run` checked that the CPU runs the kernel.
         Kernel::Avx512 => return unsafe { x86::dots_avx512(w, xs, k, dst) },
         Kernel::Avx2 => return unsafe { x86::dots_avx2(w, xs, k, dst) },
         Kernel::Generic => {}
@@ -290,21 +288,24 @@ fn dots(kernel: Kernel, w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
     dots_generic(w, xs, k, dst)
 }
 
+/// The portable kernel for f32 and 8-bit weights (each widened as it is read).
 #[inline(always)]
-fn dots_generic(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
+fn dots_generic<T: Copy + Into<f32>>(w: &[T], xs: &[f32], k: usize, dst: &mut [f32]) {
     for (i, d) in dst.iter_mut().enumerate() {
         let x = &xs[i * k..(i + 1) * k];
         let mut acc = [0f32; LANES];
-        let (wc, wr) = w.split_at(k - k % LANES);
-        let (xc, xr) = x.split_at(k - k % LANES);
-        for (wb, xb) in wc.chunks_exact(LANES).zip(xc.chunks_exact(LANES)) {
+        let full = k - k % LANES;
+        for (wb, xb) in w[..full]
+            .chunks_exact(LANES)
+            .zip(x[..full].chunks_exact(LANES))
+        {
             for l in 0..LANES {
-                acc[l] += wb[l] * xb[l];
+                acc[l] += wb[l].into() * xb[l];
             }
         }
         let mut s: f32 = acc.iter().sum();
-        for (a, b) in wr.iter().zip(xr) {
-            s += a * b;
+        for p in full..k {
+            s += w[p].into() * x[p];
         }
         *d = s;
     }
@@ -315,7 +316,7 @@ fn dots_generic(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
 fn dots_bf16(kernel: Kernel, w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     match kernel {
-        // SAFETY: `matmul_t_with` checked that the CPU runs the kernel.
+        // SAFETY: `run` checked that the CPU runs the kernel.
         Kernel::Avx512 => return unsafe { x86::dots_bf16_avx512(w, xs, k, dst) },
         Kernel::Avx2 => return unsafe { x86::dots_bf16_avx2(w, xs, k, dst) },
         Kernel::Generic => {}
@@ -370,29 +371,7 @@ fn dots_q8(kernel: Kernel, w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
         Kernel::Generic => {}
     }
     let _ = kernel;
-    dots_q8_generic(w, xs, k, dst)
-}
-
-#[inline(always)]
-fn dots_q8_generic(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
-    for (i, d) in dst.iter_mut().enumerate() {
-        let x = &xs[i * k..(i + 1) * k];
-        let mut acc = [0f32; LANES];
-        let full = k - k % LANES;
-        for (wb, xb) in w[..full]
-            .chunks_exact(LANES)
-            .zip(x[..full].chunks_exact(LANES))
-        {
-            for l in 0..LANES {
-                acc[l] += f32::from(wb[l]) * xb[l];
-            }
-        }
-        let mut s: f32 = acc.iter().sum();
-        for p in full..k {
-            s += f32::from(w[p]) * x[p];
-        }
-        *d = s;
-    }
+    dots_generic(w, xs, k, dst)
 }
 
 /// The explicit x86-64 kernels. Each streams its weight rows once, a vector at a time, widening
@@ -636,6 +615,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::max_abs_diff;
 
     #[test]
     fn kernels_this_cpu_runs() {
@@ -674,16 +654,9 @@ mod tests {
                 );
             }
             let want = x.matmul(&back.t().unwrap()).unwrap();
-            for kernel in Kernel::available() {
+            for &kernel in Kernel::available() {
                 let got = matmul_t_q8_with(kernel, &x, &q).unwrap().unwrap();
-                let d: f32 = (got - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let d = max_abs_diff(&got, &want);
                 assert!(d < 1e-3, "{kernel:?} q8 m{m} n{n} k{k}: {d}");
             }
         }
@@ -710,57 +683,26 @@ mod tests {
             let x = Tensor::randn(0f32, 1., (m, k), &dev).unwrap();
             let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
             let want = x.matmul(&w.t().unwrap()).unwrap();
-            let got = matmul_t(&x, &w).unwrap().unwrap();
-            // Every kernel this CPU runs agrees with candle (the others are checked on the
-            // machines that have them; `kernels_this_cpu_runs` says which ran here).
-            for kernel in Kernel::available() {
-                let other = matmul_t_with(kernel, &x, &w).unwrap().unwrap();
-                let d: f32 = (other - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
-                assert!(d < 1e-3, "{kernel:?} f32 m{m} n{n} k{k}: {d}");
-                let wb = w.to_dtype(DType::BF16).unwrap();
-                let widened = x
-                    .matmul(&wb.to_dtype(DType::F32).unwrap().t().unwrap())
-                    .unwrap();
-                let other = matmul_t_with(kernel, &x, &wb).unwrap().unwrap();
-                let d: f32 = (other - &widened)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
-                assert!(d < 1e-3, "{kernel:?} bf16 m{m} n{n} k{k}: {d}");
-            }
-            let d: f32 = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert!(d < 1e-3, "f32 m{m} n{n} k{k}: {d}");
             let wb = w.to_dtype(DType::BF16).unwrap();
-            let want = x
+            let widened = x
                 .matmul(&wb.to_dtype(DType::F32).unwrap().t().unwrap())
                 .unwrap();
+            // Every kernel this CPU runs agrees with candle (the others are checked on the
+            // machines that have them; `kernels_this_cpu_runs` says which ran here).
+            for &kernel in Kernel::available() {
+                let other = matmul_t_with(kernel, &x, &w).unwrap().unwrap();
+                let d = max_abs_diff(&other, &want);
+                assert!(d < 1e-3, "{kernel:?} f32 m{m} n{n} k{k}: {d}");
+                let other = matmul_t_with(kernel, &x, &wb).unwrap().unwrap();
+                let d = max_abs_diff(&other, &widened);
+                assert!(d < 1e-3, "{kernel:?} bf16 m{m} n{n} k{k}: {d}");
+            }
+            // And so does the chosen one, through `matmul_t`.
+            let got = matmul_t(&x, &w).unwrap().unwrap();
+            let d = max_abs_diff(&got, &want);
+            assert!(d < 1e-3, "f32 m{m} n{n} k{k}: {d}");
             let got = matmul_t(&x, &wb).unwrap().unwrap();
-            let d: f32 = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d = max_abs_diff(&got, &widened);
             assert!(d < 1e-3, "bf16 m{m} n{n} k{k}: {d}");
         }
     }

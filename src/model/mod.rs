@@ -917,3 +917,17 @@ pub fn write_codes(path: &std::path::Path, codes: &Tensor) -> Result<(), ModelEr
     )
     .map_err(|e| ModelError::Invalid(e.to_string()))
 }
+
+/// Largest absolute element-wise difference of two same-shaped f32 tensors (the model's unit
+/// tests compare kernels and paths with it).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
