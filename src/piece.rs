@@ -153,6 +153,7 @@ pub fn extent(
     Ok(Extent {
         clip: clip.map(|c| c.codes(model)).transpose()?,
         window: Some(window(model.config(), window_s, stride_s)?),
+        endless: false,
     })
 }
 
@@ -183,6 +184,7 @@ mod tests {
         let extent = Extent {
             clip: Some(vec![vec![0; 25]; 2]),
             window: None,
+            endless: false,
         };
         let clip = |from_clip| ClipPrompt {
             path: PathBuf::from("c.wav"),

@@ -75,6 +75,7 @@ fn a_clip_is_encoded_and_continued_as_transformers_does() {
     let extent = Extent {
         clip: Some(codes),
         window: None,
+        ..Default::default()
     };
     for (name, scale) in [("cfg3", 3.0), ("cfg1", 1.0)] {
         let got = model
@@ -119,6 +120,7 @@ fn long_pieces_follow_the_hand_built_window_chain() {
         let extent = Extent {
             clip,
             window: Some(window),
+            ..Default::default()
         };
         let mut last = (0, 0);
         let got = model
@@ -190,6 +192,7 @@ fn bad_clips_and_windows_are_refused() {
     let extent = Extent {
         clip: Some(vec![vec![1; 15]; k]),
         window: Some(w),
+        ..Default::default()
     };
     let err = model
         .generate_piece(
@@ -210,6 +213,7 @@ fn bad_clips_and_windows_are_refused() {
         let extent = Extent {
             clip: Some(clip),
             window: None,
+            ..Default::default()
         };
         assert!(model
             .generate_piece(&["a"], &greedy(8, 3.0), &extent, None, &mut |_, _| {}, None)
@@ -465,6 +469,7 @@ fn steering_sees_the_piece_steps_across_windows_and_never_the_clip() {
             frames: 15,
             stride: 10,
         }),
+        ..Default::default()
     };
     let mut log = StepLog {
         steps: Vec::new(),
@@ -499,6 +504,7 @@ fn a_continuation_can_steer_away_from_a_negative_prompt() {
     let extent = Extent {
         clip: Some(clip.clone()),
         window: None,
+        ..Default::default()
     };
     let run = |negative: Option<&str>| {
         let options = GenerateOptions {

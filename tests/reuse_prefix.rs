@@ -216,6 +216,7 @@ fn reused_steps_after_a_clip_give_the_codes_of_a_fresh_generation() {
     let extent = baton::model::Extent {
         clip: Some(clip),
         window: None,
+        ..Default::default()
     };
     let sampled = Sampling::TopK {
         k: 50,

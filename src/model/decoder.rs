@@ -290,6 +290,7 @@ impl DecoderCache {
 
 /// Cross-attention keys/values over the (projected) text states, computed once per generation,
 /// with the additive mask that hides padded text positions.
+#[derive(Clone)]
 pub struct CrossContext {
     kv: Vec<(Tensor, Tensor)>,
     /// `None` when no row mixes text and padding: see [`Decoder::cross_context`].

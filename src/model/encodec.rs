@@ -610,27 +610,35 @@ impl Lstm {
     }
 }
 
-impl Module for Lstm {
-    /// `[batch, dim, time]` in, same out.
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+/// An LSTM's state between chunks of a sequence: `(h, c)` per layer, each `[batch, dim]`.
+type LstmState = Vec<(Tensor, Tensor)>;
+
+impl Lstm {
+    /// The zero state a sequence starts from.
+    fn start(&self, batch: usize, device: &Device) -> candle_core::Result<LstmState> {
+        let zeros = Tensor::zeros((batch, self.dim), DType::F32, device)?;
+        Ok(vec![(zeros.clone(), zeros); self.layers.len()])
+    }
+
+    /// `[batch, dim, time]` in, same out, going on from `state` and leaving it where the chunk
+    /// ends: a sequence fed in chunks gives what it gives whole.
+    fn forward_from(&self, xs: &Tensor, state: &mut LstmState) -> candle_core::Result<Tensor> {
         let (b, _, t) = xs.dims3()?;
         let input = xs.transpose(1, 2)?.contiguous()?; // [b, t, dim]
         let mut seq = input.clone();
         let h_dim = self.dim;
-        for (w_ih, w_hh, bias) in &self.layers {
+        for ((w_ih, w_hh, bias), (h, c)) in self.layers.iter().zip(state.iter_mut()) {
             // The input projection of every step at once; only the recurrence is sequential.
             let pre = seq
                 .reshape((b * t, h_dim))?
                 .matmul(w_ih)?
                 .broadcast_add(bias)?
                 .reshape((b, t, 4 * h_dim))?;
-            let mut h = Tensor::zeros((b, h_dim), DType::F32, xs.device())?;
-            let mut c = h.clone();
             let mut outs = Vec::with_capacity(t);
             for step in 0..t {
                 // One [batch, dim] x [dim, 4*dim] product per step: memory-bound, so on the
                 // CPU it takes the streaming matrix-vector path when the batch is small.
-                let recurrent = match super::gemv::matmul_t(&h, w_hh)? {
+                let recurrent = match super::gemv::matmul_t(h, w_hh)? {
                     Some(r) => r,
                     None => h.matmul(&w_hh.t()?)?,
                 };
@@ -639,13 +647,21 @@ impl Module for Lstm {
                 let f = candle_nn::ops::sigmoid(&gates.narrow(1, h_dim, h_dim)?)?;
                 let g = gates.narrow(1, 2 * h_dim, h_dim)?.tanh()?;
                 let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h_dim, h_dim)?)?;
-                c = ((f * &c)? + (i * g)?)?;
-                h = (o * c.tanh()?)?;
+                *c = ((f * &*c)? + (i * g)?)?;
+                *h = (o * c.tanh()?)?;
                 outs.push(h.clone());
             }
             seq = Tensor::stack(&outs, 1)?;
         }
         (seq + input)?.transpose(1, 2)?.contiguous()
+    }
+}
+
+impl Module for Lstm {
+    /// `[batch, dim, time]` in, same out.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let mut state = self.start(xs.dim(0)?, xs.device())?;
+        self.forward_from(xs, &mut state)
     }
 }
 
@@ -974,28 +990,246 @@ impl Encodec {
     /// Decodes `[batch, codebooks, frames]` codes (any integer dtype) to `[batch, 1, frames *
     /// hop_length]` f32 audio.
     pub fn decode(&self, codes: &Tensor) -> candle_core::Result<Tensor> {
+        let codes = self.checked_codes(codes)?;
+        let latent = self.quantizer.decode(&codes)?;
+        run(&self.decoder, &latent)
+    }
+
+    /// `codes` on the codec's device, refused when empty or outside the codebooks.
+    fn checked_codes(&self, codes: &Tensor) -> candle_core::Result<Tensor> {
         let codes = codes.to_device(&self.device)?;
         if codes.elem_count() == 0 {
             candle_core::bail!("cannot decode zero frames");
         }
-        let max = codes
-            .to_dtype(DType::I64)?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<i64>()?;
-        let min = codes
-            .to_dtype(DType::I64)?
-            .flatten_all()?
-            .min(0)?
-            .to_scalar::<i64>()?;
+        let all = codes.to_dtype(DType::I64)?.flatten_all()?;
+        let max = all.max(0)?.to_scalar::<i64>()?;
+        let min = all.min(0)?.to_scalar::<i64>()?;
         if min < 0 || max >= self.config.codebook_size as i64 {
             candle_core::bail!(
                 "codes must lie in 0..{}, got values from {min} to {max}",
                 self.config.codebook_size
             );
         }
-        let latent = self.quantizer.decode(&codes)?;
-        run(&self.decoder, &latent)
+        Ok(codes)
+    }
+}
+
+/// Decodes codes as they arrive, to the audio the whole codes decode to (see
+/// [`Encodec::decode_stream`]).
+///
+/// The decoder is a first convolution, an LSTM, then convolutions and upsampling. The
+/// convolutions look a few frames ahead and behind (they are not causal in MusicGen's codec),
+/// the LSTM only behind, through its state. So: the first convolution runs over the new frames
+/// with the context it reaches, the LSTM goes on from its state, and the rest runs over the
+/// LSTM's new frames with [`DecodeStream::context`] frames on either side, keeping only the
+/// middle. A frame becomes audio once the frames it reaches ahead have arrived (or at
+/// [`DecodeStream::finish`], with the end padding a whole decode gives).
+pub struct DecodeStream<'c> {
+    codec: &'c Encodec,
+    first: &'c Conv1d,
+    lstm: &'c Lstm,
+    rest: &'c [Layer],
+    /// Frames the first convolution reaches behind and ahead.
+    first_reach: (usize, usize),
+    /// Frames the rest reaches on either side (rounded up, plus one).
+    context: usize,
+    /// Latent frames from `latent_from` on, `[batch, hidden, n]`.
+    latent: Option<Tensor>,
+    latent_from: usize,
+    latent_len: usize,
+    lstm_state: Option<LstmState>,
+    /// LSTM outputs from `lstm_from` on; `lstm_len` of them so far.
+    lstm_out: Option<Tensor>,
+    lstm_from: usize,
+    lstm_len: usize,
+    /// Frames turned into audio so far.
+    emitted: usize,
+}
+
+/// Appends `new` to `buffer` along time.
+fn append(buffer: &mut Option<Tensor>, new: Tensor) -> candle_core::Result<()> {
+    *buffer = Some(match buffer.take() {
+        Some(old) => Tensor::cat(&[&old, &new], 2)?,
+        None => new,
+    });
+    Ok(())
+}
+
+/// Drops frames before `keep_from` from `buffer`, which starts at frame `*from`.
+fn drop_before(
+    buffer: &mut Option<Tensor>,
+    from: &mut usize,
+    keep_from: usize,
+) -> candle_core::Result<()> {
+    if let Some(t) = buffer.as_mut() {
+        let cut = keep_from.saturating_sub(*from).min(t.dim(2)?);
+        if cut > 0 {
+            *t = t.narrow(2, cut, t.dim(2)? - cut)?;
+            *from += cut;
+        }
+    }
+    Ok(())
+}
+
+impl Encodec {
+    /// A decoder that takes codes a few frames at a time (see [`DecodeStream`]).
+    pub fn decode_stream(&self) -> candle_core::Result<DecodeStream<'_>> {
+        let (Some(Layer::Conv(first)), Some(Layer::Lstm(lstm))) =
+            (self.decoder.first(), self.decoder.get(1))
+        else {
+            candle_core::bail!("the codec's decoder does not start with a convolution and an LSTM");
+        };
+        let span = (first.kernel - 1) * first.dilation;
+        if first.stride != 1 {
+            candle_core::bail!("the codec's first decoder convolution is strided");
+        }
+        let first_reach = if first.causal {
+            (span, 0)
+        } else {
+            (span - span / 2, span / 2)
+        };
+        // What the rest reaches, in LSTM frames: a convolution its span at the resolution it
+        // runs at, a transposed one two of its input steps. Counted whole on both sides, so
+        // the bound holds for causal and non-causal codecs alike.
+        let mut samples_per_frame = 1.0;
+        let mut reach = 0.0;
+        let conv_reach =
+            |c: &Conv1d, per_frame: f64| ((c.kernel - 1) * c.dilation) as f64 / per_frame;
+        for layer in &self.decoder[2..] {
+            match layer {
+                Layer::Conv(c) => reach += conv_reach(c, samples_per_frame),
+                Layer::Resnet(r) => {
+                    reach += conv_reach(&r.conv1, samples_per_frame)
+                        + conv_reach(&r.conv2, samples_per_frame)
+                        + r.shortcut
+                            .as_ref()
+                            .map_or(0.0, |c| conv_reach(c, samples_per_frame));
+                }
+                Layer::ConvTranspose(t) => {
+                    reach += 2.0 / samples_per_frame;
+                    samples_per_frame *= t.stride as f64;
+                }
+                Layer::Lstm(_) => candle_core::bail!("the codec's decoder has a second LSTM"),
+                Layer::Elu => {}
+            }
+        }
+        Ok(DecodeStream {
+            codec: self,
+            first,
+            lstm,
+            rest: &self.decoder[2..],
+            first_reach,
+            context: reach.ceil() as usize + 1,
+            latent: None,
+            latent_from: 0,
+            latent_len: 0,
+            lstm_state: None,
+            lstm_out: None,
+            lstm_from: 0,
+            lstm_len: 0,
+            emitted: 0,
+        })
+    }
+}
+
+impl DecodeStream<'_> {
+    /// Frames the upsampling part reaches on either side: how far audio lags the codes, and
+    /// how many frames each chunk decodes again for context.
+    pub fn context(&self) -> usize {
+        self.context + self.first_reach.1
+    }
+
+    /// Frames received so far.
+    pub fn frames_in(&self) -> usize {
+        self.latent_len
+    }
+
+    /// Frames turned into audio so far.
+    pub fn frames_out(&self) -> usize {
+        self.emitted
+    }
+
+    /// Takes the next codes `[batch, codebooks, frames]` and returns the audio that is now
+    /// final, `[batch, 1, samples]` (possibly zero samples).
+    pub fn push(&mut self, codes: &Tensor) -> candle_core::Result<Tensor> {
+        self.advance(Some(codes), false)
+    }
+
+    /// Ends the stream: the rest of the audio, with the end padding a whole decode uses.
+    pub fn finish(&mut self) -> candle_core::Result<Tensor> {
+        self.advance(None, true)
+    }
+
+    fn advance(&mut self, codes: Option<&Tensor>, last: bool) -> candle_core::Result<Tensor> {
+        if let Some(codes) = codes {
+            if codes.dim(2)? > 0 {
+                let latent = self
+                    .codec
+                    .quantizer
+                    .decode(&self.codec.checked_codes(codes)?)?;
+                self.latent_len += latent.dim(2)?;
+                append(&mut self.latent, latent)?;
+            }
+        }
+        let Some(latent) = self.latent.clone() else {
+            candle_core::bail!("no codes to decode");
+        };
+        let batch = latent.dim(0)?;
+        // The first convolution, for the frames whose look-ahead has arrived.
+        let ready = if last {
+            self.latent_len
+        } else {
+            self.latent_len.saturating_sub(self.first_reach.1)
+        };
+        if ready > self.lstm_len {
+            let from = self.lstm_len.saturating_sub(self.first_reach.0);
+            let window = latent
+                .narrow(2, from - self.latent_from, self.latent_len - from)?
+                .contiguous()?;
+            let out = self.first.forward(&window)?;
+            let new = out.narrow(2, self.lstm_len - from, ready - self.lstm_len)?;
+            let state = match &mut self.lstm_state {
+                Some(s) => s,
+                None => self
+                    .lstm_state
+                    .insert(self.lstm.start(batch, latent.device())?),
+            };
+            let new = self.lstm.forward_from(&new, state)?;
+            append(&mut self.lstm_out, new)?;
+            self.lstm_len = ready;
+            drop_before(
+                &mut self.latent,
+                &mut self.latent_from,
+                self.lstm_len.saturating_sub(self.first_reach.0),
+            )?;
+        }
+        // The rest, for the frames whose context on both sides is known.
+        let hop = self.codec.hop_length();
+        let ready = if last {
+            self.lstm_len
+        } else {
+            self.lstm_len.saturating_sub(self.context)
+        };
+        let (Some(lstm_out), true) = (&self.lstm_out, ready > self.emitted) else {
+            return Tensor::zeros(
+                (batch, self.codec.config.audio_channels, 0),
+                DType::F32,
+                latent.device(),
+            );
+        };
+        let from = self.emitted.saturating_sub(self.context);
+        let window = lstm_out
+            .narrow(2, from - self.lstm_from, self.lstm_len - from)?
+            .contiguous()?;
+        let audio = run(self.rest, &window)?;
+        let audio = audio.narrow(2, (self.emitted - from) * hop, (ready - self.emitted) * hop)?;
+        self.emitted = ready;
+        drop_before(
+            &mut self.lstm_out,
+            &mut self.lstm_from,
+            self.emitted.saturating_sub(self.context),
+        )?;
+        Ok(audio)
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! The whole step runs on the decoder's device, token choice and next input included; the host
 //! launches work (uploading the top-k noise, and steering offsets when a hook adds them) and
-//! reads the chosen ids once, after the last step: the loop never waits for the device.
+//! reads the chosen ids only when frames are taken (once a pass, for a whole render): the loop
+//! never waits for the device in between.
 
 use candle_core::{DType, Tensor, D};
 use rand::{Rng, SeedableRng};
@@ -283,6 +284,363 @@ fn replay_prefix(
     Ok(ids)
 }
 
+/// Ids per codebook, `[k][positions]`.
+type Rows = Vec<Vec<i64>>;
+
+/// One pass of generation that the caller steps: the decoder's KV cache, the delay pattern, the
+/// chosen ids and where the pass is. [`generate`] runs one to its end; [`super::stream`] steps
+/// them one by one, window after window, and reads the frames as they complete.
+///
+/// Frame `j` of the pass (counted after its prompt) is complete once codebook `k - 1` has chosen
+/// it, after step `j + k - 1`: the delay pattern holds a frame back `k - 1` steps.
+pub struct Generation<'a> {
+    decoder: &'a Decoder,
+    cross: CrossContext,
+    batch: usize,
+    guided: bool,
+    pad: i64,
+    first_step: usize,
+    sampling: Sampling,
+    guidance_scale: f64,
+    /// Decoder steps this pass takes.
+    steps: usize,
+    /// Prompt frames after BOS.
+    prompt_frames: usize,
+    /// Per item: its start input and its pattern.
+    built: Vec<(Rows, Rows)>,
+    fixed: Tensor,
+    fixed_ids: Tensor,
+    cache: super::decoder::DecoderCache,
+    /// The next step's input, `[rows, k, 1]`.
+    input: Tensor,
+    /// Every step's ids (pattern applied), `[batch, k, steps]` u32, on the device.
+    chosen_ids: Tensor,
+    done: usize,
+    /// New frames already handed out by [`Generation::take_frames`].
+    taken: usize,
+}
+
+impl<'a> Generation<'a> {
+    /// Starts a pass of `options.max_new_tokens` steps after the prompt (BOS, then
+    /// `inputs.prompt`'s frames, fed in one unsteered pass), replaying `inputs.prefix`'s steps
+    /// (steered by `hook` as they were) when there is one. `rngs` (one per batch item, see
+    /// [`seeded_rngs`]) move on past the replayed steps' draws.
+    pub fn new(
+        decoder: &'a Decoder,
+        inputs: &GenerationInputs,
+        options: &GenerateOptions,
+        mut hook: Option<&mut dyn ResidualHook>,
+        rngs: &mut [rand::rngs::StdRng],
+    ) -> Result<Self, ModelError> {
+        let cfg = decoder.config();
+        let k = cfg.num_codebooks;
+        let steps = options.max_new_tokens;
+        let rows = if inputs.guided {
+            2 * inputs.batch
+        } else {
+            inputs.batch
+        };
+        if rngs.len() != inputs.batch {
+            return Err(ModelError::Invalid(format!(
+                "{} sampling RNGs for a batch of {}",
+                rngs.len(),
+                inputs.batch
+            )));
+        }
+        // Per item: BOS, then the prompt's frames, per codebook.
+        let mut prompts = vec![vec![vec![inputs.bos]; k]; inputs.batch];
+        if let Some(given) = inputs.prompt {
+            let p = given
+                .first()
+                .and_then(|item| item.first())
+                .map_or(0, Vec::len);
+            let fits = given.len() == inputs.batch
+                && given
+                    .iter()
+                    .all(|item| item.len() == k && item.iter().all(|row| row.len() == p));
+            if !fits {
+                return Err(ModelError::Invalid(format!(
+                    "a prompt of codes needs {} items of {k} codebooks of one length",
+                    inputs.batch
+                )));
+            }
+            for (item, codes) in prompts.iter_mut().zip(given) {
+                for (row, frames) in item.iter_mut().zip(codes) {
+                    row.extend(frames);
+                }
+            }
+        }
+        let p = prompts[0][0].len() - 1;
+        let max_length = p + 1 + steps;
+        if p > 0 && max_length + 1 < 2 * k {
+            // Too short for the delay pattern: the prompt's codes would come back misaligned.
+            return Err(ModelError::Invalid(format!(
+                "a prompt of {p} frames and {steps} steps is too short for {k} codebooks' delay \
+                 pattern"
+            )));
+        }
+
+        let built: Vec<_> = prompts
+            .iter()
+            .map(|item| build_delay_pattern(item, inputs.pad, max_length))
+            .collect();
+        let patterns: Vec<Vec<Vec<i64>>> = built.iter().map(|(_, pat)| pat.clone()).collect();
+        let device = decoder.device();
+        // The pattern once on the device: where `fixed` `[max_length, k]` is 1 a position takes
+        // the pattern's id (`fixed_ids` `[max_length, batch, k]`: prompt codes differ between
+        // items), else the chosen token. With it, a step never waits for the device: each
+        // step's input is built there from the previous step's choice, and the chosen ids are
+        // read back only when frames are taken. Every item's pattern frees the same positions.
+        let fixed: Vec<u8> = (0..max_length)
+            .flat_map(|pos| {
+                patterns[0]
+                    .iter()
+                    .map(move |row| u8::from(row[pos] != FREE))
+            })
+            .collect();
+        let fixed_ids: Vec<u32> = (0..max_length)
+            .flat_map(|pos| {
+                patterns
+                    .iter()
+                    .flat_map(move |pat| pat.iter().map(move |row| row[pos].max(0) as u32))
+            })
+            .collect();
+        let fixed = Tensor::from_vec(fixed, (max_length, k), device)?;
+        let fixed_ids = Tensor::from_vec(fixed_ids, (max_length, inputs.batch, k), device)?;
+        // The start runs up to position p (BOS alone without a prompt): positions before p are
+        // the prompt's, fed unsteered in one pass; position p is step 0's input.
+        let start_ids: Vec<u32> = built
+            .iter()
+            .flat_map(|(start, _)| {
+                start
+                    .iter()
+                    .flat_map(|row| row[..=p].iter().map(|&id| id as u32))
+            })
+            .collect();
+        let start_ids = Tensor::from_vec(start_ids, (inputs.batch, k, p + 1), device)?;
+        let mut cache = decoder.new_cache(rows, max_length)?;
+        if p > 0 {
+            let before = both_halves(inputs.guided, start_ids.narrow(2, 0, p)?.contiguous()?)?;
+            decoder.forward(&before, Some(inputs.cross), Some(&mut cache), None, &[])?;
+        }
+        let first = start_ids.narrow(2, p, 1)?.contiguous()?;
+        let mut input = both_halves(inputs.guided, first.clone())?;
+        let chosen_ids = Tensor::zeros((inputs.batch, k, steps), DType::U32, device)?;
+
+        let reused = inputs.prefix.map_or(0, |pre| pre.steps.min(steps));
+        if let (Some(prefix), true) = (inputs.prefix, reused > 0) {
+            let ids = replay_prefix(
+                decoder,
+                inputs,
+                prefix,
+                reused,
+                &patterns,
+                p,
+                &first,
+                &mut cache,
+                hook.as_mut(),
+            )?;
+            chosen_ids.slice_set(&ids, 2, 0)?;
+            input = both_halves(inputs.guided, ids.narrow(2, reused - 1, 1)?.contiguous()?)?;
+            // The RNG continues where generating the reused steps would have left it.
+            if let Sampling::TopK { k: top_k, .. } = options.sampling {
+                let per_step = k * top_k.clamp(1, cfg.vocab_size);
+                for rng in rngs.iter_mut() {
+                    for _ in 0..reused * per_step {
+                        let _: f64 = rng.random();
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            decoder,
+            cross: inputs.cross.clone(),
+            batch: inputs.batch,
+            guided: inputs.guided,
+            pad: inputs.pad,
+            first_step: inputs.first_step,
+            sampling: options.sampling,
+            guidance_scale: options.guidance_scale,
+            steps,
+            prompt_frames: p,
+            built,
+            fixed,
+            fixed_ids,
+            cache,
+            input,
+            chosen_ids,
+            done: reused,
+            taken: 0,
+        })
+    }
+
+    /// Decoder steps this pass takes in all.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Steps taken so far (replayed ones included).
+    pub fn done(&self) -> usize {
+        self.done
+    }
+
+    /// True once every step is taken.
+    pub fn is_finished(&self) -> bool {
+        self.done >= self.steps
+    }
+
+    /// New frames this pass makes in all: its steps less the delay pattern's `k - 1`.
+    pub fn new_frames(&self) -> usize {
+        (self.steps + 1).saturating_sub(self.decoder.config().num_codebooks)
+    }
+
+    /// New frames complete so far.
+    pub fn ready_frames(&self) -> usize {
+        (self.done + 1)
+            .saturating_sub(self.decoder.config().num_codebooks)
+            .min(self.new_frames())
+    }
+
+    /// Takes the next step, steered by `hook` (asked for the piece's step `first_step + done`).
+    /// A finished pass takes no more steps.
+    pub fn step(
+        &mut self,
+        hook: Option<&mut dyn ResidualHook>,
+        rngs: &mut [rand::rngs::StdRng],
+    ) -> Result<(), ModelError> {
+        if self.is_finished() {
+            return Ok(());
+        }
+        let step = self.done;
+        let offsets = match hook {
+            Some(h) => {
+                let only_cond = h.conditional_only() && self.guided;
+                let offs = h.offsets(self.first_step + step, self.batch)?;
+                Some((offs, only_cond))
+            }
+            None => None,
+        };
+        let steer = offsets.as_ref().map(|(offs, only_cond)| BlockOffsets {
+            offsets: offs,
+            rows: only_cond.then_some(self.batch),
+        });
+        let out = self.decoder.forward(
+            &self.input,
+            Some(&self.cross),
+            Some(&mut self.cache),
+            steer.as_ref(),
+            &[],
+        )?;
+        let t = out.hidden.dim(1)?;
+        let last = out.hidden.narrow(1, t - 1, 1)?;
+        // Guidance and the token choice run on the decoder's device.
+        let logits = self.decoder.logits(&last)?.squeeze(2)?; // [rows, k, vocab], f32
+        let scores = if self.guided {
+            guide(&logits, self.batch, self.guidance_scale)?
+        } else {
+            logits
+        };
+        let chosen = match self.sampling {
+            // On ties candle's CPU argmax takes the first index, as torch does; its CUDA kernel
+            // may take another (only exact ties, likelier with half-precision logits).
+            Sampling::Greedy => scores.argmax(D::Minus1)?,
+            Sampling::TopK { k, temperature } => sample_top_k(&scores, k, temperature, rngs)?,
+        }; // [batch, k], u32
+        let shape = chosen.shape().clone();
+        let at = self.prompt_frames + step + 1;
+        let next = self
+            .fixed
+            .get(at)?
+            .broadcast_as(&shape)?
+            .where_cond(&self.fixed_ids.get(at)?, &chosen)?
+            .unsqueeze(2)?;
+        self.chosen_ids.slice_set(&next, 2, step)?;
+        self.input = both_halves(self.guided, next)?;
+        self.done += 1;
+        Ok(())
+    }
+
+    /// The new frames completed since the last call, `[batch][k][frames]` (one read from the
+    /// device).
+    pub fn take_frames(&mut self) -> Result<Vec<Vec<Vec<i64>>>, ModelError> {
+        let k = self.decoder.config().num_codebooks;
+        let (from, to) = (self.taken, self.ready_frames());
+        if to <= from {
+            return Ok(vec![vec![Vec::new(); k]; self.batch]);
+        }
+        // Frame j of codebook cb was chosen at step j + cb.
+        let ids: Vec<Vec<Vec<u32>>> = self
+            .chosen_ids
+            .narrow(2, from, to - from + k - 1)?
+            .to_vec3()?;
+        self.taken = to;
+        Ok(ids
+            .into_iter()
+            .map(|item| {
+                item.into_iter()
+                    .enumerate()
+                    .map(|(cb, row)| {
+                        row[cb..cb + to - from]
+                            .iter()
+                            .map(|&id| id as i64)
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Codes `[batch, codebooks, frames]` (i64, on the CPU) with the delay pattern undone: the
+    /// prompt's frames, then every new one. Only for a finished pass.
+    pub fn codes(&self) -> Result<Tensor, ModelError> {
+        if !self.is_finished() {
+            return Err(ModelError::Invalid(format!(
+                "the pass has taken {} of its {} steps",
+                self.done, self.steps
+            )));
+        }
+        let k = self.decoder.config().num_codebooks;
+        let p = self.prompt_frames;
+        // The stored ids already follow the pattern, so undoing it after the start (whose BOS
+        // and pads the undo drops, and whose prompt frames it keeps) is all that is left.
+        let chosen_ids: Vec<Vec<Vec<u32>>> = self.chosen_ids.to_vec3()?;
+        let frames: Vec<Vec<Vec<i64>>> = chosen_ids
+            .iter()
+            .zip(&self.built)
+            .map(|(item, (start, _))| {
+                let item: Vec<Vec<i64>> = item
+                    .iter()
+                    .zip(start)
+                    .map(|(ids, begin)| {
+                        begin[..=p]
+                            .iter()
+                            .copied()
+                            .chain(ids.iter().map(|&id| id as i64))
+                            .collect()
+                    })
+                    .collect();
+                undo_delay_pattern(&item, self.pad)
+            })
+            .collect::<Result<_, _>>()?;
+        let n = frames[0][0].len();
+        let flat: Vec<i64> = frames.into_iter().flatten().flatten().collect();
+        Ok(Tensor::from_vec(
+            flat,
+            (self.batch, k, n),
+            &candle_core::Device::Cpu,
+        )?)
+    }
+}
+
+/// `t` as both halves of a guided batch, or as it is.
+fn both_halves(guided: bool, t: Tensor) -> candle_core::Result<Tensor> {
+    if guided {
+        Tensor::cat(&[&t, &t], 0)
+    } else {
+        Ok(t)
+    }
+}
+
 /// Runs the decoder for `options.max_new_tokens` steps after the prompt (BOS, then
 /// `inputs.prompt`'s frames) and returns codes `[batch, codebooks, frames]` (i64) with the delay
 /// pattern undone: the prompt's frames, then the new ones. `rngs` (one per batch item, see
@@ -295,211 +653,24 @@ pub fn generate(
     on_step: &mut dyn FnMut(usize, usize),
     rngs: &mut [rand::rngs::StdRng],
 ) -> Result<Tensor, ModelError> {
-    let cfg = decoder.config();
-    let k = cfg.num_codebooks;
-    let steps = options.max_new_tokens;
-    let rows = if inputs.guided {
-        2 * inputs.batch
-    } else {
-        inputs.batch
-    };
-    if rngs.len() != inputs.batch {
-        return Err(ModelError::Invalid(format!(
-            "{} sampling RNGs for a batch of {}",
-            rngs.len(),
-            inputs.batch
-        )));
+    let mut pass = Generation::new(
+        decoder,
+        inputs,
+        options,
+        hook.as_mut().map(|h| &mut **h as &mut dyn ResidualHook),
+        rngs,
+    )?;
+    if pass.done() > 0 {
+        on_step(pass.done(), pass.steps());
     }
-    // Per item: BOS, then the prompt's frames, per codebook.
-    let mut prompts = vec![vec![vec![inputs.bos]; k]; inputs.batch];
-    if let Some(given) = inputs.prompt {
-        let p = given
-            .first()
-            .and_then(|item| item.first())
-            .map_or(0, Vec::len);
-        let fits = given.len() == inputs.batch
-            && given
-                .iter()
-                .all(|item| item.len() == k && item.iter().all(|row| row.len() == p));
-        if !fits {
-            return Err(ModelError::Invalid(format!(
-                "a prompt of codes needs {} items of {k} codebooks of one length",
-                inputs.batch
-            )));
-        }
-        for (item, codes) in prompts.iter_mut().zip(given) {
-            for (row, frames) in item.iter_mut().zip(codes) {
-                row.extend(frames);
-            }
-        }
-    }
-    let p = prompts[0][0].len() - 1;
-    let max_length = p + 1 + steps;
-    if p > 0 && max_length + 1 < 2 * k {
-        // Too short for the delay pattern: the prompt's codes would come back misaligned.
-        return Err(ModelError::Invalid(format!(
-            "a prompt of {p} frames and {steps} steps is too short for {k} codebooks' delay \
-             pattern"
-        )));
-    }
-
-    // Per item: (its start input, its pattern), each `[k][positions]`.
-    let built: Vec<_> = prompts
-        .iter()
-        .map(|item| build_delay_pattern(item, inputs.pad, max_length))
-        .collect();
-    let patterns: Vec<Vec<Vec<i64>>> = built.iter().map(|(_, pat)| pat.clone()).collect();
-    let device = decoder.device();
-    // The pattern once on the device: where `fixed` `[max_length, k]` is 1 a position takes the
-    // pattern's id (`fixed_ids` `[max_length, batch, k]`: prompt codes differ between items),
-    // else the chosen token. With it, the loop never waits for the device: each step's input is
-    // built there from the previous step's choice, and the chosen ids are read back once, at
-    // the end. Every item's pattern frees the same positions.
-    let fixed: Vec<u8> = (0..max_length)
-        .flat_map(|pos| {
-            patterns[0]
-                .iter()
-                .map(move |row| u8::from(row[pos] != FREE))
-        })
-        .collect();
-    let fixed_ids: Vec<u32> = (0..max_length)
-        .flat_map(|pos| {
-            patterns
-                .iter()
-                .flat_map(move |pat| pat.iter().map(move |row| row[pos].max(0) as u32))
-        })
-        .collect();
-    let fixed = Tensor::from_vec(fixed, (max_length, k), device)?;
-    let fixed_ids = Tensor::from_vec(fixed_ids, (max_length, inputs.batch, k), device)?;
-    // The start runs up to position p (BOS alone without a prompt): positions before p are the
-    // prompt's, fed unsteered in one pass; position p is step 0's input.
-    let start_ids: Vec<u32> = built
-        .iter()
-        .flat_map(|(start, _)| {
-            start
-                .iter()
-                .flat_map(|row| row[..=p].iter().map(|&id| id as u32))
-        })
-        .collect();
-    let start_ids = Tensor::from_vec(start_ids, (inputs.batch, k, p + 1), device)?;
-    let both_halves = |t: Tensor| -> candle_core::Result<Tensor> {
-        if inputs.guided {
-            Tensor::cat(&[&t, &t], 0)
-        } else {
-            Ok(t)
-        }
-    };
-    let mut cache = decoder.new_cache(rows, max_length)?;
-    if p > 0 {
-        let before = both_halves(start_ids.narrow(2, 0, p)?.contiguous()?)?;
-        decoder.forward(&before, Some(inputs.cross), Some(&mut cache), None, &[])?;
-    }
-    let first = start_ids.narrow(2, p, 1)?.contiguous()?;
-    let mut codes = both_halves(first.clone())?;
-    let chosen_ids = Tensor::zeros((inputs.batch, k, steps), DType::U32, device)?;
-
-    let reused = inputs.prefix.map_or(0, |pre| pre.steps.min(steps));
-    if let (Some(prefix), true) = (inputs.prefix, reused > 0) {
-        let ids = replay_prefix(
-            decoder,
-            inputs,
-            prefix,
-            reused,
-            &patterns,
-            p,
-            &first,
-            &mut cache,
-            hook.as_mut(),
+    while !pass.is_finished() {
+        pass.step(
+            hook.as_mut().map(|h| &mut **h as &mut dyn ResidualHook),
+            rngs,
         )?;
-        chosen_ids.slice_set(&ids, 2, 0)?;
-        codes = both_halves(ids.narrow(2, reused - 1, 1)?.contiguous()?)?;
-        // The RNG continues where generating the reused steps would have left it.
-        if let Sampling::TopK { k: top_k, .. } = options.sampling {
-            let per_step = k * top_k.clamp(1, cfg.vocab_size);
-            for rng in rngs.iter_mut() {
-                for _ in 0..reused * per_step {
-                    let _: f64 = rng.random();
-                }
-            }
-        }
-        on_step(reused, steps);
+        on_step(pass.done(), pass.steps());
     }
-
-    for step in reused..steps {
-        let offsets = match hook.as_mut() {
-            Some(h) => {
-                let only_cond = h.conditional_only() && inputs.guided;
-                let offs = h.offsets(inputs.first_step + step, inputs.batch)?;
-                Some((offs, only_cond))
-            }
-            None => None,
-        };
-        let steer = offsets.as_ref().map(|(offs, only_cond)| BlockOffsets {
-            offsets: offs,
-            rows: only_cond.then_some(inputs.batch),
-        });
-        let out = decoder.forward(
-            &codes,
-            Some(inputs.cross),
-            Some(&mut cache),
-            steer.as_ref(),
-            &[],
-        )?;
-        let t = out.hidden.dim(1)?;
-        let last = out.hidden.narrow(1, t - 1, 1)?;
-        // Guidance and the token choice run on the decoder's device.
-        let logits = decoder.logits(&last)?.squeeze(2)?; // [rows, k, vocab], f32
-        let scores = if inputs.guided {
-            guide(&logits, inputs.batch, options.guidance_scale)?
-        } else {
-            logits
-        };
-        let chosen = match options.sampling {
-            // On ties candle's CPU argmax takes the first index, as torch does; its CUDA kernel
-            // may take another (only exact ties, likelier with half-precision logits).
-            Sampling::Greedy => scores.argmax(D::Minus1)?,
-            Sampling::TopK { k, temperature } => sample_top_k(&scores, k, temperature, rngs)?,
-        }; // [batch, k], u32
-        let shape = chosen.shape().clone();
-        let at = p + step + 1;
-        let next = fixed
-            .get(at)?
-            .broadcast_as(&shape)?
-            .where_cond(&fixed_ids.get(at)?, &chosen)?
-            .unsqueeze(2)?;
-        chosen_ids.slice_set(&next, 2, step)?;
-        codes = both_halves(next)?;
-        on_step(step + 1, steps);
-    }
-
-    // The stored ids already follow the pattern, so undoing it after the start (whose BOS and
-    // pads the undo drops, and whose prompt frames it keeps) is all that is left.
-    let chosen_ids: Vec<Vec<Vec<u32>>> = chosen_ids.to_vec3()?;
-    let frames: Vec<Vec<Vec<i64>>> = chosen_ids
-        .iter()
-        .zip(&built)
-        .map(|(item, (start, _))| {
-            let item: Vec<Vec<i64>> = item
-                .iter()
-                .zip(start)
-                .map(|(ids, begin)| {
-                    begin[..=p]
-                        .iter()
-                        .copied()
-                        .chain(ids.iter().map(|&id| id as i64))
-                        .collect()
-                })
-                .collect();
-            undo_delay_pattern(&item, inputs.pad)
-        })
-        .collect::<Result<_, _>>()?;
-    let n = frames[0][0].len();
-    let flat: Vec<i64> = frames.into_iter().flatten().flatten().collect();
-    Ok(Tensor::from_vec(
-        flat,
-        (inputs.batch, k, n),
-        &candle_core::Device::Cpu,
-    )?)
+    pass.codes()
 }
 
 #[cfg(test)]

@@ -37,12 +37,14 @@ pub mod gemv;
 pub mod generate;
 pub mod hook;
 pub mod load;
+pub mod stream;
 pub mod t5;
 pub mod text;
 
 pub use config::{ConfigError, DecoderConfig, GenerationDefaults, MusicGenConfig};
 pub use generate::Prefix;
 pub use hook::ResidualHook;
+pub use stream::PieceStream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -151,6 +153,9 @@ pub struct Extent {
     pub clip: Option<Vec<Vec<i64>>>,
     /// `None`: the piece is one pass, and must fit the model's positions.
     pub window: Option<Window>,
+    /// The piece never ends (a live performance stops it): `max_new_tokens` is not read, and
+    /// a window is needed.
+    pub endless: bool,
 }
 
 /// One pass of a piece: its prompt (a run of the piece's frames so far) and what it adds.
@@ -168,33 +173,7 @@ pub struct Pass {
 /// window, else the first window from the clip and each next one prompted with the last
 /// `frames - stride` frames of the one before.
 pub fn passes(clip_frames: usize, new_frames: usize, window: Option<Window>) -> Vec<Pass> {
-    let Some(w) = window else {
-        return vec![Pass {
-            prompt_from: 0,
-            prompt_len: clip_frames,
-            new: new_frames,
-        }];
-    };
-    let mut out = Vec::new();
-    let (mut from, mut len, mut done) = (0, clip_frames, 0);
-    while done < new_frames || out.is_empty() {
-        let new = (new_frames - done).min(w.frames.saturating_sub(len));
-        if new == 0 {
-            break;
-        }
-        out.push(Pass {
-            prompt_from: from,
-            prompt_len: len,
-            new,
-        });
-        done += new;
-        // The window just made ends at the piece's end: the next keeps its last frames - stride.
-        let end = from + len + new;
-        let kept = (len + new).saturating_sub(w.stride);
-        from = end - kept;
-        len = kept;
-    }
-    out
+    stream::Passes::new(clip_frames, Some(new_frames), window).collect()
 }
 
 /// Refuses a negative prompt that is empty, or that guidance cannot use (a scale of 1 or less):
@@ -508,6 +487,11 @@ impl MusicGen {
                 )));
             }
         }
+        if extent.endless && extent.window.is_none() {
+            return Err(ModelError::Invalid(
+                "an endless piece needs a window to move on in".into(),
+            ));
+        }
         if let Some(w) = extent.window {
             self.check_window(w)?;
             if clip >= w.frames {
@@ -520,8 +504,9 @@ impl MusicGen {
         }
         let (lo, hi) = (self.min_new_tokens(), self.max_new_tokens_limit());
         let one_pass_limit = hi.saturating_sub(clip);
-        if options.max_new_tokens < lo
-            || (extent.window.is_none() && options.max_new_tokens > one_pass_limit)
+        if !extent.endless
+            && (options.max_new_tokens < lo
+                || (extent.window.is_none() && options.max_new_tokens > one_pass_limit))
         {
             return Err(ModelError::Invalid(format!(
                 "max_new_tokens must be within {lo}..={one_pass_limit} for this model{}, got {}",
@@ -598,7 +583,8 @@ impl MusicGen {
         self.generate_piece(prompts, options, &Extent::default(), hook, on_step, prefix)
     }
 
-    /// The one generation loop: `options.max_new_tokens` steps after the extent's clip (none:
+    /// A whole piece at once, by running a [`PieceStream`] (the one generation loop) to its
+    /// end: `options.max_new_tokens` steps after the extent's clip (none:
     /// from BOS), in one pass or window by window ([`passes`]), reusing an earlier generation's
     /// first steps when `prefix` says so. The steering hook sees the piece's steps (each window
     /// asks for its own from where the piece is), and the sampler's RNG and the gates go on
@@ -614,7 +600,36 @@ impl MusicGen {
         on_step: &mut dyn FnMut(usize, usize),
         prefix: Option<&Prefix>,
     ) -> Result<Codes, ModelError> {
-        self.check_options(prompts, options, extent)?;
+        if extent.endless {
+            return Err(ModelError::Invalid(
+                "an endless piece has no whole to return: step a PieceStream instead".into(),
+            ));
+        }
+        let mut stream = PieceStream::new(
+            self,
+            prompts,
+            options,
+            extent,
+            hook.as_mut().map(|h| &mut **h as &mut dyn ResidualHook),
+            prefix,
+        )?;
+        let total = stream.total_steps().unwrap_or(0);
+        if stream.steps_done() > 0 {
+            on_step(stream.steps_done(), total);
+        }
+        while stream.step(hook.as_mut().map(|h| &mut **h as &mut dyn ResidualHook))? {
+            on_step(stream.steps_done(), total);
+        }
+        stream.codes()
+    }
+
+    /// Text conditioning for a generation: the cross-attention context of the prompts (and
+    /// with guidance, of the unconditional rows after them), and whether guidance is on.
+    fn cross_context(
+        &self,
+        prompts: &[&str],
+        options: &GenerateOptions,
+    ) -> Result<(decoder::CrossContext, bool), ModelError> {
         // HF: guidance is on only for scales above 1; the unconditional rows see zero text
         // states and an all-zero mask, or here the negative prompt's.
         let guided = options.guidance_scale > 1.0;
@@ -634,66 +649,13 @@ impl MusicGen {
             }
             (_, false) => self.text_states(prompts)?,
         };
-        let cross = self.decoder.cross_context(&states, &mask)?;
-        let k = self.num_codebooks();
-        let clip = extent.clip.clone().unwrap_or_else(|| vec![Vec::new(); k]);
-        let plan = self.piece_passes(extent, options.max_new_tokens);
-        let pass_steps = self.pass_steps(extent, options.max_new_tokens);
-        let total_steps: usize = pass_steps.iter().sum();
-        let mut piece = vec![clip; prompts.len()];
-        let mut rngs = generate::seeded_rngs(options.seed, prompts.len());
-        let (mut steps_before, mut frames_before) = (0, 0);
-        for (i, (pass, &steps)) in plan.iter().zip(&pass_steps).enumerate() {
-            let prompt: Vec<Vec<Vec<i64>>> = piece
-                .iter()
-                .map(|item| {
-                    item.iter()
-                        .map(|row| {
-                            row[pass.prompt_from..pass.prompt_from + pass.prompt_len].to_vec()
-                        })
-                        .collect()
-                })
-                .collect();
-            let inputs = generate::GenerationInputs {
-                cross: &cross,
-                batch: prompts.len(),
-                guided,
-                pad: self.pad,
-                bos: self.bos,
-                // Earlier steps are reused only where that generation started: the first pass.
-                prefix: if i == 0 { prefix } else { None },
-                prompt: (pass.prompt_len > 0).then_some(prompt.as_slice()),
-                first_step: frames_before,
-            };
-            let pass_options = GenerateOptions {
-                max_new_tokens: steps,
-                ..options.clone()
-            };
-            let mut pass_step = |done: usize, _: usize| on_step(steps_before + done, total_steps);
-            let codes = generate::generate(
-                &self.decoder,
-                &inputs,
-                &pass_options,
-                hook.as_mut().map(|h| &mut **h as &mut dyn ResidualHook),
-                &mut pass_step,
-                &mut rngs,
-            )?;
-            let codes: Vec<Vec<Vec<i64>>> = codes.to_vec3()?;
-            for (item, got) in piece.iter_mut().zip(codes) {
-                for (row, ids) in item.iter_mut().zip(got) {
-                    row.extend_from_slice(&ids[pass.prompt_len..]);
-                }
-            }
-            steps_before += steps;
-            frames_before += pass.new;
-        }
-        let frames = piece[0][0].len();
-        let flat: Vec<i64> = piece.into_iter().flatten().flatten().collect();
-        Ok(Tensor::from_vec(
-            flat,
-            (prompts.len(), k, frames),
-            &Device::Cpu,
-        )?)
+        Ok((self.decoder.cross_context(&states, &mask)?, guided))
+    }
+
+    /// New frames `max_new_tokens` decoder steps make in one pass (the delay pattern holds
+    /// back `codebooks - 1`).
+    pub fn new_frames(&self, max_new_tokens: usize) -> usize {
+        (max_new_tokens + 1).saturating_sub(self.num_codebooks())
     }
 
     /// The passes of a piece of `max_new_tokens` steps after the extent's clip (see
@@ -703,8 +665,7 @@ impl MusicGen {
             .clip
             .as_ref()
             .map_or(0, |c| c.first().map_or(0, Vec::len));
-        let new_frames = (max_new_tokens + 1).saturating_sub(self.num_codebooks());
-        passes(clip, new_frames, extent.window)
+        passes(clip, self.new_frames(max_new_tokens), extent.window)
     }
 
     /// The decoder steps of each pass of such a piece: its new frames plus the delay pattern's
@@ -741,6 +702,15 @@ impl MusicGen {
     pub fn decode(&self, codes: &Codes) -> Result<Vec<Vec<f32>>, ModelError> {
         self.check_codes(codes, false)?;
         self.parts.decode(codes)
+    }
+
+    /// A decoder for codes that arrive a few frames at a time, as a [`PieceStream`] hands them
+    /// out: its audio equals [`MusicGen::decode`]'s of the whole codes.
+    pub fn decode_stream(&self) -> Result<stream::AudioStream<'_>, ModelError> {
+        Ok(stream::AudioStream::new(
+            self.parts.codec().decode_stream()?,
+            self.num_codebooks(),
+        ))
     }
 
     /// Encodes mono audio at [`MusicGen::sample_rate`] to codes `[1, codebooks, frames]`.
@@ -883,6 +853,10 @@ mod parts {
             let mask = batch.mask_tensor(&self.device)?;
             let states = self.t5.forward(&ids, &mask)?;
             Ok((states, mask))
+        }
+
+        pub fn codec(&self) -> &Encodec {
+            &self.codec
         }
 
         pub fn decode(&self, codes: &Tensor) -> Result<Vec<Vec<f32>>, ModelError> {
