@@ -210,17 +210,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if output_target(path)? == OutputTarget::Stream {
         return stream_into(path, bytes);
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file path"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let tmp = temp_sibling(path)?;
     track_in_flight(&tmp);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -233,6 +223,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     untrack_in_flight(&tmp);
     result
+}
+
+/// The temporary file `path` is written through: `.NAME.PID.tmp` in the same folder, so the
+/// rename into place stays on one file system.
+pub fn temp_sibling(path: &Path) -> std::io::Result<PathBuf> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file path"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    Ok(dir.join(tmp_name))
 }
 
 /// Writes `bytes` into a pipe or character device that is already there ([`OutputTarget::Stream`]).

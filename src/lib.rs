@@ -16,8 +16,10 @@
 pub mod audio;
 pub mod concepts;
 pub mod files;
+pub mod interrupt;
 pub mod live;
 pub mod model;
+pub mod perform;
 pub mod piece;
 pub mod probe;
 pub mod progress;

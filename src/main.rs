@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Generate music from a text prompt or a Rhai recipe, and write WAV files.
     Render(cli::render::RenderArgs),
+    /// Play a prompt while it is generated (through aplay, paplay, pw-cat, play or ffplay),
+    /// optionally without end (--seconds inf) and into a file as well.
+    Play(cli::play::PlayArgs),
     /// Re-run a recipe on every save: failed runs keep the last good files, unchanged pieces
     /// are not rendered again.
     Watch(cli::watch::WatchArgs),
@@ -50,13 +53,19 @@ fn main() -> miette::Result<()> {
     let cli = Cli::parse();
     // Ctrl-C (or a kill) mid-write must not leave `.NAME.PID.tmp` or staged files behind: the
     // handler deletes what is in flight, then ends the run as the signal would have (130).
+    // Work that listens (a performance finishing its file) is asked to stop first.
     let _ = ctrlc::set_handler(|| {
+        if baton::interrupt::on_signal() {
+            eprintln!("\nstopping (Ctrl-C again to quit at once)");
+            return;
+        }
         baton::files::remove_in_flight();
         eprintln!("interrupted");
         std::process::exit(130);
     });
     match cli.command {
         Command::Render(args) => cli::render::run(args),
+        Command::Play(args) => cli::play::run(args),
         Command::Watch(args) => cli::watch::run(args),
         Command::Repl(args) => cli::repl::run(args),
         Command::Eval(args) => cli::eval::run(args),

@@ -6,9 +6,11 @@
 pub mod play;
 pub mod resample;
 pub mod spectrum;
+pub mod stream;
 pub mod wav;
 
 pub use resample::resample;
+pub use stream::WavStream;
 pub use wav::{read_wav_mono, write_atomic, write_wav, AudioError, SampleFormat};
 
 use std::ops::Range;

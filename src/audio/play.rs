@@ -16,6 +16,15 @@ const KNOWN_PLAYERS: &[&str] = &[
     "ffplay -nodisp -autoexit -loglevel quiet {}",
 ];
 
+/// Players tried in order for a stream on stdin (`baton play`): the same programs, reading `-`.
+const KNOWN_STREAM_PLAYERS: &[&str] = &[
+    "paplay",
+    "aplay -q -",
+    "pw-cat -p -",
+    "play -q -t wav -",
+    "ffplay -nodisp -autoexit -loglevel quiet -i -",
+];
+
 /// A player command: a program and its arguments, where `{}` stands for the file (appended when
 /// absent). Arguments are split on whitespace, never passed to a shell.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,14 +45,39 @@ impl Player {
         Ok(Player { words })
     }
 
+    /// Parses a command that plays a WAV stream on its stdin (`"aplay -q -"`); a `{}` in it
+    /// stands for `-`, and nothing is appended.
+    pub fn parse_streaming(template: &str) -> Result<Player, String> {
+        let words: Vec<String> = template
+            .split_whitespace()
+            .map(|w| w.replace("{}", "-"))
+            .collect();
+        if words.is_empty() {
+            return Err("the player command is empty".into());
+        }
+        Ok(Player { words })
+    }
+
     /// The first of the usual players found on `PATH`.
     pub fn find() -> Result<Player, String> {
-        KNOWN_PLAYERS
+        Self::find_in(KNOWN_PLAYERS, Player::parse)
+    }
+
+    /// The first of the usual players found on `PATH`, reading stdin.
+    pub fn find_streaming() -> Result<Player, String> {
+        Self::find_in(KNOWN_STREAM_PLAYERS, Player::parse_streaming)
+    }
+
+    fn find_in(
+        known: &[&str],
+        parse: fn(&str) -> Result<Player, String>,
+    ) -> Result<Player, String> {
+        known
             .iter()
-            .filter_map(|t| Player::parse(t).ok())
+            .filter_map(|t| parse(t).ok())
             .find(|p| on_path(&p.words[0]))
             .ok_or_else(|| {
-                let tried: Vec<&str> = KNOWN_PLAYERS
+                let tried: Vec<&str> = known
                     .iter()
                     .filter_map(|t| t.split_whitespace().next())
                     .collect();
@@ -52,6 +86,21 @@ impl Player {
                     tried.join(", ")
                 )
             })
+    }
+
+    /// Starts the player with a pipe on its stdin (what [`Player::parse_streaming`] parses).
+    pub fn spawn_streaming(&self) -> Result<Child, String> {
+        let mut cmd = Command::new(&self.words[0]);
+        cmd.args(&self.words[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("the player program {:?} was not found", self.words[0])
+            } else {
+                format!("cannot start the player {:?}: {e}", self.words[0])
+            }
+        })
     }
 
     /// The command that plays `file`.

@@ -8,6 +8,7 @@ pub mod generation;
 pub mod info;
 pub mod library;
 pub mod output;
+pub mod play;
 pub mod recipe;
 pub mod render;
 pub mod repl;

@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use baton::audio::{write_wav, SampleFormat};
 use baton::model::{write_codes, Extent, GenerateOptions, MusicGen};
-use baton::piece::{plan_for, steps_for_seconds};
+use baton::piece::plan_for;
 use baton::progress::GenerationProgress;
 use clap::Args;
 
 use super::common::{load_model, model_config, ModelArgs};
-use super::generation::{check_seconds, plan_hook, ExtentArgs, SamplingArgs, SteerArgs};
+use super::generation::{plan_hook, ExtentArgs, SamplingArgs, SteerArgs};
 use super::output::check_output;
+use super::play::{check_seconds_or_inf, hook_steps, length, run_performance, Outputs};
 use super::recipe::RecipePaths;
 
 /// Arguments of `baton render`.
@@ -24,7 +25,8 @@ pub struct RenderArgs {
     #[arg(long)]
     pub prompt: Vec<String>,
     /// Length of the new music in seconds (after --continue's clip); longer than one --window,
-    /// it is generated window by window [default: 10].
+    /// it is generated window by window; `inf` goes on until Ctrl-C (with --out - or a file
+    /// that is whole when stopped) [default: 10].
     #[arg(long, conflicts_with = "max_new_tokens", allow_negative_numbers = true)]
     pub seconds: Option<f64>,
     /// Decoder steps after the prompt, with Hugging Face's meaning (new frames + codebooks - 1).
@@ -32,7 +34,8 @@ pub struct RenderArgs {
     pub max_new_tokens: Option<usize>,
     #[command(flatten)]
     pub extent: ExtentArgs,
-    /// Output WAV file (a stem or folder for a batch).
+    /// Output WAV file (a stem or folder for a batch); `-` streams one piece to stdout as it is
+    /// generated (lengths left open, as on any pipe: `| aplay`, `| ffplay -`, `| sox`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[command(flatten)]
@@ -68,7 +71,27 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
         return Err(miette::miette!("--prompt number {} is empty", i + 1));
     }
     if let Some(s) = args.seconds {
-        check_seconds(s)?;
+        check_seconds_or_inf(s)?;
+    }
+    let to_stdout = args.out.as_deref() == Some(Path::new("-"));
+    let endless = args.seconds == Some(f64::INFINITY);
+    if to_stdout || endless {
+        if args.prompt.len() > 1 {
+            return Err(miette::miette!(
+                "--out - and --seconds inf stream one piece: give one --prompt"
+            ));
+        }
+        if args.save_codes.is_some() {
+            return Err(miette::miette!(
+                "--save-codes needs the whole piece: not with --out - or --seconds inf"
+            ));
+        }
+        if endless && args.out.is_none() {
+            return Err(miette::miette!(
+                "--seconds inf never ends by itself: give --out - (a stream) or --out FILE \
+                 (whole when Ctrl-C stops it)"
+            ));
+        }
     }
     if args.max_new_tokens == Some(0) {
         return Err(miette::miette!("--max-new-tokens must be at least 1"));
@@ -89,7 +112,14 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     }
     let n = args.prompt.len();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
-    let wavs = OutputPlan::new(&out, n, "wav")?;
+    let wavs = if to_stdout {
+        OutputPlan {
+            files: Vec::new(),
+            new_folder: None,
+        }
+    } else {
+        OutputPlan::new(&out, n, "wav")?
+    };
     let codes_paths = args
         .save_codes
         .as_ref()
@@ -107,10 +137,10 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     }
     let max_new_tokens = match args.max_new_tokens {
         Some(t) => t,
-        None => steps_for_seconds(&model, args.seconds.unwrap_or(10.0))
-            .map_err(|e| miette::miette!("{e}"))?,
+        None => length(&model, args.seconds.unwrap_or(10.0))?.0,
     };
-    let extent = args.extent.extent(&model, clip.as_ref())?;
+    let mut extent = args.extent.extent(&model, clip.as_ref())?;
+    extent.endless = endless;
     let plan = plan_for(&plan, clip.as_ref(), &extent, model.frame_rate());
     let options = args.sampling.options(max_new_tokens, args.seed);
     let prompts: Vec<&str> = args.prompt.iter().map(String::as_str).collect();
@@ -118,6 +148,25 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     wavs.create_folder()?;
     if let Some(c) = &codes_paths {
         c.create_folder()?;
+    }
+    if to_stdout || endless {
+        let mut hook = plan_hook(&model, &plan, hook_steps(&model, max_new_tokens, endless)?)?;
+        let outputs = Outputs {
+            stdout: to_stdout,
+            file: wavs.files.first().cloned(),
+            player: None,
+            format: SampleFormat::from_pcm16_flag(args.pcm16),
+        };
+        run_performance(
+            &model,
+            prompts[0],
+            &options,
+            &extent,
+            hook.as_mut()
+                .map(|h| h.as_mut() as &mut dyn baton::model::ResidualHook),
+            outputs,
+        )?;
+        return Ok(());
     }
     let started = Instant::now();
     let mut hook = plan_hook(&model, &plan, max_new_tokens)?;

@@ -1,0 +1,281 @@
+//! `baton play`: hear a prompt while it is generated, and the streaming outputs `render` shares
+//! with it (`--out -`, `--seconds inf`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::audio::play::Player;
+use baton::audio::SampleFormat;
+use baton::model::{Extent, GenerateOptions, MusicGen, ResidualHook};
+use baton::perform::{
+    perform, Buffering, PlayEvent, PlayerSink, Progress, Report, Sink, WavFile, WavOut,
+    DEFAULT_CHUNK_FRAMES,
+};
+use baton::piece::{plan_for, steps_for_seconds};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::common::{load_model, model_config, ModelArgs};
+use super::generation::{plan_hook, ExtentArgs, SamplingArgs, SteerArgs};
+use super::output::check_output;
+use super::recipe::RecipePaths;
+
+/// Arguments of `baton play`.
+#[derive(Args, Debug)]
+pub struct PlayArgs {
+    /// Text prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// Seconds of music, or `inf` for a piece that goes on window after window until Ctrl-C.
+    #[arg(long, default_value = "30", allow_negative_numbers = true)]
+    pub seconds: f64,
+    #[command(flatten)]
+    pub extent: ExtentArgs,
+    /// Player command reading a WAV stream on stdin, e.g. "aplay -q -" or "ffplay -nodisp
+    /// -autoexit -i -" [default: the first of paplay, aplay, pw-cat, play, ffplay on PATH].
+    #[arg(long)]
+    pub player: Option<String>,
+    /// Also write what is played to this WAV file (whole even when stopped with Ctrl-C).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seconds to buffer before playing [default: worked out from the generation speed, so
+    /// that a finite piece plays through without a gap].
+    #[arg(long, value_name = "S")]
+    pub buffer: Option<f64>,
+    /// Seconds of audio generated ahead of what is heard, once playing: how late a steering
+    /// change is heard at most.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    pub ahead: f64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Seed of the sampling RNG.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Send 16-bit PCM instead of 32-bit float (for players that take no float WAV).
+    #[arg(long)]
+    pub pcm16: bool,
+    #[command(flatten)]
+    pub steering: SteerArgs,
+    #[command(flatten)]
+    pub paths: RecipePaths,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Steering schedules of an endless piece are worked out this far ahead (an hour); past it the
+/// piece plays on unsteered.
+const ENDLESS_STEER_HORIZON_S: f64 = 3600.0;
+
+/// Where a performance's audio goes.
+pub struct Outputs {
+    /// A WAV stream on stdout (`--out -`).
+    pub stdout: bool,
+    /// A WAV file, whole whenever the piece stops.
+    pub file: Option<PathBuf>,
+    /// A player reading stdin, and how it buffers.
+    pub player: Option<(Player, Buffering)>,
+    /// Sample format of every output.
+    pub format: SampleFormat,
+}
+
+/// The piece's length: decoder steps, or endless (`--seconds inf`).
+pub fn length(model: &MusicGen, seconds: f64) -> miette::Result<(usize, bool)> {
+    if seconds == f64::INFINITY {
+        return Ok((0, true));
+    }
+    let steps = steps_for_seconds(model, seconds).map_err(|e| miette::miette!("{e}"))?;
+    Ok((steps, false))
+}
+
+/// Refuses a `--seconds` that is neither a positive number nor `inf`.
+pub fn check_seconds_or_inf(seconds: f64) -> miette::Result<()> {
+    if seconds == f64::INFINITY {
+        return Ok(());
+    }
+    super::generation::check_seconds(seconds)
+}
+
+/// Generates `prompt` into `outputs` as it is made, showing speed against real time and the
+/// buffer, until the piece ends or Ctrl-C stops it (the files are finished either way).
+pub fn run_performance(
+    model: &MusicGen,
+    prompt: &str,
+    options: &GenerateOptions,
+    extent: &Extent,
+    hook: Option<&mut dyn ResidualHook>,
+    outputs: Outputs,
+) -> miette::Result<Report> {
+    let rate = model.sample_rate();
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let status = ProgressBar::new_spinner();
+    status.set_style(
+        ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    status.enable_steady_tick(Duration::from_millis(200));
+    if let Some((player, buffering)) = &outputs.player {
+        let bar = status.clone();
+        let events = Arc::new(move |event: PlayEvent| {
+            let line = match event {
+                PlayEvent::Started { buffered_s, speed } => format!(
+                    "playing ({buffered_s:.1} s buffered, generating at {speed:.2}x real time)"
+                ),
+                PlayEvent::CannotKeepUp { speed, buffered_s } => format!(
+                    "warning: generating at {speed:.2}x real time, slower than playback: with \
+                     {buffered_s:.1} s buffered the music will stop now and then (a faster \
+                     --dtype, a GPU, or --buffer S for a longer start)"
+                ),
+                PlayEvent::Underrun { at_s, gap_s } => {
+                    format!("underrun at {at_s:.1} s: {gap_s:.2} s without sound")
+                }
+            };
+            bar.suspend(|| eprintln!("{line}"));
+        });
+        sinks.push(Box::new(
+            PlayerSink::start(player, rate, outputs.format, *buffering, events)
+                .map_err(|e| miette::miette!("{e}"))?,
+        ));
+    }
+    if outputs.stdout {
+        let out = WavOut::new("stdout", std::io::stdout(), rate, outputs.format)
+            .map_err(|e| miette::miette!("{e}"))?;
+        sinks.push(Box::new(out));
+    }
+    if let Some(path) = &outputs.file {
+        let file =
+            WavFile::create(path, rate, outputs.format).map_err(|e| miette::miette!("{e}"))?;
+        sinks.push(Box::new(file));
+    }
+    // Ctrl-C stops the piece at the next step, and the outputs are finished.
+    let listening = baton::interrupt::listen();
+    let mut should_stop = baton::interrupt::requested;
+    let frame_rate = model.frame_rate();
+    let mut shown = std::time::Instant::now();
+    let mut on_progress = |p: &Progress| {
+        if shown.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        shown = std::time::Instant::now();
+        let speed = p.steps_per_s();
+        status.set_message(format!(
+            "{} steps, {speed:.1} steps/s ({:.2}x real time), {:.1} s of audio out{}",
+            match p.total_steps {
+                Some(t) => format!("{}/{t}", p.steps),
+                None => p.steps.to_string(),
+            },
+            speed / frame_rate,
+            p.audio_s,
+            if p.total_steps.is_none() {
+                ", Ctrl-C ends it"
+            } else {
+                ""
+            }
+        ));
+    };
+    let mut all: Vec<&mut dyn Sink> = sinks.iter_mut().map(|s| s.as_mut() as _).collect();
+    let report = perform(
+        model,
+        prompt,
+        options,
+        extent,
+        hook,
+        &mut all,
+        DEFAULT_CHUNK_FRAMES,
+        &mut should_stop,
+        &mut on_progress,
+    );
+    drop(all);
+    drop(sinks);
+    drop(listening);
+    status.finish_and_clear();
+    let report = report.map_err(|e| miette::miette!("{e}"))?;
+    eprintln!(
+        "{} {:.1} s of audio in {:.1} s ({:.1} steps/s, {:.2}x real time; first audio after \
+         {:.2} s){}",
+        if report.stopped {
+            "stopped after"
+        } else {
+            "made"
+        },
+        report.audio_s,
+        report.elapsed_s,
+        report.steps as f64 / report.elapsed_s.max(1e-9),
+        report.steps as f64 / report.elapsed_s.max(1e-9) / frame_rate,
+        report.first_audio_s.unwrap_or(0.0),
+        match &outputs.file {
+            Some(f) => format!(", wrote {}", f.display()),
+            None => String::new(),
+        }
+    );
+    Ok(report)
+}
+
+/// Runs `baton play`.
+pub fn run(args: PlayArgs) -> miette::Result<()> {
+    if args.prompt.trim().is_empty() {
+        return Err(miette::miette!("--prompt is empty"));
+    }
+    check_seconds_or_inf(args.seconds)?;
+    for (flag, value) in [("--buffer", args.buffer), ("--ahead", Some(args.ahead))] {
+        if let Some(v) = value.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(miette::miette!(
+                "{flag} must be a number of seconds, 0 or more, got {v}"
+            ));
+        }
+    }
+    args.sampling.check()?;
+    let player = match &args.player {
+        Some(p) => Player::parse_streaming(p),
+        None => Player::find_streaming(),
+    }
+    .map_err(|e| miette::miette!("{e}"))?;
+    if let Some(out) = &args.out {
+        check_output(out)?;
+    }
+    let plan = args.steering.plan(args.seed, &args.paths.library, None)?;
+    let (_, config) = model_config(&args.model.model)?;
+    let clip = args.extent.check(&config)?;
+    let model = load_model(&args.model)?;
+    if let Some(w) = model
+        .prompt_warning(&args.prompt)
+        .map_err(|e| miette::miette!("{e}"))?
+    {
+        eprintln!("warning: --prompt: {w}");
+    }
+    let (steps, endless) = length(&model, args.seconds)?;
+    let mut extent = args.extent.extent(&model, clip.as_ref())?;
+    extent.endless = endless;
+    let plan = plan_for(&plan, clip.as_ref(), &extent, model.frame_rate());
+    let mut hook = plan_hook(&model, &plan, hook_steps(&model, steps, endless)?)?;
+    let options = args.sampling.options(steps, args.seed);
+    let buffering = Buffering {
+        piece_s: (!endless).then_some(args.seconds),
+        fixed_s: args.buffer,
+        max_ahead_s: args.ahead,
+    };
+    let outputs = Outputs {
+        stdout: false,
+        file: args.out.clone(),
+        player: Some((player, buffering)),
+        format: SampleFormat::from_pcm16_flag(args.pcm16),
+    };
+    run_performance(
+        &model,
+        &args.prompt,
+        &options,
+        &extent,
+        hook.as_mut().map(|h| h.as_mut() as &mut dyn ResidualHook),
+        outputs,
+    )?;
+    Ok(())
+}
+
+/// The steering hook's horizon for a piece of `steps` decoder steps, or an endless one.
+pub fn hook_steps(model: &MusicGen, steps: usize, endless: bool) -> miette::Result<usize> {
+    if endless {
+        steps_for_seconds(model, ENDLESS_STEER_HORIZON_S).map_err(|e| miette::miette!("{e}"))
+    } else {
+        Ok(steps)
+    }
+}

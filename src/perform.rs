@@ -1,0 +1,640 @@
+//! A performance: a piece generated, decoded and sent out while it is made, to any number of
+//! [`Sink`]s: a WAV stream on stdout ([`WavOut`]), a file that is valid whenever the piece stops
+//! ([`WavFile`]), a player program reading stdin ([`PlayerSink`], with its own buffer and
+//! underrun reports).
+//!
+//! [`perform`] is a [`PieceStream`] and an [`AudioStream`] in one loop: every few frames
+//! (`chunk_frames`) the new frames are decoded and the audio that is final goes out, so the
+//! first sound leaves after a few steps, not after the piece. The steering hook is asked at
+//! every step, so a hook whose plan changes while it plays (the REPL's, a MIDI knob's) is
+//! heard from the next frames on.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::audio::play::Player;
+use crate::audio::{SampleFormat, WavStream};
+use crate::files::{move_into_place, temp_sibling, track_in_flight, untrack_in_flight};
+use crate::model::{Extent, GenerateOptions, ModelError, MusicGen, PieceStream, ResidualHook};
+
+/// Errors of a performance.
+#[derive(Debug, thiserror::Error)]
+pub enum PerformError {
+    /// Generating or decoding failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// An output could not be written.
+    #[error("cannot write {what}: {source}")]
+    Write {
+        /// Which output.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The player could not be started or stopped early.
+    #[error("{0}")]
+    Player(String),
+}
+
+/// Where a performance's audio goes.
+pub trait Sink {
+    /// Takes the next samples (mono, at the model's rate).
+    fn write(&mut self, samples: &[f32]) -> Result<(), PerformError>;
+    /// The piece is over: it ended, or was `stopped` early.
+    fn finish(&mut self, stopped: bool) -> Result<(), PerformError>;
+}
+
+/// How a performance is going, after each step.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Decoder steps taken.
+    pub steps: usize,
+    /// Steps of the whole piece; `None` when endless.
+    pub total_steps: Option<usize>,
+    /// Seconds of audio sent out.
+    pub audio_s: f64,
+    /// Seconds since the performance started.
+    pub elapsed_s: f64,
+}
+
+impl Progress {
+    /// Decoder steps per second so far.
+    pub fn steps_per_s(&self) -> f64 {
+        self.steps as f64 / self.elapsed_s.max(1e-9)
+    }
+}
+
+/// What a performance did.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// Decoder steps taken.
+    pub steps: usize,
+    /// Seconds of audio sent out.
+    pub audio_s: f64,
+    /// Seconds it took, text encoding included.
+    pub elapsed_s: f64,
+    /// Seconds from the start until the first audio went out (`None`: none did).
+    pub first_audio_s: Option<f64>,
+    /// Whether it was stopped before the piece's end.
+    pub stopped: bool,
+}
+
+/// Frames decoded at once by default: 0.2 s at MusicGen's 50 frames per second, so the
+/// codec's context (a few frames either side) costs little.
+pub const DEFAULT_CHUNK_FRAMES: usize = 10;
+
+/// Generates `prompt` as `options` and `extent` say (an endless extent runs until
+/// `should_stop`), sending its audio to every sink as it becomes final. `should_stop` is asked
+/// before each step; `on_progress` hears after it. Every sink is finished, also after an error
+/// or a stop, so files are left whole.
+#[allow(clippy::too_many_arguments)]
+pub fn perform(
+    model: &MusicGen,
+    prompt: &str,
+    options: &GenerateOptions,
+    extent: &Extent,
+    mut hook: Option<&mut dyn ResidualHook>,
+    sinks: &mut [&mut dyn Sink],
+    chunk_frames: usize,
+    should_stop: &mut dyn FnMut() -> bool,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Report, PerformError> {
+    let start = Instant::now();
+    let rate = model.sample_rate() as f64;
+    let mut report = Report {
+        steps: 0,
+        audio_s: 0.0,
+        elapsed_s: 0.0,
+        first_audio_s: None,
+        stopped: false,
+    };
+    let mut send = |samples: &[f32], report: &mut Report| -> Result<(), PerformError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        for sink in sinks.iter_mut() {
+            sink.write(samples)?;
+        }
+        report.audio_s += samples.len() as f64 / rate;
+        report
+            .first_audio_s
+            .get_or_insert(start.elapsed().as_secs_f64());
+        Ok(())
+    };
+    let result = (|| -> Result<(), PerformError> {
+        let mut stream = PieceStream::new(
+            model,
+            &[prompt],
+            options,
+            extent,
+            hook.as_mut().map(|h| &mut **h as &mut dyn ResidualHook),
+            None,
+        )?;
+        let mut audio = model.decode_stream()?;
+        let mut pushed = 0;
+        loop {
+            if should_stop() {
+                report.stopped = true;
+                break;
+            }
+            let more = stream.step(hook.as_mut().map(|h| &mut **h as &mut dyn ResidualHook))?;
+            report.steps = stream.steps_done();
+            if !more || stream.frames_done() - stream.frames_taken() >= chunk_frames.max(1) {
+                let frames = stream.take_frames()?;
+                pushed += frames[0][0].len();
+                send(&audio.push(&frames)?[0], &mut report)?;
+            }
+            on_progress(&Progress {
+                steps: report.steps,
+                total_steps: stream.total_steps(),
+                audio_s: report.audio_s,
+                elapsed_s: start.elapsed().as_secs_f64(),
+            });
+            if !more {
+                break;
+            }
+        }
+        let frames = stream.take_frames()?;
+        pushed += frames[0][0].len();
+        if pushed > 0 {
+            send(&audio.push(&frames)?[0], &mut report)?;
+            send(&audio.finish()?[0], &mut report)?;
+        }
+        Ok(())
+    })();
+    // Every sink ends, whatever happened: the first error is the one reported.
+    let mut finished = Ok(());
+    for sink in sinks.iter_mut() {
+        let r = sink.finish(report.stopped || result.is_err());
+        if finished.is_ok() {
+            finished = r;
+        }
+    }
+    result?;
+    finished?;
+    report.elapsed_s = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// A WAV stream into any writer (stdout for `--out -`), lengths left open.
+pub struct WavOut<W: Write> {
+    what: String,
+    stream: WavStream<W>,
+}
+
+impl<W: Write> WavOut<W> {
+    /// Starts the stream (writes the header); `what` names the output in errors.
+    pub fn new(
+        what: &str,
+        out: W,
+        sample_rate: u32,
+        format: SampleFormat,
+    ) -> Result<Self, PerformError> {
+        let stream =
+            WavStream::start(out, sample_rate, format).map_err(|source| PerformError::Write {
+                what: what.to_string(),
+                source,
+            })?;
+        Ok(WavOut {
+            what: what.to_string(),
+            stream,
+        })
+    }
+}
+
+impl<W: Write> Sink for WavOut<W> {
+    fn write(&mut self, samples: &[f32]) -> Result<(), PerformError> {
+        self.stream
+            .write(samples)
+            .map_err(|source| PerformError::Write {
+                what: self.what.clone(),
+                source,
+            })
+    }
+
+    fn finish(&mut self, _stopped: bool) -> Result<(), PerformError> {
+        Ok(())
+    }
+}
+
+/// A WAV file written while the piece plays: into a temporary sibling, put in place with its
+/// lengths set when the piece ends or is stopped, so the file is always whole.
+pub struct WavFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    stream: Option<WavStream<File>>,
+}
+
+impl WavFile {
+    /// Starts writing `path` (through its temporary sibling).
+    pub fn create(
+        path: &Path,
+        sample_rate: u32,
+        format: SampleFormat,
+    ) -> Result<Self, PerformError> {
+        let err = |source| PerformError::Write {
+            what: path.display().to_string(),
+            source,
+        };
+        let tmp = temp_sibling(path).map_err(err)?;
+        track_in_flight(&tmp);
+        let stream = File::create(&tmp)
+            .and_then(|f| WavStream::start(f, sample_rate, format))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                untrack_in_flight(&tmp);
+                err(e)
+            })?;
+        Ok(WavFile {
+            path: path.to_path_buf(),
+            tmp,
+            stream: Some(stream),
+        })
+    }
+
+    fn error(&self, source: std::io::Error) -> PerformError {
+        PerformError::Write {
+            what: self.path.display().to_string(),
+            source,
+        }
+    }
+}
+
+impl Sink for WavFile {
+    fn write(&mut self, samples: &[f32]) -> Result<(), PerformError> {
+        match &mut self.stream {
+            Some(s) => s.write(samples).map_err(|e| self.error(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&mut self, _stopped: bool) -> Result<(), PerformError> {
+        let Some(stream) = self.stream.take() else {
+            return Ok(());
+        };
+        let result = stream
+            .close_file()
+            .and_then(|()| move_into_place(&self.tmp, &self.path));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        untrack_in_flight(&self.tmp);
+        result.map_err(|e| self.error(e))
+    }
+}
+
+impl Drop for WavFile {
+    fn drop(&mut self) {
+        if self.stream.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+            untrack_in_flight(&self.tmp);
+        }
+    }
+}
+
+/// What a [`PlayerSink`] tells about its playback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlayEvent {
+    /// Playback began with `buffered_s` seconds of audio ready, audio arriving at `speed`
+    /// times real time.
+    Started {
+        /// Seconds buffered when it began.
+        buffered_s: f64,
+        /// Audio seconds generated per wall-clock second.
+        speed: f64,
+    },
+    /// Generation is slower than real time and the piece is endless (or the buffer was set
+    /// too small): playback will stall now and then.
+    CannotKeepUp {
+        /// Audio seconds generated per wall-clock second.
+        speed: f64,
+        /// Seconds buffered when playback began.
+        buffered_s: f64,
+    },
+    /// The player ran out of audio at `at_s` seconds into the piece and waited `gap_s`.
+    Underrun {
+        /// Where in the piece.
+        at_s: f64,
+        /// How long there was nothing to play.
+        gap_s: f64,
+    },
+}
+
+/// How a [`PlayerSink`] buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct Buffering {
+    /// Seconds of the whole piece (`None`: endless), to work out the buffer that plays it
+    /// through.
+    pub piece_s: Option<f64>,
+    /// Seconds to buffer before playing, instead of working it out.
+    pub fixed_s: Option<f64>,
+    /// Seconds of audio allowed ahead of what is heard once playing: the control latency.
+    pub max_ahead_s: f64,
+}
+
+/// The least buffered before playback starts: covers the player's start and a chunk's jitter.
+const MIN_BUFFER_S: f64 = 0.5;
+
+impl Buffering {
+    /// Seconds to buffer before playing, with `arrived_s` seconds of audio arrived at `speed`
+    /// times real time: all of what is left would otherwise arrive late (a piece of `T`
+    /// seconds at speed `r < 1` needs `T (1 - r)` in hand), with a tenth more for the speed's
+    /// wobble. `None` when no buffer plays an endless piece through.
+    pub fn needed_s(&self, speed: f64) -> Option<f64> {
+        if let Some(fixed) = self.fixed_s {
+            return Some(fixed.max(0.0));
+        }
+        if speed >= 1.05 {
+            return Some(MIN_BUFFER_S);
+        }
+        let piece = self.piece_s?;
+        Some((piece * (1.0 - speed) * 1.1).max(MIN_BUFFER_S))
+    }
+}
+
+enum Msg {
+    Audio(Vec<f32>),
+    End { stopped: bool },
+}
+
+/// State the generating side reads to hold back (the buffer ahead of the ear).
+struct Shared {
+    /// Samples handed to the player so far, and when playback began (none yet: `u64::MAX`
+    /// nanoseconds after `origin`).
+    written: AtomicU64,
+    queued: AtomicU64,
+    started_ns: AtomicU64,
+    origin: Instant,
+}
+
+impl Shared {
+    fn ahead_s(&self, rate: f64) -> Option<f64> {
+        let started = self.started_ns.load(Ordering::SeqCst);
+        if started == u64::MAX {
+            return None;
+        }
+        let played =
+            (self.origin.elapsed().as_nanos() as u64).saturating_sub(started) as f64 * 1e-9;
+        let have = (self.written.load(Ordering::SeqCst) + self.queued.load(Ordering::SeqCst))
+            as f64
+            / rate;
+        Some(have - played)
+    }
+}
+
+/// Plays while generating through a player program that reads a WAV stream on stdin (aplay,
+/// paplay, pw-cat, ffplay, sox's play). It buffers before it starts as [`Buffering`] says,
+/// holds generation back to `max_ahead_s` once playing, and reports each underrun.
+pub struct PlayerSink {
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+    shared: Arc<Shared>,
+    rate: f64,
+    max_ahead_s: f64,
+}
+
+impl PlayerSink {
+    /// Starts `player` and its feeding thread; `events` hears what playback does.
+    pub fn start(
+        player: &Player,
+        sample_rate: u32,
+        format: SampleFormat,
+        buffering: Buffering,
+        events: Arc<dyn Fn(PlayEvent) + Send + Sync>,
+    ) -> Result<Self, PerformError> {
+        let child = player.spawn_streaming().map_err(PerformError::Player)?;
+        let (tx, rx) = mpsc::sync_channel(4096);
+        let shared = Arc::new(Shared {
+            written: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            started_ns: AtomicU64::new(u64::MAX),
+            origin: Instant::now(),
+        });
+        let feeder = Feeder {
+            rx,
+            child,
+            shared: shared.clone(),
+            rate: sample_rate as f64,
+            format,
+            buffering,
+            events,
+        };
+        let thread = std::thread::spawn(move || feeder.run());
+        Ok(PlayerSink {
+            tx: Some(tx),
+            thread: Some(thread),
+            shared,
+            rate: sample_rate as f64,
+            max_ahead_s: buffering.max_ahead_s,
+        })
+    }
+
+    /// Seconds of audio handed over but not yet heard (`None` before playback starts).
+    pub fn ahead_s(&self) -> Option<f64> {
+        self.shared.ahead_s(self.rate)
+    }
+
+    fn send(&mut self, msg: Msg) -> Result<(), PerformError> {
+        let gone = || PerformError::Player("the player stopped".into());
+        let tx = self.tx.as_ref().ok_or_else(gone)?;
+        if tx.send(msg).is_ok() {
+            return Ok(());
+        }
+        // The feeder ended early: its error says why.
+        Err(match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => PerformError::Player(e),
+            _ => gone(),
+        })
+    }
+}
+
+impl Sink for PlayerSink {
+    fn write(&mut self, samples: &[f32]) -> Result<(), PerformError> {
+        // Once playing, generation waits while more than max_ahead_s is in hand: a change of
+        // steering is heard that much later at most.
+        while self.ahead_s().is_some_and(|ahead| ahead > self.max_ahead_s) {
+            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.shared
+            .queued
+            .fetch_add(samples.len() as u64, Ordering::SeqCst);
+        self.send(Msg::Audio(samples.to_vec()))
+    }
+
+    fn finish(&mut self, stopped: bool) -> Result<(), PerformError> {
+        let sent = self.send(Msg::End { stopped });
+        self.tx = None;
+        let joined = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r.map_err(PerformError::Player),
+            Some(Err(_)) => Err(PerformError::Player("the player thread failed".into())),
+            None => Ok(()),
+        };
+        joined.and(sent.or(Ok(())))
+    }
+}
+
+/// The thread between the generation and the player.
+struct Feeder {
+    rx: Receiver<Msg>,
+    child: Child,
+    shared: Arc<Shared>,
+    rate: f64,
+    format: SampleFormat,
+    buffering: Buffering,
+    events: Arc<dyn Fn(PlayEvent) + Send + Sync>,
+}
+
+/// Wall time playback is allowed to run ahead of the audio before a gap counts as an underrun
+/// (the player's own buffer hides less than this).
+const UNDERRUN_SLACK_S: f64 = 0.05;
+
+impl Feeder {
+    fn run(mut self) -> Result<(), String> {
+        let stdin = self
+            .child
+            .stdin
+            .take()
+            .ok_or_else(|| "the player has no stdin".to_string())?;
+        let result = self.feed(stdin);
+        let status = self.child.wait();
+        result?;
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("the player ended with {s}")),
+            Err(e) => Err(format!("the player could not be waited for: {e}")),
+        }
+    }
+
+    fn feed(&mut self, stdin: ChildStdin) -> Result<(), String> {
+        let broke = |e: std::io::Error| format!("the player stopped reading: {e}");
+        let mut out = Some(WavStream::start(stdin, self.rate as u32, self.format).map_err(broke)?);
+        let mut waiting: VecDeque<Vec<f32>> = VecDeque::new();
+        let mut buffered = 0usize;
+        let mut first_arrival: Option<Instant> = None;
+        // Once playing: when it began, and the gaps the player waited through.
+        let mut playing: Option<(Instant, f64)> = None;
+        let mut written = 0usize;
+        loop {
+            let msg = self.rx.recv().unwrap_or(Msg::End { stopped: true });
+            let (ended, stopped) = match msg {
+                Msg::Audio(samples) => {
+                    first_arrival.get_or_insert_with(Instant::now);
+                    buffered += samples.len();
+                    waiting.push_back(samples);
+                    (false, false)
+                }
+                Msg::End { stopped } => (true, stopped),
+            };
+            if stopped {
+                // Stopped: silence now, not after the buffer.
+                let _ = self.child.kill();
+                return Ok(());
+            }
+            if playing.is_none() {
+                let arrived_s = buffered as f64 / self.rate;
+                let wall = first_arrival.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                // The speed is judged on at least a second of either kind.
+                let judged = wall >= 1.0 || arrived_s >= 1.0;
+                let speed = if wall > 0.0 {
+                    arrived_s / wall
+                } else {
+                    f64::INFINITY
+                };
+                let start = ended
+                    || (judged
+                        && match self.buffering.needed_s(speed) {
+                            Some(need) => arrived_s >= need,
+                            None => {
+                                let buffer = 2.0_f64.max(MIN_BUFFER_S);
+                                if arrived_s >= buffer {
+                                    (self.events)(PlayEvent::CannotKeepUp {
+                                        speed,
+                                        buffered_s: arrived_s,
+                                    });
+                                }
+                                arrived_s >= buffer
+                            }
+                        });
+                if start {
+                    (self.events)(PlayEvent::Started {
+                        buffered_s: arrived_s,
+                        speed,
+                    });
+                    let now = Instant::now();
+                    self.shared.started_ns.store(
+                        now.duration_since(self.shared.origin).as_nanos() as u64,
+                        Ordering::SeqCst,
+                    );
+                    playing = Some((now, 0.0));
+                }
+            }
+            if let Some((began, gaps)) = &mut playing {
+                while let Some(samples) = waiting.pop_front() {
+                    let heard_s = began.elapsed().as_secs_f64() - *gaps;
+                    let have_s = written as f64 / self.rate;
+                    if heard_s > have_s + UNDERRUN_SLACK_S {
+                        let gap_s = heard_s - have_s;
+                        *gaps += gap_s;
+                        (self.events)(PlayEvent::Underrun {
+                            at_s: have_s,
+                            gap_s,
+                        });
+                        // The clock the generator reads moves on by the gap too.
+                        self.shared
+                            .started_ns
+                            .fetch_add((gap_s * 1e9) as u64, Ordering::SeqCst);
+                    }
+                    if let Some(o) = out.as_mut() {
+                        o.write(&samples).map_err(broke)?;
+                    }
+                    written += samples.len();
+                    self.shared
+                        .queued
+                        .fetch_sub(samples.len() as u64, Ordering::SeqCst);
+                    self.shared.written.store(written as u64, Ordering::SeqCst);
+                }
+            }
+            if ended {
+                // Closing stdin tells the player the stream is over; it plays what it holds.
+                drop(out.take());
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buffer_plays_a_slow_piece_through() {
+        let b = Buffering {
+            piece_s: Some(30.0),
+            fixed_s: None,
+            max_ahead_s: 1.0,
+        };
+        assert_eq!(b.needed_s(2.0), Some(MIN_BUFFER_S));
+        // At half real time, 30 s need 15 s in hand (and a tenth more).
+        assert!((b.needed_s(0.5).unwrap() - 16.5).abs() < 1e-9);
+        let endless = Buffering { piece_s: None, ..b };
+        assert_eq!(endless.needed_s(0.5), None);
+        assert_eq!(endless.needed_s(1.5), Some(MIN_BUFFER_S));
+        let fixed = Buffering {
+            fixed_s: Some(3.0),
+            ..endless
+        };
+        assert_eq!(fixed.needed_s(0.1), Some(3.0));
+    }
+}
