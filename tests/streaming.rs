@@ -332,3 +332,129 @@ fn audio_decoded_as_frames_arrive_equals_the_whole_decode() {
         }
     }
 }
+
+/// Records, for each write, how many steps had been taken.
+struct Recorder {
+    steps_at_write: Vec<usize>,
+    samples: Vec<f32>,
+    finished: Option<bool>,
+    steps: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl baton::perform::Sink for Recorder {
+    fn write(&mut self, samples: &[f32]) -> Result<(), baton::perform::PerformError> {
+        self.steps_at_write.push(self.steps.get());
+        self.samples.extend_from_slice(samples);
+        Ok(())
+    }
+
+    fn finish(&mut self, stopped: bool) -> Result<(), baton::perform::PerformError> {
+        self.finished = Some(stopped);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_performance_sends_audio_before_the_piece_is_generated_and_equals_the_render() {
+    let model = tiny("tiny-a");
+    let k = model.num_codebooks();
+    let opts = options(100 + k - 1, TOP_K);
+    let extent = Extent {
+        window: Some(Window {
+            frames: 40,
+            stride: 25,
+        }),
+        ..Default::default()
+    };
+    let steps = std::rc::Rc::new(std::cell::Cell::new(0));
+    let mut sink = Recorder {
+        steps_at_write: Vec::new(),
+        samples: Vec::new(),
+        finished: None,
+        steps: steps.clone(),
+    };
+    let report = baton::perform::perform(
+        &model,
+        "a",
+        &opts,
+        &extent,
+        None,
+        &mut [&mut sink],
+        10,
+        &mut || false,
+        &mut |p| steps.set(p.steps),
+    )
+    .unwrap();
+    let codes = model
+        .generate_piece(&["a"], &opts, &extent, None, &mut |_, _| {}, None)
+        .unwrap();
+    let whole = model.decode(&codes).unwrap().remove(0);
+    assert_eq!(sink.samples.len(), whole.len());
+    let err = sink
+        .samples
+        .iter()
+        .zip(&whole)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err < 1e-4, "{err}");
+    let total = report.steps;
+    assert_eq!(
+        total,
+        model
+            .pass_steps(&extent, opts.max_new_tokens)
+            .iter()
+            .sum::<usize>()
+    );
+    // The first audio left after a chunk and the codec's look-ahead, long before the end.
+    let first = sink.steps_at_write[0];
+    assert!(
+        first < total / 4,
+        "first audio after {first} of {total} steps"
+    );
+    assert!(sink.steps_at_write.len() > 5);
+    assert_eq!(sink.finished, Some(false));
+    assert!(!report.stopped);
+}
+
+#[test]
+fn a_stopped_performance_finishes_its_sinks() {
+    let model = tiny("tiny-a");
+    let extent = Extent {
+        window: Some(Window {
+            frames: 40,
+            stride: 25,
+        }),
+        endless: true,
+        ..Default::default()
+    };
+    let steps = std::rc::Rc::new(std::cell::Cell::new(0));
+    let mut sink = Recorder {
+        steps_at_write: Vec::new(),
+        samples: Vec::new(),
+        finished: None,
+        steps: steps.clone(),
+    };
+    let mut asked = 0;
+    let report = baton::perform::perform(
+        &model,
+        "a",
+        &options(0, TOP_K),
+        &extent,
+        None,
+        &mut [&mut sink],
+        10,
+        &mut || {
+            asked += 1;
+            asked > 300
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(report.stopped);
+    assert_eq!(report.steps, 300);
+    assert_eq!(sink.finished, Some(true));
+    // Everything generated was decoded and sent, the last frames included.
+    let frames = sink.samples.len() / model.samples_per_frame();
+    assert_eq!(sink.samples.len() % model.samples_per_frame(), 0);
+    assert!(frames > 200, "{frames}");
+}
