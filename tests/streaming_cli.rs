@@ -222,3 +222,77 @@ fn ctrl_c_ends_an_endless_piece_with_a_whole_file() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("endless.wav")]);
 }
+
+#[cfg(unix)]
+#[test]
+fn the_repl_plays_in_the_background_and_steers_the_piece_while_it_plays() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("heard.wav");
+    let player = scripted_player(dir.path(), &heard);
+    let direction = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/steer-direction.safetensors");
+    let input = format!(
+        "let p = piece(\"a\", 4).seed(3);\n\
+         play(p, #{{keep: \"kept.wav\"}});\n\
+         play(p.steer(direction(\"{}\"), 8.0));\n\
+         print(playing());\n\
+         wait();\n\
+         play(piece(\"a\", 4).seed(3), #{{keep: \"unsteered.wav\"}});\n\
+         wait()\n",
+        direction.display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["repl", "--history", "none", "--player"])
+        .arg(&player)
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--model")
+        .arg(tiny_a())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // play returned at once (the next lines ran while it played), and the second play of the
+    // same piece steered it instead of starting it again.
+    assert!(stdout.contains("playing \"a\" for 4 s"), "{stdout}");
+    assert!(stdout.contains("steering changed from step"), "{stdout}");
+    assert!(stdout.contains("playing: "), "{stdout}");
+    assert!(stdout.contains("stopped: 4.0 s of audio"), "{stdout}");
+    // The whole piece was played and kept, and it is not the unsteered piece.
+    let (kept, _) = baton::audio::read_wav_mono(&dir.path().join("kept.wav")).unwrap();
+    assert_eq!(kept.len(), 4 * 32000);
+    let plain = dir.path().join("plain.wav");
+    let rendered = baton(&[
+        "render",
+        "--prompt",
+        "a",
+        "--seconds",
+        "4",
+        "--seed",
+        "3",
+        "--out",
+        path_str(&plain),
+    ]);
+    assert!(rendered.status.success());
+    let (plain, _) = baton::audio::read_wav_mono(&plain).unwrap();
+    let (unsteered, _) = baton::audio::read_wav_mono(&dir.path().join("unsteered.wav")).unwrap();
+    assert!(
+        unsteered == plain,
+        "played unsteered, the piece is not the render"
+    );
+    // The player heard the last piece played, whole.
+    assert!(samples(&std::fs::read(&heard).unwrap()) == unsteered);
+    assert!(plain != kept, "the steering change was not heard");
+}

@@ -109,6 +109,16 @@ impl PlayArgs {
         };
         Ok(Some(Playback::new(player)))
     }
+
+    /// The player for pieces played while they are generated (`play(...)`, `watch --live`):
+    /// --player reading `-` for its file, or `None` to find one when a piece plays.
+    pub fn stream_player(&self) -> miette::Result<Option<Player>> {
+        self.player
+            .as_deref()
+            .map(Player::parse_streaming)
+            .transpose()
+            .map_err(|e| miette::miette!("--player: {e}"))
+    }
 }
 
 /// Where recipes find directions, where and how much they may write: shared by every verb that

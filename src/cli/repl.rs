@@ -101,7 +101,10 @@ fn show(reply: Reply) -> bool {
 /// Runs `baton repl` until `:quit` or end of input.
 pub fn run(args: ReplArgs) -> miette::Result<()> {
     let options = args.flags.options()?;
-    let renderer = args.flags.renderer()?;
+    let mut renderer = args.flags.renderer()?;
+    if let Some(player) = args.play.stream_player()? {
+        renderer = renderer.with_player(player);
+    }
     let session = Session::new(
         &recipe_dir(args.recipe.as_deref()),
         options,

@@ -18,6 +18,17 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 pub struct WatchArgs {
     /// The Rhai recipe to run on every save.
     pub recipe: PathBuf,
+    /// Play the first piece the recipe renders while it is generated, instead of writing it;
+    /// each save then changes the playing piece's steering (a broken save keeps it playing on
+    /// the last good steering). A save that changes more than steering starts the piece again.
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: play window after window until Ctrl-C, not the piece's seconds.
+    #[arg(long, requires = "live")]
+    pub forever: bool,
+    /// With --live: seconds over which a saved change of steering moves in (0: at once).
+    #[arg(long, requires = "live", value_name = "S", default_value_t = 0.0)]
+    pub ramp: f64,
     #[command(flatten)]
     pub play: PlayArgs,
     #[command(flatten)]
@@ -44,9 +55,28 @@ pub fn run(args: WatchArgs) -> miette::Result<()> {
     if !args.recipe.is_file() {
         return Err(miette::miette!("no recipe file {}", args.recipe.display()));
     }
-    let options = args.flags.options()?;
-    let playback = args.play.playback()?;
-    let live = Live::new(&args.recipe, options, args.flags.renderer()?);
+    let mut options = args.flags.options()?;
+    if !(args.ramp.is_finite() && args.ramp >= 0.0) {
+        return Err(miette::miette!(
+            "--ramp must be 0 s or more, got {}",
+            args.ramp
+        ));
+    }
+    let mut renderer = args.flags.renderer()?;
+    let playback = if args.live {
+        options.live = Some(baton::script::PlayOptions {
+            forever: args.forever,
+            ramp_s: args.ramp,
+            keep: None,
+        });
+        if let Some(player) = args.play.stream_player()? {
+            renderer = renderer.with_player(player);
+        }
+        None
+    } else {
+        args.play.playback()?
+    };
+    let live = Live::new(&args.recipe, options, renderer);
     eprintln!(
         "watching {} (Ctrl-C to stop); files go to {}",
         args.recipe.display(),

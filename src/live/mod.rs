@@ -210,6 +210,28 @@ impl<R: Renderer> Renderer for Staged<R> {
         Ok(Rendered::Staged)
     }
 
+    fn play(
+        &mut self,
+        request: &RenderRequest,
+        play: &crate::script::PlayOptions,
+        curves: &mut CurveSampler<'_>,
+    ) -> Result<String, String> {
+        // Playing is not a file: nothing to stage.
+        self.inner.play(request, play, curves)
+    }
+
+    fn stop(&mut self) -> Result<String, String> {
+        self.inner.stop()
+    }
+
+    fn wait(&mut self) -> Result<String, String> {
+        self.inner.wait()
+    }
+
+    fn playing(&mut self) -> Option<String> {
+        self.inner.playing()
+    }
+
     fn frame_rate(&mut self, model: &str) -> Result<f64, String> {
         self.inner.frame_rate(model)
     }

@@ -69,6 +69,18 @@ pub struct RenderRequest {
     pub out: PathBuf,
 }
 
+/// How a piece is played live (see [`Renderer::play`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlayOptions {
+    /// Play window after window until stopped, instead of the piece's seconds.
+    pub forever: bool,
+    /// Seconds over which a steering change moves from the old steering to the new (0: at
+    /// once).
+    pub ramp_s: f64,
+    /// A file that keeps what is played (already checked against the sandbox rules).
+    pub keep: Option<PathBuf>,
+}
+
 /// Samples the user functions (`curve(|t| ...)`) inside a plan's schedules: `(id, t) -> value`.
 pub type CurveSampler<'a> = dyn FnMut(usize, f64) -> Result<f64, String> + 'a;
 
@@ -96,6 +108,35 @@ pub trait Renderer: Send {
     /// Decoder steps per second of audio for `model` (what plans are sampled at).
     fn frame_rate(&mut self, _model: &str) -> Result<f64, String> {
         Ok(crate::steer::schedule::PAPER_FRAME_RATE)
+    }
+
+    /// Plays a piece in the background while it is generated and returns at once. When the
+    /// piece playing now differs from `request` only in its steering, it is not restarted: it
+    /// takes the new steering from its next frames (ramping over `play.ramp_s`). Returns a line
+    /// for the user.
+    fn play(
+        &mut self,
+        _request: &RenderRequest,
+        _play: &PlayOptions,
+        _curves: &mut CurveSampler<'_>,
+    ) -> Result<String, String> {
+        Err("playing needs a model and a player (the REPL, or baton watch --live)".into())
+    }
+
+    /// Stops the piece playing; returns what it did.
+    fn stop(&mut self) -> Result<String, String> {
+        Err("nothing is playing".into())
+    }
+
+    /// Waits until the piece playing ends (Ctrl-C ends the wait and the piece); returns what
+    /// it did.
+    fn wait(&mut self) -> Result<String, String> {
+        Err("nothing is playing".into())
+    }
+
+    /// How the playing piece goes (`None`: nothing plays).
+    fn playing(&mut self) -> Option<String> {
+        None
     }
 
     /// Whether `path` is a file this run has rendered but not yet put in place (watch mode):
@@ -132,6 +173,27 @@ impl<R: Renderer> Renderer for Arc<Mutex<R>> {
 
     fn frame_rate(&mut self, model: &str) -> Result<f64, String> {
         lock(self)?.frame_rate(model)
+    }
+
+    fn play(
+        &mut self,
+        request: &RenderRequest,
+        play: &PlayOptions,
+        curves: &mut CurveSampler<'_>,
+    ) -> Result<String, String> {
+        lock(self)?.play(request, play, curves)
+    }
+
+    fn stop(&mut self) -> Result<String, String> {
+        lock(self)?.stop()
+    }
+
+    fn wait(&mut self) -> Result<String, String> {
+        lock(self)?.wait()
+    }
+
+    fn playing(&mut self) -> Option<String> {
+        lock(self).ok()?.playing()
     }
 
     fn has_pending(&self, path: &Path) -> bool {
@@ -233,6 +295,9 @@ pub struct RecipeOptions {
     pub limits: Limits,
     /// Echo `print` and `plot` output to stdout (they are always collected in the outcome).
     pub echo: bool,
+    /// Live mode (`baton watch --live`): the first piece a run renders is played instead of
+    /// written, and a later run that renders it with other steering steers it as it plays.
+    pub live: Option<PlayOptions>,
 }
 
 impl Default for RecipeOptions {
@@ -247,6 +312,7 @@ impl Default for RecipeOptions {
             greedy: false,
             limits: Limits::default(),
             echo: true,
+            live: None,
         }
     }
 }
@@ -382,6 +448,13 @@ pub const VERBS: &[(&str, &str)] = &[
         "piece.layers(\"exp\" | \"exp:KAPPA\" | \"linear\" | \"uniform\" | \"top:K\")",
     ),
     ("render", "render(piece, \"file.wav\")"),
+    (
+        "play",
+        "play(piece [, #{forever: true, ramp: seconds, keep: \"take.wav\"}])  (plays while it is generated and returns at once; playing the same piece with other steering steers it as it plays)",
+    ),
+    ("stop", "stop()  (ends the piece playing)"),
+    ("wait", "wait()  (waits until the piece playing ends; Ctrl-C ends it)"),
+    ("playing", "playing()  (how the piece playing goes: speed, buffer)"),
     ("model", "model(\"facebook/musicgen-small\" | folder)"),
     (
         "plot",

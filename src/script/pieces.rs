@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, INT};
@@ -360,22 +361,50 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     });
 
     let h = host.clone();
+    engine.register_fn("play", move |ctx: NativeCallContext, p: &mut Piece| {
+        play(&h, &ctx, p, None)
+    });
+    let h = host.clone();
+    engine.register_fn(
+        "play",
+        move |ctx: NativeCallContext, p: &mut Piece, opts: Map| play(&h, &ctx, p, Some(opts)),
+    );
+    let h = host.clone();
+    engine.register_fn("stop", move || -> Res<String> {
+        let mut renderer = h
+            .renderer
+            .try_lock()
+            .map_err(|_| "stop cannot be called while a render is running")?;
+        renderer.stop().or_else(fail)
+    });
+    let h = host.clone();
+    engine.register_fn("wait", move || -> Res<String> {
+        let mut renderer = h
+            .renderer
+            .try_lock()
+            .map_err(|_| "wait cannot be called while a render is running")?;
+        renderer.wait().or_else(fail)
+    });
+    let h = host.clone();
+    engine.register_fn("playing", move || -> String {
+        h.renderer
+            .try_lock()
+            .ok()
+            .and_then(|mut r| r.playing())
+            .unwrap_or_else(|| "nothing is playing".into())
+    });
+    let h = host.clone();
     engine.register_fn(
         "render",
         move |ctx: NativeCallContext, p: &mut Piece, path: &str| render(&h, &ctx, p, path),
     );
 }
 
-fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()> {
-    let out = sandbox::output_path(
-        path,
-        &host.options.out_dir,
-        &host.options.allow_write,
-        "wav",
-    )
-    .or_else(fail)?;
+/// What rendering or playing `p` asks of the renderer (warnings said), its audio going to
+/// `out`.
+fn request(host: &Host, p: &Piece, verb: &str, out: PathBuf) -> Res<RenderRequest> {
     crate::model::check_negative_prompt(p.negative.as_deref(), p.cfg)
-        .map_err(|e| format!("render: {e}"))?;
+        .map_err(|e| format!("{verb}: {e}"))?;
     let warnings = p.plan.warnings();
     for w in warnings
         .into_iter()
@@ -387,7 +416,7 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
     if host.options.greedy {
         sampling = Sampling::Greedy;
     }
-    let request = RenderRequest {
+    Ok(RenderRequest {
         model: host.model_spec(),
         prompt: p.prompt.clone(),
         seconds: host.options.seconds_override.unwrap_or(p.seconds),
@@ -399,20 +428,23 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
         clip: p.clip.clone(),
         window: p.window.map(|(w, _)| w),
         stride: p.window.and_then(|(_, t)| t),
-        out: out.clone(),
-    };
-    // Audio bytes as MusicGen writes them (32 kHz, 32-bit float), the clip a continuation
-    // holds included, counted before the work.
-    let seconds = request.seconds.max(0.0) + request.clip.as_ref().map_or(0.0, |c| c.seconds);
-    let audio_bytes = ((seconds * 32_000.0 * 4.0) as u64).saturating_add(44);
-    host.claim_output("render", &out, audio_bytes)?;
+        out,
+    })
+}
+
+/// Samples the user functions (`curve(|t| ...)`) of a plan through the interpreter, before
+/// generation starts (never from inside the decoder loop); their operations count against the
+/// sandbox's limit.
+fn with_curves<T>(
+    host: &Host,
+    ctx: &NativeCallContext,
+    run: impl FnOnce(&mut crate::script::CurveSampler<'_>) -> Res<T>,
+) -> Res<T> {
     let curves = host
         .curves
         .lock()
         .map_err(|_| "curve table poisoned")?
         .clone();
-    // Samples user curves through the interpreter, before generation starts (never from
-    // inside the decoder loop); their operations count against the sandbox's limit.
     let mut sample = |id: usize, t: f64| -> Result<f64, String> {
         let f = curves
             .get(id)
@@ -426,12 +458,128 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
             .or_else(|_| v.as_int().map(|i| i as f64))
             .map_err(|t| format!("returned {t}, not a number"))
     };
-    let mut renderer = host
-        .renderer
-        .try_lock()
-        .map_err(|_| "render cannot be called while another render is running")?;
-    let done = renderer.render(&request, &mut sample).or_else(fail)?;
-    drop(renderer);
+    run(&mut sample)
+}
+
+/// `play(piece [, #{forever, ramp, keep}])`: see [`crate::script::Renderer::play`].
+fn play(host: &Host, ctx: &NativeCallContext, p: &Piece, opts: Option<Map>) -> Res<()> {
+    let mut play = crate::script::PlayOptions::default();
+    for (key, value) in opts.unwrap_or_default() {
+        match key.as_str() {
+            "forever" => {
+                play.forever = value
+                    .as_bool()
+                    .map_err(|t| format!("play: forever must be true or false, got {t}"))?
+            }
+            "ramp" => {
+                let r = value
+                    .as_float()
+                    .or_else(|_| value.as_int().map(|i| i as f64))
+                    .map_err(|t| format!("play: ramp must be seconds, got {t}"))?;
+                if !(r.is_finite() && r >= 0.0) {
+                    return Err(format!("play: ramp must be 0 s or more, got {r}").into());
+                }
+                play.ramp_s = r;
+            }
+            "keep" => {
+                let path = value
+                    .into_string()
+                    .map_err(|t| format!("play: keep must be a file name, got {t}"))?;
+                let out = sandbox::output_path(
+                    &path,
+                    &host.options.out_dir,
+                    &host.options.allow_write,
+                    "wav",
+                )
+                .or_else(fail)?;
+                play.keep = Some(out);
+            }
+            other => {
+                return Err(format!("play: unknown option {other:?} (forever, ramp, keep)").into())
+            }
+        }
+    }
+    let request = request(host, p, "play", play.keep.clone().unwrap_or_default())?;
+    if let Some(keep) = &play.keep {
+        let seconds = if play.forever { 0.0 } else { request.seconds };
+        host.claim_output("play", keep, ((seconds * 32_000.0 * 4.0) as u64) + 44)?;
+    }
+    let said = with_curves(host, ctx, |curves| {
+        let mut renderer = host
+            .renderer
+            .try_lock()
+            .map_err(|_| "play cannot be called while a render is running")?;
+        renderer.play(&request, &play, curves).or_else(fail)
+    })?;
+    host.say(said);
+    Ok(())
+}
+
+/// `render` in live mode: the run's first render plays (or steers the piece playing), the
+/// others are skipped.
+fn render_live(
+    host: &Host,
+    ctx: &NativeCallContext,
+    p: &Piece,
+    out: &std::path::Path,
+    live: &crate::script::PlayOptions,
+) -> Res<()> {
+    // A path no file can have marks the run's live piece among its outputs.
+    let marker = PathBuf::from("\0live");
+    let first = {
+        let mut outputs = host
+            .run_outputs
+            .lock()
+            .map_err(|_| "output table poisoned")?;
+        let first = !outputs.contains(&marker);
+        if first {
+            outputs.push(marker);
+        }
+        first
+    };
+    if !first {
+        host.say(format!(
+            "skipped {}: live mode plays the first piece a run renders",
+            out.display()
+        ));
+        return Ok(());
+    }
+    let request = request(host, p, "render", PathBuf::new())?;
+    let said = with_curves(host, ctx, |curves| {
+        let mut renderer = host
+            .renderer
+            .try_lock()
+            .map_err(|_| "render cannot be called while another render is running")?;
+        renderer.play(&request, live, curves).or_else(fail)
+    })?;
+    host.say(said);
+    Ok(())
+}
+
+fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()> {
+    let out = sandbox::output_path(
+        path,
+        &host.options.out_dir,
+        &host.options.allow_write,
+        "wav",
+    )
+    .or_else(fail)?;
+    if let Some(live) = &host.options.live {
+        return render_live(host, ctx, p, &out, live);
+    }
+    let request = request(host, p, "render", out.clone())?;
+    // Audio bytes as MusicGen writes them (32 kHz, 32-bit float), the clip a continuation
+    // holds included, counted before the work.
+    let seconds = request.seconds.max(0.0) + request.clip.as_ref().map_or(0.0, |c| c.seconds);
+    let audio_bytes = ((seconds * 32_000.0 * 4.0) as u64).saturating_add(44);
+    host.claim_output("render", &out, audio_bytes)?;
+    let done = with_curves(host, ctx, |curves| {
+        let mut renderer = host
+            .renderer
+            .try_lock()
+            .map_err(|_| "render cannot be called while another render is running")?;
+        renderer.render(&request, curves).or_else(fail)
+    })?;
     match done {
         Rendered::Written => host.say(format!("wrote {}", out.display())),
         Rendered::Unchanged => host.say(format!("unchanged {}", out.display())),

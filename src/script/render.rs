@@ -10,13 +10,17 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hasher};
+use std::sync::Arc;
 
 use crate::progress::GenerationProgress;
 use candle_core::{DType, Device};
 
-use super::{CurveSampler, RenderRequest, Rendered, Renderer};
+use super::{CurveSampler, PlayOptions, RenderRequest, Rendered, Renderer};
+use crate::audio::play::Player;
 use crate::audio::{write_wav, SampleFormat};
 use crate::model::{Codes, GenerateOptions, MusicGen, Prefix, ResidualHook, WeightFormat};
+use crate::perform::live::{LivePiece, LiveRequest};
+use crate::perform::{Buffering, PlayEvent};
 use crate::probe::eval::{pooled_windows, read_clip, PooledWindow, Windowing};
 use crate::probe::Pooling;
 use crate::steer::{Plan, PlanHook};
@@ -40,9 +44,21 @@ pub struct ModelRenderer {
     dtype: WeightFormat,
     format: SampleFormat,
     progress: bool,
-    models: HashMap<String, MusicGen>,
+    models: HashMap<String, Arc<MusicGen>>,
     past: Vec<PastRender>,
+    /// The player live pieces go through (`None`: the first found when one is played).
+    player: Option<Player>,
+    /// The piece playing now, and the [`reuse_key`] it was started with.
+    live: Option<(LivePiece, u64)>,
 }
+
+/// Steering schedules of a piece played without end are worked out this far ahead (an hour);
+/// past it the piece plays on unsteered.
+pub const FOREVER_STEER_HORIZON_S: f64 = 3600.0;
+
+/// Seconds of audio a live piece generates ahead of the ear once playing: the longest a
+/// steering change waits to be heard when generation keeps up.
+const LIVE_AHEAD_S: f64 = 1.0;
 
 impl ModelRenderer {
     /// A renderer that loads models on `device` with decoder weights in `dtype`.
@@ -54,7 +70,15 @@ impl ModelRenderer {
             progress,
             models: HashMap::new(),
             past: Vec::new(),
+            player: None,
+            live: None,
         }
+    }
+
+    /// Plays live pieces through `player` (a command reading a WAV stream on stdin).
+    pub fn with_player(mut self, player: Player) -> Self {
+        self.player = Some(player);
+        self
     }
 
     fn model(&mut self, spec: &str) -> Result<&MusicGen, String> {
@@ -65,18 +89,19 @@ impl ModelRenderer {
             self.dtype,
             self.progress,
         )
+        .map(|m| &**m)
     }
 }
 
 /// The model `spec` from `models`, loaded into it on first use. A free function (not a method)
 /// so the model can stay borrowed while the renderer's other fields change.
 fn load_once<'a>(
-    models: &'a mut HashMap<String, MusicGen>,
+    models: &'a mut HashMap<String, Arc<MusicGen>>,
     spec: &str,
     device: &Device,
     dtype: WeightFormat,
     progress: bool,
-) -> Result<&'a MusicGen, String> {
+) -> Result<&'a Arc<MusicGen>, String> {
     match models.entry(spec.to_string()) {
         std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
         std::collections::hash_map::Entry::Vacant(slot) => {
@@ -85,14 +110,41 @@ fn load_once<'a>(
             }
             let m = MusicGen::load_as(spec, device, dtype)
                 .map_err(|e| format!("cannot load model {spec}: {e}"))?;
-            Ok(slot.insert(m))
+            Ok(slot.insert(Arc::new(m)))
         }
     }
 }
 
-/// Everything about a request that steps depend on, apart from the per-step coefficients of
-/// its plan: model, prompt, steps, sampling, guidance, seed, which half is steered, and each
-/// term's direction and layer weights.
+/// Everything about a request that steps depend on but its steering: model, prompt, steps,
+/// sampling, guidance, seed, clip and window. Pieces that share it are the same piece steered
+/// otherwise (what a live piece can be moved to without a restart).
+fn piece_key(request: &RenderRequest, steps: usize) -> u64 {
+    let mut h = DefaultHasher::new();
+    super::hash_debug(
+        &mut h,
+        &(
+            &request.model,
+            &request.prompt,
+            steps,
+            request.sampling,
+            request.guidance_scale.to_bits(),
+            &request.negative_prompt,
+            request.seed,
+            (
+                request
+                    .clip
+                    .as_ref()
+                    .map(|c| (&c.path, c.hash, c.steer_from_clip)),
+                request.window.map(f64::to_bits),
+                request.stride.map(f64::to_bits),
+            ),
+        ),
+    );
+    h.finish()
+}
+
+/// [`piece_key`] and what else steps depend on apart from the per-step coefficients of its
+/// plan: which half is steered, and each term's direction and layer weights.
 fn reuse_key(request: &RenderRequest, steps: usize) -> u64 {
     let mut h = DefaultHasher::new();
     let terms: Vec<_> = request
@@ -104,23 +156,9 @@ fn reuse_key(request: &RenderRequest, steps: usize) -> u64 {
     super::hash_debug(
         &mut h,
         &(
-            &request.model,
-            &request.prompt,
-            steps,
-            request.sampling,
-            request.guidance_scale.to_bits(),
-            &request.negative_prompt,
-            request.seed,
+            piece_key(request, steps),
             request.plan.conditional_only,
             terms,
-            (
-                request
-                    .clip
-                    .as_ref()
-                    .map(|c| (&c.path, c.hash, c.steer_from_clip)),
-                request.window.map(f64::to_bits),
-                request.stride.map(f64::to_bits),
-            ),
         ),
     );
     h.finish()
@@ -280,6 +318,147 @@ impl Renderer for ModelRenderer {
 
     fn frame_rate(&mut self, model: &str) -> Result<f64, String> {
         Ok(self.model(model)?.frame_rate())
+    }
+
+    fn play(
+        &mut self,
+        request: &RenderRequest,
+        play: &PlayOptions,
+        curves: &mut CurveSampler<'_>,
+    ) -> Result<String, String> {
+        let model = load_once(
+            &mut self.models,
+            &request.model,
+            &self.device,
+            self.dtype,
+            self.progress,
+        )?
+        .clone();
+        let max_new_tokens = if play.forever {
+            0
+        } else {
+            crate::piece::steps_for_seconds(&model, request.seconds).map_err(|e| e.to_string())?
+        };
+        let mut extent = crate::piece::extent(
+            &model,
+            request.clip.as_ref(),
+            request.window,
+            request.stride,
+        )?;
+        extent.endless = play.forever;
+        let plan = crate::piece::plan_for(
+            &request.plan,
+            request.clip.as_ref(),
+            &extent,
+            model.frame_rate(),
+        );
+        let horizon = if play.forever {
+            crate::piece::steps_for_seconds(&model, FOREVER_STEER_HORIZON_S)
+                .map_err(|e| e.to_string())?
+        } else {
+            max_new_tokens
+        };
+        let hook = plan_hook(&model, &plan, horizon, curves)?;
+        let key = piece_key(request, max_new_tokens) ^ u64::from(play.forever);
+        // The same piece with other steering: the one playing takes it, without a restart.
+        if let Some((live, playing_key)) = &self.live {
+            if *playing_key == key && live.is_playing() && play.keep.is_none() {
+                let (from, status) = live.steer(hook, play.ramp_s);
+                let when = match status.ahead_s {
+                    Some(a) => format!("heard in about {a:.1} s"),
+                    None => "heard as playback starts".into(),
+                };
+                return Ok(format!(
+                    "steering changed from step {from}{} ({when}); {status}",
+                    if play.ramp_s > 0.0 {
+                        format!(", ramping over {} s", play.ramp_s)
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        }
+        if let Some((live, _)) = self.live.take() {
+            let _ = live.stop();
+        }
+        let player = match &self.player {
+            Some(p) => p.clone(),
+            None => Player::find_streaming()?,
+        };
+        let options = GenerateOptions {
+            max_new_tokens,
+            sampling: request.sampling,
+            guidance_scale: request.guidance_scale,
+            seed: request.seed,
+            negative_prompt: request.negative_prompt.clone(),
+        };
+        let live_request = LiveRequest {
+            prompt: request.prompt.clone(),
+            options,
+            extent,
+            hook,
+            player,
+            buffering: Buffering {
+                piece_s: (!play.forever).then_some(request.seconds),
+                fixed_s: None,
+                max_ahead_s: LIVE_AHEAD_S,
+            },
+            keep: play.keep.clone(),
+            format: self.format,
+        };
+        let events = Arc::new(|event: PlayEvent| match event {
+            PlayEvent::Started { .. } => {}
+            PlayEvent::CannotKeepUp { speed, buffered_s } => eprintln!(
+                "warning: generating at {speed:.2}x real time, slower than playback: with \
+                 {buffered_s:.1} s buffered the music will stop now and then"
+            ),
+            PlayEvent::Underrun { at_s, gap_s } => {
+                eprintln!("underrun at {at_s:.1} s: {gap_s:.2} s without sound")
+            }
+        });
+        let live = LivePiece::start(model, live_request, events)?;
+        self.live = Some((live, key));
+        Ok(format!(
+            "playing {:?}{} (stop() ends it; play the piece again with other steering to change \
+             it while it plays)",
+            request.prompt,
+            if play.forever {
+                " without end".to_string()
+            } else {
+                format!(" for {} s", request.seconds)
+            }
+        ))
+    }
+
+    fn stop(&mut self) -> Result<String, String> {
+        let (live, _) = self.live.take().ok_or("nothing is playing")?;
+        let report = live.stop()?;
+        Ok(format!(
+            "stopped: {:.1} s of audio made in {:.1} s",
+            report.audio_s, report.elapsed_s
+        ))
+    }
+
+    fn wait(&mut self) -> Result<String, String> {
+        let listening = crate::interrupt::listen();
+        while self.live.as_ref().is_some_and(|(l, _)| l.is_playing()) {
+            if crate::interrupt::requested() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(listening);
+        self.stop()
+    }
+
+    fn playing(&mut self) -> Option<String> {
+        let (live, _) = self.live.as_ref()?;
+        let status = live.status();
+        Some(if live.is_playing() {
+            format!("playing: {status}")
+        } else {
+            format!("ended: {status}")
+        })
     }
 }
 

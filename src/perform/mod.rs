@@ -9,6 +9,8 @@
 //! every step, so a hook whose plan changes while it plays (the REPL's, a MIDI knob's) is
 //! heard from the next frames on.
 
+pub mod live;
+
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
@@ -390,6 +392,20 @@ impl Shared {
     }
 }
 
+/// The playback clock of a [`PlayerSink`], readable from anywhere.
+#[derive(Clone)]
+pub struct PlayerClock {
+    shared: Arc<Shared>,
+    rate: f64,
+}
+
+impl PlayerClock {
+    /// Seconds of audio handed over but not yet heard (`None` before playback starts).
+    pub fn ahead_s(&self) -> Option<f64> {
+        self.shared.ahead_s(self.rate)
+    }
+}
+
 /// Plays while generating through a player program that reads a WAV stream on stdin (aplay,
 /// paplay, pw-cat, ffplay, sox's play). It buffers before it starts as [`Buffering`] says,
 /// holds generation back to `max_ahead_s` once playing, and reports each underrun.
@@ -440,6 +456,14 @@ impl PlayerSink {
     /// Seconds of audio handed over but not yet heard (`None` before playback starts).
     pub fn ahead_s(&self) -> Option<f64> {
         self.shared.ahead_s(self.rate)
+    }
+
+    /// A handle on the playback clock that stays readable while the sink is in use.
+    pub fn clock(&self) -> PlayerClock {
+        PlayerClock {
+            shared: self.shared.clone(),
+            rate: self.rate,
+        }
     }
 
     fn send(&mut self, msg: Msg) -> Result<(), PerformError> {
