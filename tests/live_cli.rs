@@ -243,3 +243,54 @@ fn repl_keeps_its_session_across_lines() {
     assert!(stderr.contains("input 4:1:1"), "{stderr}");
     assert!(dir.path().join("take.wav").is_file());
 }
+
+#[cfg(unix)]
+#[test]
+fn watch_live_steers_the_playing_piece_on_each_save_and_plays_on_through_a_broken_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("heard.wav");
+    let player = dir.path().join("player.sh");
+    std::fs::write(&player, format!("#!/bin/sh\ncat > '{}'\n", heard.display())).unwrap();
+    std::fs::set_permissions(&player, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let direction = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/steer-direction.safetensors");
+    let recipe = dir.path().join("piece.rhai");
+    let piece = "piece(\"a\", 60).seed(1)";
+    std::fs::write(&recipe, format!("render({piece}, \"a.wav\");\n")).unwrap();
+    let log = dir.path().join("watch.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = baton()
+        .args(["watch", "piece.rhai", "--out", "out", "--model", &tiny(), "--live"])
+        .arg("--player")
+        .arg(&player)
+        .current_dir(dir.path())
+        .stderr(file.try_clone().unwrap())
+        .stdout(file)
+        .spawn()
+        .unwrap();
+    let _watcher = Watcher(child);
+    wait_for(&log, "playing \"a\" for 60 s");
+    let size = || std::fs::metadata(&heard).map_or(0, |m| m.len());
+    wait_until("playing", || size() > 32000 * 4);
+    // A save that changes only the steering steers the piece playing: no restart.
+    std::fs::write(
+        &recipe,
+        format!(
+            "render({piece}.steer(direction(\"{}\"), 8.0), \"a.wav\");\n",
+            direction.display()
+        ),
+    )
+    .unwrap();
+    let seen = wait_for(&log, "steering changed from step");
+    assert_eq!(seen.matches("playing \"a\" for 60 s").count(), 1, "{seen}");
+    // A broken save keeps the music going on the last good steering.
+    std::fs::write(&recipe, format!("render({piece}.steer(nowhere, 8.0), \"a.wav\");\n"))
+        .unwrap();
+    wait_for(&log, "failed");
+    let before = size();
+    wait_until("still playing", || size() > before + 32000 * 4 / 2);
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(seen.matches("playing \"a\" for 60 s").count(), 1, "{seen}");
+    assert!(!dir.path().join("out/a.wav").exists(), "live mode wrote the file");
+}

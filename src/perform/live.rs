@@ -323,3 +323,70 @@ impl Drop for LivePiece {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steer::{Plan, Schedule, Term};
+    use candle_core::{DType, Device};
+
+    /// A hook adding `strength` times a fixed direction at block 0 of an 8-block, 2-wide model.
+    fn hook(strength: f64) -> PlanHook {
+        let plan = Plan {
+            terms: vec![Term {
+                direction: crate::steer::direction::tests::dir(
+                    "d",
+                    "auc",
+                    &[(0, 1.0, vec![0.6, 0.8])],
+                ),
+                strength,
+                schedule: Schedule::constant(1.0),
+                weights: Default::default(),
+                gate: None,
+                unit: Default::default(),
+            }],
+            ..Plan::default()
+        };
+        PlanHook::new(&plan, 100, 50.0, 8, 2, &Device::Cpu, DType::F32, &mut |_, _| {
+            Ok(0.0)
+        })
+        .unwrap()
+    }
+
+    fn block0(offsets: &[Option<Tensor>]) -> Vec<f32> {
+        offsets[0]
+            .as_ref()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_change_reaches_the_next_step_and_ramps_from_the_old_steering_to_the_new() {
+        let (mut old, mut new) = (hook(1.0), hook(3.0));
+        let (mut live, steering) = LiveHook::new(Some(hook(1.0)));
+        for step in 0..5 {
+            let want = block0(old.offsets(step, 1).unwrap());
+            assert_eq!(block0(live.offsets(step, 1).unwrap()), want);
+        }
+        // Asked after step 4: the change starts at step 5, over 4 steps.
+        assert_eq!(steering.replace(Some(hook(3.0)), 4), 5);
+        for step in 5..12 {
+            let a = ((step as f64 - 4.0) / 5.0).min(1.0) as f32;
+            let (o, n) = (
+                block0(old.offsets(step, 1).unwrap()),
+                block0(new.offsets(step, 1).unwrap()),
+            );
+            let got = block0(live.offsets(step, 1).unwrap());
+            for ((g, o), n) in got.iter().zip(o).zip(n) {
+                let want = o * (1.0 - a) + n * a;
+                assert!((g - want).abs() < 1e-5, "step {step}: {g} vs {want}");
+            }
+        }
+        // A jump: no ramp, and none for no steering at all.
+        steering.replace(None, 0);
+        assert!(live.offsets(12, 1).unwrap().iter().all(Option::is_none));
+    }
+}
