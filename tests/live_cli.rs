@@ -261,7 +261,15 @@ fn watch_live_steers_the_playing_piece_on_each_save_and_plays_on_through_a_broke
     let log = dir.path().join("watch.log");
     let file = std::fs::File::create(&log).unwrap();
     let child = baton()
-        .args(["watch", "piece.rhai", "--out", "out", "--model", &tiny(), "--live"])
+        .args([
+            "watch",
+            "piece.rhai",
+            "--out",
+            "out",
+            "--model",
+            &tiny(),
+            "--live",
+        ])
         .arg("--player")
         .arg(&player)
         .current_dir(dir.path())
@@ -285,12 +293,18 @@ fn watch_live_steers_the_playing_piece_on_each_save_and_plays_on_through_a_broke
     let seen = wait_for(&log, "steering changed from step");
     assert_eq!(seen.matches("playing \"a\" for 60 s").count(), 1, "{seen}");
     // A broken save keeps the music going on the last good steering.
-    std::fs::write(&recipe, format!("render({piece}.steer(nowhere, 8.0), \"a.wav\");\n"))
-        .unwrap();
+    std::fs::write(
+        &recipe,
+        format!("render({piece}.steer(nowhere, 8.0), \"a.wav\");\n"),
+    )
+    .unwrap();
     wait_for(&log, "failed");
     let before = size();
     wait_until("still playing", || size() > before + 32000 * 4 / 2);
     let seen = std::fs::read_to_string(&log).unwrap();
     assert_eq!(seen.matches("playing \"a\" for 60 s").count(), 1, "{seen}");
-    assert!(!dir.path().join("out/a.wav").exists(), "live mode wrote the file");
+    assert!(
+        !dir.path().join("out/a.wav").exists(),
+        "live mode wrote the file"
+    );
 }

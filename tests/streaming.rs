@@ -373,16 +373,28 @@ fn a_performance_sends_audio_before_the_piece_is_generated_and_equals_the_render
         finished: None,
         steps: steps.clone(),
     };
+    // The concept read at every step: block 1's output projected on its first axis.
+    let mut direction = vec![0.0; model.hidden_size()];
+    direction[0] = 1.0;
+    let listen = baton::perform::Listen {
+        block: 1,
+        direction,
+    };
+    let mut readings = Vec::new();
     let report = baton::perform::perform(
         &model,
         "a",
         &opts,
         &extent,
         None,
+        Some(&listen),
         &mut [&mut sink],
         10,
         &mut || false,
-        &mut |p| steps.set(p.steps),
+        &mut |p| {
+            steps.set(p.steps);
+            readings.push(p.reading);
+        },
     )
     .unwrap();
     let codes = model
@@ -414,6 +426,13 @@ fn a_performance_sends_audio_before_the_piece_is_generated_and_equals_the_render
     assert!(sink.steps_at_write.len() > 5);
     assert_eq!(sink.finished, Some(false));
     assert!(!report.stopped);
+    assert_eq!(readings.len(), total);
+    let read: Vec<f64> = readings.iter().map(|r| r.unwrap()).collect();
+    assert!(read.iter().all(|r| r.is_finite()));
+    assert!(
+        read.iter().any(|r| *r != read[0]),
+        "the reading never moves"
+    );
 }
 
 #[test]
@@ -440,6 +459,7 @@ fn a_stopped_performance_finishes_its_sinks() {
         "a",
         &options(0, TOP_K),
         &extent,
+        None,
         None,
         &mut [&mut sink],
         10,

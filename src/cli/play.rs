@@ -9,8 +9,8 @@ use baton::audio::play::Player;
 use baton::audio::SampleFormat;
 use baton::model::{Extent, GenerateOptions, MusicGen, ResidualHook};
 use baton::perform::{
-    perform, Buffering, PlayEvent, PlayerSink, Progress, Report, Sink, WavFile, WavOut,
-    DEFAULT_CHUNK_FRAMES,
+    perform, Buffering, Listen, PlayEvent, PlayerSink, Progress, Report, Sink, Sparkline, WavFile,
+    WavOut, DEFAULT_CHUNK_FRAMES,
 };
 use baton::piece::{plan_for, steps_for_seconds};
 use clap::Args;
@@ -104,6 +104,7 @@ pub fn run_performance(
     options: &GenerateOptions,
     extent: &Extent,
     hook: Option<&mut dyn ResidualHook>,
+    listen: Option<&Listen>,
     outputs: Outputs,
 ) -> miette::Result<Report> {
     let rate = model.sample_rate();
@@ -152,7 +153,11 @@ pub fn run_performance(
     let mut should_stop = baton::interrupt::requested;
     let frame_rate = model.frame_rate();
     let mut shown = std::time::Instant::now();
+    let mut line = Sparkline::new((5.0 * frame_rate) as usize);
     let mut on_progress = |p: &Progress| {
+        if let Some(r) = p.reading {
+            line.push(r);
+        }
         if shown.elapsed() < Duration::from_millis(250) {
             return;
         }
@@ -170,8 +175,16 @@ pub fn run_performance(
                 ", Ctrl-C ends it"
             } else {
                 ""
-            }
+            },
         ));
+        if let Some(l) = listen.filter(|_| p.reading.is_some()) {
+            status.set_message(format!(
+                "{}  block {} concept over 5 s: {}",
+                status.message(),
+                l.block,
+                line.draw(30)
+            ));
+        }
     };
     let mut all: Vec<&mut dyn Sink> = sinks.iter_mut().map(|s| s.as_mut() as _).collect();
     let report = perform(
@@ -180,6 +193,7 @@ pub fn run_performance(
         options,
         extent,
         hook,
+        listen,
         &mut all,
         DEFAULT_CHUNK_FRAMES,
         &mut should_stop,
@@ -266,6 +280,7 @@ pub fn run(args: PlayArgs) -> miette::Result<()> {
         &options,
         &extent,
         hook.as_mut().map(|h| h.as_mut() as &mut dyn ResidualHook),
+        Listen::first_term(&plan).as_ref(),
         outputs,
     )?;
     Ok(())

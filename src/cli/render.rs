@@ -164,6 +164,7 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
             &extent,
             hook.as_mut()
                 .map(|h| h.as_mut() as &mut dyn baton::model::ResidualHook),
+            baton::perform::Listen::first_term(&plan).as_ref(),
             outputs,
         )?;
         return Ok(());

@@ -318,6 +318,9 @@ pub struct Generation<'a> {
     done: usize,
     /// New frames already handed out by [`Generation::take_frames`].
     taken: usize,
+    /// The block whose output each step keeps (see [`Generation::listen`]), and the last one.
+    listen: Option<usize>,
+    heard: Option<Tensor>,
 }
 
 impl<'a> Generation<'a> {
@@ -471,7 +474,22 @@ impl<'a> Generation<'a> {
             chosen_ids,
             done: reused,
             taken: 0,
+            listen: None,
+            heard: None,
         })
+    }
+
+    /// Keeps the output of decoder block `block` at each step from now on (`None`: none),
+    /// for a live reading of what the music holds ([`Generation::heard`]).
+    pub fn listen(&mut self, block: Option<usize>) {
+        self.listen = block;
+        self.heard = None;
+    }
+
+    /// The listened block's output at the last step, `[rows, hidden]` f32 (the conditional
+    /// rows first).
+    pub fn heard(&self) -> Option<&Tensor> {
+        self.heard.as_ref()
     }
 
     /// Decoder steps this pass takes in all.
@@ -524,13 +542,17 @@ impl<'a> Generation<'a> {
             offsets: offs,
             rows: only_cond.then_some(self.batch),
         });
+        let capture: Vec<usize> = self.listen.into_iter().collect();
         let out = self.decoder.forward(
             &self.input,
             Some(&self.cross),
             Some(&mut self.cache),
             steer.as_ref(),
-            &[],
+            &capture,
         )?;
+        if let Some(block) = out.captured.first() {
+            self.heard = Some(block.squeeze(1)?);
+        }
         let t = out.hidden.dim(1)?;
         let last = out.hidden.narrow(1, t - 1, 1)?;
         // Guidance and the token choice run on the decoder's device.

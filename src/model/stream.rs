@@ -102,6 +102,7 @@ pub struct PieceStream<'m> {
     /// New frames handed out by [`PieceStream::take_frames`].
     handed: usize,
     total_steps: Option<usize>,
+    listen: Option<usize>,
 }
 
 impl<'m> PieceStream<'m> {
@@ -144,6 +145,7 @@ impl<'m> PieceStream<'m> {
             frames_before: 0,
             handed: 0,
             total_steps,
+            listen: None,
         };
         stream.start_pass(hook, prefix)?;
         Ok(stream)
@@ -182,13 +184,14 @@ impl<'m> PieceStream<'m> {
             max_new_tokens: pass.new + self.model.num_codebooks() - 1,
             ..self.options.clone()
         };
-        let generation = Generation::new(
+        let mut generation = Generation::new(
             &self.model.decoder,
             &inputs,
             &pass_options,
             hook,
             &mut self.rngs,
         )?;
+        generation.listen(self.listen);
         self.current = Some((pass, generation));
         Ok(true)
     }
@@ -228,6 +231,28 @@ impl<'m> PieceStream<'m> {
         };
         generation.step(hook, &mut self.rngs)?;
         Ok(true)
+    }
+
+    /// Keeps decoder block `block`'s output at each step from now on (`None`: none): what a
+    /// live reading of the music's concept projects ([`PieceStream::heard`]).
+    pub fn listen(&mut self, block: Option<usize>) -> Result<(), ModelError> {
+        if let Some(b) = block.filter(|b| *b >= self.model.num_layers()) {
+            return Err(ModelError::Invalid(format!(
+                "block {b} does not exist: the model has {}",
+                self.model.num_layers()
+            )));
+        }
+        self.listen = block;
+        if let Some((_, g)) = &mut self.current {
+            g.listen(block);
+        }
+        Ok(())
+    }
+
+    /// The listened block's output at the last step, `[rows, hidden]` f32 (the conditional
+    /// rows first; none before a step, or when nothing is listened to).
+    pub fn heard(&self) -> Option<&Tensor> {
+        self.current.as_ref().and_then(|(_, g)| g.heard())
     }
 
     /// Decoder steps taken so far over every window (reused ones included).

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 use candle_core::Tensor;
 
-use super::{perform, Buffering, PlayEvent, PlayerSink, Report, Sink, WavFile};
+use super::{perform, Buffering, Listen, PlayEvent, PlayerSink, Report, Sink, Sparkline, WavFile};
 use crate::audio::play::Player;
 use crate::audio::SampleFormat;
 use crate::model::{Extent, GenerateOptions, MusicGen, ResidualHook};
@@ -141,7 +141,7 @@ impl LiveSteering {
 }
 
 /// How a live piece is going.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LiveStatus {
     /// Decoder steps taken.
     pub steps: usize,
@@ -154,6 +154,8 @@ pub struct LiveStatus {
     pub ahead_s: Option<f64>,
     /// Frames per second of audio, to turn steps into real time.
     pub frame_rate: f64,
+    /// The listened concept's reading over the last seconds, drawn (empty when none).
+    pub reading: String,
 }
 
 impl LiveStatus {
@@ -176,6 +178,9 @@ impl std::fmt::Display for LiveStatus {
         if let Some(a) = self.ahead_s {
             write!(f, ", {a:.1} s buffered (a change is heard that late)")?;
         }
+        if !self.reading.is_empty() {
+            write!(f, ", concept {}", self.reading)?;
+        }
         Ok(())
     }
 }
@@ -190,6 +195,8 @@ pub struct LiveRequest {
     pub extent: Extent,
     /// The steering to start with.
     pub hook: Option<PlanHook>,
+    /// The concept read while it plays.
+    pub listen: Option<Listen>,
     /// The player and its buffering.
     pub player: Player,
     /// How the player buffers.
@@ -249,7 +256,11 @@ impl LivePiece {
                 sinks.push(f);
             }
             let mut should_stop = || stop_flag.load(Ordering::SeqCst);
+            let mut line = Sparkline::new((5.0 * frame_rate) as usize);
             let mut on_progress = |p: &super::Progress| {
+                if let Some(r) = p.reading {
+                    line.push(r);
+                }
                 if let Ok(mut s) = shared_status.lock() {
                     *s = LiveStatus {
                         steps: p.steps,
@@ -257,6 +268,7 @@ impl LivePiece {
                         elapsed_s: p.elapsed_s,
                         ahead_s: clock.ahead_s(),
                         frame_rate,
+                        reading: line.draw(24),
                     };
                 }
             };
@@ -266,6 +278,7 @@ impl LivePiece {
                 &request.options,
                 &request.extent,
                 Some(&mut hook),
+                request.listen.as_ref(),
                 &mut sinks,
                 super::DEFAULT_CHUNK_FRAMES,
                 &mut should_stop,
@@ -293,7 +306,7 @@ impl LivePiece {
 
     /// How it is going.
     pub fn status(&self) -> LiveStatus {
-        self.status.lock().map(|s| *s).unwrap_or_default()
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// False once the piece has ended (or failed).
@@ -347,9 +360,16 @@ mod tests {
             }],
             ..Plan::default()
         };
-        PlanHook::new(&plan, 100, 50.0, 8, 2, &Device::Cpu, DType::F32, &mut |_, _| {
-            Ok(0.0)
-        })
+        PlanHook::new(
+            &plan,
+            100,
+            50.0,
+            8,
+            2,
+            &Device::Cpu,
+            DType::F32,
+            &mut |_, _| Ok(0.0),
+        )
         .unwrap()
     }
 

@@ -26,6 +26,7 @@ use crate::audio::play::Player;
 use crate::audio::{SampleFormat, WavStream};
 use crate::files::{move_into_place, temp_sibling, track_in_flight, untrack_in_flight};
 use crate::model::{Extent, GenerateOptions, ModelError, MusicGen, PieceStream, ResidualHook};
+use candle_core::Tensor;
 
 /// Errors of a performance.
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +66,97 @@ pub struct Progress {
     pub audio_s: f64,
     /// Seconds since the performance started.
     pub elapsed_s: f64,
+    /// The listened concept's reading at this step ([`Listen`]), when one is listened to.
+    pub reading: Option<f64>,
+}
+
+/// A concept to read while the piece plays: the projection of decoder block `block`'s output
+/// (first batch item, conditional row) on `direction` (a unit vector, as a probe's direction
+/// bundle holds it), step by step.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// The decoder block read.
+    pub block: usize,
+    /// The concept's direction at that block.
+    pub direction: Vec<f32>,
 }
 
 impl Progress {
     /// Decoder steps per second so far.
     pub fn steps_per_s(&self) -> f64 {
         self.steps as f64 / self.elapsed_s.max(1e-9)
+    }
+}
+
+/// The last readings of a listened concept, drawn as a line of block characters: what the
+/// status line shows while a piece plays.
+#[derive(Debug, Clone)]
+pub struct Sparkline {
+    values: VecDeque<f64>,
+    capacity: usize,
+}
+
+impl Sparkline {
+    /// Keeps the last `capacity` readings (at 50 steps a second, 250 are five seconds).
+    pub fn new(capacity: usize) -> Self {
+        Sparkline {
+            values: VecDeque::with_capacity(capacity),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Adds a reading, dropping the oldest when full.
+    pub fn push(&mut self, value: f64) {
+        if self.values.len() == self.capacity {
+            self.values.pop_front();
+        }
+        self.values.push_back(value);
+    }
+
+    /// The readings kept, oldest first.
+    pub fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.values.iter().copied()
+    }
+
+    /// `width` characters (or fewer, when fewer readings are kept), each the mean of its share
+    /// of the readings, scaled between their least and greatest.
+    pub fn draw(&self, width: usize) -> String {
+        const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+        let n = self.values.len();
+        if n == 0 || width == 0 {
+            return String::new();
+        }
+        let cells = width.min(n);
+        let means: Vec<f64> = (0..cells)
+            .map(|c| {
+                let (from, to) = (c * n / cells, ((c + 1) * n / cells).max(c * n / cells + 1));
+                self.values.range(from..to).sum::<f64>() / (to - from) as f64
+            })
+            .collect();
+        let lo = means.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        means
+            .iter()
+            .map(|m| {
+                let x = if hi > lo { (m - lo) / (hi - lo) } else { 0.5 };
+                BARS[((x * 7.0).round() as usize).min(7)]
+            })
+            .collect()
+    }
+}
+
+impl Listen {
+    /// The concept a plan steers first (its first term), read at the direction's best block;
+    /// `None` for a plan that steers nothing.
+    pub fn first_term(plan: &crate::steer::Plan) -> Option<Listen> {
+        let direction = &plan.terms.first()?.direction;
+        let (block, _) = direction.best_block()?;
+        let v = direction.vectors.get(&block)?;
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        (norm > 0.0).then(|| Listen {
+            block,
+            direction: v.iter().map(|x| x / norm).collect(),
+        })
     }
 }
 
@@ -94,7 +180,8 @@ pub struct Report {
 pub const DEFAULT_CHUNK_FRAMES: usize = 10;
 
 /// Generates `prompt` as `options` and `extent` say (an endless extent runs until
-/// `should_stop`), sending its audio to every sink as it becomes final. `should_stop` is asked
+/// `should_stop`), sending its audio to every sink as it becomes final, and reading `listen`'s
+/// concept at every step ([`Progress::reading`]). `should_stop` is asked
 /// before each step; `on_progress` hears after it. Every sink is finished, also after an error
 /// or a stop, so files are left whole.
 #[allow(clippy::too_many_arguments)]
@@ -104,6 +191,7 @@ pub fn perform(
     options: &GenerateOptions,
     extent: &Extent,
     mut hook: Option<&mut dyn ResidualHook>,
+    listen: Option<&Listen>,
     sinks: &mut [&mut dyn Sink],
     chunk_frames: usize,
     should_stop: &mut dyn FnMut() -> bool,
@@ -141,6 +229,11 @@ pub fn perform(
             None,
         )?;
         let mut audio = model.decode_stream()?;
+        stream.listen(listen.map(|l| l.block))?;
+        let direction = listen
+            .map(|l| Tensor::from_slice(&l.direction, l.direction.len(), &candle_core::Device::Cpu))
+            .transpose()
+            .map_err(ModelError::from)?;
         let mut pushed = 0;
         loop {
             if should_stop() {
@@ -154,15 +247,26 @@ pub fn perform(
                 pushed += frames[0][0].len();
                 send(&audio.push(&frames)?[0], &mut report)?;
             }
+            if !more {
+                break;
+            }
+            let reading = match (stream.heard(), &direction) {
+                (Some(h), Some(d)) => Some(
+                    h.get(0)
+                        .and_then(|row| row.to_device(&candle_core::Device::Cpu))
+                        .and_then(|row| row.to_dtype(candle_core::DType::F32))
+                        .and_then(|row| (row * d)?.sum_all()?.to_scalar::<f32>())
+                        .map_err(ModelError::from)? as f64,
+                ),
+                _ => None,
+            };
             on_progress(&Progress {
                 steps: report.steps,
                 total_steps: stream.total_steps(),
                 audio_s: report.audio_s,
                 elapsed_s: start.elapsed().as_secs_f64(),
+                reading,
             });
-            if !more {
-                break;
-            }
         }
         let frames = stream.take_frames()?;
         pushed += frames[0][0].len();
@@ -641,6 +745,20 @@ impl Feeder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sparkline_draws_the_last_readings_between_their_extremes() {
+        let mut line = Sparkline::new(4);
+        assert_eq!(line.draw(10), "");
+        for v in [9.0, 0.0, 1.0, 2.0, 3.0] {
+            line.push(v);
+        }
+        // The oldest (9) fell out; 0..3 rise from the lowest bar to the highest.
+        assert_eq!(line.values().collect::<Vec<_>>(), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(line.draw(4), "▁▃▆█");
+        // Two cells: the means of (0, 1) and (2, 3).
+        assert_eq!(line.draw(2), "▁█");
+    }
 
     #[test]
     fn the_buffer_plays_a_slow_piece_through() {

@@ -397,6 +397,7 @@ impl Renderer for ModelRenderer {
             options,
             extent,
             hook,
+            listen: crate::perform::Listen::first_term(&plan),
             player,
             buffering: Buffering {
                 piece_s: (!play.forever).then_some(request.seconds),
