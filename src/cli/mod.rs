@@ -11,6 +11,7 @@ pub mod output;
 pub mod recipe;
 pub mod render;
 pub mod repl;
+pub mod shard;
 pub mod sweep;
 pub mod train;
 pub mod watch;
