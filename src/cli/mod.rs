@@ -7,6 +7,7 @@ pub mod features;
 pub mod generation;
 pub mod info;
 pub mod library;
+pub mod merge;
 pub mod output;
 pub mod recipe;
 pub mod render;
