@@ -28,10 +28,14 @@ pub fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
 /// the same in every build, so a hash written to a file (a sweep's settings) can be compared
 /// by a later baton.
 pub fn content_hash(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+    Some(bytes_hash(&std::fs::read(path).ok()?))
+}
+
+/// [`content_hash`] of bytes in memory.
+pub fn bytes_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    }))
+    })
 }
 
 /// Errors reading or writing baton's safetensors-based files.

@@ -37,8 +37,8 @@ enum Command {
     Dataset(cli::dataset::DatasetArgs),
     /// Extract pooled per-block decoder features from a dataset folder.
     Features(cli::features::FeaturesArgs),
-    /// Join the features shards of `baton features --shard K/N` into the features file one
-    /// process writes.
+    /// Join the shards of `baton features --shard K/N` (or the readings of `baton eval --shard
+    /// K/N --json`) into the file one process writes.
     Merge(cli::merge::MergeArgs),
     /// Train RFM probes (or the difference-of-means baseline) on a features file and write a
     /// direction bundle.

@@ -9,6 +9,8 @@
 //! `total` (rows of the whole dataset) and `dataset` (a hash of the dataset's manifest, so
 //! shards of different datasets are not joined). Its own format tag keeps `baton train` from
 //! reading one shard as a whole dataset.
+//!
+//! [`merge_readings`] does the same for the readings files of `baton eval --shard K/N`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -146,7 +148,6 @@ fn identity(s: &FeatureShard) -> Vec<(&'static str, String)> {
         Labels::Values(_) => "values",
     };
     vec![
-        ("number of shards", s.shard.count().to_string()),
         ("dataset manifest", s.dataset.clone()),
         ("rows", s.total.to_string()),
         ("concept", s.set.concept.clone()),
@@ -175,47 +176,16 @@ pub fn merge(shards: Vec<(PathBuf, FeatureShard)>) -> Result<FeatureSet, MergeEr
     let Some((first_path, first)) = shards.first() else {
         return Err(MergeError::Nothing);
     };
+    // The shard count is compared by `complete_set`, first of all.
     let reference = identity(first);
-    let mut by_index: BTreeMap<usize, (&PathBuf, &FeatureShard)> = BTreeMap::new();
-    for (path, shard) in &shards {
-        if let Some((what, ours, theirs)) = reference
+    let order = complete_set(
+        shards
             .iter()
-            .zip(identity(shard))
-            .find(|(a, b)| a.1 != b.1)
-            .map(|(a, b)| (a.0, &a.1, b.1))
-        {
-            return Err(MergeError::Mixed {
-                a: first_path.clone(),
-                b: path.clone(),
-                what: format!("{what} {ours} vs {theirs}"),
-            });
-        }
-        if let Some((earlier, _)) = by_index.insert(shard.shard.index(), (path, shard)) {
-            return Err(MergeError::Twice {
-                shard: shard.shard,
-                a: earlier.clone(),
-                b: path.clone(),
-            });
-        }
-    }
-    let count = first.shard.count();
-    let missing: Vec<Shard> = (1..=count)
-        .filter(|k| !by_index.contains_key(k))
-        .filter_map(|k| Shard::new(k, count).ok())
-        .collect();
-    if let Some(&first_missing) = missing.first() {
-        return Err(MergeError::Missing {
-            missing: missing
-                .iter()
-                .map(Shard::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            count,
-            first: first_missing,
-        });
-    }
-
-    let parts: Vec<&FeatureShard> = by_index.values().map(|(_, s)| *s).collect();
+            .map(|(path, shard)| (path, shard.shard, identity(shard))),
+        first_path,
+        &reference,
+    )?;
+    let parts: Vec<&FeatureShard> = order.iter().map(|&i| &shards[i].1).collect();
     let mut layers: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
     let mut norms: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
     for part in &parts {
@@ -258,6 +228,125 @@ pub fn merge(shards: Vec<(PathBuf, FeatureShard)>) -> Result<FeatureSet, MergeEr
         labels,
         residual_norms: norms.iter().map(|(&l, n)| (l, mean_norm(n))).collect(),
     })
+}
+
+/// Checks that `shards` (path, shard, identity) are one run's (each identity is `reference`,
+/// the identity of `first`) and each of its N shards once; returns their positions in shard
+/// order.
+fn complete_set<'a>(
+    shards: impl Iterator<Item = (&'a PathBuf, Shard, Vec<(&'static str, String)>)>,
+    first: &Path,
+    reference: &[(&'static str, String)],
+) -> Result<Vec<usize>, MergeError> {
+    let mut by_index: BTreeMap<usize, (&PathBuf, usize)> = BTreeMap::new();
+    let mut count = None;
+    for (position, (path, shard, ident)) in shards.enumerate() {
+        let differs = reference
+            .iter()
+            .zip(&ident)
+            .find(|(a, b)| a.1 != b.1)
+            .map(|(a, b)| format!("{} {} vs {}", a.0, a.1, b.1));
+        let differs = differs.or_else(|| {
+            (*count.get_or_insert(shard.count()) != shard.count()).then(|| {
+                format!(
+                    "number of shards {} vs {}",
+                    count.unwrap_or(0),
+                    shard.count()
+                )
+            })
+        });
+        if let Some(what) = differs {
+            return Err(MergeError::Mixed {
+                a: first.to_path_buf(),
+                b: path.clone(),
+                what,
+            });
+        }
+        if let Some((earlier, _)) = by_index.insert(shard.index(), (path, position)) {
+            return Err(MergeError::Twice {
+                shard,
+                a: earlier.clone(),
+                b: path.clone(),
+            });
+        }
+    }
+    let Some(count) = count else {
+        return Err(MergeError::Nothing);
+    };
+    let missing: Vec<Shard> = (1..=count)
+        .filter(|k| !by_index.contains_key(k))
+        .filter_map(|k| Shard::new(k, count).ok())
+        .collect();
+    if let Some(&first_missing) = missing.first() {
+        return Err(MergeError::Missing {
+            missing: missing
+                .iter()
+                .map(Shard::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            count,
+            first: first_missing,
+        });
+    }
+    Ok(by_index.values().map(|&(_, i)| i).collect())
+}
+
+/// The key of an eval readings file that says which shard it holds (`baton eval --shard K/N
+/// --json F` writes F.shard-K-of-N.json): `{"shard": "K/N", "clips": total, "list": hash of
+/// every clip's path}`; the file is otherwise the one-process file with this shard's readings.
+pub const EVAL_SHARD_KEY: &str = "shard";
+
+/// Joins the readings files of `baton eval --shard K/N --json F`, given in any order, into the
+/// readings file one process writes (every reading in clip order, no shard key). Refuses what
+/// [`merge`] refuses.
+pub fn merge_readings(
+    docs: Vec<(PathBuf, serde_json::Value)>,
+) -> Result<serde_json::Value, MergeError> {
+    let Some((first_path, _)) = docs.first() else {
+        return Err(MergeError::Nothing);
+    };
+    let mut parsed = Vec::with_capacity(docs.len());
+    for (path, doc) in &docs {
+        let shard: Shard = doc[EVAL_SHARD_KEY]["shard"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                FormatError::invalid(
+                    path,
+                    "is not a readings shard (`baton eval --shard K/N --json F` writes them)",
+                )
+            })?;
+        let ident: Vec<(&'static str, String)> = [
+            ("clip list", &doc[EVAL_SHARD_KEY]["list"]),
+            ("clips", &doc[EVAL_SHARD_KEY]["clips"]),
+            ("probe", &doc["probe"]),
+            ("model", &doc["model"]),
+            ("block", &doc["block"]),
+            ("kind", &doc["kind"]),
+            ("classes", &doc["classes"]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+        parsed.push((path, shard, ident));
+    }
+    let reference = parsed[0].2.clone();
+    let order = complete_set(parsed.into_iter(), first_path, &reference)?;
+    let mut whole = docs[order[0]].1.clone();
+    let readings: Vec<serde_json::Value> = order
+        .iter()
+        .flat_map(|&i| {
+            docs[i].1["readings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    if let Some(obj) = whole.as_object_mut() {
+        obj.remove(EVAL_SHARD_KEY);
+        obj.insert("readings".into(), readings.into());
+    }
+    Ok(whole)
 }
 
 /// Reads every shard file and [`merge`]s them.
