@@ -17,12 +17,18 @@
 //! - every item is its own file, written atomically ([`crate::files::write_atomic`]: a
 //!   temporary name per process, then a rename), so a racing or killed shard never leaves half
 //!   an item, and no two shards write the same item;
-//! - the folder's summary file (a dataset's `manifest.jsonl`, a sweep's `sweep.json`) is a pure
-//!   function of the item files on disk, so two shards that write it at once write the same
-//!   bytes, and [`settle`] makes the one written last hold every item: each shard, after its own
-//!   last item, writes the summary and gathers again until what it gathered is what it wrote.
-//!   The last rename of all is followed by its writer's gather, which comes after every other
-//!   shard's items (each shard writes its items before its own renames), so it sees them all.
+//! - the folder's summary file is a pure function of the item files on disk, so two shards that
+//!   write it at once write the same bytes, and each shard looks at the folder only after
+//!   writing its own items. A dataset's `manifest.jsonl` is written by whichever shard finds
+//!   every clip there: of shards finishing at once, the one that looks last comes after every
+//!   other's last clip, so it finds them all. A sweep's `sweep.json`, which lists whatever takes
+//!   are done, is rewritten by [`settle`]: each shard, after its own last take, writes it and
+//!   gathers again until what it gathered is what it wrote. The last rename of all is followed
+//!   by its writer's gather, which comes after every other shard's takes (each shard writes its
+//!   takes before its own renames), so the file left holds them all.
+//! - the folder's record of its options (`dataset.json`) is created only if absent
+//!   ([`crate::files::write_new`]), so of shards starting at once one creates it and the
+//!   others check theirs against it.
 //!
 //! A shard that failed leaves its missing items missing: rerunning it (or a plain run without
 //! `--shard`, which also finalises the summary) makes only those.
