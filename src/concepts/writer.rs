@@ -165,15 +165,20 @@ fn prepare_folder(out: &Path, info: &DatasetInfo) -> Result<(), ConceptError> {
     Ok(())
 }
 
-/// Removes temporary files an interrupted run left in `clips/` (`.NAME.wav.PID.tmp`) for the
-/// clips of `mine` only: another shard's are its writes in flight.
-fn remove_stale_temps(clips: &Path, mine: &[&ClipSpec]) -> Result<(), ConceptError> {
+/// Removes temporary files an interrupted run left in `clips/` (`.NAME.wav.PID.tmp`): every one
+/// for the whole job, only those of its own clips (`mine`) for a shard, since another shard's
+/// are its writes in flight.
+fn remove_stale_temps(
+    clips: &Path,
+    mine: &[&ClipSpec],
+    shard: Shard,
+) -> Result<(), ConceptError> {
     let names: HashSet<String> = mine.iter().map(|s| format!("{}.wav", s.name)).collect();
     for entry in std::fs::read_dir(clips).map_err(io_err(clips))? {
         let entry = entry.map_err(io_err(clips))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if temp_target(&name).is_some_and(|t| names.contains(t)) {
+        if temp_target(&name).is_some_and(|t| shard.is_whole() || names.contains(t)) {
             let path = entry.path();
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
@@ -323,7 +328,7 @@ pub fn write_dataset_shard(
     let all: Vec<&ClipSpec> = specs.iter().collect();
     let mine = &all[shard.range(all.len())];
     let clips_dir = job.out.join(CLIPS_DIR);
-    remove_stale_temps(&clips_dir, mine)?;
+    remove_stale_temps(&clips_dir, mine, shard)?;
 
     let on_disk = |s: &ClipSpec| job.out.join(clip_file(s)).is_file();
     let pending: Vec<&ClipSpec> = mine.iter().copied().filter(|s| !on_disk(s)).collect();
