@@ -63,6 +63,9 @@ pub enum ShardError {
     /// `N` is 0.
     #[error("shard `{0}`: the number of shards N must be at least 1")]
     NoShards(String),
+    /// `--shard-count` or `BATON_SHARD_COUNT` is 0.
+    #[error("--shard-count/{COUNT_ENV} is 0: the number of shards must be at least 1")]
+    ZeroCount,
     /// `K` is 0 or above `N`.
     #[error("shard `{text}`: K must be 1 to {count} (shards are numbered from 1)")]
     OutOfRange {
@@ -209,7 +212,7 @@ impl Shard {
                 .transpose()?,
         };
         if count == Some(0) {
-            return Err(ShardError::NoShards(format!("?/{}", 0)));
+            return Err(ShardError::ZeroCount);
         }
         let agree = |shard: Shard, source: ShardSource| match count {
             Some(c) if c != shard.count => Err(ShardError::CountConflict {

@@ -481,18 +481,20 @@ fn sweep_and_eval_shards_at_once_equal_one_process() {
     };
     let whole = tmp.path().join("readings.json");
     ok(&eval(&whole), &[]);
+    // Seven shards of five clips: two have none, and still write their (empty) part.
     let sharded = tmp.path().join("sharded-readings.json");
-    all_succeed(&at_once(shards(&eval(&sharded), 2)));
-    let part = |k| Shard::new(k, 2).expect("shard").file_for(&sharded);
+    all_succeed(&at_once(shards(&eval(&sharded), 7)));
+    let part = |k| Shard::new(k, 7).expect("shard").file_for(&sharded);
     let merged = tmp.path().join("merged-readings.json");
     let mut merge = strings(&["merge"]);
-    merge.extend([s(&part(2)), s(&part(1)), "--out".into(), s(&merged)]);
+    merge.extend((1..=7).rev().map(|k| s(&part(k))));
+    merge.extend(["--out".into(), s(&merged)]);
     ok(&merge, &[]);
     assert_eq!(
         std::fs::read(&merged).expect("merged"),
         std::fs::read(&whole).expect("whole")
     );
     let mut incomplete = strings(&["merge"]);
-    incomplete.extend([s(&part(2)), "--out".into(), s(&merged)]);
-    fails(&incomplete, "missing shard(s) 1/2");
+    incomplete.extend([s(&part(2)), s(&part(5)), "--out".into(), s(&merged)]);
+    fails(&incomplete, "missing shard(s) 1/7, 3/7, 4/7, 6/7, 7/7 of 7");
 }

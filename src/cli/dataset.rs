@@ -156,6 +156,9 @@ pub fn run(args: DatasetArgs) -> miette::Result<()> {
         secs,
         rate
     );
+    if summary.complete() && !shard.is_whole() {
+        eprintln!("every clip of the dataset is there; manifest.jsonl lists them");
+    }
     if !summary.complete() {
         eprintln!(
             "{} clip(s) of other shards still missing; manifest.jsonl is written once every \

@@ -332,6 +332,19 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
     });
     let (reader, pooling) = load_reader(&args.probe, args.classifier.as_deref(), &args.library)?;
     let windowing = check_args(&args, &reader, clips, json.as_deref())?;
+    if clips.is_empty() {
+        // More shards than clips: this one has none, but its (empty) readings file completes
+        // the set `baton merge` joins.
+        eprintln!(
+            "shard {shard}: none of the {} clip(s) falls to this shard",
+            args.clips.len()
+        );
+        if let Some(path) = &json {
+            write_atomic(path, to_json(&args, &reader, &[], shard).as_bytes())
+                .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))?;
+        }
+        return Ok(());
+    }
     let model = load_model(&args.model)?;
     reader
         .check_fits(&model)

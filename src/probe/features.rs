@@ -72,7 +72,21 @@ pub struct FeatureSet {
 impl FeatureSet {
     /// Reads and validates a features file.
     pub fn read(path: &Path) -> Result<Self, FormatError> {
-        Self::from_reader(&st::Reader::open(path, FEATURES_FORMAT)?)
+        let reader = st::Reader::open(path, FEATURES_FORMAT).map_err(|e| match e {
+            FormatError::Invalid { path, message }
+                if message.contains(super::shards::FEATURES_SHARD_FORMAT) =>
+            {
+                FormatError::Invalid {
+                    path,
+                    message: format!(
+                        "{message}: one shard of a features file; join the shards with \
+                         `baton merge SHARD... --out FILE` first"
+                    ),
+                }
+            }
+            other => other,
+        })?;
+        Self::from_reader(&reader)
     }
 
     /// The feature set in an opened file (a features file, or a shard of one).
