@@ -383,6 +383,42 @@ fn features_shards_at_once_merge_into_the_one_process_file() {
 }
 
 #[test]
+fn a_shard_of_ones_own_concept_keeps_the_whole_datasets_classes() {
+    // Four clips of a concept baton does not know, sorted by label: shard 1/2 holds only `calm`
+    // clips, yet its rows are labelled in the dataset's classes (calm, tense), as one process
+    // labels them.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let notes = tmp.path().join("notes");
+    ok(&dataset_args(&notes), &[]);
+    let data = tmp.path().join("mood");
+    std::fs::create_dir_all(data.join("clips")).expect("mkdir");
+    let mut manifest = String::new();
+    for (i, (name, label)) in clip_names()
+        .iter()
+        .zip(["calm", "calm", "tense", "tense"])
+        .enumerate()
+    {
+        std::fs::copy(notes.join(name), data.join(name)).expect("copy");
+        manifest.push_str(&format!(
+            "{{\"file\":\"{name}\",\"concept\":\"mood\",\"label\":\"{label}\",\"take\":{i}}}\n"
+        ));
+    }
+    std::fs::write(data.join("manifest.jsonl"), manifest).expect("manifest");
+    let whole = tmp.path().join("mood.safetensors");
+    ok(&features_args(&data, &whole), &[]);
+    let out = tmp.path().join("sharded.safetensors");
+    all_succeed(&at_once(shards(&features_args(&data, &out), 2)));
+    let mut merge = strings(&["merge"]);
+    merge.extend((1..=2).map(|k| s(&Shard::new(k, 2).expect("shard").file_for(&out))));
+    let merged = tmp.path().join("merged.safetensors");
+    merge.extend(["--out".into(), s(&merged)]);
+    ok(&merge, &[]);
+    let want = FeatureSet::read(&whole).expect("whole");
+    assert_eq!(want.classes, ["calm", "tense"]);
+    assert_eq!(FeatureSet::read(&merged).expect("merged"), want);
+}
+
+#[test]
 fn sweep_and_eval_shards_at_once_equal_one_process() {
     let tmp = tempfile::tempdir().expect("tmp");
     let lib = tmp.path().join("lib");
