@@ -28,10 +28,14 @@ pub fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
 /// the same in every build, so a hash written to a file (a sweep's settings) can be compared
 /// by a later baton.
 pub fn content_hash(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+    Some(bytes_hash(&std::fs::read(path).ok()?))
+}
+
+/// [`content_hash`] of bytes in memory.
+pub fn bytes_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    }))
+    })
 }
 
 /// Errors reading or writing baton's safetensors-based files.
@@ -210,13 +214,56 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if output_target(path)? == OutputTarget::Stream {
         return stream_into(path, bytes);
     }
+    write_through_temp(path, bytes, |tmp| std::fs::rename(tmp, path))
+}
+
+/// Writes `bytes` to `path` like [`write_atomic`], but only if nothing is there yet: returns
+/// `false`, writing nothing, when `path` exists. The check and the write are one step (a hard
+/// link, which refuses an existing name), so of processes racing to create the same file
+/// exactly one does: how shards sharing a folder agree on the one record of its options.
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let mut created = true;
+    write_through_temp(path, bytes, |tmp| match std::fs::hard_link(tmp, path) {
+        Ok(()) => std::fs::remove_file(tmp),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            created = false;
+            std::fs::remove_file(tmp)
+        }
+        // A file system without hard links: a check, then the rename (racy only there).
+        Err(_) if !path.exists() => std::fs::rename(tmp, path),
+        Err(_) => {
+            created = false;
+            std::fs::remove_file(tmp)
+        }
+    })?;
+    Ok(created)
+}
+
+/// The file a temporary sibling of baton's atomic writes stands for: `Some("x.wav")` for
+/// `.x.wav.1234.tmp`, `None` for any other name. Lets a folder's readers skip writes in flight
+/// (another process's, in a folder shards share) and resumes clear away their own stale ones.
+pub fn temp_target(file_name: &str) -> Option<&str> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (target, pid) = inner.rsplit_once('.')?;
+    (!target.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(target)
+}
+
+/// Writes `bytes` to a temporary sibling of `path` (`.NAME.PID.tmp`, so processes never share
+/// one), synced, then lets `finish` put it in place; the temporary file is removed on failure
+/// and tracked for [`remove_in_flight`] meanwhile.
+fn write_through_temp(
+    path: &Path,
+    bytes: &[u8],
+    finish: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = temp_sibling(path)?;
     track_in_flight(&tmp);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        finish(&tmp)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -451,6 +498,32 @@ mod tests {
         // Nothing else was left in the folder.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn write_new_creates_once_and_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dataset.json");
+        assert!(write_new(&path, b"first").unwrap());
+        assert!(!write_new(&path, b"second").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        // no temporary file is left either way
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_names_are_recognised_with_the_file_they_stand_for() {
+        assert_eq!(temp_target(".x.wav.1234.tmp"), Some("x.wav"));
+        assert_eq!(temp_target(".sweep.json.7.tmp"), Some("sweep.json"));
+        for other in [
+            "x.wav",
+            ".x.wav.tmp",
+            ".x.wav.12a.tmp",
+            "..1.tmp",
+            ".hidden",
+        ] {
+            assert_eq!(temp_target(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`piece`] turns a piece's clip and length into the model's extent (continuation, windows)
 //!   for every front end;
 //! - [`script`] wires everything for recipes; [`live`] (watch mode) and [`repl`] sit on it;
-//! - [`files`] (atomic writes, safetensors helpers), [`seed`] (pure seeded randomness) and
+//! - [`files`] (atomic writes, safetensors helpers), [`seed`] (pure seeded randomness),
+//!   [`shard`] (which part of a heavy job one of N processes does) and
 //!   [`progress`] (progress bars) are shared plumbing any stage may use.
 
 pub mod audio;
@@ -27,4 +28,5 @@ pub mod repl;
 pub mod rfm;
 pub mod script;
 pub mod seed;
+pub mod shard;
 pub mod steer;

@@ -40,6 +40,9 @@ enum Command {
     Dataset(cli::dataset::DatasetArgs),
     /// Extract pooled per-block decoder features from a dataset folder.
     Features(cli::features::FeaturesArgs),
+    /// Join the shards of `baton features --shard K/N` (or the readings of `baton eval --shard
+    /// K/N --json`) into the file one process writes.
+    Merge(cli::merge::MergeArgs),
     /// Train RFM probes (or the difference-of-means baseline) on a features file and write a
     /// direction bundle.
     Train(cli::train::TrainArgs),
@@ -74,6 +77,7 @@ fn main() -> miette::Result<()> {
         Command::Info(args) => cli::info::run(args),
         Command::Dataset(args) => cli::dataset::run(args),
         Command::Features(args) => cli::features::run(args),
+        Command::Merge(args) => cli::merge::run(args),
         Command::Train(args) => cli::train::run(args),
     }
 }

@@ -5,11 +5,13 @@ use std::time::Instant;
 
 use baton::audio::SampleFormat;
 use baton::concepts::{
-    find_soundfont, import_folder, write_dataset, Concept, ConceptError, DatasetJob, ImportJob,
-    Instruments, Renderer, SoundFontLookup, SpecOptions, WavFiles, SOUNDFONT_ENV,
+    find_soundfont, import_folder, write_dataset_shard, Concept, ConceptError, DatasetJob,
+    ImportJob, Instruments, Renderer, SoundFontLookup, SpecOptions, WavFiles, SOUNDFONT_ENV,
 };
 use clap::Args;
 use miette::miette;
+
+use super::shard::ShardArgs;
 
 fn parse_instruments(s: &str) -> Result<Instruments, String> {
     s.parse().map_err(|e: ConceptError| e.to_string())
@@ -29,7 +31,7 @@ pub struct DatasetArgs {
     /// Make the dataset from your own recordings instead: a folder with one sub-folder of WAV
     /// files per class (`calm/*.wav`, `tense/*.wav`). Files are mixed to mono, resampled to
     /// --sample-rate and cut into --clip-seconds clips; silence and files under 1 s are left out.
-    #[arg(long, value_name = "FOLDER", conflicts_with_all = ["instruments", "limit", "seed", "soundfont", "builtin_synth"])]
+    #[arg(long, value_name = "FOLDER", conflicts_with_all = ["instruments", "limit", "seed", "soundfont", "builtin_synth", "shard"])]
     pub from: Option<PathBuf>,
     /// With --from: length of the clips recordings are cut into, seconds (1 to 30; a shorter
     /// file is one clip).
@@ -62,6 +64,11 @@ pub struct DatasetArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    // Shards write one --out folder at the same time: each renders its share of the clips, and
+    // manifest.jsonl appears once every clip is there (a plain run after them renders what a
+    // failed shard left, and writes it).
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 /// A library error as one line: its message already names the cause, and miette would print
@@ -92,7 +99,14 @@ fn renderer(args: &DatasetArgs) -> miette::Result<Renderer> {
 
 /// Runs `baton dataset`.
 pub fn run(args: DatasetArgs) -> miette::Result<()> {
+    let shard = args.shard.resolve()?;
     if let Some(from) = &args.from {
+        if !shard.is_whole() {
+            return Err(miette!(
+                "--from imports recordings in one process and cannot be sharded; run it outside \
+                 the array (or pass --shard 1/1)"
+            ));
+        }
         return import(&args, from);
     }
     let concept: Concept = args.concept.parse().map_err(|e: ConceptError| {
@@ -117,17 +131,24 @@ pub fn run(args: DatasetArgs) -> miette::Result<()> {
         progress: !args.quiet,
     };
     let started = Instant::now();
-    let summary = write_dataset(&job, &renderer, &WavFiles).map_err(one_line)?;
+    let summary = write_dataset_shard(&job, shard, &renderer, &WavFiles).map_err(one_line)?;
     let secs = started.elapsed().as_secs_f64();
     let rate = if secs > 0.0 {
         summary.rendered as f64 / secs
     } else {
         0.0
     };
+    let clips = if shard.is_whole() {
+        format!("{} clips", summary.total)
+    } else {
+        format!(
+            "shard {shard}: {} of {} clips",
+            summary.shard_clips, summary.total
+        )
+    };
     eprintln!(
-        "{}: {} clips in {} ({} rendered, {} already present) with {}; {:.1} s, {:.1} clips/s",
+        "{}: {clips} in {} ({} rendered, {} already present) with {}; {:.1} s, {:.1} clips/s",
         concept,
-        summary.total,
         args.out.display(),
         summary.rendered,
         summary.already_present,
@@ -135,6 +156,16 @@ pub fn run(args: DatasetArgs) -> miette::Result<()> {
         secs,
         rate
     );
+    if summary.complete() && !shard.is_whole() {
+        eprintln!("every clip of the dataset is there; manifest.jsonl lists them");
+    }
+    if !summary.complete() {
+        eprintln!(
+            "{} clip(s) of other shards still missing; manifest.jsonl is written once every \
+             shard is done (or by a run without --shard, which renders what is missing)",
+            summary.missing
+        );
+    }
     Ok(())
 }
 

@@ -21,6 +21,10 @@ use baton::steer::Direction;
 
 use super::common::{load_model, Library, ModelArgs};
 use super::output::check_output;
+use super::shard::ShardArgs;
+use baton::files::bytes_hash;
+use baton::probe::shards::EVAL_SHARD_KEY;
+use baton::shard::Shard;
 
 /// Arguments of `baton eval`.
 #[derive(Args, Debug)]
@@ -46,13 +50,17 @@ pub struct EvalArgs {
     /// The classifier to read with [default: BUNDLE.classifier.safetensors, when it exists].
     #[arg(long, value_name = "FILE")]
     pub classifier: Option<PathBuf>,
-    /// Also write every reading to this JSON file.
+    /// Also write every reading to this JSON file. A shard writes JSON's name with
+    /// `.shard-K-of-N` before the extension instead, for `baton merge`.
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub library: Library,
     #[command(flatten)]
     pub model: ModelArgs,
+    // A shard reads its share of CLIP... (a contiguous run, in the order given).
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 /// The probe named `probe` (a bundle file or library name), as a reader, with its pooling: its
@@ -131,17 +139,22 @@ pub fn windowing(window: Option<f64>, hop: Option<f64>) -> miette::Result<Option
 }
 
 /// Checks the arguments that need no model, and returns the windowing they ask for.
-fn check_args(args: &EvalArgs, reader: &Reader) -> miette::Result<Option<Windowing>> {
+fn check_args(
+    args: &EvalArgs,
+    reader: &Reader,
+    clips: &[PathBuf],
+    json: Option<&Path>,
+) -> miette::Result<Option<Windowing>> {
     let windowing = windowing(args.window, args.hop)?;
     if let Some(t) = &args.target {
         check_target(reader, t, &args.probe)?;
     }
-    for clip in &args.clips {
+    for clip in clips {
         if !clip.is_file() {
             return Err(miette::miette!("no audio file {}", clip.display()));
         }
     }
-    if let Some(json) = &args.json {
+    if let Some(json) = json {
         check_output(json)?;
     }
     Ok(windowing)
@@ -260,8 +273,14 @@ pub fn reading_from_json(reader: &Reader, row: &serde_json::Value) -> Option<Rea
     })
 }
 
-/// Every reading as JSON.
-fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) -> String {
+/// Every reading as JSON; a shard's says which shard of which clips it holds, for
+/// `baton merge`.
+fn to_json(
+    args: &EvalArgs,
+    reader: &Reader,
+    all: &[(PathBuf, Vec<Reading>)],
+    shard: Shard,
+) -> String {
     let rows: Vec<serde_json::Value> = all
         .iter()
         .flat_map(|(clip, readings)| {
@@ -276,7 +295,7 @@ fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) ->
         Reader::Classifier(c) => ("classes", c.classes.clone()),
         Reader::Direction { .. } => ("projection", Vec::new()),
     };
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "probe": args.probe,
         "model": args.model.model,
         "block": reader.block(),
@@ -284,13 +303,48 @@ fn to_json(args: &EvalArgs, reader: &Reader, all: &[(PathBuf, Vec<Reading>)]) ->
         "classes": classes,
         "readings": rows,
     });
+    if !shard.is_whole() {
+        // Shards of one run name the same clips in the same order: a hash of the list tells.
+        let list: String = args
+            .clips
+            .iter()
+            .map(|c| format!("{}\n", c.display()))
+            .collect();
+        doc[EVAL_SHARD_KEY] = serde_json::json!({
+            "shard": shard.to_string(),
+            "clips": args.clips.len(),
+            "list": format!("{:016x}", bytes_hash(list.as_bytes())),
+        });
+    }
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
 /// Runs `baton eval`.
 pub fn run(args: EvalArgs) -> miette::Result<()> {
+    let shard = args.shard.resolve()?;
+    let clips = &args.clips[shard.range(args.clips.len())];
+    let json = args.json.as_ref().map(|j| {
+        if shard.is_whole() {
+            j.clone()
+        } else {
+            shard.file_for(j)
+        }
+    });
     let (reader, pooling) = load_reader(&args.probe, args.classifier.as_deref(), &args.library)?;
-    let windowing = check_args(&args, &reader)?;
+    let windowing = check_args(&args, &reader, clips, json.as_deref())?;
+    if clips.is_empty() {
+        // More shards than clips: this one has none, but its (empty) readings file completes
+        // the set `baton merge` joins.
+        eprintln!(
+            "shard {shard}: none of the {} clip(s) falls to this shard",
+            args.clips.len()
+        );
+        if let Some(path) = &json {
+            write_atomic(path, to_json(&args, &reader, &[], shard).as_bytes())
+                .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))?;
+        }
+        return Ok(());
+    }
     let model = load_model(&args.model)?;
     reader
         .check_fits(&model)
@@ -302,13 +356,12 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     // Every clip is read from disk (and its rate checked) before the first is run.
-    let audio = args
-        .clips
+    let audio = clips
         .iter()
         .map(|clip| read_clip(&model, clip).map_err(|e| miette::miette!("{e}")))
         .collect::<miette::Result<Vec<_>>>()?;
     let mut all = Vec::new();
-    for (clip, audio) in args.clips.iter().zip(&audio) {
+    for (clip, audio) in clips.iter().zip(&audio) {
         bar.set_message(clip.display().to_string());
         let readings = read_audio(
             &model,
@@ -327,8 +380,7 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
     bar.finish_and_clear();
 
     let target = args.target.as_deref();
-    let width = args
-        .clips
+    let width = clips
         .iter()
         .map(|c| c.display().to_string().len())
         .max()
@@ -359,8 +411,8 @@ pub fn run(args: EvalArgs) -> miette::Result<()> {
     for line in summary(&reader, &flat, target) {
         println!("{line}");
     }
-    if let Some(path) = &args.json {
-        write_atomic(path, to_json(&args, &reader, &all).as_bytes())
+    if let Some(path) = &json {
+        write_atomic(path, to_json(&args, &reader, &all, shard).as_bytes())
             .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())

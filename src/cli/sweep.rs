@@ -5,9 +5,12 @@
 //!
 //! Each take is what `baton render --prompt P --steer NAME:S --seed N` gives (on the CPU
 //! exactly, batched or not; on a GPU a batch may round differently), and each
-//! reading what `baton eval TAKE --probe PROBE` gives. Takes and readings are kept in
-//! `OUT/sweep.json` as they finish, so an interrupted sweep resumes, and one run with more
-//! strengths or takes adds only the new ones.
+//! reading what `baton eval TAKE --probe PROBE` gives. Each take's readings are kept beside
+//! it (`OUT/s{STRENGTH}-seed{N}.json`, written atomically as the take finishes) and gathered
+//! into `OUT/sweep.json`, so an interrupted sweep resumes, one run with more strengths or takes
+//! adds only the new ones, and shards (`--shard K/N`) render their share of the takes into one
+//! folder at once: each gathers sweep.json again after its last take until it holds every take
+//! on disk ([`baton::shard::settle`]), so the last shard to finish leaves it complete.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use baton::files::{content_hash, write_atomic};
 use baton::probe::bundle::classifier_path;
 use baton::probe::eval::{check_windowing, read_audio, read_clip, Reader, Reading, Tally};
 use baton::probe::DirectionBundle;
+use baton::shard::settle;
 use baton::steer::{Plan, StrengthUnit};
 use clap::Args;
 use serde_json::{json, Value as Json};
@@ -26,6 +30,8 @@ use super::common::{load_model, model_config, Library, ModelArgs};
 use super::eval::{check_target, load_reader, reading_from_json, reading_json, windowing};
 use super::generation::{check_seconds, parse_steer, plan_hook, SamplingArgs, SteerArgs};
 use super::render::generate_with_progress;
+use super::shard::ShardArgs;
+use baton::files::temp_target;
 use baton::model::Extent;
 
 /// The file that records a sweep's settings, takes and readings.
@@ -89,6 +95,8 @@ pub struct SweepArgs {
     pub library: Library,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 /// One take's place in the sweep.
@@ -108,6 +116,11 @@ impl Take {
     /// equal at the name's precision, 0.001).
     fn file(&self) -> String {
         format!("s{}-seed{}.wav", strength_key(self.strength), self.seed)
+    }
+
+    /// The file that records the take's readings, beside its audio.
+    fn record(&self) -> String {
+        format!("s{}-seed{}.json", strength_key(self.strength), self.seed)
     }
 }
 
@@ -156,7 +169,11 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let occupied = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+            // Another shard's sweep.json in flight does not make the folder someone else's.
+            let occupied = std::fs::read_dir(out).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| temp_target(&e.file_name().to_string_lossy()).is_none())
+            });
             if occupied {
                 return Err(miette::miette!(
                     "{} holds files but no {SWEEP_FILE}; choose a new or empty --out folder",
@@ -173,7 +190,7 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
         .get("takes")
         .and_then(Json::as_array)
         .is_some_and(Vec::is_empty);
-    if no_takes {
+    if no_takes && take_records(out, &BTreeMap::new())?.is_empty() {
         // A sweep whose first take failed: nothing to keep, so any settings may start it anew.
         return Ok(BTreeMap::new());
     }
@@ -216,6 +233,50 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
             out.join(&file).is_file().then_some((file, t))
         })
         .collect())
+}
+
+/// Every take in `out`: those of `earlier` (sweep.json's when the run began) and those recorded
+/// beside their audio, by file; a take counts only while its audio is there.
+fn take_records(
+    out: &Path,
+    earlier: &BTreeMap<String, Json>,
+) -> miette::Result<BTreeMap<String, Json>> {
+    let mut takes = earlier.clone();
+    let entries = match std::fs::read_dir(out) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(takes),
+        Err(e) => return Err(miette::miette!("cannot read {}: {e}", out.display())),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if name == SWEEP_FILE || temp_target(&name).is_some() {
+            continue;
+        }
+        let wav = format!("{stem}.wav");
+        if !out.join(&wav).is_file() {
+            continue;
+        }
+        let text = match std::fs::read_to_string(entry.path()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(miette::miette!(
+                    "cannot read {}: {e}",
+                    entry.path().display()
+                ))
+            }
+        };
+        let record: Json = serde_json::from_str(&text).map_err(|e| {
+            miette::miette!("{}: not a take's record ({e})", entry.path().display())
+        })?;
+        if record.get("file").and_then(Json::as_str) == Some(wav.as_str()) {
+            takes.insert(wav, record);
+        }
+    }
+    Ok(takes)
 }
 
 /// Splits the takes to render into batches of at most `size`: the same strength, consecutive
@@ -352,13 +413,16 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     let probe_file = args.library.bundle("--probe", &probe)?;
     files.push(classifier_path(&probe_file));
     files.push(probe_file);
+    let shard = args.shard.resolve()?;
     let settings = settings(&args, &probe, &files);
-    let mut done = earlier_takes(&args.out, &settings)?;
+    let earlier = earlier_takes(&args.out, &settings)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| miette::miette!("cannot create {}: {e}", args.out.display()))?;
+    let gather = || take_records(&args.out, &earlier);
     // The folder is marked as this sweep's before the first take, so a failed take leaves it
     // resumable.
-    write_sweep(&args.out, &settings, &done, None)?;
+    write_sweep(&args.out, &settings, &gather()?, None)?;
+    let done = gather()?;
 
     let takes: Vec<Take> = strengths
         .iter()
@@ -369,15 +433,17 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
             })
         })
         .collect();
-    let todo: Vec<&Take> = takes
+    // Every shard splits the same list of this run's takes.
+    let mine = &takes[shard.range(takes.len())];
+    let todo: Vec<&Take> = mine
         .iter()
         .filter(|t| !done.contains_key(&t.file()))
         .collect();
-    if todo.len() < takes.len() {
+    if todo.len() < mine.len() {
         eprintln!(
             "{} of {} takes already in {}",
-            takes.len() - todo.len(),
-            takes.len(),
+            mine.len() - todo.len(),
+            mine.len(),
             args.out.display()
         );
     }
@@ -451,20 +517,25 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
                 let readings =
                     read_audio(&model, &clip, &reader, pooling, windowing, &mut |_, _| {})
                         .map_err(|e| miette::miette!("{}: {e}", file.display()))?;
-                done.insert(
-                    take.file(),
-                    json!({
-                        "strength": take.strength,
-                        "seed": take.seed,
-                        "file": take.file(),
-                        "readings": readings
-                            .iter()
-                            .map(|r| reading_json(&reader, r))
-                            .collect::<Vec<_>>(),
-                    }),
-                );
+                let record = json!({
+                    "strength": take.strength,
+                    "seed": take.seed,
+                    "file": take.file(),
+                    "readings": readings
+                        .iter()
+                        .map(|r| reading_json(&reader, r))
+                        .collect::<Vec<_>>(),
+                });
                 // Recorded take by take: a failure later in the batch keeps this one.
-                write_sweep(&args.out, &settings, &done, None)?;
+                let path = args.out.join(take.record());
+                write_atomic(
+                    &path,
+                    serde_json::to_string_pretty(&record)
+                        .unwrap_or_default()
+                        .as_bytes(),
+                )
+                .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))?;
+                write_sweep(&args.out, &settings, &gather()?, None)?;
             }
             finished += batch.len();
         }
@@ -476,7 +547,40 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     }
 
     // The summary covers every take in the folder, also those of earlier runs with other
-    // strengths or more seeds.
+    // strengths or more seeds, and of other shards.
+    let done = settle(gather, |done| {
+        write_sweep(
+            &args.out,
+            &settings,
+            done,
+            Some(&summary(&reader, target.as_deref(), done)),
+        )
+    })?;
+    print_table(
+        &args,
+        &probe,
+        &reader,
+        target.as_deref(),
+        &summary(&reader, target.as_deref(), &done),
+    );
+    let left = takes
+        .iter()
+        .filter(|t| !done.contains_key(&t.file()))
+        .count();
+    if left > 0 {
+        eprintln!(
+            "{left} of this sweep's {} takes are not in {} yet (other shards'); sweep.json \
+             covers every take once every shard is done (or a run without --shard renders what \
+             is left)",
+            takes.len(),
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The per-strength summary of every take in `done`, by strength.
+fn summary(reader: &Reader, target: Option<&str>, done: &BTreeMap<String, Json>) -> Vec<Json> {
     let mut groups: Vec<(f64, Vec<&Json>)> = Vec::new();
     for t in done.values() {
         let s = t["strength"].as_f64().unwrap_or(f64::NAN);
@@ -489,13 +593,10 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         }
     }
     groups.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let summary: Vec<Json> = groups
+    groups
         .iter()
-        .map(|(s, takes)| summarise(&reader, target.as_deref(), *s, takes))
-        .collect();
-    write_sweep(&args.out, &settings, &done, Some(&summary))?;
-    print_table(&args, &probe, &reader, target.as_deref(), &summary);
-    Ok(())
+        .map(|(s, takes)| summarise(reader, target, *s, takes))
+        .collect()
 }
 
 /// Writes sweep.json: settings, every take so far, and the summary once there is one.

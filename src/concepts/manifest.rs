@@ -1,6 +1,8 @@
 //! A dataset folder's description files: `dataset.json` (the options that made it, checked on
 //! resume) and `manifest.jsonl` (one object per clip: file, concept, label, every label field,
-//! program, seed), written only when every clip is on disk.
+//! program, seed), written only when every clip is on disk. While shards of one dataset run,
+//! each leaves the manifest lines of its own clips in `manifest.shard-K-of-N.jsonl`, which the
+//! run that writes the manifest joins and removes.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -71,13 +73,26 @@ impl DatasetInfo {
 
     /// Writes `dir/dataset.json` atomically (pretty JSON, ending in a newline).
     pub fn write(&self, dir: &Path) -> Result<(), ConceptError> {
+        crate::audio::write_atomic(&dir.join(INFO_FILE), self.text(dir)?.as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes `dir/dataset.json` as [`DatasetInfo::write`] does unless the file exists; returns
+    /// whether this call created it. Of shards starting at once into a new folder exactly one
+    /// creates it, and the others compare their options with it.
+    pub fn create(&self, dir: &Path) -> Result<bool, ConceptError> {
+        let path = dir.join(INFO_FILE);
+        crate::files::write_new(&path, self.text(dir)?.as_bytes())
+            .map_err(|err| ConceptError::Io { path, err })
+    }
+
+    fn text(&self, dir: &Path) -> Result<String, ConceptError> {
         let mut text = serde_json::to_string_pretty(self).map_err(|e| ConceptError::Manifest {
             path: dir.join(INFO_FILE),
             why: e.to_string(),
         })?;
         text.push('\n');
-        crate::audio::write_atomic(&dir.join(INFO_FILE), text.as_bytes())?;
-        Ok(())
+        Ok(text)
     }
 
     /// The fields that differ from `other`, as `key: ours vs theirs`, comma-separated.

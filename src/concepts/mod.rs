@@ -30,7 +30,9 @@ pub use generators::{clip_specs, ClipSpec, Concept, Instruments, Label, SpecOpti
 pub use import::{import_folder, ImportJob, ImportSummary};
 pub use manifest::{read_manifest, DatasetInfo, ManifestEntry};
 pub use render::{find_soundfont, Renderer, SoundFontLookup, SOUNDFONT_ENV};
-pub use writer::{write_dataset, ClipSink, DatasetJob, WavFiles, WriteSummary};
+pub use writer::{
+    write_dataset, write_dataset_shard, ClipSink, DatasetJob, WavFiles, WriteSummary,
+};
 
 use crate::audio::AudioError;
 

@@ -1,21 +1,23 @@
 //! Writing a dataset folder: render the clips in parallel, write each WAV atomically, resume an
-//! interrupted run, and write the manifest last.
+//! interrupted run, and write the manifest last; or one shard of the clips, with other shards
+//! writing the same folder at once (see [`crate::shard`]).
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::progress::counter;
 use rayon::prelude::*;
 
-use super::generators::{clip_specs, Concept, SpecOptions};
+use super::generators::{clip_specs, ClipSpec, Concept, SpecOptions};
 use super::manifest::{
-    clip_file, manifest_line, DatasetInfo, CLIPS_DIR, DATASET_FORMAT, INFO_FILE, MANIFEST_FILE,
+    clip_file, manifest_line, DatasetInfo, CLIPS_DIR, DATASET_FORMAT, MANIFEST_FILE,
 };
 use super::render::Renderer;
 use super::ConceptError;
 use crate::audio::{read_wav_mono, write_atomic, write_wav, AudioError, SampleFormat};
+use crate::files::temp_target;
+use crate::shard::Shard;
 
 /// Where rendered clips go. The dataset writer calls it from several threads.
 ///
@@ -63,15 +65,27 @@ pub struct DatasetJob {
     pub progress: bool,
 }
 
-/// The outcome of [`write_dataset`].
+/// The outcome of [`write_dataset`] and [`write_dataset_shard`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteSummary {
     /// Clips in the dataset.
     pub total: usize,
+    /// Clips of this run's shard (all of them without sharding).
+    pub shard_clips: usize,
     /// Clips rendered by this run.
     pub rendered: usize,
-    /// Clips already on disk from an earlier run.
+    /// Clips of this run's shard already on disk from an earlier run.
     pub already_present: usize,
+    /// Clips of the dataset still missing after this run (other shards' still running or
+    /// failed); 0 once the manifest is written.
+    pub missing: usize,
+}
+
+impl WriteSummary {
+    /// True when every clip is on disk and `manifest.jsonl` lists them.
+    pub fn complete(&self) -> bool {
+        self.missing == 0
+    }
 }
 
 /// True when every sample, as written in `format`, is zero (SynTheory's `is_silent`: notes
@@ -101,52 +115,162 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConceptError
     }
 }
 
+/// True when `dir` holds anything but other processes' writes in flight.
+fn occupied(dir: &Path) -> Result<bool, ConceptError> {
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if temp_target(&entry.file_name().to_string_lossy()).is_none() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Checks that `out` is new, empty, or a dataset made with the same options, then creates it.
+///
+/// Shards may start into the same new folder at once: `dataset.json` is written before
+/// anything else and only by whichever comes first ([`DatasetInfo::create`]); the others
+/// check their options against it.
 fn prepare_folder(out: &Path, info: &DatasetInfo) -> Result<(), ConceptError> {
+    let mut existing = None;
     if out.exists() {
         if !out.is_dir() {
             return Err(ConceptError::NotEmpty {
                 dir: out.to_path_buf(),
             });
         }
-        match DatasetInfo::read(out)? {
-            Some(existing) if existing != *info => {
-                return Err(ConceptError::OtherDataset {
+        existing = DatasetInfo::read(out)?;
+        // Read again when the folder is not empty: another shard may have made it since.
+        if existing.is_none() && occupied(out)? {
+            existing = DatasetInfo::read(out)?;
+            if existing.is_none() {
+                return Err(ConceptError::NotEmpty {
                     dir: out.to_path_buf(),
-                    difference: info.difference(&existing),
-                })
-            }
-            Some(_) => {}
-            None => {
-                let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
-                if entries.next().is_some() {
-                    return Err(ConceptError::NotEmpty {
-                        dir: out.to_path_buf(),
-                    });
-                }
+                });
             }
         }
     }
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    if existing.is_none() && !info.create(out)? {
+        existing = DatasetInfo::read(out)?;
+    }
+    if let Some(existing) = existing.filter(|e| e != info) {
+        return Err(ConceptError::OtherDataset {
+            dir: out.to_path_buf(),
+            difference: info.difference(&existing),
+        });
+    }
     let clips = out.join(CLIPS_DIR);
     std::fs::create_dir_all(&clips).map_err(io_err(&clips))?;
-    if !out.join(INFO_FILE).exists() {
-        info.write(out)?;
-    }
     Ok(())
 }
 
-/// Removes temporary files an interrupted run left in `clips/` (`.NAME.wav.PID.tmp`).
-fn remove_stale_temps(clips: &Path) -> Result<(), ConceptError> {
+/// Removes temporary files an interrupted run left in `clips/` (`.NAME.wav.PID.tmp`): every one
+/// for the whole job, only those of its own clips (`mine`) for a shard, since another shard's
+/// are its writes in flight.
+fn remove_stale_temps(clips: &Path, mine: &[&ClipSpec], shard: Shard) -> Result<(), ConceptError> {
+    let names: HashSet<String> = mine.iter().map(|s| format!("{}.wav", s.name)).collect();
     for entry in std::fs::read_dir(clips).map_err(io_err(clips))? {
         let entry = entry.map_err(io_err(clips))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        if temp_target(&name).is_some_and(|t| shard.is_whole() || names.contains(t)) {
             let path = entry.path();
-            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
+                _ => {}
+            }
         }
     }
     Ok(())
+}
+
+/// The manifest-line files shards leave in `out` (`manifest.shard-K-of-N.jsonl`).
+fn shard_manifests(out: &Path) -> Result<Vec<PathBuf>, ConceptError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(out).map_err(io_err(out))? {
+        let entry = entry.map_err(io_err(out))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("manifest.shard-") && name.ends_with(".jsonl") {
+            found.push(entry.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Each clip's `is_silent` from the shards' manifest lines (by `file`). A file another run has
+/// just joined and removed is skipped: its clips are read back instead.
+fn silence_from_shards(out: &Path) -> Result<HashMap<String, bool>, ConceptError> {
+    let mut silent = HashMap::new();
+    for path in shard_manifests(out)? {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        for line in text.lines() {
+            let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(line) else {
+                continue;
+            };
+            if let (Some(file), Some(s)) = (
+                obj.get("file").and_then(|v| v.as_str()),
+                obj.get("is_silent").and_then(|v| v.as_bool()),
+            ) {
+                silent.insert(file.to_string(), s);
+            }
+        }
+    }
+    Ok(silent)
+}
+
+/// `is_silent` of every clip of `specs` not in `known` (by index): from the shards' manifest
+/// lines, else read back from its WAV file (a resume is rare; the answer must not depend on
+/// whether a clip was rendered now or then).
+fn fill_silence(
+    out: &Path,
+    specs: &[&ClipSpec],
+    known: &mut HashMap<usize, bool>,
+) -> Result<(), ConceptError> {
+    let from_shards = silence_from_shards(out)?;
+    let unknown: Vec<&&ClipSpec> = specs
+        .iter()
+        .filter(|s| !known.contains_key(&s.index))
+        .collect();
+    let found: Vec<(usize, bool)> = unknown
+        .par_iter()
+        .map(|spec| {
+            let file = clip_file(spec);
+            if let Some(&s) = from_shards.get(&file) {
+                return Ok((spec.index, s));
+            }
+            let (samples, _) =
+                read_wav_mono(&out.join(&file)).map_err(|err| ConceptError::StaleClip { err })?;
+            Ok((spec.index, samples.iter().all(|&x| x == 0.0)))
+        })
+        .collect::<Result<_, ConceptError>>()?;
+    known.extend(found);
+    Ok(())
+}
+
+/// The manifest lines of `specs`, in order.
+fn manifest_text(specs: &[&ClipSpec], silent: &HashMap<usize, bool>) -> String {
+    let mut text = String::with_capacity(specs.len() * 256);
+    for spec in specs {
+        let is_silent = silent.get(&spec.index).copied().unwrap_or(false);
+        text.push_str(&manifest_line(spec, is_silent));
+        text.push('\n');
+    }
+    text
+}
+
+/// Deletes `path`; already gone is fine (another shard may have deleted it first).
+fn remove_if_there(path: &Path) -> Result<(), ConceptError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Renders a concept dataset into `job.out`: `dataset.json`, `clips/*.wav`, `manifest.jsonl`.
@@ -157,6 +281,25 @@ fn remove_stale_temps(clips: &Path) -> Result<(), ConceptError> {
 /// files, is refused.
 pub fn write_dataset(
     job: &DatasetJob,
+    renderer: &Renderer,
+    sink: &dyn ClipSink,
+) -> Result<WriteSummary, ConceptError> {
+    write_dataset_shard(job, Shard::WHOLE, renderer, sink)
+}
+
+/// [`write_dataset`] for one shard: renders only the clips of [`Shard::range`] over the
+/// dataset's fixed clip order, into a folder other shards write at the same time.
+///
+/// Each clip is the file a one-process run writes (every clip has its own seed). A shard that
+/// finishes its clips leaves their manifest lines in `manifest.shard-K-of-N.jsonl`; whichever
+/// run then finds every clip on disk writes `manifest.jsonl` from those lines (reading back the
+/// clips of a shard that left none) and removes them. A run that finds its clips and the
+/// manifest already there does nothing. Of shards finishing at once the one that looks last
+/// sees every clip, since each looks only after writing its own; two that both see them write
+/// the same bytes.
+pub fn write_dataset_shard(
+    job: &DatasetJob,
+    shard: Shard,
     renderer: &Renderer,
     sink: &dyn ClipSink,
 ) -> Result<WriteSummary, ConceptError> {
@@ -178,20 +321,28 @@ pub fn write_dataset(
         imported_from: None,
     };
     prepare_folder(&job.out, &info)?;
+    let all: Vec<&ClipSpec> = specs.iter().collect();
+    let mine = &all[shard.range(all.len())];
     let clips_dir = job.out.join(CLIPS_DIR);
-    remove_stale_temps(&clips_dir)?;
+    remove_stale_temps(&clips_dir, mine, shard)?;
 
-    let pending: Vec<_> = specs
-        .iter()
-        .filter(|s| !job.out.join(clip_file(s)).is_file())
-        .collect();
-    let already_present = specs.len() - pending.len();
+    let on_disk = |s: &ClipSpec| job.out.join(clip_file(s)).is_file();
+    let pending: Vec<&ClipSpec> = mine.iter().copied().filter(|s| !on_disk(s)).collect();
+    let already_present = mine.len() - pending.len();
+    let manifest = job.out.join(MANIFEST_FILE);
+    let summary = |rendered, missing| WriteSummary {
+        total: specs.len(),
+        shard_clips: mine.len(),
+        rendered,
+        already_present,
+        missing,
+    };
+    if pending.is_empty() && manifest.is_file() && shard_manifests(&job.out)?.is_empty() {
+        return Ok(summary(0, 0));
+    }
     if !pending.is_empty() {
         // A manifest promises every clip is present: withdraw it until they are again.
-        let manifest = job.out.join(MANIFEST_FILE);
-        if manifest.exists() {
-            std::fs::remove_file(&manifest).map_err(io_err(&manifest))?;
-        }
+        remove_if_there(&manifest)?;
     }
 
     let bar = counter(
@@ -217,27 +368,22 @@ pub fn write_dataset(
         })
         .collect();
     bar.finish_and_clear();
+    let rendered = rendered.into_inner();
     let mut silent: HashMap<usize, bool> = result?.into_iter().collect();
-    // Clips from an earlier run: read them back (a resume is rare; the answer must not depend on
-    // whether a clip was rendered now or then).
-    for spec in &specs {
-        if let Entry::Vacant(slot) = silent.entry(spec.index) {
-            let (samples, _) = read_wav_mono(&job.out.join(clip_file(spec)))
-                .map_err(|err| ConceptError::StaleClip { err })?;
-            slot.insert(samples.iter().all(|&x| x == 0.0));
-        }
+    if !shard.is_whole() {
+        fill_silence(&job.out, mine, &mut silent)?;
+        let lines = shard.file_for(&manifest);
+        write_atomic(&lines, manifest_text(mine, &silent).as_bytes())?;
     }
 
-    let mut manifest = String::with_capacity(specs.len() * 256);
-    for spec in &specs {
-        let is_silent = silent.get(&spec.index).copied().unwrap_or(false);
-        manifest.push_str(&manifest_line(spec, is_silent));
-        manifest.push('\n');
+    let missing = all.iter().filter(|s| !on_disk(s)).count();
+    if missing > 0 {
+        return Ok(summary(rendered, missing));
     }
-    write_atomic(&job.out.join(MANIFEST_FILE), manifest.as_bytes())?;
-    Ok(WriteSummary {
-        total: specs.len(),
-        rendered: rendered.into_inner(),
-        already_present,
-    })
+    fill_silence(&job.out, &all, &mut silent)?;
+    write_atomic(&manifest, manifest_text(&all, &silent).as_bytes())?;
+    for lines in shard_manifests(&job.out)? {
+        remove_if_there(&lines)?;
+    }
+    Ok(summary(rendered, 0))
 }

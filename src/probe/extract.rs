@@ -3,14 +3,18 @@
 //! every chosen block's output is pooled over time.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor, D};
 
 use super::features::{FeatureSet, Labels};
+use super::shards::FeatureShard;
 use crate::concepts::manifest::entry_path;
 use crate::concepts::{read_manifest, Concept, ConceptError, Label, ManifestEntry};
+use crate::files::content_hash;
 use crate::model::{ModelError, MusicGen};
+use crate::shard::Shard;
 
 /// Errors while extracting features.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +180,97 @@ pub fn extract_entries(
     on_clip: &mut dyn FnMut(usize, usize),
 ) -> Result<FeatureSet, ExtractError> {
     let plan = check_entries(dir, entries)?;
+    let rows = extract_rows(model, &plan, 0..entries.len(), options, on_clip)?;
+    let residual_norms = rows
+        .norms
+        .iter()
+        .map(|(&l, norms)| (l, mean_norm(norms)))
+        .collect();
+    Ok(rows.into_set(plan, options, model.num_layers(), residual_norms))
+}
+
+/// The mean of clips' residual norms, as a features file records it: summed in clip order in
+/// f64 (so a merge of shards, summing the same values in the same order, gives the same bits).
+pub(crate) fn mean_norm(norms: &[f32]) -> f32 {
+    let sum: f64 = norms.iter().map(|&n| n as f64).sum();
+    (sum / norms.len().max(1) as f64) as f32
+}
+
+/// Shard `shard` of [`extract_entries`]: the rows of [`Shard::range`] over the entries, with
+/// the classes and labels of the whole dataset (a shard's clips may lack some classes) and each
+/// clip's residual norms, so that [`super::shards::merge`] can join the shards into exactly
+/// the file one process writes.
+pub fn extract_shard(
+    model: &MusicGen,
+    dir: &Path,
+    entries: &[ManifestEntry],
+    shard: Shard,
+    options: &ExtractOptions,
+    on_clip: &mut dyn FnMut(usize, usize),
+) -> Result<FeatureShard, ExtractError> {
+    let plan = check_entries(dir, entries)?;
+    let manifest = dir.join(crate::concepts::manifest::MANIFEST_FILE);
+    let dataset = content_hash(&manifest)
+        .map(|h| format!("{h:016x}"))
+        .ok_or_else(|| ExtractError::Invalid(format!("cannot read {}", manifest.display())))?;
+    let range = shard.range(entries.len());
+    let rows = extract_rows(model, &plan, range.clone(), options, on_clip)?;
+    let clip_norms = rows.norms.clone();
+    let mut plan = plan;
+    plan.labels = match plan.labels {
+        Labels::Classes(ids) => Labels::Classes(ids[range.clone()].to_vec()),
+        Labels::Values(v) => Labels::Values(v[range.clone()].to_vec()),
+    };
+    let set = rows.into_set(plan, options, model.num_layers(), BTreeMap::new());
+    Ok(FeatureShard {
+        shard,
+        total: entries.len(),
+        dataset,
+        set,
+        clip_norms,
+    })
+}
+
+/// Pooled features of a run of a dataset's clips: `[clips, hidden]` rows and each clip's
+/// residual norm, per block.
+struct Rows {
+    n: usize,
+    hidden: usize,
+    rows: BTreeMap<usize, Vec<f32>>,
+    norms: BTreeMap<usize, Vec<f32>>,
+}
+
+impl Rows {
+    fn into_set(
+        self,
+        plan: DatasetPlan,
+        options: &ExtractOptions,
+        num_layers: usize,
+        residual_norms: BTreeMap<usize, f32>,
+    ) -> FeatureSet {
+        FeatureSet {
+            concept: plan.concept,
+            model: options.model_name.clone(),
+            pooling: options.pooling.name().to_string(),
+            classes: plan.classes,
+            n: self.n,
+            hidden_size: self.hidden,
+            num_layers: Some(num_layers),
+            layers: self.rows,
+            labels: plan.labels,
+            residual_norms,
+        }
+    }
+}
+
+/// Extracts the clips `range` of `plan.files`; `on_clip(done, total)` counts within the range.
+fn extract_rows(
+    model: &MusicGen,
+    plan: &DatasetPlan,
+    range: Range<usize>,
+    options: &ExtractOptions,
+    on_clip: &mut dyn FnMut(usize, usize),
+) -> Result<Rows, ExtractError> {
     let mut layers: Vec<usize> = if options.layers.is_empty() {
         (0..model.num_layers()).collect()
     } else {
@@ -192,37 +287,30 @@ pub fn extract_entries(
     }
 
     let hidden = model.hidden_size();
+    let files = &plan.files[range];
     let mut rows: BTreeMap<usize, Vec<f32>> = layers
         .iter()
-        .map(|&l| (l, Vec::with_capacity(entries.len() * hidden)))
+        .map(|&l| (l, Vec::with_capacity(files.len() * hidden)))
         .collect();
-    let mut norm_sums = vec![0f64; layers.len()];
-    for (i, path) in plan.files.iter().enumerate() {
+    let mut norms: BTreeMap<usize, Vec<f32>> = layers
+        .iter()
+        .map(|&l| (l, Vec::with_capacity(files.len())))
+        .collect();
+    for (i, path) in files.iter().enumerate() {
         let features = per_block(model, path, &layers, |b| {
             Ok((pooled_vec(b, options.pooling)?, residual_norm(b)?))
         })?;
-        for ((l, (pooled, norm)), sum) in layers.iter().zip(features).zip(&mut norm_sums) {
+        for (l, (pooled, norm)) in layers.iter().zip(features) {
             rows.entry(*l).or_default().extend(pooled);
-            *sum += norm as f64;
+            norms.entry(*l).or_default().push(norm);
         }
-        on_clip(i + 1, entries.len());
+        on_clip(i + 1, files.len());
     }
-    let clips = entries.len().max(1) as f64;
-    Ok(FeatureSet {
-        concept: plan.concept,
-        model: options.model_name.clone(),
-        pooling: options.pooling.name().to_string(),
-        classes: plan.classes,
-        n: entries.len(),
-        hidden_size: hidden,
-        num_layers: Some(model.num_layers()),
-        layers: rows,
-        labels: plan.labels,
-        residual_norms: layers
-            .iter()
-            .zip(norm_sums)
-            .map(|(&l, sum)| (l, (sum / clips) as f32))
-            .collect(),
+    Ok(Rows {
+        n: files.len(),
+        hidden,
+        rows,
+        norms,
     })
 }
 

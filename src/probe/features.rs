@@ -72,7 +72,26 @@ pub struct FeatureSet {
 impl FeatureSet {
     /// Reads and validates a features file.
     pub fn read(path: &Path) -> Result<Self, FormatError> {
-        let r = st::Reader::open(path, FEATURES_FORMAT)?;
+        let reader = st::Reader::open(path, FEATURES_FORMAT).map_err(|e| match e {
+            FormatError::Invalid { path, message }
+                if message.contains(super::shards::FEATURES_SHARD_FORMAT) =>
+            {
+                FormatError::Invalid {
+                    path,
+                    message: format!(
+                        "{message}: one shard of a features file; join the shards with \
+                         `baton merge SHARD... --out FILE` first"
+                    ),
+                }
+            }
+            other => other,
+        })?;
+        Self::from_reader(&reader)
+    }
+
+    /// The feature set in an opened file (a features file, or a shard of one).
+    pub(crate) fn from_reader(r: &st::Reader) -> Result<Self, FormatError> {
+        let path = r.path.as_path();
         let classes: Vec<String> = r.meta_json("classes")?;
         let (dtype, shape, bytes) = r.raw("labels")?;
         if shape.len() != 1 {
@@ -164,7 +183,7 @@ impl FeatureSet {
             num_layers,
             layers,
             labels,
-            residual_norms: read_residual_norms(&r)?,
+            residual_norms: read_residual_norms(r)?,
         })
     }
 
@@ -177,6 +196,12 @@ impl FeatureSet {
 
     /// Writes the feature set atomically.
     pub fn write(&self, path: &Path) -> Result<(), FormatError> {
+        let (tensors, metadata) = self.contents();
+        st::write(path, &tensors, metadata)
+    }
+
+    /// The tensors and metadata of the file [`FeatureSet::write`] writes.
+    pub(crate) fn contents(&self) -> (Vec<OwnedTensor>, HashMap<String, String>) {
         let mut tensors: Vec<OwnedTensor> = self
             .layers
             .iter()
@@ -200,7 +225,7 @@ impl FeatureSet {
             metadata.insert("num_layers".to_string(), blocks.to_string());
         }
         insert_residual_norms(&mut metadata, &self.residual_norms);
-        st::write(path, &tensors, metadata)
+        (tensors, metadata)
     }
 }
 
