@@ -10,9 +10,11 @@
 //! - [`piece`] turns a piece's clip and length into the model's extent (continuation, windows)
 //!   for every front end;
 //! - [`script`] wires everything for recipes; [`live`] (watch mode) and [`repl`] sit on it;
+//! - [`perform`] plays a piece while it is generated (sinks, player buffering, live steering);
 //! - [`files`] (atomic writes, safetensors helpers), [`seed`] (pure seeded randomness),
 //!   [`shard`] (which part of a heavy job one of N processes does) and
-//!   [`progress`] (progress bars) are shared plumbing any stage may use.
+//!   [`progress`] (progress bars) and [`interrupt`] (Ctrl-C as a stop request) are shared
+//!   plumbing any stage may use.
 
 pub mod audio;
 pub mod concepts;

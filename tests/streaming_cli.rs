@@ -296,3 +296,55 @@ fn the_repl_plays_in_the_background_and_steers_the_piece_while_it_plays() {
     assert!(samples(&std::fs::read(&heard).unwrap()) == unsteered);
     assert!(plain != kept, "the steering change was not heard");
 }
+
+#[test]
+fn knobs_and_midi_ports_are_checked() {
+    let out = baton(&["play", "--prompt", "a", "--knob", "300", "--player", "cat"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("knob numbers are MIDI controllers, 0 to 127"),
+        "{stderr}"
+    );
+    // No such port (or no MIDI at all, as on a machine without a sound system): said, early.
+    let out = baton(&[
+        "play",
+        "--prompt",
+        "a",
+        "--midi",
+        "no-such-port",
+        "--player",
+        "cat",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--midi: "), "{stderr}");
+}
+
+#[test]
+fn a_knob_is_a_schedule_in_recipes() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["repl", "--history", "none"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"0.5 * knob(7, 0.2)\n(0.5 * knob(7, 0.2)).value(3.0)\nknob(200)\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("knob(7, 0.2)"), "{stdout}");
+    // Never moved: the initial value.
+    assert!(stdout.contains("0.1"), "{stdout}");
+    assert!(
+        stderr.contains("knob numbers are MIDI controllers"),
+        "{stderr}"
+    );
+}

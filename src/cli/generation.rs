@@ -192,6 +192,10 @@ pub struct SteerArgs {
     /// bundle, so a strength means the same in any model).
     #[arg(long, default_value = "absolute")]
     pub strength_unit: StrengthUnit,
+    /// Scale every --steer strength by MIDI knob CC (0 to 127; see --midi), read as each step
+    /// is made: full strength until the knob is first moved.
+    #[arg(long, value_name = "CC")]
+    pub knob: Option<usize>,
 }
 
 impl SteerArgs {
@@ -208,6 +212,7 @@ impl SteerArgs {
                 self.strength_unit != StrengthUnit::Absolute,
                 "--strength-unit",
             ),
+            (self.knob.is_some(), "--knob"),
         ]
         .into_iter()
         .filter_map(|(changed, flag)| changed.then_some(flag))
@@ -238,6 +243,10 @@ impl SteerArgs {
         strength: Option<f64>,
     ) -> miette::Result<Plan> {
         let weights = self.check()?;
+        let schedule = match self.knob {
+            Some(cc) => Schedule::knob(cc, 1.0).map_err(|e| miette::miette!("--knob: {e}"))?,
+            None => Schedule::constant(1.0),
+        };
         let terms = self
             .steer
             .iter()
@@ -246,7 +255,7 @@ impl SteerArgs {
                 let term = Term {
                     direction: load_direction(&name, library)?,
                     strength: strength.or(own).unwrap_or(DEFAULT_STRENGTH),
-                    schedule: Schedule::constant(1.0),
+                    schedule: schedule.clone(),
                     weights,
                     gate: None,
                     unit: self.strength_unit,

@@ -55,6 +55,10 @@ pub struct PlayArgs {
     /// Send 16-bit PCM instead of 32-bit float (for players that take no float WAV).
     #[arg(long)]
     pub pcm16: bool,
+    /// A MIDI input (its number or a part of its name): its knobs set `knob(cc)` schedules
+    /// (--knob CC scales the --steer strengths) as the piece plays.
+    #[arg(long, value_name = "PORT")]
+    pub midi: Option<String>,
     #[command(flatten)]
     pub steering: SteerArgs,
     #[command(flatten)]
@@ -239,6 +243,7 @@ pub fn run(args: PlayArgs) -> miette::Result<()> {
         }
     }
     args.sampling.check()?;
+    let _midi = connect_midi(args.midi.as_deref())?;
     let player = match &args.player {
         Some(p) => Player::parse_streaming(p),
         None => Player::find_streaming(),
@@ -284,6 +289,16 @@ pub fn run(args: PlayArgs) -> miette::Result<()> {
         outputs,
     )?;
     Ok(())
+}
+
+/// Connects `port`'s knobs to `knob(cc)` schedules while the returned value lives.
+pub fn connect_midi(port: Option<&str>) -> miette::Result<Option<baton::perform::midi::MidiKnobs>> {
+    let Some(port) = port else {
+        return Ok(None);
+    };
+    let knobs = baton::perform::midi::connect(port).map_err(|e| miette::miette!("--midi: {e}"))?;
+    eprintln!("knobs follow MIDI port {}", knobs.port);
+    Ok(Some(knobs))
 }
 
 /// The steering hook's horizon for a piece of `steps` decoder steps, or an endless one.

@@ -97,6 +97,10 @@ pub struct PlayArgs {
     /// The player command, `{}` standing for the file (implies --play), e.g. "mpv --no-video {}".
     #[arg(long, value_name = "CMD")]
     pub player: Option<String>,
+    /// A MIDI input (its number or a part of its name) whose knobs set `knob(cc)` schedules
+    /// while pieces play.
+    #[arg(long, value_name = "PORT")]
+    pub midi: Option<String>,
 }
 
 impl PlayArgs {

@@ -101,6 +101,7 @@ fn show(reply: Reply) -> bool {
 /// Runs `baton repl` until `:quit` or end of input.
 pub fn run(args: ReplArgs) -> miette::Result<()> {
     let options = args.flags.options()?;
+    let _midi = super::play::connect_midi(args.play.midi.as_deref())?;
     let mut renderer = args.flags.renderer()?;
     if let Some(player) = args.play.stream_player()? {
         renderer = renderer.with_player(player);

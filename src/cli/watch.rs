@@ -62,6 +62,7 @@ pub fn run(args: WatchArgs) -> miette::Result<()> {
             args.ramp
         ));
     }
+    let _midi = super::play::connect_midi(args.play.midi.as_deref())?;
     let mut renderer = args.flags.renderer()?;
     let playback = if args.live {
         options.live = Some(baton::script::PlayOptions {

@@ -10,6 +10,7 @@
 //! heard from the next frames on.
 
 pub mod live;
+pub mod midi;
 
 use std::collections::VecDeque;
 use std::fs::File;

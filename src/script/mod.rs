@@ -475,6 +475,10 @@ pub const VERBS: &[(&str, &str)] = &[
     ("keyframes", "keyframes([[t, v], ...] [, \"smooth\"])"),
     ("noise", "noise(seed, knots_per_unit)"),
     ("curve", "curve(|t| ...)"),
+    (
+        "knob",
+        "knob(cc [, initial])  (a MIDI controller's value, 0 to 1, read as each step is made; --midi PORT connects one)",
+    ),
     ("clamp", "clamp(schedule, lo, hi)"),
     ("shift", "shift(schedule, dt)"),
     ("delay", "delay(schedule, dt)"),

@@ -141,6 +141,15 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
             ))
         },
     );
+    engine.register_fn("knob", |cc: INT| -> Res<Schedule> {
+        let cc = usize::try_from(cc).map_err(|_| format!("knob: no knob {cc} (0 to 127)"))?;
+        Ok(Schedule::knob(cc, 0.0).map_err(|e| format!("knob: {e}"))?)
+    });
+    engine.register_fn("knob", |cc: INT, initial: Dynamic| -> Res<Schedule> {
+        let cc = usize::try_from(cc).map_err(|_| format!("knob: no knob {cc} (0 to 127)"))?;
+        let initial = num(&initial, "knob: initial value")?;
+        Ok(Schedule::knob(cc, initial).map_err(|e| format!("knob: {e}"))?)
+    });
     engine.register_fn("rise", |t0: Dynamic, t1: Dynamic| -> Res<Schedule> {
         let (t0, t1) = span(&t0, &t1, "rise")?;
         Ok(Schedule::linear(0.0, 1.0, t0, t1))

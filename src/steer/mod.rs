@@ -10,11 +10,13 @@
 //! Schedules are sampled for every step before generation starts ([`Plan::strengths`]; a
 //! lone generation's gated values are [`Plan::coefficients`]); the decoder only sees the
 //! resulting vectors through [`PlanHook`], which computes each step's per-block vectors once (a
-//! weighted sum of the terms' directions).
+//! weighted sum of the terms' directions). A term whose schedule reads a knob
+//! ([`Schedule::knob`], set by a MIDI controller) is evaluated again as each step is made.
 //!
 //! This module knows nothing of Rhai: recipes build plans through `crate::script`.
 
 pub mod direction;
+pub mod knobs;
 pub mod layer_weights;
 pub mod plan;
 pub mod schedule;

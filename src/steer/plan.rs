@@ -436,6 +436,10 @@ pub struct PlanHook {
     dtype: DType,
     current: Vec<Option<Tensor>>,
     nothing: Vec<Option<Tensor>>,
+    /// Terms whose schedule reads a knob: (term, strength, schedule), evaluated again at each
+    /// step as it is made.
+    live: Vec<(usize, f64, Schedule)>,
+    frame_rate: f64,
 }
 
 impl PlanHook {
@@ -499,9 +503,36 @@ impl PlanHook {
             dtype,
             current: vec![None; num_layers],
             nothing: vec![None; num_layers],
+            live: plan
+                .terms
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.schedule.has_knob())
+                .map(|(i, t)| (i, t.strength, t.schedule.clone()))
+                .collect(),
+            frame_rate,
         };
         hook.coefficients = (0..steps).map(|s| hook.coefficients_of(s, 0)).collect();
         Ok(hook)
+    }
+
+    /// Reads the knobs of live terms for `step`: their strengths become what the knobs say now.
+    /// A term that also holds a recipe's function keeps the value sampled before generation
+    /// (recipe functions cannot run inside the decoder loop).
+    fn read_knobs(&mut self, step: usize) {
+        if self.live.is_empty() || step >= self.strengths.len() {
+            return;
+        }
+        let t = self.settings.time_of(step, self.frame_rate);
+        for (i, strength, schedule) in &self.live {
+            let value = schedule.eval_with(t, &mut |_, _| {
+                Err("a recipe function is not read live".to_string())
+            });
+            if let Ok(v) = value {
+                self.strengths[step][*i] = (strength * v) as f32;
+            }
+        }
+        self.coefficients[step] = self.coefficients_of(step, 0);
     }
 
     /// Number of steps the hook was compiled for.
@@ -540,6 +571,7 @@ impl PlanHook {
 
 impl ResidualHook for PlanHook {
     fn offsets(&mut self, step: usize, batch: usize) -> candle_core::Result<&[Option<Tensor>]> {
+        self.read_knobs(step);
         // Past the planned length (or with every gate closed) nothing is added.
         let Some(lone) = self.coefficients.get(step) else {
             return Ok(&self.nothing);
@@ -594,5 +626,60 @@ impl ResidualHook for PlanHook {
 
     fn conditional_only(&self) -> bool {
         self.settings.conditional_only
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_knob_is_read_as_each_step_is_made() {
+        // Knob 101 is this test's alone (the table is one per process).
+        let cc = 101;
+        let plan = Plan {
+            terms: vec![Term {
+                direction: super::super::direction::tests::dir(
+                    "d",
+                    "auc",
+                    &[(0, 1.0, vec![0.6, 0.8])],
+                ),
+                strength: 2.0,
+                schedule: Schedule::knob(cc, 1.0).unwrap(),
+                weights: Default::default(),
+                gate: None,
+                unit: Default::default(),
+            }],
+            ..Plan::default()
+        };
+        let mut hook = PlanHook::new(
+            &plan,
+            10,
+            50.0,
+            8,
+            2,
+            &Device::Cpu,
+            DType::F32,
+            &mut |_, _| Ok(0.0),
+        )
+        .unwrap();
+        let block0 = |hook: &mut PlanHook, step| -> Option<Vec<f32>> {
+            let offsets = hook.offsets(step, 1).unwrap();
+            offsets[0]
+                .as_ref()
+                .map(|t| t.flatten_all().unwrap().to_vec1().unwrap())
+        };
+        // Unset: the initial value (full strength).
+        let full = block0(&mut hook, 0).unwrap();
+        // Turned to a quarter between two steps: the next step is steered a quarter as hard.
+        super::super::knobs::set(cc, 0.25);
+        let quarter = block0(&mut hook, 1).unwrap();
+        for (q, f) in quarter.iter().zip(&full) {
+            assert!((q - f * 0.25).abs() < 1e-6, "{q} vs {f}");
+        }
+        assert_eq!(hook.coefficients_at(1), Some(&[0.5f32][..]));
+        // Turned down: nothing is added.
+        super::super::knobs::set(cc, 0.0);
+        assert_eq!(block0(&mut hook, 2), None);
     }
 }

@@ -110,6 +110,10 @@ enum Node {
         id: usize,
         label: String,
     },
+    Knob {
+        cc: usize,
+        initial: f64,
+    },
 }
 
 /// The frame rate the paper's per-step constants refer to (MusicGen's 50 Hz).
@@ -242,6 +246,27 @@ impl Schedule {
             id,
             label: label.into(),
         })
+    }
+
+    /// The value of knob `cc` (a MIDI controller, 0..=127; see [`super::knobs`]) when each step
+    /// is generated, `initial` until the knob is first moved.
+    pub fn knob(cc: usize, initial: f64) -> Result<Self, String> {
+        if cc >= super::knobs::KNOBS {
+            return Err(format!(
+                "knob numbers are MIDI controllers, 0 to 127: got {cc}"
+            ));
+        }
+        if !(0.0..=1.0).contains(&initial) {
+            return Err(format!("a knob's initial value is 0 to 1: got {initial}"));
+        }
+        Ok(Self::new(Node::Knob { cc, initial }))
+    }
+
+    /// True when the schedule reads a knob: its value is only known as each step is made.
+    pub fn has_knob(&self) -> bool {
+        let mut found = false;
+        self.visit(&mut |n| found |= matches!(n, Node::Knob { .. }));
+        found
     }
 
     /// Pointwise `self op other`.
@@ -416,6 +441,7 @@ impl Schedule {
                 t,
                 message,
             })?,
+            Node::Knob { cc, initial } => super::knobs::get(*cc).unwrap_or(*initial),
         };
         if v.is_finite() {
             Ok(v)
@@ -549,6 +575,7 @@ impl fmt::Display for Schedule {
             Node::Crossfade { a, b, t0, t1 } => write!(f, "crossfade({a}, {b}, {t0}, {t1})"),
             Node::Mix(a, b, w) => write!(f, "mix({a}, {b}, {w})"),
             Node::Custom { label, .. } => write!(f, "{label}"),
+            Node::Knob { cc, initial } => write!(f, "knob({cc}, {initial})"),
         }
     }
 }
