@@ -348,3 +348,52 @@ fn a_knob_is_a_schedule_in_recipes() {
         "{stderr}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn play_plays_a_recipes_first_piece() {
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("heard.wav");
+    let kept = dir.path().join("kept.wav");
+    let player = scripted_player(dir.path(), &heard);
+    let recipe = dir.path().join("duo.rhai");
+    std::fs::write(
+        &recipe,
+        "render(piece(\"a\", 2).seed(9), \"one.wav\");\nrender(piece(\"b\", 2), \"two.wav\");\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["play", path_str(&recipe), "--player", path_str(&player)])
+        .args(["--out", path_str(&kept), "--model"])
+        .arg(tiny_a())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("skipped"), "{stdout}");
+    assert!(stderr.contains("stopped: 2.0 s of audio"), "{stderr}");
+    // The first piece, as render makes it; nothing written but what was asked.
+    let whole = dir.path().join("whole.wav");
+    let rendered = baton(&[
+        "render",
+        "--prompt",
+        "a",
+        "--seconds",
+        "2",
+        "--seed",
+        "9",
+        "--out",
+        path_str(&whole),
+    ]);
+    assert!(rendered.status.success());
+    let want = samples(&std::fs::read(&whole).unwrap());
+    assert!(samples(&std::fs::read(&heard).unwrap()) == want);
+    assert!(samples(&std::fs::read(&kept).unwrap()) == want);
+    assert!(!dir.path().join("one.wav").exists() && !dir.path().join("two.wav").exists());
+    // A recipe sets its pieces: prompt flags are refused.
+    let out = baton(&["play", path_str(&recipe), "--seed", "3", "--player", "cat"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--seed is for --prompt"));
+}

@@ -1,8 +1,8 @@
 //! `baton play`: hear a prompt while it is generated, and the streaming outputs `render` shares
 //! with it (`--out -`, `--seconds inf`).
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton::audio::play::Player;
@@ -13,23 +13,28 @@ use baton::perform::{
     WavOut, DEFAULT_CHUNK_FRAMES,
 };
 use baton::piece::{plan_for, steps_for_seconds};
+use baton::script::render::FOREVER_STEER_HORIZON_S;
+use baton::script::{run_file, PlayOptions, Renderer};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{load_model, model_config, ModelArgs};
 use super::generation::{plan_hook, ExtentArgs, SamplingArgs, SteerArgs};
 use super::output::check_output;
-use super::recipe::RecipePaths;
+use super::recipe::{RecipeFlags, RecipePaths};
 
 /// Arguments of `baton play`.
 #[derive(Args, Debug)]
 pub struct PlayArgs {
-    /// Text prompt.
+    /// A Rhai recipe: the first piece it renders is played instead of written.
+    pub recipe: Option<PathBuf>,
+    /// Text prompt (instead of a recipe).
     #[arg(long)]
-    pub prompt: String,
-    /// Seconds of music, or `inf` for a piece that goes on window after window until Ctrl-C.
-    #[arg(long, default_value = "30", allow_negative_numbers = true)]
-    pub seconds: f64,
+    pub prompt: Option<String>,
+    /// Seconds of music, or `inf` for a piece that goes on window after window until Ctrl-C
+    /// [default: 30; for a recipe: each piece's own].
+    #[arg(long, allow_negative_numbers = true)]
+    pub seconds: Option<f64>,
     #[command(flatten)]
     pub extent: ExtentArgs,
     /// Player command reading a WAV stream on stdin, e.g. "aplay -q -" or "ffplay -nodisp
@@ -67,9 +72,8 @@ pub struct PlayArgs {
     pub model: ModelArgs,
 }
 
-/// Steering schedules of an endless piece are worked out this far ahead (an hour); past it the
-/// piece plays on unsteered.
-const ENDLESS_STEER_HORIZON_S: f64 = 3600.0;
+/// Seconds a prompt plays for without --seconds.
+const DEFAULT_SECONDS: f64 = 30.0;
 
 /// Where a performance's audio goes.
 pub struct Outputs {
@@ -119,6 +123,7 @@ pub fn run_performance(
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     status.enable_steady_tick(Duration::from_millis(200));
+    let mut clock = None;
     if let Some((player, buffering)) = &outputs.player {
         let bar = status.clone();
         let events = Arc::new(move |event: PlayEvent| {
@@ -137,10 +142,10 @@ pub fn run_performance(
             };
             bar.suspend(|| eprintln!("{line}"));
         });
-        sinks.push(Box::new(
-            PlayerSink::start(player, rate, outputs.format, *buffering, events)
-                .map_err(|e| miette::miette!("{e}"))?,
-        ));
+        let sink = PlayerSink::start(player, rate, outputs.format, *buffering, events)
+            .map_err(|e| miette::miette!("{e}"))?;
+        clock = Some(sink.clock());
+        sinks.push(Box::new(sink));
     }
     if outputs.stdout {
         let out = WavOut::new("stdout", std::io::stdout(), rate, outputs.format)
@@ -168,13 +173,18 @@ pub fn run_performance(
         shown = std::time::Instant::now();
         let speed = p.steps_per_s();
         status.set_message(format!(
-            "{} steps, {speed:.1} steps/s ({:.2}x real time), {:.1} s of audio out{}",
+            "{} steps, {speed:.1} steps/s ({:.2}x real time), {:.1} s of audio out{}{}",
             match p.total_steps {
                 Some(t) => format!("{}/{t}", p.steps),
                 None => p.steps.to_string(),
             },
             speed / frame_rate,
             p.audio_s,
+            match clock.as_ref().map(|c| c.ahead_s()) {
+                Some(Some(ahead)) => format!(", {ahead:.1} s buffered"),
+                Some(None) => ", buffering".to_string(),
+                None => String::new(),
+            },
             if p.total_steps.is_none() {
                 ", Ctrl-C ends it"
             } else {
@@ -229,12 +239,52 @@ pub fn run_performance(
     Ok(report)
 }
 
+/// Plays the first piece `recipe` renders, until it ends (or Ctrl-C).
+fn play_recipe(recipe: &Path, args: &PlayArgs, player: Player) -> miette::Result<()> {
+    let mut prompt_only = args.sampling.changed();
+    prompt_only.extend(args.steering.changed());
+    prompt_only.extend(args.extent.changed());
+    if args.seed != 0 {
+        prompt_only.push("--seed");
+    }
+    if args.buffer.is_some() {
+        prompt_only.push("--buffer");
+    }
+    if let Some(flag) = prompt_only.first() {
+        return Err(miette::miette!(
+            "{flag} is for --prompt; a recipe sets it per piece, and takes only --seconds and \
+             --greedy as overrides"
+        ));
+    }
+    let forever = args.seconds == Some(f64::INFINITY);
+    let flags = RecipeFlags {
+        out: PathBuf::from("."),
+        seconds: args.seconds.filter(|s| s.is_finite()),
+        greedy: args.sampling.greedy,
+        pcm16: args.pcm16,
+        paths: args.paths.clone(),
+        model: args.model.clone(),
+    };
+    let mut options = flags.options()?;
+    options.live = Some(PlayOptions {
+        forever,
+        ramp_s: 0.0,
+        keep: args.out.clone(),
+    });
+    let renderer = Arc::new(Mutex::new(flags.renderer()?.with_player(player)));
+    run_file(recipe, options, Box::new(renderer.clone())).map_err(|e| miette::Report::new(*e))?;
+    let mut renderer = renderer
+        .lock()
+        .map_err(|_| miette::miette!("the renderer failed"))?;
+    let said = renderer.wait().map_err(|e| miette::miette!("{e}"))?;
+    eprintln!("{said}");
+    Ok(())
+}
+
 /// Runs `baton play`.
 pub fn run(args: PlayArgs) -> miette::Result<()> {
-    if args.prompt.trim().is_empty() {
-        return Err(miette::miette!("--prompt is empty"));
-    }
-    check_seconds_or_inf(args.seconds)?;
+    let seconds = args.seconds.unwrap_or(DEFAULT_SECONDS);
+    check_seconds_or_inf(seconds)?;
     for (flag, value) in [("--buffer", args.buffer), ("--ahead", Some(args.ahead))] {
         if let Some(v) = value.filter(|v| !(v.is_finite() && *v >= 0.0)) {
             return Err(miette::miette!(
@@ -243,7 +293,6 @@ pub fn run(args: PlayArgs) -> miette::Result<()> {
         }
     }
     args.sampling.check()?;
-    let _midi = connect_midi(args.midi.as_deref())?;
     let player = match &args.player {
         Some(p) => Player::parse_streaming(p),
         None => Player::find_streaming(),
@@ -252,24 +301,40 @@ pub fn run(args: PlayArgs) -> miette::Result<()> {
     if let Some(out) = &args.out {
         check_output(out)?;
     }
+    let _midi = connect_midi(args.midi.as_deref())?;
+    let prompt = match (&args.recipe, &args.prompt) {
+        (Some(_), Some(_)) => {
+            return Err(miette::miette!(
+                "give either a RECIPE.rhai or --prompt, not both"
+            ))
+        }
+        (Some(recipe), None) => return play_recipe(recipe, &args, player),
+        (None, Some(p)) if p.trim().is_empty() => return Err(miette::miette!("--prompt is empty")),
+        (None, Some(p)) => p.clone(),
+        (None, None) => {
+            return Err(miette::miette!(
+                "nothing to play: give --prompt TEXT or a RECIPE.rhai"
+            ))
+        }
+    };
     let plan = args.steering.plan(args.seed, &args.paths.library, None)?;
     let (_, config) = model_config(&args.model.model)?;
     let clip = args.extent.check(&config)?;
     let model = load_model(&args.model)?;
     if let Some(w) = model
-        .prompt_warning(&args.prompt)
+        .prompt_warning(&prompt)
         .map_err(|e| miette::miette!("{e}"))?
     {
         eprintln!("warning: --prompt: {w}");
     }
-    let (steps, endless) = length(&model, args.seconds)?;
+    let (steps, endless) = length(&model, seconds)?;
     let mut extent = args.extent.extent(&model, clip.as_ref())?;
     extent.endless = endless;
     let plan = plan_for(&plan, clip.as_ref(), &extent, model.frame_rate());
     let mut hook = plan_hook(&model, &plan, hook_steps(&model, steps, endless)?)?;
     let options = args.sampling.options(steps, args.seed);
     let buffering = Buffering {
-        piece_s: (!endless).then_some(args.seconds),
+        piece_s: (!endless).then_some(seconds),
         fixed_s: args.buffer,
         max_ahead_s: args.ahead,
     };
@@ -281,7 +346,7 @@ pub fn run(args: PlayArgs) -> miette::Result<()> {
     };
     run_performance(
         &model,
-        &args.prompt,
+        &prompt,
         &options,
         &extent,
         hook.as_mut().map(|h| h.as_mut() as &mut dyn ResidualHook),
@@ -304,7 +369,7 @@ pub fn connect_midi(port: Option<&str>) -> miette::Result<Option<baton::perform:
 /// The steering hook's horizon for a piece of `steps` decoder steps, or an endless one.
 pub fn hook_steps(model: &MusicGen, steps: usize, endless: bool) -> miette::Result<usize> {
     if endless {
-        steps_for_seconds(model, ENDLESS_STEER_HORIZON_S).map_err(|e| miette::miette!("{e}"))
+        steps_for_seconds(model, FOREVER_STEER_HORIZON_S).map_err(|e| miette::miette!("{e}"))
     } else {
         Ok(steps)
     }

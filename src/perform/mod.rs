@@ -451,10 +451,11 @@ pub struct Buffering {
 const MIN_BUFFER_S: f64 = 0.5;
 
 impl Buffering {
-    /// Seconds to buffer before playing, with `arrived_s` seconds of audio arrived at `speed`
-    /// times real time: all of what is left would otherwise arrive late (a piece of `T`
-    /// seconds at speed `r < 1` needs `T (1 - r)` in hand), with a tenth more for the speed's
-    /// wobble. `None` when no buffer plays an endless piece through.
+    /// Seconds to buffer before playing, given audio arriving at `speed` times real time: what
+    /// is left would otherwise arrive late (a piece of `T` seconds at speed `r < 1` needs
+    /// `T (1 - r)` in hand). The speed is taken a tenth lower (steps slow down as the window
+    /// fills, and the start is measured early) and the buffer a tenth longer. `None` when no
+    /// buffer plays an endless piece through.
     pub fn needed_s(&self, speed: f64) -> Option<f64> {
         if let Some(fixed) = self.fixed_s {
             return Some(fixed.max(0.0));
@@ -463,7 +464,7 @@ impl Buffering {
             return Some(MIN_BUFFER_S);
         }
         let piece = self.piece_s?;
-        Some((piece * (1.0 - speed) * 1.1).max(MIN_BUFFER_S))
+        Some((piece * (1.0 - 0.9 * speed) * 1.1).max(MIN_BUFFER_S))
     }
 }
 
@@ -480,6 +481,9 @@ struct Shared {
     queued: AtomicU64,
     started_ns: AtomicU64,
     origin: Instant,
+    /// Seconds buffered when playback began (f64 bits): generation is never held back below
+    /// it, or a slow piece would starve the buffer that was meant to play it through.
+    start_buffer: AtomicU64,
 }
 
 impl Shared {
@@ -538,6 +542,7 @@ impl PlayerSink {
             queued: AtomicU64::new(0),
             started_ns: AtomicU64::new(u64::MAX),
             origin: Instant::now(),
+            start_buffer: AtomicU64::new(0),
         });
         let feeder = Feeder {
             rx,
@@ -587,9 +592,16 @@ impl PlayerSink {
 
 impl Sink for PlayerSink {
     fn write(&mut self, samples: &[f32]) -> Result<(), PerformError> {
-        // Once playing, generation waits while more than max_ahead_s is in hand: a change of
-        // steering is heard that much later at most.
-        while self.ahead_s().is_some_and(|ahead| ahead > self.max_ahead_s) {
+        // Once playing, generation waits while more than max_ahead_s is in hand (or than the
+        // start's buffer, which a slower-than-real-time piece needs whole): a change of steering
+        // is heard that much later at most. Read afresh each time: playback may begin, and set
+        // its buffer, while this waits.
+        let limit = || {
+            self.max_ahead_s.max(f64::from_bits(
+                self.shared.start_buffer.load(Ordering::SeqCst),
+            ))
+        };
+        while self.ahead_s().is_some_and(|ahead| ahead > limit()) {
             if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
                 break;
             }
@@ -700,6 +712,9 @@ impl Feeder {
                         buffered_s: arrived_s,
                         speed,
                     });
+                    self.shared
+                        .start_buffer
+                        .store(arrived_s.to_bits(), Ordering::SeqCst);
                     let now = Instant::now();
                     self.shared.started_ns.store(
                         now.duration_since(self.shared.origin).as_nanos() as u64,
@@ -769,8 +784,8 @@ mod tests {
             max_ahead_s: 1.0,
         };
         assert_eq!(b.needed_s(2.0), Some(MIN_BUFFER_S));
-        // At half real time, 30 s need 15 s in hand (and a tenth more).
-        assert!((b.needed_s(0.5).unwrap() - 16.5).abs() < 1e-9);
+        // At half real time, 30 s need 15 s in hand; with the margins, 30 (1 - 0.45) 1.1.
+        assert!((b.needed_s(0.5).unwrap() - 18.15).abs() < 1e-9);
         let endless = Buffering { piece_s: None, ..b };
         assert_eq!(endless.needed_s(0.5), None);
         assert_eq!(endless.needed_s(1.5), Some(MIN_BUFFER_S));
