@@ -14,6 +14,8 @@
 #   3. transformers generate, 30 s, CFG 3, on the GPU (steps/s, real-time factor), f32 and bf16;
 #   4. baton render, 30 s, CFG 3, f32 then bf16 decoder weights, on the GPU;
 #   4b. four 30 s takes in one batch (f32), the throughput `baton sweep --batch 4` gets;
+#   4c. streaming: `render --out -` against step 4's file, time to first audio, and `play`'s
+#       buffer and underruns (f32 and bf16);
 #   5. with Nsight Systems installed, kernel launches per step (100 f32 steps).
 set -u
 B=${BATON:-target/release/baton}
@@ -118,6 +120,30 @@ echo "(steps/s counts batch steps: four takes per step)" | tee -a "$OUT/baton-ba
 # the batch's other matrix shapes may round differently.
 if cmp -s "$OUT/batch4/prompt-1.wav" "$OUT/baton-f32.wav"; then r=equal; else r=differs; fi
 echo "batched take 1 vs the lone f32 render: $r" | tee -a "$OUT/baton-batch4.txt"
+
+echo "== 4c. streaming (issue 17): --out - and play, 30 s, f32 and bf16, $DEV"
+# The stream must equal step 4's file render (same prompt and seed), and say how soon sound left
+# and how fast generation runs against real time; play buffers to play through (a player that
+# discards its input stands in for a sound card) and reports any underrun.
+for dt in f32 bf16; do
+  timeout ${STREAM_S:-45} "$B" render --model "$SMALL" --device "$DEV" --dtype $dt \
+      --prompt "80s pop track with bassy drums and synth" --seconds 30 --cfg 3 --top-k 250 \
+      --seed 0 --out - 2> "$OUT/stream-$dt.log" > "$OUT/stream-$dt.wav"
+  "$PY" - "$OUT/stream-$dt.wav" "$OUT/baton-$dt.wav" <<'PYEOF' 2>&1 | tee "$OUT/stream-$dt.txt"
+import sys, numpy as np
+def samples(path):
+    b = open(path, "rb").read(); i = b.index(b"data") + 8
+    return np.frombuffer(b[i:i + (len(b) - i) // 4 * 4], dtype="<f4")
+a, b = samples(sys.argv[1]), samples(sys.argv[2])
+n = min(len(a), len(b))
+print(f"stream {len(a)} samples vs file {len(b)}: max difference {np.abs(a[:n] - b[:n]).max() if n else float('nan'):.2e}")
+PYEOF
+  grep -E "made|first audio" "$OUT/stream-$dt.log" | tr '\r' '\n' | tail -1 | tee -a "$OUT/stream-$dt.txt"
+  timeout ${STREAM_S:-45} "$B" play --model "$SMALL" --device "$DEV" --dtype $dt \
+      --prompt "80s pop track with bassy drums and synth" --seconds 30 --player cat \
+      > /dev/null 2> "$OUT/play-$dt.log"
+  tr '\r' '\n' < "$OUT/play-$dt.log" | grep -E "playing|underrun|made" | tee "$OUT/play-$dt.txt"
+done
 
 # 5. Kernels per step, if Nsight Systems is there: 100 steps of the f32 render, to check the
 # launch count the decode loop was designed to (about 550 per step with CFG and top-k).
