@@ -59,7 +59,7 @@ fn main() -> miette::Result<()> {
     // Work that listens (a performance finishing its file) is asked to stop first.
     let _ = ctrlc::set_handler(|| {
         if baton::interrupt::on_signal() {
-            eprintln!("\nstopping (Ctrl-C again to quit at once)");
+            eprintln!("\nstopping (Ctrl-C again quits at once)");
             return;
         }
         baton::files::remove_in_flight();

@@ -231,7 +231,8 @@ fn repl_keeps_its_session_across_lines() {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Piped, an input that failed makes the exit status non-zero (`:quit` included).
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("\n0.25\n"), "{stdout}");
     assert!(stdout.contains("wrote ./take.wav"), "{stdout}");
     assert!(
@@ -307,4 +308,92 @@ fn watch_live_steers_the_playing_piece_on_each_save_and_plays_on_through_a_broke
         !dir.path().join("out/a.wav").exists(),
         "live mode wrote the file"
     );
+}
+
+/// Runs `baton repl` on piped `lines`, sending it Ctrl-C (SIGINT) after `interrupt_after` lines
+/// once it has had `pause` to get busy with them; returns (exit code, stdout, stderr).
+#[cfg(unix)]
+fn repl_interrupted(
+    lines: &[&str],
+    interrupt_after: usize,
+    pause: Duration,
+) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = baton()
+        .args(["repl", "--model", &tiny(), "--out"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in &lines[..interrupt_after] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    std::thread::sleep(pause);
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(300));
+    for line in &lines[interrupt_after..] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
+    // An endless loop, then a render far too long to finish: each is stopped by Ctrl-C and the
+    // next line still sees the session's variables.
+    let (code, stdout, stderr) = repl_interrupted(
+        &[
+            "let x = 0; loop { x += 1; }",
+            "print(`after the loop ${x > 0}`)",
+        ],
+        1,
+        Duration::from_millis(1500),
+    );
+    assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
+    assert!(stdout.contains("after the loop true"), "{stdout}\n{stderr}");
+    // Piped input that had an error exits non-zero.
+    assert_eq!(code, 1, "{stderr}");
+    let (_, stdout, stderr) = repl_interrupted(
+        &[
+            "let p = piece(\"a\", 3000);",
+            "render(p, \"long.wav\")",
+            "print(`still here ${p}`)",
+        ],
+        2,
+        Duration::from_millis(2500),
+    );
+    assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
+    assert!(
+        stdout.contains("still here piece \"a\""),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn a_piped_repl_without_errors_exits_zero() {
+    let mut child = baton()
+        .args(["repl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "let a = 1 + 1;\nprint(a)").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains('2'));
 }

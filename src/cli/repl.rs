@@ -2,6 +2,7 @@
 //! whole REPL, so models load once; line editing, history and completion come from rustyline.
 
 use std::borrow::Cow;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use baton::repl::{completions, recipe_dir, Repl, Reply};
@@ -139,6 +140,9 @@ pub fn run(args: ReplArgs) -> miette::Result<()> {
     }
     println!("baton repl: recipe code runs as you type it; :help lists commands and verbs");
     let mut input = String::new();
+    // Whether an input failed (a piped session then exits non-zero), and Ctrl-Cs in a row at
+    // an empty prompt.
+    let (mut failed, mut interrupts) = (false, 0);
     loop {
         let prompt = if input.is_empty() {
             "baton> "
@@ -153,28 +157,50 @@ pub fn run(args: ReplArgs) -> miette::Result<()> {
                     continue;
                 }
                 let _ = editor.add_history_entry(input.trim_end());
-                // Saved at once: a render interrupted with Ctrl-C ends the process.
+                // Saved at once: a second Ctrl-C mid-input still ends the process.
                 if let Some(h) = &history {
                     let _ = editor.save_history(h);
                 }
+                // While it runs, Ctrl-C stops the input (a render, a loop), not the session.
+                let listening = baton::interrupt::listen();
                 let reply = repl.handle(&input);
+                drop(listening);
                 input.clear();
+                failed |= matches!(reply, Reply::Error(_));
+                interrupts = 0;
                 if !answer(&repl, reply) {
                     break;
                 }
             }
-            // Ctrl-C drops the unfinished input, as in a shell.
-            Err(ReadlineError::Interrupted) => input.clear(),
+            // Ctrl-C at the prompt: drops the unfinished input, as in a shell; else stops the
+            // piece playing; else, twice in a row, leaves.
+            Err(ReadlineError::Interrupted) => {
+                if !input.is_empty() {
+                    input.clear();
+                } else if let Some(said) = repl.stop_playing() {
+                    println!("{said}");
+                } else if interrupts > 0 {
+                    break;
+                } else {
+                    interrupts += 1;
+                    println!("(Ctrl-C again, or Ctrl-D, to leave)");
+                }
+            }
             Err(ReadlineError::Eof) => {
                 // Input ended mid-statement: run what there is, so its error shows.
                 if !input.trim().is_empty() {
                     let reply = repl.handle(&input);
+                    failed |= matches!(reply, Reply::Error(_));
                     answer(&repl, reply);
                 }
                 break;
             }
             Err(e) => return Err(miette::miette!("cannot read input: {e}")),
         }
+    }
+    // Piped input (a script of REPL lines) tells its caller that something failed.
+    if failed && !std::io::stdin().is_terminal() {
+        return Err(miette::miette!("an input failed (see above)"));
     }
     Ok(())
 }

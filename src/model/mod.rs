@@ -94,6 +94,9 @@ pub enum ModelError {
     /// Bad input from the caller (empty prompt, length out of range, ...).
     #[error("{0}")]
     Invalid(String),
+    /// Ctrl-C asked the work listening for it to stop ([`crate::interrupt`]).
+    #[error("interrupted (Ctrl-C)")]
+    Interrupted,
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -619,6 +622,10 @@ impl MusicGen {
         }
         while stream.step(hook.as_mut().map(|h| &mut **h as &mut dyn ResidualHook))? {
             on_step(stream.steps_done(), total);
+            // A REPL input being interrupted: the whole piece is not wanted any more.
+            if crate::interrupt::requested() {
+                return Err(ModelError::Interrupted);
+            }
         }
         stream.codes()
     }

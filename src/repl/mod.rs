@@ -122,6 +122,12 @@ impl Repl {
     }
 
     /// Runs one complete input.
+    /// Stops the piece playing in the background (Ctrl-C at an empty prompt): what it did, or
+    /// `None` when nothing plays.
+    pub fn stop_playing(&self) -> Option<String> {
+        self.session.stop_playing()
+    }
+
     pub fn handle(&mut self, input: &str) -> Reply {
         if input.trim().is_empty() {
             return Reply::Nothing;

@@ -562,7 +562,13 @@ pub(crate) fn build_engine(host: &Arc<Host>) -> Engine {
     sandbox::apply(&mut engine, &host.options.limits);
     {
         let h = host.clone();
-        engine.on_progress(move |_| h.budget.operation(&h.options.limits).map(Dynamic::from));
+        engine.on_progress(move |_| {
+            // Ctrl-C in the REPL: the input stops here, the session stays.
+            if crate::interrupt::requested() {
+                return Some(Dynamic::from("interrupted (Ctrl-C)".to_string()));
+            }
+            h.budget.operation(&h.options.limits).map(Dynamic::from)
+        });
         let h = host.clone();
         engine.on_print(move |s| h.say(s.to_string()));
         let h = host.clone();

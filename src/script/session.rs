@@ -194,6 +194,13 @@ impl Session {
         &self.imports
     }
 
+    /// Stops the piece playing in the background, if any: what it did, or `None`.
+    pub fn stop_playing(&self) -> Option<String> {
+        let mut renderer = self.host.renderer.try_lock().ok()?;
+        renderer.playing()?;
+        renderer.stop().ok()
+    }
+
     /// Forgets every variable and function (imports and loaded models stay).
     pub fn clear(&mut self) {
         self.scope.clear();
