@@ -25,8 +25,28 @@ pub enum Command {
     Clear,
     /// Show the commands and verbs (`:help`).
     Help,
+    /// Show one verb's signature (`:doc NAME`).
+    Doc(String),
     /// Leave (`:quit`, `:q`, `:exit`, or end of input).
     Quit,
+}
+
+/// What `:doc NAME` says: the verb's line of [`VERBS`], or the verbs whose names start with or
+/// contain `name` when none is called that.
+pub fn doc(name: &str) -> String {
+    if let Some((_, line)) = VERBS.iter().find(|(n, _)| *n == name) {
+        return line.to_string();
+    }
+    let near: Vec<&str> = VERBS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| n.starts_with(name) || n.contains(name))
+        .collect();
+    if near.is_empty() {
+        format!("no verb {name:?} (:help lists them)")
+    } else {
+        format!("no verb {name:?}; did you mean {}?", near.join(", "))
+    }
 }
 
 /// REPL commands: name, argument and what it does.
@@ -43,6 +63,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "[PREFIX]",
         "the direction library: blocks, best block and score, classifier",
     ),
+    (":doc", "NAME", "one verb's signature and what it does"),
     (":clear", "", "forget every variable and function"),
     (":quit", "", "leave (also Ctrl-D)"),
 ];
@@ -70,6 +91,10 @@ impl Command {
             "library" | "lib" => Ok(Command::Library(arg.to_string())),
             "clear" => no_arg(Command::Clear),
             "quit" | "q" | "exit" => no_arg(Command::Quit),
+            "doc" | "d" if arg.is_empty() => {
+                Err(":doc needs a verb's name (:help lists them)".into())
+            }
+            "doc" | "d" => Ok(Command::Doc(arg.trim_start_matches('.').to_string())),
             "load" | "l" if arg.is_empty() => Err(":load needs a recipe file".into()),
             "load" | "l" => Ok(Command::Load(PathBuf::from(arg))),
             _ => Err(format!(
@@ -154,6 +179,7 @@ impl Repl {
                 Err(e) => Reply::Text(format!("cannot read {}: {e}", path.display())),
             },
             Command::Vars => Reply::Text(self.vars()),
+            Command::Doc(name) => Reply::Text(doc(&name)),
             Command::Library(prefix) => Reply::Text(self.library(&prefix)),
             Command::Clear => {
                 self.session.clear();
@@ -203,14 +229,19 @@ impl Repl {
     fn vars(&self) -> String {
         let vars = self.session.variables();
         let imports = self.session.imports();
-        if vars.is_empty() && imports.is_empty() {
+        let functions = self.session.functions();
+        if vars.is_empty() && imports.is_empty() && functions.is_empty() {
             return "no variables yet".into();
         }
-        let width = vars.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        let width = vars.iter().map(|(n, ..)| n.len()).max().unwrap_or(0);
+        let ty_width = vars.iter().map(|(_, t, _)| t.len()).max().unwrap_or(0);
         let mut lines: Vec<String> = vars
             .iter()
-            .map(|(name, ty)| format!("{name:width$}  {ty}"))
+            .map(|(name, ty, value)| format!("{name:width$}  {ty:ty_width$}  {value}"))
             .collect();
+        if !functions.is_empty() {
+            lines.push(format!("functions: {}", functions.join(", ")));
+        }
         if !imports.is_empty() {
             lines.push(format!("imports: {}", imports.join(", ")));
         }
@@ -321,6 +352,44 @@ mod tests {
             Command::parse(":lib notes"),
             Ok(Command::Library("notes".into()))
         );
+    }
+
+    #[test]
+    fn help_covers_every_registered_verb() {
+        let (r, _) = repl();
+        let listed: std::collections::HashSet<&str> = VERBS.iter().map(|(n, _)| *n).collect();
+        // A property (`get$name`) is listed as `.name` on the line of what has it.
+        let property_listed = |p: &str| {
+            VERBS.iter().any(|(_, line)| {
+                line.match_indices(&format!(".{p}")).any(|(i, m)| {
+                    !line[i + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                })
+            })
+        };
+        let mut missing: Vec<String> = r
+            .session
+            .registered()
+            .into_iter()
+            .filter(|n| n.starts_with(|c: char| c.is_ascii_lowercase()))
+            .filter(|n| !matches!(n.as_str(), "to_string" | "to_debug"))
+            .filter(|n| match n.strip_prefix("get$") {
+                Some(p) => !property_listed(p),
+                None => !listed.contains(n.as_str()),
+            })
+            .collect();
+        missing.sort();
+        missing.dedup();
+        assert!(missing.is_empty(), "not in help: {missing:?}");
+    }
+
+    #[test]
+    fn doc_shows_one_verb_or_the_names_near_it() {
+        assert!(doc("cfg").starts_with("piece.cfg(scale)"));
+        assert!(doc("top_k").contains("piece.top_k(k)"));
+        assert!(doc("pla").contains("play, playing"), "{}", doc("pla"));
+        assert!(doc("zzz").starts_with("no verb"));
+        assert_eq!(Command::parse(":doc .cfg"), Ok(Command::Doc("cfg".into())));
+        assert!(Command::parse(":doc").is_err());
     }
 
     #[test]

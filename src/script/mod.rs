@@ -407,7 +407,7 @@ impl Host {
 pub const VERBS: &[(&str, &str)] = &[
     (
         "direction",
-        "direction(\"concept:target\" | \"file.safetensors\") -> .scores, .residual_norms, .blocks, .best_block, .metric, .width",
+        "direction(\"concept:target\" | \"file.safetensors\") -> .name, .scores, .residual_norms, .blocks, .best_block, .metric, .width",
     ),
     (
         "probe",
@@ -423,7 +423,7 @@ pub const VERBS: &[(&str, &str)] = &[
         "probe.project(\"clip.wav\" [, #{window: s, hop: s}]) -> #{block, score, projection}, or one per window  (onto the direction at the best block)",
     ),
     ("help", "help()"),
-    ("piece", "piece(prompt, seconds)"),
+    ("piece", "piece(prompt, seconds) -> .prompt, .seconds, .terms"),
     (
         "steer",
         "piece.steer(direction, strength_or_schedule [, #{gate: p, layers: \"top:8\", delay: s, unit: \"residual\"}])",
@@ -443,6 +443,20 @@ pub const VERBS: &[(&str, &str)] = &[
         "piece.window(seconds [, stride])  (longer pieces are made window by window; default 30 s, stride 18 s)",
     ),
     ("tempo", "piece.tempo(bpm)  (schedules then count beats)"),
+    (
+        "cfg",
+        "piece.cfg(scale)  (classifier-free guidance; default 3, 1 turns it off)",
+    ),
+    ("greedy", "piece.greedy()  (always the most likely token)"),
+    ("top_k", "piece.top_k(k)  (sample among the k most likely tokens; default 250)"),
+    (
+        "temperature",
+        "piece.temperature(t)  (divides the logits before sampling; default 1)",
+    ),
+    (
+        "cond_only",
+        "piece.cond_only()  (steer only the conditional half of the guidance batch)",
+    ),
     (
         "layers",
         "piece.layers(\"exp\" | \"exp:KAPPA\" | \"linear\" | \"uniform\" | \"top:K\")",
@@ -480,6 +494,8 @@ pub const VERBS: &[(&str, &str)] = &[
         "knob(cc [, initial])  (a MIDI controller's value, 0 to 1, read as each step is made; --midi PORT connects one)",
     ),
     ("clamp", "clamp(schedule, lo, hi)"),
+    ("min", "min(a, b)  (the lower of two schedules, or a schedule and a number)"),
+    ("max", "max(a, b)  (the higher of two schedules, or a schedule and a number)"),
     ("shift", "shift(schedule, dt)"),
     ("delay", "delay(schedule, dt)"),
     ("stretch", "stretch(schedule, factor)"),

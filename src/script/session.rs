@@ -172,21 +172,46 @@ impl Session {
             .unwrap_or_else(|| value.to_string())
     }
 
-    /// The session's variables: name and type, in the order they were made.
-    pub fn variables(&self) -> Vec<(String, String)> {
-        let mut vars: Vec<(String, String)> = self
+    /// The session's variables: name, type and value (as `print` shows it, its first line cut
+    /// to 60 characters), in the order they were made.
+    pub fn variables(&self) -> Vec<(String, String, String)> {
+        let mut vars: Vec<(String, String, String)> = self
             .scope
             .iter_raw()
             .map(|(name, _, value)| {
+                let shown = self.describe(value);
+                let mut first = shown.lines().next().unwrap_or("").to_string();
+                if first.chars().count() > 60 || shown.lines().nth(1).is_some() {
+                    first = first.chars().take(59).collect::<String>() + "…";
+                }
                 (
                     name.to_string(),
                     self.engine.map_type_name(value.type_name()).to_string(),
+                    first,
                 )
             })
             .collect();
         // The scope lists the newest first.
         vars.reverse();
         vars
+    }
+
+    /// The functions the session's inputs defined, as `name(params)`.
+    pub fn functions(&self) -> Vec<String> {
+        self.functions
+            .iter_functions()
+            .map(|f| format!("{}({})", f.name, f.params.join(", ")))
+            .collect()
+    }
+
+    /// Names of every function the engine has registered (the recipe verbs, operators and
+    /// conversions among them).
+    pub fn registered(&self) -> Vec<String> {
+        self.engine
+            .gen_fn_signatures(false)
+            .iter()
+            .filter_map(|s| s.split('(').next().map(str::to_string))
+            .collect()
     }
 
     /// Aliases of the modules imported for the whole session.
@@ -308,9 +333,13 @@ mod tests {
         assert!(v.as_float().unwrap() > 0.0);
         assert_eq!(s.imports(), ["sch"]);
         let _ = s.run("in:5", "let z = \"x\";").unwrap();
-        let names: Vec<String> = s.variables().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = s.variables().into_iter().map(|(n, ..)| n).collect();
         assert_eq!(names, ["a", "z"], "in the order they were made");
-        assert_eq!(s.variables()[0], ("a".to_string(), "i64".to_string()));
+        assert_eq!(
+            s.variables()[0],
+            ("a".to_string(), "i64".to_string(), "2".to_string())
+        );
+        assert_eq!(s.functions(), ["twice(x)"]);
         s.clear();
         assert!(s.run("in:6", "a").is_err());
     }
