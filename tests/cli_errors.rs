@@ -216,15 +216,16 @@ fn unwritable_output() {
     let dir = tempfile::tempdir().unwrap();
     let m = fixture("tiny-a");
     let m = m.to_str().unwrap();
-    let out = dir.path().join("missing-folder/x.wav");
+    // A folder that cannot be made: a file stands where it would go.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let out = blocker.join("x.wav");
     fails_with(
         &render_a(m, out.to_str().unwrap(), &["--seconds", "0.1"]),
-        &["cannot write", "does not exist"],
+        &["cannot write", "is not a folder"],
         &out,
     );
-    let folder = dir.path().join("taken");
-    std::fs::create_dir(&folder).unwrap();
-    let codes = dir.path().join("nope/c.safetensors");
+    let codes = blocker.join("c.safetensors");
     fails_with(
         &render_a(
             m,
@@ -234,6 +235,30 @@ fn unwritable_output() {
         &["cannot write"],
         &dir.path().join("ok.wav"),
     );
+}
+
+#[test]
+fn missing_output_folders_are_created_and_one_prompt_into_a_folder_is_named_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixture("tiny-a");
+    let m = m.to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = dir.path().join("new/deeper/x.wav");
+    let (ok, stderr) = baton(
+        &render_a(m, out.to_str().unwrap(), &["--seconds", "0.1"]),
+        home.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert!(out.is_file());
+    let folder = format!("{}/", dir.path().join("takes").display());
+    let (ok, stderr) = baton(&render_a(m, &folder, &["--seconds", "0.1"]), home.path());
+    assert!(ok, "{stderr}");
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("takes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1);
+    assert_eq!(names, ["a.wav"]);
 }
 
 /// Every argument is checked before the model is loaded (a missing model is not the error

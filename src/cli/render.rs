@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::common::{load_model, model_config, ModelArgs};
 use super::generation::{plan_hook, ExtentArgs, SamplingArgs, SteerArgs};
-use super::output::check_output;
+use super::output::{check_output_in_new_folder, NewFolder};
 use super::play::{check_seconds_or_inf, hook_steps, length, run_performance, Outputs};
 use super::recipe::RecipePaths;
 
@@ -110,7 +110,6 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
             config.decoder.num_codebooks
         ));
     }
-    let n = args.prompt.len();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
     let wavs = if to_stdout {
         OutputPlan {
@@ -118,12 +117,12 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
             new_folder: None,
         }
     } else {
-        OutputPlan::new(&out, n, "wav")?
+        OutputPlan::new(&out, &args.prompt, "wav")?
     };
     let codes_paths = args
         .save_codes
         .as_ref()
-        .map(|p| OutputPlan::new(p, n, "safetensors"))
+        .map(|p| OutputPlan::new(p, &args.prompt, "safetensors"))
         .transpose()?;
 
     let model = load_model(&args.model)?;
@@ -228,23 +227,27 @@ pub fn generate_with_progress(
     codes.map_err(|e| miette::miette!("{e}"))
 }
 
-/// Where a render's files go: one path per prompt, and the folder to create first when the
-/// output names a folder that does not exist yet.
+/// Where a render's files go: one path per prompt, and the folders to create first.
 struct OutputPlan {
     files: Vec<PathBuf>,
-    new_folder: Option<PathBuf>,
+    new_folder: Option<NewFolder>,
 }
 
 impl OutputPlan {
-    /// Plans and checks the outputs of `n` prompts; creates nothing.
+    /// Plans and checks the outputs of `prompts`; creates nothing.
     ///
     /// One prompt writes `out` itself unless `out` names a folder. A folder (an existing one, or
-    /// a path ending with `/`) receives `prompt-{i}.{ext}`; otherwise a batch writes
-    /// `{stem}-{i}.{ext}` next to `out`.
-    fn new(out: &Path, n: usize, ext: &str) -> miette::Result<Self> {
+    /// a path ending with `/`) receives a file named after the prompt (one prompt) or
+    /// `prompt-{i}.{ext}` (a batch); otherwise a batch writes `{stem}-{i}.{ext}` next to `out`.
+    /// Missing folders on the way are created once every check has passed, as the other verbs
+    /// do.
+    fn new(out: &Path, prompts: &[String], ext: &str) -> miette::Result<Self> {
+        let n = prompts.len();
         let as_folder = is_folder(out);
         let files: Vec<PathBuf> = if n == 1 && !as_folder {
             vec![out.to_path_buf()]
+        } else if n == 1 {
+            vec![out.join(format!("{}.{ext}", file_stem_of(&prompts[0])))]
         } else {
             (1..=n)
                 .map(|i| {
@@ -257,31 +260,46 @@ impl OutputPlan {
                 })
                 .collect()
         };
-        if as_folder && !out.exists() {
-            // The folder itself must be creatable: its parent exists and is writable.
-            let folder = PathBuf::from(out.to_string_lossy().trim_end_matches('/'));
-            check_output(&folder)?;
-            return Ok(Self {
-                files,
-                new_folder: Some(folder),
-            });
-        }
+        let mut new_folder = None;
         for f in &files {
-            check_output(f)?;
+            // Every file of a plan shares one folder: the first check says what to create.
+            let folder = check_output_in_new_folder(f)?;
+            new_folder.get_or_insert(folder);
         }
-        Ok(Self {
-            files,
-            new_folder: None,
-        })
+        Ok(Self { files, new_folder })
     }
 
-    /// Creates the planned folder, if any.
+    /// Creates the planned folders, if any.
     fn create_folder(&self) -> miette::Result<()> {
         match &self.new_folder {
-            Some(folder) if !folder.is_dir() => std::fs::create_dir(folder)
-                .map_err(|e| miette::miette!("cannot create folder {}: {e}", folder.display())),
-            _ => Ok(()),
+            Some(folder) => folder.create(),
+            None => Ok(()),
         }
+    }
+}
+
+/// A file name for a prompt: its words in lower case joined by `-`, at most 60 characters
+/// (`prompt` when nothing is left).
+fn file_stem_of(prompt: &str) -> String {
+    let words: Vec<String> = prompt
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let mut stem = String::new();
+    for w in words {
+        if stem.chars().count() + w.chars().count() + 1 > 60 {
+            break;
+        }
+        if !stem.is_empty() {
+            stem.push('-');
+        }
+        stem.push_str(&w);
+    }
+    if stem.is_empty() {
+        "prompt".into()
+    } else {
+        stem
     }
 }
 
