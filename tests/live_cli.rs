@@ -397,3 +397,21 @@ fn a_piped_repl_without_errors_exits_zero() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains('2'));
 }
+
+#[test]
+fn a_printed_piece_shows_the_overrides_in_force() {
+    let mut child = baton()
+        .args(["repl", "--seconds", "0.5", "--greedy"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "piece(\"a\", 8)").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("rendered with --seconds 0.5 --greedy (command line)"),
+        "{stdout}"
+    );
+}

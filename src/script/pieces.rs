@@ -215,11 +215,32 @@ fn add_term(p: &mut Piece, d: Direction, amount: &Dynamic, opts: Option<Map>) ->
     Ok(p.clone())
 }
 
+/// `p` as it prints, followed by the overrides (`--seconds`, `--greedy`) that replace its own
+/// settings when it is rendered.
+fn shown(host: &Host, p: &Piece) -> String {
+    let mut overrides = Vec::new();
+    if let Some(s) = host.options.seconds_override {
+        overrides.push(format!("--seconds {s}"));
+    }
+    if host.options.greedy {
+        overrides.push("--greedy".to_string());
+    }
+    if overrides.is_empty() {
+        p.to_string()
+    } else {
+        format!("{p}\n  rendered with {} (command line)", overrides.join(" "))
+    }
+}
+
 /// Registers the piece type and verbs, `model` and `render`.
 pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_type_with_name::<Piece>("Piece");
-    engine.register_fn("to_string", |p: &mut Piece| p.to_string());
-    engine.register_fn("to_debug", |p: &mut Piece| p.to_string());
+    // A piece prints with the command line's overrides in force, since they, not the piece's
+    // own settings, are what a render will use.
+    let h = host.clone();
+    engine.register_fn("to_string", move |p: &mut Piece| shown(&h, p));
+    let h = host.clone();
+    engine.register_fn("to_debug", move |p: &mut Piece| shown(&h, p));
     engine.register_get("prompt", |p: &mut Piece| p.prompt.clone());
     engine.register_get("seconds", |p: &mut Piece| p.seconds);
     engine.register_get("terms", |p: &mut Piece| p.plan.terms.len() as INT);
