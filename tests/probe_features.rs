@@ -60,7 +60,8 @@ fn features_are_pooled_capture_outputs_with_manifest_labels() {
     let data = tmp.path().join("notes");
     notes_dataset(&data, 32000, 3);
     let out = tmp.path().join("feats.safetensors");
-    let model_dir = fixture("tiny-a");
+    // Typed relative to the package root, where cargo runs tests.
+    let model_dir = PathBuf::from("tests/fixtures/tiny-a");
     let (ok, err) = features_cmd(&data, &out, &model_dir, &[]);
     assert!(ok, "{err}");
 
@@ -68,6 +69,10 @@ fn features_are_pooled_capture_outputs_with_manifest_labels() {
     let model = MusicGen::load(model_dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
     assert_eq!(feats.n, 3);
     assert_eq!(feats.concept, "notes");
+    // The model as an absolute path, whatever path was typed, so the file means the same
+    // thing from any folder.
+    let absolute = std::fs::canonicalize(&model_dir).unwrap();
+    assert_eq!(feats.model, absolute.display().to_string());
     assert_eq!(feats.pooling, "mean");
     assert_eq!(feats.hidden_size, model.hidden_size());
     assert_eq!(feats.num_layers, Some(model.num_layers()));

@@ -447,6 +447,18 @@ fn read_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
     f.read_exact(buf)
 }
 
+/// What files record as the model `spec` names: the absolute path of a local folder (a path as
+/// typed means nothing from another folder), else the hub id as given.
+pub fn model_identity(spec: &str) -> String {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        if let Ok(abs) = std::fs::canonicalize(path) {
+            return abs.display().to_string();
+        }
+    }
+    spec.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

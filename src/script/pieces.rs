@@ -228,7 +228,10 @@ fn shown(host: &Host, p: &Piece) -> String {
     if overrides.is_empty() {
         p.to_string()
     } else {
-        format!("{p}\n  rendered with {} (command line)", overrides.join(" "))
+        format!(
+            "{p}\n  rendered with {} (command line)",
+            overrides.join(" ")
+        )
     }
 }
 
