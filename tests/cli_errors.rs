@@ -290,3 +290,23 @@ fn arguments_checked_before_the_model_and_no_folder_created() {
         &codes,
     );
 }
+
+#[test]
+fn an_unreachable_hub_says_how_to_go_on_without_it() {
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("x.wav");
+    // Nothing listens on port 9 of this machine: the connection is refused at once.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["render", "--prompt", "a", "--out", out.to_str().unwrap()])
+        .env_remove("HF_HUB_OFFLINE")
+        .env("HF_HOME", home.path())
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    let flat: String = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("--model DIR"), "{stderr}");
+    assert!(flat.contains("HF_HUB_OFFLINE=1"), "{stderr}");
+    assert!(!out.exists());
+}

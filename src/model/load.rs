@@ -154,20 +154,10 @@ fn resolve_hub(id: &str) -> Result<ModelFiles, ModelError> {
         let api = hf_hub::api::sync::ApiBuilder::from_env()
             .with_progress(true)
             .build()
-            .map_err(|e| ModelError::Hub {
-                repo: id.to_string(),
-                file: String::new(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| hub_error(id, "", e))?;
         let repo = api.model(id.to_string());
         let id = id.to_string();
-        Box::new(move |file: &str| {
-            repo.get(file).map_err(|e| ModelError::Hub {
-                repo: id.clone(),
-                file: file.to_string(),
-                message: e.to_string(),
-            })
-        })
+        Box::new(move |file: &str| repo.get(file).map_err(|e| hub_error(&id, file, e)))
     };
     let config = fetch("config.json")?;
     let weights = match fetch("model.safetensors") {
@@ -188,6 +178,36 @@ fn resolve_hub(id: &str) -> Result<ModelFiles, ModelError> {
         tokenizer,
         generation_config,
     })
+}
+
+/// A failed hub look-up of `file` in `repo`. When the hub cannot be reached at all (no network,
+/// as on many machines), the message says the two ways on: a local folder, or the cache alone.
+fn hub_error(repo: &str, file: &str, e: impl std::fmt::Display) -> ModelError {
+    let message = e.to_string();
+    let lower = message.to_lowercase();
+    let unreachable = [
+        "dns",
+        "lookup",
+        "connect",
+        "network",
+        "timed out",
+        "timeout",
+        "transport",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
+    ModelError::Hub {
+        repo: repo.to_string(),
+        file: file.to_string(),
+        message: if unreachable {
+            format!(
+                "{message} (the Hugging Face hub cannot be reached: give --model DIR for a \
+                 local copy of the model, or set HF_HUB_OFFLINE=1 to use the hub cache alone)"
+            )
+        } else {
+            message
+        },
+    }
 }
 
 /// Where one tensor lives inside a safetensors file.
