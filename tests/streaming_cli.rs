@@ -20,6 +20,28 @@ fn baton(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `baton repl --history none ARGS` on piped `input`; returns (success, stdout, stderr).
+fn repl(args: &[&std::ffi::OsStr], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["repl", "--history", "none"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 /// The samples of a float WAV, however its header is laid out.
 fn samples(bytes: &[u8]) -> Vec<f32> {
     let at = bytes.windows(4).position(|w| w == b"data").unwrap() + 8;
@@ -226,7 +248,6 @@ fn ctrl_c_ends_an_endless_piece_with_a_whole_file() {
 #[cfg(unix)]
 #[test]
 fn the_repl_plays_in_the_background_and_steers_the_piece_while_it_plays() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("heard.wav");
     let player = scripted_player(dir.path(), &heard);
@@ -242,28 +263,19 @@ fn the_repl_plays_in_the_background_and_steers_the_piece_while_it_plays() {
          wait()\n",
         direction.display()
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["repl", "--history", "none", "--player"])
-        .arg(&player)
-        .arg("--out")
-        .arg(dir.path())
-        .arg("--model")
-        .arg(tiny_a())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let model = tiny_a();
+    let (ok, stdout, stderr) = repl(
+        &[
+            "--player".as_ref(),
+            player.as_os_str(),
+            "--out".as_ref(),
+            dir.path().as_os_str(),
+            "--model".as_ref(),
+            model.as_os_str(),
+        ],
+        &input,
+    );
+    assert!(ok, "{stdout}\n{stderr}");
     // play returned at once (the next lines ran while it played), and the second play of the
     // same piece steered it instead of starting it again.
     assert!(stdout.contains("playing \"a\" for 4 s"), "{stdout}");
@@ -323,23 +335,10 @@ fn knobs_and_midi_ports_are_checked() {
 
 #[test]
 fn a_knob_is_a_schedule_in_recipes() {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["repl", "--history", "none"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"0.5 * knob(7, 0.2)\n(0.5 * knob(7, 0.2)).value(3.0)\nknob(200)\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, stdout, stderr) = repl(
+        &[],
+        "0.5 * knob(7, 0.2)\n(0.5 * knob(7, 0.2)).value(3.0)\nknob(200)\n",
+    );
     assert!(stdout.contains("knob(7, 0.2)"), "{stdout}");
     // Never moved: the initial value.
     assert!(stdout.contains("0.1"), "{stdout}");

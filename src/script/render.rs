@@ -115,6 +115,48 @@ fn load_once<'a>(
     }
 }
 
+/// What generating `request` on `model` takes: its decoder steps (0 for a piece played
+/// `forever`), its extent, its plan as the new frames see it, and the steps its steering is
+/// worked out for (an hour's for a piece without end).
+fn shape_of(
+    model: &MusicGen,
+    request: &RenderRequest,
+    forever: bool,
+) -> Result<(usize, crate::model::Extent, Plan, usize), String> {
+    let steps = if forever {
+        0
+    } else {
+        crate::piece::steps_for_seconds(model, request.seconds).map_err(|e| e.to_string())?
+    };
+    let mut extent =
+        crate::piece::extent(model, request.clip.as_ref(), request.window, request.stride)?;
+    extent.endless = forever;
+    let plan = crate::piece::plan_for(
+        &request.plan,
+        request.clip.as_ref(),
+        &extent,
+        model.frame_rate(),
+    );
+    let horizon = if forever {
+        crate::piece::steps_for_seconds(model, FOREVER_STEER_HORIZON_S)
+            .map_err(|e| e.to_string())?
+    } else {
+        steps
+    };
+    Ok((steps, extent, plan, horizon))
+}
+
+/// The generation options `request` asks for, over `max_new_tokens` steps.
+fn options_of(request: &RenderRequest, max_new_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens,
+        sampling: request.sampling,
+        guidance_scale: request.guidance_scale,
+        seed: request.seed,
+        negative_prompt: request.negative_prompt.clone(),
+    }
+}
+
 /// Everything about a request that steps depend on but its steering: model, prompt, steps,
 /// sampling, guidance, seed, clip and window. Pieces that share it are the same piece steered
 /// otherwise (what a live piece can be moved to without a restart).
@@ -231,16 +273,7 @@ impl Renderer for ModelRenderer {
             self.dtype,
             progress,
         )?;
-        let max_new_tokens =
-            crate::piece::steps_for_seconds(model, request.seconds).map_err(|e| e.to_string())?;
-        let extent =
-            crate::piece::extent(model, request.clip.as_ref(), request.window, request.stride)?;
-        let plan = crate::piece::plan_for(
-            &request.plan,
-            request.clip.as_ref(),
-            &extent,
-            model.frame_rate(),
-        );
+        let (max_new_tokens, extent, plan, _) = shape_of(model, request, false)?;
         if let Some(w) = model
             .prompt_warning(&request.prompt)
             .map_err(|e| e.to_string())?
@@ -274,13 +307,7 @@ impl Renderer for ModelRenderer {
                 p.steps
             );
         }
-        let options = GenerateOptions {
-            max_new_tokens,
-            sampling: request.sampling,
-            guidance_scale: request.guidance_scale,
-            seed: request.seed,
-            negative_prompt: request.negative_prompt.clone(),
-        };
+        let options = options_of(request, max_new_tokens);
         let windows = model.pass_steps(&extent, max_new_tokens);
         let bar = GenerationProgress::new(windows.iter().sum(), model.frame_rate(), progress)
             .with_windows(&windows);
@@ -334,30 +361,7 @@ impl Renderer for ModelRenderer {
             self.progress,
         )?
         .clone();
-        let max_new_tokens = if play.forever {
-            0
-        } else {
-            crate::piece::steps_for_seconds(&model, request.seconds).map_err(|e| e.to_string())?
-        };
-        let mut extent = crate::piece::extent(
-            &model,
-            request.clip.as_ref(),
-            request.window,
-            request.stride,
-        )?;
-        extent.endless = play.forever;
-        let plan = crate::piece::plan_for(
-            &request.plan,
-            request.clip.as_ref(),
-            &extent,
-            model.frame_rate(),
-        );
-        let horizon = if play.forever {
-            crate::piece::steps_for_seconds(&model, FOREVER_STEER_HORIZON_S)
-                .map_err(|e| e.to_string())?
-        } else {
-            max_new_tokens
-        };
+        let (max_new_tokens, extent, plan, horizon) = shape_of(&model, request, play.forever)?;
         let hook = plan_hook(&model, &plan, horizon, curves)?;
         let key = piece_key(request, max_new_tokens) ^ u64::from(play.forever);
         // The same piece with other steering: the one playing takes it, without a restart.
@@ -385,16 +389,9 @@ impl Renderer for ModelRenderer {
             Some(p) => p.clone(),
             None => Player::find_streaming()?,
         };
-        let options = GenerateOptions {
-            max_new_tokens,
-            sampling: request.sampling,
-            guidance_scale: request.guidance_scale,
-            seed: request.seed,
-            negative_prompt: request.negative_prompt.clone(),
-        };
         let live_request = LiveRequest {
             prompt: request.prompt.clone(),
-            options,
+            options: options_of(request, max_new_tokens),
             extent,
             hook,
             listen: crate::perform::Listen::first_term(&plan),
