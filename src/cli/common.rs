@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use baton::model::load::{self, ModelFiles};
 use baton::model::{MusicGen, MusicGenConfig, WeightFormat};
-use baton::script::directions::library_path;
+use baton::steer::library::library_path;
 use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};

@@ -18,6 +18,7 @@
 pub mod direction;
 pub mod knobs;
 pub mod layer_weights;
+pub mod library;
 pub mod plan;
 pub mod schedule;
 
