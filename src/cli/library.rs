@@ -4,7 +4,7 @@
 //! trained on, whether it carries residual norms (needed for `--strength-unit residual`), and
 //! whether a classifier (for `baton eval` and `probe(...).classify`) sits beside it.
 
-use baton::script::directions::{library_table, list_library, LibraryEntry};
+use baton::steer::library::{library_table, list_library, LibraryEntry};
 use clap::Args;
 use serde_json::json;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rhai::Dynamic;
 
 use crate::files::folder_of;
-use crate::script::directions::{library_table, list_library};
+use crate::steer::library::{library_table, list_library};
 use crate::script::{ScriptError, Session, VERBS};
 
 /// What the user typed, once complete.
