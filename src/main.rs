@@ -38,6 +38,9 @@ enum Command {
     /// Render a SynTheory-style concept dataset, or cut your own recordings into one
     /// (clips/*.wav + manifest.jsonl).
     Dataset(cli::dataset::DatasetArgs),
+    /// Learn a concept's directions from nothing: dataset, features and probes in one resumable
+    /// command, the bundles going to the direction library (`baton learn notes:C#`, `--list`).
+    Learn(cli::learn::LearnArgs),
     /// Extract pooled per-block decoder features from a dataset folder.
     Features(cli::features::FeaturesArgs),
     /// Join the shards of `baton features --shard K/N` (or the readings of `baton eval --shard
@@ -76,6 +79,7 @@ fn main() -> miette::Result<()> {
         Command::Library(args) => cli::library::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Dataset(args) => cli::dataset::run(args),
+        Command::Learn(args) => cli::learn::run(args),
         Command::Features(args) => cli::features::run(args),
         Command::Merge(args) => cli::merge::run(args),
         Command::Train(args) => cli::train::run(args),

@@ -48,9 +48,12 @@ impl Library {
             library_path(&self.dir, name).unwrap_or(file)
         };
         if !path.is_file() {
+            let learn = baton::concepts::learn_command(name)
+                .map(|c| format!("; `{c} --directions {}` makes it", self.dir.display()))
+                .unwrap_or_default();
             return Err(miette::miette!(
                 "{flag} {name}: no bundle file {} (library names resolve under --directions or \
-                 $BATON_DIRECTIONS, now {})",
+                 $BATON_DIRECTIONS, now {}){learn}",
                 path.display(),
                 self.dir.display()
             ));

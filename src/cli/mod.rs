@@ -6,6 +6,7 @@ pub mod eval;
 pub mod features;
 pub mod generation;
 pub mod info;
+pub mod learn;
 pub mod library;
 pub mod merge;
 pub mod output;

@@ -90,6 +90,17 @@ impl Concept {
         !matches!(self, Concept::Tempos | Concept::TimeSignatures)
     }
 
+    /// What a direction can be learned for: each class, or for a concept of values (tempos)
+    /// the value's name, `bpm`. Library names are `CONCEPT:TARGET`.
+    pub fn targets(self) -> Vec<String> {
+        let classes = self.classes();
+        if classes.is_empty() {
+            vec!["bpm".to_string()]
+        } else {
+            classes
+        }
+    }
+
     /// Class names in a fixed order (empty for regression concepts).
     pub fn classes(self) -> Vec<String> {
         match self {

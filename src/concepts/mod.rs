@@ -26,7 +26,9 @@ pub mod writer;
 use std::path::PathBuf;
 
 pub use events::{Event, EventKind, Score};
-pub use generators::{clip_specs, ClipSpec, Concept, Instruments, Label, SpecOptions};
+pub use generators::{
+    clip_specs, ClipSpec, Concept, Instruments, Label, SpecOptions, CLIP_SECONDS,
+};
 pub use import::{import_folder, ImportJob, ImportSummary};
 pub use manifest::{read_manifest, DatasetInfo, ManifestEntry};
 pub use render::{find_soundfont, Renderer, SoundFontLookup, SOUNDFONT_ENV};
@@ -87,4 +89,16 @@ pub enum ConceptError {
     /// `dataset.json` or `manifest.jsonl` is unreadable or malformed.
     #[error("{path}: {why}")]
     Manifest { path: PathBuf, why: String },
+}
+
+/// The `baton learn` command that makes the library bundle `name`, when it names a concept and
+/// one of its targets (`notes:C#`, `tempos:bpm`).
+pub fn learn_command(name: &str) -> Option<String> {
+    let (concept, target) = name.split_once(':')?;
+    let concept: Concept = concept.parse().ok()?;
+    concept
+        .targets()
+        .iter()
+        .any(|t| t == target)
+        .then(|| format!("baton learn {}:{target}", concept.name()))
 }

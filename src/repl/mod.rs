@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use rhai::Dynamic;
 
 use crate::files::folder_of;
-use crate::steer::library::{library_table, list_library};
 use crate::script::{ScriptError, Session, VERBS};
+use crate::steer::library::{library_table, list_library};
 
 /// What the user typed, once complete.
 #[derive(Debug, Clone, PartialEq)]

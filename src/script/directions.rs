@@ -58,6 +58,9 @@ pub(crate) fn resolve(host: &Host, name: &str) -> Result<PathBuf, String> {
     }
     let known = library_names(lib);
     let mut msg = format!("unknown direction `{name}` (no {})", path.display());
+    if let Some(command) = crate::concepts::learn_command(name) {
+        msg.push_str(&format!("; `{command}` makes it"));
+    }
     let near = closest(name, known.iter().map(|s| s.as_str()), 3);
     if !near.is_empty() {
         msg.push_str(&format!("; closest known: {}", near.join(", ")));

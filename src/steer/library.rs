@@ -112,4 +112,3 @@ pub fn library_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
-
