@@ -445,3 +445,27 @@ fn the_soundfont_loads_when_ci_requires_it() {
         None => eprintln!("no SoundFont installed: only the built-in synthesizer was tested"),
     }
 }
+
+#[test]
+fn a_limit_above_the_concepts_clips_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("notes");
+    let run = baton(&[
+        "dataset",
+        "notes",
+        "--instruments",
+        "0,",
+        "--limit",
+        "100000",
+        "--builtin-synth",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--limit 100000 is more than the 108 clips notes has"),
+        "{stderr}"
+    );
+}

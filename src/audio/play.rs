@@ -164,7 +164,15 @@ impl Playback {
                 match player.command(&file).spawn() {
                     Ok(child) => *slot = Some(child),
                     Err(e) => {
-                        eprintln!("cannot play {}: {e}", file.display());
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            eprintln!(
+                                "cannot play {}: the player program {:?} was not found",
+                                file.display(),
+                                player.words[0]
+                            );
+                        } else {
+                            eprintln!("cannot play {}: {e}", file.display());
+                        }
                         return;
                     }
                 }

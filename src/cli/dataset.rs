@@ -156,6 +156,13 @@ pub fn run(args: DatasetArgs) -> miette::Result<()> {
         secs,
         rate
     );
+    if let Some(limit) = args.limit.filter(|l| *l > summary.total) {
+        eprintln!(
+            "note: --limit {limit} is more than the {} clips {concept} has: all of them are \
+             there",
+            summary.total
+        );
+    }
     if summary.complete() && !shard.is_whole() {
         eprintln!("every clip of the dataset is there; manifest.jsonl lists them");
     }

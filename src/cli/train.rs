@@ -99,6 +99,9 @@ pub struct TrainArgs {
     pub search_list: Option<PathBuf>,
 }
 
+/// Fewer validation examples than this are said: a score on them is mostly noise.
+const SMALL_VALIDATION: usize = 20;
+
 /// Runs `baton train`.
 pub fn run(args: TrainArgs) -> Result<()> {
     if args.components == 0 {
@@ -325,6 +328,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     }
     let (n_train, n_val) = (sets.train_rows.len(), sets.val_rows.len());
+    if n_val < SMALL_VALIDATION {
+        eprintln!(
+            "warning: the scores come from only {n_val} validation examples ({n_train} to \
+             train on): they are noisy, and the best block may be chance; render more clips \
+             (`baton dataset --limit`, `baton learn --clips`) or give --val"
+        );
+    }
     if let Some((l, s)) = best {
         println!(
             "best block {l} ({metric} {s:.4}); {n_train} train / {n_val} val examples; wrote {}{classifier_note}",
