@@ -5,6 +5,21 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Block characters from lowest to highest, one per eighth of a range.
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// `values` as a line of block characters on the scale `lo..hi` (the middle bar when the range
+/// is empty): the sparklines of `plot` and of a playing piece's status.
+pub fn bars(values: &[f64], lo: f64, hi: f64) -> String {
+    values
+        .iter()
+        .map(|v| {
+            let x = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+            BARS[((x * 7.0).round().max(0.0) as usize).min(7)]
+        })
+        .collect()
+}
+
 /// A bar counting `len` `unit`s (`clips`, `files`) after `message`, with elapsed time and ETA;
 /// hidden when `visible` is false.
 pub fn counter(len: usize, unit: &str, message: String, visible: bool) -> ProgressBar {

@@ -415,3 +415,25 @@ fn a_printed_piece_shows_the_overrides_in_force() {
         "{stdout}"
     );
 }
+
+#[test]
+fn curves_can_be_read_and_plotted() {
+    let mut child = baton()
+        .args(["repl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(
+        child.stdin.take().unwrap(),
+        "let c = curve(|t| t * 2.0);\nc.value(1.5)\n(0.5 * c).value(3.0)\nplot(c, 4.0)"
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("\n3.0\n"), "{stdout}");
+    assert!(stdout.contains("[0.000 .. 8.000]  over 0..4"), "{stdout}");
+}

@@ -122,7 +122,6 @@ impl Sparkline {
     /// `width` characters (or fewer, when fewer readings are kept), each the mean of its share
     /// of the readings, scaled between their least and greatest.
     pub fn draw(&self, width: usize) -> String {
-        const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
         let n = self.values.len();
         if n == 0 || width == 0 {
             return String::new();
@@ -136,13 +135,7 @@ impl Sparkline {
             .collect();
         let lo = means.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        means
-            .iter()
-            .map(|m| {
-                let x = if hi > lo { (m - lo) / (hi - lo) } else { 0.5 };
-                BARS[((x * 7.0).round() as usize).min(7)]
-            })
-            .collect()
+        crate::progress::bars(&means, lo, hi)
     }
 }
 

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext, Position};
 
 pub use diagnostics::ScriptError;
 pub use pieces::Piece;
@@ -210,6 +210,35 @@ impl<R: Renderer> Renderer for Arc<Mutex<R>> {
     ) -> Result<Vec<PooledWindow>, String> {
         lock(self)?.pooled(model, audio, layers, pooling, windowing)
     }
+}
+
+/// Runs `run` with a sampler of the session's user functions (`curve(|t| ...)`), called through
+/// the interpreter: before generation starts (never from inside the decoder loop), or to read
+/// or plot a schedule. Their operations count against the sandbox's limit.
+pub(crate) fn with_curves<T>(
+    host: &Host,
+    ctx: &NativeCallContext,
+    run: impl FnOnce(&mut CurveSampler<'_>) -> Result<T, Box<EvalAltResult>>,
+) -> Result<T, Box<EvalAltResult>> {
+    let curves = host
+        .curves
+        .lock()
+        .map_err(|_| "curve table poisoned")?
+        .clone();
+    let mut sample = |id: usize, t: f64| -> Result<f64, String> {
+        let f = curves
+            .get(id)
+            .ok_or_else(|| format!("unknown curve #{id}"))?;
+        let v: Dynamic = f.call_within_context(ctx, (t,)).map_err(|e| match *e {
+            // The run's budget ran out inside the curve: say which budget, not just "terminated".
+            EvalAltResult::ErrorTerminated(reason, _) => reason.to_string(),
+            other => other.to_string(),
+        })?;
+        v.as_float()
+            .or_else(|_| v.as_int().map(|i| i as f64))
+            .map_err(|t| format!("returned {t}, not a number"))
+    };
+    run(&mut sample)
 }
 
 fn lock<R>(shared: &Mutex<R>) -> Result<std::sync::MutexGuard<'_, R>, String> {

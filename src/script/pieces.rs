@@ -456,35 +456,6 @@ fn request(host: &Host, p: &Piece, verb: &str, out: PathBuf) -> Res<RenderReques
     })
 }
 
-/// Samples the user functions (`curve(|t| ...)`) of a plan through the interpreter, before
-/// generation starts (never from inside the decoder loop); their operations count against the
-/// sandbox's limit.
-fn with_curves<T>(
-    host: &Host,
-    ctx: &NativeCallContext,
-    run: impl FnOnce(&mut crate::script::CurveSampler<'_>) -> Res<T>,
-) -> Res<T> {
-    let curves = host
-        .curves
-        .lock()
-        .map_err(|_| "curve table poisoned")?
-        .clone();
-    let mut sample = |id: usize, t: f64| -> Result<f64, String> {
-        let f = curves
-            .get(id)
-            .ok_or_else(|| format!("unknown curve #{id}"))?;
-        let v: Dynamic = f.call_within_context(ctx, (t,)).map_err(|e| match *e {
-            // The run's budget ran out inside the curve: say which budget, not just "terminated".
-            EvalAltResult::ErrorTerminated(reason, _) => reason.to_string(),
-            other => other.to_string(),
-        })?;
-        v.as_float()
-            .or_else(|_| v.as_int().map(|i| i as f64))
-            .map_err(|t| format!("returned {t}, not a number"))
-    };
-    run(&mut sample)
-}
-
 /// `play(piece [, #{forever, ramp, keep}])`: see [`crate::script::Renderer::play`].
 fn play(host: &Host, ctx: &NativeCallContext, p: &Piece, opts: Option<Map>) -> Res<()> {
     let mut play = crate::script::PlayOptions::default();
@@ -528,7 +499,7 @@ fn play(host: &Host, ctx: &NativeCallContext, p: &Piece, opts: Option<Map>) -> R
         let seconds = if play.forever { 0.0 } else { request.seconds };
         host.claim_output("play", keep, ((seconds * 32_000.0 * 4.0) as u64) + 44)?;
     }
-    let said = with_curves(host, ctx, |curves| {
+    let said = super::with_curves(host, ctx, |curves| {
         let mut renderer = host
             .renderer
             .try_lock()
@@ -569,7 +540,7 @@ fn render_live(
         return Ok(());
     }
     let request = request(host, p, "render", PathBuf::new())?;
-    let said = with_curves(host, ctx, |curves| {
+    let said = super::with_curves(host, ctx, |curves| {
         let mut renderer = host
             .renderer
             .try_lock()
@@ -597,7 +568,7 @@ fn render(host: &Host, ctx: &NativeCallContext, p: &Piece, path: &str) -> Res<()
     let seconds = request.seconds.max(0.0) + request.clip.as_ref().map_or(0.0, |c| c.seconds);
     let audio_bytes = ((seconds * 32_000.0 * 4.0) as u64).saturating_add(44);
     host.claim_output("render", &out, audio_bytes)?;
-    let done = with_curves(host, ctx, |curves| {
+    let done = super::with_curves(host, ctx, |curves| {
         let mut renderer = host
             .renderer
             .try_lock()

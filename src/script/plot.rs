@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use rhai::{Dynamic, Engine, EvalAltResult};
+use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext};
 
 use super::schedules::num;
 use super::{fail, sandbox, Host};
@@ -14,7 +14,6 @@ use crate::steer::{Direction, Schedule};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
-const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 const DEFAULT_SECONDS: f64 = 30.0;
 const COLUMNS: usize = 60;
 
@@ -28,28 +27,29 @@ pub fn sparkline(values: &[f64]) -> String {
 /// A one-line sparkline of `values` on the fixed scale `lo..hi` (probabilities on 0..1, so a
 /// flat line is not stretched into peaks).
 pub fn sparkline_in(values: &[f64], lo: f64, hi: f64) -> String {
-    let line: String = values
-        .iter()
-        .map(|v| {
-            let x = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
-            BARS[((x * 7.0).round() as usize).min(7)]
-        })
-        .collect();
-    format!("{line}  [{lo:.3} .. {hi:.3}]")
+    format!(
+        "{}  [{lo:.3} .. {hi:.3}]",
+        crate::progress::bars(values, lo, hi)
+    )
 }
 
-fn schedule_values(s: &Schedule, seconds: f64, n: usize) -> Res<Vec<f64>> {
-    if s.has_custom() {
-        return fail("plot: schedules built with curve() are only sampled when rendering");
-    }
+/// `n` values of `s` over `0..seconds`, user curves called through the interpreter.
+fn schedule_values(
+    host: &Host,
+    ctx: &NativeCallContext,
+    s: &Schedule,
+    seconds: f64,
+    n: usize,
+) -> Res<Vec<f64>> {
     if !(seconds > 0.0 && seconds.is_finite()) {
         return fail(format!(
             "plot: length must be positive seconds, got {seconds}"
         ));
     }
     let dt = seconds / (n.max(2) - 1) as f64;
-    s.sample(n, dt, &mut |_, _| Ok(0.0))
-        .map_err(|e| e.to_string().into())
+    super::with_curves(host, ctx, |curves| {
+        s.sample(n, dt, curves).map_err(|e| e.to_string().into())
+    })
 }
 
 fn direction_values(d: &Direction) -> Vec<f64> {
@@ -181,27 +181,33 @@ fn write_png(host: &Host, path: &str, values: &[f64], bars: bool) -> Res<()> {
 /// Registers `plot`.
 pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
     let h = host.clone();
-    engine.register_fn("plot", move |s: Schedule| -> Res<()> {
-        let v = schedule_values(&s, DEFAULT_SECONDS, COLUMNS)?;
-        h.say(format!("{s}\n{}  over 0..{DEFAULT_SECONDS}", sparkline(&v)));
-        Ok(())
-    });
-    let h = host.clone();
-    engine.register_fn("plot", move |s: Schedule, arg: Dynamic| -> Res<()> {
-        if let Ok(path) = arg.clone().into_string() {
-            let v = schedule_values(&s, DEFAULT_SECONDS, 480)?;
-            return write_png(&h, &path, &v, false);
-        }
-        let secs = num(&arg, "plot: length")?;
-        let v = schedule_values(&s, secs, COLUMNS)?;
-        h.say(format!("{s}\n{}  over 0..{secs}", sparkline(&v)));
-        Ok(())
-    });
+    engine.register_fn(
+        "plot",
+        move |ctx: NativeCallContext, s: Schedule| -> Res<()> {
+            let v = schedule_values(&h, &ctx, &s, DEFAULT_SECONDS, COLUMNS)?;
+            h.say(format!("{s}\n{}  over 0..{DEFAULT_SECONDS}", sparkline(&v)));
+            Ok(())
+        },
+    );
     let h = host.clone();
     engine.register_fn(
         "plot",
-        move |s: Schedule, secs: Dynamic, path: &str| -> Res<()> {
-            let v = schedule_values(&s, num(&secs, "plot: length")?, 480)?;
+        move |ctx: NativeCallContext, s: Schedule, arg: Dynamic| -> Res<()> {
+            if let Ok(path) = arg.clone().into_string() {
+                let v = schedule_values(&h, &ctx, &s, DEFAULT_SECONDS, 480)?;
+                return write_png(&h, &path, &v, false);
+            }
+            let secs = num(&arg, "plot: length")?;
+            let v = schedule_values(&h, &ctx, &s, secs, COLUMNS)?;
+            h.say(format!("{s}\n{}  over 0..{secs}", sparkline(&v)));
+            Ok(())
+        },
+    );
+    let h = host.clone();
+    engine.register_fn(
+        "plot",
+        move |ctx: NativeCallContext, s: Schedule, secs: Dynamic, path: &str| -> Res<()> {
+            let v = schedule_values(&h, &ctx, &s, num(&secs, "plot: length")?, 480)?;
             write_png(&h, path, &v, false)
         },
     );

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, INT};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext, INT};
 
 use super::{fail, Host};
 use crate::steer::schedule::MAX_DEPTH;
@@ -325,13 +325,16 @@ pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) {
             ))
         },
     );
-    // Reading a schedule in a recipe (for checks and prints); user curves cannot be read here.
-    engine.register_fn("value", |s: &mut Schedule, t: Dynamic| -> Res<f64> {
-        if s.has_custom() {
-            return fail("value(): schedules built with curve() are only sampled when rendering");
-        }
-        let t = num(&t, "value: time")?;
-        s.eval_with(t, &mut |_, _| Ok(0.0))
-            .map_err(|e| e.to_string().into())
-    });
+    // Reading a schedule in a recipe (for checks and prints), user curves called as they are
+    // when rendering.
+    let h = host.clone();
+    engine.register_fn(
+        "value",
+        move |ctx: NativeCallContext, s: &mut Schedule, t: Dynamic| -> Res<f64> {
+            let t = num(&t, "value: time")?;
+            super::with_curves(&h, &ctx, |curves| {
+                s.eval_with(t, curves).map_err(|e| e.to_string().into())
+            })
+        },
+    );
 }
