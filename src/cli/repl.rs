@@ -4,8 +4,9 @@
 use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use baton::repl::{completions, recipe_dir, Repl, Reply};
+use baton::repl::{complete, recipe_dir, Known, Repl, Reply};
 use baton::script::Session;
 use clap::Args;
 use rustyline::completion::{Completer, Pair};
@@ -32,8 +33,9 @@ pub struct ReplArgs {
     pub flags: RecipeFlags,
 }
 
-/// Completes command and verb names.
-struct Names(Vec<&'static str>);
+/// Completes in context (see [`baton::repl::complete`]); what it knows of the session is
+/// refreshed after each input.
+struct Names(Arc<Mutex<Known>>);
 
 impl Completer for Names {
     type Candidate = Pair;
@@ -44,22 +46,18 @@ impl Completer for Names {
         pos: usize,
         _ctx: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
-        let start = line[..pos]
-            .char_indices()
-            .rev()
-            .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == ':'))
-            .map_or(0, |(i, c)| i + c.len_utf8());
-        let word = &line[start..pos];
-        let found = self
-            .0
-            .iter()
-            .filter(|n| !word.is_empty() && n.starts_with(word))
-            .map(|n| Pair {
-                display: n.to_string(),
-                replacement: n.to_string(),
-            })
-            .collect();
-        Ok((start, found))
+        let known = self.0.lock().map(|k| k.clone()).unwrap_or_default();
+        let (start, found) = complete(line, pos, &known);
+        Ok((
+            start,
+            found
+                .into_iter()
+                .map(|n| Pair {
+                    display: n.clone(),
+                    replacement: n,
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -133,7 +131,11 @@ pub fn run(args: ReplArgs) -> miette::Result<()> {
     }
     let mut editor: Editor<Names, DefaultHistory> =
         Editor::new().map_err(|e| miette::miette!("cannot start the line editor: {e}"))?;
-    editor.set_helper(Some(Names(completions())));
+    let known = Arc::new(Mutex::new(Known {
+        session: repl.names(),
+        library: repl.library_names(),
+    }));
+    editor.set_helper(Some(Names(known.clone())));
     let history = history_path(args.history.as_deref());
     if let Some(h) = &history {
         let _ = editor.load_history(h);
@@ -168,6 +170,12 @@ pub fn run(args: ReplArgs) -> miette::Result<()> {
                 input.clear();
                 failed |= matches!(reply, Reply::Error(_));
                 interrupts = 0;
+                if let Ok(mut k) = known.lock() {
+                    *k = Known {
+                        session: repl.names(),
+                        library: repl.library_names(),
+                    };
+                }
                 if !answer(&repl, reply) {
                     break;
                 }
@@ -212,7 +220,7 @@ mod tests {
 
     #[test]
     fn completion_starts_after_the_last_separator_whatever_its_width() {
-        let names = Names(vec!["piece", "plot"]);
+        let names = Names(Arc::new(Mutex::new(Known::default())));
         let history = DefaultHistory::new();
         let ctx = Context::new(&history);
         for line in ["let x = «pi", "let x = pi", "pi"] {

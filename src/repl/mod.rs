@@ -280,10 +280,148 @@ pub fn completions() -> Vec<&'static str> {
     names
 }
 
+/// What completion knows besides the verbs: the session's names and the direction library.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The session's variables and functions.
+    pub session: Vec<String>,
+    /// The direction library's names (`notes:C#`).
+    pub library: Vec<String>,
+}
+
+/// Completions of `line` at `pos`: where the replaced text starts, and the candidates. In
+/// context: file names after `:load` and inside a string, library names inside
+/// `direction("` or `probe("`, else command, verb and session names.
+pub fn complete(line: &str, pos: usize, known: &Known) -> (usize, Vec<String>) {
+    let before = &line[..pos.min(line.len())];
+    if let Some(arg) = before
+        .strip_prefix(":load ")
+        .or_else(|| before.strip_prefix(":l "))
+    {
+        let start = before.len() - arg.len();
+        return (start, file_names(arg));
+    }
+    // Inside a string when an odd number of quotes come before the cursor.
+    if before.matches('"').count() % 2 == 1 {
+        let quote = before.rfind('"').unwrap_or(0);
+        let typed = &before[quote + 1..];
+        let call = before[..quote].trim_end();
+        let candidates = if call.ends_with("direction(") || call.ends_with("probe(") {
+            known
+                .library
+                .iter()
+                .filter(|n| n.starts_with(typed))
+                .cloned()
+                .collect()
+        } else {
+            file_names(typed)
+        };
+        return (quote + 1, candidates);
+    }
+    let start = before
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == ':'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let word = &before[start..];
+    if word.is_empty() {
+        return (start, Vec::new());
+    }
+    let mut found: Vec<String> = completions()
+        .into_iter()
+        .map(str::to_string)
+        .chain(known.session.iter().cloned())
+        .filter(|n| n.starts_with(word))
+        .collect();
+    found.sort();
+    found.dedup();
+    (start, found)
+}
+
+/// Paths that complete `typed` (a folder part and a name prefix), folders ending in `/`.
+fn file_names(typed: &str) -> Vec<String> {
+    let (dir, prefix) = match typed.rfind('/') {
+        Some(i) => (&typed[..=i], &typed[i + 1..]),
+        None => ("", typed),
+    };
+    let Ok(entries) = std::fs::read_dir(if dir.is_empty() { "." } else { dir }) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            if !name.starts_with(prefix) || (name.starts_with('.') && !prefix.starts_with('.')) {
+                return None;
+            }
+            let slash = if e.path().is_dir() { "/" } else { "" };
+            Some(format!("{dir}{name}{slash}"))
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+impl Repl {
+    /// The session's variables and functions, by name (for completion).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .session
+            .variables()
+            .into_iter()
+            .map(|(name, ..)| name)
+            .collect();
+        names.extend(
+            self.session
+                .functions()
+                .into_iter()
+                .filter_map(|f| f.split('(').next().map(str::to_string)),
+        );
+        names
+    }
+
+    /// The direction library's names.
+    pub fn library_names(&self) -> Vec<String> {
+        crate::steer::library::library_names(self.session.directions())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::script::{DryRun, RecipeOptions};
+
+    #[test]
+    fn completion_follows_the_context() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("takes")).unwrap();
+        std::fs::write(dir.path().join("takes/intro.rhai"), "").unwrap();
+        let known = Known {
+            session: vec!["swell".into(), "pad".into()],
+            library: vec!["notes:C".into(), "notes:C#".into(), "chords:maj".into()],
+        };
+        // Verbs and the session's names.
+        assert_eq!(
+            complete("let x = sw", 10, &known),
+            (8, vec!["swell".to_string()])
+        );
+        assert!(complete("pi", 2, &known).1.contains(&"piece".to_string()));
+        // Library names inside direction(" and probe(".
+        let line = "let d = direction(\"notes:C";
+        let (start, found) = complete(line, line.len(), &known);
+        assert_eq!(&line[..start], "let d = direction(\"");
+        assert_eq!(found, ["notes:C", "notes:C#"]);
+        // File names after :load and in other strings.
+        let folder = format!("{}/ta", dir.path().display());
+        let (_, found) = complete(&format!(":load {folder}"), 6 + folder.len(), &known);
+        assert_eq!(found, [format!("{}/takes/", dir.path().display())]);
+        let line = format!("render(p, \"{}/takes/in", dir.path().display());
+        let (_, found) = complete(&line, line.len(), &known);
+        assert_eq!(
+            found,
+            [format!("{}/takes/intro.rhai", dir.path().display())]
+        );
+    }
 
     fn repl() -> (Repl, DryRun) {
         let dry = DryRun::default();
