@@ -377,6 +377,13 @@ impl Repl {
                 .into_iter()
                 .filter_map(|f| f.split('(').next().map(str::to_string)),
         );
+        // The members of the modules imported for the session: `alias::name`.
+        names.extend(
+            self.session
+                .registered()
+                .into_iter()
+                .filter(|n| n.contains("::")),
+        );
         names
     }
 
@@ -390,6 +397,33 @@ impl Repl {
 mod tests {
     use super::*;
     use crate::script::{DryRun, RecipeOptions};
+
+    #[test]
+    fn an_imported_modules_members_complete_after_its_alias() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("moves.rhai"),
+            "fn swell(a) { a }\nfn sway() { 1 }\n",
+        )
+        .unwrap();
+        let options = RecipeOptions {
+            echo: false,
+            ..RecipeOptions::default()
+        };
+        let session = Session::new(dir.path(), options, Box::new(DryRun::default()));
+        let mut r = Repl::new(session);
+        assert!(!matches!(
+            r.handle("import \"moves\" as mv;"),
+            Reply::Error(_)
+        ));
+        let known = Known {
+            session: r.names(),
+            library: Vec::new(),
+        };
+        let (start, found) = complete("mv::sw", 6, &known);
+        assert_eq!(start, 0);
+        assert_eq!(found, ["mv::sway", "mv::swell"]);
+    }
 
     #[test]
     fn completion_follows_the_context() {
