@@ -112,12 +112,13 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
     let (layers, hidden) = (config.decoder.num_hidden_layers, config.decoder.hidden_size);
     let wav_mb = args.clips as f64 * CLIP_SECONDS * 32_000.0 * 4.0 / 1e6;
     let features_mb = (args.clips * layers * hidden * 4) as f64 / 1e6;
+    let minutes = estimate_minutes(&config, args.clips, targets.len(), args.search);
     eprintln!(
         "learning {} direction(s) of {concept} ({}) with {}: {} clips of {CLIP_SECONDS} s \
          ({wav_mb:.0} MB of WAV in {}), features of {layers} blocks x {hidden} ({features_mb:.0} \
-         MB), then {} probe(s) of {layers} blocks x {} draws. The features stage reads every clip \
-         through the model and is the long one: its bar shows the time left. Interrupted, run \
-         the same command again to go on.",
+         MB), then {} probe(s) of {layers} blocks x {} draws; about {} on this machine (from a \
+         quick timing of its matrix products: the bars show the real time left). Interrupted, \
+         run the same command again to go on.",
         targets.len(),
         targets.join(", "),
         args.model.model,
@@ -125,6 +126,11 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
         data.display(),
         targets.len(),
         args.search,
+        if minutes < 1.0 {
+            "a minute or less".to_string()
+        } else {
+            format!("{minutes:.0} min")
+        }
     );
 
     eprintln!("stage 1/3: dataset");
@@ -191,6 +197,52 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
         eprintln!("learned {name}: {}", out.display());
     }
     Ok(())
+}
+
+/// Floating-point operations per second this machine does in f32 matrix products, timed on a
+/// few products of the decoder's width (a rough rate, for estimates only).
+fn measured_flops(width: usize) -> f64 {
+    use candle_core::{Device, Tensor};
+    let n = width.clamp(64, 1024);
+    let Ok(a) = Tensor::ones((n, n), candle_core::DType::F32, &Device::Cpu) else {
+        return 1e10;
+    };
+    let start = std::time::Instant::now();
+    let mut rounds = 0;
+    while rounds < 3 || start.elapsed().as_secs_f64() < 0.05 {
+        if a.matmul(&a).is_err() {
+            return 1e10;
+        }
+        rounds += 1;
+    }
+    2.0 * (n * n * n) as f64 * rounds as f64 / start.elapsed().as_secs_f64().max(1e-9)
+}
+
+/// Minutes `learn` should take: the features pass (2 flops per decoder weight per frame, the
+/// decoder's weights counted from its shape, twice over for the codec) and the probes (each of `search` draws a few
+/// kernel solves over the training clips, per block), at this machine's measured rate. Rendering
+/// the clips is fast next to them.
+fn estimate_minutes(
+    config: &baton::model::MusicGenConfig,
+    clips: usize,
+    targets: usize,
+    search: usize,
+) -> f64 {
+    let d = &config.decoder;
+    let (h, layers) = (d.hidden_size as f64, d.num_hidden_layers as f64);
+    // Self- and cross-attention projections (8 h^2) and the feed-forward (2 h ffn) per block.
+    let weights = layers * (8.0 * h * h + 2.0 * h * d.ffn_dim as f64);
+    let frames = CLIP_SECONDS * config.frame_rate();
+    // Encoding each clip with EnCodec first costs about as much again (measured on
+    // musicgen-small's shapes: 48 clips took 100 s where the decoder's products alone come to
+    // about 50 s).
+    let features = 2.0 * 2.0 * weights * frames * clips as f64;
+    // A fit: ~30 iterations of a kernel (n^2 h), its solve (n^3 / 3) and the feature matrix's
+    // update (n h^2), n the training clips.
+    let n = 0.7 * clips as f64;
+    let per_fit = 30.0 * (2.0 * n * n * h + n * n * n / 3.0 + 2.0 * n * h * h);
+    let probes = targets as f64 * layers * search as f64 * per_fit;
+    (features + probes) / measured_flops(d.hidden_size) / 60.0
 }
 
 /// The shard of a stage `learn` runs: the whole job, whatever the environment says.
