@@ -396,3 +396,48 @@ fn play_plays_a_recipes_first_piece() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--seed is for --prompt"));
 }
+
+#[test]
+fn a_reader_that_closes_the_stream_stops_the_piece_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "render",
+            "--prompt",
+            "a",
+            "--seconds",
+            "60",
+            "--out",
+            "-",
+            "--model",
+        ])
+        .arg(tiny_a())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -c 1000`: read a little, then close the pipe.
+    let mut first = vec![0u8; 1000];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stdout was closed by its reader"),
+        "{stderr}"
+    );
+    assert_eq!(&first[..4], b"RIFF");
+    // A player that quits stops the piece the same way.
+    let out = baton(&[
+        "play",
+        "--prompt",
+        "a",
+        "--seconds",
+        "60",
+        "--player",
+        "head -c 100",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("(the player quit)"), "{stderr}");
+}

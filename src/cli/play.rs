@@ -231,9 +231,10 @@ pub fn run_performance(
         report.steps as f64 / report.elapsed_s.max(1e-9),
         report.steps as f64 / report.elapsed_s.max(1e-9) / frame_rate,
         report.first_audio_s.unwrap_or(0.0),
-        match &outputs.file {
-            Some(f) => format!(", wrote {}", f.display()),
-            None => String::new(),
+        match (&outputs.file, &report.closed) {
+            (Some(f), _) => format!(", wrote {}", f.display()),
+            (None, Some(why)) => format!(" ({why})"),
+            (None, None) => String::new(),
         }
     );
     Ok(report)

@@ -46,6 +46,10 @@ pub enum PerformError {
     /// The player could not be started or stopped early.
     #[error("{0}")]
     Player(String),
+    /// The reader of a stream closed it (a player quit, `| head`): the piece stops there, as
+    /// if asked to. Holds what happened, for the user.
+    #[error("{0}")]
+    Closed(String),
 }
 
 /// Where a performance's audio goes.
@@ -155,7 +159,7 @@ impl Listen {
 }
 
 /// What a performance did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Report {
     /// Decoder steps taken.
     pub steps: usize,
@@ -167,6 +171,9 @@ pub struct Report {
     pub first_audio_s: Option<f64>,
     /// Whether it was stopped before the piece's end.
     pub stopped: bool,
+    /// Why the piece stopped early when an output's reader closed it (`stdout was closed by
+    /// its reader`, `the player quit`).
+    pub closed: Option<String>,
 }
 
 /// Frames decoded at once by default: 0.2 s at MusicGen's 50 frames per second, so the
@@ -199,6 +206,7 @@ pub fn perform(
         elapsed_s: 0.0,
         first_audio_s: None,
         stopped: false,
+        closed: None,
     };
     let mut send = |samples: &[f32], report: &mut Report| -> Result<(), PerformError> {
         if samples.is_empty() {
@@ -278,7 +286,14 @@ pub fn perform(
             finished = r;
         }
     }
-    result?;
+    match result {
+        // A reader that closed its stream ended the piece: a stop, not a failure.
+        Err(PerformError::Closed(what)) => {
+            report.stopped = true;
+            report.closed = Some(what);
+        }
+        other => other?,
+    }
     finished?;
     report.elapsed_s = start.elapsed().as_secs_f64();
     Ok(report)
@@ -312,12 +327,16 @@ impl<W: Write> WavOut<W> {
 
 impl<W: Write> Sink for WavOut<W> {
     fn write(&mut self, samples: &[f32]) -> Result<(), PerformError> {
-        self.stream
-            .write(samples)
-            .map_err(|source| PerformError::Write {
-                what: self.what.clone(),
-                source,
-            })
+        self.stream.write(samples).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::BrokenPipe {
+                PerformError::Closed(format!("{} was closed by its reader", self.what))
+            } else {
+                PerformError::Write {
+                    what: self.what.clone(),
+                    source,
+                }
+            }
+        })
     }
 
     fn finish(&mut self, _stopped: bool) -> Result<(), PerformError> {
@@ -513,7 +532,7 @@ impl PlayerClock {
 /// holds generation back to `max_ahead_s` once playing, and reports each underrun.
 pub struct PlayerSink {
     tx: Option<SyncSender<Msg>>,
-    thread: Option<JoinHandle<Result<(), String>>>,
+    thread: Option<JoinHandle<Result<(), PerformError>>>,
     shared: Arc<Shared>,
     rate: f64,
     max_ahead_s: f64,
@@ -577,7 +596,7 @@ impl PlayerSink {
         }
         // The feeder ended early: its error says why.
         Err(match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => PerformError::Player(e),
+            Some(Ok(Err(e))) => e,
             _ => gone(),
         })
     }
@@ -610,7 +629,7 @@ impl Sink for PlayerSink {
         let sent = self.send(Msg::End { stopped });
         self.tx = None;
         let joined = match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(r)) => r.map_err(PerformError::Player),
+            Some(Ok(r)) => r,
             Some(Err(_)) => Err(PerformError::Player("the player thread failed".into())),
             None => Ok(()),
         };
@@ -634,24 +653,33 @@ struct Feeder {
 const UNDERRUN_SLACK_S: f64 = 0.05;
 
 impl Feeder {
-    fn run(mut self) -> Result<(), String> {
+    fn run(mut self) -> Result<(), PerformError> {
         let stdin = self
             .child
             .stdin
             .take()
-            .ok_or_else(|| "the player has no stdin".to_string())?;
+            .ok_or_else(|| PerformError::Player("the player has no stdin".into()))?;
         let result = self.feed(stdin);
         let status = self.child.wait();
         result?;
         match status {
             Ok(s) if s.success() => Ok(()),
-            Ok(s) => Err(format!("the player ended with {s}")),
-            Err(e) => Err(format!("the player could not be waited for: {e}")),
+            Ok(s) => Err(PerformError::Player(format!("the player ended with {s}"))),
+            Err(e) => Err(PerformError::Player(format!(
+                "the player could not be waited for: {e}"
+            ))),
         }
     }
 
-    fn feed(&mut self, stdin: ChildStdin) -> Result<(), String> {
-        let broke = |e: std::io::Error| format!("the player stopped reading: {e}");
+    fn feed(&mut self, stdin: ChildStdin) -> Result<(), PerformError> {
+        // A player that quits (its window closed) ends the piece, as Ctrl-C would.
+        let broke = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                PerformError::Closed("the player quit".into())
+            } else {
+                PerformError::Player(format!("the player stopped reading: {e}"))
+            }
+        };
         let mut out = Some(WavStream::start(stdin, self.rate as u32, self.format).map_err(broke)?);
         let mut waiting: VecDeque<Vec<f32>> = VecDeque::new();
         let mut buffered = 0usize;
