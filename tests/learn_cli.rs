@@ -122,3 +122,54 @@ fn learn_makes_a_library_bundle_from_nothing_and_resumes() {
         "{said}"
     );
 }
+
+#[test]
+fn learn_sizes_its_work_to_the_model() {
+    // A config as wide as musicgen-medium's (the weights do not matter: the sizes are said
+    // before anything loads them).
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("wide");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(tiny_a()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&config).unwrap();
+    json["decoder"]["hidden_size"] = 1536.into();
+    std::fs::write(model.join("config.json"), json.to_string()).unwrap();
+    let out = baton(
+        dir.path(),
+        &[
+            "learn",
+            "notes:C#",
+            "--model",
+            model.to_str().unwrap(),
+            "--directions",
+            "lib",
+        ],
+    );
+    let said = text(&out);
+    assert!(
+        said.contains("120 clips of 4 s") && said.contains("x 8 draws"),
+        "{said}"
+    );
+    let out = baton(
+        dir.path(),
+        &[
+            "learn",
+            "notes:C#",
+            "--model",
+            tiny_a().to_str().unwrap(),
+            "--clips",
+            "9999",
+            "--search",
+            "0",
+        ],
+    );
+    assert!(
+        text(&out).contains("--search must be at least 1"),
+        "{}",
+        text(&out)
+    );
+}

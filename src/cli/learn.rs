@@ -33,17 +33,21 @@ pub struct LearnArgs {
     #[arg(long)]
     pub work: Option<PathBuf>,
     /// Clips in the dataset (4 s each). More is slower and steers better; the paper's datasets
-    /// hold thousands.
-    #[arg(long, default_value_t = 240)]
-    pub clips: usize,
-    /// Hyper-parameter draws per block when fitting each probe (fewer is faster).
-    #[arg(long, default_value_t = 20)]
-    pub search: usize,
+    /// hold thousands [default: 240, or 120 for models wider than musicgen-small].
+    #[arg(long)]
+    pub clips: Option<usize>,
+    /// Hyper-parameter draws per block when fitting each probe (fewer is faster) [default: 20,
+    /// or 8 for models wider than musicgen-small].
+    #[arg(long)]
+    pub search: Option<usize>,
     #[command(flatten)]
     pub library: Library,
     #[command(flatten)]
     pub model: ModelArgs,
 }
+
+/// musicgen-small's width: wider models get smaller default sizes.
+const SMALL_WIDTH: usize = 1024;
 
 /// What `CONCEPT[:TARGET]` asks for: the concept and its targets (every one without a target).
 pub fn targets(what: &str) -> Result<(Concept, Vec<String>), String> {
@@ -88,19 +92,27 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
     };
     let (concept, targets) = targets(what).map_err(|e| miette!("{e}"))?;
     // Clips are balanced over the classes, and the 70/15/15 split needs a few of each class in
-    // every part.
+    // every part. Checked before the model's config is looked up.
     let least = (4 * concept.classes().len()).max(8);
-    if args.clips < least {
+    if let Some(c) = args.clips.filter(|c| *c < least) {
         return Err(miette!(
-            "--clips {} is too few to train and validate {concept} probes: at least {least} \
+            "--clips {c} is too few to train and validate {concept} probes: at least {least} \
              ({} classes, 4 clips each)",
-            args.clips,
             concept.classes().len()
         ));
     }
-    if args.search == 0 {
+    if args.search == Some(0) {
         return Err(miette!("--search must be at least 1 draw"));
     }
+    // Sizes for the model at hand: wider models (medium, large) take several times longer per
+    // clip and per fit, so they start smaller (never below the floor above).
+    let (_, config) = model_config(&args.model.model)?;
+    let wide = config.decoder.hidden_size > SMALL_WIDTH;
+    let clips = args
+        .clips
+        .unwrap_or(if wide { 120 } else { 240 })
+        .max(least);
+    let search = args.search.unwrap_or(if wide { 8 } else { 20 });
     let work = args
         .work
         .clone()
@@ -108,11 +120,10 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
     let data = work.join("data");
     let features = work.join("features.safetensors");
     // The model's shape settles the features' size before anything runs.
-    let (_, config) = model_config(&args.model.model)?;
     let (layers, hidden) = (config.decoder.num_hidden_layers, config.decoder.hidden_size);
-    let wav_mb = args.clips as f64 * CLIP_SECONDS * 32_000.0 * 4.0 / 1e6;
-    let features_mb = (args.clips * layers * hidden * 4) as f64 / 1e6;
-    let minutes = estimate_minutes(&config, args.clips, targets.len(), args.search);
+    let wav_mb = clips as f64 * CLIP_SECONDS * 32_000.0 * 4.0 / 1e6;
+    let features_mb = (clips * layers * hidden * 4) as f64 / 1e6;
+    let minutes = estimate_minutes(&config, clips, targets.len(), search);
     eprintln!(
         "learning {} direction(s) of {concept} ({}) with {}: {} clips of {CLIP_SECONDS} s \
          ({wav_mb:.0} MB of WAV in {}), features of {layers} blocks x {hidden} ({features_mb:.0} \
@@ -122,10 +133,10 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
         targets.len(),
         targets.join(", "),
         args.model.model,
-        args.clips,
+        clips,
         data.display(),
         targets.len(),
-        args.search,
+        search,
         if minutes < 1.0 {
             "a minute or less".to_string()
         } else {
@@ -140,7 +151,7 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
         from: None,
         clip_seconds: CLIP_SECONDS,
         instruments: Instruments::All,
-        limit: Some(args.clips),
+        limit: Some(clips),
         seed: 0,
         sample_rate: 32_000,
         soundfont: None,
@@ -181,7 +192,7 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
             }),
             positive: (!values).then(|| target.clone()),
             val: None,
-            search: Some(args.search),
+            search: Some(search),
             reg: None,
             bandwidth: None,
             exponent: None,

@@ -34,8 +34,17 @@ pub enum Command {
 /// What `:doc NAME` says: the verb's line of [`VERBS`], or the verbs whose names start with or
 /// contain `name` when none is called that.
 pub fn doc(name: &str) -> String {
-    if let Some((_, line)) = VERBS.iter().find(|(n, _)| *n == name) {
-        return line.to_string();
+    let lines: Vec<&str> = VERBS
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .map(|(_, line)| *line)
+        .collect();
+    if !lines.is_empty() {
+        let mut out = lines.join("\n");
+        for (_, example) in crate::script::EXAMPLES.iter().filter(|(n, _)| *n == name) {
+            out.push_str(&format!("\nexample: {example}"));
+        }
+        return out;
     }
     let near: Vec<&str> = VERBS
         .iter()
@@ -555,8 +564,36 @@ mod tests {
     }
 
     #[test]
+    fn every_verb_has_an_example_that_compiles() {
+        let (r, _) = repl();
+        for (name, _) in VERBS {
+            let examples: Vec<&str> = crate::script::EXAMPLES
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, e)| *e)
+                .collect();
+            assert!(!examples.is_empty(), "no example for {name}");
+            for e in examples {
+                assert!(
+                    e.contains(name),
+                    "the example of {name} does not use it: {e}"
+                );
+                assert!(
+                    r.session.compiles(e),
+                    "the example of {name} does not compile: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn doc_shows_one_verb_or_the_names_near_it() {
         assert!(doc("cfg").starts_with("piece.cfg(scale)"));
+        assert!(
+            doc("cfg").contains("example: let p = piece("),
+            "{}",
+            doc("cfg")
+        );
         assert!(doc("top_k").contains("piece.top_k(k)"));
         assert!(doc("pla").contains("play, playing"), "{}", doc("pla"));
         assert!(doc("zzz").starts_with("no verb"));

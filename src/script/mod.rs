@@ -543,6 +543,138 @@ pub const VERBS: &[(&str, &str)] = &[
     ("scale", "direction.scale(k)"),
 ];
 
+/// One line of recipe code per verb of [`VERBS`], showing it in use (`:doc NAME` prints it
+/// under the signature). A test compiles every one.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "direction",
+        r#"let cs = direction("notes:C#"); print(cs.best_block);"#,
+    ),
+    (
+        "probe",
+        r#"let p = probe("chords:maj"); print(p.best_score);"#,
+    ),
+    ("library", r#"for name in library() { print(name); }"#),
+    (
+        "classify",
+        r#"print(probe("chords:maj").classify("take.wav", #{window: 4.0, hop: 2.0}));"#,
+    ),
+    (
+        "project",
+        r#"print(probe("notes:C#").project("take.wav"));"#,
+    ),
+    ("help", "help()"),
+    ("piece", r#"let p = piece("lofi piano", 20.0);"#),
+    (
+        "steer",
+        r#"let p = piece("lofi piano", 20.0).steer(direction("notes:C#"), 0.6 * rise(0.0, 8.0));"#,
+    ),
+    ("gate", r#"let p = piece("lofi piano", 20.0).gate(0.3);"#),
+    (
+        "negative",
+        r#"let p = piece("lofi piano", 20.0).negative("drums");"#,
+    ),
+    ("seed", r#"let p = piece("lofi piano", 20.0).seed(7);"#),
+    (
+        "continue_from",
+        r#"let p = piece("lofi piano", 20.0).continue_from("intro.wav");"#,
+    ),
+    (
+        "window",
+        r#"let p = piece("ambient drone", 120.0).window(30.0, 18.0);"#,
+    ),
+    (
+        "tempo",
+        r#"let p = piece("house", 20.0).tempo(124.0).steer(direction("notes:C"), square(4.0));"#,
+    ),
+    ("cfg", r#"let p = piece("lofi piano", 20.0).cfg(5.0);"#),
+    ("greedy", r#"let p = piece("lofi piano", 4.0).greedy();"#),
+    ("top_k", r#"let p = piece("lofi piano", 20.0).top_k(50);"#),
+    (
+        "temperature",
+        r#"let p = piece("lofi piano", 20.0).temperature(0.8);"#,
+    ),
+    (
+        "cond_only",
+        r#"let p = piece("lofi piano", 20.0).cond_only();"#,
+    ),
+    (
+        "layers",
+        r#"let p = piece("lofi piano", 20.0).layers("top:8");"#,
+    ),
+    (
+        "render",
+        r#"render(piece("lofi piano", 20.0), "lofi.wav");"#,
+    ),
+    ("play", r#"play(piece("lofi piano", 60.0), #{ramp: 2.0});"#),
+    ("stop", "stop();"),
+    ("wait", "wait();"),
+    ("playing", "print(playing());"),
+    ("model", r#"model("facebook/musicgen-medium");"#),
+    (
+        "plot",
+        r#"plot(rise(0.0, 8.0) * sine(2.0), 16.0, "swell.png");"#,
+    ),
+    ("constant", "let s = constant(0.5);"),
+    ("linear", "let s = linear(0.0, 1.0, 2.0, 10.0);"),
+    ("rise", "let s = rise(0.0, 8.0);"),
+    ("fall", "let s = fall(12.0, 20.0);"),
+    ("exp_decay", "let s = exp_decay(0.998);"),
+    ("logistic", "let s = logistic(10.0, 1.5);"),
+    ("sine", "let s = sine(4.0, 0.25);"),
+    ("cosine", "let s = cosine(4.0);"),
+    ("square", "let s = square(2.0, 0.25);"),
+    ("step", "let s = step(8.0);"),
+    ("at", "let s = at(8.0, 0.7);"),
+    ("adsr", "let s = adsr(1.0, 2.0, 0.6, 3.0, 12.0);"),
+    (
+        "keyframes",
+        r#"let s = keyframes([[0.0, 0.0], [4.0, 1.0], [12.0, 0.2]], "smooth");"#,
+    ),
+    ("noise", "let s = noise(7, 2.0);"),
+    (
+        "curve",
+        "let s = curve(|t| if t < 8.0 { t / 8.0 } else { 1.0 });",
+    ),
+    ("knob", "let s = 0.8 * knob(1, 0.5);"),
+    ("clamp", "let s = clamp(sine(4.0) * 2.0, 0.2, 1.0);"),
+    ("min", "let s = min(rise(0.0, 8.0), 0.6);"),
+    ("max", "let s = max(fall(0.0, 8.0), 0.1);"),
+    ("shift", "let s = shift(rise(0.0, 4.0), 6.0);"),
+    (
+        "delay",
+        "let s = delay(adsr(1.0, 1.0, 0.5, 2.0, 6.0), 4.0);",
+    ),
+    ("stretch", "let s = stretch(sine(1.0), 4.0);"),
+    ("reverse", "let s = reverse(rise(0.0, 10.0), 20.0);"),
+    ("repeat", "let s = repeat(rise(0.0, 2.0), 2.0);"),
+    (
+        "seq",
+        "let s = seq([[rise(0.0, 4.0), 4.0], [constant(1.0), 8.0]]);",
+    ),
+    (
+        "crossfade",
+        "let s = crossfade(sine(2.0), square(4.0), 8.0, 12.0);",
+    ),
+    (
+        "mix",
+        "let s = mix(constant(0.2), sine(2.0), rise(0.0, 16.0));",
+    ),
+    ("value", "print(rise(0.0, 8.0).value(2.0));"),
+    (
+        "orth",
+        r#"let d = direction("chords:maj").orth(direction("chords:min"));"#,
+    ),
+    ("top", r#"let d = direction("notes:C#").top(6);"#),
+    ("blocks", r#"let d = direction("notes:C#").blocks(8..16);"#),
+    ("weights", r#"print(direction("notes:C#").weights("exp"));"#),
+    (
+        "normalize",
+        r#"let d = (direction("chords:maj") + direction("chords:min")).normalize();"#,
+    ),
+    ("scale", r#"let d = direction("notes:C#").scale(0.5);"#),
+];
+
 /// Feeds `value`'s `Debug` text to `hasher` without building the string: a fingerprint of
 /// every field (direction vectors included) for the render caches.
 pub(crate) fn hash_debug(hasher: &mut impl std::hash::Hasher, value: &impl std::fmt::Debug) {

@@ -142,6 +142,11 @@ impl Session {
         value
     }
 
+    /// Whether `source` compiles in this session (its syntax, and the operators it uses).
+    pub fn compiles(&self, source: &str) -> bool {
+        self.engine.compile_with_scope(&self.scope, source).is_ok()
+    }
+
     /// Whether `source` is an unfinished input (an open block, string or call): a REPL then
     /// reads another line instead of reporting an error.
     pub fn is_incomplete(&self, source: &str) -> bool {
