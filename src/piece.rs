@@ -143,6 +143,20 @@ pub fn steps_for_seconds(model: &MusicGen, seconds: f64) -> Result<usize, ModelE
     Ok(frames + model.num_codebooks() - 1)
 }
 
+/// Steering schedules of a piece without end are worked out this far ahead (an hour); past it
+/// the piece plays on unsteered.
+pub const FOREVER_STEER_HORIZON_S: f64 = 3600.0;
+
+/// The decoder steps a piece's steering is worked out for: its own `steps`, or an hour's for a
+/// piece without end.
+pub fn steering_steps(model: &MusicGen, steps: usize, endless: bool) -> Result<usize, ModelError> {
+    if endless {
+        steps_for_seconds(model, FOREVER_STEER_HORIZON_S)
+    } else {
+        Ok(steps)
+    }
+}
+
 /// The extent of a piece: the clip's codes (if any) and its window.
 pub fn extent(
     model: &MusicGen,

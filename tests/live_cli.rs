@@ -383,32 +383,30 @@ fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
     );
 }
 
-#[test]
-fn a_piped_repl_without_errors_exits_zero() {
+/// Runs `baton repl ARGS` on piped `input`; returns its output.
+fn piped_repl(args: &[&str], input: &str) -> std::process::Output {
     let mut child = baton()
-        .args(["repl"])
+        .arg("repl")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    writeln!(child.stdin.take().unwrap(), "let a = 1 + 1;\nprint(a)").unwrap();
-    let out = child.wait_with_output().unwrap();
+    writeln!(child.stdin.take().unwrap(), "{input}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_piped_repl_without_errors_exits_zero() {
+    let out = piped_repl(&[], "let a = 1 + 1;\nprint(a)");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains('2'));
 }
 
 #[test]
 fn a_printed_piece_shows_the_overrides_in_force() {
-    let mut child = baton()
-        .args(["repl", "--seconds", "0.5", "--greedy"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "piece(\"a\", 8)").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = piped_repl(&["--seconds", "0.5", "--greedy"], "piece(\"a\", 8)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("rendered with --seconds 0.5 --greedy (command line)"),
@@ -418,19 +416,10 @@ fn a_printed_piece_shows_the_overrides_in_force() {
 
 #[test]
 fn curves_can_be_read_and_plotted() {
-    let mut child = baton()
-        .args(["repl"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(
-        child.stdin.take().unwrap(),
-        "let c = curve(|t| t * 2.0);\nc.value(1.5)\n(0.5 * c).value(3.0)\nplot(c, 4.0)"
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = piped_repl(
+        &[],
+        "let c = curve(|t| t * 2.0);\nc.value(1.5)\n(0.5 * c).value(3.0)\nplot(c, 4.0)",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

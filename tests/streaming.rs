@@ -341,6 +341,18 @@ struct Recorder {
     steps: std::rc::Rc<std::cell::Cell<usize>>,
 }
 
+impl Recorder {
+    /// A sink that reads the step count from `steps` at each write.
+    fn new(steps: &std::rc::Rc<std::cell::Cell<usize>>) -> Self {
+        Recorder {
+            steps_at_write: Vec::new(),
+            samples: Vec::new(),
+            finished: None,
+            steps: steps.clone(),
+        }
+    }
+}
+
 impl baton::perform::Sink for Recorder {
     fn write(&mut self, samples: &[f32]) -> Result<(), baton::perform::PerformError> {
         self.steps_at_write.push(self.steps.get());
@@ -367,12 +379,7 @@ fn a_performance_sends_audio_before_the_piece_is_generated_and_equals_the_render
         ..Default::default()
     };
     let steps = std::rc::Rc::new(std::cell::Cell::new(0));
-    let mut sink = Recorder {
-        steps_at_write: Vec::new(),
-        samples: Vec::new(),
-        finished: None,
-        steps: steps.clone(),
-    };
+    let mut sink = Recorder::new(&steps);
     // The concept read at every step: block 1's output projected on its first axis.
     let mut direction = vec![0.0; model.hidden_size()];
     direction[0] = 1.0;
@@ -447,12 +454,7 @@ fn a_stopped_performance_finishes_its_sinks() {
         ..Default::default()
     };
     let steps = std::rc::Rc::new(std::cell::Cell::new(0));
-    let mut sink = Recorder {
-        steps_at_write: Vec::new(),
-        samples: Vec::new(),
-        finished: None,
-        steps: steps.clone(),
-    };
+    let mut sink = Recorder::new(&steps);
     let mut asked = 0;
     let report = baton::perform::perform(
         &model,

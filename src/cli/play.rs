@@ -12,8 +12,7 @@ use baton::perform::{
     perform, Buffering, Listen, PlayEvent, PlayerSink, Progress, Report, Sink, Sparkline, WavFile,
     WavOut, DEFAULT_CHUNK_FRAMES,
 };
-use baton::piece::{plan_for, steps_for_seconds};
-use baton::script::render::FOREVER_STEER_HORIZON_S;
+use baton::piece::{plan_for, steering_steps, steps_for_seconds};
 use baton::script::{run_file, PlayOptions, Renderer};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -127,20 +126,14 @@ pub fn run_performance(
     if let Some((player, buffering)) = &outputs.player {
         let bar = status.clone();
         let events = Arc::new(move |event: PlayEvent| {
-            let line = match event {
-                PlayEvent::Started { buffered_s, speed } => format!(
-                    "playing ({buffered_s:.1} s buffered, generating at {speed:.2}x real time)"
-                ),
-                PlayEvent::CannotKeepUp { speed, buffered_s } => format!(
-                    "warning: generating at {speed:.2}x real time, slower than playback: with \
-                     {buffered_s:.1} s buffered the music will stop now and then (a faster \
-                     --dtype, a GPU, or --buffer S for a longer start)"
-                ),
-                PlayEvent::Underrun { at_s, gap_s } => {
-                    format!("underrun at {at_s:.1} s: {gap_s:.2} s without sound")
+            // On the command line, what can be done about a slow machine is said too.
+            let hint = match event {
+                PlayEvent::CannotKeepUp { .. } => {
+                    " (a faster --dtype, a GPU, or --buffer S for a longer start)"
                 }
+                _ => "",
             };
-            bar.suspend(|| eprintln!("{line}"));
+            bar.suspend(|| eprintln!("{event}{hint}"));
         });
         let sink = PlayerSink::start(player, rate, outputs.format, *buffering, events)
             .map_err(|e| miette::miette!("{e}"))?;
@@ -367,11 +360,8 @@ pub fn connect_midi(port: Option<&str>) -> miette::Result<Option<baton::perform:
     Ok(Some(knobs))
 }
 
-/// The steering hook's horizon for a piece of `steps` decoder steps, or an endless one.
+/// The steering hook's horizon for a piece of `steps` decoder steps, or an endless one (see
+/// [`baton::piece::steering_steps`]).
 pub fn hook_steps(model: &MusicGen, steps: usize, endless: bool) -> miette::Result<usize> {
-    if endless {
-        steps_for_seconds(model, FOREVER_STEER_HORIZON_S).map_err(|e| miette::miette!("{e}"))
-    } else {
-        Ok(steps)
-    }
+    steering_steps(model, steps, endless).map_err(|e| miette::miette!("{e}"))
 }

@@ -447,6 +447,25 @@ pub enum PlayEvent {
     },
 }
 
+impl std::fmt::Display for PlayEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlayEvent::Started { buffered_s, speed } => write!(
+                f,
+                "playing ({buffered_s:.1} s buffered, generating at {speed:.2}x real time)"
+            ),
+            PlayEvent::CannotKeepUp { speed, buffered_s } => write!(
+                f,
+                "warning: generating at {speed:.2}x real time, slower than playback: with \
+                 {buffered_s:.1} s buffered the music will stop now and then"
+            ),
+            PlayEvent::Underrun { at_s, gap_s } => {
+                write!(f, "underrun at {at_s:.1} s: {gap_s:.2} s without sound")
+            }
+        }
+    }
+}
+
 /// How a [`PlayerSink`] buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct Buffering {

@@ -52,10 +52,6 @@ pub struct ModelRenderer {
     live: Option<(LivePiece, u64)>,
 }
 
-/// Steering schedules of a piece played without end are worked out this far ahead (an hour);
-/// past it the piece plays on unsteered.
-pub const FOREVER_STEER_HORIZON_S: f64 = 3600.0;
-
 /// Seconds of audio a live piece generates ahead of the ear once playing: the longest a
 /// steering change waits to be heard when generation keeps up.
 const LIVE_AHEAD_S: f64 = 1.0;
@@ -137,12 +133,7 @@ fn shape_of(
         &extent,
         model.frame_rate(),
     );
-    let horizon = if forever {
-        crate::piece::steps_for_seconds(model, FOREVER_STEER_HORIZON_S)
-            .map_err(|e| e.to_string())?
-    } else {
-        steps
-    };
+    let horizon = crate::piece::steering_steps(model, steps, forever).map_err(|e| e.to_string())?;
     Ok((steps, extent, plan, horizon))
 }
 
@@ -404,14 +395,10 @@ impl Renderer for ModelRenderer {
             keep: play.keep.clone(),
             format: self.format,
         };
-        let events = Arc::new(|event: PlayEvent| match event {
-            PlayEvent::Started { .. } => {}
-            PlayEvent::CannotKeepUp { speed, buffered_s } => eprintln!(
-                "warning: generating at {speed:.2}x real time, slower than playback: with \
-                 {buffered_s:.1} s buffered the music will stop now and then"
-            ),
-            PlayEvent::Underrun { at_s, gap_s } => {
-                eprintln!("underrun at {at_s:.1} s: {gap_s:.2} s without sound")
+        // The REPL answers for the start itself; the rest is said as it happens.
+        let events = Arc::new(|event: PlayEvent| {
+            if !matches!(event, PlayEvent::Started { .. }) {
+                eprintln!("{event}");
             }
         });
         let live = LivePiece::start(model, live_request, events)?;
