@@ -6,36 +6,12 @@
 use baton::model::decoder::Decoder;
 use baton::model::generate::{self, GenerationInputs};
 use baton::model::{DecoderConfig, GenerateOptions, Sampling};
-use candle_core::Shape;
 use candle_core::{DType, Device, Tensor};
-use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
-/// Every weight drawn from N(0, 0.02²) and materialised. (A `VarMap` hands out lazily zeroed
-/// buffers: the products then read the kernel's shared zero page instead of memory, which made
-/// earlier runs of this bench look faster than real weights allow.)
-struct RandomWeights;
-
-impl SimpleBackend for RandomWeights {
-    fn get(
-        &self,
-        s: Shape,
-        _name: &str,
-        _h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
-    }
-
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("{name}: shape unknown")
-    }
-
-    fn contains_tensor(&self, _name: &str) -> bool {
-        true
-    }
-}
+#[path = "../tests/quant_common/random_weights.rs"]
+mod random_weights;
+use random_weights::RandomWeights;
 
 fn main() -> anyhow_free::Result {
     let hidden: usize = match std::env::var("BENCH_HIDDEN") {

@@ -1,13 +1,14 @@
 //! Times the decoder's matrix-vector kernels (`model::gemv`) on musicgen-small's product shapes,
-//! 8-bit, f32 and bf16 weights, 1 and 2 input rows (2: one prompt with guidance), for every kernel this
+//! 8-bit, 4-bit (ours and candle's Q4_0), f32 and bf16 weights, 1 and 2 input rows (2: one prompt with guidance), for every kernel this
 //! CPU runs, next to the machine's read bandwidth measured the same way (a sum over 1 GiB with
 //! as many threads): the physical limit a weight-streaming step can reach.
 //!
 //! `cargo run --release --example bench_gemv`. Each product reads one of several copies of the
 //! weights, 256 MB in all, so the weights come from memory as in a real generation step (a
 //! single matrix would sit in the L3 cache and measure the cache instead). Best of five runs.
-use baton::model::gemv::{matmul_t_q8_with, matmul_t_with, Kernel, Q8};
-use candle_core::{DType, Device, Tensor};
+use baton::model::gemv::{matmul_t_q4_with, matmul_t_q8_with, matmul_t_with, Kernel, Q4, Q8};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
 use rayon::prelude::*;
 
 /// GB/s of summing a 1 GiB buffer, split over rayon's threads: what memory gives a reader.
@@ -93,6 +94,25 @@ fn main() -> candle_core::Result<()> {
             .collect::<candle_core::Result<Vec<_>>>()?;
         report("Q8", n, k, n * k, &qs, |kernel, x, q| {
             matmul_t_q8_with(kernel, x, q).map(drop)
+        })?;
+        // 4-bit weights: nibbles and an f32 scale per 32 (5 bits a weight).
+        let q4s = (0..copies_for(n * k * 5 / 8))
+            .map(|_| Q4::quantize(&Tensor::randn(0f32, 1., (n, k), &dev)?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        report("Q4", n, k, n * k * 5 / 8, &q4s, |kernel, x, q| {
+            matmul_t_q4_with(kernel, x, q).map(drop)
+        })?;
+        // candle's own 4-bit matmul (GGML's Q4_0: blocks of 32, an f16 scale, 18 bytes per
+        // block), the alternative to a 4-bit format of our own; its threads are candle's, so
+        // every kernel label runs the same code.
+        let qs = (0..copies_for(n * k / 2))
+            .map(|_| {
+                let w = Tensor::randn(0f32, 1., (n, k), &dev)?;
+                QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4_0)?)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        report("candle Q4_0", n, k, n * k / 32 * 18, &qs, |_, x, q| {
+            q.forward(x).map(drop)
         })?;
         for dtype in [DType::F32, DType::BF16] {
             let bytes = n * k * dtype.size_in_bytes();

@@ -10,6 +10,8 @@
 //! - [`piece`] turns a piece's clip and length into the model's extent (continuation, windows)
 //!   for every front end;
 //! - [`script`] wires everything for recipes; [`live`] (watch mode) and [`repl`] sit on it;
+//! - [`eval`] measures generated audio: FAD and KAD between sets in an embedding (the codec's),
+//!   and CLAP's clip-text agreement, using model's loading and audio's resampling;
 //! - [`perform`] plays a piece while it is generated (sinks, player buffering, live steering);
 //! - [`files`] (atomic writes, safetensors helpers), [`seed`] (pure seeded randomness),
 //!   [`shard`] (which part of a heavy job one of N processes does) and
@@ -18,6 +20,7 @@
 
 pub mod audio;
 pub mod concepts;
+pub mod eval;
 pub mod files;
 pub mod interrupt;
 pub mod live;

@@ -31,8 +31,14 @@ enum Command {
     /// Render one prompt at several steering strengths and seeds, and read every take with a
     /// probe: how strongly is the concept heard at each strength?
     Sweep(cli::sweep::SweepArgs),
+    /// Fréchet and kernel audio distances (FAD, KAD) between a folder of reference WAVs and a
+    /// folder of generated ones, in the MusicGen codec's embedding, with each file's share.
+    Fad(cli::fad::FadArgs),
     /// List the direction library: each bundle's blocks, best block and score, model, classifier.
     Library(cli::library::LibraryArgs),
+    /// Score WAV clips against texts with CLAP (cosine of every clip and text; default model
+    /// laion/larger_clap_music).
+    Clap(cli::clap_cli::ClapArgs),
     /// Print a model's shape and size.
     Info(cli::info::InfoArgs),
     /// Render a SynTheory-style concept dataset, or cut your own recordings into one
@@ -76,7 +82,9 @@ fn main() -> miette::Result<()> {
         Command::Repl(args) => cli::repl::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Sweep(args) => cli::sweep::run(args),
+        Command::Fad(args) => cli::fad::run(args),
         Command::Library(args) => cli::library::run(args),
+        Command::Clap(args) => cli::clap_cli::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Dataset(args) => cli::dataset::run(args),
         Command::Learn(args) => cli::learn::run(args),

@@ -131,14 +131,60 @@ pub fn check_with_config(
     Ok(())
 }
 
-/// Decoder steps for `seconds` of new music (frames + codebooks - 1), of any length: pieces
-/// longer than a window are generated window by window.
-pub fn steps_for_seconds(model: &MusicGen, seconds: f64) -> Result<usize, ModelError> {
+/// The longest finite piece, in seconds: an hour, as far as the steering of a piece without end
+/// is worked out. A finite length is generated, steered and held whole before it is written, so
+/// a slip like `--seconds 1e9` would take tens of gigabytes before failing; longer music is a
+/// piece without end (`--seconds inf`), streamed or stopped with Ctrl-C.
+pub const MAX_PIECE_SECONDS: f64 = FOREVER_STEER_HORIZON_S;
+
+/// Refuses a finite piece length that is not a positive number of seconds up to
+/// [`MAX_PIECE_SECONDS`].
+pub fn check_seconds(seconds: f64) -> Result<(), String> {
     if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(ModelError::Invalid(format!(
-            "seconds must be a positive number, got {seconds}"
-        )));
+        return Err(format!("must be a positive number, got {seconds}"));
     }
+    if seconds > MAX_PIECE_SECONDS {
+        // 1e300 written out would be a screenful of zeros.
+        let shown = if seconds < 1e9 {
+            seconds.to_string()
+        } else {
+            format!("{seconds:e}")
+        };
+        return Err(format!(
+            "{shown} is longer than the longest finite piece ({MAX_PIECE_SECONDS} s; \
+             `--seconds inf` plays without end)"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `max_new_tokens` outside what a model of this config generates as one finite
+/// piece (no weights loaded): at least [`MusicGenConfig::min_new_tokens`], at most the steps of
+/// [`MAX_PIECE_SECONDS`].
+pub fn check_new_tokens(config: &MusicGenConfig, max_new_tokens: usize) -> Result<(), String> {
+    let codebooks = config.decoder.num_codebooks;
+    let lo = config.min_new_tokens();
+    if max_new_tokens < lo {
+        return Err(format!(
+            "must be at least {lo} for this model ({codebooks} codebooks), got {max_new_tokens}"
+        ));
+    }
+    let frames = (MAX_PIECE_SECONDS * config.frame_rate()).round() as usize;
+    let hi = frames + codebooks - 1;
+    if max_new_tokens > hi {
+        return Err(format!(
+            "must be at most {hi} for this model ({codebooks} codebooks, {} frames/s: \
+             {MAX_PIECE_SECONDS} s, the longest finite piece), got {max_new_tokens}",
+            config.frame_rate()
+        ));
+    }
+    Ok(())
+}
+
+/// Decoder steps for `seconds` of new music (frames + codebooks - 1), up to
+/// [`MAX_PIECE_SECONDS`]: pieces longer than a window are generated window by window.
+pub fn steps_for_seconds(model: &MusicGen, seconds: f64) -> Result<usize, ModelError> {
+    check_seconds(seconds).map_err(|e| ModelError::Invalid(format!("seconds {e}")))?;
     let frames = (seconds * model.frame_rate()).round().max(1.0) as usize;
     Ok(frames + model.num_codebooks() - 1)
 }

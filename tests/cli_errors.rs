@@ -212,6 +212,46 @@ fn bad_prompt_and_lengths() {
 }
 
 #[test]
+fn lengths_out_of_range_are_refused_before_the_weights_load() {
+    // Weights that cannot load: a length error proves the check came first.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let o = out.to_str().unwrap();
+    let model = tiny_copy(dir.path());
+    std::fs::write(model.join("model.safetensors"), b"no weights here").unwrap();
+    let m = model.to_str().unwrap();
+    // tiny-a: 4 codebooks at 50 frames/s, so an hour is 180000 frames + 3 steps.
+    fails_with(
+        &render_a(m, o, &["--max-new-tokens", "180004"]),
+        &["--max-new-tokens must be at most 180003"],
+        &out,
+    );
+    fails_with(
+        &render_a(m, o, &["--max-new-tokens", "3"]),
+        &["--max-new-tokens must be at least 6"],
+        &out,
+    );
+    for s in ["3601", "1e9", "1e300"] {
+        fails_with(
+            &render_a(m, o, &["--seconds", s]),
+            &["is longer than the longest finite piece"],
+            &out,
+        );
+    }
+    fails_with(
+        &render_a(m, o, &["--seconds", "1e300"]),
+        &["--seconds 1e300"],
+        &out,
+    );
+    // The limits are inclusive: an hour passes the check and fails only at the weights.
+    fails_with(
+        &render_a(m, o, &["--max-new-tokens", "180003"]),
+        &["not a safetensors file"],
+        &out,
+    );
+}
+
+#[test]
 fn unwritable_output() {
     let dir = tempfile::tempdir().unwrap();
     let m = fixture("tiny-a");

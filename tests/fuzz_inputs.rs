@@ -200,10 +200,11 @@ fn statement() -> impl Strategy<Value = String> {
     ]);
     prop_oneof![
         (piece(), path.clone()).prop_map(|(p, f)| format!("render({p}, {f});")),
-        (schedule(), number(), path).prop_map(|(s, n, f)| format!("plot({s}, {n}, {f});")),
+        (schedule(), number(), path.clone()).prop_map(|(s, n, f)| format!("plot({s}, {n}, {f});")),
         (schedule(), number()).prop_map(|(s, t)| format!("print({s}.value({t}));")),
         (direction(), direction()).prop_map(|(a, b)| format!("print({a}.cosine({b}));")),
         (direction(), text()).prop_map(|(d, t)| format!("print({d}.weights({t}));")),
+        (path.clone(), text()).prop_map(|(f, t)| format!("print(clap({f}, {t}));")),
         piece().prop_map(|p| format!("print({p});")),
         schedule().prop_map(|s| format!("let s = {s}; for i in 0..50 {{ s = s + s; }}")),
     ]
@@ -221,6 +222,8 @@ fn random_recipes_answer_without_panicking() {
                 directions: lib.path().to_path_buf(),
                 out_dir: out.path().to_path_buf(),
                 echo: false,
+                clap_model: concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clap/tiny-a")
+                    .into(),
                 limits: Limits {
                     max_run_operations: 2_000_000,
                     ..Limits::default()

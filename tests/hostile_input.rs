@@ -31,14 +31,7 @@ fn error_with(source: &str, tweak: impl FnOnce(&mut RecipeOptions)) -> String {
     let out = tempfile::tempdir().unwrap();
     match run_in(source, out.path(), tweak).outcome {
         Ok(_) => panic!("recipe succeeded: {source}"),
-        Err(e) => {
-            let report = format!("{:?}", miette::Report::new(*e));
-            report
-                .replace('│', " ")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        }
+        Err(e) => steer_common::one_line(e),
     }
 }
 

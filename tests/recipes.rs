@@ -163,3 +163,64 @@ fn probes_project_audio_onto_their_direction() {
         "{projection} vs {expect}"
     );
 }
+
+#[test]
+fn clap_scores_a_clip_against_a_text_with_the_run_s_clap_model() {
+    use baton::audio::{write_wav, SampleFormat};
+    use baton::eval::clap::{cosine, Clap};
+    use baton::script::run_source;
+    use candle_core::Device;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tiny_clap = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clap/tiny-a");
+    let clip: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.07).sin() * 0.3).collect();
+    write_wav(
+        &dir.path().join("take.wav"),
+        &clip,
+        16_000,
+        SampleFormat::Float32,
+    )
+    .unwrap();
+    let options = |clap_model: &str| RecipeOptions {
+        clap_model: clap_model.into(),
+        echo: false,
+        ..RecipeOptions::default()
+    };
+    let run = |src: &str, clap_model: &str| {
+        run_source(
+            "clap.rhai",
+            src,
+            dir.path(),
+            options(clap_model),
+            Box::new(DryRun::default()),
+        )
+    };
+    // Two calls, two texts: one model, loaded once, scores both.
+    let src = r#"print(clap("take.wav", "lofi piano")); print(clap("take.wav", "heavy metal"));"#;
+    let outcome = run(src, tiny_clap).unwrap_or_else(|e| panic!("{:?}", miette::Report::new(*e)));
+    let got: Vec<f64> = outcome.printed.iter().map(|l| l.parse().unwrap()).collect();
+    let clap = Clap::load(tiny_clap, &Device::Cpu).unwrap();
+    let audio = clap.embed_audio(&clip, 16_000).unwrap();
+    for (g, text) in got.iter().zip(["lofi piano", "heavy metal"]) {
+        let want = cosine(&audio, &clap.embed_text(text).unwrap()) as f64;
+        assert_eq!(*g, want, "{text}");
+    }
+    assert_ne!(got[0], got[1]);
+
+    // Clear errors: a missing clip, not a WAV, an empty text, a model of another kind.
+    let fails = |src: &str, model: &str, needle: &str| {
+        let e = run(src, model).expect_err(src);
+        let text = steer_common::one_line(e);
+        assert!(text.contains(needle), "{src}: {text}");
+    };
+    fails(r#"clap("gone.wav", "piano")"#, tiny_clap, "not found");
+    fails(
+        r#"clap("notes.txt", "piano")"#,
+        tiny_clap,
+        "not a .wav file",
+    );
+    fails(r#"clap("take.wav", " ")"#, tiny_clap, "the text is empty");
+    let musicgen = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-a");
+    fails(r#"clap("take.wav", "piano")"#, musicgen, "not a CLAP model");
+    fails(r#"clap("take.wav", "piano")"#, musicgen, "--clap-model");
+}

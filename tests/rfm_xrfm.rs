@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use baton::rfm::directions::{align_sign, top_directions};
-use baton::rfm::fit::{fit, Dataset, FitConfig, Hyper, Task};
+use baton::rfm::fit::{fit, Dataset, FitConfig, Hyper, Precision, Task};
 use baton::rfm::mahalanobis::Form;
 use baton::rfm::Metric;
 use faer::Mat;
@@ -94,6 +94,7 @@ fn check(name: &str, form: Form) {
     let config = FitConfig {
         record_ms: true,
         form,
+        precision: Precision::F64,
         ..FitConfig::new(case.num("iters") as usize, metric)
     };
     let report = fit(&train, &val, task, hyper, &config).unwrap();

@@ -443,6 +443,8 @@ fn sweep_and_eval_shards_at_once_equal_one_process() {
             "high",
             "--model",
             TINY,
+            "--clap-model",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clap/tiny-a"),
             "--directions",
         ]);
         a.extend([s(&lib), "--out".into(), s(out)]);
@@ -453,8 +455,8 @@ fn sweep_and_eval_shards_at_once_equal_one_process() {
     let want = snapshot(&one);
     assert_eq!(
         want.len(),
-        9,
-        "4 takes, 4 records, sweep.json: {:?}",
+        10,
+        "4 takes, 4 records, sweep.json, tradeoff.png: {:?}",
         want.keys()
     );
 

@@ -4,6 +4,7 @@
 //! a classifier is a clear error that says how to make one.
 
 mod probe_support;
+mod steer_common;
 
 use std::path::Path;
 
@@ -33,14 +34,7 @@ fn run(src: &str, dir: &Path, lib: &Path) -> Result<Vec<String>, String> {
     );
     run_source("probe.rhai", src, dir, options, Box::new(renderer))
         .map(|o| o.printed)
-        // The report as one line (miette wraps long messages and draws a margin).
-        .map_err(|e| {
-            format!("{:?}", miette::Report::new(*e))
-                .replace('│', " ")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map_err(steer_common::one_line)
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! reading what `baton eval` gives on that take, the summary is computed from those readings,
 //! and a sweep resumes (adding only new takes) in its folder but refuses one of other settings.
 //! Bad input fails before the model loads (the error tests name a model that does not exist).
+//! The cost columns (CLAP against the prompt with a tiny CLAP checkpoint, FAD/KAD against the
+//! strength-0 takes) are the library's numbers on the takes, kept or rescored consistently when
+//! the sweep resumes.
 
 mod probe_support;
 
@@ -64,6 +67,77 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8")
 }
 
+/// The tiny CLAP checkpoints (random weights).
+const TINY_CLAP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clap/tiny-a");
+const TINY_CLAP_B: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clap/tiny-b");
+
+/// The cost columns of a sweep of strengths including 0 are the library's numbers on its
+/// takes: each strength's CLAP is the mean cosine of its takes with the prompt under
+/// `clap_model`, its FAD and KAD those of `baton fad` (codec embedding) against the strength-0
+/// takes; and the trade-off plot is there.
+fn check_costs(out: &Path, doc: &Value, clap_model: &str) {
+    use baton::eval::audio_distances;
+    use baton::eval::clap::{cosine, Clap};
+    use baton::eval::embed::{Embedder, Embedding};
+
+    let clap = Clap::load(clap_model, &Device::Cpu).expect("clap");
+    let prompt = clap
+        .embed_text(doc["settings"]["prompt"].as_str().unwrap())
+        .unwrap();
+    let codec = Embedder::load(Embedding::Encodec, TINY, &Device::Cpu).expect("codec");
+    let takes = doc["takes"].as_array().expect("takes");
+    let of = |strength: f64| -> Vec<&Value> {
+        takes
+            .iter()
+            .filter(|t| t["strength"].as_f64() == Some(strength))
+            .collect()
+    };
+    let embed = |takes: &[&Value]| {
+        takes
+            .iter()
+            .map(|t| {
+                codec
+                    .embed_file(&out.join(t["file"].as_str().unwrap()))
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let reference = embed(&of(0.0));
+    let summary = doc["summary"].as_array().expect("summary");
+    for row in summary {
+        let strength = row["strength"].as_f64().unwrap();
+        let these = of(strength);
+        let want: f64 = these
+            .iter()
+            .map(|t| {
+                let (x, rate) =
+                    baton::audio::read_wav_mono(&out.join(t["file"].as_str().unwrap())).unwrap();
+                cosine(&clap.embed_audio(&x, rate).unwrap(), &prompt) as f64
+            })
+            .sum::<f64>()
+            / these.len() as f64;
+        let got = row["clap"].as_f64().expect("a CLAP column");
+        assert!(
+            (got - want).abs() < 1e-6,
+            "strength {strength}: CLAP {got} vs {want}"
+        );
+        if strength == 0.0 {
+            assert!(row.get("fad").is_none(), "{row}");
+            continue;
+        }
+        let d = audio_distances(Embedding::Encodec, &reference, &embed(&these), None).unwrap();
+        assert_eq!(row["fad"].as_f64(), Some(d.fad), "strength {strength}");
+        assert_eq!(row["kad"].as_f64(), Some(d.kad), "strength {strength}");
+    }
+    assert!(
+        Path::new(doc["measures"]["clap_model"].as_str().unwrap())
+            .ends_with(Path::new(clap_model).file_name().unwrap()),
+        "{doc}"
+    );
+    let png = std::fs::read(out.join("tradeoff.png")).expect("tradeoff.png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
 #[test]
 fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -94,6 +168,8 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
             TINY,
             "--directions",
             s(&lib),
+            "--clap-model",
+            TINY_CLAP,
         ]
         .map(String::from)
         .to_vec()
@@ -170,7 +246,11 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
         assert_eq!(row["takes"], 2);
     }
     assert!(table.contains("mean p(high)"), "{table}");
-    assert_eq!(table.lines().count(), 4, "{table}");
+    // title, head, two strengths, what CLAP/FAD/KAD are, where the plot is
+    assert_eq!(table.lines().count(), 6, "{table}");
+    check_costs(&out, &doc, TINY_CLAP);
+    assert!(table.contains("CLAP") && table.contains("FAD"), "{table}");
+    let record = json(&out.join("s60.000-seed1.json"));
 
     // more strengths (a negative one first, without `=`): only the new takes are rendered, the
     // old files stay as they were; naming the default probe, or the model by another path,
@@ -189,7 +269,14 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
         err.contains("takes 1-2 of 2: strength -60, seeds 0-1"),
         "{err}"
     );
-    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(
+        !err.contains("scored"),
+        "earlier takes were scored again: {err}"
+    );
+    assert_eq!(table.lines().count(), 7, "{table}");
+    // the earlier takes' records (their CLAP scores) are as they were
+    assert_eq!(json(&out.join("s60.000-seed1.json")), record);
+    check_costs(&out, &json(&out.join("sweep.json")), TINY_CLAP);
     let after = std::fs::metadata(out.join("s0.000-seed0.wav"))
         .and_then(|m| m.modified())
         .expect("mtime");
@@ -201,6 +288,36 @@ fn takes_are_renders_readings_are_evals_and_a_sweep_resumes() {
             .len(),
         6
     );
+
+    // another CLAP model scores the takes on disk again, rendering nothing; --no-clap leaves
+    // the column (and the model) out
+    let mut other_clap = common("-60,0,60");
+    let at = other_clap.len() - 1;
+    other_clap[at] = TINY_CLAP_B.to_string();
+    let argv: Vec<&str> = other_clap.iter().map(String::as_str).collect();
+    let (_, err) = ok(&argv);
+    assert!(err.contains("6 of 6 takes already"), "{err}");
+    assert!(err.contains("scored 6 earlier take(s) with CLAP"), "{err}");
+    let after = std::fs::metadata(out.join("s0.000-seed0.wav"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(before, after);
+    check_costs(&out, &json(&out.join("sweep.json")), TINY_CLAP_B);
+    let mut no_clap = common("-60,0,60");
+    no_clap.truncate(no_clap.len() - 2);
+    no_clap.extend([
+        "--no-clap".to_string(),
+        "--clap-model".into(),
+        "nowhere/at/all".into(),
+    ]);
+    let argv: Vec<&str> = no_clap.iter().map(String::as_str).collect();
+    let (table, _) = ok(&argv);
+    assert!(!table.contains("CLAP") && table.contains("FAD"), "{table}");
+    let doc = json(&out.join("sweep.json"));
+    assert!(doc["summary"][0].get("clap").is_none(), "{doc}");
+    assert!(doc["measures"]["clap_model"].is_null(), "{doc}");
+    // the plot of the earlier run with CLAP would no longer match sweep.json
+    assert!(!out.join("tradeoff.png").exists());
 
     // a take that fails (a window the model cannot read) leaves the folder resumable with
     // corrected settings
@@ -344,4 +461,41 @@ fn bad_sweeps_fail_before_the_model_loads() {
     std::fs::write(out.join("mine.txt"), "x").expect("write");
     let args = [&base[..], &["--steer", "tones:all", "--target", "high"]].concat();
     fails(&args, "holds files but no sweep.json");
+
+    // the default CLAP model, not in an empty offline hub cache: a clear error naming the
+    // flags that choose another or leave the column out, before MusicGen loads
+    let fresh = dir.path().join("fresh");
+    let mut args = [&base[..], &["--steer", "tones:all", "--target", "high"]].concat();
+    let at = args.iter().position(|a| *a == s(&out)).expect("out");
+    args[at] = s(&fresh);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(&args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", dir.path().join("hf"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("loading"),
+        "{err}"
+    );
+    for needle in ["laion/larger_clap_music", "--clap-model", "--no-clap"] {
+        assert!(err.contains(needle), "wanted {needle:?} in {err}");
+    }
+    // a MusicGen folder named as the CLAP model: said so, before MusicGen loads
+    let mut musicgen = args.clone();
+    musicgen.extend(["--clap-model", TINY]);
+    fails(&musicgen, "is not a CLAP model");
+    // A sibling shard's take, written before its first sweep.json, is no foreign file: the run
+    // gets past the folder check (to the CLAP model's, which comes after it).
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    std::fs::write(shared.join("s0.000-seed9.wav"), "RIFF").expect("write");
+    std::fs::write(shared.join("s0.000-seed9.json"), "{}").expect("write");
+    let mut sibling = musicgen.clone();
+    sibling[at] = s(&shared);
+    fails(&sibling, "is not a CLAP model");
+    fails(&musicgen, "--no-clap");
 }

@@ -3,8 +3,9 @@
 
 use std::f64::consts::PI;
 
-/// In-place iterative radix-2 FFT of `re + i*im`; the length must be a power of two.
-fn fft(re: &mut [f64], im: &mut [f64]) {
+/// In-place iterative radix-2 FFT of `re + i*im`; the length must be a power of two. Shared
+/// with the CLAP feature extractor (`eval::clap`), which needs the same transform.
+pub(crate) fn fft(re: &mut [f64], im: &mut [f64]) {
     let n = re.len();
     debug_assert!(n.is_power_of_two() && im.len() == n);
     let mut j = 0;

@@ -16,13 +16,24 @@ pub struct ModelArgs {
     /// Hugging Face hub id or local folder.
     #[arg(long, default_value = "facebook/musicgen-small")]
     pub model: String,
+    /// Hub revision of --model: a branch, tag, commit or `refs/pr/N` [default: main].
+    #[arg(long)]
+    pub revision: Option<String>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Storage of the decoder weights: f32, f16, bf16, or q8 (8 bits with a scale per row, CPU
-    /// only: a quarter of f32's bytes per step).
+    /// Storage of the decoder weights: f32, f16, bf16, q8 (8 bits with a scale per row, CPU
+    /// only: a quarter of f32's bytes per step) or q4 (4 bits with a scale per 32 weights, CPU
+    /// only: 5 bits a weight, a coarser approximation).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+}
+
+impl ModelArgs {
+    /// The model as the library takes it: `--model`, with `@REV` when `--revision` is given.
+    pub fn spec(&self) -> String {
+        load::with_revision(&self.model, self.revision.as_deref())
+    }
 }
 
 /// The direction library: where names like `notes:C#` resolve.
@@ -79,24 +90,27 @@ pub fn parse_device(spec: &str) -> miette::Result<Device> {
     }
 }
 
-/// Parses `f32`, `f16`, `bf16` or `q8`.
+/// Parses `f32`, `f16`, `bf16`, `q8` or `q4`.
 pub fn parse_dtype(spec: &str) -> miette::Result<WeightFormat> {
     spec.parse()
         .map_err(|e: String| miette::miette!("--dtype: {e}"))
 }
 
-/// Loads the model named by `args`, with a spinner on stderr.
+/// Loads the model named by `args`: first its files (downloads show hf-hub's own bar), then the
+/// weights under a spinner on stderr, so the two never share a line.
 pub fn load_model(args: &ModelArgs) -> miette::Result<MusicGen> {
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
+    let spec = args.spec();
+    let files = load::resolve(&spec).map_err(|e| miette::miette!("{e}"))?;
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(
         ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    spinner.set_message(format!("loading {}", args.model));
+    spinner.set_message(format!("loading {spec}"));
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let model = MusicGen::load_as(&args.model, &device, dtype);
+    let model = MusicGen::load_files_as(&files, &device, dtype);
     spinner.finish_and_clear();
     model.map_err(|e| miette::miette!("{e}"))
 }

@@ -49,7 +49,7 @@ pub fn run(args: FeaturesArgs) -> miette::Result<()> {
     let options = ExtractOptions {
         layers: args.layers.clone(),
         pooling,
-        model_name: baton::model::load::model_identity(&args.model.model),
+        model_name: baton::model::load::model_identity(&args.model.spec()),
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

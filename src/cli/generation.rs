@@ -22,15 +22,10 @@ const DEFAULT_LAYER_WEIGHTS: &str = "exp";
 /// Strength of a `--steer BUNDLE` given without `:STRENGTH` (the middle of the paper's demos).
 pub const DEFAULT_STRENGTH: f64 = 0.5;
 
-/// Refuses a `--seconds` that is not a positive number (render, recipes and sweep take one).
+/// Refuses a `--seconds` that is not a positive number up to the longest finite piece (render,
+/// recipes and sweep take one), before any model loads.
 pub fn check_seconds(seconds: f64) -> miette::Result<()> {
-    if seconds.is_finite() && seconds > 0.0 {
-        Ok(())
-    } else {
-        Err(miette::miette!(
-            "--seconds must be a positive number, got {seconds}"
-        ))
-    }
+    baton::piece::check_seconds(seconds).map_err(|e| miette::miette!("--seconds {e}"))
 }
 
 /// Where a piece starts and how it is extended past one window.

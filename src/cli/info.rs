@@ -2,9 +2,8 @@
 //! are loaded).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use baton::model::load::SafetensorsFiles;
+use baton::model::load::Weights;
 use clap::Args;
 
 /// Arguments of `baton info`.
@@ -13,6 +12,9 @@ pub struct InfoArgs {
     /// Hugging Face hub id or local folder.
     #[arg(long, default_value = "facebook/musicgen-small")]
     pub model: String,
+    /// Hub revision of --model: a branch, tag, commit or `refs/pr/N` [default: main].
+    #[arg(long)]
+    pub revision: Option<String>,
 }
 
 fn human_bytes(n: usize) -> String {
@@ -29,8 +31,9 @@ fn human_bytes(n: usize) -> String {
 /// Runs `baton info`.
 pub fn run(args: InfoArgs) -> miette::Result<()> {
     let err = |e: baton::model::ModelError| miette::miette!("{e}");
-    let (files, config) = super::common::model_config(&args.model)?;
-    let weights = Arc::new(SafetensorsFiles::open(&files.weights).map_err(err)?);
+    let spec = baton::model::load::with_revision(&args.model, args.revision.as_deref());
+    let (files, config) = super::common::model_config(&spec)?;
+    let weights = Weights::open(&files.weights).map_err(err)?;
 
     // Parameters and bytes per top-level part of the checkpoint.
     let mut parts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -43,7 +46,7 @@ pub fn run(args: InfoArgs) -> miette::Result<()> {
     }
     let d = &config.decoder;
     let max_s = config.max_seconds();
-    println!("model            {}", args.model);
+    println!("model            {spec}");
     println!(
         "decoder          {} blocks, hidden {}, {} heads, ffn {}",
         d.num_hidden_layers, d.hidden_size, d.num_attention_heads, d.ffn_dim

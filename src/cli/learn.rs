@@ -106,7 +106,7 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
     }
     // Sizes for the model at hand: wider models (medium, large) take several times longer per
     // clip and per fit, so they start smaller (never below the floor above).
-    let (_, config) = model_config(&args.model.model)?;
+    let (_, config) = model_config(&args.model.spec())?;
     let wide = config.decoder.hidden_size > SMALL_WIDTH;
     let clips = args
         .clips
@@ -132,7 +132,7 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
          run the same command again to go on.",
         targets.len(),
         targets.join(", "),
-        args.model.model,
+        args.model.spec(),
         clips,
         data.display(),
         targets.len(),
@@ -162,7 +162,7 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
     })?;
 
     eprintln!("stage 2/3: features");
-    if features_current(&features, &data, &args.model.model) {
+    if features_current(&features, &data, &args.model.spec()) {
         eprintln!("{} is up to date", features.display());
     } else {
         super::features::run(FeaturesArgs {
@@ -203,6 +203,7 @@ pub fn run(args: LearnArgs) -> miette::Result<()> {
             metric: None,
             layers: None,
             classifier: None,
+            precision: "f32".into(),
             search_list: None,
         })?;
         eprintln!("learned {name}: {}", out.display());

@@ -312,7 +312,7 @@ pub fn run(args: PlayArgs) -> miette::Result<()> {
         }
     };
     let plan = args.steering.plan(args.seed, &args.paths.library, None)?;
-    let (_, config) = model_config(&args.model.model)?;
+    let (_, config) = model_config(&args.model.spec())?;
     let clip = args.extent.check(&config)?;
     let model = load_model(&args.model)?;
     if let Some(w) = model

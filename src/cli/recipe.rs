@@ -134,6 +134,10 @@ pub struct RecipePaths {
     /// A folder a recipe may write to besides --out (repeatable; also $BATON_ALLOW_WRITE).
     #[arg(long)]
     pub allow_write: Vec<PathBuf>,
+    /// CLAP checkpoint that the recipe verb clap(wav, text) loads on first use: a hub id or a
+    /// local folder (transformers' ClapModel format).
+    #[arg(long, value_name = "M", default_value = baton::eval::clap::DEFAULT_MODEL)]
+    pub clap_model: String,
     #[command(flatten)]
     pub budget: RecipeBudget,
 }
@@ -180,9 +184,11 @@ impl RecipeFlags {
                 )
                 .collect(),
             default_model: DEFAULT_MODEL.into(),
-            model_override: (self.model.model != DEFAULT_MODEL).then(|| self.model.model.clone()),
+            model_override: (self.model.model != DEFAULT_MODEL || self.model.revision.is_some())
+                .then(|| self.model.spec()),
             seconds_override: self.seconds,
             greedy: self.greedy,
+            clap_model: self.paths.clap_model.clone(),
             limits: Limits {
                 max_run_operations: budget.max_operations,
                 max_renders: budget.max_renders,

@@ -101,14 +101,11 @@ pub fn run(args: RenderArgs) -> miette::Result<()> {
     // each direction against the model's shape has to wait for it.
     let plan = args.steering.plan(args.seed, &args.paths.library, None)?;
     // Lengths and windows are settled by config.json: checked before the weights load.
-    let (_, config) = model_config(&args.model.model)?;
+    let (_, config) = model_config(&args.model.spec())?;
     let clip = args.extent.check(&config)?;
-    let min_tokens = config.min_new_tokens();
-    if let Some(t) = args.max_new_tokens.filter(|t| *t < min_tokens) {
-        return Err(miette::miette!(
-            "--max-new-tokens must be at least {min_tokens} for this model ({} codebooks), got {t}",
-            config.decoder.num_codebooks
-        ));
+    if let Some(t) = args.max_new_tokens {
+        baton::piece::check_new_tokens(&config, t)
+            .map_err(|e| miette::miette!("--max-new-tokens {e}"))?;
     }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out.wav"));
     let wavs = if to_stdout {

@@ -11,6 +11,10 @@
 //! adds only the new ones, and shards (`--shard K/N`) render their share of the takes into one
 //! folder at once: each gathers sweep.json again after its last take until it holds every take
 //! on disk ([`baton::shard::settle`]), so the last shard to finish leaves it complete.
+//!
+//! Beside the concept, the summary says what the steering costs ([`super::sweep_cost`]): each
+//! strength's CLAP cosine with the prompt, its FAD and KAD against the strength-0 takes, and
+//! `OUT/tradeoff.png`, concept against CLAP per strength.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,11 +30,15 @@ use baton::steer::{Plan, StrengthUnit};
 use clap::Args;
 use serde_json::{json, Value as Json};
 
-use super::common::{load_model, model_config, Library, ModelArgs};
+use super::common::{load_model, model_config, parse_device, Library, ModelArgs};
 use super::eval::{check_target, load_reader, reading_from_json, reading_json, windowing};
 use super::generation::{check_seconds, parse_steer, plan_hook, SamplingArgs, SteerArgs};
 use super::render::generate_with_progress;
 use super::shard::ShardArgs;
+use super::sweep_cost::{
+    clap_id, clap_of, fill_clap, mean_clap, write_tradeoff, ClapScorer, Distances, TRADEOFF_FILE,
+};
+use baton::eval::clap::DEFAULT_MODEL;
 use baton::files::temp_target;
 use baton::model::Extent;
 
@@ -87,6 +95,13 @@ pub struct SweepArgs {
     /// for all of them; each take keeps its own seed's samples and gate draws).
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// CLAP checkpoint that scores each take against the prompt (the CLAP column and the
+    /// trade-off plot): a hub id or a local folder (transformers' ClapModel format).
+    #[arg(long, value_name = "M", default_value = DEFAULT_MODEL)]
+    pub clap_model: String,
+    /// Leave out the CLAP column and the trade-off plot (no CLAP model is loaded).
+    #[arg(long)]
+    pub no_clap: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
@@ -124,13 +139,31 @@ impl Take {
     }
 }
 
+/// Whether `name` is shaped like a take's audio or record (see [`Take::file`]): a sweep's own
+/// file, perhaps a sibling shard's written before its first sweep.json.
+fn is_take_file(name: &str) -> bool {
+    let Some(stem) = name
+        .strip_suffix(".wav")
+        .or_else(|| name.strip_suffix(".json"))
+    else {
+        return false;
+    };
+    let Some((strength, seed)) = stem
+        .strip_prefix('s')
+        .and_then(|rest| rest.rsplit_once("-seed"))
+    else {
+        return false;
+    };
+    strength.parse::<f64>().is_ok() && !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// What a sweep must share with an earlier one in the same folder for its takes to count: the
 /// flags, with the probe as resolved, a local model folder as a full path, and the contents of
 /// every bundle and classifier involved (a retrained direction makes other takes).
 fn settings(args: &SweepArgs, probe: &str, files: &[PathBuf]) -> Json {
     let model = Path::new(&args.model.model)
         .canonicalize()
-        .map_or_else(|_| args.model.model.clone(), |p| p.display().to_string());
+        .map_or_else(|_| args.model.spec(), |p| p.display().to_string());
     let contents: Vec<String> = files
         .iter()
         .map(|f| content_hash(f).map_or_else(|| "missing".into(), |h| format!("{h:016x}")))
@@ -169,10 +202,13 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Another shard's sweep.json in flight does not make the folder someone else's.
+            // Another shard's files in flight (a take rendered before the first sweep.json, or
+            // a temporary file) do not make the folder someone else's.
             let occupied = std::fs::read_dir(out).is_ok_and(|d| {
-                d.flatten()
-                    .any(|e| temp_target(&e.file_name().to_string_lossy()).is_none())
+                d.flatten().any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    temp_target(&name).is_none() && !is_take_file(&name)
+                })
             });
             if occupied {
                 return Err(miette::miette!(
@@ -447,9 +483,19 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
             args.out.display()
         );
     }
+    // CLAP is loaded before the (slow) MusicGen load, so a missing model fails at once; and
+    // only when a take needs scoring (a finished sweep in a folder reports without it).
+    let device = parse_device(&args.model.device)?;
+    let clap_model = (!args.no_clap).then(|| clap_id(&args.clap_model));
+    let scorer = match &clap_model {
+        Some(id) if !todo.is_empty() || done.values().any(|r| clap_of(r, id).is_none()) => {
+            Some(ClapScorer::load(&args.clap_model, &args.prompt, &device)?)
+        }
+        _ => None,
+    };
     if !todo.is_empty() {
         // The length is settled by config.json: say so before the weights load.
-        let (_, config) = model_config(&args.model.model)?;
+        let (_, config) = model_config(&args.model.spec())?;
         if args.seconds > config.max_seconds() {
             return Err(miette::miette!(
                 "--seconds {} is longer than this model generates in one take (at most {:.2} s)",
@@ -517,7 +563,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
                 let readings =
                     read_audio(&model, &clip, &reader, pooling, windowing, &mut |_, _| {})
                         .map_err(|e| miette::miette!("{}: {e}", file.display()))?;
-                let record = json!({
+                let mut record = json!({
                     "strength": take.strength,
                     "seed": take.seed,
                     "file": take.file(),
@@ -526,15 +572,11 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
                         .map(|r| reading_json(&reader, r))
                         .collect::<Vec<_>>(),
                 });
+                if let Some(scorer) = &scorer {
+                    record["clap"] = scorer.score(&file)?;
+                }
                 // Recorded take by take: a failure later in the batch keeps this one.
-                let path = args.out.join(take.record());
-                write_atomic(
-                    &path,
-                    serde_json::to_string_pretty(&record)
-                        .unwrap_or_default()
-                        .as_bytes(),
-                )
-                .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))?;
+                write_json(&args.out.join(take.record()), &record)?;
                 write_sweep(&args.out, &settings, &gather()?, None)?;
             }
             finished += batch.len();
@@ -546,23 +588,67 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
         );
     }
 
+    // Takes rendered before CLAP scores existed, or scored by another --clap-model, are
+    // scored now (their audio stays).
+    if let Some(scorer) = &scorer {
+        let n = fill_clap(&args.out, gather()?.values(), scorer)?;
+        if n > 0 {
+            eprintln!("scored {n} earlier take(s) with CLAP ({})", scorer.id());
+        }
+    }
     // The summary covers every take in the folder, also those of earlier runs with other
     // strengths or more seeds, and of other shards.
+    let mut distances = Distances::new(args.model.spec(), device);
+    let (concept_key, concept_label) = match target.as_deref() {
+        Some(t) => ("mean_p", format!("mean p({t})")),
+        None => ("mean_projection", "mean projection".to_string()),
+    };
+    let mut rows = Vec::new();
     let done = settle(gather, |done| {
-        write_sweep(
-            &args.out,
-            &settings,
+        rows = summary(&reader, target.as_deref(), done);
+        add_costs(
+            &mut rows,
             done,
-            Some(&summary(&reader, target.as_deref(), done)),
-        )
+            &args.out,
+            clap_model.as_deref(),
+            &mut distances,
+        )?;
+        if clap_model.is_some() {
+            let legend = args.steering.steer.join(" + ");
+            write_tradeoff(&args.out, &rows, concept_key, &concept_label, &legend)?;
+        } else {
+            // A plot from an earlier run with CLAP would no longer match sweep.json.
+            let stale = args.out.join(TRADEOFF_FILE);
+            if stale.is_file() {
+                std::fs::remove_file(&stale)
+                    .map_err(|e| miette::miette!("{}: cannot remove: {e}", stale.display()))?;
+            }
+        }
+        let measures = json!({
+            "clap_model": clap_model,
+            "distances": {
+                "embedding": distances.embedding(),
+                "rows": "one per codec frame",
+                "reference_strength": 0.0,
+            },
+            "tradeoff": clap_model.as_ref().map(|_| TRADEOFF_FILE),
+        });
+        write_sweep(&args.out, &settings, done, Some((&rows, &measures)))
     })?;
-    print_table(
-        &args,
-        &probe,
-        &reader,
-        target.as_deref(),
-        &summary(&reader, target.as_deref(), &done),
-    );
+    print_table(&args, &probe, &reader, target.as_deref(), &rows);
+    let zero = strength_key(0.0);
+    let has_zero = rows.iter().any(|r| {
+        r["strength"]
+            .as_f64()
+            .is_some_and(|s| strength_key(s) == zero)
+    });
+    if !has_zero && !rows.is_empty() {
+        eprintln!(
+            "no strength-0 takes in {}: FAD and KAD are measured against them (add 0 to \
+             --strengths)",
+            args.out.display()
+        );
+    }
     let left = takes
         .iter()
         .filter(|t| !done.contains_key(&t.file()))
@@ -579,8 +665,8 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     Ok(())
 }
 
-/// The per-strength summary of every take in `done`, by strength.
-fn summary(reader: &Reader, target: Option<&str>, done: &BTreeMap<String, Json>) -> Vec<Json> {
+/// The takes of `done` by strength, in increasing strength.
+fn by_strength(done: &BTreeMap<String, Json>) -> Vec<(f64, Vec<&Json>)> {
     let mut groups: Vec<(f64, Vec<&Json>)> = Vec::new();
     for t in done.values() {
         let s = t["strength"].as_f64().unwrap_or(f64::NAN);
@@ -594,35 +680,83 @@ fn summary(reader: &Reader, target: Option<&str>, done: &BTreeMap<String, Json>)
     }
     groups.sort_by(|a, b| a.0.total_cmp(&b.0));
     groups
+}
+
+/// The per-strength summary of every take in `done`, by strength.
+fn summary(reader: &Reader, target: Option<&str>, done: &BTreeMap<String, Json>) -> Vec<Json> {
+    by_strength(done)
         .iter()
         .map(|(s, takes)| summarise(reader, target, *s, takes))
         .collect()
 }
 
-/// Writes sweep.json: settings, every take so far, and the summary once there is one.
+/// Adds to each summary row (one per strength, as [`summary`] orders them) what the steering
+/// costs: the mean CLAP cosine with the prompt (`clap`, of model `clap_model`) and FAD/KAD of
+/// its takes against the strength-0 takes (`fad`, `kad`; none for strength 0 itself, nor
+/// without strength-0 takes).
+fn add_costs(
+    rows: &mut [Json],
+    done: &BTreeMap<String, Json>,
+    out: &Path,
+    clap_model: Option<&str>,
+    distances: &mut Distances,
+) -> miette::Result<()> {
+    let groups = by_strength(done);
+    let files = |takes: &[&Json]| -> Vec<PathBuf> {
+        takes
+            .iter()
+            .filter_map(|t| t.get("file").and_then(Json::as_str))
+            .map(|f| out.join(f))
+            .collect()
+    };
+    let zero = strength_key(0.0);
+    let reference = groups
+        .iter()
+        .find(|(s, _)| strength_key(*s) == zero)
+        .map(|(_, takes)| files(takes));
+    for (row, (strength, takes)) in rows.iter_mut().zip(&groups) {
+        if let Some((mean, n)) = clap_model.and_then(|id| mean_clap(takes, id)) {
+            row["clap"] = json!(mean);
+            row["clap_takes"] = json!(n);
+        }
+        if let (Some(reference), false) = (&reference, strength_key(*strength) == zero) {
+            if let Some(d) = distances.between(reference, &files(takes))? {
+                row["fad"] = json!(d.fad);
+                row["kad"] = json!(d.kad);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes sweep.json: settings, every take so far, and the summary once there is one (with
+/// what its cost columns measure).
 fn write_sweep(
     out: &Path,
     settings: &Json,
     done: &BTreeMap<String, Json>,
-    summary: Option<&[Json]>,
+    summary: Option<(&[Json], &Json)>,
 ) -> miette::Result<()> {
     let mut doc = json!({
         "settings": settings,
         "takes": done.values().collect::<Vec<_>>(),
     });
-    if let Some(s) = summary {
+    if let Some((s, measures)) = summary {
         doc["summary"] = json!(s);
+        doc["measures"] = measures.clone();
     }
-    let path = out.join(SWEEP_FILE);
-    write_atomic(
-        &path,
-        serde_json::to_string_pretty(&doc)
-            .unwrap_or_default()
-            .as_bytes(),
-    )
-    .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))
+    write_json(&out.join(SWEEP_FILE), &doc)
 }
 
+/// Writes `doc` as pretty JSON to `path`, atomically (a take's record or sweep.json).
+pub fn write_json(path: &Path, doc: &Json) -> miette::Result<()> {
+    let text = serde_json::to_string_pretty(doc).unwrap_or_default();
+    write_atomic(path, text.as_bytes())
+        .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))
+}
+
+/// The table: the concept per strength, then what it costs (CLAP, FAD, KAD) where measured,
+/// and a line saying what those are.
 fn print_table(
     args: &SweepArgs,
     probe: &str,
@@ -641,27 +775,73 @@ fn print_table(
         None => "mean projection".into(),
     };
     let w = head.len();
-    match target {
-        Some(_) => println!("strength  takes  {head}  most likely"),
-        None => println!("strength  takes  {head}"),
+    let has = |key: &str| summary.iter().any(|r| r.get(key).is_some());
+    let (clap, dist) = (has("clap"), has("fad"));
+    let mut line = format!("strength  takes  {head}");
+    if target.is_some() {
+        line.push_str("  most likely");
     }
+    if clap {
+        line.push_str("    CLAP");
+    }
+    if dist {
+        line.push_str(&format!("  {:>12}  {:>12}", "FAD", "KAD"));
+    }
+    println!("{}", line.trim_end());
+    let cell = |row: &Json, key: &str| row.get(key).and_then(Json::as_f64);
     for row in summary {
         let (s, k, n) = (
             row["strength"].as_f64().unwrap_or(f64::NAN),
             row["takes"].as_u64().unwrap_or(0),
             row["readings"].as_u64().unwrap_or(0),
         );
-        match target {
-            Some(_) => println!(
-                "{s:>8.3}  {k:>5}  {:>w$.3}  {} of {n}",
+        let mut line = match target {
+            Some(_) => format!(
+                "{s:>8.3}  {k:>5}  {:>w$.3}  {:<11}",
                 row["mean_p"].as_f64().unwrap_or(f64::NAN),
-                row["top1"].as_u64().unwrap_or(0),
+                format!("{} of {n}", row["top1"].as_u64().unwrap_or(0)),
             ),
-            None => println!(
+            None => format!(
                 "{s:>8.3}  {k:>5}  {:>+w$.4}",
                 row["mean_projection"].as_f64().unwrap_or(f64::NAN)
             ),
+        };
+        if clap {
+            match cell(row, "clap") {
+                Some(c) => line.push_str(&format!("  {c:>+6.4}")),
+                None => line.push_str(&format!("  {:>7}", "-")),
+            }
         }
+        if dist {
+            for key in ["fad", "kad"] {
+                let v = cell(row, key).map_or_else(|| "-".to_string(), super::fad::num);
+                line.push_str(&format!("  {v:>12}"));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+    let mut notes = Vec::new();
+    if clap {
+        notes.push(format!(
+            "CLAP: mean cosine of the takes with the prompt ({})",
+            args.clap_model
+        ));
+    }
+    if dist {
+        notes.push(
+            "FAD, KAD: the takes against the strength-0 takes, in the model's codec embedding \
+             (one row per frame)"
+                .to_string(),
+        );
+    }
+    if !notes.is_empty() {
+        println!("{}", notes.join("; "));
+    }
+    if clap {
+        println!(
+            "concept against CLAP per strength: {}",
+            args.out.join(TRADEOFF_FILE).display()
+        );
     }
 }
 
@@ -690,5 +870,24 @@ mod tests {
         assert_eq!(seeds(4), [vec![0, 1, 2], vec![4], vec![5, 6]]);
         assert_eq!(seeds(2), [vec![0, 1], vec![2], vec![4], vec![5, 6]]);
         assert_eq!(seeds(1).len(), 6);
+    }
+
+    #[test]
+    fn take_files_are_told_from_foreign_ones() {
+        let take = Take {
+            strength: -2.5,
+            seed: 7,
+        };
+        assert!(is_take_file(&take.file()));
+        assert!(is_take_file(&take.record()));
+        for foreign in [
+            "notes.txt",
+            "s1.000-seed.wav",
+            "sx-seed1.wav",
+            "a0.000-seed1.wav",
+            "s0.5-seed1.mp3",
+        ] {
+            assert!(!is_take_file(foreign), "{foreign}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use baton::probe::{DirectionBundle, FeatureSet, Labels};
 use baton::rfm::baseline::{mean_difference_block, BaselineResult};
-use baton::rfm::fit::Hyper;
+use baton::rfm::fit::{Hyper, Precision};
 use baton::rfm::io::SavedProbe;
 use baton::rfm::train::{
     plan, train_block, BlockFeatures, BlockResult, ProbeKind, ProbeLabels, ProbeOptions, Tuning,
@@ -93,6 +93,10 @@ pub struct TrainArgs {
     /// Where a multiclass probe's classifier goes [default: `<out>.classifier.safetensors`].
     #[arg(long)]
     pub classifier: Option<PathBuf>,
+    /// Arithmetic of the fit: f32 (products, kernel and gradients in f32; the ridge solve and
+    /// the scores in f64; about twice as fast) or f64 (xRFM's float64 results to rounding).
+    #[arg(long, value_parser = ["f32", "f64"], default_value = "f32")]
+    pub precision: String,
     /// Search among the settings of this JSON list of {reg, bandwidth, exponent, center_grads}
     /// (benchmark plumbing: gives baton and xRFM identical draws).
     #[arg(long, hide = true)]
@@ -157,6 +161,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         iters: args.iters.unwrap_or(30),
         components: args.components,
         seed: args.seed,
+        precision: Precision::parse(&args.precision).unwrap_or_default(),
         among: match &args.search_list {
             Some(p) => {
                 let text =

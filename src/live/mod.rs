@@ -236,8 +236,8 @@ impl<R: Renderer> Renderer for Staged<R> {
         self.inner.frame_rate(model)
     }
 
-    fn has_pending(&self, path: &Path) -> bool {
-        self.staged_for(path).is_some()
+    fn staged(&self, path: &Path) -> Option<PathBuf> {
+        self.staged_for(path).map(Path::to_path_buf)
     }
 
     fn pooled(
@@ -674,6 +674,43 @@ mod tests {
             read[0].to_string_lossy().ends_with(".a.wav.baton-staged"),
             "{read:?}"
         );
+    }
+
+    #[test]
+    fn clap_reads_a_take_of_this_run_from_its_staged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let take = dir.path().join("out/a.wav");
+        let recipe = dir.path().join("piece.rhai");
+        std::fs::write(
+            &recipe,
+            format!(
+                "render(piece(\"a\", 1.0).seed(3), \"a.wav\");\n\
+                 print(clap({:?}, \"a tune\"));",
+                take.display().to_string()
+            ),
+        )
+        .unwrap();
+        let clap_model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clap/tiny-a");
+        let options = RecipeOptions {
+            out_dir: dir.path().join("out"),
+            echo: false,
+            clap_model: clap_model.into(),
+            ..RecipeOptions::default()
+        };
+        let l = Live::new(&recipe, options, Scribe::default());
+        l.renderer.lock().unwrap().inner.wav = true;
+        let RunReport::Done { outcome, .. } = l.run_once() else {
+            panic!("the run should succeed")
+        };
+        let got: f64 = outcome.printed.last().unwrap().parse().unwrap();
+        // The take, now in place, scores the same.
+        let clap = crate::eval::clap::Clap::load(clap_model, &candle_core::Device::Cpu).unwrap();
+        let (x, rate) = crate::audio::read_wav_mono(&take).unwrap();
+        let want = crate::eval::clap::cosine(
+            &clap.embed_audio(&x, rate).unwrap(),
+            &clap.embed_text("a tune").unwrap(),
+        );
+        assert_eq!(got, want as f64);
     }
 
     #[test]

@@ -23,14 +23,18 @@ use super::gemv;
 /// them; f16 weights are widened whole, per product.
 struct Dense {
     weight: Tensor,
-    /// The weight in 8 bits after [`Decoder::quantize_q8`]; `weight` is then empty.
-    q8: Option<gemv::Q8>,
+    /// The weight in 8 or 4 bits after [`Decoder::quantize_q8`] or [`Decoder::quantize_q4`];
+    /// `weight` is then empty.
+    packed: Option<gemv::Packed>,
 }
 
 impl Dense {
     fn load(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?.contiguous()?;
-        Ok(Dense { weight, q8: None })
+        Ok(Dense {
+            weight,
+            packed: None,
+        })
     }
 
     /// Several same-shaped layers stacked along their outputs into one product, named by their
@@ -46,7 +50,7 @@ impl Dense {
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Dense {
             weight: Tensor::cat(&parts, 0)?,
-            q8: None,
+            packed: None,
         })
     }
 
@@ -55,13 +59,16 @@ impl Dense {
     fn scaled(self, factor: f64) -> candle_core::Result<Self> {
         let dtype = self.weight.dtype();
         let weight = (self.weight.to_dtype(DType::F32)? * factor)?.to_dtype(dtype)?;
-        Ok(Dense { weight, q8: None })
+        Ok(Dense {
+            weight,
+            packed: None,
+        })
     }
 
-    /// Stores the weight in 8 bits (see [`gemv::Q8`]) and frees the float copy.
-    fn quantize_q8(&mut self) -> candle_core::Result<()> {
-        if self.q8.is_none() {
-            self.q8 = Some(gemv::Q8::quantize(&self.weight)?);
+    /// Stores the weight as `pack` makes it (see [`gemv::Packed`]) and frees the float copy.
+    fn pack(&mut self, pack: Pack) -> candle_core::Result<()> {
+        if self.packed.is_none() {
+            self.packed = Some(pack(&self.weight)?);
             self.weight = Tensor::zeros(0, DType::F32, self.weight.device())?;
         }
         Ok(())
@@ -72,9 +79,9 @@ impl Dense {
         let dims = x.dims();
         let last = dims[dims.len() - 1];
         let rows = x.reshape((x.elem_count() / last, last))?;
-        if let Some(q) = &self.q8 {
-            // Few rows stream the 8-bit weight; many (a prompt, a teacher-forced pass) widen it.
-            let y = match gemv::matmul_t_q8(&rows, q)? {
+        if let Some(q) = &self.packed {
+            // Few rows stream the packed weight; many (a prompt, a teacher-forced pass) widen it.
+            let y = match q.matmul_t(&rows)? {
                 Some(y) => y,
                 None => rows.matmul(&q.dequantize(rows.device())?.t()?)?,
             };
@@ -101,6 +108,9 @@ impl Dense {
         y.reshape(out_dims)
     }
 }
+
+/// Makes a weight's packed form ([`Decoder::quantize_q8`], [`Decoder::quantize_q4`]).
+type Pack = fn(&Tensor) -> candle_core::Result<gemv::Packed>;
 
 /// Sinusoidal position table, built exactly like HF's `MusicgenSinusoidalPositionalEmbedding`
 /// (tensor2tensor layout: cos half then sin half, computed in f32).
@@ -462,24 +472,37 @@ impl Decoder {
     /// scale per output row, a quarter of f32's bytes, for the CPU's generation steps. Only with
     /// f32 activations on the CPU.
     pub fn quantize_q8(&mut self) -> candle_core::Result<()> {
+        self.pack("8-bit", |w| Ok(gemv::Packed::Q8(gemv::Q8::quantize(w)?)))
+    }
+
+    /// Stores every large weight in 4 bits with a scale per 32 weights ([`gemv::Q4`]), under a
+    /// sixth of f32's bytes, for the CPU's generation steps; their products take the input rows
+    /// in 8 bits. Only with f32 activations on the CPU.
+    pub fn quantize_q4(&mut self) -> candle_core::Result<()> {
+        self.pack("4-bit", |w| Ok(gemv::Packed::Q4(gemv::Q4::quantize(w)?)))
+    }
+
+    /// Packs every large weight with `pack` (one format for all: a second call keeps the first).
+    fn pack(&mut self, what: &str, pack: Pack) -> candle_core::Result<()> {
         if !self.device.is_cpu() || self.activations != DType::F32 {
-            candle_core::bail!("8-bit weights run on the CPU with f32 activations only");
+            candle_core::bail!("{what} weights run on the CPU with f32 activations only");
         }
         for b in &mut self.blocks {
             for a in [&mut b.self_attn, &mut b.encoder_attn] {
-                a.q_proj.quantize_q8()?;
-                a.kv_proj.quantize_q8()?;
-                a.out_proj.quantize_q8()?;
+                a.q_proj.pack(pack)?;
+                a.kv_proj.pack(pack)?;
+                a.out_proj.pack(pack)?;
             }
-            b.fc1.quantize_q8()?;
-            b.fc2.quantize_q8()?;
+            b.fc1.pack(pack)?;
+            b.fc2.pack(pack)?;
         }
-        self.lm_heads.quantize_q8()?;
+        self.lm_heads.pack(pack)?;
         self.quantized = true;
         Ok(())
     }
 
-    /// Whether the large weights are stored in 8 bits ([`Decoder::quantize_q8`]).
+    /// Whether the large weights are stored in 8 or 4 bits ([`Decoder::quantize_q8`],
+    /// [`Decoder::quantize_q4`]).
     pub fn quantized(&self) -> bool {
         self.quantized
     }

@@ -20,6 +20,8 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+use super::conv_cpu;
+
 /// The `audio_encoder` object of MusicGen's config.json (Hugging Face `EncodecConfig`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct EncodecConfig {
@@ -222,6 +224,20 @@ fn pad1d(xs: &Tensor, left: usize, right: usize, mode: PadMode) -> candle_core::
     match mode {
         PadMode::Zeros => xs.pad_with_zeros(D::Minus1, left, right),
         PadMode::Replicate => xs.pad_with_same(D::Minus1, left, right),
+        PadMode::Reflect if xs.device().is_cpu() && xs.dim(D::Minus1)? > left.max(right) => {
+            // Row by row on the CPU (the gather below is a slow pass at full resolution).
+            let (b, c, len) = xs.dims3()?;
+            let total = left + len + right;
+            with_values(xs, |x| {
+                let mut out = Vec::with_capacity(b * c * total);
+                for row in x.chunks_exact(len) {
+                    out.extend((1..=left).rev().map(|i| row[i]));
+                    out.extend_from_slice(row);
+                    out.extend((1..=right).map(|i| row[len - 1 - i]));
+                }
+                Tensor::from_vec(out, (b, c, total), xs.device())
+            })
+        }
         PadMode::Reflect => {
             let len = xs.dim(D::Minus1)?;
             let max_pad = left.max(right);
@@ -279,6 +295,8 @@ fn weight_norm_kernel(
 struct Conv1d {
     weight: Tensor,
     bias: Tensor,
+    /// The same kernel for [`conv_cpu`] when on the CPU.
+    cpu: Option<CpuKernel>,
     stride: usize,
     dilation: usize,
     kernel: usize,
@@ -297,9 +315,12 @@ impl Conv1d {
         dilation: usize,
     ) -> candle_core::Result<Self> {
         let vb = vb.pp("conv");
+        let weight = weight_norm_kernel(&vb, (c_out, c_in, kernel))?;
+        let bias = vb.get(c_out, "bias")?.reshape((1, c_out, 1))?;
         Ok(Self {
-            weight: weight_norm_kernel(&vb, (c_out, c_in, kernel))?,
-            bias: vb.get(c_out, "bias")?.reshape((1, c_out, 1))?,
+            cpu: CpuKernel::new(&weight, &bias)?,
+            weight,
+            bias,
             stride,
             dilation,
             kernel,
@@ -311,6 +332,20 @@ impl Conv1d {
 
 impl Module for Conv1d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(xs, false, None)
+    }
+}
+
+impl Conv1d {
+    /// The convolution of `xs`, or of ELU(`xs`) when `elu`, plus `residual` (shaped as the
+    /// output) when given: on the CPU the ELU and the sum happen inside [`conv_cpu::conv1d`]'s
+    /// chunks instead of as passes of their own.
+    fn forward_with(
+        &self,
+        xs: &Tensor,
+        elu: bool,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let len = xs.dim(D::Minus1)?;
         let kernel = (self.kernel - 1) * self.dilation + 1;
         let padding_total = kernel - self.stride;
@@ -327,49 +362,131 @@ impl Module for Conv1d {
             (padding_total - right, right + extra)
         };
         let xs = pad1d(xs, left, right, self.pad_mode)?;
+        if xs.device().is_cpu() {
+            return self.forward_cpu(&xs, elu, residual);
+        }
+        let xs = if elu { xs.elu(1.0)? } else { xs };
         let ys = if self.stride == 1 {
             conv1d_by_taps(&xs, &self.weight, self.dilation)?
         } else {
             xs.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?
         };
-        ys.broadcast_add(&self.bias)
+        let ys = ys.broadcast_add(&self.bias)?;
+        match residual {
+            Some(r) => ys + r,
+            None => Ok(ys),
+        }
     }
+
+    /// The convolution of padded `xs` on the CPU, item by item.
+    fn forward_cpu(
+        &self,
+        xs: &Tensor,
+        elu: bool,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, c_in, len) = xs.dims3()?;
+        let (c_out, _, k) = self.weight.dims3()?;
+        let span = (k - 1) * self.dilation;
+        if len <= span {
+            candle_core::bail!("conv1d: input of {len} samples is shorter than the kernel span");
+        }
+        let out_len = (len - span - 1) / self.stride + 1;
+        let Some(cpu) = &self.cpu else {
+            candle_core::bail!("conv1d: kernel not loaded for the CPU");
+        };
+        let item_out = c_out * out_len;
+        if residual.is_some_and(|r| r.elem_count() != b * item_out) {
+            candle_core::bail!("conv1d: the residual is not shaped as the output");
+        }
+        let run = |x: &[f32], residual: Option<&[f32]>| {
+            let mut out = Vec::with_capacity(b * item_out);
+            for i in 0..b {
+                out.extend(conv_cpu::conv1d(
+                    &x[i * c_in * len..][..c_in * len],
+                    c_in,
+                    &cpu.weight,
+                    c_out,
+                    k,
+                    self.stride,
+                    self.dilation,
+                    &cpu.bias,
+                    residual.map(|r| &r[i * item_out..][..item_out]),
+                    elu,
+                ));
+            }
+            Tensor::from_vec(out, (b, c_out, out_len), xs.device())
+        };
+        with_values(xs, |x| match residual {
+            Some(r) => with_values(r, |r| run(x, Some(r))),
+            None => run(x, None),
+        })
+    }
+}
+
+/// Runs `f` on a tensor's values in f32, row-major, without a copy when it is already a
+/// contiguous f32 CPU tensor.
+fn with_values<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    use candle_core::{CpuStorage, Storage};
+    let t = t.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => f(&v[layout.start_offset()..][..t.elem_count()]),
+        _ => candle_core::bail!("expected f32 values on the CPU"),
+    }
+}
+
+/// A convolution's kernel and bias as plain f32 values, kept beside the tensors on the CPU
+/// for [`conv_cpu`] (the kernel in the layout its `gemm` reads).
+#[derive(Debug, Clone)]
+struct CpuKernel {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl CpuKernel {
+    /// A convolution's kernel `[c_out, c_in, k]` as [`conv_cpu::conv1d`] reads it; `None` off
+    /// the CPU.
+    fn new(weight: &Tensor, bias: &Tensor) -> candle_core::Result<Option<Self>> {
+        if !weight.device().is_cpu() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            weight: values(weight)?,
+            bias: values(bias)?,
+        }))
+    }
+
+    /// A transposed convolution's kernel `[c_in, c_out, k]` as
+    /// [`conv_cpu::conv_transpose1d`] reads it, `[c_out * k, c_in]`; `None` off the CPU.
+    fn transposed(weight: &Tensor, bias: &Tensor) -> candle_core::Result<Option<Self>> {
+        let (c_in, c_out, k) = weight.dims3()?;
+        Self::new(&weight.reshape((c_in, c_out * k))?.t()?, bias)
+    }
+}
+
+/// A tensor's values in f32, row-major, as an owned copy.
+fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    with_values(t, |v| Ok(v.to_vec()))
 }
 
 /// Stride-1 convolution `[batch, c_in, len]` x `[c_out, c_in, k]` -> `[batch, c_out, len - (k -
 /// 1) * dilation]`, as a sum of one `[c_out, c_in]` product per kernel tap.
 ///
-/// candle's CPU conv1d unfolds the whole input first (`len x c_in x k` floats: over half a GB at
-/// the codec's full resolution) and is slow when one side has a single channel; per-tap
+/// The path off the CPU (which takes [`conv_cpu::conv1d`]): candle's conv1d unfolds the whole
+/// input first (`len x c_in x k` values: over half a GB at the codec's full resolution); per-tap
 /// products need only one shifted copy of the input at a time.
 fn conv1d_by_taps(xs: &Tensor, weight: &Tensor, dilation: usize) -> candle_core::Result<Tensor> {
     let (_, _, len) = xs.dims3()?;
-    let (c_out, c_in, k) = weight.dims3()?;
+    let k = weight.dim(2)?;
     let span = (k - 1) * dilation;
     if len <= span {
         candle_core::bail!("conv1d: input of {len} samples is shorter than the kernel span");
     }
     let out_len = len - span;
-    if (c_in == 1 || c_out == 1) && xs.device().is_cpu() {
-        return conv1d_direct_cpu(xs, weight, dilation, out_len);
-    }
-    // Long inputs go in time chunks (each with its kernel span of overlap), so the shifted
-    // copy and the partial sums stay small; every output sample is the same sum of taps.
-    let chunk = ((4 << 20) / c_in.max(c_out)).max(1);
-    if xs.device().is_cpu() && out_len > chunk {
-        let mut pieces = Vec::with_capacity(out_len.div_ceil(chunk));
-        let mut start = 0;
-        while start < out_len {
-            let n = chunk.min(out_len - start);
-            pieces.push(conv1d_by_taps(
-                &xs.narrow(2, start, n + span)?,
-                weight,
-                dilation,
-            )?);
-            start += n;
-        }
-        return Tensor::cat(&pieces, 2);
-    }
     let mut acc: Option<Tensor> = None;
     for j in 0..k {
         let tap = weight.narrow(2, j, 1)?.squeeze(2)?;
@@ -383,45 +500,13 @@ fn conv1d_by_taps(xs: &Tensor, weight: &Tensor, dilation: usize) -> candle_core:
     acc.ok_or_else(|| candle_core::Error::Msg("conv1d: empty kernel".into()))
 }
 
-/// Direct stride-1 convolution on the CPU for the codec's single-channel ends (audio in, audio
-/// out), where a matmul degenerates to an outer product or a weighted channel sum: one
-/// vectorisable multiply-add pass over the signal per (input channel, tap), output rows in
-/// parallel.
-fn conv1d_direct_cpu(
-    xs: &Tensor,
-    weight: &Tensor,
-    dilation: usize,
-    out_len: usize,
-) -> candle_core::Result<Tensor> {
-    use rayon::prelude::*;
-    let (b, c_in, len) = xs.dims3()?;
-    let (c_out, _, k) = weight.dims3()?;
-    let x: Vec<f32> = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let mut y = vec![0f32; b * c_out * out_len];
-    y.par_chunks_mut(out_len)
-        .enumerate()
-        .for_each(|(row, out)| {
-            let (bi, o) = (row / c_out, row % c_out);
-            for c in 0..c_in {
-                let input = &x[(bi * c_in + c) * len..][..len];
-                for j in 0..k {
-                    let wv = w[(o * c_in + c) * k + j];
-                    let shifted = &input[j * dilation..][..out_len];
-                    for (yv, xv) in out.iter_mut().zip(shifted) {
-                        *yv += wv * xv;
-                    }
-                }
-            }
-        });
-    Tensor::from_vec(y, (b, c_out, out_len), xs.device())
-}
-
 /// `EncodecConvTranspose1d`: an upsampling transposed convolution that trims its overhang.
 #[derive(Debug, Clone)]
 struct ConvTranspose1d {
     weight: Tensor,
     bias: Tensor,
+    /// On the CPU, the kernel for [`conv_cpu::conv_transpose1d`]: `[c_out * k, c_in]`.
+    cpu: Option<CpuKernel>,
     stride: usize,
     trim_left: usize,
     trim_right: usize,
@@ -443,9 +528,12 @@ impl ConvTranspose1d {
         } else {
             padding_total / 2
         };
+        let weight = weight_norm_kernel(&vb, (c_in, c_out, kernel))?;
+        let bias = vb.get(c_out, "bias")?.reshape((1, c_out, 1))?;
         Ok(Self {
-            weight: weight_norm_kernel(&vb, (c_in, c_out, kernel))?,
-            bias: vb.get(c_out, "bias")?.reshape((1, c_out, 1))?,
+            cpu: CpuKernel::transposed(&weight, &bias)?,
+            weight,
+            bias,
             stride,
             trim_left: padding_total - trim_right,
             trim_right,
@@ -505,83 +593,52 @@ pub fn conv_transpose1d(
 
 impl Module for ConvTranspose1d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let k = self.weight.dim(2)?;
-        if xs.device().is_cpu() && self.stride > 0 && k % self.stride == 0 {
-            return self.forward_cpu_chunked(xs);
-        }
-        let ys = conv_transpose1d(xs, &self.weight, self.stride)?.broadcast_add(&self.bias)?;
-        let len = ys.dim(D::Minus1)?;
-        ys.narrow(2, self.trim_left, len - self.trim_left - self.trim_right)
+        self.forward_with(xs, false)
     }
 }
 
 impl ConvTranspose1d {
-    /// The same overlap-add as [`conv_transpose1d`], over chunks of input steps, written
-    /// straight into the trimmed output with the bias: the full-resolution `[t, c_out * k]`
-    /// product (160 MB for 10 s at the codec's last stage) and the untrimmed copies are never
-    /// held at once. With kernel = 2 * stride each output sample sums two products, so the
-    /// result does not depend on the order of accumulation.
-    fn forward_cpu_chunked(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        use rayon::prelude::*;
+    /// The transposed convolution of `xs`, or of ELU(`xs`) when `elu` (on the CPU the ELU is
+    /// applied inside [`conv_cpu::conv_transpose1d`]'s chunks).
+    fn forward_with(&self, xs: &Tensor, elu: bool) -> candle_core::Result<Tensor> {
         let (b, c_in, t) = xs.dims3()?;
         let (w_in, c_out, k) = self.weight.dims3()?;
-        if c_in != w_in {
-            candle_core::bail!(
-                "conv_transpose1d: input has {c_in} channels, kernel expects {w_in}"
-            );
-        }
         let stride = self.stride;
-        let full = (t + k / stride - 1) * stride;
-        let len = full
-            .checked_sub(self.trim_left + self.trim_right)
-            .ok_or_else(|| candle_core::Error::Msg("conv_transpose1d: input too short".into()))?;
-        let weight = self
-            .weight
-            .to_dtype(DType::F32)?
-            .reshape((c_in, c_out * k))?;
-        let xs = xs.to_dtype(DType::F32)?;
-        // About 16 MB of products per chunk.
-        let chunk = (4 << 20) / (c_out * k).max(1);
-        let chunk = chunk.max(1);
-        let mut out = vec![0f32; b * c_out * len];
-        for bi in 0..b {
-            let item = xs.get(bi)?; // [c_in, t]
-            let rows = &mut out[bi * c_out * len..][..c_out * len];
-            let mut start = 0;
-            while start < t {
-                let n = chunk.min(t - start);
-                let cols: Vec<f32> = item
-                    .narrow(1, start, n)?
-                    .t()?
-                    .contiguous()?
-                    .matmul(&weight)?
-                    .flatten_all()?
-                    .to_vec1()?;
-                rows.par_chunks_mut(len).enumerate().for_each(|(o, row)| {
-                    for ti in 0..n {
-                        let src = &cols[ti * c_out * k + o * k..][..k];
-                        let first = (start + ti) * stride;
-                        for (j, v) in src.iter().enumerate() {
-                            let s = first + j;
-                            if s >= self.trim_left && s - self.trim_left < len {
-                                row[s - self.trim_left] += v;
-                            }
-                        }
-                    }
-                });
-                start += n;
+        if let (Some(cpu), true) = (&self.cpu, stride > 0 && k % stride == 0) {
+            if c_in != w_in {
+                candle_core::bail!(
+                    "conv_transpose1d: input has {c_in} channels, kernel expects {w_in}"
+                );
             }
-        }
-        let bias: Vec<f32> = self.bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        out.par_chunks_mut(len)
-            .enumerate()
-            .for_each(|(row, samples)| {
-                let bv = bias[row % c_out];
-                for v in samples {
-                    *v += bv;
+            let full = (t + k / stride - 1) * stride;
+            let len = full
+                .checked_sub(self.trim_left + self.trim_right)
+                .ok_or_else(|| {
+                    candle_core::Error::Msg("conv_transpose1d: input too short".into())
+                })?;
+            return with_values(xs, |x| {
+                let mut out = Vec::with_capacity(b * c_out * len);
+                for i in 0..b {
+                    out.extend(conv_cpu::conv_transpose1d(
+                        &x[i * c_in * t..][..c_in * t],
+                        c_in,
+                        &cpu.weight,
+                        c_out,
+                        k,
+                        stride,
+                        &cpu.bias,
+                        self.trim_left,
+                        len,
+                        elu,
+                    ));
                 }
+                Tensor::from_vec(out, (b, c_out, len), xs.device())
             });
-        Tensor::from_vec(out, (b, c_out, len), xs.device())
+        }
+        let xs = if elu { xs.elu(1.0)? } else { xs.clone() };
+        let ys = conv_transpose1d(&xs, &self.weight, stride)?.broadcast_add(&self.bias)?;
+        let len = ys.dim(D::Minus1)?;
+        ys.narrow(2, self.trim_left, len - self.trim_left - self.trim_right)
     }
 }
 
@@ -623,8 +680,17 @@ impl Lstm {
     /// `[batch, dim, time]` in, same out, going on from `state` and leaving it where the chunk
     /// ends: a sequence fed in chunks gives what it gives whole.
     fn forward_from(&self, xs: &Tensor, state: &mut LstmState) -> candle_core::Result<Tensor> {
-        let (b, _, t) = xs.dims3()?;
         let input = xs.transpose(1, 2)?.contiguous()?; // [b, t, dim]
+        if xs.device().is_cpu() && xs.dim(0)? <= super::gemv::MAX_ROWS {
+            self.forward_cpu(input, state)
+        } else {
+            self.forward_ops(input, state)
+        }
+    }
+
+    /// [`Lstm::forward_from`] in candle ops (any device), `input` `[b, t, dim]`.
+    fn forward_ops(&self, input: Tensor, state: &mut LstmState) -> candle_core::Result<Tensor> {
+        let (b, t, _) = input.dims3()?;
         let mut seq = input.clone();
         let h_dim = self.dim;
         for ((w_ih, w_hh, bias), (h, c)) in self.layers.iter().zip(state.iter_mut()) {
@@ -655,6 +721,66 @@ impl Lstm {
         }
         (seq + input)?.transpose(1, 2)?.contiguous()
     }
+}
+
+impl Lstm {
+    /// [`Lstm::forward_from`] on the CPU for a few sequences, `input` `[b, t, dim]`: each
+    /// step's recurrent product on the matrix-vector path, then the gates and both states in
+    /// one pass over plain values (a dozen candle ops a step made the recurrence twice as slow
+    /// as the product).
+    fn forward_cpu(&self, input: Tensor, state: &mut LstmState) -> candle_core::Result<Tensor> {
+        let (b, t, dim) = input.dims3()?;
+        let device = input.device().clone();
+        let mut seq = input.clone();
+        for ((w_ih, w_hh, bias), (h, c)) in self.layers.iter().zip(state.iter_mut()) {
+            let pre = seq
+                .reshape((b * t, dim))?
+                .matmul(w_ih)?
+                .broadcast_add(bias)?;
+            let mut hv = values(h)?;
+            let mut cv = values(c)?;
+            let mut out = vec![0f32; b * t * dim];
+            with_values(&pre, |pre| {
+                for step in 0..t {
+                    let hs = Tensor::from_slice(&hv, (b, dim), &device)?;
+                    let recurrent = match super::gemv::matmul_t(&hs, w_hh)? {
+                        Some(r) => r,
+                        None => hs.matmul(&w_hh.t()?)?,
+                    };
+                    with_values(&recurrent, |rec| {
+                        for i in 0..b {
+                            let gates = &pre[(i * t + step) * 4 * dim..][..4 * dim];
+                            let rec = &rec[i * 4 * dim..][..4 * dim];
+                            let g =
+                                |gate: usize, j: usize| gates[gate * dim + j] + rec[gate * dim + j];
+                            for j in 0..dim {
+                                let input_gate = sigmoid(g(0, j));
+                                let forget = sigmoid(g(1, j));
+                                let cell = g(2, j).tanh();
+                                let output = sigmoid(g(3, j));
+                                let cj = forget * cv[i * dim + j] + input_gate * cell;
+                                cv[i * dim + j] = cj;
+                                hv[i * dim + j] = output * cj.tanh();
+                            }
+                            out[(i * t + step) * dim..][..dim]
+                                .copy_from_slice(&hv[i * dim..][..dim]);
+                        }
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            })?;
+            *h = Tensor::from_vec(hv, (b, dim), &device)?;
+            *c = Tensor::from_vec(cv, (b, dim), &device)?;
+            seq = Tensor::from_vec(out, (b, t, dim), &device)?;
+        }
+        (seq + input)?.transpose(1, 2)?.contiguous()
+    }
+}
+
+/// The logistic function, as torch's LSTM cell applies it.
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
 }
 
 impl Module for Lstm {
@@ -707,13 +833,11 @@ impl ResnetBlock {
 
 impl Module for ResnetBlock {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.conv1.forward(&xs.elu(1.0)?)?;
-        let h = self.conv2.forward(&h.elu(1.0)?)?;
-        let skip = match &self.shortcut {
-            Some(conv) => conv.forward(xs)?,
-            None => xs.clone(),
-        };
-        skip + h
+        let h = self.conv1.forward_with(xs, true, None)?;
+        match &self.shortcut {
+            Some(conv) => self.conv2.forward_with(&h, true, Some(&conv.forward(xs)?)),
+            None => self.conv2.forward_with(&h, true, Some(xs)),
+        }
     }
 }
 
@@ -740,10 +864,31 @@ impl Module for Layer {
     }
 }
 
+/// Runs `layers` in order. An ELU entry followed by a convolution is applied inside that
+/// convolution (one pass over the signal instead of two).
 fn run(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
-    layers
-        .iter()
-        .try_fold(xs.clone(), |xs, layer| layer.forward(&xs))
+    let mut xs = xs.clone();
+    let mut elu = false;
+    for layer in layers {
+        if elu && !matches!(layer, Layer::Conv(_) | Layer::ConvTranspose(_)) {
+            xs = xs.elu(1.0)?;
+            elu = false;
+        }
+        xs = match layer {
+            Layer::Elu => {
+                elu = true;
+                continue;
+            }
+            Layer::Conv(m) => m.forward_with(&xs, elu, None)?,
+            Layer::ConvTranspose(m) => m.forward_with(&xs, elu)?,
+            other => other.forward(&xs)?,
+        };
+        elu = false;
+    }
+    if elu {
+        xs = xs.elu(1.0)?;
+    }
+    Ok(xs)
 }
 
 fn load_encoder(vb: VarBuilder, cfg: &EncodecConfig) -> candle_core::Result<Vec<Layer>> {
@@ -1239,9 +1384,8 @@ mod tests {
     use crate::model::max_abs_diff;
 
     #[test]
-    fn time_chunked_conv_matches_candle() {
+    fn conv_by_taps_matches_candle() {
         let dev = Device::Cpu;
-        // 64 input channels: chunks of 65536 outputs, so this input takes two.
         let xs = Tensor::randn(0f32, 1., (1, 64, 65_536 + 10), &dev).unwrap();
         let w = Tensor::randn(0f32, 1., (2, 64, 3), &dev).unwrap();
         let ours = conv1d_by_taps(&xs, &w, 2).unwrap();
@@ -1254,12 +1398,15 @@ mod tests {
     #[test]
     fn chunked_transposed_conv_matches_the_whole_one() {
         let dev = Device::Cpu;
-        // c_out * k = 512: chunks of 8192 steps, so 10000 steps take two chunks.
+        // 10000 steps: ten chunks of conv_cpu::CHUNK input steps.
         let (c_in, c_out, stride, t) = (2, 64, 4, 10_000);
         let xs = Tensor::randn(0f32, 1., (2, c_in, t), &dev).unwrap();
+        let weight = Tensor::randn(0f32, 1., (c_in, c_out, 2 * stride), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1., (1, c_out, 1), &dev).unwrap();
         let conv = ConvTranspose1d {
-            weight: Tensor::randn(0f32, 1., (c_in, c_out, 2 * stride), &dev).unwrap(),
-            bias: Tensor::randn(0f32, 1., (1, c_out, 1), &dev).unwrap(),
+            cpu: CpuKernel::transposed(&weight, &bias).unwrap(),
+            weight,
+            bias,
             stride,
             trim_left: 2,
             trim_right: 2,
@@ -1274,6 +1421,162 @@ mod tests {
         assert_eq!(chunked.dims(), whole.dims());
         let diff = max_abs_diff(&chunked, &whole);
         assert!(diff < 1e-5, "max difference {diff}");
+    }
+
+    /// A [`Conv1d`] with random weights (stride 1, no padding: `forward_with` pads, these
+    /// tests call the padded-input paths directly).
+    fn random_conv(c_in: usize, c_out: usize, k: usize, dilation: usize) -> Conv1d {
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 0.3, (c_out, c_in, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1., (1, c_out, 1), &dev).unwrap();
+        Conv1d {
+            cpu: CpuKernel::new(&weight, &bias).unwrap(),
+            weight,
+            bias,
+            stride: 1,
+            dilation,
+            kernel: k,
+            causal: false,
+            pad_mode: PadMode::Reflect,
+        }
+    }
+
+    #[test]
+    fn cpu_conv_with_elu_and_residual_matches_candle_ops() {
+        let dev = Device::Cpu;
+        // Output channels on both sides of the direct path's limit, 1-tap kernels (no
+        // unfolding), dilations, lengths across several chunks and shorter than one.
+        for (c_in, c_out, k, stride, dilation, len) in [
+            (64, 1, 7, 1, 1, 3000),
+            (3, 2, 3, 1, 2, 50),
+            (16, 3, 3, 1, 1, 2500),
+            (8, 32, 1, 1, 1, 1030),
+            (32, 16, 3, 1, 4, 4100),
+            (4, 8, 8, 4, 1, 9001),
+            (1, 2, 10, 5, 1, 333),
+            (6, 5, 1, 2, 1, 2049),
+        ] {
+            let mut conv = random_conv(c_in, c_out, k, dilation);
+            conv.stride = stride;
+            let xs = Tensor::randn(0f32, 1., (2, c_in, len), &dev).unwrap();
+            let out_len = (len - (k - 1) * dilation - 1) / stride + 1;
+            let residual = Tensor::randn(0f32, 1., (2, c_out, out_len), &dev).unwrap();
+            let want = (xs
+                .elu(1.0)
+                .unwrap()
+                .conv1d(&conv.weight, 0, stride, dilation, 1)
+                .unwrap()
+                .broadcast_add(&conv.bias)
+                .unwrap()
+                + &residual)
+                .unwrap();
+            let got = conv.forward_cpu(&xs, true, Some(&residual)).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = max_abs_diff(&got, &want);
+            assert!(
+                diff < 1e-4,
+                "c_in {c_in} c_out {c_out} k {k} stride {stride}: {diff}"
+            );
+            let plain = conv.forward_cpu(&xs, false, None).unwrap();
+            let want = xs
+                .conv1d(&conv.weight, 0, stride, dilation, 1)
+                .unwrap()
+                .broadcast_add(&conv.bias)
+                .unwrap();
+            let diff = max_abs_diff(&plain, &want);
+            assert!(
+                diff < 1e-4,
+                "no ELU, c_in {c_in} c_out {c_out} k {k}: {diff}"
+            );
+        }
+    }
+
+    #[test]
+    fn cpu_transposed_conv_with_elu_matches_candle_per_item() {
+        let dev = Device::Cpu;
+        // Two and three strides a kernel, steps across chunk boundaries, trims on both sides.
+        for (c_in, c_out, stride, r, t, trim) in [
+            (4, 3, 4, 2, 2100, (2, 2)),
+            (3, 2, 2, 3, 40, (3, 1)),
+            (8, 5, 5, 2, 1025, (0, 5)),
+        ] {
+            let k = r * stride;
+            let weight = Tensor::randn(0f32, 0.3, (c_in, c_out, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1., (1, c_out, 1), &dev).unwrap();
+            let conv = ConvTranspose1d {
+                cpu: CpuKernel::transposed(&weight, &bias).unwrap(),
+                weight,
+                bias,
+                stride,
+                trim_left: trim.0,
+                trim_right: trim.1,
+            };
+            let xs = Tensor::randn(0f32, 1., (2, c_in, t), &dev).unwrap();
+            let got = conv.forward_with(&xs, true).unwrap();
+            for i in 0..2 {
+                let one = xs
+                    .narrow(0, i, 1)
+                    .unwrap()
+                    .elu(1.0)
+                    .unwrap()
+                    .conv_transpose1d(&conv.weight, 0, 0, stride, 1, 1)
+                    .unwrap()
+                    .broadcast_add(&conv.bias)
+                    .unwrap();
+                let full = one.dim(2).unwrap();
+                let want = one.narrow(2, trim.0, full - trim.0 - trim.1).unwrap();
+                let diff = max_abs_diff(&got.narrow(0, i, 1).unwrap(), &want);
+                assert!(diff < 1e-4, "stride {stride} r {r} item {i}: {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn elu_keeps_f32_precision_near_zero() {
+        let xs: Vec<f32> = vec![-1e-9, -3e-6, -0.01, -0.5, -3.0, -90.0, 0.0, 2.5];
+        let mut got = vec![0f32; xs.len()];
+        conv_cpu::elu_for_tests(&xs, &mut got);
+        for (x, g) in xs.iter().zip(&got) {
+            let want = if *x < 0.0 { x.exp_m1() } else { *x };
+            assert!(
+                (g - want).abs() <= want.abs() * 2e-7,
+                "elu({x}) = {g}, want {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn cpu_lstm_matches_candle_ops_across_chunks() {
+        let dev = Device::Cpu;
+        let dim = 8;
+        let layers = (0..2)
+            .map(|_| {
+                let w = |s: (usize, usize)| Tensor::randn(0f32, 0.4, s, &dev).unwrap();
+                (
+                    w((4 * dim, dim)).t().unwrap().contiguous().unwrap(),
+                    w((4 * dim, dim)),
+                    Tensor::randn(0f32, 0.4, 4 * dim, &dev).unwrap(),
+                )
+            })
+            .collect();
+        let lstm = Lstm { layers, dim };
+        let xs = Tensor::randn(0f32, 1., (2, 9, dim), &dev).unwrap();
+        let mut ops_state = lstm.start(2, &dev).unwrap();
+        let want = lstm.forward_ops(xs.clone(), &mut ops_state).unwrap();
+        // In two chunks, carrying the state.
+        let mut state = lstm.start(2, &dev).unwrap();
+        let a = lstm
+            .forward_cpu(xs.narrow(1, 0, 4).unwrap(), &mut state)
+            .unwrap();
+        let b = lstm
+            .forward_cpu(xs.narrow(1, 4, 5).unwrap(), &mut state)
+            .unwrap();
+        let got = Tensor::cat(&[a, b], 2).unwrap();
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff < 1e-5, "{diff}");
+        for ((h, c), (h2, c2)) in state.iter().zip(&ops_state) {
+            assert!(max_abs_diff(h, h2) < 1e-5 && max_abs_diff(c, c2) < 1e-5);
+        }
     }
 
     #[test]

@@ -6,11 +6,16 @@
 //! against 8-14 GB/s for 1 row), so small-row products come here: output rows are split across
 //! threads and each weight row is streamed once against all input rows. bf16 weights are widened
 //! to f32 on the fly (a shift), halving the bytes a step streams, and 8-bit weights ([`Q8`]) are
-//! widened and scaled per row, quartering them. Which [`Kernel`] runs (generic, AVX2, AVX-512)
-//! is decided at run time from the CPU.
+//! widened and scaled per row, quartering them. 4-bit weights ([`Q4`]) are multiplied as bytes
+//! against input rows quantized to 8 bits (see the `q4` module). Which [`Kernel`] runs
+//! (generic, AVX2, AVX-512) is decided at run time from the CPU.
 
 use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
+
+mod q4;
+use q4::QuantizedRows;
+pub use q4::{Q4, Q4_BLOCK};
 
 /// At most this many input rows take the matrix-vector path.
 pub const MAX_ROWS: usize = 8;
@@ -31,6 +36,8 @@ enum Weights<'a> {
     Bf16(&'a [half::bf16]),
     /// 8-bit weights and one scale per row (see [`Q8`]).
     Q8(&'a [i8], &'a [f32]),
+    /// 4-bit weights (see [`Q4`]).
+    Q4(&'a Q4),
 }
 
 /// A weight matrix `[rows, cols]` in 8 bits: each row holds `round(w / scale)` in `-127..=127`
@@ -97,6 +104,45 @@ pub fn matmul_t_q8_with(kernel: Kernel, x: &Tensor, w: &Q8) -> candle_core::Resu
     run(kernel, x, w.rows, w.cols, &Weights::Q8(&w.data, &w.scales))
 }
 
+/// `x · wᵀ` for `x` `[m, in]` (f32, m ≤ [`MAX_ROWS`], on the CPU) and 4-bit weights, with
+/// [`Kernel::chosen`]; `None` when `x` does not fit this path. The rows of `x` are quantized to
+/// 8 bits per block of 32 on the way (see [`Q4`]).
+pub fn matmul_t_q4(x: &Tensor, w: &Q4) -> candle_core::Result<Option<Tensor>> {
+    matmul_t_q4_with(Kernel::chosen(), x, w)
+}
+
+/// [`matmul_t_q4`] with a given kernel.
+pub fn matmul_t_q4_with(kernel: Kernel, x: &Tensor, w: &Q4) -> candle_core::Result<Option<Tensor>> {
+    run(kernel, x, w.rows, w.cols, &Weights::Q4(w))
+}
+
+/// A weight matrix stored in fewer bits than a float (`--dtype q8`, `--dtype q4`).
+#[derive(Debug, Clone)]
+pub enum Packed {
+    /// 8 bits a weight, a scale per row.
+    Q8(Q8),
+    /// 4 bits a weight, a scale per 32.
+    Q4(Q4),
+}
+
+impl Packed {
+    /// `x · wᵀ` on this path ([`matmul_t_q8`], [`matmul_t_q4`]); `None` when `x` does not fit.
+    pub fn matmul_t(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        match self {
+            Packed::Q8(w) => matmul_t_q8(x, w),
+            Packed::Q4(w) => matmul_t_q4(x, w),
+        }
+    }
+
+    /// The weight back in f32 `[rows, cols]`.
+    pub fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Packed::Q8(w) => w.dequantize(device),
+            Packed::Q4(w) => w.dequantize(device),
+        }
+    }
+}
+
 /// A matrix-vector kernel: what the CPU runs a generation step's products with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -104,7 +150,7 @@ pub enum Kernel {
     Generic,
     /// Explicit AVX2 + FMA (x86-64 since 2013-2015).
     Avx2,
-    /// Explicit AVX-512F (Intel Xeon since Skylake-SP, AMD since Zen 4): twice the lanes.
+    /// Explicit AVX-512F and BW (Intel Xeon since Skylake-SP, AMD since Zen 4): twice the lanes.
     Avx512,
 }
 
@@ -120,7 +166,11 @@ impl Kernel {
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     out.push(Kernel::Avx2);
                 }
-                if std::is_x86_feature_detected!("avx512f") {
+                // BW for the 4-bit kernel's byte products; every CPU with AVX-512F but Xeon
+                // Phi has it.
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                {
                     out.push(Kernel::Avx512);
                 }
             }
@@ -204,6 +254,12 @@ fn run(
         return Ok(None);
     };
     let xs = window(xs, xs_layout, m * k);
+    // 4-bit products take their input rows in 8 bits, quantized once here for every task.
+    let qx = match weights {
+        Weights::Q4(w) => QuantizedRows::new(xs, m, k, w.padded_cols()),
+        _ => QuantizedRows::default(),
+    };
+    let qx = &qx;
     // Output is [m, n]; tasks own disjoint column ranges, so compute into a transposed [n, m]
     // buffer (contiguous per task) and transpose at the end.
     let mut out_t = vec![0f32; n * m];
@@ -221,6 +277,7 @@ fn run(
                 let g = match weights {
                     Weights::F32(_) => x86::GROUP_F32,
                     Weights::Bf16(_) | Weights::Q8(..) => x86::GROUP_BF16,
+                    Weights::Q4(_) => x86::GROUP_Q4,
                 };
                 while r + g <= rows {
                     let j = first + r;
@@ -235,6 +292,10 @@ fn run(
                                 x86::dots_group_q8_avx512(&w[span], xs, k, dst);
                                 scale_rows(dst, &scales[j..j + g], m);
                             }
+                            Weights::Q4(w) => {
+                                let (data, scales) = q4_rows(w, j, g);
+                                x86::dots_group_q4_avx512(data, scales, qx, dst);
+                            }
                         }
                     }
                     r += g;
@@ -248,6 +309,10 @@ fn run(
                     Weights::Q8(w, scales) => {
                         dots_q8(kernel, &w[j * k..(j + 1) * k], xs, k, dst);
                         scale_rows(dst, &scales[j..j + 1], m);
+                    }
+                    Weights::Q4(w) => {
+                        let (data, scales) = q4_rows(w, j, 1);
+                        dots_q4(kernel, data, scales, qx, dst);
                     }
                 }
             }
@@ -264,6 +329,16 @@ fn run(
         out
     };
     Ok(Some(Tensor::from_vec(out, (m, n), &Device::Cpu)?))
+}
+
+/// The nibbles and scales of `count` 4-bit weight rows from row `first`.
+fn q4_rows(w: &Q4, first: usize, count: usize) -> (&[u8], &[f32]) {
+    let kp = w.padded_cols();
+    let (bytes, blocks) = (kp / 2, kp / Q4_BLOCK);
+    (
+        &w.data[first * bytes..(first + count) * bytes],
+        &w.scales[first * blocks..(first + count) * blocks],
+    )
 }
 
 fn window<'a, T>(v: &'a [T], layout: &Layout, len: usize) -> &'a [T] {
@@ -374,6 +449,20 @@ fn dots_q8(kernel: Kernel, w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
     dots_generic(w, xs, k, dst)
 }
 
+/// [`dots`] for one 4-bit weight row.
+#[inline]
+fn dots_q4(kernel: Kernel, w: &[u8], scales: &[f32], x: &QuantizedRows, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match kernel {
+        // SAFETY: `run` checked that the CPU runs the kernel.
+        Kernel::Avx512 => return unsafe { x86::dots_q4_avx512(w, scales, x, dst) },
+        Kernel::Avx2 => return unsafe { x86::dots_q4_avx2(w, scales, x, dst) },
+        Kernel::Generic => {}
+    }
+    let _ = kernel;
+    q4::dots_generic(w, scales, x, dst)
+}
+
 /// The explicit x86-64 kernels. Each streams its weight rows once, a vector at a time, widening
 /// bf16 or 8-bit weights to f32 in registers, against every input row, whose accumulators stay
 /// in registers (row counts are const parameters); the tail past the last whole vector is summed
@@ -381,6 +470,7 @@ fn dots_q8(kernel: Kernel, w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
 /// rows a group leaves over), the AVX2 ones one row.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::QuantizedRows;
     use std::arch::x86_64::*;
 
     /// Calls `$body::<M>` for the runtime row count `m` (1..=MAX_ROWS).
@@ -610,6 +700,212 @@ mod x86 {
     one_row_256!(f32_256, f32, _mm256_loadu_ps, |v: f32| v);
     one_row_256!(bf16_256, half::bf16, widen8, |v: half::bf16| v.to_f32());
     one_row_256!(q8_256, i8, widen8_i8, |v: i8| f32::from(v));
+
+    /// 4-bit weight rows streamed at once by the grouped kernel. 8 rows with 2 inputs need more
+    /// than the 32 vector registers (the compiler spilled accumulators to the stack); 4 with
+    /// [`PREFETCH_Q4`] measured best of {4, 8} x {0, 512} (bench_gemv on a busy 2-core Xeon,
+    /// noisy: 9-11 GB/s against 5-6 for 8 rows without prefetching).
+    pub const GROUP_Q4: usize = 4;
+    /// Bytes ahead of each weight row's read that the 4-bit kernel asks the cache for: profiles
+    /// put its time on the instructions waiting for weight loads, each row a separate stream.
+    const PREFETCH_Q4: usize = 512;
+
+    /// One 4-bit weight row against every input row: per block, the 16 bytes split into 32
+    /// nibbles in order, `maddubs` against the 32 input bytes, pairs summed to 8 lanes, the
+    /// nibbles' +8 taken out (see [`QuantizedRows`]), scaled in f32.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dots_q4_avx2(w: &[u8], scales: &[f32], x: &QuantizedRows, dst: &mut [f32]) {
+        by_rows!(dst.len(), q4_256, w, scales, x, dst)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q4_256<const M: usize>(w: &[u8], scales: &[f32], x: &QuantizedRows, dst: &mut [f32]) {
+        let nb = x.blocks();
+        debug_assert!(w.len() == nb * 16 && scales.len() == nb && x.q.len() >= M * x.padded);
+        let mask = _mm_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); M];
+        let (wp, xq, xs) = (w.as_ptr(), x.q.as_ptr(), x.scales.as_ptr());
+        let sums = x.sums.as_ptr();
+        for b in 0..nb {
+            let raw = _mm_loadu_si128(wp.add(b * 16) as *const __m128i);
+            let lo = _mm_and_si128(raw, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
+            let wv = _mm256_set_m128i(hi, lo);
+            let ws = *scales.get_unchecked(b);
+            for (i, a) in acc.iter_mut().enumerate() {
+                let xv = _mm256_loadu_si256(xq.add(i * x.padded + b * 32) as *const __m256i);
+                // Nibbles (0..=15) times bytes (-127..=127): pair sums fit in i16.
+                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
+                let off = _mm256_loadu_si256(sums.add((i * x.padded + b * 32) / 4) as *const _);
+                let s = _mm256_sub_epi32(s, off);
+                let f = _mm256_set1_ps(ws * *xs.add(i * nb + b));
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), f, *a);
+            }
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = hsum256(*a);
+        }
+    }
+
+    /// Whether the 4-bit kernels use AVX-512 VNNI (Intel since Cascade Lake, AMD since Zen 4),
+    /// whose `vpdpbusd` does the byte products, their sums in 4s and the offsets' removal in
+    /// one instruction instead of three. Tests clear [`USE_VNNI`] to check the path CPUs
+    /// without it take; both give the same integers.
+    pub fn vnni() -> bool {
+        USE_VNNI.load(std::sync::atomic::Ordering::Relaxed)
+            && std::is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// See [`vnni`].
+    pub static USE_VNNI: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+    /// [`GROUP_Q4`] 4-bit weight rows against 1 or 2 input rows.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn dots_group_q4_avx512(
+        w: &[u8],
+        scales: &[f32],
+        x: &QuantizedRows,
+        dst: &mut [f32],
+    ) {
+        match (dst.len() == GROUP_Q4, vnni()) {
+            (true, true) => group_q4_vnni::<GROUP_Q4, 1>(w, scales, x, dst),
+            (true, false) => group_q4_512::<GROUP_Q4, 1>(w, scales, x, dst),
+            (false, true) => group_q4_vnni::<GROUP_Q4, 2>(w, scales, x, dst),
+            (false, false) => group_q4_512::<GROUP_Q4, 2>(w, scales, x, dst),
+        }
+    }
+
+    /// One 4-bit weight row against every input row.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn dots_q4_avx512(w: &[u8], scales: &[f32], x: &QuantizedRows, dst: &mut [f32]) {
+        if vnni() {
+            by_rows!(dst.len(), one_q4_vnni, w, scales, x, dst)
+        } else {
+            by_rows!(dst.len(), one_q4_512, w, scales, x, dst)
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn one_q4_512<const M: usize>(
+        w: &[u8],
+        scales: &[f32],
+        x: &QuantizedRows,
+        dst: &mut [f32],
+    ) {
+        group_q4_512::<1, M>(w, scales, x, dst)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn one_q4_vnni<const M: usize>(
+        w: &[u8],
+        scales: &[f32],
+        x: &QuantizedRows,
+        dst: &mut [f32],
+    ) {
+        group_q4_vnni::<1, M>(w, scales, x, dst)
+    }
+
+    /// Two consecutive floats at `p` spread to `[p[0] x 8, p[1] x 8]`: one scale per block
+    /// for the 8 lanes that block's sums land in.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn spread2(p: *const f32, idx: __m512i) -> __m512 {
+        let two = _mm_castpd_ps(_mm_load_sd(p as *const f64));
+        _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(two))
+    }
+
+    /// Nibbles `w` times bytes `x`, summed in 4s, minus `off` (AVX-512BW: three instructions;
+    /// nibbles (0..=15) times bytes (-127..=127) make pair sums that fit in i16).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn dot4_bw(w: __m512i, x: __m512i, off: __m512i) -> __m512i {
+        let s = _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), _mm512_set1_epi16(1));
+        _mm512_sub_epi32(s, off)
+    }
+
+    /// [`dot4_bw`] in one instruction; takes `-off`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn dot4_vnni(w: __m512i, x: __m512i, neg_off: __m512i) -> __m512i {
+        _mm512_dpbusd_epi32(neg_off, w, x)
+    }
+
+    /// `R` 4-bit weight rows (one after another in `w`, scales likewise) against `M` input rows,
+    /// `dst` `[row][input]`, two blocks (64 weights, 32 bytes) a step: the 32 bytes are laid
+    /// out as `[block 0, block 0, block 1, block 1]` in the four 128-bit lanes, the second copy
+    /// of each shifted down a nibble, so the masked nibbles are the 64 weights in order. One
+    /// kernel per byte product (`$dot`; `$negate` says whether it takes the offsets negated).
+    macro_rules! group_q4 {
+        ($name:ident, $features:literal, $dot:ident, $negate:literal) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $name<const R: usize, const M: usize>(
+                w: &[u8],
+                scales: &[f32],
+                x: &QuantizedRows,
+                dst: &mut [f32],
+            ) {
+                let nb = x.blocks();
+                let row_bytes = nb * 16;
+                debug_assert!(nb.is_multiple_of(2));
+                debug_assert!(w.len() == R * row_bytes && scales.len() == R * nb);
+                debug_assert!(x.q.len() >= M * x.padded && dst.len() == R * M);
+                let mask = _mm512_set1_epi8(0x0F);
+                let high = 0x0004_0004_0004_0004;
+                let shifts = _mm512_set_epi64(high, high, 0, 0, high, high, 0, 0);
+                let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+                let mut acc = [[_mm512_setzero_ps(); M]; R];
+                let (wp, sp) = (w.as_ptr(), scales.as_ptr());
+                let (xq, xs, sums) = (x.q.as_ptr(), x.scales.as_ptr(), x.sums.as_ptr());
+                let mut b = 0;
+                while b < nb {
+                    let mut xv = [_mm512_setzero_si512(); M];
+                    let mut xsc = [_mm512_setzero_ps(); M];
+                    let mut off = [_mm512_setzero_si512(); M];
+                    for i in 0..M {
+                        xv[i] = _mm512_loadu_si512(xq.add(i * x.padded + b * 32) as *const _);
+                        xsc[i] = spread2(xs.add(i * nb + b), idx);
+                        let o =
+                            _mm512_loadu_si512(sums.add((i * x.padded + b * 32) / 4) as *const _);
+                        off[i] = if $negate {
+                            _mm512_sub_epi32(_mm512_setzero_si512(), o)
+                        } else {
+                            o
+                        };
+                    }
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let at = wp.add(r * row_bytes + b * 16);
+                        // A hint only: past the end of the weights it reads nothing and cannot
+                        // fault.
+                        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH_Q4) as *const i8);
+                        let raw = _mm256_loadu_si256(at as *const __m256i);
+                        let wide = _mm512_castsi256_si512(raw);
+                        let wide = _mm512_shuffle_i64x2::<0x50>(wide, wide);
+                        let wv = _mm512_and_si512(_mm512_srlv_epi16(wide, shifts), mask);
+                        let ws = spread2(sp.add(r * nb + b), idx);
+                        for i in 0..M {
+                            let s = $dot(wv, xv[i], off[i]);
+                            let f = _mm512_mul_ps(ws, xsc[i]);
+                            a[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, a[i]);
+                        }
+                    }
+                    b += 2;
+                }
+                for r in 0..R {
+                    for i in 0..M {
+                        dst[r * M + i] = _mm512_reduce_add_ps(acc[r][i]);
+                    }
+                }
+            }
+        };
+    }
+    group_q4!(group_q4_512, "avx512f,avx512bw", dot4_bw, false);
+    group_q4!(
+        group_q4_vnni,
+        "avx512f,avx512bw,avx512vnni",
+        dot4_vnni,
+        true
+    );
 }
 
 #[cfg(test)]
@@ -623,6 +919,8 @@ mod tests {
         assert_eq!(all[0], Kernel::Generic);
         assert!(all.contains(&Kernel::chosen()));
         eprintln!("gemv kernels checked on this CPU: {all:?}");
+        #[cfg(target_arch = "x86_64")]
+        eprintln!("AVX-512 VNNI for 4-bit weights: {}", x86::vnni());
         // A kernel the CPU lacks is refused, not run.
         #[cfg(target_arch = "x86_64")]
         if !all.contains(&Kernel::Avx512) {
@@ -663,6 +961,97 @@ mod tests {
         // An all-zero row quantizes to zeros (scale 1, no division by zero).
         let zero = Q8::quantize(&Tensor::zeros((2, 8), DType::F32, &dev).unwrap()).unwrap();
         assert!(zero.data.iter().all(|&q| q == 0));
+    }
+
+    #[test]
+    fn q4_weights_round_no_worse_than_q4_0_and_every_kernel_agrees() {
+        let dev = Device::Cpu;
+        // Row lengths with padding (37, 7, 200), one block pair and many; every row count,
+        // and row counts that leave rows past the AVX-512 groups.
+        for (m, n, k) in [
+            (1, 70, 37),
+            (2, 130, 1024),
+            (1, 16, 4096),
+            (3, 9, 200),
+            (8, 66, 1024),
+            (2, 5, 7),
+            (2, 21, 96),
+        ] {
+            let x = Tensor::randn(0f32, 1., (m, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
+            let q = Q4::quantize(&w).unwrap();
+            let back = q.dequantize(&dev).unwrap();
+            let (wv, bv): (Vec<f32>, Vec<f32>) = (
+                w.flatten_all().unwrap().to_vec1().unwrap(),
+                back.flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            let nb = q.padded_cols() / Q4_BLOCK;
+            // Per block: no worse than GGML's Q4_0 rounding (scale m / -8, m the weight of
+            // largest magnitude) in squared error, and no weight off by more than two of its
+            // steps.
+            for (r, (wr, br)) in wv.chunks(k).zip(bv.chunks(k)).enumerate() {
+                for (wb, bb) in wr.chunks(Q4_BLOCK).zip(br.chunks(Q4_BLOCK)) {
+                    let m = wb
+                        .iter()
+                        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                    let step = m / -8.0;
+                    let plain: f32 = wb
+                        .iter()
+                        .map(|v| (v - step * (v / step).round().clamp(-8.0, 7.0)).powi(2))
+                        .sum();
+                    let got: f32 = wb.iter().zip(bb).map(|(a, b)| (a - b).powi(2)).sum();
+                    assert!(got <= plain * 1.0001 + 1e-12, "row {r}: {got} > {plain}");
+                    for (a, b) in wb.iter().zip(bb) {
+                        assert!((a - b).abs() <= 2.0 * step.abs() + 1e-6, "row {r}");
+                    }
+                }
+            }
+            // The kernels see the inputs in 8 bits: the reference is the same product in f32.
+            let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let qx = QuantizedRows::new(&xs, m, k, q.padded_cols());
+            let x8: Vec<f32> = (0..m * k)
+                .map(|p| {
+                    let (i, c) = (p / k, p % k);
+                    f32::from(qx.q[i * qx.padded + c]) * qx.scales[i * nb + c / Q4_BLOCK]
+                })
+                .collect();
+            let x8 = Tensor::from_vec(x8, (m, k), &dev).unwrap();
+            let want = x8.matmul(&back.t().unwrap()).unwrap();
+            // And the inputs' 8 bits cost little against the f32 inputs: each input is off by
+            // at most 1/254 of its block's largest (about 0.0055 RMS for N(0, 1) inputs), so a sum
+            // of k products with N(0, 1) weights by about 0.0055 √k; the bound is 7 of those.
+            if k >= 96 {
+                let exact = x.matmul(&back.t().unwrap()).unwrap();
+                let d = max_abs_diff(&want, &exact);
+                assert!(
+                    d < 0.04 * (k as f32).sqrt(),
+                    "8-bit inputs m{m} n{n} k{k}: {d}"
+                );
+            }
+            // With and without VNNI where the CPU has it (other tests running meanwhile may
+            // take either path: they compute the same integers).
+            for vnni in [true, false] {
+                #[cfg(target_arch = "x86_64")]
+                x86::USE_VNNI.store(vnni, std::sync::atomic::Ordering::Relaxed);
+                for &kernel in Kernel::available() {
+                    let got = matmul_t_q4_with(kernel, &x, &q).unwrap().unwrap();
+                    let d = max_abs_diff(&got, &want);
+                    assert!(d < 1e-3, "{kernel:?} (vnni {vnni}) q4 m{m} n{n} k{k}: {d}");
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            x86::USE_VNNI.store(true, std::sync::atomic::Ordering::Relaxed);
+            let got = matmul_t_q4(&x, &q).unwrap().unwrap();
+            assert!(max_abs_diff(&got, &want) < 1e-3, "q4 m{m} n{n} k{k}");
+        }
+        // An all-zero block quantizes to the middle nibble with scale 0 (no division by zero).
+        let zero = Q4::quantize(&Tensor::zeros((2, 8), DType::F32, &dev).unwrap()).unwrap();
+        assert!(zero.data.iter().all(|&q| q == 0x88) && zero.scales.iter().all(|&s| s == 0.0));
+        let x = Tensor::zeros((2, 8), DType::F32, &dev).unwrap();
+        for &kernel in Kernel::available() {
+            let got = matmul_t_q4_with(kernel, &x, &zero).unwrap().unwrap();
+            assert_eq!(got.to_vec2::<f32>().unwrap(), vec![vec![0f32; 2]; 2]);
+        }
     }
 
     #[test]

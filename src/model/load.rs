@@ -1,8 +1,11 @@
-//! Finding a model's files (a local folder or a Hugging Face hub id) and reading its weights.
+//! Finding a model's files (a local folder, or a Hugging Face hub id at a revision) and reading
+//! its weights, in any of the layouts checkpoints come in ([`WEIGHT_LAYOUTS`]: safetensors or
+//! PyTorch pickles, whole or sharded).
 //!
-//! Weights are read tensor by tensor with positioned reads instead of a memory map, so loading
-//! never holds the file's pages and the converted copy at the same time: peak memory stays close
-//! to the size of the weights themselves.
+//! Safetensors weights are read tensor by tensor with positioned reads instead of a memory map,
+//! so loading never holds the file's pages and the converted copy at the same time: peak memory
+//! stays close to the size of the weights themselves. PyTorch pickles are read one tensor at a
+//! time too, through candle's zip reader.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,7 +23,8 @@ use super::ModelError;
 pub struct ModelFiles {
     /// `config.json`.
     pub config: PathBuf,
-    /// `model.safetensors`, or every shard named by `model.safetensors.index.json`.
+    /// The weight files, in the first layout of [`WEIGHT_LAYOUTS`] the checkpoint has:
+    /// `model.safetensors`, its shards, `pytorch_model.bin`, or its shards.
     pub weights: Vec<PathBuf>,
     /// `tokenizer.json`.
     pub tokenizer: PathBuf,
@@ -28,14 +32,15 @@ pub struct ModelFiles {
     pub generation_config: Option<PathBuf>,
 }
 
-fn offline() -> bool {
+/// True when `HF_HUB_OFFLINE` asks for the hub cache alone (shared with `eval::clap`).
+pub(crate) fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
         .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
         .unwrap_or(false)
 }
 
 /// True for strings shaped like `owner/name` that are not an existing path.
-fn looks_like_hub_id(spec: &str) -> bool {
+pub(crate) fn looks_like_hub_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {
@@ -47,7 +52,9 @@ fn looks_like_hub_id(spec: &str) -> bool {
 }
 
 /// Resolves `--model`: an existing folder is used as is; otherwise an `owner/name` id is looked up
-/// on the hub (or only in the local cache when `HF_HUB_OFFLINE` is set).
+/// on the hub (or only in the local cache when `HF_HUB_OFFLINE` is set), at the revision after an
+/// `@` if there is one (`owner/name@refs/pr/1`: a branch, tag, commit or pull-request ref; the
+/// default is `main`). [`with_revision`] writes such a spec.
 pub fn resolve(spec: &str) -> Result<ModelFiles, ModelError> {
     let path = Path::new(spec);
     if path.exists() {
@@ -58,12 +65,70 @@ pub fn resolve(spec: &str) -> Result<ModelFiles, ModelError> {
         }
         return resolve_folder(path);
     }
-    if !looks_like_hub_id(spec) {
+    let (id, revision) = match spec.split_once('@') {
+        Some((id, rev)) if Path::new(id).exists() => {
+            return Err(ModelError::Invalid(format!(
+                "--revision {rev}: {id} is a local folder, and revisions are for hub models"
+            )))
+        }
+        Some((id, "")) => {
+            return Err(ModelError::Invalid(format!(
+                "--model {spec}: empty revision after `@` (for hub model {id})"
+            )))
+        }
+        Some((id, rev)) => (id, Some(rev)),
+        None => (spec, None),
+    };
+    if !looks_like_hub_id(id) {
         return Err(ModelError::Invalid(format!(
             "model folder {spec} does not exist (and it is not a hub id like facebook/musicgen-small)"
         )));
     }
-    resolve_hub(spec)
+    resolve_hub(id, revision)
+}
+
+/// The `--model` spec for `model` at hub revision `revision` (`owner/name@REV`, which
+/// [`resolve`] reads back); `model` itself when there is none.
+pub fn with_revision(model: &str, revision: Option<&str>) -> String {
+    match revision {
+        Some(rev) => format!("{model}@{rev}"),
+        None => model.to_string(),
+    }
+}
+
+/// The weight layouts a checkpoint may have, in the order they are looked for: each a file name
+/// and whether it is an index naming shards (`weight_map`) rather than the weights.
+pub const WEIGHT_LAYOUTS: [(&str, bool); 4] = [
+    ("model.safetensors", false),
+    ("model.safetensors.index.json", true),
+    ("pytorch_model.bin", false),
+    ("pytorch_model.bin.index.json", true),
+];
+
+/// The weight files of the first layout of [`WEIGHT_LAYOUTS`] that `fetch` finds; when none is
+/// found, an error naming `place` and every file tried.
+pub(crate) fn find_weights(
+    place: &str,
+    fetch: &dyn Fn(&str) -> Result<PathBuf, ModelError>,
+) -> Result<Vec<PathBuf>, ModelError> {
+    let mut last = None;
+    for (name, is_index) in WEIGHT_LAYOUTS {
+        match fetch(name) {
+            Ok(found) if !is_index => return Ok(vec![found]),
+            // Shards that an existing index names must exist: their error is the answer.
+            Ok(index) => return shard_names(&index)?.iter().map(|n| fetch(n)).collect(),
+            // A plain absence says nothing the list of files tried does not; a hub's answer
+            // (a 404, a refusal, no network) does.
+            Err(ModelError::Missing { .. }) => {}
+            Err(e) => last = Some(e),
+        }
+    }
+    let tried: Vec<&str> = WEIGHT_LAYOUTS.iter().map(|(n, _)| *n).collect();
+    Err(ModelError::NoWeights {
+        place: place.to_string(),
+        tried: tried.join(", "),
+        last: last.map(|e| e.to_string()).unwrap_or_default(),
+    })
 }
 
 fn resolve_folder(dir: &Path) -> Result<ModelFiles, ModelError> {
@@ -76,18 +141,7 @@ fn resolve_folder(dir: &Path) -> Result<ModelFiles, ModelError> {
         }
     };
     let config = need("config.json")?;
-    let single = dir.join("model.safetensors");
-    let index = dir.join("model.safetensors.index.json");
-    let weights = if single.is_file() {
-        vec![single]
-    } else if index.is_file() {
-        shard_names(&index)?
-            .into_iter()
-            .map(|name| need(&name))
-            .collect::<Result<_, _>>()?
-    } else {
-        return Err(ModelError::Missing { path: single });
-    };
+    let weights = find_weights(&dir.display().to_string(), &need)?;
     let tokenizer = need("tokenizer.json")?;
     let generation_config = Some(dir.join("generation_config.json")).filter(|p| p.is_file());
     Ok(ModelFiles {
@@ -98,8 +152,9 @@ fn resolve_folder(dir: &Path) -> Result<ModelFiles, ModelError> {
     })
 }
 
-/// Shard file names listed in a `model.safetensors.index.json`, each once, in order.
-fn shard_names(index: &Path) -> Result<Vec<String>, ModelError> {
+/// Shard file names listed in a `model.safetensors.index.json` (or `pytorch_model.bin.index.json`),
+/// each once, in order.
+pub(crate) fn shard_names(index: &Path) -> Result<Vec<String>, ModelError> {
     let text = std::fs::read_to_string(index).map_err(|e| ModelError::Io {
         path: index.to_path_buf(),
         source: e,
@@ -131,18 +186,30 @@ fn shard_names(index: &Path) -> Result<Vec<String>, ModelError> {
     Ok(names)
 }
 
-/// Fetches one file of a hub repository (from the cache, or downloading it).
-type Fetch = Box<dyn Fn(&str) -> Result<PathBuf, ModelError>>;
+/// Fetches one file of a model (from a folder, the hub cache, or downloading it).
+pub(crate) type Fetch = Box<dyn Fn(&str) -> Result<PathBuf, ModelError>>;
 
-fn resolve_hub(id: &str) -> Result<ModelFiles, ModelError> {
+/// How files of hub model `id` at `revision` are fetched (the cache alone when
+/// [`offline`]), and the words that name the place in errors.
+pub(crate) fn hub_fetcher(id: &str, revision: Option<&str>) -> Result<(Fetch, String), ModelError> {
+    let repo_of = |id: &str| match revision {
+        Some(rev) => {
+            hf_hub::Repo::with_revision(id.to_string(), hf_hub::RepoType::Model, rev.into())
+        }
+        None => hf_hub::Repo::model(id.to_string()),
+    };
+    let place = match revision {
+        Some(rev) => format!("hub model {id} at revision {rev}"),
+        None => format!("hub model {id}"),
+    };
+    let name = with_revision(id, revision);
     let fetch: Fetch = if offline() {
         let cache = hf_hub::Cache::from_env();
         let root = cache.path().clone();
-        let repo = cache.model(id.to_string());
-        let id = id.to_string();
+        let repo = cache.repo(repo_of(id));
         Box::new(move |file: &str| {
             repo.get(file).ok_or_else(|| ModelError::Hub {
-                repo: id.clone(),
+                repo: name.clone(),
                 file: file.to_string(),
                 message: format!(
                     "not in the local Hugging Face cache ({}) and HF_HUB_OFFLINE is set",
@@ -154,22 +221,17 @@ fn resolve_hub(id: &str) -> Result<ModelFiles, ModelError> {
         let api = hf_hub::api::sync::ApiBuilder::from_env()
             .with_progress(true)
             .build()
-            .map_err(|e| hub_error(id, "", e))?;
-        let repo = api.model(id.to_string());
-        let id = id.to_string();
-        Box::new(move |file: &str| repo.get(file).map_err(|e| hub_error(&id, file, e)))
+            .map_err(|e| hub_error(&name, "", e))?;
+        let repo = api.repo(repo_of(id));
+        Box::new(move |file: &str| repo.get(file).map_err(|e| hub_error(&name, file, e)))
     };
+    Ok((fetch, place))
+}
+
+fn resolve_hub(id: &str, revision: Option<&str>) -> Result<ModelFiles, ModelError> {
+    let (fetch, place) = hub_fetcher(id, revision)?;
     let config = fetch("config.json")?;
-    let weights = match fetch("model.safetensors") {
-        Ok(p) => vec![p],
-        Err(single_err) => match fetch("model.safetensors.index.json") {
-            Ok(index) => shard_names(&index)?
-                .iter()
-                .map(|n| fetch(n))
-                .collect::<Result<_, _>>()?,
-            Err(_) => return Err(single_err),
-        },
-    };
+    let weights = find_weights(&place, &fetch)?;
     let tokenizer = fetch("tokenizer.json")?;
     let generation_config = fetch("generation_config.json").ok();
     Ok(ModelFiles {
@@ -182,7 +244,7 @@ fn resolve_hub(id: &str) -> Result<ModelFiles, ModelError> {
 
 /// A failed hub look-up of `file` in `repo`. When the hub cannot be reached at all (no network,
 /// as on many machines), the message says the two ways on: a local folder, or the cache alone.
-fn hub_error(repo: &str, file: &str, e: impl std::fmt::Display) -> ModelError {
+pub(crate) fn hub_error(repo: &str, file: &str, e: impl std::fmt::Display) -> ModelError {
     let message = e.to_string();
     let lower = message.to_lowercase();
     let unreachable = [
@@ -335,38 +397,122 @@ impl SafetensorsFiles {
 
     /// A `VarBuilder` reading from these files, converting floating-point weights to `dtype`.
     pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        let backend: Box<dyn SimpleBackend> = Box::new(Shared(self.clone()));
-        VarBuilder::from_backend(backend, dtype, device.clone())
+        Weights::Safetensors(self.clone()).var_builder(dtype, device)
     }
 
     fn read(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-        let entry = self.entries.get(name).ok_or_else(|| {
-            let files: Vec<String> = self
-                .files
-                .iter()
-                .map(|(p, _)| p.display().to_string())
-                .collect();
-            candle_core::Error::Msg(format!(
-                "tensor {name} is missing from {}",
-                files.join(", ")
-            ))
-        })?;
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| missing_tensor(name, self.files.iter().map(|(p, _)| p)))?;
         let (path, file) = &self.files[entry.file];
         let t = read_tensor(file, entry, &|e| {
             candle_core::Error::Msg(format!("{}: reading {name}: {e}", path.display()))
         })?;
-        let t = if t.dtype().is_float() && t.dtype() != dtype {
-            t.to_dtype(dtype)?
-        } else {
-            t
-        };
-        t.to_device(device)
+        converted(t, dtype, device)
     }
 }
 
-struct Shared(Arc<SafetensorsFiles>);
+/// A checkpoint's weights, by layout: safetensors files read on demand, or PyTorch pickles
+/// (`pytorch_model.bin`: zip archives written by `torch.save`, read by candle tensor by tensor).
+#[derive(Clone)]
+pub enum Weights {
+    /// `model.safetensors` or its shards.
+    Safetensors(Arc<SafetensorsFiles>),
+    /// `pytorch_model.bin` or its shards.
+    Pth(Arc<PthFiles>),
+}
 
-impl SimpleBackend for Shared {
+/// True for a PyTorch pickle by its extension (`.bin`, `.pt`, `.pth`).
+fn is_pth(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e, "bin" | "pt" | "pth"))
+}
+
+impl Weights {
+    /// Opens the weight files, as PyTorch pickles when they are named so, else as safetensors.
+    pub fn open(paths: &[PathBuf]) -> Result<Self, ModelError> {
+        if paths.iter().any(|p| is_pth(p)) {
+            Ok(Weights::Pth(Arc::new(PthFiles::open(paths)?)))
+        } else {
+            Ok(Weights::Safetensors(Arc::new(SafetensorsFiles::open(
+                paths,
+            )?)))
+        }
+    }
+
+    /// Name, dtype and shape of every tensor, sorted by name.
+    pub fn tensors(&self) -> Vec<(String, DType, Vec<usize>)> {
+        match self {
+            Weights::Safetensors(f) => f.tensors(),
+            Weights::Pth(f) => f.tensors(),
+        }
+    }
+
+    /// A `VarBuilder` reading these weights, converting floating-point ones to `dtype`.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(Backend(self.clone())), dtype, device.clone())
+    }
+}
+
+/// Tensors of one or more PyTorch pickles, each read when asked for.
+pub struct PthFiles {
+    files: Vec<(PathBuf, candle_core::pickle::PthTensors)>,
+    /// Tensor name to the file that holds it.
+    index: HashMap<String, usize>,
+}
+
+impl PthFiles {
+    /// Reads every file's tensor table; errors name the file.
+    pub fn open(paths: &[PathBuf]) -> Result<Self, ModelError> {
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for (i, path) in paths.iter().enumerate() {
+            let pth = candle_core::pickle::PthTensors::new(path, None).map_err(|e| {
+                ModelError::Weights {
+                    path: path.clone(),
+                    message: format!("not a PyTorch weights file ({e})"),
+                }
+            })?;
+            for name in pth.tensor_infos().keys() {
+                index.insert(name.clone(), i);
+            }
+            files.push((path.clone(), pth));
+        }
+        Ok(PthFiles { files, index })
+    }
+
+    /// Name, dtype and shape of every tensor, sorted by name.
+    pub fn tensors(&self) -> Vec<(String, DType, Vec<usize>)> {
+        let mut v: Vec<_> = self
+            .files
+            .iter()
+            .flat_map(|(_, f)| f.tensor_infos().values())
+            .map(|t| (t.name.clone(), t.dtype, t.layout.dims().to_vec()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn read(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let missing = || missing_tensor(name, self.files.iter().map(|(p, _)| p));
+        let (path, file) = &self.files[*self.index.get(name).ok_or_else(missing)?];
+        let t = file
+            .get(name)
+            .map_err(|e| {
+                candle_core::Error::Msg(format!("{}: reading {name}: {e}", path.display()))
+            })?
+            .ok_or_else(missing)?;
+        converted(t, dtype, device)
+    }
+}
+
+/// Weights as candle's `VarBuilder` reads them: each tensor read when asked for and checked
+/// against the shape the config implies.
+struct Backend(Weights);
+
+impl SimpleBackend for Backend {
     fn get(
         &self,
         s: Shape,
@@ -375,7 +521,7 @@ impl SimpleBackend for Shared {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = self.0.read(name, dtype, dev)?;
+        let t = self.get_unchecked(name, dtype, dev)?;
         if t.shape() != &s {
             candle_core::bail!(
                 "tensor {name} has shape {:?}, the config implies {:?}",
@@ -387,12 +533,37 @@ impl SimpleBackend for Shared {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.read(name, dtype, dev)
+        match &self.0 {
+            Weights::Safetensors(f) => f.read(name, dtype, dev),
+            Weights::Pth(f) => f.read(name, dtype, dev),
+        }
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.entries.contains_key(name)
+        match &self.0 {
+            Weights::Safetensors(f) => f.entries.contains_key(name),
+            Weights::Pth(f) => f.index.contains_key(name),
+        }
     }
+}
+
+/// The error for a tensor that none of `files` holds.
+fn missing_tensor<'a>(name: &str, files: impl Iterator<Item = &'a PathBuf>) -> candle_core::Error {
+    let files: Vec<String> = files.map(|p| p.display().to_string()).collect();
+    candle_core::Error::Msg(format!(
+        "tensor {name} is missing from {}",
+        files.join(", ")
+    ))
+}
+
+/// `t` as `dtype` (floating-point tensors only) on `device`: how every layout hands a tensor over.
+fn converted(t: Tensor, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    let t = if t.dtype().is_float() && t.dtype() != dtype {
+        t.to_dtype(dtype)?
+    } else {
+        t
+    };
+    t.to_device(device)
 }
 
 /// Reads one tensor's bytes into the CPU buffer the tensor will own. f32, f16 and bf16 (the
@@ -526,6 +697,20 @@ mod tests {
         assert!(!looks_like_hub_id("/abs/path"));
         assert!(!looks_like_hub_id("a/b/c"));
         assert!(!looks_like_hub_id("musicgen"));
+    }
+
+    #[test]
+    fn revisions_ride_on_the_spec_and_are_for_hub_ids_only() {
+        assert_eq!(with_revision("a/b", None), "a/b");
+        assert_eq!(with_revision("a/b", Some("refs/pr/1")), "a/b@refs/pr/1");
+        let e = resolve("a/b@").err().unwrap();
+        assert!(e.to_string().contains("empty revision"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let spec = with_revision(dir.path().to_str().unwrap(), Some("main"));
+        let e = resolve(&spec).err().unwrap();
+        assert!(e.to_string().contains("local folder"), "{e}");
+        let e = resolve("not a hub id@main").err().unwrap();
+        assert!(e.to_string().contains("not a hub id"), "{e}");
     }
 
     #[test]

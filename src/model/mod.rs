@@ -22,7 +22,8 @@
 //! ```
 //!
 //! Precision: `dtype` is the storage type of the decoder's large weights (f32, bf16 or f16;
-//! [`MusicGen::load_as`] also takes 8-bit weights, [`WeightFormat::Q8`], for the CPU). On
+//! [`MusicGen::load_as`] also takes 8- and 4-bit weights, [`WeightFormat::Q8`] and
+//! [`WeightFormat::Q4`], for the CPU). On
 //! the CPU, norms, embeddings, the residual stream and KV caches stay f32 whatever it is, and
 //! generation steps use the few-row matrix-vector kernel in [`gemv`] (f32 and bf16 weights; f16
 //! is widened per call, slower). On an accelerator the whole decoder runs in `dtype`, as
@@ -31,6 +32,7 @@
 //! run in f32.
 
 pub mod config;
+mod conv_cpu;
 pub mod decoder;
 pub mod encodec;
 pub mod gemv;
@@ -47,13 +49,12 @@ pub use hook::ResidualHook;
 pub use stream::PieceStream;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
 
 use decoder::Decoder;
-use load::{ModelFiles, SafetensorsFiles};
+use load::{ModelFiles, Weights};
 
 /// Errors from loading or running MusicGen.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,13 @@ pub enum ModelError {
         repo: String,
         file: String,
         message: String,
+    },
+    /// No weight file of any known layout was found.
+    #[error("weights not found for {place}: tried {tried}{}", if last.is_empty() { String::new() } else { format!(" (last: {last})") })]
+    NoWeights {
+        place: String,
+        tried: String,
+        last: String,
     },
     /// `config.json` is invalid or describes an unsupported variant.
     #[error("{path}: {source}")]
@@ -236,6 +244,28 @@ fn read_text(path: &std::path::Path) -> Result<String, ModelError> {
     })
 }
 
+/// The parsed `config.json` of `files`.
+fn read_config(files: &ModelFiles) -> Result<MusicGenConfig, ModelError> {
+    MusicGenConfig::from_json(&read_text(&files.config)?).map_err(|source| ModelError::Config {
+        path: files.config.clone(),
+        source,
+    })
+}
+
+/// Loads only the audio codec of the model `spec` names (hub id or folder): what reads audio
+/// without the text encoder or the decoder LM (`baton fad`'s EnCodec embedding). Only the
+/// codec's tensors are read from the weight files.
+pub fn load_codec(spec: &str, device: &Device) -> Result<encodec::Encodec, ModelError> {
+    let files = load::resolve(spec)?;
+    let config = read_config(&files)?;
+    let weights = Weights::open(&files.weights)?;
+    encodec::Encodec::load(
+        weights.var_builder(DType::F32, device).pp("audio_encoder"),
+        &config.audio_encoder,
+    )
+    .map_err(|e| weights_error(&files, e))
+}
+
 /// Wraps a candle error raised while reading weights so it names the weight files.
 fn weights_error(files: &ModelFiles, e: candle_core::Error) -> ModelError {
     ModelError::Weights {
@@ -244,14 +274,17 @@ fn weights_error(files: &ModelFiles, e: candle_core::Error) -> ModelError {
     }
 }
 
-/// How the decoder's large weights are stored: `f32`, `f16`, `bf16`, or `q8` (8 bits with a scale
-/// per output row, CPU only: a quarter of f32's bytes for a generation step to stream).
+/// How the decoder's large weights are stored: `f32`, `f16`, `bf16`, `q8` (8 bits with a scale
+/// per output row, CPU only: a quarter of f32's bytes for a generation step to stream) or `q4`
+/// (4 bits with a scale per 32 weights, CPU only: 5 bits a weight).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightFormat {
     /// A float dtype.
     Float(DType),
     /// 8-bit weights ([`decoder::Decoder::quantize_q8`]).
     Q8,
+    /// 4-bit weights ([`decoder::Decoder::quantize_q4`]).
+    Q4,
 }
 
 impl std::str::FromStr for WeightFormat {
@@ -263,40 +296,64 @@ impl std::str::FromStr for WeightFormat {
             "f16" => Ok(WeightFormat::Float(DType::F16)),
             "bf16" => Ok(WeightFormat::Float(DType::BF16)),
             "q8" => Ok(WeightFormat::Q8),
+            "q4" => Ok(WeightFormat::Q4),
             other => Err(format!(
-                "unknown weight format {other:?}: expected f32, f16, bf16 or q8"
+                "unknown weight format {other:?}: expected f32, f16, bf16, q8 or q4"
             )),
         }
     }
 }
 
 impl MusicGen {
-    /// [`MusicGen::load`] with the decoder's weights in `format` (8-bit weights are quantized
+    /// [`MusicGen::load`] with the decoder's weights in `format` (8- and 4-bit weights are quantized
     /// from f32 at load, on the CPU only).
     pub fn load_as(spec: &str, device: &Device, format: WeightFormat) -> Result<Self, ModelError> {
+        Self::load_files_as(&load::resolve(spec)?, device, format)
+    }
+
+    /// [`MusicGen::load_files`] with the decoder's weights in `format` (see
+    /// [`MusicGen::load_as`]): resolving (downloading) and loading as two steps.
+    pub fn load_files_as(
+        files: &ModelFiles,
+        device: &Device,
+        format: WeightFormat,
+    ) -> Result<Self, ModelError> {
         match format {
-            WeightFormat::Float(dtype) => Self::load(spec, device, dtype),
+            WeightFormat::Float(dtype) => Self::load_files(files, device, dtype),
             WeightFormat::Q8 => {
-                if !device.is_cpu() {
-                    return Err(ModelError::Invalid(
-                        "8-bit weights (q8) run on the CPU only".into(),
-                    ));
-                }
-                let mut model = Self::load(spec, device, DType::F32)?;
-                model.decoder.quantize_q8()?;
-                Ok(model)
+                Self::load_packed(files, device, "8-bit weights (q8)", |d| d.quantize_q8())
+            }
+            WeightFormat::Q4 => {
+                Self::load_packed(files, device, "4-bit weights (q4)", |d| d.quantize_q4())
             }
         }
     }
 
-    /// Whether the decoder's large weights are stored in 8 bits.
+    /// Loads the decoder in f32 and packs its large weights with `pack`; `what` names the
+    /// format when the device cannot run it.
+    fn load_packed(
+        files: &ModelFiles,
+        device: &Device,
+        what: &str,
+        pack: fn(&mut decoder::Decoder) -> candle_core::Result<()>,
+    ) -> Result<Self, ModelError> {
+        if !device.is_cpu() {
+            return Err(ModelError::Invalid(format!("{what} run on the CPU only")));
+        }
+        let mut model = Self::load_files(files, device, DType::F32)?;
+        pack(&mut model.decoder)?;
+        Ok(model)
+    }
+
+    /// Whether the decoder's large weights are stored in 8 or 4 bits.
     pub fn quantized(&self) -> bool {
         self.decoder.quantized()
     }
 
     /// Loads a model from a hub id (`facebook/musicgen-small`, cached by hf-hub, honouring
-    /// `HF_HUB_OFFLINE`) or a local folder holding config.json, model.safetensors (or a sharded
-    /// index), tokenizer.json and generation_config.json. `dtype` applies to the decoder.
+    /// `HF_HUB_OFFLINE`; `owner/name@REV` for a revision) or a local folder holding config.json,
+    /// the weights (model.safetensors, pytorch_model.bin, or either's sharded index),
+    /// tokenizer.json and generation_config.json. `dtype` applies to the decoder.
     pub fn load(spec: &str, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let files = load::resolve(spec)?;
         Self::load_files(&files, device, dtype)
@@ -313,12 +370,7 @@ impl MusicGen {
                 "decoder dtype must be f32, f16 or bf16, not {dtype:?}"
             )));
         }
-        let config = MusicGenConfig::from_json(&read_text(&files.config)?).map_err(|source| {
-            ModelError::Config {
-                path: files.config.clone(),
-                source,
-            }
-        })?;
+        let config = read_config(files)?;
         let defaults: GenerationDefaults = match &files.generation_config {
             Some(p) => serde_json::from_str(&read_text(p)?).map_err(|e| ModelError::Config {
                 path: p.clone(),
@@ -346,7 +398,7 @@ impl MusicGen {
             });
         }
 
-        let weights = Arc::new(SafetensorsFiles::open(&files.weights)?);
+        let weights = Weights::open(&files.weights)?;
         let vb32 = weights.var_builder(DType::F32, device);
         let parts = parts::Parts::load(&config, files, vb32.clone(), device)?;
         let enc_to_dec_proj = if config.has_enc_to_dec_proj() {

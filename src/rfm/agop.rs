@@ -16,25 +16,33 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
 
 use super::dense::{for_each_col, mat_mul, mirror_lower, par, sym_mul_add};
+use super::real::Real;
 
 /// `w = G' alpha` and, for centring, the coefficients `sum_l (w_l - v o a_l) / (n * outputs)`
 /// with `v = G 1`, whose product with `XM` is the mean gradient.
-fn weights(alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool) -> (Mat<f64>, Option<Mat<f64>>) {
+fn weights<T: Real>(alpha: &Mat<T>, grad: &Mat<T>, center_grads: bool) -> (Mat<T>, Option<Mat<T>>) {
     let (n, outputs) = (alpha.nrows(), alpha.ncols());
-    let mut w = Mat::<f64>::zeros(n, outputs);
-    matmul(&mut w, Accum::Replace, grad.transpose(), alpha, 1.0, par());
+    let mut w = Mat::<T>::zeros(n, outputs);
+    matmul(
+        &mut w,
+        Accum::Replace,
+        grad.transpose(),
+        alpha,
+        T::ONE,
+        par(),
+    );
     let mean_coef = center_grads.then(|| {
-        let mut v = vec![0.0; n];
+        let mut v = vec![T::ZERO; n];
         for j in 0..n {
             for (i, vi) in v.iter_mut().enumerate() {
                 *vi += grad[(i, j)];
             }
         }
-        let denom = (n * outputs) as f64;
-        Mat::<f64>::from_fn(n, 1, |i, _| {
+        let denom = T::of((n * outputs) as f64);
+        Mat::<T>::from_fn(n, 1, |i, _| {
             (0..outputs)
                 .map(|l| w[(i, l)] - v[i] * alpha[(i, l)])
-                .sum::<f64>()
+                .sum::<T>()
                 / denom
         })
     });
@@ -44,13 +52,13 @@ fn weights(alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool) -> (Mat<f64>, 
 /// The AGOP `F'F` (`d x d`, not normalised) of the predictor with coefficients `alpha`
 /// (`n x outputs`), given `xm = X M` (`n x d`) and the gradient weights `grad` (`n x n`, rows =
 /// centres, columns = evaluation points, here both the training points).
-pub fn agop(xm: &Mat<f64>, alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool) -> Mat<f64> {
+pub fn agop<T: Real>(xm: &Mat<T>, alpha: &Mat<T>, grad: &Mat<T>, center_grads: bool) -> Mat<T> {
     let (n, d) = (xm.nrows(), xm.ncols());
     let (w, mean_coef) = weights(alpha, grad, center_grads);
     let mean = mean_coef.map(|c| mat_mul(xm.transpose(), c.as_ref()));
-    let mut total = Mat::<f64>::zeros(d, d);
-    let mut scaled = Mat::<f64>::zeros(n, d);
-    let mut grads = Mat::<f64>::zeros(n, d);
+    let mut total = Mat::<T>::zeros(d, d);
+    let mut scaled = Mat::<T>::zeros(n, d);
+    let mut grads = Mat::<T>::zeros(n, d);
     for l in 0..alpha.ncols() {
         for_each_col(&mut scaled, |k, col| {
             for (i, s) in col.iter_mut().enumerate() {
@@ -62,11 +70,11 @@ pub fn agop(xm: &Mat<f64>, alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool
             Accum::Replace,
             grad.transpose(),
             &scaled,
-            -1.0,
+            -T::ONE,
             par(),
         );
         for_each_col(&mut grads, |k, col| {
-            let mu = mean.as_ref().map_or(0.0, |m| m[(k, 0)]);
+            let mu = mean.as_ref().map_or(T::ZERO, |m| m[(k, 0)]);
             for (i, g) in col.iter_mut().enumerate() {
                 *g += w[(i, l)] * xm[(i, k)] - mu;
             }
@@ -80,26 +88,27 @@ pub fn agop(xm: &Mat<f64>, alpha: &Mat<f64>, grad: &Mat<f64>, center_grads: bool
 
 /// The `n x n` matrix `A` with `AGOP = X' A X`, when `XM = E X` (`e = None` means `E = I`,
 /// i.e. `M = I`). Per output `W_l = diag(w_l) E - G' diag(a_l) E`, so `F_l = W_l X`.
-pub fn agop_dual(
-    e: Option<&Mat<f64>>,
-    alpha: &Mat<f64>,
-    grad: &Mat<f64>,
+pub fn agop_dual<T: Real>(
+    e: Option<&Mat<T>>,
+    alpha: &Mat<T>,
+    grad: &Mat<T>,
     center_grads: bool,
-) -> Mat<f64> {
+) -> Mat<T> {
     let n = alpha.nrows();
     let (w, mean_coef) = weights(alpha, grad, center_grads);
     let e_at = |i: usize, k: usize| match e {
         Some(e) => e[(i, k)],
-        None => f64::from(u8::from(i == k)),
+        None if i == k => T::ONE,
+        None => T::ZERO,
     };
     // Mean gradient = omega' X with omega = E' * mean_coef.
     let omega = mean_coef.map(|c| match e {
         Some(e) => mat_mul(e.transpose(), c.as_ref()),
         None => c,
     });
-    let mut total = Mat::<f64>::zeros(n, n);
-    let mut wl = Mat::<f64>::zeros(n, n);
-    let mut scaled = Mat::<f64>::zeros(n, n);
+    let mut total = Mat::<T>::zeros(n, n);
+    let mut wl = Mat::<T>::zeros(n, n);
+    let mut scaled = Mat::<T>::zeros(n, n);
     for l in 0..alpha.ncols() {
         match e {
             Some(e) => {
@@ -113,7 +122,7 @@ pub fn agop_dual(
                     Accum::Replace,
                     grad.transpose(),
                     &scaled,
-                    -1.0,
+                    -T::ONE,
                     par(),
                 );
             }
@@ -126,7 +135,7 @@ pub fn agop_dual(
             }),
         }
         for_each_col(&mut wl, |k, col| {
-            let mu = omega.as_ref().map_or(0.0, |o| o[(k, 0)]);
+            let mu = omega.as_ref().map_or(T::ZERO, |o| o[(k, 0)]);
             for (j, v) in col.iter_mut().enumerate() {
                 *v += w[(j, l)] * e_at(j, k) - mu;
             }

@@ -10,6 +10,8 @@
 //! - [`agop`]: the AGOP of a fitted predictor;
 //! - [`mahalanobis`]: M held as `d x d` or as `X' C X` (faster when n < d);
 //! - [`dense`]: GEMM and column helpers on faer matrices;
+//! - [`real`]: the two working precisions and the kernel's branch-free `exp`/`ln`;
+//! - [`simd`]: the instruction set the kernel's loops run with (AVX-512, AVX2 or baseline);
 //! - [`fit`](mod@fit): the iteration loop with validation scoring, early stopping and best-model restore;
 //! - [`metrics`]: AUC, accuracy, MSE, R², Pearson;
 //! - [`search`](mod@search): seeded random hyper-parameter search;
@@ -19,7 +21,9 @@
 //! - [`baseline`]: the difference-of-means direction RFM directions are compared with;
 //! - [`io`]: saving a fitted classifier so it can label audio later.
 //!
-//! Everything is computed in f64 on the CPU with faer (both cores through rayon).
+//! Computed on the CPU with faer (both cores through rayon), in f32 with the ridge solve and the
+//! scores in f64 by default, or wholly in f64 ([`Precision`]), which is what the parity tests
+//! compare with xRFM's float64.
 
 pub mod agop;
 pub mod baseline;
@@ -31,11 +35,13 @@ pub mod io;
 pub mod kernel;
 pub mod mahalanobis;
 pub mod metrics;
+pub mod real;
 pub mod search;
+pub mod simd;
 pub mod train;
 
 pub use directions::top_directions;
-pub use fit::{fit, Dataset, FitConfig, FitReport, Hyper, Rfm, Task};
+pub use fit::{fit, Dataset, FitConfig, FitReport, Hyper, Precision, Rfm, Task};
 pub use kernel::LaplaceKernel;
 pub use metrics::Metric;
 pub use search::{search, SearchSpace};

@@ -8,7 +8,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use super::fit::{finish, fit_loop, Dataset, FitConfig, FitReport, Hyper, LoopOutcome, Task};
+use super::dense::sequential;
+use super::fit::{
+    check_inputs, finish, fit_loop, Dataset, FitConfig, FitReport, Hyper, LoopOutcome, Precision,
+    Task,
+};
+use super::mahalanobis::Points;
+use super::real::Real;
 use super::RfmError;
 
 /// Ranges of the random search.
@@ -88,11 +94,51 @@ pub fn search_among(
         record_ms: false,
         ..*config
     };
-    let results: Vec<Result<LoopOutcome, RfmError>> = hypers
+    best_of(train, val, task, hypers, &quick)
+}
+
+/// Fits every setting of `hypers` (one or more) and returns the best with its report: what
+/// [`search_among`] and [`fit`](super::fit::fit) share.
+pub(crate) fn best_of(
+    train: &Dataset,
+    val: &Dataset,
+    task: Task,
+    hypers: &[Hyper],
+    config: &FitConfig,
+) -> Result<(Hyper, FitReport), RfmError> {
+    check_inputs(train, val, task)?;
+    match config.precision {
+        Precision::F64 => best_in::<f64>(train, val, task, hypers, config),
+        Precision::F32 => best_in::<f32>(train, val, task, hypers, config),
+    }
+}
+
+/// [`best_of`] in precision `T`: the draws share one [`Points`], so the geometry under `M = I`
+/// that every draw starts from is computed once.
+fn best_in<T: Real>(
+    train: &Dataset,
+    val: &Dataset,
+    task: Task,
+    hypers: &[Hyper],
+    config: &FitConfig,
+) -> Result<(Hyper, FitReport), RfmError> {
+    let form = config.form.resolve(train.len(), train.x.ncols());
+    let points = Points::<T>::new(&train.x, &val.x, form);
+    // The shared start with every thread; then one draw per thread, each on its own.
+    points.prepare();
+    let parallel_draws = hypers.len() >= rayon::current_num_threads();
+    let results: Vec<Result<LoopOutcome<T>, RfmError>> = hypers
         .par_iter()
-        .map(|h| fit_loop(train, val, task, *h, &quick))
+        .map(|h| {
+            let fit = || fit_loop(&points, train, val, task, *h, config);
+            if parallel_draws {
+                sequential(fit)
+            } else {
+                fit()
+            }
+        })
         .collect();
-    let mut best: Option<(Hyper, LoopOutcome)> = None;
+    let mut best: Option<(Hyper, LoopOutcome<T>)> = None;
     let mut first_err = None;
     let mut total_rounds = 0;
     for (h, r) in hypers.iter().zip(results) {
@@ -117,7 +163,7 @@ pub fn search_among(
         return Err(first_err.unwrap_or(RfmError::NoValidScore));
     };
     // Only the winner's model and concept matrix are materialised.
-    let mut report = finish(outcome, train, task, hyper, &quick)?;
+    let mut report = finish(outcome, &points, train, task, hyper, config)?;
     report.total_rounds = total_rounds;
     Ok((hyper, report))
 }

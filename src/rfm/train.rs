@@ -6,7 +6,7 @@ use faer::Mat;
 
 use super::data::{balance_one_vs_rest, split_by_group, zscore_stats};
 use super::directions::{align_sign, top_directions, Direction};
-use super::fit::{Dataset, FitConfig, Hyper, Rfm, Task};
+use super::fit::{Dataset, FitConfig, Hyper, Precision, Rfm, Task};
 use super::search::{search, search_among, SearchSpace};
 use super::{fit, Metric, RfmError};
 
@@ -63,6 +63,8 @@ pub struct ProbeOptions {
     pub seed: u64,
     /// Validation metric (default: AUC for classification, MSE for regression).
     pub metric: Option<Metric>,
+    /// The fit's arithmetic.
+    pub precision: Precision,
     /// Search among exactly these settings instead of `tuning` (benchmarks use it to give
     /// baton and xRFM the same draws).
     pub among: Option<Vec<Hyper>>,
@@ -315,7 +317,10 @@ pub fn train_block(
         x: xv,
         y: sets.val_y.clone(),
     };
-    let config = FitConfig::new(opts.iters, opts.metric_for(sets.task)?);
+    let config = FitConfig {
+        precision: opts.precision,
+        ..FitConfig::new(opts.iters, opts.metric_for(sets.task)?)
+    };
     let (hyper, report) = match &opts.among {
         Some(list) => search_among(&train_set, &val_set, sets.task, list, &config)?,
         None => match opts.tuning {

@@ -5,7 +5,7 @@
 //! one file each: [`schedules`] (time curves and their algebra), [`directions`] (loading concept
 //! directions and their algebra), [`probes`] (probe scores, classifying and projecting clips),
 //! [`pieces`] (pieces, steering terms, `render`, `model`),
-//! [`plot`] (terminal sparklines and PNG plots); [`modules`] resolves `import` (the recipe's
+//! [`plot`] (terminal sparklines and PNG plots), [`scores`] (`clap(wav, text)`); [`modules`] resolves `import` (the recipe's
 //! folder, then the built-in `stdlib/`), [`sandbox`] holds the limits and the output-path rules,
 //! and [`diagnostics`] turns Rhai errors into miette reports pointing at the recipe's line and
 //! column (also inside imported modules).
@@ -22,6 +22,7 @@ pub mod probes;
 pub mod render;
 pub mod sandbox;
 pub mod schedules;
+pub mod scores;
 pub mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -139,10 +140,17 @@ pub trait Renderer: Send {
         None
     }
 
-    /// Whether `path` is a file this run has rendered but not yet put in place (watch mode):
-    /// it can be read although it is not on disk under that name yet.
-    fn has_pending(&self, _path: &Path) -> bool {
-        false
+    /// The file standing in for `path` when this run has rendered it but not yet put it in
+    /// place (watch mode's staged renders): it can be read there although it is not on disk
+    /// under its own name yet.
+    fn staged(&self, _path: &Path) -> Option<PathBuf> {
+        None
+    }
+
+    /// Whether `path` is a file this run has rendered but not yet put in place (see
+    /// [`Renderer::staged`]).
+    fn has_pending(&self, path: &Path) -> bool {
+        self.staged(path).is_some()
     }
 
     /// Outputs of decoder blocks `layers` for a mono WAV file (teacher-forced, no text), pooled
@@ -196,8 +204,8 @@ impl<R: Renderer> Renderer for Arc<Mutex<R>> {
         lock(self).ok()?.playing()
     }
 
-    fn has_pending(&self, path: &Path) -> bool {
-        self.lock().is_ok_and(|r| r.has_pending(path))
+    fn staged(&self, path: &Path) -> Option<PathBuf> {
+        self.lock().ok()?.staged(path)
     }
 
     fn pooled(
@@ -324,6 +332,8 @@ pub struct RecipeOptions {
     pub limits: Limits,
     /// Echo `print` and `plot` output to stdout (they are always collected in the outcome).
     pub echo: bool,
+    /// CLAP checkpoint `clap(wav, text)` loads (hub id or folder; the CLI's `--clap-model`).
+    pub clap_model: String,
     /// Live mode (`baton watch --live`): the first piece a run renders is played instead of
     /// written, and a later run that renders it with other steering steers it as it plays.
     pub live: Option<PlayOptions>,
@@ -341,6 +351,7 @@ impl Default for RecipeOptions {
             greedy: false,
             limits: Limits::default(),
             echo: true,
+            clap_model: crate::eval::clap::DEFAULT_MODEL.into(),
             live: None,
         }
     }
@@ -373,6 +384,8 @@ pub(crate) struct Host {
     /// Source text per module name, for error reports inside imported modules.
     pub sources: Mutex<BTreeMap<String, String>>,
     pub bundles: Mutex<HashMap<PathBuf, directions::LoadedBundle>>,
+    /// The CLAP model of `clap(wav, text)`, loaded on its first call and kept for the session.
+    pub clap: Mutex<Option<Arc<crate::eval::clap::Clap>>>,
 }
 
 impl Host {
@@ -450,6 +463,10 @@ pub const VERBS: &[(&str, &str)] = &[
     (
         "project",
         "probe.project(\"clip.wav\" [, #{window: s, hop: s}]) -> #{block, score, projection}, or one per window  (onto the direction at the best block)",
+    ),
+    (
+        "clap",
+        "clap(\"clip.wav\", \"text\") -> CLAP cosine of the clip and the text  (model: --clap-model, default laion/larger_clap_music, loaded on first use)",
     ),
     ("help", "help()"),
     ("piece", "piece(prompt, seconds) -> .prompt, .seconds, .terms"),
@@ -562,6 +579,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     (
         "project",
         r#"print(probe("notes:C#").project("take.wav"));"#,
+    ),
+    (
+        "clap",
+        r#"print(clap("take.wav", "lofi hip hop with piano"));"#,
     ),
     ("help", "help()"),
     ("piece", r#"let p = piece("lofi piano", 20.0);"#),
@@ -757,6 +778,7 @@ pub(crate) fn build_engine(host: &Arc<Host>) -> Engine {
     probes::register(&mut engine, host);
     pieces::register(&mut engine, host);
     plot::register(&mut engine, host);
+    scores::register(&mut engine, host);
     engine
 }
 

@@ -170,105 +170,256 @@ fn text(px: &mut [u8], w: usize, x: usize, y: usize, text: &str) {
     }
 }
 
+/// A white 560 x 240 canvas with a plot area mapping `x_lo..x_hi` and `y_lo..y_hi`, on which
+/// [`Canvas::frame`] draws the axes, ticks and labels every PNG plot shares.
+struct Canvas {
+    w: usize,
+    h: usize,
+    px: Vec<u8>,
+    /// The plot area, in pixels.
+    x0: usize,
+    x1: usize,
+    y0: usize,
+    y1: usize,
+    /// The values at the plot area's edges.
+    x_lo: f64,
+    x_hi: f64,
+    y_lo: f64,
+    y_hi: f64,
+}
+
+impl Canvas {
+    fn new(x_lo: f64, x_hi: f64, y_lo: f64, y_hi: f64) -> Self {
+        let (w, h) = (560usize, 240usize);
+        let (left, right, top, bottom) = (64usize, 16usize, 24usize, 40usize);
+        Canvas {
+            w,
+            h,
+            px: vec![255u8; w * h],
+            x0: left,
+            x1: w - right,
+            y0: top,
+            y1: h - bottom,
+            x_lo,
+            x_hi: x_hi.max(x_lo + 1e-12),
+            y_lo,
+            y_hi: y_hi.max(y_lo + 1e-12),
+        }
+    }
+
+    fn y_of(&self, v: f64) -> usize {
+        let f = ((v - self.y_lo) / (self.y_hi - self.y_lo)).clamp(0.0, 1.0);
+        self.y0 + ((1.0 - f) * (self.y1 - self.y0) as f64).round() as usize
+    }
+
+    fn x_of(&self, v: f64) -> usize {
+        let f = ((v - self.x_lo) / (self.x_hi - self.x_lo)).clamp(0.0, 1.0);
+        self.x0 + (f * (self.x1 - self.x0) as f64).round() as usize
+    }
+
+    /// Blackens pixel `(x, y)` when it is on the canvas.
+    fn dot(&mut self, x: usize, y: usize) {
+        if x < self.w && y < self.h {
+            self.px[y * self.w + x] = 0;
+        }
+    }
+
+    /// The axes, the zero line when the values go below it, round-numbered ticks with their
+    /// labels (`bar_ticks`: whole numbers only, for bars that stand for whole things), and the
+    /// axes' labels.
+    fn frame(&mut self, x_label: &str, y_label: &str, bar_ticks: bool) {
+        let (w, x0, x1, y0, y1) = (self.w, self.x0, self.x1, self.y0, self.y1);
+        for y in y0..=y1 {
+            self.px[y * w + x0] = 0;
+        }
+        let zero = (self.y_lo < 0.0).then(|| self.y_of(0.0));
+        for x in x0..=x1 {
+            self.px[y1 * w + x] = 0;
+            if let Some(z) = zero {
+                self.px[z * w + x] = 170;
+            }
+        }
+        let (y_ticks, y_step) = ticks(self.y_lo, self.y_hi, 4);
+        for v in y_ticks {
+            let y = self.y_of(v);
+            for x in x0 - 4..x0 {
+                self.px[y * w + x] = 0;
+            }
+            let label = tick_label(v, y_step);
+            let lx = (x0 - 6).saturating_sub(label.len() * 8);
+            text(&mut self.px, w, lx, y.saturating_sub(4), &label);
+        }
+        let (mut x_ticks, mut x_step) = ticks(self.x_lo, self.x_hi, 6);
+        if bar_ticks && x_step < 1.0 {
+            x_ticks = (self.x_lo.ceil().max(0.0) as usize..=self.x_hi as usize)
+                .map(|i| i as f64)
+                .collect();
+            x_step = 1.0;
+        }
+        for v in x_ticks {
+            let x = self.x_of(v);
+            for y in y1..y1 + 4 {
+                self.px[y * w + x] = 0;
+            }
+            let label = tick_label(v, x_step);
+            text(
+                &mut self.px,
+                w,
+                x.saturating_sub(label.len() * 4),
+                y1 + 6,
+                &label,
+            );
+        }
+        let h = self.h;
+        text(
+            &mut self.px,
+            w,
+            (x0 + x1) / 2 - (x_label.len() * 4).min((x0 + x1) / 2),
+            h - 14,
+            x_label,
+        );
+        text(&mut self.px, w, 4, 6, y_label);
+    }
+
+    /// The legend: a sample of the line and the series' name (cut to 40 characters), boxed, at
+    /// the top right.
+    fn legend(&mut self, legend: &str) {
+        let w = self.w;
+        let name: String = legend.chars().take(40).collect();
+        let (bw, bh) = (name.len() * 8 + 34, 16);
+        let (bx, by) = (self.x1.saturating_sub(bw + 4), self.y0 + 2);
+        for x in bx..bx + bw {
+            for y in by..by + bh {
+                let edge = x == bx || x == bx + bw - 1 || y == by || y == by + bh - 1;
+                self.px[y * w + x] = if edge { 0 } else { 255 };
+            }
+        }
+        for x in bx + 4..bx + 22 {
+            self.px[(by + bh / 2) * w + x] = 0;
+        }
+        text(&mut self.px, w, bx + 28, by + 4, &name);
+    }
+
+    /// A straight line from `a` to `b` (pixels), one dot per step along the longer side.
+    fn line(&mut self, a: (usize, usize), b: (usize, usize)) {
+        let (dx, dy) = (b.0 as f64 - a.0 as f64, b.1 as f64 - a.1 as f64);
+        let n = dx.abs().max(dy.abs()).max(1.0) as usize;
+        for i in 0..=n {
+            let f = i as f64 / n as f64;
+            let x = (a.0 as f64 + f * dx).round() as usize;
+            let y = (a.1 as f64 + f * dy).round() as usize;
+            self.dot(x, y);
+        }
+    }
+
+    fn finish(self) -> (usize, usize, Vec<u8>) {
+        (self.w, self.h, self.px)
+    }
+}
+
 /// Draws `values` as a line (schedules) or bars (`bars`) on a white 560 x 240 canvas, with
 /// axes, round-numbered ticks and their labels, the axes' labels and a legend.
 pub fn draw(values: &[f64], bars: bool, axes: &Axes) -> (usize, usize, Vec<u8>) {
-    let (w, h) = (560usize, 240usize);
-    let (left, right, top, bottom) = (64usize, 16usize, 24usize, 40usize);
-    let (x0, x1, y0, y1) = (left, w - right, top, h - bottom);
-    let mut px = vec![255u8; w * h];
     let lo = values.iter().copied().fold(0.0f64, f64::min);
     let hi = values
         .iter()
         .copied()
         .fold(f64::NEG_INFINITY, f64::max)
         .max(lo + 1e-12);
-    let y_of = |v: f64| {
-        let f = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
-        y0 + ((1.0 - f) * (y1 - y0) as f64).round() as usize
-    };
-    let x_max = axes.x_max.max(1e-12);
-    let x_of = |v: f64| x0 + ((v / x_max).clamp(0.0, 1.0) * (x1 - x0) as f64).round() as usize;
-    // Axes, and the zero line when the values go below it.
-    for y in y0..=y1 {
-        px[y * w + x0] = 0;
-    }
-    for x in x0..=x1 {
-        px[y1 * w + x] = 0;
-        if lo < 0.0 {
-            px[y_of(0.0) * w + x] = 170;
-        }
-    }
-    let (y_ticks, y_step) = ticks(lo, hi, 4);
-    for v in y_ticks {
-        let y = y_of(v);
-        for x in x0 - 4..x0 {
-            px[y * w + x] = 0;
-        }
-        let label = tick_label(v, y_step);
-        let lx = (x0 - 6).saturating_sub(label.len() * 8);
-        text(&mut px, w, lx, y.saturating_sub(4), &label);
-    }
-    let (mut x_ticks, mut x_step) = ticks(0.0, x_max, 6);
-    if bars && x_step < 1.0 {
-        // Bars stand for whole things (blocks): no ticks between them.
-        x_ticks = (0..=x_max as usize).map(|i| i as f64).collect();
-        x_step = 1.0;
-    }
-    for v in x_ticks {
-        let x = x_of(v);
-        for y in y1..y1 + 4 {
-            px[y * w + x] = 0;
-        }
-        let label = tick_label(v, x_step);
-        text(
-            &mut px,
-            w,
-            x.saturating_sub(label.len() * 4),
-            y1 + 6,
-            &label,
-        );
-    }
-    text(
-        &mut px,
-        w,
-        (x0 + x1) / 2 - (axes.x_label.len() * 4).min((x0 + x1) / 2),
-        h - 14,
-        axes.x_label,
-    );
-    text(&mut px, w, 4, 6, axes.y_label);
+    let mut c = Canvas::new(0.0, axes.x_max.max(1e-12), lo, hi);
+    c.frame(axes.x_label, axes.y_label, bars);
     // The series.
     let n = values.len().max(1);
-    let plot_w = x1 - x0;
-    let base = y_of(0.0f64.max(lo));
+    let plot_w = c.x1 - c.x0;
+    let base = c.y_of(0.0f64.max(lo));
     for x in 1..plot_w {
         let i = (x * n / plot_w).min(n - 1);
-        let y = y_of(values[i]);
+        let y = c.y_of(values[i]);
         let (a, b) = if bars {
             (y.min(base), y.max(base))
         } else {
-            let prev = y_of(values[((x - 1) * n / plot_w).min(n - 1)]);
+            let prev = c.y_of(values[((x - 1) * n / plot_w).min(n - 1)]);
             (y.min(prev), y.max(prev))
         };
         for yy in a..=b {
-            px[yy * w + x0 + x] = 0;
+            c.dot(c.x0 + x, yy);
         }
     }
-    // The legend: a sample of the line and the series' name, boxed, at the top right.
-    let name: String = axes.legend.chars().take(40).collect();
-    let (bw, bh) = (name.len() * 8 + 34, 16);
-    let (bx, by) = (x1.saturating_sub(bw + 4), y0 + 2);
-    for x in bx..bx + bw {
-        for y in by..by + bh {
-            let edge = x == bx || x == bx + bw - 1 || y == by || y == by + bh - 1;
-            px[y * w + x] = if edge { 0 } else { 255 };
+    c.legend(&axes.legend);
+    c.finish()
+}
+
+/// One labelled point of a [`draw_curve`] plot.
+#[derive(Debug, Clone)]
+pub struct CurvePoint {
+    /// Where it is.
+    pub x: f64,
+    /// See `x`.
+    pub y: f64,
+    /// The text beside it (a strength, say).
+    pub label: String,
+}
+
+/// Draws `points` as a curve: each a small square with its label beside it, joined in the
+/// order given by straight lines (a sweep's trade-off curve, strength by strength), on the
+/// canvas and axes [`draw`] uses. The axes span the points with a margin; non-finite points are
+/// left out.
+pub fn draw_curve(
+    points: &[CurvePoint],
+    x_label: &str,
+    y_label: &str,
+    legend: &str,
+) -> (usize, usize, Vec<u8>) {
+    let shown: Vec<&CurvePoint> = points
+        .iter()
+        .filter(|p| p.x.is_finite() && p.y.is_finite())
+        .collect();
+    let range = |v: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
+        if !lo.is_finite() {
+            return (0.0, 1.0);
         }
+        // A margin, so no point sits on an axis; a single value gets a span around it.
+        let pad = ((hi - lo) * 0.08)
+            .max(lo.abs().max(hi.abs()) * 0.01)
+            .max(1e-6);
+        (lo - pad, hi + pad)
+    };
+    let (x_lo, x_hi) = range(&mut shown.iter().map(|p| p.x));
+    let (y_lo, y_hi) = range(&mut shown.iter().map(|p| p.y));
+    // Room at the top for the legend, so it hides no point.
+    let y_hi = y_hi + (y_hi - y_lo) * 0.15;
+    let mut c = Canvas::new(x_lo, x_hi, y_lo, y_hi);
+    c.frame(x_label, y_label, false);
+    let at: Vec<(usize, usize)> = shown.iter().map(|p| (c.x_of(p.x), c.y_of(p.y))).collect();
+    for pair in at.windows(2) {
+        c.line(pair[0], pair[1]);
     }
-    for x in bx + 4..bx + 22 {
-        px[(by + bh / 2) * w + x] = 0;
+    for (i, (p, &(x, y))) in shown.iter().zip(&at).enumerate() {
+        for dx in 0..5 {
+            for dy in 0..5 {
+                c.dot((x + dx).saturating_sub(2), (y + dy).saturating_sub(2));
+            }
+        }
+        // Labels right of the point, or left of it near the right edge.
+        let width = p.label.len() * 8;
+        let lx = if x + 6 + width < c.x1 {
+            x + 6
+        } else {
+            x.saturating_sub(6 + width)
+        };
+        // Above the point, and below it every other point, so neighbours' labels rarely meet.
+        let ly = if i % 2 == 0 {
+            y.saturating_sub(10)
+        } else {
+            y + 3
+        };
+        text(&mut c.px, c.w, lx, ly, &p.label);
     }
-    text(&mut px, w, bx + 28, by + 4, &name);
-    (w, h, px)
+    c.legend(legend);
+    c.finish()
 }
 
 fn write_png(host: &Host, path: &str, values: &[f64], bars: bool, axes: &Axes) -> Res<()> {
@@ -401,6 +552,45 @@ mod tests {
         assert!(dark(480, 544, 26, 42), "no legend");
         assert_eq!(ticks(0.0, 10.0, 6).0, vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
         assert_eq!(tick_label(0.5, 0.1), "0.5");
+    }
+
+    #[test]
+    fn a_curve_plot_marks_and_joins_its_points() {
+        let p = |x, y, label: &str| CurvePoint {
+            x,
+            y,
+            label: label.into(),
+        };
+        let points = [p(0.30, 0.1, "0"), p(0.25, 0.5, "0.3"), p(0.10, 0.9, "0.6")];
+        let (w, h, px) = draw_curve(&points, "CLAP", "mean p(C#)", "notes:C#");
+        assert_eq!((w, h), (560, 240));
+        let dark = |x0: usize, x1: usize, y0: usize, y1: usize| {
+            (y0..y1)
+                .filter(|y| (x0..x1).any(|x| px[y * w + x] == 0))
+                .count()
+        };
+        // Axes, labels and legend as the other plots have them.
+        assert!((24..200).all(|y| px[y * w + 64] == 0));
+        assert!(dark(0, 58, 30, 200) > 0, "no y tick labels");
+        assert!(dark(64, 544, 206, 214) > 0, "no x tick labels");
+        // Each point is a filled square where the axes put it; the line between the first two
+        // crosses the plot between them.
+        let c = Canvas::new(0.0, 1.0, 0.0, 1.0);
+        assert_eq!((c.x_of(0.0), c.x_of(1.0)), (64, 544));
+        for (x, y) in [(0.30f64, 0.1f64), (0.10, 0.9)] {
+            let (lo, hi) = (0.10 - 0.016, 0.30 + 0.016);
+            let xp = 64 + ((x - lo) / (hi - lo) * 480.0).round() as usize;
+            let (ylo, yhi) = (0.1 - 0.064, 0.9 + 0.064);
+            let yhi = yhi + (yhi - ylo) * 0.15;
+            let yp = 24 + ((1.0 - (y - ylo) / (yhi - ylo)) * 176.0).round() as usize;
+            assert!(
+                (yp - 1..=yp + 1).all(|yy| (xp - 1..=xp + 1).all(|xx| px[yy * w + xx] == 0)),
+                "no mark at {x}, {y}"
+            );
+        }
+        // Nothing drawn for no points, and no panic.
+        let (_, _, empty) = draw_curve(&[], "x", "y", "none");
+        assert!(empty.contains(&0));
     }
 
     #[test]

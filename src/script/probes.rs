@@ -82,19 +82,7 @@ fn pooled_at(
     block: usize,
     windowing: Option<Windowing>,
 ) -> Res<Vec<(f64, f64, Vec<f32>)>> {
-    if !path.to_ascii_lowercase().ends_with(".wav") {
-        return fail(format!("{verb}: `{path}` is not a .wav file"));
-    }
-    let file = {
-        let renderer = host
-            .renderer
-            .try_lock()
-            .map_err(|_| format!("{verb} cannot run while rendering"))?;
-        [host.recipe_dir().join(path), PathBuf::from(path)]
-            .into_iter()
-            .find(|c| c.is_file() || renderer.has_pending(c))
-            .ok_or_else(|| format!("{verb}: audio file `{path}` not found"))?
-    };
+    let file = super::scores::find_clip(host, verb, path)?;
     let pooling: Pooling = p
         .pooling
         .parse()

@@ -43,6 +43,7 @@ impl Session {
             printed: Mutex::new(Vec::new()),
             sources: Mutex::new(BTreeMap::new()),
             bundles: Mutex::new(HashMap::new()),
+            clap: Mutex::new(None),
         });
         let engine = build_engine(&host);
         Session {

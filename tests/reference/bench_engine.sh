@@ -2,10 +2,11 @@
 # The engine against transformers, side by side in one run: random weights with musicgen-small's
 # exact shapes (tests/reference/bench_small_shaped.py build DIR, made if missing), SECONDS of
 # audio (default 4: 203 decoder steps), CFG 3, top-k 250, both sides on the same threads, rounds
-# interleaved (transformers f32, baton f32, transformers bf16, baton bf16, baton q8, ...) so a
-# change in the shared host's load hits both. Prints every round and, per side, the median
-# decoder steps/s with the spread (min..max), and baton / transformers of the medians (baton's
-# 8-bit weights against transformers' f32, the issue's yardstick for them).
+# interleaved (transformers f32, baton f32, transformers bf16, baton bf16, baton q8, baton q4,
+# ...) so a change in the shared host's load hits both. Prints every round and, per side, the
+# median decoder steps/s with the spread (min..max), and baton / transformers of the medians
+# (baton's 8- and 4-bit weights against transformers' f32, the issue's yardstick for them, and
+# against the 50 steps/s real time needs).
 #
 #   tests/reference/bench_engine.sh DIR [ROUNDS] [SECONDS] [THREADS]
 #
@@ -45,9 +46,11 @@ for r in $(seq 1 "$ROUNDS"); do
         echo "$dt transformers $t" >> "$OUT/all"
         echo "$dt baton $b" >> "$OUT/all"
     done
-    q=$(baton_side q8)
-    echo "round $r q8: baton $q steps/s"
-    echo "q8 baton $q" >> "$OUT/all"
+    for dt in q8 q4; do
+        q=$(baton_side $dt)
+        echo "round $r $dt: baton $q steps/s"
+        echo "$dt baton $q" >> "$OUT/all"
+    done
 done
 "$PY" - "$OUT/all" <<'EOF'
 import statistics, sys
@@ -59,8 +62,10 @@ for dt in ("f32", "bf16"):
         med[side] = statistics.median(v)
         print(f"{dt} {side}: median {med[side]:.2f} steps/s ({min(v):.2f}..{max(v):.2f}, {len(v)} rounds)")
     print(f"{dt} baton / transformers: {med['baton'] / med['transformers']:.2f}x")
-q8 = [float(x) for d, s, x in rows if d == "q8"]
 t32 = statistics.median([float(x) for d, s, x in rows if d == "f32" and s == "transformers"])
-m = statistics.median(q8)
-print(f"q8 baton: median {m:.2f} steps/s ({min(q8):.2f}..{max(q8):.2f}), {m / t32:.2f}x transformers f32")
+for dt in ("q8", "q4"):
+    v = [float(x) for d, s, x in rows if d == dt]
+    m = statistics.median(v)
+    print(f"{dt} baton: median {m:.2f} steps/s ({min(v):.2f}..{max(v):.2f}), "
+          f"{m / t32:.2f}x transformers f32, {m / 50:.2f}x the 50 steps/s of real time")
 EOF

@@ -10,7 +10,8 @@ by this script (features/1 files for baton, .npy for xrfm).
 Usage (from the repository root, after `cargo build --release`):
   "$(tests/reference/setup.sh)" tests/reference/bench_rfm.py [--baton target/release/baton]
       [--dims 1024,2048] [--search-layers 2] [--draws 20] [--iters 30] [--search-iters 10]
-      [--xrfm-dtypes float32,float64] [--search-dtypes float64]
+      [--xrfm-dtypes float32,float64] [--search-dtypes float64] [--baton-precisions f32,f64]
+      [--rounds R]
 
 The issue's full figure (a 20-draw search over 24 layers, 30 iterations; about two hours here):
   ... --search-layers 24 --draws 20 --search-iters 30
@@ -125,6 +126,9 @@ def main():
     ap.add_argument("--search-dim", type=int, default=1024)
     ap.add_argument("--search-iters", type=int, default=10)
     ap.add_argument("--xrfm-dtypes", default="float32,float64")
+    ap.add_argument("--baton-precisions", default="f32,f64", help="baton train --precision values")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of every implementation, interleaved; wall time is their median")
     ap.add_argument("--search-dtypes", default="float64",
                     help="xrfm dtypes for the search (float64 gives results equal to baton's)")
     args = ap.parse_args()
@@ -145,21 +149,39 @@ def main():
             write_features(train, [x[:N_TRAIN] for x in xs], y[:N_TRAIN])
             write_features(val, [x[N_TRAIN:] for x in xs], y[N_TRAIN:])
             out = os.path.join(tmp, "bundle.safetensors")
-            wall, cpu, rss, text = run_child([args.baton, "train", train, "--val", val, "--out", out,
-                                         "--positive", "pos", "--iters", str(iters)] + baton_extra)
-            table = [line.split() for line in text.splitlines() if line.strip() and line.split()[0].isdigit()]
-            scores = [float(t[1]) for t in table]
-            rows.append((label, "baton (Rust, f64)", wall, cpu, None, rss, scores,
-                         f"rounds {sum(int(t[3]) for t in table)}"))
-            print(text, file=sys.stderr)
-            for dt in dtypes:
-                wall, cpu, rss, text = run_child(me + ["--data", tmp, "--dtype", dt, "--iters", str(iters)]
-                                           + worker_extra)
-                res = json.loads(text.strip().splitlines()[-1])
-                rows.append((label, f"xrfm 0.4.5 (torch, {dt})", wall, cpu, res["fit_s"], rss, res["scores"],
-                             f"rounds {res['rounds']}"))
-            print_rows(rows[-1 - len(dtypes):])
 
+            def baton(precision):
+                wall, cpu, rss, text = run_child([args.baton, "train", train, "--val", val, "--out", out,
+                                                  "--positive", "pos", "--iters", str(iters),
+                                                  "--precision", precision] + baton_extra)
+                os.unlink(out)
+                table = [line.split() for line in text.splitlines() if line.strip() and line.split()[0].isdigit()]
+                return (wall, cpu, None, rss, [float(t[1]) for t in table],
+                        f"rounds {sum(int(t[3]) for t in table)}")
+
+            def xrfm(dt):
+                wall, cpu, rss, text = run_child(me + ["--data", tmp, "--dtype", dt, "--iters", str(iters)]
+                                                 + worker_extra)
+                res = json.loads(text.strip().splitlines()[-1])
+                return wall, cpu, res["fit_s"], rss, res["scores"], f"rounds {res['rounds']}"
+
+            impls = [(f"baton (Rust, {p})", lambda p=p: baton(p)) for p in precisions]
+            impls += [(f"xrfm 0.4.5 (torch, {dt})", lambda dt=dt: xrfm(dt)) for dt in dtypes]
+            runs = {name: [] for name, _ in impls}
+            # Rounds interleaved, so a change in the shared host's load reaches every side.
+            for _ in range(args.rounds):
+                for name, run in impls:
+                    runs[name].append(run())
+            for name, _ in impls:
+                rs = runs[name]
+                med = lambda k: float(np.median([r[k] for r in rs]))
+                walls = [r[0] for r in rs]
+                fit_s = med(2) if rs[0][2] is not None else None
+                rows.append((label, name, med(0), min(walls), max(walls), med(1), fit_s,
+                             max(r[3] for r in rs), rs[0][4], rs[0][5]))
+            print_rows(rows[-len(impls):])
+
+    precisions = [p for p in args.baton_precisions.split(",") if p]
     dtypes = [d for d in args.xrfm_dtypes.split(",") if d]
     for d in [int(v) for v in args.dims.split(",") if v]:
         xs, y = make_data(rng, d, 1)
@@ -185,11 +207,13 @@ def main():
 
 
 def print_rows(rows):
-    print(f"{'case':<34} {'implementation':<26} {'wall s':>8} {'cpu s':>8} {'fit s':>8} {'peak MiB':>9}  val AUC")
-    for label, impl, wall, cpu, fit_s, rss, scores, note in rows:
-        fit = f"{fit_s:8.2f}" if fit_s is not None else f"{'-':>8}"
+    print(f"{'case':<27} {'implementation':<26} {'wall s (min-max)':>18} {'cpu s':>6} {'fit s':>6} "
+          f"{'peak MiB':>8}  val AUC")
+    for label, impl, wall, lo, hi, cpu, fit_s, rss, scores, note in rows:
+        fit = f"{fit_s:6.2f}" if fit_s is not None else f"{'-':>6}"
         sc = ",".join(f"{s:.4f}" for s in scores)
-        print(f"{label:<34} {impl:<26} {wall:8.2f} {cpu:8.1f} {fit} {rss:9.0f}  {sc} {note}", flush=True)
+        spread = f"{wall:6.2f} ({lo:.2f}-{hi:.2f})"
+        print(f"{label:<27} {impl:<26} {spread:>18} {cpu:6.1f} {fit} {rss:8.0f}  {sc} {note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -96,3 +96,13 @@ pub fn dry_run(
     );
     (outcome, dry.log())
 }
+
+/// A recipe error as one line of text (message and help): miette wraps long messages at the
+/// terminal's width and draws a margin, so a phrase may straddle lines in the drawn report.
+pub fn one_line(e: Box<ScriptError>) -> String {
+    format!("{:?}", miette::Report::new(*e))
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
