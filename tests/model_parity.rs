@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use baton::model::decoder::Decoder;
 use baton::model::generate::{self, GenerationInputs};
-use baton::model::load::{self, SafetensorsFiles};
+use baton::model::load::{self, SafetensorsFiles, Weights};
 use baton::model::{GenerateOptions, MusicGen, MusicGenConfig, Sampling};
 use candle_core::{DType, Device, Tensor};
 
@@ -59,14 +59,36 @@ fn tiny(name: &str) -> Tiny {
     tiny_in(name, DType::F32, DType::F32)
 }
 
-/// The tiny decoder with weights stored in `weights` and hidden states in `activations`.
+/// The tiny decoder with weights stored in `weights` and hidden states in `activations`, every
+/// weight read into memory.
 fn tiny_in(name: &str, weights: DType, activations: DType) -> Tiny {
+    tiny_with(name, weights, activations, false)
+}
+
+/// The tiny f32 decoder with its products' weights used in place from the file's memory map.
+fn tiny_in_place(name: &str) -> Tiny {
+    let t = tiny_with(name, DType::F32, DType::F32, true);
+    assert!(t.decoder.mapped_bytes() > 0, "no weight was used in place");
+    t
+}
+
+fn tiny_with(name: &str, weights: DType, activations: DType, in_place: bool) -> Tiny {
     let files = load::resolve(fixtures().join(format!("tiny-{name}")).to_str().unwrap()).unwrap();
     let config =
         MusicGenConfig::from_json(&std::fs::read_to_string(&files.config).unwrap()).unwrap();
     let files = Arc::new(SafetensorsFiles::open(&files.weights).unwrap());
     let vb = files.var_builder(weights, &Device::Cpu).pp("decoder");
-    let decoder = Decoder::load_with_activations(&config.decoder, vb, activations).unwrap();
+    let mapping = Weights::Safetensors(files.clone());
+    let decoder = Decoder::load_with_activations(
+        &config.decoder,
+        vb,
+        activations,
+        in_place.then_some(&mapping),
+    )
+    .unwrap();
+    if !in_place {
+        assert_eq!(decoder.mapped_bytes(), 0);
+    }
     Tiny {
         config,
         decoder,
@@ -131,7 +153,10 @@ impl Tiny {
 }
 
 fn teacher_forced_matches(name: &str) {
-    let t = tiny(name);
+    teacher_forced_matches_on(name, &tiny(name));
+}
+
+fn teacher_forced_matches_on(name: &str, t: &Tiny) {
     let layers: Vec<usize> = (0..t.config.decoder.num_hidden_layers).collect();
     let cross = t
         .decoder
@@ -208,7 +233,10 @@ fn cached_steps_match_one_full_pass() {
 }
 
 fn greedy_matches(name: &str) {
-    let t = tiny(name);
+    greedy_matches_on(name, &tiny(name));
+}
+
+fn greedy_matches_on(name: &str, t: &Tiny) {
     for (scale, key) in [(3.0, "gen.cfg3.codes"), (1.0, "gen.cfg1.codes")] {
         let got = t.generate(scale, Sampling::Greedy, 0);
         assert_eq!(
@@ -227,6 +255,17 @@ fn greedy_generation_matches_hf_a() {
 #[test]
 fn greedy_generation_matches_hf_b() {
     greedy_matches("b");
+}
+
+#[test]
+fn weights_used_in_place_match_hf() {
+    // The mapped store: step products over the map, a teacher-forced pass through gemm, the
+    // query scale on the output and k/v as two parts.
+    for name in ["a", "b"] {
+        let t = tiny_in_place(name);
+        teacher_forced_matches_on(name, &t);
+        greedy_matches_on(name, &t);
+    }
 }
 
 #[test]

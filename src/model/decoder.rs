@@ -15,102 +15,9 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
 use super::config::DecoderConfig;
+use super::dense::{Dense, Mapping, Pack, Store};
 use super::gemv;
-
-/// A bias-free linear layer whose weight `[out, in]` is stored in the decoder's weight dtype; the
-/// product runs in the activations' dtype (see [`Decoder::activations`]). On the CPU, few-row
-/// products (generation steps) take the [`gemv`] path, which widens bf16 weights as it streams
-/// them; f16 weights are widened whole, per product.
-struct Dense {
-    weight: Tensor,
-    /// The weight in 8 or 4 bits after [`Decoder::quantize_q8`] or [`Decoder::quantize_q4`];
-    /// `weight` is then empty.
-    packed: Option<gemv::Packed>,
-}
-
-impl Dense {
-    fn load(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        let weight = vb.get((out_dim, in_dim), "weight")?.contiguous()?;
-        Ok(Dense {
-            weight,
-            packed: None,
-        })
-    }
-
-    /// Several same-shaped layers stacked along their outputs into one product, named by their
-    /// checkpoint prefixes (`lm_heads.0`, `lm_heads.1`, ...): one launch instead of one per layer.
-    fn load_stacked(
-        in_dim: usize,
-        out_dim: usize,
-        vbs: &[VarBuilder],
-    ) -> candle_core::Result<Self> {
-        let parts = vbs
-            .iter()
-            .map(|vb| vb.get((out_dim, in_dim), "weight"))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Dense {
-            weight: Tensor::cat(&parts, 0)?,
-            packed: None,
-        })
-    }
-
-    /// Multiplies the weight by `factor` once, at load, so the product needs no separate scaling
-    /// pass (the scale is applied in f32, then stored back in the weight's dtype).
-    fn scaled(self, factor: f64) -> candle_core::Result<Self> {
-        let dtype = self.weight.dtype();
-        let weight = (self.weight.to_dtype(DType::F32)? * factor)?.to_dtype(dtype)?;
-        Ok(Dense {
-            weight,
-            packed: None,
-        })
-    }
-
-    /// Stores the weight as `pack` makes it (see [`gemv::Packed`]) and frees the float copy.
-    fn pack(&mut self, pack: Pack) -> candle_core::Result<()> {
-        if self.packed.is_none() {
-            self.packed = Some(pack(&self.weight)?);
-            self.weight = Tensor::zeros(0, DType::F32, self.weight.device())?;
-        }
-        Ok(())
-    }
-
-    /// `[.., in]` → `[.., out]` in `x`'s dtype, flattening leading dims into one product.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = x.dims();
-        let last = dims[dims.len() - 1];
-        let rows = x.reshape((x.elem_count() / last, last))?;
-        if let Some(q) = &self.packed {
-            // Few rows stream the packed weight; many (a prompt, a teacher-forced pass) widen it.
-            let y = match q.matmul_t(&rows)? {
-                Some(y) => y,
-                None => rows.matmul(&q.dequantize(rows.device())?.t()?)?,
-            };
-            let mut out_dims = dims.to_vec();
-            *out_dims.last_mut().expect("rank >= 1") = y.dim(1)?;
-            return y.reshape(out_dims);
-        }
-        let y = match gemv::matmul_t(&rows, &self.weight)? {
-            Some(y) => y,
-            None if rows.dtype() == self.weight.dtype() => rows.matmul(&self.weight.t()?)?,
-            // candle's CPU matmul has no fast half-precision path: widen the weight.
-            None if rows.device().is_cpu() => {
-                rows.matmul(&self.weight.to_dtype(rows.dtype())?.t()?)?
-            }
-            // Activations held wider than the weights on an accelerator: cast the few rows,
-            // not the whole weight.
-            None => rows
-                .to_dtype(self.weight.dtype())?
-                .matmul(&self.weight.t()?)?
-                .to_dtype(rows.dtype())?,
-        };
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("rank >= 1") = y.dim(1)?;
-        y.reshape(out_dims)
-    }
-}
-
-/// Makes a weight's packed form ([`Decoder::quantize_q8`], [`Decoder::quantize_q4`]).
-type Pack = fn(&Tensor) -> candle_core::Result<gemv::Packed>;
+use super::load::Weights;
 
 /// Sinusoidal position table, built exactly like HF's `MusicgenSinusoidalPositionalEmbedding`
 /// (tensor2tensor layout: cos half then sin half, computed in f32).
@@ -142,8 +49,8 @@ fn masked_value(dtype: DType) -> f64 {
 
 /// Multi-head attention without biases (both MusicGen attentions).
 struct Attention {
-    /// Holds HF's `q_proj` already multiplied by `head_dim^-0.5` (HF scales the projected
-    /// queries; folding it into the weight saves a pass per attention and step).
+    /// HF's `q_proj` scaled by `head_dim^-0.5` (HF scales the projected queries): folded into
+    /// an owned weight, which saves a pass per attention and step (see [`Dense::scaled`]).
     q_proj: Dense,
     /// HF's `k_proj` and `v_proj` stacked into one `[2 * hidden, hidden]` product.
     kv_proj: Dense,
@@ -153,13 +60,13 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn load(cfg: &DecoderConfig, vb: VarBuilder, mapping: Mapping) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
-        let lin = |name: &str| Dense::load(h, h, vb.pp(name));
+        let lin = |name: &str| Dense::load(h, h, vb.pp(name), mapping);
         let scaling = (cfg.head_dim() as f64).powf(-0.5);
         Ok(Attention {
             q_proj: lin("q_proj")?.scaled(scaling)?,
-            kv_proj: Dense::load_stacked(h, h, &[vb.pp("k_proj"), vb.pp("v_proj")])?,
+            kv_proj: Dense::load_stacked(h, h, &[vb.pp("k_proj"), vb.pp("v_proj")], mapping)?,
             out_proj: lin("out_proj")?,
             num_heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
@@ -328,18 +235,23 @@ struct Block {
 }
 
 impl Block {
-    fn load(cfg: &DecoderConfig, vb: VarBuilder, activations: DType) -> candle_core::Result<Self> {
+    fn load(
+        cfg: &DecoderConfig,
+        vb: VarBuilder,
+        activations: DType,
+        mapping: Mapping,
+    ) -> candle_core::Result<Self> {
         // Norms are kept in the activations' dtype (candle's fused norm wants one dtype).
         let vba = vb.to_dtype(activations);
         let ln =
             |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vba.pp(name));
         Ok(Block {
-            self_attn: Attention::load(cfg, vb.pp("self_attn"))?,
+            self_attn: Attention::load(cfg, vb.pp("self_attn"), mapping)?,
             self_attn_layer_norm: ln("self_attn_layer_norm")?,
-            encoder_attn: Attention::load(cfg, vb.pp("encoder_attn"))?,
+            encoder_attn: Attention::load(cfg, vb.pp("encoder_attn"), mapping)?,
             encoder_attn_layer_norm: ln("encoder_attn_layer_norm")?,
-            fc1: Dense::load(cfg.hidden_size, cfg.ffn_dim, vb.pp("fc1"))?,
-            fc2: Dense::load(cfg.ffn_dim, cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: Dense::load(cfg.hidden_size, cfg.ffn_dim, vb.pp("fc1"), mapping)?,
+            fc2: Dense::load(cfg.ffn_dim, cfg.hidden_size, vb.pp("fc2"), mapping)?,
             final_layer_norm: ln("final_layer_norm")?,
         })
     }
@@ -408,7 +320,22 @@ impl Decoder {
     /// activations' dtype [`Decoder::default_activations`] picks.
     pub fn load(cfg: &DecoderConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let activations = Self::default_activations(vb.device(), vb.dtype());
-        Self::load_with_activations(cfg, vb, activations)
+        Self::load_with_activations(cfg, vb, activations, None)
+    }
+
+    /// [`Decoder::load`] from `weights`, whose f32 products use their weights in place from the
+    /// checkpoint's memory map where they can (f32 weights and activations on the CPU, the file
+    /// a safetensors one; see [`Weights::mapped_f32`]) instead of reading them into memory:
+    /// loading copies little, and every process on the checkpoint shares its pages.
+    pub fn load_from(
+        cfg: &DecoderConfig,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let activations = Self::default_activations(device, dtype);
+        let vb = weights.var_builder(dtype, device).pp("decoder");
+        Self::load_with_activations(cfg, vb, activations, Some(weights))
     }
 
     /// The dtype of hidden states, norms and caches for weights stored in `weights` on
@@ -425,12 +352,18 @@ impl Decoder {
     }
 
     /// [`Decoder::load`] with an explicit activations dtype (tests run the accelerator's
-    /// half-precision layout on the CPU with it).
+    /// half-precision layout on the CPU with it), and `mapping` the weights whose f32 tensors may
+    /// be used in place ([`Decoder::load_from`]; only with f32 weights and activations on the
+    /// CPU, else every weight is read).
     pub fn load_with_activations(
         cfg: &DecoderConfig,
         vb: VarBuilder,
         activations: DType,
+        mapping: Mapping,
     ) -> candle_core::Result<Self> {
+        let in_place =
+            vb.device().is_cpu() && vb.dtype() == DType::F32 && activations == DType::F32;
+        let mapping = mapping.filter(|_| in_place);
         let vm = vb.pp("model").pp("decoder");
         let vma = vm.to_dtype(activations);
         let embed_tokens = (0..cfg.num_codebooks)
@@ -443,14 +376,15 @@ impl Decoder {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let blocks = (0..cfg.num_hidden_layers)
-            .map(|l| Block::load(cfg, vm.pp("layers").pp(l), activations))
+            .map(|l| Block::load(cfg, vm.pp("layers").pp(l), activations, mapping))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let layer_norm =
             candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vma.pp("layer_norm"))?;
         let heads: Vec<VarBuilder> = (0..cfg.num_codebooks)
             .map(|k| vb.pp("lm_heads").pp(k))
             .collect();
-        let lm_heads = Dense::load_stacked(cfg.hidden_size, cfg.vocab_size, &heads)?;
+        // The heads stay one owned product (32 MB for musicgen-small): one launch, not four.
+        let lm_heads = Dense::load_stacked(cfg.hidden_size, cfg.vocab_size, &heads, None)?;
         let positions =
             sinusoidal_table(cfg.max_position_embeddings, cfg.hidden_size, vb.device())?
                 .to_dtype(activations)?;
@@ -499,6 +433,24 @@ impl Decoder {
         self.lm_heads.pack(pack)?;
         self.quantized = true;
         Ok(())
+    }
+
+    /// Bytes of weights used in place from the checkpoint's memory map ([`Decoder::load_from`])
+    /// rather than held in memory of the decoder's own.
+    pub fn mapped_bytes(&self) -> usize {
+        let dense = self.blocks.iter().flat_map(|b| {
+            [&b.self_attn, &b.encoder_attn]
+                .into_iter()
+                .flat_map(|a| [&a.q_proj, &a.kv_proj, &a.out_proj])
+                .chain([&b.fc1, &b.fc2])
+        });
+        dense
+            .chain([&self.lm_heads])
+            .map(|d| match &d.store {
+                Store::Mapped(parts) => parts.iter().map(|p| 4 * p.values().len()).sum(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Whether the large weights are stored in 8 or 4 bits ([`Decoder::quantize_q8`],

@@ -230,6 +230,60 @@ pub fn matmul_t_with(
     run(kernel, x, n, k, &weights)
 }
 
+/// `x · wᵀ` for f32 `x` `[m, k]` on the CPU and f32 weight rows `w` `[n, k]` that candle does
+/// not own (a memory-mapped checkpoint, see [`crate::model::load::MappedF32`]): few rows take
+/// the matrix-vector path, more (a prompt, a teacher-forced pass) the `gemm` crate that candle's
+/// own CPU matmul runs on, straight over `w`.
+pub fn matmul_t_rows(x: &Tensor, w: &[f32], n: usize, k: usize) -> candle_core::Result<Tensor> {
+    let (m, k2) = x.dims2()?;
+    if k2 != k || w.len() != n * k || x.dtype() != DType::F32 || !x.device().is_cpu() {
+        candle_core::bail!(
+            "product of {:?} {:?} on {:?} with an f32 [{n}, {k}] weight held outside candle",
+            x.dims(),
+            x.dtype(),
+            x.device()
+        );
+    }
+    if let Some(y) = run(Kernel::chosen(), x, n, k, &Weights::F32(w))? {
+        return Ok(y);
+    }
+    let x = x.contiguous()?;
+    let (xs_storage, xs_layout) = x.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(xs)) = &*xs_storage else {
+        candle_core::bail!("f32 rows on the CPU expected");
+    };
+    let xs = window(xs, xs_layout, m * k);
+    let mut out = vec![0f32; m * n];
+    if m > 0 && n > 0 {
+        // SAFETY: `out` is [m, n] row-major, `xs` [m, k] row-major and `w` [n, k] row-major
+        // read as the [k, n] right-hand side (column stride k); every extent was checked above.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                xs.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            );
+        }
+    }
+    Tensor::from_vec(out, (m, n), &Device::Cpu)
+}
+
 /// The parallel product over `n` weight rows of `k` inputs, whatever their storage.
 fn run(
     kernel: Kernel,

@@ -2,15 +2,17 @@
 //! its weights, in any of the layouts checkpoints come in ([`WEIGHT_LAYOUTS`]: safetensors or
 //! PyTorch pickles, whole or sharded).
 //!
-//! Safetensors weights are read tensor by tensor with positioned reads instead of a memory map,
-//! so loading never holds the file's pages and the converted copy at the same time: peak memory
-//! stays close to the size of the weights themselves. PyTorch pickles are read one tensor at a
-//! time too, through candle's zip reader.
+//! Safetensors weights are read tensor by tensor with positioned reads, so loading never holds
+//! the file's pages and a converted copy at the same time: peak memory stays close to the size of
+//! the weights themselves. The decoder's large f32 products can instead use their weights in
+//! place, from a memory map of the file ([`MappedF32`]): nothing is copied at load, and the pages
+//! are the page cache's, shared with every process reading the same checkpoint. PyTorch pickles
+//! are read one tensor at a time, through candle's zip reader.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -286,6 +288,56 @@ struct Entry {
 pub struct SafetensorsFiles {
     files: Vec<(PathBuf, File)>,
     entries: HashMap<String, Entry>,
+    /// Each file's memory map, made the first time a tensor of it is asked for in place
+    /// (`None` where mapping failed: those tensors are read instead).
+    maps: Vec<OnceLock<Option<Arc<memmap2::Mmap>>>>,
+}
+
+/// An f32 tensor of a safetensors file used where it lies, in a read-only memory map of the
+/// file, instead of a copy in memory (see [`Weights::mapped_f32`]).
+///
+/// As with every memory-mapped loader (candle's, transformers'), the file must not be rewritten
+/// while the model is loaded: the values would change under the model, or a truncated file
+/// would end the process with a bus error.
+#[derive(Debug, Clone)]
+pub struct MappedF32 {
+    map: Arc<memmap2::Mmap>,
+    /// Byte offset of the first value in the map (a multiple of 4).
+    start: usize,
+    shape: Vec<usize>,
+}
+
+impl MappedF32 {
+    /// The values, row-major.
+    pub fn values(&self) -> &[f32] {
+        let len = self.shape.iter().product::<usize>();
+        let bytes = &self.map[self.start..self.start + 4 * len];
+        // SAFETY: the map is page-aligned and `start` a multiple of 4, so the pointer is aligned
+        // for f32; `Weights::mapped_f32` checked the range lies in the file; any bit pattern is
+        // an f32; safetensors stores little-endian values and mapping is only offered on
+        // little-endian targets.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), len) }
+    }
+
+    /// The tensor's shape.
+    pub fn dims(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// A copy in a CPU tensor (for work that needs candle's own storage).
+    pub fn to_tensor(&self) -> candle_core::Result<Tensor> {
+        Tensor::from_slice(self.values(), self.shape.as_slice(), &Device::Cpu)
+    }
+}
+
+/// Whether f32 weights may be used in place from a memory map: on little-endian targets, unless
+/// `BATON_MAP_WEIGHTS=0` asks for copies (to compare the two in benchmarks).
+fn mapping_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        cfg!(target_endian = "little")
+            && std::env::var("BATON_MAP_WEIGHTS").map_or(true, |v| v != "0")
+    })
 }
 
 fn parse_dtype(s: &str) -> Option<(DType, usize)> {
@@ -381,7 +433,37 @@ impl SafetensorsFiles {
             }
             files.push((path.clone(), file));
         }
-        Ok(SafetensorsFiles { files, entries })
+        let maps = files.iter().map(|_| OnceLock::new()).collect();
+        Ok(SafetensorsFiles {
+            files,
+            entries,
+            maps,
+        })
+    }
+
+    /// The f32 tensor `name` in place in its file's memory map, when it is stored as f32 at an
+    /// aligned offset and the file maps; `None` otherwise (read it the usual way then).
+    pub fn mapped_f32(&self, name: &str) -> Option<MappedF32> {
+        let entry = self.entries.get(name)?;
+        if entry.dtype != DType::F32 || !entry.start.is_multiple_of(4) || !mapping_enabled() {
+            return None;
+        }
+        let map = self.maps[entry.file]
+            .get_or_init(|| {
+                // SAFETY: a read-only map; see `MappedF32` for the file staying unchanged.
+                unsafe { memmap2::Mmap::map(&self.files[entry.file].1) }
+                    .ok()
+                    .map(Arc::new)
+            })
+            .clone()?;
+        let start = usize::try_from(entry.start).ok()?;
+        // `open` checked the entry against the file's size; the map may still be shorter if the
+        // file shrank since.
+        (start + entry.len <= map.len()).then(|| MappedF32 {
+            map,
+            start,
+            shape: entry.shape.clone(),
+        })
     }
 
     /// Name, dtype and shape of every tensor, sorted by name.
@@ -453,6 +535,16 @@ impl Weights {
     /// A `VarBuilder` reading these weights, converting floating-point ones to `dtype`.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(Backend(self.clone())), dtype, device.clone())
+    }
+
+    /// The f32 tensor `name` used in place from a memory map of its safetensors file (see
+    /// [`SafetensorsFiles::mapped_f32`]); `None` for PyTorch pickles (compressed or pickled
+    /// storage cannot be used in place) and tensors stored otherwise.
+    pub fn mapped_f32(&self, name: &str) -> Option<MappedF32> {
+        match self {
+            Weights::Safetensors(f) => f.mapped_f32(name),
+            Weights::Pth(_) => None,
+        }
     }
 }
 

@@ -34,6 +34,7 @@
 pub mod config;
 mod conv_cpu;
 pub mod decoder;
+mod dense;
 pub mod encodec;
 pub mod gemv;
 pub mod generate;
@@ -350,6 +351,12 @@ impl MusicGen {
         self.decoder.quantized()
     }
 
+    /// Bytes of decoder weights used in place from the checkpoint's memory map (see
+    /// [`decoder::Decoder::load_from`]).
+    pub fn mapped_bytes(&self) -> usize {
+        self.decoder.mapped_bytes()
+    }
+
     /// Loads a model from a hub id (`facebook/musicgen-small`, cached by hf-hub, honouring
     /// `HF_HUB_OFFLINE`; `owner/name@REV` for a revision) or a local folder holding config.json,
     /// the weights (model.safetensors, pytorch_model.bin, or either's sharded index),
@@ -400,7 +407,7 @@ impl MusicGen {
 
         let weights = Weights::open(&files.weights)?;
         let vb32 = weights.var_builder(DType::F32, device);
-        let parts = parts::Parts::load(&config, files, vb32.clone(), device)?;
+        let parts = parts::Parts::load(&config, files, &weights, device)?;
         let enc_to_dec_proj = if config.has_enc_to_dec_proj() {
             Some(
                 candle_nn::linear(
@@ -413,11 +420,8 @@ impl MusicGen {
         } else {
             None
         };
-        let decoder = Decoder::load(
-            &config.decoder,
-            weights.var_builder(dtype, device).pp("decoder"),
-        )
-        .map_err(|e| weights_error(files, e))?;
+        let decoder = Decoder::load_from(&config.decoder, &weights, dtype, device)
+            .map_err(|e| weights_error(files, e))?;
         Ok(MusicGen {
             config,
             parts,
@@ -871,13 +875,18 @@ mod parts {
         pub fn load(
             config: &MusicGenConfig,
             files: &ModelFiles,
-            vb: candle_nn::VarBuilder,
+            weights: &Weights,
             device: &Device,
         ) -> Result<Self, ModelError> {
+            let vb = weights.var_builder(DType::F32, device);
             let tokenizer = TextTokenizer::from_file(&files.tokenizer)
                 .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-            let t5 = T5EncoderModel::load(vb.pp("text_encoder"), &config.text_encoder)
-                .map_err(|e| weights_error(files, e))?;
+            let t5 = T5EncoderModel::load_mapped(
+                vb.pp("text_encoder"),
+                &config.text_encoder,
+                Some(weights),
+            )
+            .map_err(|e| weights_error(files, e))?;
             let codec = Encodec::load(vb.pp("audio_encoder"), &config.audio_encoder)
                 .map_err(|e| weights_error(files, e))?;
             if codec.num_codebooks() < config.decoder.num_codebooks {

@@ -9,7 +9,10 @@
 //! The encoder runs in f32 whatever dtype the decoder uses.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+use super::dense::{Dense, Mapping};
+use super::load::Weights;
 use serde::Deserialize;
 
 /// The `text_encoder` object of MusicGen's config.json (Hugging Face `T5Config`).
@@ -142,8 +145,13 @@ impl Module for RmsNorm {
     }
 }
 
-fn linear_no_bias(vb: VarBuilder, d_in: usize, d_out: usize) -> candle_core::Result<Linear> {
-    Ok(Linear::new(vb.get((d_out, d_in), "weight")?, None))
+fn linear_no_bias(
+    vb: VarBuilder,
+    d_in: usize,
+    d_out: usize,
+    mapping: Mapping,
+) -> candle_core::Result<Dense> {
+    Dense::load(d_in, d_out, vb, mapping)
 }
 
 /// Maps a signed relative position (key minus query) to its bucket, bidirectionally, matching
@@ -166,10 +174,10 @@ pub fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance:
 
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Dense,
+    k: Dense,
+    v: Dense,
+    o: Dense,
     num_heads: usize,
     d_kv: usize,
     relative_attention_bias: Option<Embedding>,
@@ -178,7 +186,12 @@ struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn load(vb: VarBuilder, cfg: &T5Config, has_bias: bool) -> candle_core::Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        cfg: &T5Config,
+        has_bias: bool,
+        mapping: Mapping,
+    ) -> candle_core::Result<Self> {
         let inner = cfg.num_heads * cfg.d_kv;
         let relative_attention_bias = if has_bias {
             let w = vb.get(
@@ -190,10 +203,10 @@ impl SelfAttention {
             None
         };
         Ok(Self {
-            q: linear_no_bias(vb.pp("q"), cfg.d_model, inner)?,
-            k: linear_no_bias(vb.pp("k"), cfg.d_model, inner)?,
-            v: linear_no_bias(vb.pp("v"), cfg.d_model, inner)?,
-            o: linear_no_bias(vb.pp("o"), inner, cfg.d_model)?,
+            q: linear_no_bias(vb.pp("q"), cfg.d_model, inner, mapping)?,
+            k: linear_no_bias(vb.pp("k"), cfg.d_model, inner, mapping)?,
+            v: linear_no_bias(vb.pp("v"), cfg.d_model, inner, mapping)?,
+            o: linear_no_bias(vb.pp("o"), inner, cfg.d_model, mapping)?,
             num_heads: cfg.num_heads,
             d_kv: cfg.d_kv,
             relative_attention_bias,
@@ -245,28 +258,36 @@ impl SelfAttention {
 
 #[derive(Debug, Clone)]
 struct FeedForward {
-    wi: Linear,
-    wi_gate: Option<Linear>,
-    wo: Linear,
+    wi: Dense,
+    wi_gate: Option<Dense>,
+    wo: Dense,
     act: FeedForwardAct,
 }
 
 impl FeedForward {
-    fn load(vb: VarBuilder, cfg: &T5Config) -> candle_core::Result<Self> {
+    fn load(vb: VarBuilder, cfg: &T5Config, mapping: Mapping) -> candle_core::Result<Self> {
         let (gated, act) = cfg.feed_forward()?;
         let (wi, wi_gate) = if gated {
             // HF: act(wi_0(x)) * wi_1(x)
             (
-                linear_no_bias(vb.pp("wi_0"), cfg.d_model, cfg.d_ff)?,
-                Some(linear_no_bias(vb.pp("wi_1"), cfg.d_model, cfg.d_ff)?),
+                linear_no_bias(vb.pp("wi_0"), cfg.d_model, cfg.d_ff, mapping)?,
+                Some(linear_no_bias(
+                    vb.pp("wi_1"),
+                    cfg.d_model,
+                    cfg.d_ff,
+                    mapping,
+                )?),
             )
         } else {
-            (linear_no_bias(vb.pp("wi"), cfg.d_model, cfg.d_ff)?, None)
+            (
+                linear_no_bias(vb.pp("wi"), cfg.d_model, cfg.d_ff, mapping)?,
+                None,
+            )
         };
         Ok(Self {
             wi,
             wi_gate,
-            wo: linear_no_bias(vb.pp("wo"), cfg.d_ff, cfg.d_model)?,
+            wo: linear_no_bias(vb.pp("wo"), cfg.d_ff, cfg.d_model, mapping)?,
             act,
         })
     }
@@ -298,7 +319,12 @@ struct Block {
 }
 
 impl Block {
-    fn load(vb: VarBuilder, cfg: &T5Config, first: bool) -> candle_core::Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        cfg: &T5Config,
+        first: bool,
+        mapping: Mapping,
+    ) -> candle_core::Result<Self> {
         let attn_vb = vb.pp("layer.0");
         let ff_vb = vb.pp("layer.1");
         Ok(Self {
@@ -307,9 +333,9 @@ impl Block {
                 cfg.d_model,
                 cfg.layer_norm_epsilon,
             )?,
-            attn: SelfAttention::load(attn_vb.pp("SelfAttention"), cfg, first)?,
+            attn: SelfAttention::load(attn_vb.pp("SelfAttention"), cfg, first, mapping)?,
             ff_norm: RmsNorm::load(ff_vb.pp("layer_norm"), cfg.d_model, cfg.layer_norm_epsilon)?,
-            ff: FeedForward::load(ff_vb.pp("DenseReluDense"), cfg)?,
+            ff: FeedForward::load(ff_vb.pp("DenseReluDense"), cfg, mapping)?,
         })
     }
 
@@ -333,6 +359,16 @@ impl T5EncoderModel {
     /// read from `shared.weight`, or `encoder.embed_tokens.weight` when only that copy of the
     /// tied pair was saved.
     pub fn load(vb: VarBuilder, config: &T5Config) -> candle_core::Result<Self> {
+        Self::load_mapped(vb, config, None)
+    }
+
+    /// [`T5EncoderModel::load`] with the products' weights used in place from `weights`' memory
+    /// map where they can be (f32 on the CPU; see [`Weights::mapped_f32`]).
+    pub fn load_mapped(
+        vb: VarBuilder,
+        config: &T5Config,
+        weights: Option<&Weights>,
+    ) -> candle_core::Result<Self> {
         let vb = vb.set_dtype(DType::F32);
         if config.num_layers == 0 || config.num_heads == 0 {
             candle_core::bail!("T5 config needs at least one layer and one head");
@@ -345,7 +381,7 @@ impl T5EncoderModel {
         let embed = vb.get((config.vocab_size, config.d_model), embed_name)?;
         let enc = vb.pp("encoder");
         let blocks = (0..config.num_layers)
-            .map(|i| Block::load(enc.pp(format!("block.{i}")), config, i == 0))
+            .map(|i| Block::load(enc.pp(format!("block.{i}")), config, i == 0, weights))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             embed_tokens: Embedding::new(embed, config.d_model),

@@ -2,8 +2,9 @@
 # The engine against transformers, side by side in one run: random weights with musicgen-small's
 # exact shapes (tests/reference/bench_small_shaped.py build DIR, made if missing), SECONDS of
 # audio (default 4: 203 decoder steps), CFG 3, top-k 250, both sides on the same threads, rounds
-# interleaved (transformers f32, baton f32, transformers bf16, baton bf16, baton q8, baton q4,
-# ...) so a change in the shared host's load hits both. Prints every round and, per side, the
+# interleaved (transformers f32, baton f32, baton f32 with its weights read into memory instead
+# of used in place from the file's map, transformers bf16, baton bf16, baton q8, baton q4, ...)
+# so a change in the shared host's load hits both. Prints every round and, per side, the
 # median decoder steps/s with the spread (min..max), and baton / transformers of the medians
 # (baton's 8- and 4-bit weights against transformers' f32, the issue's yardstick for them, and
 # against the 50 steps/s real time needs).
@@ -45,6 +46,12 @@ for r in $(seq 1 "$ROUNDS"); do
         echo "round $r $dt: transformers $t steps/s, baton $b steps/s"
         echo "$dt transformers $t" >> "$OUT/all"
         echo "$dt baton $b" >> "$OUT/all"
+        if [ "$dt" = f32 ]; then
+            # The same with the decoder's weights read into memory instead of used in place.
+            c=$(BATON_MAP_WEIGHTS=0 baton_side f32)
+            echo "round $r f32: baton, weights read into memory, $c steps/s"
+            echo "f32read baton $c" >> "$OUT/all"
+        fi
     done
     for dt in q8 q4; do
         q=$(baton_side $dt)
@@ -62,6 +69,9 @@ for dt in ("f32", "bf16"):
         med[side] = statistics.median(v)
         print(f"{dt} {side}: median {med[side]:.2f} steps/s ({min(v):.2f}..{max(v):.2f}, {len(v)} rounds)")
     print(f"{dt} baton / transformers: {med['baton'] / med['transformers']:.2f}x")
+v = [float(x) for d, s, x in rows if d == "f32read"]
+print(f"f32 baton, weights read into memory (BATON_MAP_WEIGHTS=0): median {statistics.median(v):.2f} "
+      f"steps/s ({min(v):.2f}..{max(v):.2f})")
 t32 = statistics.median([float(x) for d, s, x in rows if d == "f32" and s == "transformers"])
 for dt in ("q8", "q4"):
     v = [float(x) for d, s, x in rows if d == dt]

@@ -12,6 +12,7 @@ shortcut). Random weights make the timings meaningful and the audio noise.
     python tests/reference/bench_small_shaped.py time DIR [--seconds 10] [--threads N] [--device cuda]
         [--dtype float32|bfloat16|float16]
     python tests/reference/bench_small_shaped.py encodec DIR [--seconds 10] [--threads N]
+    python tests/reference/bench_small_shaped.py load DIR [--threads N] [--dtype float32]
     cargo run --release --example bench_encodec -- DIR [SECONDS]     # the baton side of `encodec`
 
 `time` runs in a fresh process so its peak RSS counts only loading and running:
@@ -212,6 +213,19 @@ def bench_encodec(folder, seconds, threads):
                       "encodec_encode_s": round(encode_s, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}))
 
 
+def bench_load(folder, threads, dtype):
+    """Seconds `from_pretrained` (model and tokenizer) takes, as in `time`, and nothing else;
+    tests/reference/bench_load.sh runs it next to baton's examples/bench_load."""
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    model = MusicgenForConditionalGeneration.from_pretrained(folder, dtype=getattr(torch, dtype))
+    model.eval()
+    PreTrainedTokenizerFast.from_pretrained(folder)
+    load_s = time.perf_counter() - t0
+    print(json.dumps({"load_s": round(load_s, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -227,11 +241,17 @@ def main():
     e.add_argument("dir")
     e.add_argument("--seconds", type=float, default=10.0)
     e.add_argument("--threads", type=int, default=0)
+    lo = sub.add_parser("load", help="time from_pretrained alone")
+    lo.add_argument("dir")
+    lo.add_argument("--threads", type=int, default=0)
+    lo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = ap.parse_args()
     if args.cmd == "build":
         build(args.dir)
     elif args.cmd == "encodec":
         bench_encodec(args.dir, args.seconds, args.threads)
+    elif args.cmd == "load":
+        bench_load(args.dir, args.threads, args.dtype)
     else:
         bench(args.dir, args.seconds, args.threads, args.device, args.dtype)
 
