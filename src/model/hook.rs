@@ -11,8 +11,9 @@ use candle_core::Tensor;
 ///
 /// The decoder calls [`ResidualHook::offsets`] once per generated frame (one forward pass with a
 /// KV cache), before running its blocks, and adds each returned vector to the corresponding
-/// block's output at every position.
-pub trait ResidualHook {
+/// block's output at every position. Hooks are `Send`: a CPU step runs on one of rayon's worker
+/// threads (see [`crate::model::generate::Generation::step`]).
+pub trait ResidualHook: Send {
     /// Vectors to add at generation step `step` (0-based: the forward pass that produces frame
     /// `step`) of a batch of `batch` items. One entry per decoder block; `None` means nothing is
     /// added to that block. Each vector is already on the decoder's device and dtype, with shape
