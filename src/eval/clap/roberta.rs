@@ -1,33 +1,20 @@
-//! CLAP's text encoder: RoBERTa (transformers' `ClapTextModel`, post-norm BERT layers, positions
-//! numbered from the pad id + 1), up to its pooled output (tanh of a dense layer on `<s>`).
+//! CLAP's text encoder: RoBERTa (transformers' `ClapTextModel`: post-norm BERT layers, positions
+//! numbered from the pad id + 1) up to its pooled output (tanh of a dense layer on `<s>`).
+//!
+//! The encoder is candle-transformers' `XLMRobertaModel`, which has RoBERTa's layout, key names
+//! and position numbering; CLAP adds the pooler, which that model does not have.
 
-use candle_core::{Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_core::{DType, Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use candle_transformers::models::xlm_roberta::{Config, XLMRobertaModel};
 
 use super::config::TextConfig;
 use super::Activation;
 
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
-    attn_norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    out_norm: LayerNorm,
-}
-
 /// The RoBERTa encoder and its pooler.
 pub struct Roberta {
-    words: Embedding,
-    positions: Embedding,
-    token_type: Tensor,
-    emb_norm: LayerNorm,
-    layers: Vec<Layer>,
+    encoder: XLMRobertaModel,
     pooler: Linear,
-    act: Activation,
-    heads: usize,
     pad: u32,
     max_positions: usize,
 }
@@ -51,48 +38,32 @@ impl Roberta {
         act: Activation,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
+        let pad = cfg.pad_token_id.unwrap_or(1);
+        let config = Config {
+            hidden_size: cfg.hidden_size,
+            layer_norm_eps: cfg.layer_norm_eps,
+            attention_probs_dropout_prob: 0.0,
+            hidden_dropout_prob: 0.0,
+            num_attention_heads: cfg.num_attention_heads,
+            position_embedding_type: "absolute".into(),
+            intermediate_size: cfg.intermediate_size,
+            hidden_act: match act {
+                Activation::Gelu => candle_nn::Activation::Gelu,
+                Activation::GeluTanh => candle_nn::Activation::NewGelu,
+                Activation::Relu => candle_nn::Activation::Relu,
+                Activation::Silu => candle_nn::Activation::Silu,
+            },
+            num_hidden_layers: cfg.num_hidden_layers,
+            vocab_size: cfg.vocab_size,
+            max_position_embeddings: cfg.max_position_embeddings,
+            type_vocab_size: cfg.type_vocab_size,
+            pad_token_id: pad,
+        };
         let h = cfg.hidden_size;
-        let eps = cfg.layer_norm_eps;
-        let e = vb.pp("embeddings");
-        let words = candle_nn::embedding(cfg.vocab_size, h, e.pp("word_embeddings"))?;
-        let positions =
-            candle_nn::embedding(cfg.max_position_embeddings, h, e.pp("position_embeddings"))?;
-        // Token type 0 for every token (the model is never given others).
-        let token_type = e
-            .pp("token_type_embeddings")
-            .get((cfg.type_vocab_size, h), "weight")?
-            .narrow(0, 0, 1)?;
-        let emb_norm = candle_nn::layer_norm(h, eps, e.pp("LayerNorm"))?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let l = vb.pp("encoder").pp("layer").pp(i);
-                let a = l.pp("attention");
-                Ok(Layer {
-                    query: candle_nn::linear(h, h, a.pp("self").pp("query"))?,
-                    key: candle_nn::linear(h, h, a.pp("self").pp("key"))?,
-                    value: candle_nn::linear(h, h, a.pp("self").pp("value"))?,
-                    attn_out: candle_nn::linear(h, h, a.pp("output").pp("dense"))?,
-                    attn_norm: candle_nn::layer_norm(h, eps, a.pp("output").pp("LayerNorm"))?,
-                    fc1: candle_nn::linear(
-                        h,
-                        cfg.intermediate_size,
-                        l.pp("intermediate").pp("dense"),
-                    )?,
-                    fc2: candle_nn::linear(cfg.intermediate_size, h, l.pp("output").pp("dense"))?,
-                    out_norm: candle_nn::layer_norm(h, eps, l.pp("output").pp("LayerNorm"))?,
-                })
-            })
-            .collect::<candle_core::Result<_>>()?;
         Ok(Roberta {
-            words,
-            positions,
-            token_type,
-            emb_norm,
-            layers,
+            encoder: XLMRobertaModel::new(&config, vb.clone())?,
             pooler: candle_nn::linear(h, h, vb.pp("pooler").pp("dense"))?,
-            act,
-            heads: cfg.num_attention_heads,
-            pad: cfg.pad_token_id.unwrap_or(1),
+            pad,
             max_positions: cfg.max_position_embeddings,
         })
     }
@@ -102,9 +73,8 @@ impl Roberta {
         self.max_positions.saturating_sub(self.pad as usize + 1)
     }
 
-    /// The pooled output (`[hidden]`) of one tokenised text (no padding, so no mask).
+    /// The pooled output (`[hidden]`) of one tokenised text (no padding: every token attends).
     pub fn forward(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
-        let dev = self.token_type.device();
         let n = ids.len();
         if n == 0 || n > self.max_tokens() {
             candle_core::bail!(
@@ -112,55 +82,14 @@ impl Roberta {
                 self.max_tokens()
             );
         }
-        let ids_t = Tensor::new(ids, dev)?.unsqueeze(0)?;
-        // create_position_ids_from_input_ids: pad + 1, pad + 2, ... for non-pad tokens, the pad
-        // position for pad tokens.
-        let mut count = 0u32;
-        let pos: Vec<u32> = ids
-            .iter()
-            .map(|&id| {
-                if id == self.pad {
-                    self.pad
-                } else {
-                    count += 1;
-                    self.pad + count
-                }
-            })
-            .collect();
-        let pos = Tensor::new(pos.as_slice(), dev)?.unsqueeze(0)?;
-        let x = self
-            .words
-            .forward(&ids_t)?
-            .broadcast_add(&self.token_type)?
-            .add(&self.positions.forward(&pos)?)?;
-        let mut x = self.emb_norm.forward(&x)?;
-        for layer in &self.layers {
-            x = self.layer(layer, &x)?;
-        }
-        let first = x.narrow(1, 0, 1)?.squeeze(1)?;
+        let dev = self.pooler.weight().device();
+        let ids = Tensor::new(ids, dev)?.unsqueeze(0)?;
+        let token_types = ids.zeros_like()?;
+        let mask = Tensor::ones((1, n), DType::F32, dev)?;
+        let states = self
+            .encoder
+            .forward(&ids, &mask, &token_types, None, None, None)?;
+        let first = states.narrow(1, 0, 1)?.squeeze(1)?;
         self.pooler.forward(&first)?.tanh()?.squeeze(0)
-    }
-
-    fn layer(&self, l: &Layer, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        let hd = c / self.heads;
-        let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, n, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = split(l.query.forward(x)?)?;
-        let k = split(l.key.forward(x)?)?;
-        let v = split(l.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, n, c))?;
-        let x = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + x)?)?;
-        let m = l.fc2.forward(&self.act.forward(&l.fc1.forward(&x)?)?)?;
-        l.out_norm.forward(&(m + x)?)
     }
 }
