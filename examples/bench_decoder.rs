@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 
 #[path = "../tests/quant_common/random_weights.rs"]
 mod random_weights;
-use random_weights::RandomWeights;
+use random_weights::{seeded_normal, RandomWeights};
 
 fn main() -> anyhow_free::Result {
     let hidden: usize = match std::env::var("BENCH_HIDDEN") {
@@ -29,7 +29,7 @@ fn main() -> anyhow_free::Result {
     };
     let vb = VarBuilder::from_backend(Box::new(RandomWeights), dtype, dev.clone());
     let decoder = Decoder::load(&cfg, vb.pp("decoder"))?;
-    let states = Tensor::randn(0f32, 1., (2, 12, hidden), &dev)?;
+    let states = seeded_normal((2, 12, hidden), 1.0, 1, &dev);
     let mask = Tensor::cat(
         &[
             Tensor::ones((1, 12), DType::F32, &dev)?,

@@ -2,8 +2,11 @@
 //! teacher-forced logits and greedy tokens on the tiny checkpoint, and logits of a decoder with
 //! musicgen-small's block shapes, each within a stated bound (the README quotes them).
 //!
-//! 4 bits cost about ten times 8 bits' error. The bounds, with the values measured when they
-//! were set (musicgen-small-shaped weights are drawn afresh each run; four runs): logits
+//! 4 bits cost about ten times 8 bits' error. The musicgen-small-shaped weights are drawn from
+//! generators seeded by tensor name (`RandomWeights`), so each run checks the same draw: drawn
+//! afresh each run, one draw (in a CI check) had its top token agree at only 73.1 % of positions
+//! (random weights give near-ties), and the test failed by chance. The bounds, with the values
+//! measured when they were set (four unseeded draws; the seeded one: 40.5 %, 6.8 %, 85.6 %): logits
 //! differ from f32's by at most 90 % of the f32 logits' standard deviation (measured: tiny-a
 //! 70.2 %, musicgen-small-shaped 39.5-41.4 %; q8: 6.6 % and 4.7 %) and by 20 % on average
 //! (15.9 %, 6.8-6.9 %; q8: 1.1 %, 0.7 %), the top token is the same at 75 % of positions or more

@@ -864,9 +864,14 @@ impl Module for Layer {
     }
 }
 
-/// Runs `layers` in order. An ELU entry followed by a convolution is applied inside that
-/// convolution (one pass over the signal instead of two).
+/// Runs `layers` in order, on a rayon worker (see `on_worker`). An ELU entry followed by a
+/// convolution is applied inside that convolution (one pass over the signal instead of two).
 fn run(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
+    super::on_worker(|| run_here(layers, xs))
+}
+
+/// [`run`] on the calling thread.
+fn run_here(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
     let mut xs = xs.clone();
     let mut elu = false;
     for layer in layers {
@@ -1306,6 +1311,12 @@ impl DecodeStream<'_> {
     }
 
     fn advance(&mut self, codes: Option<&Tensor>, last: bool) -> candle_core::Result<Tensor> {
+        // Many small operations a push: on a rayon worker (see `on_worker`).
+        super::on_worker(|| self.advance_here(codes, last))
+    }
+
+    /// [`DecodeStream::advance`] on the calling thread.
+    fn advance_here(&mut self, codes: Option<&Tensor>, last: bool) -> candle_core::Result<Tensor> {
         if let Some(codes) = codes {
             if codes.dim(2)? > 0 {
                 let latent = self

@@ -529,13 +529,9 @@ impl<'a> Generation<'a> {
         if self.is_finished() {
             return Ok(());
         }
-        if self.decoder.device().is_cpu() && rayon::current_thread_index().is_none() {
-            // A CPU step is a few hundred operations, most split across rayon's threads. From
-            // a thread outside the pool each split parks the caller and wakes a worker and then
-            // the caller again; on a worker the splits are work-stolen instead. Measured with
-            // 64-wide blocks (musicgen-small's operation count, little arithmetic), 2 threads:
-            // 6.8 ms of overhead a step from outside, 1.4 ms on a worker.
-            return rayon::scope(|_| self.step_here(hook, rngs));
+        if self.decoder.device().is_cpu() {
+            // A CPU step is a few hundred operations, most split across rayon's threads.
+            return super::on_worker(|| self.step_here(hook, rngs));
         }
         self.step_here(hook, rngs)
     }

@@ -857,6 +857,18 @@ impl MusicGen {
     }
 }
 
+/// Runs `f` on one of rayon's worker threads (in place when already on one). Work made of many
+/// small operations that rayon splits (a generation step, the codec's layers) runs there with
+/// its splits work-stolen; called from a thread outside the pool, each split would park the
+/// caller and wake it again (measured: 6.8 ms against 1.4 ms a step with 64-wide blocks).
+pub(crate) fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// The text encoder, tokenizer and audio codec, behind the few calls MusicGen makes.
 mod parts {
     use super::*;

@@ -10,7 +10,7 @@ use baton::model::decoder::Decoder;
 use baton::model::{DecoderConfig, GenerateOptions, MusicGen, Sampling, WeightFormat};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use random_weights::RandomWeights;
+use random_weights::{seeded_normal, RandomWeights};
 
 /// How packed logits compare with f32's.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ pub fn musicgen_small_shaped(pack: fn(&mut Decoder) -> candle_core::Result<()>) 
     let dev = Device::Cpu;
     let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, dev.clone());
     let mut decoder = Decoder::load(&cfg, vb.pp("decoder")).unwrap();
-    let states = Tensor::randn(0f32, 1., (2, 12, 1024), &dev).unwrap();
+    let states = seeded_normal((2, 12, 1024), 1.0, 1, &dev);
     let mask = Tensor::ones((2, 12), DType::F32, &dev).unwrap();
     let codes: Vec<u32> = (0..2 * 4 * 20)
         .map(|i| ((i * 611 + 7) % 2048) as u32)
