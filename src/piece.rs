@@ -1,6 +1,6 @@
 //! What a piece is besides its text and its steering: the clip it continues and the window a
 //! piece longer than the model's context is generated in. Every front end (the `render` verb,
-//! recipes, watch mode, the REPL) turns its flags or verbs into a [`model::Extent`] here, so they
+//! recipes, watch mode, the REPL) turns its flags or verbs into a [`model::Extent`](crate::model::Extent) here, so they
 //! all continue clips and extend pieces the same way.
 //!
 //! Continuation is transformers' `generate(input_values=...)`: the clip is encoded with EnCodec

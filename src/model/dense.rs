@@ -8,11 +8,12 @@ use candle_nn::VarBuilder;
 use super::gemv;
 use super::load::{MappedF32, Weights};
 
-#[derive(Debug, Clone)]
 /// A bias-free linear layer whose weight `[out, in]` is stored in the model's weight dtype; the
-/// product runs in the activations' dtype (see [`Decoder::activations`](super::decoder::Decoder::activations)). On the CPU, few-row
-/// products (generation steps) take the [`gemv`] path, which widens bf16 weights as it streams
-/// them; f16 weights are widened whole, per product.
+/// product runs in the activations' dtype (the decoder's: see
+/// [`Decoder::activations`](super::decoder::Decoder::activations)). On the CPU, few-row products
+/// (generation steps) take the [`gemv`] path, which widens bf16 weights as it streams them; f16
+/// weights are widened whole, per product.
+#[derive(Debug, Clone)]
 pub(crate) struct Dense {
     pub(crate) store: Store,
     /// What the product's output is multiplied by: HF's query scaling for a weight used in
@@ -23,20 +24,21 @@ pub(crate) struct Dense {
 /// Where a [`Dense`] weight lives.
 #[derive(Debug, Clone)]
 pub(crate) enum Store {
-    /// A tensor candle owns, in the decoder's weight dtype.
+    /// A tensor candle owns, in the model's weight dtype.
     Owned(Tensor),
     /// f32 rows used in place from the checkpoint's memory map; several parts (HF's `k_proj`
     /// and `v_proj`) are stacked along the outputs.
     Mapped(Vec<MappedF32>),
-    /// 8 or 4 bits after [`Decoder::quantize_q8`](super::decoder::Decoder::quantize_q8) or [`Decoder::quantize_q4`](super::decoder::Decoder::quantize_q4).
+    /// 8 or 4 bits (`Decoder::quantize_q8`, `Decoder::quantize_q4`).
     Packed(gemv::Packed),
 }
 
-/// Where the decoder's f32 weights may be used in place ([`Weights::mapped_f32`]); `None` reads
-/// every weight into memory candle owns.
+/// Where f32 weights may be used in place ([`Weights::mapped_f32`]); `None` reads every weight
+/// into memory candle owns.
 pub(crate) type Mapping<'a> = Option<&'a Weights>;
 
 impl Dense {
+    /// The layer under `vb` (its `weight`), in place from `mapping` where it can be.
     pub(crate) fn load(
         in_dim: usize,
         out_dim: usize,

@@ -3,7 +3,7 @@
 //! ([`WavFile`]), a player program reading stdin ([`PlayerSink`], with its own buffer and
 //! underrun reports).
 //!
-//! [`perform`] is a [`PieceStream`] and an [`AudioStream`] in one loop: every few frames
+//! [`perform`] is a [`PieceStream`] and an [`AudioStream`](crate::model::stream::AudioStream) in one loop: every few frames
 //! (`chunk_frames`) the new frames are decoded and the audio that is final goes out, so the
 //! first sound leaves after a few steps, not after the piece. The steering hook is asked at
 //! every step, so a hook whose plan changes while it plays (the REPL's, a MIDI knob's) is
