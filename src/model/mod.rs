@@ -860,9 +860,11 @@ impl MusicGen {
 /// Runs `f` on one of rayon's worker threads (in place when already on one). Work made of many
 /// small operations that rayon splits (a generation step, the codec's layers) runs there with
 /// its splits work-stolen; called from a thread outside the pool, each split would park the
-/// caller and wake it again (measured: 6.8 ms against 1.4 ms a step with 64-wide blocks).
+/// caller and wake it again (measured: 6.8 ms against 1.4 ms a step with 64-wide blocks). A
+/// pool of one thread is left free instead: work that blocks on another thread (a steering hook
+/// waiting for a lock) could otherwise hold the pool's only worker while that thread needs it.
 pub(crate) fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
+    if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
         f()
     } else {
         rayon::scope(|_| f())
