@@ -71,12 +71,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
+#[path = "support/peak_rss.rs"]
+mod peak_rss;
+use peak_rss::peak_rss_mib;
 
 fn main() -> Res {
     let mut args = std::env::args().skip(1);
@@ -208,7 +205,7 @@ fn main() -> Res {
          hook alone: {hook_us:.1} us/step; hook memory {:.0} KiB; peak RSS {:.0} MiB",
         (p / s - 1.0) * 100.0,
         (3 * layers * hidden * 4 + steps * 3 * 4) as f64 / 1024.0,
-        peak_rss_mib().unwrap_or(f64::NAN),
+        peak_rss_mib(),
     );
     Ok(())
 }

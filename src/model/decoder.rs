@@ -361,9 +361,8 @@ impl Decoder {
         activations: DType,
         mapping: Mapping,
     ) -> candle_core::Result<Self> {
-        let in_place =
-            vb.device().is_cpu() && vb.dtype() == DType::F32 && activations == DType::F32;
-        let mapping = mapping.filter(|_| in_place);
+        // Dense checks the weights' device and dtype; a mapped product also needs f32 rows.
+        let mapping = mapping.filter(|_| activations == DType::F32);
         let vm = vb.pp("model").pp("decoder");
         let vma = vm.to_dtype(activations);
         let embed_tokens = (0..cfg.num_codebooks)

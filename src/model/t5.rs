@@ -145,15 +145,6 @@ impl Module for RmsNorm {
     }
 }
 
-fn linear_no_bias(
-    vb: VarBuilder,
-    d_in: usize,
-    d_out: usize,
-    mapping: Mapping,
-) -> candle_core::Result<Dense> {
-    Dense::load(d_in, d_out, vb, mapping)
-}
-
 /// Maps a signed relative position (key minus query) to its bucket, bidirectionally, matching
 /// HF's `_relative_position_bucket` including its f32 log arithmetic.
 pub fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance: usize) -> usize {
@@ -203,10 +194,10 @@ impl SelfAttention {
             None
         };
         Ok(Self {
-            q: linear_no_bias(vb.pp("q"), cfg.d_model, inner, mapping)?,
-            k: linear_no_bias(vb.pp("k"), cfg.d_model, inner, mapping)?,
-            v: linear_no_bias(vb.pp("v"), cfg.d_model, inner, mapping)?,
-            o: linear_no_bias(vb.pp("o"), inner, cfg.d_model, mapping)?,
+            q: Dense::load(cfg.d_model, inner, vb.pp("q"), mapping)?,
+            k: Dense::load(cfg.d_model, inner, vb.pp("k"), mapping)?,
+            v: Dense::load(cfg.d_model, inner, vb.pp("v"), mapping)?,
+            o: Dense::load(inner, cfg.d_model, vb.pp("o"), mapping)?,
             num_heads: cfg.num_heads,
             d_kv: cfg.d_kv,
             relative_attention_bias,
@@ -270,24 +261,19 @@ impl FeedForward {
         let (wi, wi_gate) = if gated {
             // HF: act(wi_0(x)) * wi_1(x)
             (
-                linear_no_bias(vb.pp("wi_0"), cfg.d_model, cfg.d_ff, mapping)?,
-                Some(linear_no_bias(
-                    vb.pp("wi_1"),
-                    cfg.d_model,
-                    cfg.d_ff,
-                    mapping,
-                )?),
+                Dense::load(cfg.d_model, cfg.d_ff, vb.pp("wi_0"), mapping)?,
+                Some(Dense::load(cfg.d_model, cfg.d_ff, vb.pp("wi_1"), mapping)?),
             )
         } else {
             (
-                linear_no_bias(vb.pp("wi"), cfg.d_model, cfg.d_ff, mapping)?,
+                Dense::load(cfg.d_model, cfg.d_ff, vb.pp("wi"), mapping)?,
                 None,
             )
         };
         Ok(Self {
             wi,
             wi_gate,
-            wo: linear_no_bias(vb.pp("wo"), cfg.d_ff, cfg.d_model, mapping)?,
+            wo: Dense::load(cfg.d_ff, cfg.d_model, vb.pp("wo"), mapping)?,
             act,
         })
     }

@@ -104,6 +104,13 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def load(folder, dtype):
+    """The model (eval mode, `dtype`) and tokenizer as a transformers user loads them."""
+    model = MusicgenForConditionalGeneration.from_pretrained(folder, dtype=getattr(torch, dtype))
+    model.eval()
+    return model, PreTrainedTokenizerFast.from_pretrained(folder)
+
+
 @torch.no_grad()
 def bench(folder, seconds, threads, device, dtype="float32"):
     if threads:
@@ -114,9 +121,8 @@ def bench(folder, seconds, threads, device, dtype="float32"):
             torch.cuda.synchronize()
 
     t0 = time.perf_counter()
-    model = MusicgenForConditionalGeneration.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
-    model.eval()
-    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    model, tok = load(folder, dtype)
+    model = model.to(device)
     load_s = time.perf_counter() - t0
     inputs = tok(["80s pop track with bassy drums and synth"], padding=True, return_tensors="pt").to(device)
     max_new_tokens = int(seconds * 50) + 3
@@ -219,9 +225,7 @@ def bench_load(folder, threads, dtype):
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    model = MusicgenForConditionalGeneration.from_pretrained(folder, dtype=getattr(torch, dtype))
-    model.eval()
-    PreTrainedTokenizerFast.from_pretrained(folder)
+    load(folder, dtype)
     load_s = time.perf_counter() - t0
     print(json.dumps({"load_s": round(load_s, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}))
 
