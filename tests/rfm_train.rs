@@ -210,6 +210,12 @@ fn train_cli_writes_bundle_and_classifier() {
     let probe =
         baton::rfm::io::SavedProbe::read(&dir.path().join("b.classifier.safetensors")).unwrap();
     assert_eq!((probe.layer, probe.classes.len()), (2, 3));
+    // Its predictor is block 2's (only the best block's is kept): its centres are block 2's rows.
+    let c = &probe.rfm.centers;
+    assert!((0..c.nrows()).all(|i| {
+        xm.chunks(d)
+            .any(|row| (0..d).all(|j| (c[(i, j)] - f64::from(row[j])).abs() < 1e-6))
+    }));
     let x0 = Mat::from_fn(3, d, |i, j| f64::from(xm[i * d + j]));
     let labels =
         baton::rfm::fit::target_classes(probe.rfm.task, &probe.rfm.predict_proba(x0.as_ref()));

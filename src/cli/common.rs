@@ -10,10 +10,11 @@ use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Which model to load, and where to run it.
+/// Which model, and where to run it: the flags every verb that loads a MusicGen (or only its
+/// codec, as `baton fad` does) shares.
 #[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// Hugging Face hub id or local folder.
+pub struct ModelSource {
+    /// Hugging Face hub id or local folder of the MusicGen model.
     #[arg(long, default_value = "facebook/musicgen-small")]
     pub model: String,
     /// Hub revision of --model: a branch, tag, commit or `refs/pr/N` [default: main].
@@ -22,6 +23,20 @@ pub struct ModelArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+impl ModelSource {
+    /// The model as the library takes it: `--model`, with `@REV` when `--revision` is given.
+    pub fn spec(&self) -> String {
+        load::with_revision(&self.model, self.revision.as_deref())
+    }
+}
+
+/// Which model to load, where to run it, and how its decoder weights are stored.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
     /// Storage of the decoder weights: f32, f16, bf16, q8 (8 bits with a scale per row, CPU
     /// only: a quarter of f32's bytes per step) or q4 (4 bits with a scale per 32 weights, CPU
     /// only: 5 bits a weight, a coarser approximation).
@@ -30,9 +45,9 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The model as the library takes it: `--model`, with `@REV` when `--revision` is given.
+    /// See [`ModelSource::spec`].
     pub fn spec(&self) -> String {
-        load::with_revision(&self.model, self.revision.as_deref())
+        self.source.spec()
     }
 }
 
@@ -99,7 +114,7 @@ pub fn parse_dtype(spec: &str) -> miette::Result<WeightFormat> {
 /// Loads the model named by `args`: first its files (downloads show hf-hub's own bar), then the
 /// weights under a spinner on stderr, so the two never share a line.
 pub fn load_model(args: &ModelArgs) -> miette::Result<MusicGen> {
-    let device = parse_device(&args.device)?;
+    let device = parse_device(&args.source.device)?;
     let dtype = parse_dtype(&args.dtype)?;
     let spec = args.spec();
     let files = load::resolve(&spec).map_err(|e| miette::miette!("{e}"))?;

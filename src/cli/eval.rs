@@ -297,7 +297,7 @@ fn to_json(
     };
     let mut doc = serde_json::json!({
         "probe": args.probe,
-        "model": args.model.model,
+        "model": args.model.source.model,
         "block": reader.block(),
         "kind": kind,
         "classes": classes,

@@ -10,7 +10,7 @@ use baton::eval::{audio_distances, wav_files, AudioDistances};
 use baton::files::write_atomic;
 use clap::Args;
 
-use super::common::parse_device;
+use super::common::{parse_device, ModelSource};
 use super::output::check_output;
 
 /// Arguments of `baton fad`.
@@ -28,15 +28,9 @@ pub struct FadArgs {
     /// ClapModel format).
     #[arg(long, value_name = "M", default_value = DEFAULT_MODEL)]
     pub clap_model: String,
-    /// Hub id or local folder of the MusicGen whose codec embeds (for --embedding encodec).
-    #[arg(long, default_value = "facebook/musicgen-small")]
-    pub model: String,
-    /// Hub revision of --model: a branch, tag, commit or `refs/pr/N` [default: main].
-    #[arg(long)]
-    pub revision: Option<String>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    // The MusicGen whose codec embeds (--embedding encodec); CLAP runs on --device too.
+    #[command(flatten)]
+    pub model: ModelSource,
     /// Gaussian kernel bandwidth for KAD [default: median pairwise distance of the reference
     /// embeddings].
     #[arg(long)]
@@ -64,11 +58,9 @@ pub fn run(args: FadArgs) -> miette::Result<()> {
     if let Some(json) = &args.json {
         check_output(json)?;
     }
-    let device = parse_device(&args.device)?;
+    let device = parse_device(&args.model.device)?;
     let spec = match embedding {
-        Embedding::Encodec => {
-            baton::model::load::with_revision(&args.model, args.revision.as_deref())
-        }
+        Embedding::Encodec => args.model.spec(),
         Embedding::Clap => args.clap_model.clone(),
     };
     let embedder = Embedder::load(embedding, &spec, &device).map_err(err)?;

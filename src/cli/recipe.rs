@@ -184,8 +184,9 @@ impl RecipeFlags {
                 )
                 .collect(),
             default_model: DEFAULT_MODEL.into(),
-            model_override: (self.model.model != DEFAULT_MODEL || self.model.revision.is_some())
-                .then(|| self.model.spec()),
+            model_override: (self.model.source.model != DEFAULT_MODEL
+                || self.model.source.revision.is_some())
+            .then(|| self.model.spec()),
             seconds_override: self.seconds,
             greedy: self.greedy,
             clap_model: self.paths.clap_model.clone(),
@@ -203,7 +204,7 @@ impl RecipeFlags {
     pub fn renderer(&self) -> miette::Result<ModelRenderer> {
         let format = SampleFormat::from_pcm16_flag(self.pcm16);
         Ok(ModelRenderer::new(
-            parse_device(&self.model.device)?,
+            parse_device(&self.model.source.device)?,
             parse_dtype(&self.model.dtype)?,
             format,
             true,

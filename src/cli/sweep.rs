@@ -161,7 +161,7 @@ fn is_take_file(name: &str) -> bool {
 /// flags, with the probe as resolved, a local model folder as a full path, and the contents of
 /// every bundle and classifier involved (a retrained direction makes other takes).
 fn settings(args: &SweepArgs, probe: &str, files: &[PathBuf]) -> Json {
-    let model = Path::new(&args.model.model)
+    let model = Path::new(&args.model.source.model)
         .canonicalize()
         .map_or_else(|_| args.model.spec(), |p| p.display().to_string());
     let contents: Vec<String> = files
@@ -485,7 +485,7 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
     }
     // CLAP is loaded before the (slow) MusicGen load, so a missing model fails at once; and
     // only when a take needs scoring (a finished sweep in a folder reports without it).
-    let device = parse_device(&args.model.device)?;
+    let device = parse_device(&args.model.source.device)?;
     let clap_model = (!args.no_clap).then(|| clap_id(&args.clap_model));
     let scorer = match &clap_model {
         Some(id) if !todo.is_empty() || done.values().any(|r| clap_of(r, id).is_none()) => {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use baton::probe::{DirectionBundle, FeatureSet, Labels};
 use baton::rfm::baseline::{mean_difference_block, BaselineResult};
-use baton::rfm::fit::{Hyper, Precision};
+use baton::rfm::fit::{Hyper, Precision, Rfm};
 use baton::rfm::io::SavedProbe;
 use baton::rfm::train::{
     plan, train_block, BlockFeatures, BlockResult, ProbeKind, ProbeLabels, ProbeOptions, Tuning,
@@ -196,7 +196,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             if let Some(l) = ls.iter().find(|l| !feats.layers.contains_key(l)) {
                 return Err(miette!("{}: has no block {l}", args.features.display()));
             }
-            ls.clone()
+            // In block order, as the results are kept: ties for the best go to the lower block.
+            let mut ls = ls.clone();
+            ls.sort_unstable();
+            ls.dedup();
+            ls
         }
         None => feats.layers.keys().copied().collect(),
     };
@@ -209,11 +213,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     bar.set_message("training");
     let mut results: BTreeMap<usize, Fitted> = BTreeMap::new();
+    // The best block's predictor (a multiclass probe's classifier); the others' are dropped as
+    // they finish: each is n x d centres and a d x d matrix.
+    let mut best_model: Option<(f64, Rfm)> = None;
     for &l in &layers {
         let val_block = val.as_ref().map(|v| block(v, l));
         let r = match args.method {
-            MethodArg::Rfm => train_block(block(&feats, l), val_block, &sets, &opts)
-                .map(|r| Fitted::Rfm(Box::new(r))),
+            MethodArg::Rfm => {
+                train_block(block(&feats, l), val_block, &sets, &opts).map(|mut r| {
+                    let model = r.model.take();
+                    if let Some(model) = model {
+                        if best_model
+                            .as_ref()
+                            .is_none_or(|(s, _)| metric.better(r.score, *s))
+                        {
+                            best_model = Some((r.score, model));
+                        }
+                    }
+                    Fitted::Rfm(Box::new(r))
+                })
+            }
             MethodArg::MeanDiff => {
                 mean_difference_block(block(&feats, l), val_block, &sets, metric)
                     .map(Fitted::MeanDiff)
@@ -277,7 +296,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         });
     let mut classifier_note = String::new();
     let best_rfm = best.and_then(|(l, _)| match &results[&l] {
-        Fitted::Rfm(r) => Some((l, r)),
+        Fitted::Rfm(_) => best_model.map(|(_, model)| (l, model)),
         Fitted::MeanDiff(_) => None,
     });
     if let (ProbeKind::Multiclass { .. }, Some((l, best_rfm))) = (kind, best_rfm) {
@@ -289,7 +308,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             folder.create()?;
         }
         SavedProbe {
-            rfm: best_rfm.model.clone(),
+            rfm: best_rfm,
             classes: feats.classes.clone(),
             layer: l,
             model: feats.model.clone(),

@@ -560,28 +560,30 @@ mod x86 {
         by_rows!(dst.len(), one_bf16_512, w, xs, k, dst)
     }
 
-    /// One grouped kernel per weight type: `R` weight rows (one after another in `w`) against
-    /// `M` input rows, `dst` `[row][input]`. A macro rather than a closure for the load: a
+    /// One grouped kernel per weight type and vector width (`512:` AVX-512, `256:` AVX2): `R`
+    /// weight rows (one after another in `w`) against `M` input rows, `dst` `[row][input]`,
+    /// each row prefetched [`PREFETCH`] bytes ahead once per cache line. A macro rather than a closure for the load: a
     /// closure is not compiled with the kernel's target features, so its intrinsics would be
     /// calls instead of single instructions.
     macro_rules! grouped {
-        ($name:ident, $t:ty, $load:ident, $to_f32:expr) => {
-            #[target_feature(enable = "avx512f")]
+        ($name:ident, $features:literal, $lanes:literal, $zero:ident, $loadx:ident, $fma:ident,
+         $reduce:ident, $t:ty, $load:ident, $to_f32:expr) => {
+            #[target_feature(enable = $features)]
             unsafe fn $name<const R: usize, const M: usize>(
                 w: &[$t],
                 xs: &[f32],
                 k: usize,
                 dst: &mut [f32],
             ) {
-                let full = k - k % 16;
-                let mut acc = [[_mm512_setzero_ps(); M]; R];
+                let full = k - k % $lanes;
+                let mut acc = [[$zero(); M]; R];
                 let (wp, xp) = (w.as_ptr(), xs.as_ptr());
                 let mut p = 0;
                 let line = 64 / std::mem::size_of::<$t>();
                 while p < full {
-                    let mut xv = [_mm512_setzero_ps(); M];
+                    let mut xv = [$zero(); M];
                     for (i, v) in xv.iter_mut().enumerate() {
-                        *v = _mm512_loadu_ps(xp.add(i * k + p));
+                        *v = $loadx(xp.add(i * k + p));
                     }
                     if p % line == 0 {
                         // A hint only: past the end of the weights it reads nothing and
@@ -595,10 +597,10 @@ mod x86 {
                     for (r, a) in acc.iter_mut().enumerate() {
                         let wv = $load(wp.add(r * k + p));
                         for i in 0..M {
-                            a[i] = _mm512_fmadd_ps(wv, xv[i], a[i]);
+                            a[i] = $fma(wv, xv[i], a[i]);
                         }
                     }
-                    p += 16;
+                    p += $lanes;
                 }
                 let to_f32 = $to_f32;
                 for r in 0..R {
@@ -606,16 +608,45 @@ mod x86 {
                         let tail: f32 = (full..k)
                             .map(|q| to_f32(w[r * k + q]) * xs[i * k + q])
                             .sum();
-                        dst[r * M + i] = _mm512_reduce_add_ps(acc[r][i]) + tail;
+                        dst[r * M + i] = $reduce(acc[r][i]) + tail;
                     }
                 }
             }
         };
+        // The AVX-512 form: 16 lanes.
+        (512: $name:ident, $t:ty, $load:ident, $to_f32:expr) => {
+            grouped!(
+                $name,
+                "avx512f",
+                16,
+                _mm512_setzero_ps,
+                _mm512_loadu_ps,
+                _mm512_fmadd_ps,
+                _mm512_reduce_add_ps,
+                $t,
+                $load,
+                $to_f32
+            );
+        };
+        // The AVX2 form: 8 lanes.
+        (256: $name:ident, $t:ty, $load:ident, $to_f32:expr) => {
+            grouped!(
+                $name,
+                "avx2,fma",
+                8,
+                _mm256_setzero_ps,
+                _mm256_loadu_ps,
+                _mm256_fmadd_ps,
+                hsum256,
+                $t,
+                $load,
+                $to_f32
+            );
+        };
     }
-    grouped!(group_f32_512, f32, _mm512_loadu_ps, |v: f32| v);
-    grouped!(group_bf16_512, half::bf16, widen16, |v: half::bf16| v
-        .to_f32());
-    grouped!(group_q8_512, i8, widen16_i8, |v: i8| f32::from(v));
+    grouped!(512: group_f32_512, f32, _mm512_loadu_ps, |v: f32| v);
+    grouped!(512: group_bf16_512, half::bf16, widen16, |v: half::bf16| v.to_f32());
+    grouped!(512: group_q8_512, i8, widen16_i8, |v: i8| f32::from(v));
 
     /// 16 signed bytes from `src`, as f32.
     #[target_feature(enable = "avx512f")]
@@ -803,59 +834,9 @@ mod x86 {
     /// little faster.
     const PREFETCH: usize = 1024;
 
-    /// The AVX2 form of `grouped!`: `R` weight rows against `M` input rows, 8 lanes a step.
-    macro_rules! grouped_256 {
-        ($name:ident, $t:ty, $load:ident, $to_f32:expr) => {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn $name<const R: usize, const M: usize>(
-                w: &[$t],
-                xs: &[f32],
-                k: usize,
-                dst: &mut [f32],
-            ) {
-                let full = k - k % 8;
-                let mut acc = [[_mm256_setzero_ps(); M]; R];
-                let (wp, xp) = (w.as_ptr(), xs.as_ptr());
-                let mut p = 0;
-                let line = 64 / std::mem::size_of::<$t>();
-                while p < full {
-                    let mut xv = [_mm256_setzero_ps(); M];
-                    for (i, v) in xv.iter_mut().enumerate() {
-                        *v = _mm256_loadu_ps(xp.add(i * k + p));
-                    }
-                    if p % line == 0 {
-                        // A hint only: past the end of the weights it reads nothing and
-                        // cannot fault.
-                        for r in 0..R {
-                            let at =
-                                wp.wrapping_add(r * k + p + PREFETCH / std::mem::size_of::<$t>());
-                            _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
-                        }
-                    }
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        let wv = $load(wp.add(r * k + p));
-                        for i in 0..M {
-                            a[i] = _mm256_fmadd_ps(wv, xv[i], a[i]);
-                        }
-                    }
-                    p += 8;
-                }
-                let to_f32 = $to_f32;
-                for r in 0..R {
-                    for i in 0..M {
-                        let tail: f32 = (full..k)
-                            .map(|q| to_f32(w[r * k + q]) * xs[i * k + q])
-                            .sum();
-                        dst[r * M + i] = hsum256(acc[r][i]) + tail;
-                    }
-                }
-            }
-        };
-    }
-    grouped_256!(group_f32_256, f32, _mm256_loadu_ps, |v: f32| v);
-    grouped_256!(group_bf16_256, half::bf16, widen8, |v: half::bf16| v
-        .to_f32());
-    grouped_256!(group_q8_256, i8, widen8_i8, |v: i8| f32::from(v));
+    grouped!(256: group_f32_256, f32, _mm256_loadu_ps, |v: f32| v);
+    grouped!(256: group_bf16_256, half::bf16, widen8, |v: half::bf16| v.to_f32());
+    grouped!(256: group_q8_256, i8, widen8_i8, |v: i8| f32::from(v));
 
     /// [`GROUP_256`] weight rows against 1 or 2 input rows (`dst` is `[row][input]`).
     #[target_feature(enable = "avx2,fma")]

@@ -268,8 +268,9 @@ pub struct BlockResult {
     pub early_stopped: bool,
     /// Top eigen-directions of the concept matrix, sign-aligned for binary and regression.
     pub directions: Vec<Direction>,
-    /// The fitted predictor.
-    pub model: Rfm,
+    /// The fitted predictor; `None` once a caller has taken it (`baton train` keeps only the
+    /// best block's, so a 24-block run holds one predictor, not 24).
+    pub model: Option<Rfm>,
 }
 
 /// The training rows of `train` and the validation rows of `val` (the validation file's block;
@@ -359,6 +360,6 @@ pub fn train_block(
         best_iter: report.best_iter,
         early_stopped: report.early_stopped,
         directions,
-        model: report.model,
+        model: Some(report.model),
     })
 }
