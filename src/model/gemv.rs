@@ -655,16 +655,6 @@ mod x86 {
         _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(src as *const __m128i)))
     }
 
-    /// [`GROUP_BF16`] 8-bit weight rows against 1 or 2 input rows, before the rows' scales.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dots_group_q8_avx512(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
-        if dst.len() == GROUP_BF16 {
-            group_q8_512::<GROUP_BF16, 1>(w, xs, k, dst)
-        } else {
-            group_q8_512::<GROUP_BF16, 2>(w, xs, k, dst)
-        }
-    }
-
     /// One 8-bit weight row against every input row, before its scale.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dots_q8_avx512(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
@@ -688,27 +678,6 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dots_q8_avx2(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
         by_rows!(dst.len(), q8_256, w, xs, k, dst)
-    }
-
-    /// [`GROUP_F32`] weight rows (`w` holds them one after another) against 1 or 2 input rows:
-    /// `dst` is `[row][input]`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dots_group_avx512(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
-        if dst.len() == GROUP_F32 {
-            group_f32_512::<GROUP_F32, 1>(w, xs, k, dst)
-        } else {
-            group_f32_512::<GROUP_F32, 2>(w, xs, k, dst)
-        }
-    }
-
-    /// [`GROUP_BF16`] bf16 weight rows against 1 or 2 input rows (see [`dots_group_avx512`]).
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dots_group_bf16_avx512(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
-        if dst.len() == GROUP_BF16 {
-            group_bf16_512::<GROUP_BF16, 1>(w, xs, k, dst)
-        } else {
-            group_bf16_512::<GROUP_BF16, 2>(w, xs, k, dst)
-        }
     }
 
     /// Weight rows streamed at once by the grouped kernels: several streams from memory in
@@ -838,35 +807,31 @@ mod x86 {
     grouped!(256: group_bf16_256, half::bf16, widen8, |v: half::bf16| v.to_f32());
     grouped!(256: group_q8_256, i8, widen8_i8, |v: i8| f32::from(v));
 
-    /// [`GROUP_256`] weight rows against 1 or 2 input rows (`dst` is `[row][input]`).
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dots_group_avx2(w: &[f32], xs: &[f32], k: usize, dst: &mut [f32]) {
-        if dst.len() == GROUP_256 {
-            group_f32_256::<GROUP_256, 1>(w, xs, k, dst)
-        } else {
-            group_f32_256::<GROUP_256, 2>(w, xs, k, dst)
-        }
+    /// The entry points of the grouped kernels: `$group` weight rows (one after another in `w`)
+    /// against 1 or 2 input rows, `dst` `[row][input]` (8-bit rows before their scales).
+    macro_rules! group_entries {
+        ($features:literal, $($name:ident: $t:ty => $kernel:ident, $group:ident;)*) => {$(
+            #[doc = concat!("`", stringify!($kernel), "` over [`", stringify!($group), "`] rows.")]
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(w: &[$t], xs: &[f32], k: usize, dst: &mut [f32]) {
+                if dst.len() == $group {
+                    $kernel::<$group, 1>(w, xs, k, dst)
+                } else {
+                    $kernel::<$group, 2>(w, xs, k, dst)
+                }
+            }
+        )*};
     }
-
-    /// [`GROUP_256`] bf16 weight rows against 1 or 2 input rows.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dots_group_bf16_avx2(w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
-        if dst.len() == GROUP_256 {
-            group_bf16_256::<GROUP_256, 1>(w, xs, k, dst)
-        } else {
-            group_bf16_256::<GROUP_256, 2>(w, xs, k, dst)
-        }
-    }
-
-    /// [`GROUP_256`] 8-bit weight rows against 1 or 2 input rows, before the rows' scales.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dots_group_q8_avx2(w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
-        if dst.len() == GROUP_256 {
-            group_q8_256::<GROUP_256, 1>(w, xs, k, dst)
-        } else {
-            group_q8_256::<GROUP_256, 2>(w, xs, k, dst)
-        }
-    }
+    group_entries!("avx512f",
+        dots_group_avx512: f32 => group_f32_512, GROUP_F32;
+        dots_group_bf16_avx512: half::bf16 => group_bf16_512, GROUP_BF16;
+        dots_group_q8_avx512: i8 => group_q8_512, GROUP_BF16;
+    );
+    group_entries!("avx2,fma",
+        dots_group_avx2: f32 => group_f32_256, GROUP_256;
+        dots_group_bf16_avx2: half::bf16 => group_bf16_256, GROUP_256;
+        dots_group_q8_avx2: i8 => group_q8_256, GROUP_256;
+    );
 
     /// 4-bit weight rows streamed at once by the grouped kernel. 8 rows with 2 inputs need more
     /// than the 32 vector registers (the compiler spilled accumulators to the stack); 4 with
