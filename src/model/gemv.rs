@@ -800,7 +800,8 @@ mod x86 {
     /// hardware prefetcher follows at full speed. Measured on a 2-core AMD EPYC (renders of
     /// musicgen-small-shaped weights, old and new alternating): 8-bit 29-31 -> 46-50 steps/s
     /// with the AVX2 kernel and 43-53 -> 52-56 with AVX-512; bf16 and f32 within the noise or a
-    /// little faster.
+    /// little faster. Of 0, 512, 1024 and 2048 bytes (same renders, 2 rounds each), 1024 and
+    /// 2048 were best and equal within the noise; 0 (the current line only) the slowest.
     const PREFETCH: usize = 1024;
 
     grouped!(256: group_f32_256, f32, _mm256_loadu_ps, |v: f32| v);
