@@ -689,7 +689,9 @@ mod x86 {
 
     /// How many weight rows a task streams at once with `kernel` for `m` input rows: `None`
     /// where one row at a time is the kernel's only form (more than 2 inputs, the generic
-    /// kernel, 4-bit weights under AVX2, whose byte products already keep the units busy).
+    /// kernel, 4-bit weights under AVX2, whose byte products already keep the units busy:
+    /// groups of 2 and 4 rows with the inputs loaded once per group were slower, 37-47 and
+    /// 31-35 steps/s against 44-50 in q4 renders on a 2-core AMD EPYC held to AVX2).
     pub fn group_size(kernel: super::Kernel, weights: &super::Weights, m: usize) -> Option<usize> {
         use super::{Kernel, Weights};
         if m > 2 {
