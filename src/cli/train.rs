@@ -196,7 +196,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             if let Some(l) = ls.iter().find(|l| !feats.layers.contains_key(l)) {
                 return Err(miette!("{}: has no block {l}", args.features.display()));
             }
-            // In block order, as the results are kept: ties for the best go to the lower block.
+            // Trained in block order, so ties for the best block go to the lower one.
             let mut ls = ls.clone();
             ls.sort_unstable();
             ls.dedup();
@@ -213,32 +213,30 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     bar.set_message("training");
     let mut results: BTreeMap<usize, Fitted> = BTreeMap::new();
-    // The best block's predictor (a multiclass probe's classifier); the others' are dropped as
-    // they finish: each is n x d centres and a d x d matrix.
-    let mut best_model: Option<(f64, Rfm)> = None;
+    // The best block so far (a later one only when strictly better) and its RFM predictor (a
+    // multiclass probe's classifier); the other blocks' predictors are dropped as they finish:
+    // each is n x d centres and a d x d matrix.
+    let mut best: Option<(usize, f64)> = None;
+    let mut best_model: Option<Rfm> = None;
     for &l in &layers {
         let val_block = val.as_ref().map(|v| block(v, l));
-        let r = match args.method {
+        let (r, model) = match args.method {
             MethodArg::Rfm => {
                 train_block(block(&feats, l), val_block, &sets, &opts).map(|mut r| {
                     let model = r.model.take();
-                    if let Some(model) = model {
-                        if best_model
-                            .as_ref()
-                            .is_none_or(|(s, _)| metric.better(r.score, *s))
-                        {
-                            best_model = Some((r.score, model));
-                        }
-                    }
-                    Fitted::Rfm(Box::new(r))
+                    (Fitted::Rfm(Box::new(r)), model)
                 })
             }
             MethodArg::MeanDiff => {
                 mean_difference_block(block(&feats, l), val_block, &sets, metric)
-                    .map(Fitted::MeanDiff)
+                    .map(|m| (Fitted::MeanDiff(m), None))
             }
         }
         .map_err(|e| miette!("block {l}: {e}"))?;
+        if best.is_none_or(|(_, s)| metric.better(r.score(), s)) {
+            best = Some((l, r.score()));
+            best_model = model;
+        }
         results.insert(l, r);
         bar.inc(1);
     }
@@ -288,18 +286,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bundle.write(&path).map_err(|e| miette!("{e}"))?;
     }
 
-    let best = results
-        .iter()
-        .fold(None::<(usize, f64)>, |acc, (l, r)| match acc {
-            Some((_, s)) if !metric.better(r.score(), s) => acc,
-            _ => Some((*l, r.score())),
-        });
     let mut classifier_note = String::new();
-    let best_rfm = best.and_then(|(l, _)| match &results[&l] {
-        Fitted::Rfm(_) => best_model.map(|(_, model)| (l, model)),
-        Fitted::MeanDiff(_) => None,
-    });
-    if let (ProbeKind::Multiclass { .. }, Some((l, best_rfm))) = (kind, best_rfm) {
+    if let (ProbeKind::Multiclass { .. }, Some((l, _)), Some(best_rfm)) = (kind, best, best_model) {
         let path = args
             .classifier
             .clone()
