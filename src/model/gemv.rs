@@ -562,9 +562,9 @@ mod x86 {
 
     /// One grouped kernel per weight type and vector width (`512:` AVX-512, `256:` AVX2): `R`
     /// weight rows (one after another in `w`) against `M` input rows, `dst` `[row][input]`,
-    /// each row prefetched [`PREFETCH`] bytes ahead once per cache line. A macro rather than a closure for the load: a
-    /// closure is not compiled with the kernel's target features, so its intrinsics would be
-    /// calls instead of single instructions.
+    /// each row prefetched [`PREFETCH`] bytes ahead once per cache line. A macro rather than a
+    /// closure for the load: a closure is not compiled with the kernel's target features, so its
+    /// intrinsics would be calls instead of single instructions.
     macro_rules! grouped {
         ($name:ident, $features:literal, $lanes:literal, $zero:ident, $loadx:ident, $fma:ident,
          $reduce:ident, $t:ty, $load:ident, $to_f32:expr) => {
