@@ -6,6 +6,8 @@
 //! `cargo run --release --example bench_gemv`. Each product reads one of several copies of the
 //! weights, 256 MB in all, so the weights come from memory as in a real generation step (a
 //! single matrix would sit in the L3 cache and measure the cache instead). Best of five runs.
+//! `BENCH_ONLY=BF16,Q8` times only the listed weight types, `BENCH_CACHED=1` leaves the weights
+//! in the cache (one copy), and the kernels' own switches apply (`BATON_BF16_DOT=0`).
 use baton::model::gemv::{matmul_t_q4_with, matmul_t_q8_with, matmul_t_with, Kernel, Q4, Q8};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -41,8 +43,13 @@ fn read_bandwidth() -> f64 {
     (data.len() * 4) as f64 / best / 1e9
 }
 
-/// Copies of a `bytes`-sized matrix that make 256 MB: more than any cache holds.
+/// Copies of a `bytes`-sized matrix that make 256 MB: more than any cache holds. With
+/// `BENCH_CACHED=1`, one copy, which stays in the cache: what the kernel's arithmetic allows
+/// where memory is not the limit.
 fn copies_for(bytes: usize) -> usize {
+    if std::env::var("BENCH_CACHED").as_deref() == Ok("1") {
+        return 1;
+    }
     (256_000_000 / bytes).max(2)
 }
 
@@ -79,6 +86,12 @@ fn report<W>(
     Ok(())
 }
 
+/// Whether to time the weight type printed as `label`: all of them, or those `BENCH_ONLY` lists
+/// (comma-separated labels, e.g. `BENCH_ONLY=BF16,Q8`).
+fn wanted(label: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|l| l.trim() == label))
+}
+
 fn main() -> candle_core::Result<()> {
     let dev = Device::Cpu;
     println!(
@@ -88,33 +101,41 @@ fn main() -> candle_core::Result<()> {
     );
     for (n, k) in [(1024usize, 1024usize), (4096, 1024), (1024, 4096)] {
         // 8-bit weights: a quarter of f32's bytes.
-        let copies = copies_for(n * k);
-        let qs = (0..copies)
-            .map(|_| Q8::quantize(&Tensor::randn(0f32, 1., (n, k), &dev)?))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        report("Q8", n, k, n * k, &qs, |kernel, x, q| {
-            matmul_t_q8_with(kernel, x, q).map(drop)
-        })?;
+        if wanted("Q8") {
+            let qs = (0..copies_for(n * k))
+                .map(|_| Q8::quantize(&Tensor::randn(0f32, 1., (n, k), &dev)?))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            report("Q8", n, k, n * k, &qs, |kernel, x, q| {
+                matmul_t_q8_with(kernel, x, q).map(drop)
+            })?;
+        }
         // 4-bit weights: nibbles and an f32 scale per 32 (5 bits a weight).
-        let q4s = (0..copies_for(n * k * 5 / 8))
-            .map(|_| Q4::quantize(&Tensor::randn(0f32, 1., (n, k), &dev)?))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        report("Q4", n, k, n * k * 5 / 8, &q4s, |kernel, x, q| {
-            matmul_t_q4_with(kernel, x, q).map(drop)
-        })?;
+        if wanted("Q4") {
+            let q4s = (0..copies_for(n * k * 5 / 8))
+                .map(|_| Q4::quantize(&Tensor::randn(0f32, 1., (n, k), &dev)?))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            report("Q4", n, k, n * k * 5 / 8, &q4s, |kernel, x, q| {
+                matmul_t_q4_with(kernel, x, q).map(drop)
+            })?;
+        }
         // candle's own 4-bit matmul (GGML's Q4_0: blocks of 32, an f16 scale, 18 bytes per
         // block), the alternative to a 4-bit format of our own; its threads are candle's, so
         // every kernel label runs the same code.
-        let qs = (0..copies_for(n * k / 2))
-            .map(|_| {
-                let w = Tensor::randn(0f32, 1., (n, k), &dev)?;
-                QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4_0)?)
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        report("candle Q4_0", n, k, n * k / 32 * 18, &qs, |_, x, q| {
-            q.forward(x).map(drop)
-        })?;
+        if wanted("candle Q4_0") {
+            let qs = (0..copies_for(n * k / 2))
+                .map(|_| {
+                    let w = Tensor::randn(0f32, 1., (n, k), &dev)?;
+                    QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4_0)?)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            report("candle Q4_0", n, k, n * k / 32 * 18, &qs, |_, x, q| {
+                q.forward(x).map(drop)
+            })?;
+        }
         for dtype in [DType::F32, DType::BF16] {
+            if !wanted(&format!("{dtype:?}")) {
+                continue;
+            }
             let bytes = n * k * dtype.size_in_bytes();
             let ws = (0..copies_for(bytes))
                 .map(|_| Tensor::randn(0f32, 1., (n, k), &dev)?.to_dtype(dtype))

@@ -4,11 +4,12 @@
 //! memory bandwidth: each weight byte must be read once, at full speed. candle's CPU matmul with
 //! a transposed `[out, in]` weight and 2 rows reads at a fifth of that speed (measured: 1.6 GB/s
 //! against 8-14 GB/s for 1 row), so small-row products come here: output rows are split across
-//! threads and each weight row is streamed once against all input rows. bf16 weights are widened
-//! to f32 on the fly (a shift), halving the bytes a step streams, and 8-bit weights ([`Q8`]) are
-//! widened and scaled per row, quartering them. 4-bit weights ([`Q4`]) are multiplied as bytes
-//! against input rows quantized to 8 bits (see the `q4` module). Which [`Kernel`] runs
-//! (generic, AVX2, AVX-512) is decided at run time from the CPU.
+//! threads and each weight row is streamed once against all input rows. bf16 weights halve the
+//! bytes a step streams: multiplied in bf16 by AVX-512 BF16's `vdpbf16ps` where the CPU has it
+//! (the input rows rounded to bf16), else widened to f32 on the fly (a shift). 8-bit weights
+//! ([`Q8`]) are widened and scaled per row, quartering them. 4-bit weights ([`Q4`]) are
+//! multiplied as bytes against input rows quantized to 8 bits (see the `q4` module). Which
+//! [`Kernel`] runs (generic, AVX2, AVX-512) is decided at run time from the CPU.
 
 use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
@@ -314,6 +315,14 @@ fn run(
         _ => QuantizedRows::default(),
     };
     let qx = &qx;
+    // bf16 products by `vdpbf16ps` take their input rows in bf16, rounded once here.
+    let xb: Option<Vec<half::bf16>> = match weights {
+        Weights::Bf16(_) if bf16_dot(kernel) => {
+            Some(xs.iter().map(|&v| half::bf16::from_f32(v)).collect())
+        }
+        _ => None,
+    };
+    let xb = xb.as_deref();
     // Output is [m, n]; tasks own disjoint column ranges, so compute into a transposed [n, m]
     // buffer (contiguous per task) and transpose at the end.
     let mut out_t = vec![0f32; n * m];
@@ -340,10 +349,11 @@ fn run(
                         match weights {
                             Weights::F32(w) if wide => x86::dots_group_avx512(&w[span], xs, k, dst),
                             Weights::F32(w) => x86::dots_group_avx2(&w[span], xs, k, dst),
-                            Weights::Bf16(w) if wide => {
-                                x86::dots_group_bf16_avx512(&w[span], xs, k, dst)
-                            }
-                            Weights::Bf16(w) => x86::dots_group_bf16_avx2(&w[span], xs, k, dst),
+                            Weights::Bf16(w) => match xb {
+                                Some(xb) => x86::dots_group_bf16_dot(&w[span], xb, k, dst),
+                                None if wide => x86::dots_group_bf16_avx512(&w[span], xs, k, dst),
+                                None => x86::dots_group_bf16_avx2(&w[span], xs, k, dst),
+                            },
                             Weights::Q8(w, scales) => {
                                 if wide {
                                     x86::dots_group_q8_avx512(&w[span], xs, k, dst);
@@ -365,7 +375,7 @@ fn run(
                 let j = first + r;
                 match weights {
                     Weights::F32(w) => dots(kernel, &w[j * k..(j + 1) * k], xs, k, dst),
-                    Weights::Bf16(w) => dots_bf16(kernel, &w[j * k..(j + 1) * k], xs, k, dst),
+                    Weights::Bf16(w) => dots_bf16(kernel, &w[j * k..(j + 1) * k], xs, xb, k, dst),
                     Weights::Q8(w, scales) => {
                         dots_q8(kernel, &w[j * k..(j + 1) * k], xs, k, dst);
                         scale_rows(dst, &scales[j..j + 1], m);
@@ -447,17 +457,38 @@ fn dots_generic<T: Copy + Into<f32>>(w: &[T], xs: &[f32], k: usize, dst: &mut [f
 }
 
 /// [`dots`] for bf16 weights, widened to f32 on the fly.
+/// With `xb` (the input rows in bf16, given where [`bf16_dot`] holds) it multiplies in bf16.
 #[inline]
-fn dots_bf16(kernel: Kernel, w: &[half::bf16], xs: &[f32], k: usize, dst: &mut [f32]) {
+fn dots_bf16(
+    kernel: Kernel,
+    w: &[half::bf16],
+    xs: &[f32],
+    xb: Option<&[half::bf16]>,
+    k: usize,
+    dst: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
-    match kernel {
+    match (kernel, xb) {
+        // SAFETY: `run` gives `xb` only where `bf16_dot` holds.
+        (_, Some(xb)) => return unsafe { x86::dots_bf16_dot(w, xb, k, dst) },
         // SAFETY: `run` checked that the CPU runs the kernel.
-        Kernel::Avx512 => return unsafe { x86::dots_bf16_avx512(w, xs, k, dst) },
-        Kernel::Avx2 => return unsafe { x86::dots_bf16_avx2(w, xs, k, dst) },
-        Kernel::Generic => {}
+        (Kernel::Avx512, None) => return unsafe { x86::dots_bf16_avx512(w, xs, k, dst) },
+        (Kernel::Avx2, None) => return unsafe { x86::dots_bf16_avx2(w, xs, k, dst) },
+        (Kernel::Generic, None) => {}
     }
-    let _ = kernel;
+    let _ = (kernel, xb);
     dots_bf16_generic(w, xs, k, dst)
+}
+
+/// Whether bf16 products with `kernel` multiply in bf16 (`vdpbf16ps`, see `x86::bf16_dot`).
+fn bf16_dot(kernel: Kernel) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return kernel == Kernel::Avx512 && x86::bf16_dot();
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kernel;
+        false
+    }
 }
 
 #[inline(always)]
@@ -524,7 +555,8 @@ fn dots_q4(kernel: Kernel, w: &[u8], scales: &[f32], x: &QuantizedRows, dst: &mu
 }
 
 /// The explicit x86-64 kernels. Each streams its weight rows once, a vector at a time, widening
-/// bf16 or 8-bit weights to f32 in registers, against every input row, whose accumulators stay
+/// bf16 or 8-bit weights to f32 in registers (or multiplying bf16 pairs, with AVX-512 BF16),
+/// against every input row, whose accumulators stay
 /// in registers (row counts are const parameters); the tail past the last whole vector is summed
 /// in scalar code. For 1 or 2 input rows (a generation step) the kernels take a group of weight
 /// rows at once, prefetching each row ahead of its reads (one row at a time for the rows a group
@@ -567,11 +599,11 @@ mod x86 {
     /// intrinsics would be calls instead of single instructions.
     macro_rules! grouped {
         ($name:ident, $features:literal, $lanes:literal, $zero:ident, $loadx:ident, $fma:ident,
-         $reduce:ident, $t:ty, $load:ident, $to_f32:expr) => {
+         $reduce:ident, $t:ty, $load:ident, $to_f32:expr, $xt:ty, $xzero:ident, $x_to_f32:expr) => {
             #[target_feature(enable = $features)]
             unsafe fn $name<const R: usize, const M: usize>(
                 w: &[$t],
-                xs: &[f32],
+                xs: &[$xt],
                 k: usize,
                 dst: &mut [f32],
             ) {
@@ -581,7 +613,7 @@ mod x86 {
                 let mut p = 0;
                 let line = 64 / std::mem::size_of::<$t>();
                 while p < full {
-                    let mut xv = [$zero(); M];
+                    let mut xv = [$xzero(); M];
                     for (i, v) in xv.iter_mut().enumerate() {
                         *v = $loadx(xp.add(i * k + p));
                     }
@@ -602,11 +634,11 @@ mod x86 {
                     }
                     p += $lanes;
                 }
-                let to_f32 = $to_f32;
+                let (to_f32, x_to_f32) = ($to_f32, $x_to_f32);
                 for r in 0..R {
                     for i in 0..M {
                         let tail: f32 = (full..k)
-                            .map(|q| to_f32(w[r * k + q]) * xs[i * k + q])
+                            .map(|q| to_f32(w[r * k + q]) * x_to_f32(xs[i * k + q]))
                             .sum();
                         dst[r * M + i] = $reduce(acc[r][i]) + tail;
                     }
@@ -625,7 +657,29 @@ mod x86 {
                 _mm512_reduce_add_ps,
                 $t,
                 $load,
-                $to_f32
+                $to_f32,
+                f32,
+                _mm512_setzero_ps,
+                |v: f32| v
+            );
+        };
+        // AVX-512 BF16: bf16 weights against input rows rounded to bf16, 32 lanes a step, each
+        // `vdpbf16ps` multiplying 32 pairs and adding them into 16 f32 sums.
+        (512bf16: $name:ident) => {
+            grouped!(
+                $name,
+                "avx512f,avx512bf16",
+                32,
+                _mm512_setzero_ps,
+                load32_bh,
+                dot32_bh,
+                _mm512_reduce_add_ps,
+                half::bf16,
+                load32_bh,
+                |v: half::bf16| v.to_f32(),
+                half::bf16,
+                zero_bh,
+                |v: half::bf16| v.to_f32()
             );
         };
         // The AVX2 form: 8 lanes.
@@ -640,13 +694,63 @@ mod x86 {
                 hsum256,
                 $t,
                 $load,
-                $to_f32
+                $to_f32,
+                f32,
+                _mm256_setzero_ps,
+                |v: f32| v
             );
         };
     }
     grouped!(512: group_f32_512, f32, _mm512_loadu_ps, |v: f32| v);
     grouped!(512: group_bf16_512, half::bf16, widen16, |v: half::bf16| v.to_f32());
     grouped!(512: group_q8_512, i8, widen16_i8, |v: i8| f32::from(v));
+    grouped!(512bf16: group_bf16_dot);
+
+    /// Whether bf16 products use AVX-512 BF16's `vdpbf16ps` (Intel since Cooper Lake and
+    /// Sapphire Rapids, AMD since Zen 4): one instruction multiplies 32 weights by the input
+    /// rounded to bf16 and sums them into f32, where widening takes a shift and a
+    /// multiply-add per 16. The input rows are rounded to bf16 once per product, as
+    /// transformers' bf16 model rounds its activations. Tests clear [`USE_BF16_DOT`] to check
+    /// the widening path that CPUs without it take; `BATON_BF16_DOT=0` makes a process widen
+    /// (for benchmarks).
+    pub fn bf16_dot() -> bool {
+        static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        USE_BF16_DOT.load(std::sync::atomic::Ordering::Relaxed)
+            && *WANTED.get_or_init(|| {
+                std::is_x86_feature_detected!("avx512bf16")
+                    && std::env::var("BATON_BF16_DOT").as_deref() != Ok("0")
+            })
+    }
+
+    /// See [`bf16_dot`].
+    pub static USE_BF16_DOT: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(true);
+
+    /// 32 bf16 values from `src` as one vector of pairs.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn load32_bh(src: *const half::bf16) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(src as *const _))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn zero_bh() -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512())
+    }
+
+    /// `acc` plus the 32 products of `w` and `x`, summed in pairs into its 16 lanes.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn dot32_bh(w: __m512bh, x: __m512bh, acc: __m512) -> __m512 {
+        _mm512_dpbf16_ps(acc, w, x)
+    }
+
+    /// One bf16 weight row against every input row (in bf16), with `vdpbf16ps`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn dots_bf16_dot(w: &[half::bf16], xs: &[half::bf16], k: usize, dst: &mut [f32]) {
+        by_rows!(dst.len(), one_bf16_dot, w, xs, k, dst)
+    }
 
     /// 16 signed bytes from `src`, as f32.
     #[target_feature(enable = "avx512f")]
@@ -663,16 +767,21 @@ mod x86 {
 
     /// One weight row against `M` input rows: the grouped kernel with a group of one.
     macro_rules! one_row_512 {
-        ($name:ident, $group:ident, $t:ty) => {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn $name<const M: usize>(w: &[$t], xs: &[f32], k: usize, dst: &mut [f32]) {
+        ($features:literal, $($name:ident: $t:ty, $xt:ty => $group:ident;)*) => {$(
+            #[target_feature(enable = $features)]
+            unsafe fn $name<const M: usize>(w: &[$t], xs: &[$xt], k: usize, dst: &mut [f32]) {
                 $group::<1, M>(w, xs, k, dst)
             }
-        };
+        )*};
     }
-    one_row_512!(one_f32_512, group_f32_512, f32);
-    one_row_512!(one_bf16_512, group_bf16_512, half::bf16);
-    one_row_512!(one_q8_512, group_q8_512, i8);
+    one_row_512!("avx512f",
+        one_f32_512: f32, f32 => group_f32_512;
+        one_bf16_512: half::bf16, f32 => group_bf16_512;
+        one_q8_512: i8, f32 => group_q8_512;
+    );
+    one_row_512!("avx512f,avx512bf16",
+        one_bf16_dot: half::bf16, half::bf16 => group_bf16_dot;
+    );
 
     /// One 8-bit weight row against every input row, before its scale.
     #[target_feature(enable = "avx2,fma")]
@@ -813,10 +922,10 @@ mod x86 {
     /// The entry points of the grouped kernels: `$group` weight rows (one after another in `w`)
     /// against 1 or 2 input rows, `dst` `[row][input]` (8-bit rows before their scales).
     macro_rules! group_entries {
-        ($features:literal, $($name:ident: $t:ty => $kernel:ident, $group:ident;)*) => {$(
+        ($features:literal, $($name:ident: $t:ty, $xt:ty => $kernel:ident, $group:ident;)*) => {$(
             #[doc = concat!("`", stringify!($kernel), "` over [`", stringify!($group), "`] rows.")]
             #[target_feature(enable = $features)]
-            pub unsafe fn $name(w: &[$t], xs: &[f32], k: usize, dst: &mut [f32]) {
+            pub unsafe fn $name(w: &[$t], xs: &[$xt], k: usize, dst: &mut [f32]) {
                 if dst.len() == $group {
                     $kernel::<$group, 1>(w, xs, k, dst)
                 } else {
@@ -826,14 +935,17 @@ mod x86 {
         )*};
     }
     group_entries!("avx512f",
-        dots_group_avx512: f32 => group_f32_512, GROUP_F32;
-        dots_group_bf16_avx512: half::bf16 => group_bf16_512, GROUP_BF16;
-        dots_group_q8_avx512: i8 => group_q8_512, GROUP_BF16;
+        dots_group_avx512: f32, f32 => group_f32_512, GROUP_F32;
+        dots_group_bf16_avx512: half::bf16, f32 => group_bf16_512, GROUP_BF16;
+        dots_group_q8_avx512: i8, f32 => group_q8_512, GROUP_BF16;
+    );
+    group_entries!("avx512f,avx512bf16",
+        dots_group_bf16_dot: half::bf16, half::bf16 => group_bf16_dot, GROUP_BF16;
     );
     group_entries!("avx2,fma",
-        dots_group_avx2: f32 => group_f32_256, GROUP_256;
-        dots_group_bf16_avx2: half::bf16 => group_bf16_256, GROUP_256;
-        dots_group_q8_avx2: i8 => group_q8_256, GROUP_256;
+        dots_group_avx2: f32, f32 => group_f32_256, GROUP_256;
+        dots_group_bf16_avx2: half::bf16, f32 => group_bf16_256, GROUP_256;
+        dots_group_q8_avx2: i8, f32 => group_q8_256, GROUP_256;
     );
 
     /// 4-bit weight rows streamed at once by the grouped kernel. 8 rows with 2 inputs need more
@@ -1056,6 +1168,8 @@ mod tests {
         eprintln!("gemv kernels checked on this CPU: {all:?}");
         #[cfg(target_arch = "x86_64")]
         eprintln!("AVX-512 VNNI for 4-bit weights: {}", x86::vnni());
+        #[cfg(target_arch = "x86_64")]
+        eprintln!("AVX-512 BF16 for bf16 weights: {}", x86::bf16_dot());
         // A kernel the CPU lacks is refused, not run.
         #[cfg(target_arch = "x86_64")]
         if !all.contains(&Kernel::Avx512) {
@@ -1208,26 +1322,61 @@ mod tests {
             let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
             let want = x.matmul(&w.t().unwrap()).unwrap();
             let wb = w.to_dtype(DType::BF16).unwrap();
-            let widened = x
-                .matmul(&wb.to_dtype(DType::F32).unwrap().t().unwrap())
+            let wide_w = wb.to_dtype(DType::F32).unwrap();
+            let widened = x.matmul(&wide_w.t().unwrap()).unwrap();
+            // What `vdpbf16ps` computes: the input rounded to bf16 too, the products exact.
+            let x_bf16 = x
+                .to_dtype(DType::BF16)
+                .unwrap()
+                .to_dtype(DType::F32)
                 .unwrap();
+            let both_bf16 = x_bf16.matmul(&wide_w.t().unwrap()).unwrap();
+            let bf16_want = |kernel: Kernel| {
+                if bf16_dot(kernel) {
+                    &both_bf16
+                } else {
+                    &widened
+                }
+            };
             // Every kernel this CPU runs agrees with candle (the others are checked on the
-            // machines that have them; `kernels_this_cpu_runs` says which ran here).
+            // machines that have them; `kernels_this_cpu_runs` says which ran here), bf16
+            // with and without AVX-512 BF16 where the CPU has it.
             for &kernel in Kernel::available() {
                 let other = matmul_t_with(kernel, &x, &w).unwrap().unwrap();
                 let d = max_abs_diff(&other, &want);
                 assert!(d < 1e-3, "{kernel:?} f32 m{m} n{n} k{k}: {d}");
-                let other = matmul_t_with(kernel, &x, &wb).unwrap().unwrap();
-                let d = max_abs_diff(&other, &widened);
-                assert!(d < 1e-3, "{kernel:?} bf16 m{m} n{n} k{k}: {d}");
+                for dot in bf16_paths() {
+                    #[cfg(target_arch = "x86_64")]
+                    x86::USE_BF16_DOT.store(dot, std::sync::atomic::Ordering::Relaxed);
+                    let other = matmul_t_with(kernel, &x, &wb).unwrap().unwrap();
+                    let d = max_abs_diff(&other, bf16_want(kernel));
+                    assert!(d < 1e-3, "{kernel:?} bf16 (dot {dot}) m{m} n{n} k{k}: {d}");
+                }
+                #[cfg(target_arch = "x86_64")]
+                x86::USE_BF16_DOT.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Rounding the input to bf16 is what makes the two bf16 paths differ, and it
+            // shows: the check above would not pass one path for the other.
+            if k >= 1024 {
+                let d = max_abs_diff(&both_bf16, &widened);
+                assert!(d > 1e-3, "m{m} n{n} k{k}: {d}");
             }
             // And so does the chosen one, through `matmul_t`.
             let got = matmul_t(&x, &w).unwrap().unwrap();
             let d = max_abs_diff(&got, &want);
             assert!(d < 1e-3, "f32 m{m} n{n} k{k}: {d}");
             let got = matmul_t(&x, &wb).unwrap().unwrap();
-            let d = max_abs_diff(&got, &widened);
+            let d = max_abs_diff(&got, bf16_want(Kernel::chosen()));
             assert!(d < 1e-3, "bf16 m{m} n{n} k{k}: {d}");
         }
+    }
+
+    /// The bf16 paths to check: with `vdpbf16ps` and without, where the CPU has it.
+    fn bf16_paths() -> Vec<bool> {
+        #[cfg(target_arch = "x86_64")]
+        if x86::bf16_dot() {
+            return vec![true, false];
+        }
+        vec![false]
     }
 }

@@ -3,8 +3,11 @@
 //! The crate is built for baseline x86-64 (SSE2), where a loop of f64 arithmetic runs two lanes
 //! at a time. The kernel's maps ([`super::kernel`]) are compiled three times: for AVX-512 (8 f64
 //! lanes), for AVX2 with FMA (4), and for the baseline; [`Simd::detect`] picks the best this CPU
-//! has. The GEMMs are faer's, which dispatch on their own. Tests run every level the machine has
-//! through [`Simd::available`], so the paths a session's CPU does not pick stay checked too.
+//! has, or the one `BATON_RFM_SIMD` names (`avx512`, `avx2`, `baseline`) when the CPU runs it, for
+//! benchmarks that stand in for an older CPU class. The GEMMs are faer's, which dispatch on their
+//! own (`tests/reference/build_avx2_rfm.sh` builds a baton whose faer stops at AVX2). Tests run
+//! every level the machine has through [`Simd::available`], so the paths a session's CPU does not
+//! pick stay checked too.
 
 use std::sync::OnceLock;
 
@@ -20,10 +23,32 @@ pub enum Simd {
 }
 
 impl Simd {
-    /// The best level this CPU supports (detected once).
+    /// The level the loops use (decided once): the best this CPU supports, or the one
+    /// `BATON_RFM_SIMD` names when the CPU supports it.
     pub fn detect() -> Simd {
-        static BEST: OnceLock<Simd> = OnceLock::new();
-        *BEST.get_or_init(|| Simd::available()[0])
+        static CHOSEN: OnceLock<Simd> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            Simd::choose(
+                &Simd::available(),
+                std::env::var("BATON_RFM_SIMD").ok().as_deref(),
+            )
+        })
+    }
+
+    /// The level named `pinned` when it is among `available`, else the best available.
+    fn choose(available: &[Simd], pinned: Option<&str>) -> Simd {
+        pinned
+            .and_then(|name| available.iter().copied().find(|s| s.name() == name))
+            .unwrap_or(available[0])
+    }
+
+    /// The level's name, as `BATON_RFM_SIMD` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Avx512 => "avx512",
+            Simd::Avx2 => "avx2",
+            Simd::Baseline => "baseline",
+        }
     }
 
     /// Every level this CPU supports, best first (always ends with [`Simd::Baseline`]).
@@ -80,3 +105,21 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_level_is_used_only_where_the_cpu_has_it() {
+        let all = [Simd::Avx512, Simd::Avx2, Simd::Baseline];
+        assert_eq!(Simd::choose(&all, None), Simd::Avx512);
+        assert_eq!(Simd::choose(&all, Some("avx2")), Simd::Avx2);
+        assert_eq!(Simd::choose(&all, Some("baseline")), Simd::Baseline);
+        // Unknown names and levels this CPU lacks fall back to the best it has.
+        assert_eq!(Simd::choose(&all, Some("sse9")), Simd::Avx512);
+        let old = [Simd::Avx2, Simd::Baseline];
+        assert_eq!(Simd::choose(&old, Some("avx512")), Simd::Avx2);
+        assert_eq!(Simd::available().last(), Some(&Simd::Baseline));
+    }
+}
