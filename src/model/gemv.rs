@@ -456,8 +456,8 @@ fn dots_generic<T: Copy + Into<f32>>(w: &[T], xs: &[f32], k: usize, dst: &mut [f
     }
 }
 
-/// [`dots`] for bf16 weights, widened to f32 on the fly.
-/// With `xb` (the input rows in bf16, given where [`bf16_dot`] holds) it multiplies in bf16.
+/// [`dots`] for bf16 weights, widened to f32 on the fly, or with `xb` (the input rows in bf16,
+/// given where [`bf16_dot`] holds) multiplied in bf16.
 #[inline]
 fn dots_bf16(
     kernel: Kernel,
