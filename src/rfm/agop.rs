@@ -15,7 +15,7 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
 
-use super::dense::{for_each_col, mat_mul, mirror_lower, par, sym_mul_add};
+use super::dense::{col, for_each_col, mat_mul, mirror_lower, par, sym_mul_add};
 use super::real::Real;
 
 /// `w = G' alpha` and, for centring, the coefficients `sum_l (w_l - v o a_l) / (n * outputs)`
@@ -34,8 +34,8 @@ fn weights<T: Real>(alpha: &Mat<T>, grad: &Mat<T>, center_grads: bool) -> (Mat<T
     let mean_coef = center_grads.then(|| {
         let mut v = vec![T::ZERO; n];
         for j in 0..n {
-            for (i, vi) in v.iter_mut().enumerate() {
-                *vi += grad[(i, j)];
+            for (vi, &g) in v.iter_mut().zip(col(grad, j)) {
+                *vi += g;
             }
         }
         let denom = T::of((n * outputs) as f64);
@@ -60,9 +60,10 @@ pub fn agop<T: Real>(xm: &Mat<T>, alpha: &Mat<T>, grad: &Mat<T>, center_grads: b
     let mut scaled = Mat::<T>::zeros(n, d);
     let mut grads = Mat::<T>::zeros(n, d);
     for l in 0..alpha.ncols() {
-        for_each_col(&mut scaled, |k, col| {
-            for (i, s) in col.iter_mut().enumerate() {
-                *s = alpha[(i, l)] * xm[(i, k)];
+        let (a_l, w_l) = (col(alpha, l), col(&w, l));
+        for_each_col(&mut scaled, |k, out| {
+            for ((s, &a), &x) in out.iter_mut().zip(a_l).zip(col(xm, k)) {
+                *s = a * x;
             }
         });
         matmul(
@@ -73,10 +74,10 @@ pub fn agop<T: Real>(xm: &Mat<T>, alpha: &Mat<T>, grad: &Mat<T>, center_grads: b
             -T::ONE,
             par(),
         );
-        for_each_col(&mut grads, |k, col| {
+        for_each_col(&mut grads, |k, out| {
             let mu = mean.as_ref().map_or(T::ZERO, |m| m[(k, 0)]);
-            for (i, g) in col.iter_mut().enumerate() {
-                *g += w[(i, l)] * xm[(i, k)] - mu;
+            for ((g, &wi), &x) in out.iter_mut().zip(w_l).zip(col(xm, k)) {
+                *g += wi * x - mu;
             }
         });
         let accum = if l == 0 { Accum::Replace } else { Accum::Add };
@@ -96,11 +97,6 @@ pub fn agop_dual<T: Real>(
 ) -> Mat<T> {
     let n = alpha.nrows();
     let (w, mean_coef) = weights(alpha, grad, center_grads);
-    let e_at = |i: usize, k: usize| match e {
-        Some(e) => e[(i, k)],
-        None if i == k => T::ONE,
-        None => T::ZERO,
-    };
     // Mean gradient = omega' X with omega = E' * mean_coef.
     let omega = mean_coef.map(|c| match e {
         Some(e) => mat_mul(e.transpose(), c.as_ref()),
@@ -110,11 +106,12 @@ pub fn agop_dual<T: Real>(
     let mut wl = Mat::<T>::zeros(n, n);
     let mut scaled = Mat::<T>::zeros(n, n);
     for l in 0..alpha.ncols() {
+        let (a_l, w_l) = (col(alpha, l), col(&w, l));
         match e {
             Some(e) => {
-                for_each_col(&mut scaled, |k, col| {
-                    for (i, s) in col.iter_mut().enumerate() {
-                        *s = alpha[(i, l)] * e[(i, k)];
+                for_each_col(&mut scaled, |k, out| {
+                    for ((s, &a), &x) in out.iter_mut().zip(a_l).zip(col(e, k)) {
+                        *s = a * x;
                     }
                 });
                 matmul(
@@ -134,10 +131,20 @@ pub fn agop_dual<T: Real>(
                 }
             }),
         }
-        for_each_col(&mut wl, |k, col| {
+        for_each_col(&mut wl, |k, out| {
             let mu = omega.as_ref().map_or(T::ZERO, |o| o[(k, 0)]);
-            for (j, v) in col.iter_mut().enumerate() {
-                *v += w[(j, l)] * e_at(j, k) - mu;
+            match e {
+                Some(e) => {
+                    for ((v, &wj), &x) in out.iter_mut().zip(w_l).zip(col(e, k)) {
+                        *v += wj * x - mu;
+                    }
+                }
+                // E = I: only the diagonal entry takes w.
+                None => {
+                    let diagonal = out[k] + (w_l[k] - mu);
+                    out.iter_mut().for_each(|v| *v += -mu);
+                    out[k] = diagonal;
+                }
             }
         });
         let accum = if l == 0 { Accum::Replace } else { Accum::Add };

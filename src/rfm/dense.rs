@@ -117,20 +117,52 @@ pub fn col_dots<T: Real>(a: &Mat<T>, b: &Mat<T>) -> Vec<T> {
         .collect()
 }
 
-/// Largest entry (NaN if any entry is NaN).
+/// Column `j` of `m` as a slice: an owned [`Mat`] keeps each column contiguous, and loops over
+/// slices vectorise where indexing entry by entry (with its bounds checks) does not.
+pub fn col<T: Real>(m: &Mat<T>, j: usize) -> &[T] {
+    m.col(j)
+        .try_as_col_major()
+        .expect("an owned Mat's columns are contiguous")
+        .as_slice()
+}
+
+/// Largest entry (NaN if any entry is NaN). Kept in [`MAX_LANES`] running maxima and NaN flags
+/// per position in a column so the loop vectorises: entry by entry, with an exit at the first
+/// NaN, it took 4-5 % of a search's time (perf, d = 1,024) for one pass over M per round.
 pub fn max_entry<T: Real>(m: &Mat<T>) -> f64 {
-    let mut max = f64::NEG_INFINITY;
+    let mut max = [T::of(f64::NEG_INFINITY); MAX_LANES];
+    let mut nan = [false; MAX_LANES];
+    let mut take = |l: usize, v: T| {
+        nan[l] |= v != v;
+        if v > max[l] {
+            max[l] = v;
+        }
+    };
     for j in 0..m.ncols() {
-        for i in 0..m.nrows() {
-            let v = m[(i, j)].to_f64();
-            if v.is_nan() {
-                return f64::NAN;
+        match m.col(j).try_as_col_major() {
+            Some(col) => {
+                let mut chunks = col.as_slice().chunks_exact(MAX_LANES);
+                for c in &mut chunks {
+                    for (l, &v) in c.iter().enumerate() {
+                        take(l, v);
+                    }
+                }
+                for &v in chunks.remainder() {
+                    take(0, v);
+                }
             }
-            max = max.max(v);
+            None => (0..m.nrows()).for_each(|i| take(0, m[(i, j)])),
         }
     }
-    max
+    if nan.iter().any(|&n| n) {
+        return f64::NAN;
+    }
+    max.iter()
+        .fold(f64::NEG_INFINITY, |acc, v| acc.max(v.to_f64()))
 }
+
+/// Independent running maxima in [`max_entry`].
+const MAX_LANES: usize = 8;
 
 /// True when every entry is finite.
 pub fn all_finite<T: Real>(m: &Mat<T>) -> bool {
@@ -140,4 +172,31 @@ pub fn all_finite<T: Real>(m: &Mat<T>) -> bool {
 /// Multiplies every entry by `s`.
 pub fn scale<T: Real>(m: &mut Mat<T>, s: T) {
     for_each_col(m, |_, col| col.iter_mut().for_each(|v| *v *= s));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_entry_finds_the_largest_and_any_nan() {
+        // Columns of 13 (a whole group of lanes and a remainder), the largest in each place.
+        for (rows, cols) in [(13, 5), (1, 1), (8, 3), (3, 2)] {
+            for at in 0..rows * cols {
+                let m = Mat::<f32>::from_fn(rows, cols, |i, j| {
+                    if i + j * rows == at {
+                        7.5
+                    } else {
+                        -(((i * 31 + j * 17) % 11) as f32)
+                    }
+                });
+                assert_eq!(max_entry(&m), 7.5, "{rows}x{cols} at {at}");
+                let mut with_nan = m.clone();
+                with_nan[(at % rows, at / rows)] = f32::NAN;
+                assert!(max_entry(&with_nan).is_nan(), "{rows}x{cols} NaN at {at}");
+            }
+        }
+        let all_negative = Mat::<f64>::from_fn(4, 4, |i, j| -1.0 - (i + j) as f64);
+        assert_eq!(max_entry(&all_negative), -1.0);
+    }
 }
