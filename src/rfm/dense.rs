@@ -126,14 +126,14 @@ pub fn col<T: Real>(m: &Mat<T>, j: usize) -> &[T] {
         .as_slice()
 }
 
-/// Largest entry (NaN if any entry is NaN). Kept in [`MAX_LANES`] running maxima and NaN flags
+/// Largest entry (NaN if any entry is NaN). Kept in `MAX_LANES` running maxima and NaN flags
 /// per position in a column so the loop vectorises: entry by entry, with an exit at the first
 /// NaN, it took 4-5 % of a search's time (perf, d = 1,024) for one pass over M per round.
 pub fn max_entry<T: Real>(m: &Mat<T>) -> f64 {
     let mut max = [T::of(f64::NEG_INFINITY); MAX_LANES];
     let mut nan = [false; MAX_LANES];
     let mut take = |l: usize, v: T| {
-        nan[l] |= v != v;
+        nan[l] |= v.to_f64().is_nan();
         if v > max[l] {
             max[l] = v;
         }
