@@ -88,11 +88,7 @@ pub fn for_each_col<T: Real>(m: &mut Mat<T>, f: impl Fn(usize, &mut [T]) + Sync)
 pub fn row_dots<T: Real>(a: &Mat<T>, b: &Mat<T>) -> Vec<T> {
     let mut out = vec![T::ZERO; a.nrows()];
     for j in 0..a.ncols() {
-        let (Some(ca), Some(cb)) = (a.col(j).try_as_col_major(), b.col(j).try_as_col_major())
-        else {
-            continue;
-        };
-        for ((o, x), y) in out.iter_mut().zip(ca.as_slice()).zip(cb.as_slice()) {
+        for ((o, x), y) in out.iter_mut().zip(col(a, j)).zip(col(b, j)) {
             *o += *x * *y;
         }
     }
@@ -103,17 +99,7 @@ pub fn row_dots<T: Real>(a: &Mat<T>, b: &Mat<T>) -> Vec<T> {
 pub fn col_dots<T: Real>(a: &Mat<T>, b: &Mat<T>) -> Vec<T> {
     (0..a.ncols())
         .into_par_iter()
-        .map(
-            |j| match (a.col(j).try_as_col_major(), b.col(j).try_as_col_major()) {
-                (Some(ca), Some(cb)) => ca
-                    .as_slice()
-                    .iter()
-                    .zip(cb.as_slice())
-                    .map(|(x, y)| *x * *y)
-                    .sum(),
-                _ => T::ZERO,
-            },
-        )
+        .map(|j| col(a, j).iter().zip(col(b, j)).map(|(x, y)| *x * *y).sum())
         .collect()
 }
 
@@ -139,19 +125,14 @@ pub fn max_entry<T: Real>(m: &Mat<T>) -> f64 {
         }
     };
     for j in 0..m.ncols() {
-        match m.col(j).try_as_col_major() {
-            Some(col) => {
-                let mut chunks = col.as_slice().chunks_exact(MAX_LANES);
-                for c in &mut chunks {
-                    for (l, &v) in c.iter().enumerate() {
-                        take(l, v);
-                    }
-                }
-                for &v in chunks.remainder() {
-                    take(0, v);
-                }
+        let mut chunks = col(m, j).chunks_exact(MAX_LANES);
+        for c in &mut chunks {
+            for (l, &v) in c.iter().enumerate() {
+                take(l, v);
             }
-            None => (0..m.nrows()).for_each(|i| take(0, m[(i, j)])),
+        }
+        for &v in chunks.remainder() {
+            take(0, v);
         }
     }
     if nan.iter().any(|&n| n) {
