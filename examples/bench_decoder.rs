@@ -1,7 +1,7 @@
 //! Times the decoder alone on random weights with musicgen-small's shapes (CFG batch of 2).
 //!
 //! `cargo run --release --example bench_decoder [STEPS]`. `BENCH_DTYPE=bf16` stores the weights
-//! in bf16; `BENCH_HIDDEN=64` narrows the blocks (same layer and op count, little arithmetic) so
+//! in bf16 (`q8`, `q4`: packed as `--dtype q8`, `q4` pack them); `BENCH_HIDDEN=64` narrows the blocks (same layer and op count, little arithmetic) so
 //! the time is per-op overhead, the regime a GPU step is in; `BENCH_GREEDY=1` picks greedily.
 use baton::model::decoder::Decoder;
 use baton::model::generate::{self, GenerationInputs};
@@ -23,12 +23,18 @@ fn main() -> anyhow_free::Result {
         "ffn_dim": 4 * hidden, "num_attention_heads": 16, "hidden_size": hidden, "num_codebooks": 4
     }))?;
     let dev = Device::Cpu;
-    let dtype = match std::env::var("BENCH_DTYPE").as_deref() {
-        Ok("bf16") => DType::BF16,
+    let packing = std::env::var("BENCH_DTYPE").unwrap_or_default();
+    let dtype = match packing.as_str() {
+        "bf16" => DType::BF16,
         _ => DType::F32,
     };
     let vb = VarBuilder::from_backend(Box::new(RandomWeights), dtype, dev.clone());
-    let decoder = Decoder::load(&cfg, vb.pp("decoder"))?;
+    let mut decoder = Decoder::load(&cfg, vb.pp("decoder"))?;
+    match packing.as_str() {
+        "q8" => decoder.quantize_q8()?,
+        "q4" => decoder.quantize_q4()?,
+        _ => {}
+    }
     let states = seeded_normal((2, 12, hidden), 1.0, 1, &dev);
     let mask = Tensor::cat(
         &[
@@ -71,7 +77,8 @@ fn main() -> anyhow_free::Result {
     generate::generate(&decoder, &inputs, &options, None, &mut |_, _| {}, &mut rngs)?;
     let s = t.elapsed().as_secs_f64();
     println!(
-        "{dtype:?}, hidden {hidden}: {steps} steps in {s:.2} s: {:.2} steps/s, {:.3} ms/step",
+        "{}, hidden {hidden}: {steps} steps in {s:.2} s: {:.2} steps/s, {:.3} ms/step",
+        if packing.is_empty() { "f32" } else { &packing },
         steps as f64 / s,
         1e3 * s / steps as f64
     );

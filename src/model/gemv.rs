@@ -7,15 +7,16 @@
 //! threads and each weight row is streamed once against all input rows. bf16 weights halve the
 //! bytes a step streams: multiplied in bf16 by AVX-512 BF16's `vdpbf16ps` where the CPU has it
 //! (the input rows rounded to bf16), else widened to f32 on the fly (a shift). 8-bit weights
-//! ([`Q8`]) are widened and scaled per row, quartering them. 4-bit weights ([`Q4`]) are
-//! multiplied as bytes against input rows quantized to 8 bits (see the `q4` module). Which
-//! [`Kernel`] runs (generic, AVX2, AVX-512) is decided at run time from the CPU.
+//! ([`Q8`], a quarter of f32's bytes, scaled per row) are multiplied as bytes against input rows
+//! quantized to 8 bits by AVX-512 VNNI's `vpdpbusd` where the CPU has it, else widened to f32.
+//! 4-bit weights ([`Q4`]) are always multiplied as bytes against 8-bit input rows (see the `q4`
+//! module). Which [`Kernel`] runs (generic, AVX2, AVX-512) is decided at run time from the CPU.
 
 use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
 mod q4;
-use q4::QuantizedRows;
+use q4::{QuantizedRows, BYTE_OFFSET, NIBBLE_OFFSET};
 pub use q4::{Q4, Q4_BLOCK};
 
 /// At most this many input rows take the matrix-vector path.
@@ -309,9 +310,14 @@ fn run(
         return Ok(None);
     };
     let xs = window(xs, xs_layout, m * k);
-    // 4-bit products take their input rows in 8 bits, quantized once here for every task.
+    // 4-bit products, and 8-bit ones by `vpdpbusd`, take their input rows in 8 bits, quantized
+    // once here for every task.
+    let q8_bytes = matches!(weights, Weights::Q8(..)) && q8_bytes(kernel);
     let qx = match weights {
-        Weights::Q4(w) => QuantizedRows::new(xs, m, k, w.padded_cols()),
+        Weights::Q4(w) => QuantizedRows::new(xs, m, k, w.padded_cols(), NIBBLE_OFFSET),
+        Weights::Q8(..) if q8_bytes => {
+            QuantizedRows::new(xs, m, k, q4::padded_cols(k), BYTE_OFFSET)
+        }
         _ => QuantizedRows::default(),
     };
     let qx = &qx;
@@ -355,7 +361,9 @@ fn run(
                                 None => x86::dots_group_bf16_avx2(&w[span], xs, k, dst),
                             },
                             Weights::Q8(w, scales) => {
-                                if wide {
+                                if q8_bytes {
+                                    x86::dots_group_q8_vnni(&w[span], k, qx, dst);
+                                } else if wide {
                                     x86::dots_group_q8_avx512(&w[span], xs, k, dst);
                                 } else {
                                     x86::dots_group_q8_avx2(&w[span], xs, k, dst);
@@ -377,7 +385,8 @@ fn run(
                     Weights::F32(w) => dots(kernel, &w[j * k..(j + 1) * k], xs, k, dst),
                     Weights::Bf16(w) => dots_bf16(kernel, &w[j * k..(j + 1) * k], xs, xb, k, dst),
                     Weights::Q8(w, scales) => {
-                        dots_q8(kernel, &w[j * k..(j + 1) * k], xs, k, dst);
+                        let qx = q8_bytes.then_some(qx);
+                        dots_q8(kernel, &w[j * k..(j + 1) * k], xs, qx, k, dst);
                         scale_rows(dst, &scales[j..j + 1], m);
                     }
                     Weights::Q4(w) => {
@@ -526,18 +535,40 @@ fn scale_rows(dst: &mut [f32], scales: &[f32], m: usize) {
     }
 }
 
-/// [`dots`] for 8-bit weights, before their row's scale.
+/// [`dots`] for 8-bit weights, before their row's scale: widened to f32, or with `qx` (the
+/// input rows in 8 bits, given where [`q8_bytes`] holds) multiplied as bytes.
 #[inline]
-fn dots_q8(kernel: Kernel, w: &[i8], xs: &[f32], k: usize, dst: &mut [f32]) {
+fn dots_q8(
+    kernel: Kernel,
+    w: &[i8],
+    xs: &[f32],
+    qx: Option<&QuantizedRows>,
+    k: usize,
+    dst: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
-    match kernel {
+    match (kernel, qx) {
+        // SAFETY: `run` gives `qx` only where `q8_bytes` holds.
+        (_, Some(qx)) => return unsafe { x86::dots_q8_vnni(w, k, qx, dst) },
         // SAFETY: `run` checked that the CPU runs the kernel.
-        Kernel::Avx512 => return unsafe { x86::dots_q8_avx512(w, xs, k, dst) },
-        Kernel::Avx2 => return unsafe { x86::dots_q8_avx2(w, xs, k, dst) },
-        Kernel::Generic => {}
+        (Kernel::Avx512, None) => return unsafe { x86::dots_q8_avx512(w, xs, k, dst) },
+        (Kernel::Avx2, None) => return unsafe { x86::dots_q8_avx2(w, xs, k, dst) },
+        (Kernel::Generic, None) => {}
     }
-    let _ = kernel;
+    let _ = (kernel, qx);
     dots_generic(w, xs, k, dst)
+}
+
+/// Whether 8-bit products with `kernel` multiply bytes by bytes (AVX-512 VNNI, asked for: see
+/// `x86::q8_vnni`), the input rows quantized to 8 bits per block of 32.
+fn q8_bytes(kernel: Kernel) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return kernel == Kernel::Avx512 && x86::q8_vnni();
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kernel;
+        false
+    }
 }
 
 /// [`dots`] for one 4-bit weight row.
@@ -995,17 +1026,43 @@ mod x86 {
         }
     }
 
-    /// Whether the 4-bit kernels use AVX-512 VNNI (Intel since Cascade Lake, AMD since Zen 4),
+    /// Whether the byte kernels use AVX-512 VNNI (Intel since Cascade Lake, AMD since Zen 4),
     /// whose `vpdpbusd` does the byte products, their sums in 4s and the offsets' removal in
-    /// one instruction instead of three. Tests clear [`USE_VNNI`] to check the path CPUs
-    /// without it take; both give the same integers.
+    /// one instruction: 4-bit products take one instead of three (the same integers). Tests
+    /// clear [`USE_VNNI`] to check the path CPUs without it take; `BATON_VNNI=0` makes a
+    /// process do without it (for benchmarks).
     pub fn vnni() -> bool {
+        static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         USE_VNNI.load(std::sync::atomic::Ordering::Relaxed)
-            && std::is_x86_feature_detected!("avx512vnni")
+            && *WANTED.get_or_init(|| {
+                std::is_x86_feature_detected!("avx512vnni")
+                    && std::env::var("BATON_VNNI").as_deref() != Ok("0")
+            })
     }
 
     /// See [`vnni`].
     pub static USE_VNNI: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+    /// Whether 8-bit products multiply bytes by bytes with VNNI ([`group_q8_vnni`], the input
+    /// rows quantized to 8 bits per block of 32) instead of widening every weight to f32:
+    /// only when asked for, with `BATON_Q8_VNNI=1` (or [`USE_Q8_VNNI`], for the tests). It
+    /// takes fewer than half the vector operations (with the weights in the cache, 2 input
+    /// rows: 53-71 GB/s against 45-66; 1 row: 95-110 against 52-88), but on the one CPU it
+    /// has been measured on, a 2-core AMD EPYC (Zen 5) whose widening kernel already reads
+    /// near memory's speed, it gained nothing from memory and generation was 4-5 % slower
+    /// (renders: 57.6 against 60.4 steps/s, medians of 8). CPUs whose 8-bit products run below
+    /// memory's speed (a 2-core Xeon read 8-16 of its 26-28 GB/s) are where it could pay;
+    /// measure there (`bench_gemv`, `bench_engine.sh`) before making it the default.
+    pub fn q8_vnni() -> bool {
+        static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        vnni()
+            && (USE_Q8_VNNI.load(std::sync::atomic::Ordering::Relaxed)
+                || *WANTED.get_or_init(|| std::env::var("BATON_Q8_VNNI").as_deref() == Ok("1")))
+    }
+
+    /// See [`q8_vnni`].
+    pub static USE_Q8_VNNI: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
 
     /// [`GROUP_Q4`] 4-bit weight rows against 1 or 2 input rows.
     #[target_feature(enable = "avx512f,avx512bw")]
@@ -1147,6 +1204,140 @@ mod x86 {
         };
     }
     group_q4!(group_q4_512, "avx512f,avx512bw", dot4_bw, false);
+
+    /// Quantizes the whole blocks of one input row (`x`) to 8 bits into `q`, `scales` and
+    /// `sums` as `QuantizedRows::new` does, 32 inputs at a time, and returns how many blocks
+    /// it did (a partial last block is the caller's). The same bytes as the scalar code: the
+    /// scale and its inverse are the same f32 operations, and `vcvtps2dq` rounds to the
+    /// nearest, ties to even, as the scalar rounding does.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn quantize_blocks(
+        x: &[f32],
+        q: &mut [i8],
+        scales: &mut [f32],
+        sums: &mut [i32],
+        offset: i32,
+    ) -> usize {
+        let whole = x.len() / 32;
+        debug_assert!(q.len() >= whole * 32 && scales.len() >= whole);
+        debug_assert!(sums.len() >= whole * 32 / super::q4::LANE);
+        let lim = _mm512_set1_epi32(127);
+        let ones8 = _mm256_set1_epi8(1);
+        let ones16 = _mm256_set1_epi16(1);
+        let off = _mm256_set1_epi32(offset);
+        for (b, scale_out) in scales[..whole].iter_mut().enumerate() {
+            let p = x.as_ptr().add(b * 32);
+            let (lo, hi) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            let max = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+            let scale = max / 127.0;
+            let inv = _mm512_set1_ps(if max > 0.0 { 1.0 / scale } else { 0.0 });
+            let bytes = _mm256_set_m128i(to_bytes(hi, inv, lim), to_bytes(lo, inv, lim));
+            _mm256_storeu_si256(q.as_mut_ptr().add(b * 32) as *mut __m256i, bytes);
+            // Sums of 4: bytes times ones, pairs then pairs of pairs.
+            let fours = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, bytes), ones16);
+            let fours = _mm256_mullo_epi32(fours, off);
+            _mm256_storeu_si256(sums.as_mut_ptr().add(b * 8) as *mut __m256i, fours);
+            *scale_out = scale;
+        }
+        whole
+    }
+
+    /// `round(v · inv)` in `-lim..=lim` as 16 bytes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn to_bytes(v: __m512, inv: __m512, lim: __m512i) -> __m128i {
+        let r = _mm512_cvtps_epi32(_mm512_mul_ps(v, inv));
+        let neg = _mm512_sub_epi32(_mm512_setzero_si512(), lim);
+        _mm512_cvtepi32_epi8(_mm512_max_epi32(_mm512_min_epi32(r, lim), neg))
+    }
+
+    /// `R` 8-bit weight rows (one after another in `w`, `k` each) against `M` input rows in 8
+    /// bits (`x`, with [`super::BYTE_OFFSET`]'s sums), `dst` `[row][input]`, before the rows'
+    /// scales; 64 weights (two input blocks) a step. Each weight byte's sign bit is flipped
+    /// (`w + 128`, unsigned, as `vpdpbusd` wants one side), and one `vpdpbusd` per input row
+    /// multiplies the 64 bytes, sums them in 4s and starts from `-128 · Σ x`, which takes the
+    /// flip back out exactly; the 16 sums are scaled by their blocks' input scales in f32. For 64
+    /// weights and 2 input rows that is 8 vector operations, where widening takes 16 (4 loads
+    /// with sign extension, 4 conversions, 8 multiply-adds). The step past the row's last whole 64 reads the weights
+    /// under a mask (the inputs are zero past `k`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn group_q8_vnni<const R: usize, const M: usize>(
+        w: &[i8],
+        k: usize,
+        x: &QuantizedRows,
+        dst: &mut [f32],
+    ) {
+        let nb = x.blocks();
+        debug_assert!(w.len() == R * k && x.padded >= k && x.padded.is_multiple_of(64));
+        debug_assert!(x.q.len() >= M * x.padded && dst.len() == R * M);
+        let flip = _mm512_set1_epi8(i8::MIN);
+        let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let mut acc = [[_mm512_setzero_ps(); M]; R];
+        let (wp, xq, xs, sums) = (w.as_ptr(), x.q.as_ptr(), x.scales.as_ptr(), x.sums.as_ptr());
+        // One step of 64 weights at `p`, each row's bytes read by `$load`.
+        macro_rules! step {
+            ($p:expr, $load:expr) => {{
+                let p = $p;
+                let mut xv = [_mm512_setzero_si512(); M];
+                let mut xsc = [_mm512_setzero_ps(); M];
+                let mut off = [_mm512_setzero_si512(); M];
+                for i in 0..M {
+                    xv[i] = _mm512_loadu_si512(xq.add(i * x.padded + p) as *const _);
+                    xsc[i] = spread2(xs.add(i * nb + p / 32), idx);
+                    let o = _mm512_loadu_si512(sums.add((i * x.padded + p) / 4) as *const _);
+                    off[i] = _mm512_sub_epi32(_mm512_setzero_si512(), o);
+                }
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let at = wp.add(r * k + p);
+                    // A hint only: past the end of the weights it reads nothing and cannot
+                    // fault.
+                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH));
+                    let wv = _mm512_xor_si512($load(at), flip);
+                    for i in 0..M {
+                        let s = _mm512_dpbusd_epi32(off[i], wv, xv[i]);
+                        a[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), xsc[i], a[i]);
+                    }
+                }
+            }};
+        }
+        let whole = k - k % 64;
+        let mut p = 0;
+        while p < whole {
+            step!(p, |at: *const i8| _mm512_loadu_si512(at as *const _));
+            p += 64;
+        }
+        if whole < k {
+            let mask: __mmask64 = (1 << (k - whole)) - 1;
+            step!(whole, |at: *const i8| _mm512_maskz_loadu_epi8(mask, at));
+        }
+        for r in 0..R {
+            for i in 0..M {
+                dst[r * M + i] = _mm512_reduce_add_ps(acc[r][i]);
+            }
+        }
+    }
+
+    /// [`GROUP_BF16`] 8-bit weight rows against 1 or 2 input rows in 8 bits (see
+    /// [`group_q8_vnni`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn dots_group_q8_vnni(w: &[i8], k: usize, x: &QuantizedRows, dst: &mut [f32]) {
+        if dst.len() == GROUP_BF16 {
+            group_q8_vnni::<GROUP_BF16, 1>(w, k, x, dst)
+        } else {
+            group_q8_vnni::<GROUP_BF16, 2>(w, k, x, dst)
+        }
+    }
+
+    /// One 8-bit weight row against every input row in 8 bits, before its scale.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn dots_q8_vnni(w: &[i8], k: usize, x: &QuantizedRows, dst: &mut [f32]) {
+        by_rows!(dst.len(), one_q8_vnni, w, k, x, dst)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn one_q8_vnni<const M: usize>(w: &[i8], k: usize, x: &QuantizedRows, dst: &mut [f32]) {
+        group_q8_vnni::<1, M>(w, k, x, dst)
+    }
     group_q4!(
         group_q4_vnni,
         "avx512f,avx512bw,avx512vnni",
@@ -1182,12 +1373,16 @@ mod tests {
     #[test]
     fn q8_weights_round_within_half_a_step_and_every_kernel_agrees() {
         let dev = Device::Cpu;
+        // Rows with a partial last 64 (37, 200, 7, 100: the byte kernel's masked step), in
+        // groups and past them.
         for (m, n, k) in [
             (1, 70, 37),
             (2, 130, 1024),
             (3, 9, 200),
             (8, 66, 1024),
             (2, 5, 7),
+            (2, 21, 100),
+            (1, 16, 4096),
         ] {
             let x = Tensor::randn(0f32, 1., (m, k), &dev).unwrap();
             let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
@@ -1201,11 +1396,35 @@ mod tests {
                 );
             }
             let want = x.matmul(&back.t().unwrap()).unwrap();
-            for &kernel in Kernel::available() {
-                let got = matmul_t_q8_with(kernel, &x, &q).unwrap().unwrap();
-                let d = max_abs_diff(&got, &want);
-                assert!(d < 1e-3, "{kernel:?} q8 m{m} n{n} k{k}: {d}");
+            // With VNNI's byte products (asked for) the inputs are in 8 bits too.
+            let want_bytes = inputs_in_8_bits(&x, q4::padded_cols(k))
+                .matmul(&back.t().unwrap())
+                .unwrap();
+            for bytes in q8_paths() {
+                #[cfg(target_arch = "x86_64")]
+                x86::USE_Q8_VNNI.store(bytes, std::sync::atomic::Ordering::Relaxed);
+                for &kernel in Kernel::available() {
+                    let got = matmul_t_q8_with(kernel, &x, &q).unwrap().unwrap();
+                    let want = if q8_bytes(kernel) { &want_bytes } else { &want };
+                    let d = max_abs_diff(&got, want);
+                    assert!(
+                        d < 1e-3,
+                        "{kernel:?} (bytes {bytes}) q8 m{m} n{n} k{k}: {d}"
+                    );
+                }
             }
+            #[cfg(target_arch = "x86_64")]
+            x86::USE_Q8_VNNI.store(false, std::sync::atomic::Ordering::Relaxed);
+            // The two references differ, so one path cannot pass for the other, and by
+            // little: the bound the 4-bit test sets for 8-bit inputs.
+            let d = max_abs_diff(&want, &want_bytes);
+            if k >= 1024 {
+                assert!(d > 1e-3, "m{m} n{n} k{k}: {d}");
+            }
+            assert!(
+                d < 0.04 * (k as f32).sqrt(),
+                "8-bit inputs m{m} n{n} k{k}: {d}"
+            );
         }
         // An all-zero row quantizes to zeros (scale 1, no division by zero).
         let zero = Q8::quantize(&Tensor::zeros((2, 8), DType::F32, &dev).unwrap()).unwrap();
@@ -1234,7 +1453,6 @@ mod tests {
                 w.flatten_all().unwrap().to_vec1().unwrap(),
                 back.flatten_all().unwrap().to_vec1().unwrap(),
             );
-            let nb = q.padded_cols() / Q4_BLOCK;
             // Per block: no worse than GGML's Q4_0 rounding (scale m / -8, m the weight of
             // largest magnitude) in squared error, and no weight off by more than two of its
             // steps.
@@ -1256,16 +1474,9 @@ mod tests {
                 }
             }
             // The kernels see the inputs in 8 bits: the reference is the same product in f32.
-            let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-            let qx = QuantizedRows::new(&xs, m, k, q.padded_cols());
-            let x8: Vec<f32> = (0..m * k)
-                .map(|p| {
-                    let (i, c) = (p / k, p % k);
-                    f32::from(qx.q[i * qx.padded + c]) * qx.scales[i * nb + c / Q4_BLOCK]
-                })
-                .collect();
-            let x8 = Tensor::from_vec(x8, (m, k), &dev).unwrap();
-            let want = x8.matmul(&back.t().unwrap()).unwrap();
+            let want = inputs_in_8_bits(&x, q.padded_cols())
+                .matmul(&back.t().unwrap())
+                .unwrap();
             // And the inputs' 8 bits cost little against the f32 inputs: each input is off by
             // at most 1/254 of its block's largest (about 0.0055 RMS for N(0, 1) inputs), so a sum
             // of k products with N(0, 1) weights by about 0.0055 √k; the bound is 7 of those.
@@ -1369,6 +1580,31 @@ mod tests {
             let d = max_abs_diff(&got, bf16_want(Kernel::chosen()));
             assert!(d < 1e-3, "bf16 m{m} n{n} k{k}: {d}");
         }
+    }
+
+    /// `x` `[m, k]` as the byte kernels see it: quantized to 8 bits per block of 32 (rows
+    /// padded to `padded`) and back.
+    fn inputs_in_8_bits(x: &Tensor, padded: usize) -> Tensor {
+        let (m, k) = x.dims2().unwrap();
+        let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let qx = QuantizedRows::new(&xs, m, k, padded, NIBBLE_OFFSET);
+        let nb = qx.blocks();
+        let x8: Vec<f32> = (0..m * k)
+            .map(|p| {
+                let (i, c) = (p / k, p % k);
+                f32::from(qx.q[i * qx.padded + c]) * qx.scales[i * nb + c / Q4_BLOCK]
+            })
+            .collect();
+        Tensor::from_vec(x8, (m, k), &Device::Cpu).unwrap()
+    }
+
+    /// The 8-bit paths to check: widened and, where the CPU has VNNI, byte products.
+    fn q8_paths() -> Vec<bool> {
+        #[cfg(target_arch = "x86_64")]
+        if x86::vnni() {
+            return vec![false, true];
+        }
+        vec![false]
     }
 
     /// The bf16 paths to check: with `vdpbf16ps` and without, where the CPU has it.

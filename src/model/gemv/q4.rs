@@ -1,4 +1,5 @@
-//! 4-bit weights ([`Q4`]) and the 8-bit input rows they are multiplied with.
+//! 4-bit weights ([`Q4`]) and the 8-bit input rows they (and, with AVX-512 VNNI, 8-bit
+//! weights) are multiplied with.
 //!
 //! The format is GGML's Q4_0 with an f32 scale: blocks of [`Q4_BLOCK`] weights along a row, one
 //! scale each, two weights a byte. The products quantize the (few) input rows to 8 bits per
@@ -167,18 +168,21 @@ impl Q4 {
     }
 }
 
-/// The input rows of a 4-bit product in 8 bits: per block of 32 inputs, `round(x / scale)` in
-/// `-127..=127` with `scale = max |x| / 127` (GGML's Q8_0), rows padded with zeros like the
-/// weights'. The kernels multiply the stored nibbles `u = q + 8` (`0..=15`, unsigned, as
-/// `maddubs` wants one side) by these bytes in groups of 4 (one i32 lane); `sums` holds each
-/// group's `8 · Σ x`, which, subtracted from the lane, takes the +8 back out exactly.
+/// The input rows of a 4-bit product (or an 8-bit one under VNNI) in 8 bits: per block of 32
+/// inputs, `round(x / scale)` in `-127..=127` with `scale = max |x| / 127` (GGML's Q8_0), rows
+/// padded with zeros to whole block pairs. The kernels multiply unsigned weights `u = q + offset`
+/// (nibbles `0..=15` with offset [`NIBBLE_OFFSET`], bytes `0..=255` with [`BYTE_OFFSET`]: `maddubs`
+/// and `vpdpbusd` want one side unsigned) by these bytes in groups of 4 (one i32 lane); `sums`
+/// holds each group's `offset · Σ x`, which, subtracted from the lane, takes the offset back out
+/// exactly.
 #[derive(Debug, Default)]
 pub struct QuantizedRows {
     /// `[rows, padded]` 8-bit inputs.
     pub q: Vec<i8>,
     /// `[rows, padded / 32]` scales.
     pub scales: Vec<f32>,
-    /// `[rows, padded / 4]`: 8 times the sum of each 4 consecutive inputs (see above).
+    /// `[rows, padded / 4]`: the weights' offset times the sum of each 4 consecutive inputs
+    /// (see above).
     pub sums: Vec<i32>,
     /// Inputs per row, padded.
     pub padded: usize,
@@ -187,9 +191,30 @@ pub struct QuantizedRows {
 /// Inputs per i32 lane of the kernels' byte products.
 pub const LANE: usize = 4;
 
+/// What the kernels add to a 4-bit weight to make it unsigned (see [`Q4`]).
+pub const NIBBLE_OFFSET: i32 = 8;
+/// What the VNNI kernel adds to an 8-bit weight to make it unsigned (a flip of its sign bit).
+pub const BYTE_OFFSET: i32 = 128;
+
 impl QuantizedRows {
-    /// Quantizes `m` rows of `k` inputs (`xs`), padded to `padded`.
-    pub fn new(xs: &[f32], m: usize, k: usize, padded: usize) -> QuantizedRows {
+    /// Quantizes `m` rows of `k` inputs (`xs`), padded to `padded`, for weights made unsigned
+    /// by adding `offset`.
+    pub fn new(xs: &[f32], m: usize, k: usize, padded: usize, offset: i32) -> QuantizedRows {
+        let vectors = super::Kernel::available().contains(&super::Kernel::Avx512);
+        QuantizedRows::quantize(xs, m, k, padded, offset, vectors)
+    }
+
+    /// [`QuantizedRows::new`], the whole blocks in AVX-512 vectors if `vectors` (the CPU must
+    /// have AVX-512F and BW), else all in scalar code: the same bytes either way (the scalar
+    /// loop took 1.4 ns an input, 11 µs of a 140 µs product at k = 4096).
+    fn quantize(
+        xs: &[f32],
+        m: usize,
+        k: usize,
+        padded: usize,
+        offset: i32,
+        vectors: bool,
+    ) -> QuantizedRows {
         let nb = padded / Q4_BLOCK;
         let mut out = QuantizedRows {
             q: vec![0i8; m * padded],
@@ -199,21 +224,38 @@ impl QuantizedRows {
         };
         for i in 0..m {
             let x = &xs[i * k..(i + 1) * k];
-            for b in 0..nb {
+            let q = &mut out.q[i * padded..(i + 1) * padded];
+            let scales = &mut out.scales[i * nb..(i + 1) * nb];
+            let sums = &mut out.sums[i * padded / LANE..(i + 1) * padded / LANE];
+            #[cfg(target_arch = "x86_64")]
+            let done = if vectors {
+                // SAFETY: the caller says the CPU has AVX-512F and BW.
+                unsafe { super::x86::quantize_blocks(x, q, scales, sums, offset) }
+            } else {
+                0
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = {
+                let _ = vectors;
+                0
+            };
+            for b in done..nb {
                 let block = &x[(b * Q4_BLOCK).min(k)..((b + 1) * Q4_BLOCK).min(k)];
                 let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let scale = max / 127.0;
                 let inv = if max > 0.0 { 1.0 / scale } else { 0.0 };
-                let q = &mut out.q[i * padded + b * Q4_BLOCK..][..block.len()];
-                for (q, v) in q.iter_mut().zip(block) {
+                let qb = &mut q[b * Q4_BLOCK..][..block.len()];
+                for (q, v) in qb.iter_mut().zip(block) {
                     *q = round(v * inv).clamp(-127.0, 127.0) as i8;
                 }
-                out.scales[i * nb + b] = scale;
+                scales[b] = scale;
             }
-            let q = &out.q[i * padded..(i + 1) * padded];
-            let sums = &mut out.sums[i * padded / LANE..(i + 1) * padded / LANE];
-            for (s, group) in sums.iter_mut().zip(q.chunks_exact(LANE)) {
-                *s = 8 * group.iter().map(|&v| i32::from(v)).sum::<i32>();
+            let from = done * Q4_BLOCK;
+            for (s, group) in sums[from / LANE..]
+                .iter_mut()
+                .zip(q[from..].chunks_exact(LANE))
+            {
+                *s = offset * group.iter().map(|&v| i32::from(v)).sum::<i32>();
             }
         }
         out
@@ -248,5 +290,42 @@ pub(super) fn dots_generic(w: &[u8], scales: &[f32], x: &QuantizedRows, dst: &mu
             s += scales[b] * xs[b] * acc as f32;
         }
         *d = s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 quantizer writes the same bytes, scales and sums as the scalar one: row
+    /// lengths with partial blocks and padding, all-zero blocks, ties, large and tiny values.
+    #[test]
+    fn vector_and_scalar_input_quantizers_agree() {
+        if !super::super::Kernel::available().contains(&super::super::Kernel::Avx512) {
+            eprintln!("no AVX-512 here: only the scalar quantizer runs");
+            return;
+        }
+        for (m, k) in [(1, 37), (2, 1024), (3, 200), (2, 4096), (1, 7), (2, 96)] {
+            let mut xs: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.013)
+                .collect();
+            // A zero block, a block of ties (halves after scaling), tiny and large values.
+            xs[..32.min(k)].iter_mut().for_each(|v| *v = 0.0);
+            if k >= 96 {
+                for (j, v) in xs[32..64].iter_mut().enumerate() {
+                    *v = if j == 0 { 127.0 } else { 0.5 + j as f32 };
+                }
+                xs[64..96].iter_mut().for_each(|v| *v *= 1e-30);
+                xs[70] = 3e30;
+            }
+            let padded = padded_cols(k);
+            for offset in [NIBBLE_OFFSET, BYTE_OFFSET] {
+                let a = QuantizedRows::quantize(&xs, m, k, padded, offset, true);
+                let b = QuantizedRows::quantize(&xs, m, k, padded, offset, false);
+                assert_eq!(a.q, b.q, "m{m} k{k}");
+                assert_eq!(a.scales, b.scales, "m{m} k{k}");
+                assert_eq!(a.sums, b.sums, "m{m} k{k}");
+            }
+        }
     }
 }
