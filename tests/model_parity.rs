@@ -468,6 +468,7 @@ fn bf16_weights_stay_close_to_f32() {
         f32_codes.flatten_all().unwrap().to_vec1::<i64>().unwrap(),
     );
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    eprintln!("bf16 greedy tokens: {same} of {} equal f32's", a.len());
     assert!(
         same * 10 >= a.len() * 8,
         "bf16 greedy tokens: {same} of {} equal f32's",

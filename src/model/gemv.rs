@@ -33,7 +33,7 @@ fn rows_per_task(n: usize) -> usize {
 }
 
 /// Weight storage the kernel can stream.
-enum Weights<'a> {
+pub(crate) enum Weights<'a> {
     F32(&'a [f32]),
     Bf16(&'a [half::bf16]),
     /// 8-bit weights and one scale per row (see [`Q8`]).
@@ -423,6 +423,126 @@ fn q4_rows(w: &Q4, first: usize, count: usize) -> (&[u8], &[f32]) {
 fn window<'a, T>(v: &'a [T], layout: &Layout, len: usize) -> &'a [T] {
     let start = layout.start_offset();
     &v[start..start + len]
+}
+
+/// What an attention cache holds that [`rows_dot`] and [`weighted_rows`] read: f32, or bf16
+/// (half the bytes a step reads from a long cache), widened to f32 as it is read.
+pub(crate) trait CacheElement: Copy {
+    /// `rows` as weight storage, for the kernels.
+    fn as_weights(rows: &[Self]) -> Weights<'_>;
+    /// One element in f32.
+    fn to_f32(self) -> f32;
+}
+
+impl CacheElement for f32 {
+    fn as_weights(rows: &[f32]) -> Weights<'_> {
+        Weights::F32(rows)
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl CacheElement for half::bf16 {
+    fn as_weights(rows: &[half::bf16]) -> Weights<'_> {
+        Weights::Bf16(rows)
+    }
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+}
+
+/// `out[j] = w[j * k..(j + 1) * k] · x` for every `j < out.len()`, on this thread, with
+/// [`Kernel::chosen`]: one attention head's scores for a generation step, its keys the rows of
+/// the cache. The grouped kernels take several rows at once, as in a weight product; a dot
+/// product of 64 summed one by one is a chain of 64 dependent additions.
+pub(crate) fn rows_dot<T: CacheElement>(w: &[T], x: &[f32], k: usize, out: &mut [f32]) {
+    rows_dot_with(Kernel::chosen(), w, x, k, out)
+}
+
+/// [`rows_dot`] with a kernel the CPU runs.
+fn rows_dot_with<T: CacheElement>(kernel: Kernel, w: &[T], x: &[f32], k: usize, out: &mut [f32]) {
+    let n = out.len();
+    assert!(
+        w.len() >= n * k && x.len() >= k,
+        "rows_dot: {n} rows of {k}"
+    );
+    assert!(Kernel::available().contains(&kernel));
+    let x = &x[..k];
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(g) = x86::group_size(kernel, &T::as_weights(w), 1) {
+        let wide = kernel == Kernel::Avx512;
+        while r + g <= n {
+            let dst = &mut out[r..r + g];
+            // SAFETY: the kernel is one the CPU runs (checked above), and `group_size`
+            // groups only what that kernel has a grouped form for.
+            unsafe {
+                match T::as_weights(&w[r * k..(r + g) * k]) {
+                    Weights::F32(rows) if wide => x86::dots_group_avx512(rows, x, k, dst),
+                    Weights::F32(rows) => x86::dots_group_avx2(rows, x, k, dst),
+                    Weights::Bf16(rows) if wide => x86::dots_group_bf16_avx512(rows, x, k, dst),
+                    Weights::Bf16(rows) => x86::dots_group_bf16_avx2(rows, x, k, dst),
+                    Weights::Q8(..) | Weights::Q4(_) => unreachable!("caches hold floats"),
+                }
+            }
+            r += g;
+        }
+    }
+    for (j, o) in out.iter_mut().enumerate().skip(r) {
+        let dst = std::slice::from_mut(o);
+        match T::as_weights(&w[j * k..(j + 1) * k]) {
+            Weights::F32(row) => dots(kernel, row, x, k, dst),
+            Weights::Bf16(row) => dots_bf16(kernel, row, x, None, k, dst),
+            Weights::Q8(..) | Weights::Q4(_) => unreachable!("caches hold floats"),
+        }
+    }
+}
+
+/// `out[c] += Σ_j p[j] · v[j * stride + c]` for every column `c < out.len()`, on this thread,
+/// with [`Kernel::chosen`]: one attention head's weighted sum of its values (the rows of the
+/// cache, `stride` apart). The vector kernels keep a run of output columns in registers over
+/// all rows.
+pub(crate) fn weighted_rows<T: CacheElement>(p: &[f32], v: &[T], stride: usize, out: &mut [f32]) {
+    weighted_rows_with(Kernel::chosen(), p, v, stride, out)
+}
+
+/// [`weighted_rows`] with a kernel the CPU runs.
+fn weighted_rows_with<T: CacheElement>(
+    kernel: Kernel,
+    p: &[f32],
+    v: &[T],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let d = out.len();
+    if p.is_empty() || d == 0 {
+        return;
+    }
+    assert!(
+        stride >= d && v.len() >= (p.len() - 1) * stride + d,
+        "weighted_rows: {} rows of {d}, {stride} apart, in {}",
+        p.len(),
+        v.len()
+    );
+    assert!(Kernel::available().contains(&kernel));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the kernel is one the CPU runs, and `v` holds every row (checked above).
+    unsafe {
+        match (kernel, T::as_weights(v)) {
+            (Kernel::Avx512, Weights::F32(v)) => return x86::weighted_f32_512(p, v, stride, out),
+            (Kernel::Avx512, Weights::Bf16(v)) => return x86::weighted_bf16_512(p, v, stride, out),
+            (Kernel::Avx2, Weights::F32(v)) => return x86::weighted_f32_256(p, v, stride, out),
+            (Kernel::Avx2, Weights::Bf16(v)) => return x86::weighted_bf16_256(p, v, stride, out),
+            _ => {}
+        }
+    }
+    for (j, &w) in p.iter().enumerate() {
+        let row = &v[j * stride..j * stride + d];
+        out.iter_mut()
+            .zip(row)
+            .for_each(|(o, x)| *o += w * x.to_f32());
+    }
 }
 
 /// Lanes of independent accumulators, so the compiler can vectorise without reassociating.
@@ -1205,6 +1325,87 @@ mod x86 {
     }
     group_q4!(group_q4_512, "avx512f,avx512bw", dot4_bw, false);
 
+    /// `out[c] += Σ_j p[j] · v[j * stride + c]` (see `super::weighted_rows`): `$vecs` vectors
+    /// of `$lanes` columns at a time stay in registers over every row (`$t`, read by `$rows`
+    /// as f32), then one vector at a time, then the columns past the last whole vector in
+    /// scalar code. The caller checks that `v` holds every row.
+    macro_rules! weighted {
+        ($name:ident, $features:literal, $lanes:literal, $vecs:literal, $t:ty, $rows:ident,
+         $load:ident, $store:ident, $set1:ident, $fma:ident) => {
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(p: &[f32], v: &[$t], stride: usize, out: &mut [f32]) {
+                let d = out.len();
+                let (vp, op) = (v.as_ptr(), out.as_mut_ptr());
+                let mut c = 0;
+                while c + $vecs * $lanes <= d {
+                    let mut acc = [$set1(0.0); $vecs];
+                    for (t, a) in acc.iter_mut().enumerate() {
+                        *a = $load(op.add(c + t * $lanes));
+                    }
+                    for (j, &w) in p.iter().enumerate() {
+                        let (row, wv) = (vp.add(j * stride + c), $set1(w));
+                        for (t, a) in acc.iter_mut().enumerate() {
+                            *a = $fma(wv, $rows(row.add(t * $lanes)), *a);
+                        }
+                    }
+                    for (t, a) in acc.iter().enumerate() {
+                        $store(op.add(c + t * $lanes), *a);
+                    }
+                    c += $vecs * $lanes;
+                }
+                while c + $lanes <= d {
+                    let mut acc = $load(op.add(c));
+                    for (j, &w) in p.iter().enumerate() {
+                        acc = $fma($set1(w), $rows(vp.add(j * stride + c)), acc);
+                    }
+                    $store(op.add(c), acc);
+                    c += $lanes;
+                }
+                for (c, o) in out.iter_mut().enumerate().skip(c) {
+                    *o += p
+                        .iter()
+                        .enumerate()
+                        .map(|(j, w)| w * super::CacheElement::to_f32(v[j * stride + c]))
+                        .sum::<f32>();
+                }
+            }
+        };
+        // 64 columns at a time (a head of musicgen's): 4 AVX-512 vectors.
+        (512: $name:ident, $t:ty, $rows:ident) => {
+            weighted!(
+                $name,
+                "avx512f",
+                16,
+                4,
+                $t,
+                $rows,
+                _mm512_loadu_ps,
+                _mm512_storeu_ps,
+                _mm512_set1_ps,
+                _mm512_fmadd_ps
+            );
+        };
+        // 64 columns at a time: 8 AVX2 vectors.
+        (256: $name:ident, $t:ty, $rows:ident) => {
+            weighted!(
+                $name,
+                "avx2,fma",
+                8,
+                8,
+                $t,
+                $rows,
+                _mm256_loadu_ps,
+                _mm256_storeu_ps,
+                _mm256_set1_ps,
+                _mm256_fmadd_ps
+            );
+        };
+    }
+    weighted!(512: weighted_f32_512, f32, _mm512_loadu_ps);
+    weighted!(512: weighted_bf16_512, half::bf16, widen16);
+    weighted!(256: weighted_f32_256, f32, _mm256_loadu_ps);
+    weighted!(256: weighted_bf16_256, half::bf16, widen8);
+
     /// Quantizes the whole blocks of one input row (`x`) to 8 bits into `q`, `scales` and
     /// `sums` as `QuantizedRows::new` does, 32 inputs at a time, and returns how many blocks
     /// it did (a partial last block is the caller's). The same bytes as the scalar code: the
@@ -1579,6 +1780,66 @@ mod tests {
             let got = matmul_t(&x, &wb).unwrap().unwrap();
             let d = max_abs_diff(&got, bf16_want(Kernel::chosen()));
             assert!(d < 1e-3, "bf16 m{m} n{n} k{k}: {d}");
+        }
+    }
+
+    #[test]
+    fn attention_helpers_match_plain_sums_with_every_kernel() {
+        // Row counts past the groups, row lengths of a head (64), shorter than a vector, with
+        // a tail; values rows further apart than their length (a cache's view).
+        for (n, k, stride) in [
+            (33, 64, 64),
+            (7, 8, 8),
+            (21, 72, 80),
+            (1, 64, 64),
+            (0, 64, 64),
+        ] {
+            // Multiples of 1/256 below 2 in magnitude: exact in bf16.
+            let vals = |len: usize, seed: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|i| (((i + seed) * 7919 % 509) as f32 - 254.0) / 128.0)
+                    .collect()
+            };
+            let (w, x, p) = (vals(n * stride + k, 1), vals(k, 2), vals(n, 3));
+            let keys: Vec<f32> = (0..n * k).map(|i| w[i / k * stride + i % k]).collect();
+            let want_scores: Vec<f32> = (0..n)
+                .map(|j| (0..k).map(|c| keys[j * k + c] * x[c]).sum())
+                .collect();
+            let start = vals(k, 4);
+            let want_sum: Vec<f32> = (0..k)
+                .map(|c| start[c] + (0..n).map(|j| p[j] * w[j * stride + c]).sum::<f32>())
+                .collect();
+            // The same rows in bf16 (the values above have at most 8 significant bits, so bf16
+            // holds them exactly and the references stand).
+            let to_bf16 = |v: &[f32]| -> Vec<half::bf16> {
+                v.iter().map(|&x| half::bf16::from_f32(x)).collect()
+            };
+            assert!(keys.iter().all(|&x| half::bf16::from_f32(x).to_f32() == x));
+            let (keys16, w16) = (to_bf16(&keys), to_bf16(&w));
+            for &kernel in Kernel::available() {
+                let mut scores = vec![0f32; n];
+                rows_dot_with(kernel, &keys, &x, k, &mut scores);
+                let mut scores16 = vec![0f32; n];
+                rows_dot_with(kernel, &keys16, &x, k, &mut scores16);
+                for ((a, a16), b) in scores.iter().zip(&scores16).zip(&want_scores) {
+                    assert!((a - b).abs() < 1e-4, "{kernel:?} scores n{n} k{k}: {a} {b}");
+                    assert!(
+                        (a16 - b).abs() < 1e-4,
+                        "{kernel:?} bf16 n{n} k{k}: {a16} {b}"
+                    );
+                }
+                let mut sum = start.clone();
+                weighted_rows_with(kernel, &p, &w, stride, &mut sum);
+                let mut sum16 = start.clone();
+                weighted_rows_with(kernel, &p, &w16, stride, &mut sum16);
+                for ((a, a16), b) in sum.iter().zip(&sum16).zip(&want_sum) {
+                    assert!((a - b).abs() < 1e-4, "{kernel:?} sum n{n} k{k}: {a} {b}");
+                    assert!(
+                        (a16 - b).abs() < 1e-4,
+                        "{kernel:?} bf16 sum n{n} k{k}: {a16} {b}"
+                    );
+                }
+            }
         }
     }
 

@@ -24,7 +24,9 @@
 //! Precision: `dtype` is the storage type of the decoder's large weights (f32, bf16 or f16;
 //! [`MusicGen::load_as`] also takes 8- and 4-bit weights, [`WeightFormat::Q8`] and
 //! [`WeightFormat::Q4`], for the CPU). On
-//! the CPU, norms, embeddings, the residual stream and KV caches stay f32 whatever it is, and
+//! the CPU, norms, embeddings and the residual stream stay f32 whatever it is, the
+//! self-attention caches are f32 with f32 weights and bf16 with bf16, 8- or 4-bit ones
+//! ([`decoder::Decoder::cache_dtype`]: a long piece's cache outweighs its packed weights), and
 //! generation steps use the few-row matrix-vector kernel in [`gemv`] (f32 and bf16 weights; f16
 //! is widened per call, slower). On an accelerator the whole decoder runs in `dtype`, as
 //! transformers does after `.to(dtype)` ([`decoder::Decoder::default_activations`] says why).
