@@ -14,7 +14,8 @@
 # Needs a release build (cargo build --release; BATON=path overrides) and the pinned Python
 # environment (tests/reference/setup.sh; PYTHON=path overrides). BATON_GEMV=generic|avx2|avx512
 # pins baton's matrix-vector kernel (default: the fastest this CPU runs); BATON_BF16_DOT=0 makes
-# its bf16 products widen to f32 where the CPU could multiply in bf16 (AVX-512 BF16).
+# its bf16 products widen to f32 where the CPU could multiply in bf16 (AVX-512 BF16);
+# BATON_Q8_VNNI=1 makes its 8-bit products multiply bytes by VNNI (AVX-512 VNNI).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=${1:?usage: bench_engine.sh DIR [ROUNDS] [SECONDS] [THREADS]}
