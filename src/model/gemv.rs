@@ -11,6 +11,9 @@
 //! quantized to 8 bits by AVX-512 VNNI's `vpdpbusd` where the CPU has it, else widened to f32.
 //! 4-bit weights ([`Q4`]) are always multiplied as bytes against 8-bit input rows (see the `q4`
 //! module). Which [`Kernel`] runs (generic, AVX2, AVX-512) is decided at run time from the CPU.
+//! The same kernels take a step's attention over the cache, one head at a time: its scores as
+//! a product with the cached keys' rows (`rows_dot`) and its weighted sum of the cached values
+//! (`weighted_rows`), f32 or bf16.
 
 use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
