@@ -39,7 +39,8 @@ pub struct ModelArgs {
     pub source: ModelSource,
     /// Storage of the decoder weights: f32, f16, bf16, q8 (8 bits with a scale per row, CPU
     /// only: a quarter of f32's bytes per step) or q4 (4 bits with a scale per 32 weights, CPU
-    /// only: 5 bits a weight, a coarser approximation).
+    /// only: 5 bits a weight, a coarser approximation). On the CPU, bf16, q8 and q4 also keep
+    /// the attention cache in bf16, which long pieces read every step.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
 }
