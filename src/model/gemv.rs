@@ -315,15 +315,12 @@ fn run(
     let xs = window(xs, xs_layout, m * k);
     // 4-bit products, and 8-bit ones by `vpdpbusd`, take their input rows in 8 bits, quantized
     // once here for every task.
-    let q8_bytes = matches!(weights, Weights::Q8(..)) && q8_bytes(kernel);
+    let bytes = matches!(weights, Weights::Q8(..)) && q8_bytes(kernel);
     let qx = match weights {
         Weights::Q4(w) => QuantizedRows::new(xs, m, k, w.padded_cols(), NIBBLE_OFFSET),
-        Weights::Q8(..) if q8_bytes => {
-            QuantizedRows::new(xs, m, k, q4::padded_cols(k), BYTE_OFFSET)
-        }
+        Weights::Q8(..) if bytes => QuantizedRows::new(xs, m, k, q4::padded_cols(k), BYTE_OFFSET),
         _ => QuantizedRows::default(),
     };
-    let qx = &qx;
     // bf16 products by `vdpbf16ps` take their input rows in bf16, rounded once here.
     let xb: Option<Vec<half::bf16>> = match weights {
         Weights::Bf16(_) if bf16_dot(kernel) => {
@@ -331,7 +328,13 @@ fn run(
         }
         _ => None,
     };
-    let xb = xb.as_deref();
+    let inputs = Inputs {
+        xs,
+        m,
+        xb: xb.as_deref(),
+        qx: &qx,
+        q8_bytes: bytes,
+    };
     // Output is [m, n]; tasks own disjoint column ranges, so compute into a transposed [n, m]
     // buffer (contiguous per task) and transpose at the end.
     let mut out_t = vec![0f32; n * m];
@@ -339,65 +342,9 @@ fn run(
     out_t
         .par_chunks_mut(per_task * m)
         .enumerate()
-        .for_each(|(task, chunk)| {
-            let first = task * per_task;
-            let rows = chunk.len() / m;
-            let mut r = 0;
-            // Groups of weight rows at once: several streams from memory in flight, and
-            // independent sums for the FMA units.
-            #[cfg(target_arch = "x86_64")]
-            if let Some(g) = x86::group_size(kernel, weights, m) {
-                while r + g <= rows {
-                    let j = first + r;
-                    let dst = &mut chunk[r * m..(r + g) * m];
-                    let span = j * k..(j + g) * k;
-                    let wide = kernel == Kernel::Avx512;
-                    // SAFETY: `run` checked that the CPU runs the kernel, and `group_size`
-                    // groups only what that kernel has a grouped form for.
-                    unsafe {
-                        match weights {
-                            Weights::F32(w) if wide => x86::dots_group_avx512(&w[span], xs, k, dst),
-                            Weights::F32(w) => x86::dots_group_avx2(&w[span], xs, k, dst),
-                            Weights::Bf16(w) => match xb {
-                                Some(xb) => x86::dots_group_bf16_dot(&w[span], xb, k, dst),
-                                None if wide => x86::dots_group_bf16_avx512(&w[span], xs, k, dst),
-                                None => x86::dots_group_bf16_avx2(&w[span], xs, k, dst),
-                            },
-                            Weights::Q8(w, scales) => {
-                                if q8_bytes {
-                                    x86::dots_group_q8_vnni(&w[span], k, qx, dst);
-                                } else if wide {
-                                    x86::dots_group_q8_avx512(&w[span], xs, k, dst);
-                                } else {
-                                    x86::dots_group_q8_avx2(&w[span], xs, k, dst);
-                                }
-                                scale_rows(dst, &scales[j..j + g], m);
-                            }
-                            Weights::Q4(w) => {
-                                let (data, scales) = q4_rows(w, j, g);
-                                x86::dots_group_q4_avx512(data, scales, qx, dst);
-                            }
-                        }
-                    }
-                    r += g;
-                }
-            }
-            for (r, dst) in chunk.chunks_mut(m).enumerate().skip(r) {
-                let j = first + r;
-                match weights {
-                    Weights::F32(w) => dots(kernel, &w[j * k..(j + 1) * k], xs, k, dst),
-                    Weights::Bf16(w) => dots_bf16(kernel, &w[j * k..(j + 1) * k], xs, xb, k, dst),
-                    Weights::Q8(w, scales) => {
-                        let qx = q8_bytes.then_some(qx);
-                        dots_q8(kernel, &w[j * k..(j + 1) * k], xs, qx, k, dst);
-                        scale_rows(dst, &scales[j..j + 1], m);
-                    }
-                    Weights::Q4(w) => {
-                        let (data, scales) = q4_rows(w, j, 1);
-                        dots_q4(kernel, data, scales, qx, dst);
-                    }
-                }
-            }
+        // SAFETY: checked above that the CPU runs the kernel.
+        .for_each(|(task, chunk)| unsafe {
+            row_products(kernel, weights, &inputs, k, task * per_task, chunk)
         });
     let out = if m == 1 {
         out_t
@@ -411,6 +358,89 @@ fn run(
         out
     };
     Ok(Some(Tensor::from_vec(out, (m, n), &Device::Cpu)?))
+}
+
+/// A product's input rows as each kernel takes them: in f32, and where a kernel wants them so,
+/// rounded to bf16 (`xb`, for `vdpbf16ps`) or quantized to 8 bits (`qx`, for 4-bit weights, and
+/// for 8-bit ones when `q8_bytes`).
+struct Inputs<'a> {
+    xs: &'a [f32],
+    m: usize,
+    xb: Option<&'a [half::bf16]>,
+    qx: &'a QuantizedRows,
+    q8_bytes: bool,
+}
+
+/// The products of weight rows `first..first + dst.len() / m` with every input row, into `dst`
+/// (`[row][input]`): groups of rows at once where the kernel has a grouped form (several
+/// streams from memory in flight, independent sums for the FMA units), then one row at a time.
+///
+/// # Safety
+/// The CPU must run `kernel` (see [`Kernel::available`]).
+unsafe fn row_products(
+    kernel: Kernel,
+    weights: &Weights,
+    x: &Inputs,
+    k: usize,
+    first: usize,
+    dst: &mut [f32],
+) {
+    let (xs, m, xb, qx) = (x.xs, x.m, x.xb, x.qx);
+    let rows = dst.len() / m;
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(g) = x86::group_size(kernel, weights, m) {
+        while r + g <= rows {
+            let j = first + r;
+            let dst = &mut dst[r * m..(r + g) * m];
+            let span = j * k..(j + g) * k;
+            let wide = kernel == Kernel::Avx512;
+            // SAFETY: the caller says the CPU runs the kernel, and `group_size` groups only
+            // what that kernel has a grouped form for.
+            unsafe {
+                match weights {
+                    Weights::F32(w) if wide => x86::dots_group_avx512(&w[span], xs, k, dst),
+                    Weights::F32(w) => x86::dots_group_avx2(&w[span], xs, k, dst),
+                    Weights::Bf16(w) => match xb {
+                        Some(xb) => x86::dots_group_bf16_dot(&w[span], xb, k, dst),
+                        None if wide => x86::dots_group_bf16_avx512(&w[span], xs, k, dst),
+                        None => x86::dots_group_bf16_avx2(&w[span], xs, k, dst),
+                    },
+                    Weights::Q8(w, scales) => {
+                        if x.q8_bytes {
+                            x86::dots_group_q8_vnni(&w[span], k, qx, dst);
+                        } else if wide {
+                            x86::dots_group_q8_avx512(&w[span], xs, k, dst);
+                        } else {
+                            x86::dots_group_q8_avx2(&w[span], xs, k, dst);
+                        }
+                        scale_rows(dst, &scales[j..j + g], m);
+                    }
+                    Weights::Q4(w) => {
+                        let (data, scales) = q4_rows(w, j, g);
+                        x86::dots_group_q4_avx512(data, scales, qx, dst);
+                    }
+                }
+            }
+            r += g;
+        }
+    }
+    for (r, dst) in dst.chunks_mut(m).enumerate().skip(r) {
+        let j = first + r;
+        match weights {
+            Weights::F32(w) => dots(kernel, &w[j * k..(j + 1) * k], xs, k, dst),
+            Weights::Bf16(w) => dots_bf16(kernel, &w[j * k..(j + 1) * k], xs, xb, k, dst),
+            Weights::Q8(w, scales) => {
+                let qx = x.q8_bytes.then_some(qx);
+                dots_q8(kernel, &w[j * k..(j + 1) * k], xs, qx, k, dst);
+                scale_rows(dst, &scales[j..j + 1], m);
+            }
+            Weights::Q4(w) => {
+                let (data, scales) = q4_rows(w, j, 1);
+                dots_q4(kernel, data, scales, qx, dst);
+            }
+        }
+    }
 }
 
 /// The nibbles and scales of `count` 4-bit weight rows from row `first`.
@@ -471,35 +501,16 @@ fn rows_dot_with<T: CacheElement>(kernel: Kernel, w: &[T], x: &[f32], k: usize, 
         "rows_dot: {n} rows of {k}"
     );
     assert!(Kernel::available().contains(&kernel));
-    let x = &x[..k];
-    let mut r = 0;
-    #[cfg(target_arch = "x86_64")]
-    if let Some(g) = x86::group_size(kernel, &T::as_weights(w), 1) {
-        let wide = kernel == Kernel::Avx512;
-        while r + g <= n {
-            let dst = &mut out[r..r + g];
-            // SAFETY: the kernel is one the CPU runs (checked above), and `group_size`
-            // groups only what that kernel has a grouped form for.
-            unsafe {
-                match T::as_weights(&w[r * k..(r + g) * k]) {
-                    Weights::F32(rows) if wide => x86::dots_group_avx512(rows, x, k, dst),
-                    Weights::F32(rows) => x86::dots_group_avx2(rows, x, k, dst),
-                    Weights::Bf16(rows) if wide => x86::dots_group_bf16_avx512(rows, x, k, dst),
-                    Weights::Bf16(rows) => x86::dots_group_bf16_avx2(rows, x, k, dst),
-                    Weights::Q8(..) | Weights::Q4(_) => unreachable!("caches hold floats"),
-                }
-            }
-            r += g;
-        }
-    }
-    for (j, o) in out.iter_mut().enumerate().skip(r) {
-        let dst = std::slice::from_mut(o);
-        match T::as_weights(&w[j * k..(j + 1) * k]) {
-            Weights::F32(row) => dots(kernel, row, x, k, dst),
-            Weights::Bf16(row) => dots_bf16(kernel, row, x, None, k, dst),
-            Weights::Q8(..) | Weights::Q4(_) => unreachable!("caches hold floats"),
-        }
-    }
+    let qx = QuantizedRows::default();
+    let inputs = Inputs {
+        xs: &x[..k],
+        m: 1,
+        xb: None,
+        qx: &qx,
+        q8_bytes: false,
+    };
+    // SAFETY: checked above that the CPU runs the kernel.
+    unsafe { row_products(kernel, &T::as_weights(&w[..n * k]), &inputs, k, 0, out) }
 }
 
 /// `out[c] += Σ_j p[j] · v[j * stride + c]` for every column `c < out.len()`, on this thread,

@@ -112,6 +112,14 @@ pub fn col<T: Real>(m: &Mat<T>, j: usize) -> &[T] {
         .as_slice()
 }
 
+/// [`col`], to write.
+pub fn col_mut<T: Real>(m: &mut Mat<T>, j: usize) -> &mut [T] {
+    m.col_mut(j)
+        .try_as_col_major_mut()
+        .expect("an owned Mat's columns are contiguous")
+        .as_slice_mut()
+}
+
 /// Largest entry (NaN if any entry is NaN). Kept in `MAX_LANES` running maxima and NaN flags
 /// per position in a column so the loop vectorises: entry by entry, with an exit at the first
 /// NaN, it took 4-5 % of a search's time (perf, d = 1,024) for one pass over M per round.

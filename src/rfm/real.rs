@@ -14,7 +14,7 @@ use std::fmt::Debug;
 
 use faer::Mat;
 
-use super::dense::col;
+use super::dense::{col, col_mut};
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 
@@ -120,11 +120,8 @@ impl Real for f32 {
 /// search's time (perf) for the f32 gram's copy to f64 alone.
 fn map_entries<A: Real, B: Real>(m: &Mat<A>, f: impl Fn(A) -> B) -> Mat<B> {
     let mut out = Mat::<B>::zeros(m.nrows(), m.ncols());
-    for (j, dst) in out.as_mut().col_iter_mut().enumerate() {
-        let dst = dst
-            .try_as_col_major_mut()
-            .expect("an owned Mat's columns are contiguous");
-        for (o, &v) in dst.as_slice_mut().iter_mut().zip(col(m, j)) {
+    for j in 0..m.ncols() {
+        for (o, &v) in col_mut(&mut out, j).iter_mut().zip(col(m, j)) {
             *o = f(v);
         }
     }
