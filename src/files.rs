@@ -205,6 +205,15 @@ pub fn remove_in_flight() -> usize {
     IN_FLIGHT.remove_all()
 }
 
+/// Deletes `path` if it is there: a file already gone (perhaps removed by a sibling shard at the
+/// same moment) is not an error.
+pub fn remove_file_if_there(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary sibling file and a rename: readers see either the
 /// old file or the complete new one, never a partial write (an interrupted run leaves no
 /// truncated output, and no temporary file once [`remove_in_flight`] has run). A pipe or a
@@ -240,29 +249,32 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
 }
 
 /// The file a temporary sibling of baton's atomic writes stands for: `Some("x.wav")` for
-/// `.x.wav.1234.tmp`, `None` for any other name. Lets a folder's readers skip writes in flight
-/// (another process's, in a folder shards share) and resumes clear away their own stale ones.
+/// `.x.wav.1234-00ab12cd34ef5678.tmp` (and for `.x.wav.1234.tmp`, as earlier versions named
+/// them), `None` for any other name. Lets a folder's readers skip writes in flight (another
+/// process's, in a folder shards share) and resumes clear away their own stale ones.
 pub fn temp_target(file_name: &str) -> Option<&str> {
     let inner = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (target, pid) = inner.rsplit_once('.')?;
-    (!target.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-        .then_some(target)
+    let (target, token) = inner.rsplit_once('.')?;
+    let (pid, nonce) = token.split_once('-').unwrap_or((token, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let nonce_ok =
+        nonce.is_empty() || (nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()));
+    (!target.is_empty() && digits(pid) && nonce_ok).then_some(target)
 }
 
-/// Writes `bytes` to a temporary sibling of `path` (`.NAME.PID.tmp`, so processes never share
-/// one), synced, then lets `finish` put it in place; the temporary file is removed on failure
-/// and tracked for [`remove_in_flight`] meanwhile.
+/// Writes `bytes` to a temporary sibling of `path` ([`create_temp_sibling`]), synced, then lets
+/// `finish` put it in place; the temporary file is removed on failure and tracked for
+/// [`remove_in_flight`] meanwhile.
 fn write_through_temp(
     path: &Path,
     bytes: &[u8],
     finish: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let tmp = temp_sibling(path)?;
-    track_in_flight(&tmp);
+    let (tmp, mut f) = create_temp_sibling(path)?;
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        drop(f);
         finish(&tmp)
     })();
     if result.is_err() {
@@ -272,9 +284,13 @@ fn write_through_temp(
     result
 }
 
-/// The temporary file `path` is written through: `.NAME.PID.tmp` in the same folder, so the
-/// rename into place stays on one file system.
-pub fn temp_sibling(path: &Path) -> std::io::Result<PathBuf> {
+/// Creates the new, empty temporary file that `path` is written through, tracked for
+/// [`remove_in_flight`]: `.NAME.PID-NONCE.tmp` in the same folder (so the rename into place
+/// stays on one file system), NONCE 16 random hex digits. The PID alone is not unique where
+/// shards on several machines share a folder (every container's first process is PID 1), and
+/// the file is created only if no such name exists, so two writers never share one.
+pub fn create_temp_sibling(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::hash::{BuildHasher, Hasher};
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -282,10 +298,35 @@ pub fn temp_sibling(path: &Path) -> std::io::Result<PathBuf> {
     let file_name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("not a file path"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    Ok(dir.join(tmp_name))
+    let mut attempts = 0;
+    loop {
+        // std's hasher keys are drawn from the OS's random source per process and advance per
+        // `RandomState`, so each call gets fresh bits without another dependency.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(file_name);
+        tmp_name.push(format!(
+            ".{}-{:016x}.tmp",
+            std::process::id(),
+            hasher.finish()
+        ));
+        let tmp = dir.join(tmp_name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => {
+                track_in_flight(&tmp);
+                return Ok((tmp, f));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 8 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Writes `bytes` into a pipe or character device that is already there ([`OutputTarget::Stream`]).
@@ -515,15 +556,42 @@ mod tests {
     fn temp_names_are_recognised_with_the_file_they_stand_for() {
         assert_eq!(temp_target(".x.wav.1234.tmp"), Some("x.wav"));
         assert_eq!(temp_target(".sweep.json.7.tmp"), Some("sweep.json"));
+        assert_eq!(temp_target(".x.wav.1-00ab12cd34ef5678.tmp"), Some("x.wav"));
         for other in [
             "x.wav",
             ".x.wav.tmp",
             ".x.wav.12a.tmp",
             "..1.tmp",
             ".hidden",
+            ".x.wav.1-00ab12cd.tmp",
+            ".x.wav.-00ab12cd34ef5678.tmp",
+            ".x.wav.1-00ab12cd34ef567g.tmp",
+            ".config.backup.tmp",
         ] {
             assert_eq!(temp_target(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn temporary_siblings_are_new_files_with_names_readers_recognise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.json");
+        let (a, _fa) = create_temp_sibling(&path).unwrap();
+        let (b, _fb) = create_temp_sibling(&path).unwrap();
+        // Two writers of one file in one process (or two machines' processes with one PID)
+        // never share a temporary file.
+        assert_ne!(a, b);
+        for t in [&a, &b] {
+            let name = t.file_name().unwrap().to_str().unwrap();
+            assert_eq!(temp_target(name), Some("sweep.json"), "{name}");
+            untrack_in_flight(t);
+        }
+        // what the writers leave is the file alone
+        write_atomic(&path, b"{}").unwrap();
+        std::fs::remove_file(&a).unwrap();
+        std::fs::remove_file(&b).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1);
     }
 
     #[test]

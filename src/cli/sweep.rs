@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use baton::audio::{write_wav, SampleFormat};
-use baton::files::{content_hash, write_atomic};
+use baton::files::{content_hash, remove_file_if_there, write_atomic};
 use baton::probe::bundle::classifier_path;
 use baton::probe::eval::{check_windowing, read_audio, read_clip, Reader, Reading, Tally};
 use baton::probe::DirectionBundle;
@@ -199,9 +199,15 @@ fn settings(args: &SweepArgs, probe: &str, files: &[PathBuf]) -> Json {
 /// The takes already in `out/sweep.json` (by key), after checking it was made with `settings`.
 fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String, Json>> {
     let path = out.join(SWEEP_FILE);
-    let text = loop {
-        match std::fs::read_to_string(&path) {
-            Ok(t) => break t,
+    // Sibling shards write into the folder while this one looks: what a look finds that only a
+    // sibling's write since the read explains is looked at again (a bounded number of times, so
+    // a folder that stays that way gets its answer).
+    let mut looks = 0;
+    let doc = loop {
+        looks += 1;
+        let again = looks < 20;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Another shard's files in flight (a take rendered before the first sweep.json,
                 // or a temporary file) do not make the folder someone else's.
@@ -212,8 +218,8 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
                             .collect()
                     })
                     .unwrap_or_default();
-                if names.iter().any(|n| n == SWEEP_FILE) {
-                    // A sibling shard wrote the first sweep.json since the read: read that.
+                if again && names.iter().any(|n| n == SWEEP_FILE) {
+                    // A sibling wrote the first sweep.json since the read: read that.
                     continue;
                 }
                 let occupied = names
@@ -228,18 +234,29 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
                 return Ok(BTreeMap::new());
             }
             Err(e) => return Err(miette::miette!("cannot read {}: {e}", path.display())),
+        };
+        let doc: Json = serde_json::from_str(&text)
+            .map_err(|e| miette::miette!("{}: not a sweep file ({e})", path.display()))?;
+        let no_takes = doc
+            .get("takes")
+            .and_then(Json::as_array)
+            .is_some_and(Vec::is_empty);
+        if !no_takes {
+            break doc;
         }
+        if take_records(out, &BTreeMap::new())?.is_empty() {
+            // A sweep whose first take failed: nothing to keep, so any settings may start it
+            // anew.
+            return Ok(BTreeMap::new());
+        }
+        if !again {
+            break doc;
+        }
+        // A take recorded although sweep.json lists none: a sibling's first take, landed since
+        // the read; its shard rewrites sweep.json (with the settings that take was made with)
+        // right after.
+        std::thread::sleep(std::time::Duration::from_millis(10));
     };
-    let doc: Json = serde_json::from_str(&text)
-        .map_err(|e| miette::miette!("{}: not a sweep file ({e})", path.display()))?;
-    let no_takes = doc
-        .get("takes")
-        .and_then(Json::as_array)
-        .is_some_and(Vec::is_empty);
-    if no_takes && take_records(out, &BTreeMap::new())?.is_empty() {
-        // A sweep whose first take failed: nothing to keep, so any settings may start it anew.
-        return Ok(BTreeMap::new());
-    }
     if doc.get("settings") != Some(settings) {
         let theirs = doc.get("settings").cloned().unwrap_or(Json::Null);
         // Keys of either run: one that only the earlier sweep has differs too.
@@ -628,11 +645,10 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
             write_tradeoff(&args.out, &rows, concept_key, &concept_label, &legend)?;
         } else {
             // A plot from an earlier run with CLAP would no longer match sweep.json.
+            // Sibling shards settling at once may both remove it.
             let stale = args.out.join(TRADEOFF_FILE);
-            if stale.is_file() {
-                std::fs::remove_file(&stale)
-                    .map_err(|e| miette::miette!("{}: cannot remove: {e}", stale.display()))?;
-            }
+            remove_file_if_there(&stale)
+                .map_err(|e| miette::miette!("{}: cannot remove: {e}", stale.display()))?;
         }
         let measures = json!({
             "clap_model": clap_model,
@@ -897,14 +913,52 @@ mod tests {
                     write_sweep(&out, &settings, &BTreeMap::new(), None).expect("write");
                     written.store(true, std::sync::atomic::Ordering::SeqCst);
                 });
-                // Looks again and again while the sibling writes, as a slow start would.
-                while !written.load(std::sync::atomic::Ordering::SeqCst) {
+                // Looks again and again while the sibling writes, as a slow start would (at
+                // least once, and once after the write).
+                loop {
+                    let done = written.load(std::sync::atomic::Ordering::SeqCst);
                     let found = earlier_takes(&out, &settings);
                     assert!(
                         matches!(&found, Ok(t) if t.is_empty()),
                         "round {round}: {found:?}"
                     );
+                    if done {
+                        break;
+                    }
                 }
+            });
+        }
+    }
+
+    #[test]
+    fn a_sibling_shards_first_take_is_read_with_the_sweep_file_it_rewrites() {
+        // A folder prepared with an empty sweep.json of other settings (a sweep whose first
+        // take failed) that sibling shards start into: one's first take lands between this
+        // shard's read of sweep.json and its look for takes, and that shard rewrites sweep.json
+        // with this sweep's settings right after. Read again, the folder is this sweep's.
+        let settings = json!({"prompt": "a tune"});
+        let take = Take {
+            strength: 0.0,
+            seed: 0,
+        };
+        let record = json!({"strength": 0.0, "seed": 0, "file": take.file()});
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("tmp");
+            let out = dir.path().to_path_buf();
+            write_json(&out.join(SWEEP_FILE), &json!({"settings": {}, "takes": []}))
+                .expect("failed sweep");
+            std::fs::write(out.join(take.file()), b"RIFF").expect("wav");
+            write_json(&out.join(take.record()), &record).expect("record");
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let done = BTreeMap::from([(take.file(), record.clone())]);
+                    write_sweep(&out, &settings, &done, None).expect("write");
+                });
+                let found = earlier_takes(&out, &settings);
+                assert!(
+                    matches!(&found, Ok(t) if t.len() == 1),
+                    "round {round}: {found:?}"
+                );
             });
         }
     }

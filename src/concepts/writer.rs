@@ -16,7 +16,7 @@ use super::manifest::{
 use super::render::Renderer;
 use super::ConceptError;
 use crate::audio::{read_wav_mono, write_atomic, write_wav, AudioError, SampleFormat};
-use crate::files::temp_target;
+use crate::files::{remove_file_if_there, temp_target};
 use crate::shard::Shard;
 
 /// Where rendered clips go. The dataset writer calls it from several threads.
@@ -165,7 +165,7 @@ fn prepare_folder(out: &Path, info: &DatasetInfo) -> Result<(), ConceptError> {
     Ok(())
 }
 
-/// Removes temporary files an interrupted run left in `clips/` (`.NAME.wav.PID.tmp`): every one
+/// Removes temporary files an interrupted run left in `clips/` (`.NAME.wav.PID-NONCE.tmp`): every one
 /// for the whole job, only those of its own clips (`mine`) for a shard, since another shard's
 /// are its writes in flight.
 fn remove_stale_temps(clips: &Path, mine: &[&ClipSpec], shard: Shard) -> Result<(), ConceptError> {
@@ -175,11 +175,7 @@ fn remove_stale_temps(clips: &Path, mine: &[&ClipSpec], shard: Shard) -> Result<
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if temp_target(&name).is_some_and(|t| shard.is_whole() || names.contains(t)) {
-            let path = entry.path();
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
-                _ => {}
-            }
+            remove_if_there(&entry.path())?;
         }
     }
     Ok(())
@@ -267,10 +263,7 @@ fn manifest_text(specs: &[&ClipSpec], silent: &HashMap<usize, bool>) -> String {
 
 /// Deletes `path`; already gone is fine (another shard may have deleted it first).
 fn remove_if_there(path: &Path) -> Result<(), ConceptError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path)(e)),
-        _ => Ok(()),
-    }
+    remove_file_if_there(path).map_err(io_err(path))
 }
 
 /// Renders a concept dataset into `job.out`: `dataset.json`, `clips/*.wav`, `manifest.jsonl`.

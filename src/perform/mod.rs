@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::audio::play::Player;
 use crate::audio::{SampleFormat, WavStream};
-use crate::files::{move_into_place, temp_sibling, track_in_flight, untrack_in_flight};
+use crate::files::{create_temp_sibling, move_into_place, untrack_in_flight};
 use crate::model::{Extent, GenerateOptions, ModelError, MusicGen, PieceStream, ResidualHook};
 use candle_core::Tensor;
 
@@ -363,15 +363,12 @@ impl WavFile {
             what: path.display().to_string(),
             source,
         };
-        let tmp = temp_sibling(path).map_err(err)?;
-        track_in_flight(&tmp);
-        let stream = File::create(&tmp)
-            .and_then(|f| WavStream::start(f, sample_rate, format))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                untrack_in_flight(&tmp);
-                err(e)
-            })?;
+        let (tmp, file) = create_temp_sibling(path).map_err(err)?;
+        let stream = WavStream::start(file, sample_rate, format).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            untrack_in_flight(&tmp);
+            err(e)
+        })?;
         Ok(WavFile {
             path: path.to_path_buf(),
             tmp,
