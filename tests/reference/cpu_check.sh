@@ -57,9 +57,9 @@ step() {
     local rc=$?
     # The scripts' closing lines (medians, ratios; bench_rfm's table after "summary"), and
     # every kernel line of bench_gemv and every pair of q8_pairs.
-    { grep -E 'GB/s|^pair|^-- ' "$OUT/$name.txt" || sed -n '/^summary/,$p' "$OUT/$name.txt" | grep . \
+    { grep -E 'GB/s|^pair|^-- ' "$OUT/$name.txt" | grep -v generic || sed -n '/^summary/,$p' "$OUT/$name.txt" | grep . \
         || grep -E 'median|x transformers|baton / |baton takes|: [0-9.]+ s \(' "$OUT/$name.txt"; } \
-        | head -80 >> "$SUMMARY"
+        | head -150 >> "$SUMMARY"
     echo "($name: exit $rc, $((SECONDS - start)) s, load average $(cut -d' ' -f1-3 /proc/loadavg))" \
         | tee -a "$SUMMARY"
 }
@@ -96,8 +96,11 @@ RFM_F32=(--xrfm-dtypes float32 --baton-precisions f32 --search-dtypes float32 --
 step engine 1800 tests/reference/bench_engine.sh "$DIR" 3 4 2
 step rfm 1200 "$PY" tests/reference/bench_rfm.py "${RFM_F32[@]}" --rounds 2
 step rfm2 900 "$PY" tests/reference/bench_rfm.py "${RFM_F32[@]}" --rounds 2 --dims ""
-step q8vnni 600 q8_pairs
-step gemv 600 gemv_all
+# `timeout` runs programs, not shell functions: these two run in a child bash.
+export -f q8_pairs gemv_all
+export DIR BATON EX
+step q8vnni 600 bash -c q8_pairs
+step gemv 600 bash -c gemv_all
 step load 600 env BENCH_LOAD="$EX/bench_load" tests/reference/bench_load.sh "$DIR" 3 2
 step encodec 900 tests/reference/bench_encodec.sh "$DIR" 3 10 2
 step rfm24 3600 "$PY" tests/reference/bench_rfm.py "${RFM_F32[@]}" --dims "" --search-layers 24 \
