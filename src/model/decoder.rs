@@ -467,14 +467,18 @@ impl Decoder {
     /// scale per output row, a quarter of f32's bytes, for the CPU's generation steps. Only with
     /// f32 activations on the CPU.
     pub fn quantize_q8(&mut self) -> candle_core::Result<()> {
-        self.pack("8-bit", |w| Ok(gemv::Packed::Q8(gemv::Q8::quantize(w)?)))
+        self.pack("8-bit", |rows, cols, factor| {
+            gemv::Packed::Q8(gemv::Q8::from_rows(rows, cols, factor))
+        })
     }
 
     /// Stores every large weight in 4 bits with a scale per 32 weights ([`gemv::Q4`]), under a
     /// sixth of f32's bytes, for the CPU's generation steps; their products take the input rows
     /// in 8 bits. Only with f32 activations on the CPU.
     pub fn quantize_q4(&mut self) -> candle_core::Result<()> {
-        self.pack("4-bit", |w| Ok(gemv::Packed::Q4(gemv::Q4::quantize(w)?)))
+        self.pack("4-bit", |rows, cols, factor| {
+            gemv::Packed::Q4(gemv::Q4::from_rows(rows, cols, factor))
+        })
     }
 
     /// Packs every large weight with `pack` (one format for all: a second call keeps the first).

@@ -2,7 +2,7 @@
 //! live: in memory candle owns, used in place from the checkpoint's memory map, or packed in 8 or
 //! 4 bits.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use super::gemv;
@@ -105,32 +105,30 @@ impl Dense {
         Ok(self)
     }
 
-    /// The weight as a tensor `[out, in]` (a copy unless owned), with any output scale folded in.
-    pub(crate) fn weight(&self) -> candle_core::Result<Tensor> {
-        let w = match &self.store {
-            Store::Owned(w) => w.clone(),
-            Store::Mapped(parts) => {
-                let parts = parts
-                    .iter()
-                    .map(MappedF32::to_tensor)
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                Tensor::cat(&parts, 0)?
-            }
-            Store::Packed(q) => q.dequantize(&Device::Cpu)?,
-        };
-        if self.out_scale == 1.0 {
-            Ok(w)
-        } else {
-            w * self.out_scale
-        }
-    }
-
     /// Stores the weight as `pack` makes it (see [`gemv::Packed`]) and frees the float copy.
+    /// Rows used in place are packed from the memory map as they lie: a copy of the weight in
+    /// f32 first took most of a q8 load (fresh pages to fill, three times over).
     pub(crate) fn pack(&mut self, pack: Pack) -> candle_core::Result<()> {
-        if !matches!(self.store, Store::Packed(_)) {
-            self.store = Store::Packed(pack(&self.weight()?)?);
-            self.out_scale = 1.0;
-        }
+        let factor = self.out_scale as f32;
+        let packed = match &self.store {
+            Store::Packed(_) => return Ok(()),
+            Store::Mapped(parts) => {
+                let cols = parts.first().map_or(0, |p| p.dims()[1]);
+                let rows: Vec<&[f32]> = parts
+                    .iter()
+                    .flat_map(|p| p.values().chunks(cols.max(1)))
+                    .collect();
+                pack(&rows, cols, factor)
+            }
+            Store::Owned(w) => {
+                let (n, cols) = w.dims2()?;
+                let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                let rows: Vec<&[f32]> = (0..n).map(|r| &values[r * cols..(r + 1) * cols]).collect();
+                pack(&rows, cols, factor)
+            }
+        };
+        self.store = Store::Packed(packed);
+        self.out_scale = 1.0;
         Ok(())
     }
 
@@ -182,5 +180,6 @@ impl Dense {
     }
 }
 
-/// Makes a weight's packed form (`Decoder::quantize_q8`, `Decoder::quantize_q4`).
-pub(crate) type Pack = fn(&Tensor) -> candle_core::Result<gemv::Packed>;
+/// Makes a weight's packed form from its rows, each value multiplied by a factor first
+/// (`Decoder::quantize_q8`, `Decoder::quantize_q4`; see [`gemv::Q8::from_rows`]).
+pub(crate) type Pack = fn(&[&[f32]], usize, f32) -> gemv::Packed;

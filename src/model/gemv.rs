@@ -65,24 +65,35 @@ impl Q8 {
     pub fn quantize(w: &Tensor) -> candle_core::Result<Q8> {
         let (rows, cols) = w.dims2()?;
         let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let mut data = vec![0i8; rows * cols];
-        let mut scales = vec![0f32; rows];
+        let rows: Vec<&[f32]> = (0..rows)
+            .map(|r| &values[r * cols..(r + 1) * cols])
+            .collect();
+        Ok(Q8::from_rows(&rows, cols, 1.0))
+    }
+
+    /// Quantizes the weight whose rows are `rows` (`cols` values each), every value multiplied
+    /// by `factor` first (as candle's `w * factor` rounds it): rows read where they lie, such as
+    /// in the checkpoint's memory map, with no f32 copy of the weight.
+    pub fn from_rows(rows: &[&[f32]], cols: usize, factor: f32) -> Q8 {
+        let mut data = vec![0i8; rows.len() * cols];
+        let mut scales = vec![0f32; rows.len()];
         data.par_chunks_mut(cols.max(1))
             .zip(scales.par_iter_mut())
-            .zip(values.par_chunks(cols.max(1)))
+            .zip(rows.par_iter())
             .for_each(|((q, scale), row)| {
-                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let value = |v: f32| if factor == 1.0 { v } else { v * factor + 0.0 };
+                let max = row.iter().fold(0f32, |m, &v| m.max(value(v).abs()));
                 *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                for (q, v) in q.iter_mut().zip(row) {
-                    *q = (v / *scale).round().clamp(-127.0, 127.0) as i8;
+                for (q, &v) in q.iter_mut().zip(row.iter()) {
+                    *q = round_to_i8(value(v) / *scale);
                 }
             });
-        Ok(Q8 {
+        Q8 {
             data,
             scales,
-            rows,
+            rows: rows.len(),
             cols,
-        })
+        }
     }
 
     /// The weight back in f32 `[rows, cols]` (for products with many rows, which take candle's
@@ -96,6 +107,18 @@ impl Q8 {
             .collect();
         Tensor::from_vec(values, (self.rows, self.cols), device)
     }
+}
+
+/// `v.round().clamp(-127.0, 127.0) as i8` (halves away from zero, NaN to 0) without `roundf`:
+/// on the baseline x86-64 target `f32::round` is a call into libm, which took a sixth of a q8
+/// load.
+#[inline(always)]
+fn round_to_i8(v: f32) -> i8 {
+    let v = v.clamp(-127.0, 127.0);
+    let whole = v as i32;
+    // Exact: `v` and its integer part share sign and exponent range.
+    let frac = v - whole as f32;
+    (whole + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)) as i8
 }
 
 /// `x · wᵀ` for `x` `[m, in]` (f32, m ≤ [`MAX_ROWS`], on the CPU) and 8-bit weights, with
@@ -1582,6 +1605,42 @@ mod tests {
             let x = Tensor::zeros((1, 4), DType::F32, &Device::Cpu).unwrap();
             let w = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
             assert!(matmul_t_with(Kernel::Avx512, &x, &w).is_err());
+        }
+    }
+
+    #[test]
+    fn bytes_round_as_f32_round_does() {
+        let mut values = vec![
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            126.5,
+            -126.5,
+            127.0,
+            127.49,
+            128.0,
+            -1e30,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            0.49999997,
+            -0.49999997,
+            f32::MIN_POSITIVE,
+        ];
+        // every tie and its neighbours, and a sweep of the range
+        for k in -128..=128 {
+            let tie = k as f32 + 0.5;
+            values.extend([tie, tie.next_down(), tie.next_up()]);
+        }
+        values.extend((0..20_000).map(|i| (i as f32 - 10_000.0) * 0.0137));
+        for v in values {
+            let want = v.round().clamp(-127.0, 127.0) as i8;
+            assert_eq!(round_to_i8(v), want, "{v:e}");
         }
     }
 

@@ -58,6 +58,7 @@ const CANDIDATES: i32 = 8;
 /// least squares (llama.cpp's `make_qx_quants`). Never worse than Q4_0's rounding; it brings the
 /// largest error in tiny-a's logits from 101 % to 70 % of their spread. The error of a refitted
 /// rounding `q` is `Σv² - (Σvq)² / Σq²`, so each candidate takes one pass over the block.
+#[inline(always)]
 fn best_scale(block: &[f32]) -> (f32, f32) {
     let m = block
         .iter()
@@ -85,6 +86,50 @@ fn best_scale(block: &[f32]) -> (f32, f32) {
     best
 }
 
+/// One padded row's blocks into `bytes` and `scales` (see [`best_scale`]).
+#[inline(always)]
+fn quantize_row_body(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
+    for ((block, bytes), scale) in row
+        .chunks_exact(Q4_BLOCK)
+        .zip(bytes.chunks_exact_mut(Q4_BLOCK / 2))
+        .zip(scales.iter_mut())
+    {
+        let (s, inv) = best_scale(block);
+        *scale = s;
+        let q = |v: f32| (round(v * inv) + 8.0).clamp(0.0, 15.0) as u8;
+        for (j, b) in bytes.iter_mut().enumerate() {
+            *b = q(block[j]) | (q(block[j + Q4_BLOCK / 2]) << 4);
+        }
+    }
+}
+
+/// [`quantize_row_body`] compiled for `kernel`'s instruction set: the scale search was most of
+/// a q4 load in the baseline target's 4-wide vectors. Each width runs the same IEEE operations
+/// in the same order (Rust never fuses a multiply and an add), so the bytes do not depend on it.
+fn quantize_row(kernel: super::Kernel, row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
+            quantize_row_body(row, bytes, scales)
+        }
+        #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+        unsafe fn avx512(row: &[f32], bytes: &mut [u8], scales: &mut [f32]) {
+            quantize_row_body(row, bytes, scales)
+        }
+        match kernel {
+            // SAFETY: `Kernel::available` lists a kernel only where the CPU has its features,
+            // and callers pass one of those.
+            super::Kernel::Avx512 => return unsafe { avx512(row, bytes, scales) },
+            // SAFETY: as above.
+            super::Kernel::Avx2 => return unsafe { avx2(row, bytes, scales) },
+            super::Kernel::Generic => {}
+        }
+    }
+    let _ = kernel;
+    quantize_row_body(row, bytes, scales)
+}
+
 /// `Σ f(v)` over a block, summed in [`LANES`] independent partial sums so the compiler can keep
 /// them in one vector register (a single running f32 sum must stay scalar to keep its order):
 /// the scale search was most of a q4 load.
@@ -108,35 +153,42 @@ impl Q4 {
     pub fn quantize(w: &Tensor) -> candle_core::Result<Q4> {
         let (rows, cols) = w.dims2()?;
         let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let rows: Vec<&[f32]> = (0..rows)
+            .map(|r| &values[r * cols..(r + 1) * cols])
+            .collect();
+        Ok(Q4::from_rows(&rows, cols, 1.0))
+    }
+
+    /// Quantizes the weight whose rows are `rows` (`cols` values each), every value multiplied
+    /// by `factor` first (as candle's `w * factor` rounds it), reading the rows where they lie
+    /// (see [`Q8::from_rows`](super::Q8::from_rows)).
+    pub fn from_rows(rows: &[&[f32]], cols: usize, factor: f32) -> Q4 {
+        Q4::from_rows_with(super::Kernel::chosen(), rows, cols, factor)
+    }
+
+    /// [`Q4::from_rows`] with the scale search compiled for `kernel`'s vectors (one of
+    /// [`Kernel::available`](super::Kernel::available)): the same bytes with any of them.
+    fn from_rows_with(kernel: super::Kernel, rows: &[&[f32]], cols: usize, factor: f32) -> Q4 {
         let kp = padded_cols(cols);
         let nb = kp / Q4_BLOCK;
-        let mut data = vec![0u8; rows * kp / 2];
-        let mut scales = vec![0f32; rows * nb];
+        let mut data = vec![0u8; rows.len() * kp / 2];
+        let mut scales = vec![0f32; rows.len() * nb];
         data.par_chunks_mut(kp / 2)
             .zip(scales.par_chunks_mut(nb))
-            .enumerate()
-            .for_each(|(r, (bytes, scales))| {
+            .zip(rows.par_iter())
+            .for_each(|((bytes, scales), values)| {
                 let mut row = vec![0f32; kp];
-                row[..cols].copy_from_slice(&values[r * cols..(r + 1) * cols]);
-                for ((block, bytes), scale) in row
-                    .chunks_exact(Q4_BLOCK)
-                    .zip(bytes.chunks_exact_mut(Q4_BLOCK / 2))
-                    .zip(scales.iter_mut())
-                {
-                    let (s, inv) = best_scale(block);
-                    *scale = s;
-                    let q = |v: f32| (round(v * inv) + 8.0).clamp(0.0, 15.0) as u8;
-                    for (j, b) in bytes.iter_mut().enumerate() {
-                        *b = q(block[j]) | (q(block[j + Q4_BLOCK / 2]) << 4);
-                    }
+                for (r, &v) in row.iter_mut().zip(values.iter()) {
+                    *r = if factor == 1.0 { v } else { v * factor + 0.0 };
                 }
+                quantize_row(kernel, &row, bytes, scales);
             });
-        Ok(Q4 {
+        Q4 {
             data,
             scales,
-            rows,
+            rows: rows.len(),
             cols,
-        })
+        }
     }
 
     /// Inputs per row as stored (whole block pairs, the padding zeros).
@@ -296,6 +348,23 @@ pub(super) fn dots_generic(w: &[u8], scales: &[f32], x: &QuantizedRows, dst: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The weights' quantizer gives the same bytes and scales compiled for every instruction
+    /// set this CPU has (an unsafe dispatch to one it lacks would crash, not differ).
+    #[test]
+    fn weight_quantizer_is_the_same_at_every_width() {
+        let (rows, cols) = (5, 200);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.0137 * (1.0 + (i % 13) as f32))
+            .collect();
+        let slices: Vec<&[f32]> = values.chunks(cols).collect();
+        let want = Q4::from_rows_with(super::super::Kernel::Generic, &slices, cols, 0.37);
+        for &kernel in super::super::Kernel::available() {
+            let got = Q4::from_rows_with(kernel, &slices, cols, 0.37);
+            assert_eq!(got.data, want.data, "{kernel:?}");
+            assert_eq!(got.scales, want.scales, "{kernel:?}");
+        }
+    }
 
     /// The AVX-512 quantizer writes the same bytes, scales and sums as the scalar one: row
     /// lengths with partial blocks and padding, all-zero blocks, ties, large and tiny values.
