@@ -118,7 +118,9 @@ impl Dense {
                     .iter()
                     .flat_map(|p| p.values().chunks(cols.max(1)))
                     .collect();
-                pack(&rows, cols, factor)
+                let packed = pack(&rows, cols, factor);
+                parts.iter().for_each(MappedF32::release);
+                packed
             }
             Store::Owned(w) => {
                 let (n, cols) = w.dims2()?;

@@ -328,6 +328,26 @@ impl MappedF32 {
     pub fn to_tensor(&self) -> candle_core::Result<Tensor> {
         Tensor::from_slice(self.values(), self.shape.as_slice(), &Device::Cpu)
     }
+
+    /// Says this process is done with the values' pages for now, once they were converted or
+    /// packed into memory of its own: they leave its resident set (the page cache keeps them,
+    /// and a later read faults them back in), so a bf16, q8 or q4 load does not count the whole
+    /// checkpoint in its RSS. Nothing changes for readers: the map is read-only, so its pages
+    /// always come back from the file. Best effort: a refusal changes nothing.
+    pub fn release(&self) {
+        #[cfg(unix)]
+        {
+            let len = 4 * self.values().len();
+            // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only drops this
+            // process's page-table entries: every later access (also through other views of
+            // the same pages) reads the file's unchanged contents again. The range lies in the
+            // map (checked when the view was made).
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.start, len)
+            };
+        }
+    }
 }
 
 /// Whether f32 weights may be used in place from a memory map: on little-endian targets, unless
@@ -487,6 +507,16 @@ impl SafetensorsFiles {
             .entries
             .get(name)
             .ok_or_else(|| missing_tensor(name, self.files.iter().map(|(p, _)| p)))?;
+        // An f32 weight wanted narrower (`--dtype bf16`) is converted straight from the file's
+        // memory map: reading it whole first faulted in and filled twice the memory, most of a
+        // bf16 load.
+        if matches!(dtype, DType::BF16 | DType::F16) {
+            if let Some(m) = self.mapped_f32(name) {
+                let t = narrowed(m.values(), m.dims(), dtype)?;
+                m.release();
+                return t.to_device(device);
+            }
+        }
         let (path, file) = &self.files[entry.file];
         let t = read_tensor(file, entry, &|e| {
             candle_core::Error::Msg(format!("{}: reading {name}: {e}", path.display()))
@@ -658,6 +688,26 @@ fn converted(t: Tensor, dtype: DType, device: &Device) -> candle_core::Result<Te
     t.to_device(device)
 }
 
+/// `values` as a CPU tensor of `dtype` (bf16 or f16), rounded as candle's `to_dtype` rounds
+/// them (to nearest, ties to even), converted on every thread.
+fn narrowed(values: &[f32], shape: &[usize], dtype: DType) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
+    match dtype {
+        DType::BF16 => {
+            let v: Vec<half::bf16> = values
+                .par_iter()
+                .map(|&x| half::bf16::from_f32(x))
+                .collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)
+        }
+        DType::F16 => {
+            let v: Vec<half::f16> = values.par_iter().map(|&x| half::f16::from_f32(x)).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)
+        }
+        other => Tensor::from_slice(values, shape, &Device::Cpu)?.to_dtype(other),
+    }
+}
+
 /// Reads one tensor's bytes into the CPU buffer the tensor will own. f32, f16 and bf16 (the
 /// dtypes checkpoints hold) are read straight into a lazily zeroed typed buffer: going through a
 /// separate byte buffer faulted in, cleared and copied every weight twice, most of a load's time
@@ -779,6 +829,61 @@ mod tests {
             );
             let values = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
             assert_eq!(values(&got), values(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn f32_weights_read_narrower_round_as_candle_rounds_and_released_pages_read_back() {
+        let dev = Device::Cpu;
+        // Halfway and near-halfway values for both formats, out of f16's range, subnormal,
+        // signed zero, infinities, NaN.
+        let mut values = vec![
+            1.0f32 + f32::EPSILON * 64.0,
+            1.0 + f32::EPSILON * 32.0,
+            -1.0 - f32::EPSILON * 96.0,
+            70000.0,
+            -1e-40,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            3.3e-5,
+        ];
+        values.extend((0..990).map(|i| (i as f32 - 495.0) * 0.7311));
+        let base = Tensor::from_vec(values, (10, 100), &dev).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("w".to_string(), base.clone())]),
+            &path,
+        )
+        .unwrap();
+        let files = SafetensorsFiles::open(std::slice::from_ref(&path)).unwrap();
+        assert!(files.mapped_f32("w").is_some() || !mapping_enabled());
+        // Released pages come back with the file's contents (were the map ever anonymous or
+        // written to, they would come back as zeros).
+        if let Some(m) = files.mapped_f32("w") {
+            let before: Vec<u32> = m.values().iter().map(|v| v.to_bits()).collect();
+            m.release();
+            let after: Vec<u32> = m.values().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(before, after);
+        }
+        let bits = |t: &Tensor| {
+            t.to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        for dtype in [DType::BF16, DType::F16] {
+            let got = files.read("w", dtype, &dev).unwrap();
+            let want = base.to_dtype(dtype).unwrap();
+            assert_eq!((got.dtype(), got.dims()), (dtype, want.dims()));
+            assert_eq!(bits(&got), bits(&want), "{dtype:?}");
         }
     }
 
