@@ -300,8 +300,8 @@ pub fn create_temp_sibling(path: &Path) -> std::io::Result<(PathBuf, std::fs::Fi
         .ok_or_else(|| std::io::Error::other("not a file path"))?;
     let mut attempts = 0;
     loop {
-        // std's hasher keys are drawn from the OS's random source per process and advance per
-        // `RandomState`, so each call gets fresh bits without another dependency.
+        // std's hasher keys are drawn from the OS's random source (once per thread) and advance
+        // with each `RandomState`, so each call gets fresh bits without another dependency.
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
         let mut tmp_name = std::ffi::OsString::from(".");

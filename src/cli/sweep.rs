@@ -200,12 +200,11 @@ fn settings(args: &SweepArgs, probe: &str, files: &[PathBuf]) -> Json {
 fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String, Json>> {
     let path = out.join(SWEEP_FILE);
     // Sibling shards write into the folder while this one looks: what a look finds that only a
-    // sibling's write since the read explains is looked at again (a bounded number of times, so
-    // a folder that stays that way gets its answer).
-    let mut looks = 0;
+    // sibling's write since the read explains is looked at again (for a while, so a folder that
+    // stays that way gets its answer).
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
     let doc = loop {
-        looks += 1;
-        let again = looks < 20;
+        let again = Instant::now() < deadline;
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -249,7 +248,9 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
             // anew.
             return Ok(BTreeMap::new());
         }
-        if !again {
+        // Of this sweep already (its takes' sweep.json is rewritten with each take), or waited
+        // for long enough: the settings decide.
+        if !again || doc.get("settings") == Some(settings) {
             break doc;
         }
         // A take recorded although sweep.json lists none: a sibling's first take, landed since
@@ -647,8 +648,10 @@ pub fn run(args: SweepArgs) -> miette::Result<()> {
             // A plot from an earlier run with CLAP would no longer match sweep.json.
             // Sibling shards settling at once may both remove it.
             let stale = args.out.join(TRADEOFF_FILE);
-            remove_file_if_there(&stale)
-                .map_err(|e| miette::miette!("{}: cannot remove: {e}", stale.display()))?;
+            if stale.is_file() {
+                remove_file_if_there(&stale)
+                    .map_err(|e| miette::miette!("{}: cannot remove: {e}", stale.display()))?;
+            }
         }
         let measures = json!({
             "clap_model": clap_model,

@@ -165,9 +165,9 @@ fn prepare_folder(out: &Path, info: &DatasetInfo) -> Result<(), ConceptError> {
     Ok(())
 }
 
-/// Removes temporary files an interrupted run left in `clips/` (`.NAME.wav.PID-NONCE.tmp`): every one
-/// for the whole job, only those of its own clips (`mine`) for a shard, since another shard's
-/// are its writes in flight.
+/// Removes temporary files an interrupted run left in `clips/` (`.NAME.wav.PID-NONCE.tmp`):
+/// every one for the whole job, only those of its own clips (`mine`) for a shard, since another
+/// shard's are its writes in flight.
 fn remove_stale_temps(clips: &Path, mine: &[&ClipSpec], shard: Shard) -> Result<(), ConceptError> {
     let names: HashSet<String> = mine.iter().map(|s| format!("{}.wav", s.name)).collect();
     for entry in std::fs::read_dir(clips).map_err(io_err(clips))? {

@@ -116,7 +116,10 @@ impl Dense {
                 let cols = parts.first().map_or(0, |p| p.dims()[1]);
                 let rows: Vec<&[f32]> = parts
                     .iter()
-                    .flat_map(|p| p.values().chunks(cols.max(1)))
+                    .flat_map(|p| {
+                        let values = p.values();
+                        (0..p.dims()[0]).map(move |r| &values[r * cols..(r + 1) * cols])
+                    })
                     .collect();
                 let packed = pack(&rows, cols, factor);
                 parts.iter().for_each(MappedF32::release);

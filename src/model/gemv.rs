@@ -75,6 +75,10 @@ impl Q8 {
     /// by `factor` first (as candle's `w * factor` rounds it): rows read where they lie, such as
     /// in the checkpoint's memory map, with no f32 copy of the weight.
     pub fn from_rows(rows: &[&[f32]], cols: usize, factor: f32) -> Q8 {
+        assert!(
+            rows.iter().all(|r| r.len() == cols),
+            "rows of {cols} values"
+        );
         let mut data = vec![0i8; rows.len() * cols];
         let mut scales = vec![0f32; rows.len()];
         data.par_chunks_mut(cols.max(1))

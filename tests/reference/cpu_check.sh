@@ -14,7 +14,8 @@
 #   rfm       bench_rfm.py, f32 both sides, 2 rounds: one probe d = 1,024 and 2,048, 2-block search
 #   rfm2      the 2-block search on the other data draw (--dims "")
 #   q8vnni    q8 renders alternating BATON_Q8_VNNI=0/1 (3 pairs)
-#   gemv      bench_gemv BF16,Q8 from memory and cached, and with BATON_Q8_VNNI=1
+#   gemv      bench_gemv BF16,Q8 from memory and cached, with BATON_Q8_VNNI=1, and BF16 with
+#             BATON_BF16_DOT=0
 #   load      bench_load.sh DIR 3 2
 #   encodec   bench_encodec.sh DIR 3 10 2
 #   rfm24     the 24-block search, f32 both sides, one round (about 15 min on the AMD EPYC)
@@ -68,6 +69,7 @@ step() {
 q8_pairs() {
     local tmp
     tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' RETURN
     for r in 1 2 3; do
         for v in 0 1; do
             BATON_Q8_VNNI=$v "$BATON" render --model "$DIR" --dtype q8 --seconds 4 --cfg 3 \
@@ -76,7 +78,6 @@ q8_pairs() {
             echo "pair $r BATON_Q8_VNNI=$v: $(grep -E '^generated' "$tmp/log" | sed -E 's/.*\(([0-9.]+) steps\/s.*/\1/') steps/s"
         done
     done
-    rm -rf "$tmp"
 }
 
 gemv_all() {

@@ -169,6 +169,10 @@ impl Q4 {
     /// [`Q4::from_rows`] with the scale search compiled for `kernel`'s vectors (one of
     /// [`Kernel::available`](super::Kernel::available)): the same bytes with any of them.
     fn from_rows_with(kernel: super::Kernel, rows: &[&[f32]], cols: usize, factor: f32) -> Q4 {
+        assert!(
+            rows.iter().all(|r| r.len() == cols),
+            "rows of {cols} values"
+        );
         let kp = padded_cols(cols);
         let nb = kp / Q4_BLOCK;
         let mut data = vec![0u8; rows.len() * kp / 2];
