@@ -14,14 +14,21 @@ pub struct Listening(());
 
 impl Drop for Listening {
     fn drop(&mut self) {
-        LISTENERS.fetch_sub(1, Ordering::SeqCst);
-        REQUESTED.store(false, Ordering::SeqCst);
+        // The outermost listener's request ends with it; an inner one (a render inside a REPL
+        // input) leaves the request for the work around it.
+        if LISTENERS.fetch_sub(1, Ordering::SeqCst) == 1 {
+            REQUESTED.store(false, Ordering::SeqCst);
+        }
     }
 }
 
-/// Takes Ctrl-C as a stop request until the guard is dropped; clears an earlier request.
+/// Takes Ctrl-C as a stop request until the guard is dropped. The outermost listener clears an
+/// earlier request; an inner one keeps a pending request, so a Ctrl-C just before a render
+/// inside a REPL input starts still stops it.
 pub fn listen() -> Listening {
-    REQUESTED.store(false, Ordering::SeqCst);
+    if LISTENERS.load(Ordering::SeqCst) == 0 {
+        REQUESTED.store(false, Ordering::SeqCst);
+    }
     LISTENERS.fetch_add(1, Ordering::SeqCst);
     Listening(())
 }
@@ -57,5 +64,22 @@ mod tests {
         drop(guard);
         assert!(!requested());
         REQUESTED.store(false, Ordering::SeqCst);
+
+        // Work inside work (a render in a REPL input): a request made before the inner work
+        // listens, or while it does, reaches both and ends with the outer.
+        let outer = listen();
+        assert!(on_signal());
+        let inner = listen();
+        assert!(
+            requested(),
+            "the inner listener dropped the pending request"
+        );
+        drop(inner);
+        assert!(requested(), "the outer work no longer sees the request");
+        drop(outer);
+        assert!(!requested());
+        let outer = listen();
+        assert!(!requested(), "an old request carried into new work");
+        drop(outer);
     }
 }

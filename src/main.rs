@@ -63,8 +63,8 @@ fn main() -> miette::Result<()> {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }));
     let cli = Cli::parse();
-    // Ctrl-C (or a kill) mid-write must not leave `.NAME.PID-NONCE.tmp` or staged files behind: the
-    // handler deletes what is in flight, then ends the run as the signal would have (130).
+    // Ctrl-C (or a kill) mid-write must not leave `.NAME.PID-NONCE.tmp` or staged files behind:
+    // the handler deletes what is in flight, then ends the run as the signal would have (130).
     // Work that listens (a performance finishing its file) is asked to stop first.
     let _ = ctrlc::set_handler(|| {
         if baton::interrupt::on_signal() {

@@ -310,14 +310,14 @@ fn watch_live_steers_the_playing_piece_on_each_save_and_plays_on_through_a_broke
     );
 }
 
-/// Runs `baton repl` on piped `lines`, sending it Ctrl-C (SIGINT) after `interrupt_after` lines
-/// once it has had `pause` to get busy with them; returns (exit code, stdout, stderr).
+/// Runs `baton repl` on piped `lines`, sending it Ctrl-C (SIGINT) once the first
+/// `interrupt_after` lines are in and it has printed `busy` (the input to stop prints it as it
+/// starts: a fixed pause raced a slow start on a loaded machine, where the signal came before
+/// the input ran and ended the session); returns (exit code, stdout, stderr).
 #[cfg(unix)]
-fn repl_interrupted(
-    lines: &[&str],
-    interrupt_after: usize,
-    pause: Duration,
-) -> (i32, String, String) {
+fn repl_interrupted(lines: &[&str], interrupt_after: usize, busy: &str) -> (i32, String, String) {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let mut child = baton()
         .args(["repl", "--model", &tiny(), "--out"])
@@ -328,26 +328,52 @@ fn repl_interrupted(
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
+    // Both streams are read as they come, so the child never blocks on a full pipe.
+    let collect = |mut from: Box<dyn Read + Send>| {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        (text, reader)
+    };
+    let (stdout, out_reader) = collect(Box::new(child.stdout.take().unwrap()));
+    let (stderr, err_reader) = collect(Box::new(child.stderr.take().unwrap()));
     for line in &lines[..interrupt_after] {
         writeln!(stdin, "{line}").unwrap();
     }
-    std::thread::sleep(pause);
+    wait_until(&format!("busy ({busy:?} printed)"), || {
+        stdout.lock().unwrap().contains(busy)
+    });
+    std::thread::sleep(Duration::from_millis(300));
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the interrupt reported", || {
+        stderr.lock().unwrap().contains("interrupted")
+    });
     for line in &lines[interrupt_after..] {
         writeln!(stdin, "{line}").unwrap();
     }
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let status = child.wait().unwrap();
+    out_reader.join().unwrap();
+    err_reader.join().unwrap();
+    let (out, err) = (
+        stdout.lock().unwrap().clone(),
+        stderr.lock().unwrap().clone(),
+    );
+    (status.code().unwrap_or(-1), out, err)
 }
 
 #[cfg(unix)]
@@ -357,11 +383,11 @@ fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
     // next line still sees the session's variables.
     let (code, stdout, stderr) = repl_interrupted(
         &[
-            "let x = 0; loop { x += 1; }",
+            "print(\"looping\"); let x = 0; loop { x += 1; }",
             "print(`after the loop ${x > 0}`)",
         ],
         1,
-        Duration::from_millis(1500),
+        "looping",
     );
     assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
     assert!(stdout.contains("after the loop true"), "{stdout}\n{stderr}");
@@ -370,11 +396,11 @@ fn ctrl_c_stops_the_running_input_and_the_session_goes_on() {
     let (_, stdout, stderr) = repl_interrupted(
         &[
             "let p = piece(\"a\", 3000);",
-            "render(p, \"long.wav\")",
+            "print(\"rendering\"); render(p, \"long.wav\")",
             "print(`still here ${p}`)",
         ],
         2,
-        Duration::from_millis(2500),
+        "rendering",
     );
     assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
     assert!(
