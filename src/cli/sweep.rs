@@ -202,7 +202,7 @@ fn earlier_takes(out: &Path, settings: &Json) -> miette::Result<BTreeMap<String,
     // Sibling shards write into the folder while this one looks: what a look finds that only a
     // sibling's write since the read explains is looked at again (for a while, so a folder that
     // stays that way gets its answer).
-    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
     let doc = loop {
         let again = Instant::now() < deadline;
         let text = match std::fs::read_to_string(&path) {
