@@ -125,12 +125,7 @@ impl Dense {
                 parts.iter().for_each(MappedF32::release);
                 packed
             }
-            Store::Owned(w) => {
-                let (n, cols) = w.dims2()?;
-                let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                let rows: Vec<&[f32]> = (0..n).map(|r| &values[r * cols..(r + 1) * cols]).collect();
-                pack(&rows, cols, factor)
-            }
+            Store::Owned(w) => gemv::with_f32_rows(w, |rows, cols| pack(rows, cols, factor))?,
         };
         self.store = Store::Packed(packed);
         self.out_scale = 1.0;

@@ -63,12 +63,7 @@ pub struct Q8 {
 impl Q8 {
     /// Quantizes a `[rows, cols]` weight of any float dtype.
     pub fn quantize(w: &Tensor) -> candle_core::Result<Q8> {
-        let (rows, cols) = w.dims2()?;
-        let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let rows: Vec<&[f32]> = (0..rows)
-            .map(|r| &values[r * cols..(r + 1) * cols])
-            .collect();
-        Ok(Q8::from_rows(&rows, cols, 1.0))
+        with_f32_rows(w, |rows, cols| Q8::from_rows(rows, cols, 1.0))
     }
 
     /// Quantizes the weight whose rows are `rows` (`cols` values each), every value multiplied
@@ -111,6 +106,18 @@ impl Q8 {
             .collect();
         Tensor::from_vec(values, (self.rows, self.cols), device)
     }
+}
+
+/// Calls `f` with the rows of the `[rows, cols]` weight `w` (any float dtype) in f32, and `cols`:
+/// how a weight held in a tensor is handed to [`Q8::from_rows`] and [`Q4::from_rows`].
+pub(crate) fn with_f32_rows<R>(
+    w: &Tensor,
+    f: impl FnOnce(&[&[f32]], usize) -> R,
+) -> candle_core::Result<R> {
+    let (n, cols) = w.dims2()?;
+    let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let rows: Vec<&[f32]> = (0..n).map(|r| &values[r * cols..(r + 1) * cols]).collect();
+    Ok(f(&rows, cols))
 }
 
 /// `v.round().clamp(-127.0, 127.0) as i8` (halves away from zero, NaN to 0) without `roundf`:

@@ -7,7 +7,7 @@
 //! `maddubs`: 32 or 64 products an instruction) instead of widening every weight to f32, which
 //! is what limits [`super::Q8`]'s products.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 /// Weights per block, each block with its own scale.
@@ -151,12 +151,7 @@ const LANES: usize = 8;
 impl Q4 {
     /// Quantizes a `[rows, cols]` weight of any float dtype.
     pub fn quantize(w: &Tensor) -> candle_core::Result<Q4> {
-        let (rows, cols) = w.dims2()?;
-        let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let rows: Vec<&[f32]> = (0..rows)
-            .map(|r| &values[r * cols..(r + 1) * cols])
-            .collect();
-        Ok(Q4::from_rows(&rows, cols, 1.0))
+        super::with_f32_rows(w, |rows, cols| Q4::from_rows(rows, cols, 1.0))
     }
 
     /// Quantizes the weight whose rows are `rows` (`cols` values each), every value multiplied
