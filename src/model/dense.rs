@@ -116,10 +116,7 @@ impl Dense {
                 let cols = parts.first().map_or(0, |p| p.dims()[1]);
                 let rows: Vec<&[f32]> = parts
                     .iter()
-                    .flat_map(|p| {
-                        let values = p.values();
-                        (0..p.dims()[0]).map(move |r| &values[r * cols..(r + 1) * cols])
-                    })
+                    .flat_map(|p| gemv::row_slices(p.values(), p.dims()[0], cols))
                     .collect();
                 let packed = pack(&rows, cols, factor);
                 parts.iter().for_each(MappedF32::release);

@@ -80,11 +80,12 @@ impl Q8 {
             .zip(scales.par_iter_mut())
             .zip(rows.par_iter())
             .for_each(|((q, scale), row)| {
-                let value = |v: f32| if factor == 1.0 { v } else { v * factor + 0.0 };
-                let max = row.iter().fold(0f32, |m, &v| m.max(value(v).abs()));
+                let max = row
+                    .iter()
+                    .fold(0f32, |m, &v| m.max(scaled(v, factor).abs()));
                 *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
                 for (q, &v) in q.iter_mut().zip(row.iter()) {
-                    *q = round_to_i8(value(v) / *scale);
+                    *q = round_to_i8(scaled(v, factor) / *scale);
                 }
             });
         Q8 {
@@ -116,8 +117,28 @@ pub(crate) fn with_f32_rows<R>(
 ) -> candle_core::Result<R> {
     let (n, cols) = w.dims2()?;
     let values: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let rows: Vec<&[f32]> = (0..n).map(|r| &values[r * cols..(r + 1) * cols]).collect();
+    let rows: Vec<&[f32]> = row_slices(&values, n, cols).collect();
     Ok(f(&rows, cols))
+}
+
+/// The `rows` rows of `cols` values each of the row-major `values` (also with `cols` = 0).
+pub(crate) fn row_slices(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+) -> impl Iterator<Item = &[f32]> + '_ {
+    (0..rows).map(move |r| &values[r * cols..(r + 1) * cols])
+}
+
+/// `v` as candle's `w * factor` leaves it (`v * factor + 0.0` in f32), which the packed forms
+/// quantize for a weight with an output scale; a factor of 1 leaves it as it is.
+#[inline(always)]
+pub(crate) fn scaled(v: f32, factor: f32) -> f32 {
+    if factor == 1.0 {
+        v
+    } else {
+        v * factor + 0.0
+    }
 }
 
 /// `v.round().clamp(-127.0, 127.0) as i8` (halves away from zero, NaN to 0) without `roundf`:

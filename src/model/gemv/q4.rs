@@ -178,7 +178,7 @@ impl Q4 {
             .for_each(|((bytes, scales), values)| {
                 let mut row = vec![0f32; kp];
                 for (r, &v) in row.iter_mut().zip(values.iter()) {
-                    *r = if factor == 1.0 { v } else { v * factor + 0.0 };
+                    *r = super::scaled(v, factor);
                 }
                 quantize_row(kernel, &row, bytes, scales);
             });
